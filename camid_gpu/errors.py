@@ -1,0 +1,60 @@
+"""Exception types. Every error about an input file carries the path and the reason."""
+from __future__ import annotations
+
+import os
+
+
+class CamidError(Exception):
+    """Base class of every error camid raises on purpose."""
+
+
+class MissingExtraError(CamidError, ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it."""
+
+    def __init__(self, package: str, extra: str, feature: str):
+        self.package, self.extra, self.feature = package, extra, feature
+        super().__init__(
+            f"{feature} needs the optional package {package!r}, which is not installed: "
+            f"pip install 'camid_gpu[{extra}]'"
+        )
+
+
+class ImageError(CamidError):
+    """A problem with one input image. ``path`` and ``reason`` are kept for per-file error reports."""
+
+    kind = "image-error"
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ImageNotFoundError(ImageError, FileNotFoundError):
+    kind = "missing"
+
+
+class ImageUnreadableError(ImageError):
+    """Exists but cannot be opened (permissions, a directory, a symlink loop)."""
+
+    kind = "unreadable"
+
+
+class ImageDecodeError(ImageError):
+    """Not an image, truncated, or in a form camid does not accept (e.g. NaN pixels, huge declared size)."""
+
+    kind = "decode"
+
+
+class ImageTooSmallError(ImageError):
+    """Smaller than the requested centre clipping."""
+
+    kind = "too-small"
+
+
+class FingerprintError(CamidError):
+    """A fingerprint cannot be built, loaded or used."""
+
+
+class FingerprintMismatchError(FingerprintError):
+    """A stored fingerprint was made with parameters that differ from the ones requested."""

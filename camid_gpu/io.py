@@ -1,0 +1,311 @@
+"""Image input: read-only decoding, SHA-256, EXIF facts, green channel and centre clipping.
+
+Evidence files are opened read-only (``"rb"``), read once into memory, hashed and decoded from the
+same bytes, so the recorded SHA-256 is the hash of exactly what was analysed. Pixels are never
+rotated by the EXIF orientation (PRNU lives on the sensor grid); the orientation is only reported.
+
+Accepted: JPEG, PNG, BMP (Pillow) and TIFF (tifffile), 8- or 16-bit, gray, RGB, RGBA (alpha
+dropped), palette (converted to RGB), gray+alpha. Refused with a reason: CMYK, 1-bit, floating-point
+or 32-bit integer samples, NaN/Inf, empty, truncated and over-large (decompression bomb) files.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from camid_gpu.errors import (
+    ImageDecodeError,
+    ImageNotFoundError,
+    ImageTooSmallError,
+    ImageUnreadableError,
+)
+
+#: largest decoded size accepted, in pixels (a guard against decompression bombs)
+MAX_PIXELS = 250_000_000
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+_EXIF_TAGS = {0x010F: "make", 0x0110: "model", 0x0112: "orientation", 0x0132: "datetime"}
+_EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 0x9003
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What is known about one decoded input file."""
+
+    path: str
+    sha256: str
+    file_size: int
+    format: str
+    height: int
+    width: int
+    channels: int
+    bit_depth: int
+    exif: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageUnreadableError(path, "dangling symbolic link") from None
+        raise ImageNotFoundError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageUnreadableError(path, "is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageUnreadableError(path, "permission denied") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageUnreadableError(path, "symbolic link loop") from None
+        raise ImageUnreadableError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in chunks, opened read-only."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_pixels(path: str, height: int, width: int, max_pixels: int) -> None:
+    if height * width > max_pixels:
+        raise ImageDecodeError(path, f"declared size {width}x{height} exceeds the limit of {max_pixels} pixels "
+                                     f"(possible decompression bomb)")
+
+
+def _decode_tiff(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages.first
+            photometric = getattr(page.photometric, "name", str(page.photometric))
+            if photometric in ("SEPARATED", "CMYK"):
+                raise ImageDecodeError(path, "CMYK TIFF is not camera output; convert it to RGB explicitly")
+            shape = page.shape
+            _check_pixels(path, page.imagelength, page.imagewidth, max_pixels)
+            exif = {}
+            for tag, key in (("Make", "make"), ("Model", "model"), ("Orientation", "orientation"),
+                             ("DateTime", "datetime")):
+                if tag in page.tags:
+                    value = page.tags[tag].value
+                    exif[key] = int(value) if key == "orientation" else str(value).strip("\x00 ")
+            array = page.asarray()
+            if photometric == "PALETTE":
+                colormap = np.asarray(page.colormap)  # (3, 2**bits), uint16
+                array = colormap[:, array].transpose(1, 2, 0)
+            elif len(shape) == 3 and page.planarconfig == 2:  # separate planes -> (H, W, C)
+                array = np.moveaxis(array, 0, -1)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise ImageDecodeError(path, f"damaged or unsupported TIFF ({type(exc).__name__}: {exc})") from None
+    return array, exif
+
+
+def _decode_pillow(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray, dict[str, Any], str]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageDecodeError(path, "not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(path, f"declared size too large (possible decompression bomb): {exc}") from None
+    except Exception as exc:
+        raise ImageDecodeError(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
+    with image:
+        fmt = image.format or "unknown"
+        width, height = image.size
+        _check_pixels(path, height, width, max_pixels)
+        mode = image.mode
+        if mode == "CMYK":
+            raise ImageDecodeError(path, "CMYK image is not camera output; convert it to RGB explicitly")
+        if mode in ("1", "F", "I"):
+            raise ImageDecodeError(path, f"unsupported pixel mode {mode!r} (1-bit, float or 32-bit samples)")
+        exif = _pillow_exif(image)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image.load()
+            if mode in ("P", "PA"):
+                image = image.convert("RGBA" if "transparency" in image.info or mode == "PA" else "RGB")
+            if mode == "YCbCr":
+                image = image.convert("RGB")
+            array = np.asarray(image)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageDecodeError(path, f"truncated or damaged {fmt} data ({exc})") from None
+    if mode.startswith("I;16"):
+        array = array.astype(np.uint16)
+    return array, exif, fmt
+
+
+def _pillow_exif(image) -> dict[str, Any]:
+    try:
+        raw = image.getexif()
+    except Exception:  # a damaged EXIF block must not stop the analysis of the pixels
+        return {"error": "unreadable EXIF"}
+    exif: dict[str, Any] = {}
+    for tag, key in _EXIF_TAGS.items():
+        if tag in raw:
+            value = raw[tag]
+            if key == "orientation":
+                try:
+                    exif[key] = int(value)
+                except (TypeError, ValueError):
+                    exif[key] = None
+            else:
+                exif[key] = str(value).strip("\x00 ")
+    try:
+        original = raw.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL)
+    except Exception:
+        original = None
+    if original:
+        exif["datetime_original"] = str(original).strip("\x00 ")
+    return exif
+
+
+def _normalise(path: str, array: np.ndarray) -> tuple[np.ndarray, int]:
+    """Pixels as (H, W) or (H, W, 3), uint8 or uint16; returns (pixels, bit depth)."""
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            raise ImageDecodeError(path, "floating-point samples with NaN or Inf")
+        raise ImageDecodeError(path, "floating-point samples (not camera output; unknown scale)")
+    if array.dtype == np.bool_:
+        raise ImageDecodeError(path, "1-bit image")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageDecodeError(path, f"unsupported sample type {array.dtype} (8- or 16-bit unsigned expected)")
+    if array.ndim == 3:
+        if array.shape[-1] in (2, 4):  # gray+alpha, RGBA: alpha dropped
+            array = array[..., :-1]
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+        elif array.shape[-1] != 3:
+            raise ImageDecodeError(path, f"unsupported channel count {array.shape[-1]}")
+    elif array.ndim != 2:
+        raise ImageDecodeError(path, f"unsupported array shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageDecodeError(path, f"empty image {array.shape}")
+    return np.ascontiguousarray(array), 8 * array.dtype.itemsize
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """Decode one image file, read-only.
+
+    Returns ``(pixels, info)``: pixels ``(H, W)`` or ``(H, W, 3)``, uint8 or uint16, in the file's
+    own pixel order (no EXIF rotation). Raises a subclass of :class:`~camid_gpu.errors.ImageError`
+    that names the path and the reason.
+    """
+    path = os.fspath(path)
+    data = _read_bytes(path)
+    if not data:
+        raise ImageDecodeError(path, "empty file (0 bytes)")
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        array, exif = _decode_tiff(path, data, max_pixels)
+        fmt = "TIFF"
+    else:
+        array, exif, fmt = _decode_pillow(path, data, max_pixels)
+    array, depth = _normalise(path, array)
+    info = ImageInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), format=fmt,
+                     height=array.shape[0], width=array.shape[1],
+                     channels=1 if array.ndim == 2 else array.shape[2], bit_depth=depth, exif=exif)
+    return array, info
+
+
+def green_channel(pixels: np.ndarray) -> np.ndarray:
+    """The green plane of (H, W, 3) pixels; gray (H, W) pixels are returned as they are."""
+    return pixels[..., 1] if pixels.ndim == 3 else pixels
+
+
+def gray_intensity(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) float64 intensity on the 0..255 scale (gray weights of the residual for colour)."""
+    from camid_gpu.residual import GRAY_WEIGHTS
+
+    x = pixels.astype(np.float64)
+    if pixels.dtype == np.uint16:
+        x *= 255.0 / 65535.0
+    if x.ndim == 3:
+        x = x @ np.asarray(GRAY_WEIGHTS)
+    return x
+
+
+def clip_window(height: int, width: int, clip: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of the centre clipping ``clip = (h, w)`` of an ``height x width`` image.
+
+    Start offsets are ``floor((size - clip) / 2)`` on each axis, as MATLAB's ``centerCropWindow2d``
+    (for an odd surplus the extra row/column is left at the bottom/right).
+    """
+    return (height - clip[0]) // 2, (width - clip[1]) // 2
+
+
+def center_clip(pixels: np.ndarray, clip: tuple[int, int] | None, path: str = "<array>") -> np.ndarray:
+    """Centre clipping of (H, W[, C]) pixels to ``clip = (h, w)``; None returns the whole image.
+
+    Raises :class:`~camid_gpu.errors.ImageTooSmallError` when the image is smaller than the clipping.
+    """
+    if clip is None:
+        return pixels
+    ch, cw = clip
+    h, w = pixels.shape[:2]
+    if h < ch or w < cw:
+        raise ImageTooSmallError(path, f"image is {h}x{w} (rows x columns), smaller than the {ch}x{cw} clipping")
+    top, left = clip_window(h, w, clip)
+    return pixels[top:top + ch, left:left + cw]
+
+
+def parse_clip(value: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """Parse a clipping size: ``1000``, ``"1000"``, ``"768x1024"`` (rows x columns), ``"full"``/None."""
+    if value is None or (isinstance(value, str) and value.lower() in ("full", "none", "")):
+        return None
+    if isinstance(value, int):
+        h = w = value
+    elif isinstance(value, tuple):
+        h, w = value
+    else:
+        parts = str(value).lower().split("x")
+        try:
+            h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        except ValueError:
+            raise ValueError(f"clip must be N, HxW or 'full', got {value!r}") from None
+    if h < 16 or w < 16:
+        raise ValueError(f"clip must be at least 16x16, got {h}x{w}")
+    return int(h), int(w)
+
+
+def list_images(*paths: str | os.PathLike) -> list[str]:
+    """Expand files and folders (recursively, sorted) into image paths by suffix.
+
+    Files named explicitly are kept whatever their suffix (they are errors later if not images).
+    """
+    found: list[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                found.extend(os.path.join(root, f) for f in sorted(files)
+                             if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."))
+        else:
+            found.append(p)
+    return found
+
+
+def orientation_of(height: int, width: int) -> str:
+    """'landscape', 'portrait' or 'square' from a pixel size."""
+    return "landscape" if width > height else "portrait" if height > width else "square"

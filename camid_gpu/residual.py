@@ -1,0 +1,217 @@
+"""Noise residuals: Binghamton's NoiseExtractFromImage, ZeroMeanTotal and WienerInDFT.
+
+All functions here take and return arrays on the 0..255 scale. The ``*_native`` style helpers
+(:func:`noise_extract`, :func:`zero_mean_total`, :func:`wiener_dft`, :func:`mihcak_shrink`) work on a
+backend's native arrays ``(N, H, W)`` and stay on its device; :func:`extract_residual` is the public
+NumPy-in, NumPy-out entry point with input validation.
+
+The spec (Binghamton CameraFingerprint, Lukas/Fridrich/Goljan):
+
+1. mirror-pad each channel (symmetric, edge sample included) to ``nr = ceil((M+2)/2^L)*2^L`` rows
+   and likewise columns, ``ceil`` of half the padding on top/left;
+2. ``L`` levels of the periodic 2-D DWT with the 8-tap Daubechies filter (pywt ``db4``);
+3. every detail subband: ``v = min_w max(0, boxmean_w(c^2) - sigma^2)`` over ``w in {3,5,7,9}``
+   (zero-padded box means), then ``c <- c * sigma^2 / (v + sigma^2)`` (Mihcak's estimate of the noise);
+4. the coarsest approximation set to 0, inverse DWT, padding cropped;
+5. colour: channel residuals combined with the gray weights (0.2989, 0.5870, 0.1140);
+6. ZeroMeanTotal on each of the four 2x2 polyphase sub-lattices.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from camid_gpu.backend import Array, Backend, get_backend
+
+#: window sizes of Mihcak's local variance estimate (Binghamton's WaveNoise)
+MIHCAK_WINDOWS: tuple[int, ...] = (3, 5, 7, 9)
+#: rgb -> gray weights of Binghamton's rgb2gray1 (MATLAB's rgb2gray)
+GRAY_WEIGHTS: tuple[float, float, float] = (0.2989, 0.5870, 0.1140)
+#: noise std on the 0..255 scale used by Binghamton's examples
+DEFAULT_SIGMA = 3.0
+DEFAULT_LEVELS = 4
+DEFAULT_WAVELET = "db4"
+
+
+def padding(size: int, levels: int) -> tuple[int, int]:
+    """(before, after) mirror padding of one axis of length ``size`` for ``levels`` DWT levels.
+
+    Always at least 2 samples in all, so that the padded length is a multiple of ``2**levels``.
+    """
+    step = 2**levels
+    padded = math.ceil((size + 2) / step) * step
+    before = math.ceil((padded - size) / 2)
+    return before, padded - size - before
+
+
+def mirror_index(size: int, before: int, after: int) -> np.ndarray:
+    """Indices of a symmetric (edge-including) padding of ``arange(size)``."""
+    return np.pad(np.arange(size), (before, after), mode="symmetric")
+
+
+def mihcak_shrink(bk: Backend, coeffs: Array, noise_var: float | Array,
+                  windows: Sequence[int] = MIHCAK_WINDOWS) -> Array:
+    """Mihcak's locally adaptive shrink, returning the noise part of ``coeffs``.
+
+    ``coeffs``: (..., h, w); ``noise_var``: scalar or an array broadcasting to (..., 1, 1).
+    Returns ``coeffs * noise_var / (v + noise_var)`` with
+    ``v = min over windows of max(0, boxmean_w(coeffs^2) - noise_var)``.
+    On CUDA the fused kernel ``kernels/mihcak_shrink.cu`` computes the same thing in one pass.
+    """
+    fused = bk.kernel("mihcak_shrink")
+    if fused is not None:
+        return fused(coeffs, noise_var, tuple(windows))
+    energy = coeffs * coeffs
+    variance = None
+    for size in windows:
+        local = bk.maximum(bk.box_mean(energy, size) - noise_var, 0.0)
+        variance = local if variance is None else bk.minimum(variance, local)
+    return coeffs * noise_var / (variance + noise_var)
+
+
+def noise_extract(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA,
+                  levels: int = DEFAULT_LEVELS, wavelet: str = DEFAULT_WAVELET) -> Array:
+    """Binghamton's NoiseExtract of single-channel images: ``(N, H, W)`` -> ``(N, H, W)``.
+
+    No zero-meaning here (see :func:`zero_mean_total`); 0..255 scale in and out.
+    """
+    h, w = images.shape[-2:]
+    top, bottom = padding(h, levels)
+    left, right = padding(w, levels)
+    padded = bk.take(bk.take(images, mirror_index(h, top, bottom), -2), mirror_index(w, left, right), -1)
+    approx, details = bk.wavedec2(padded, wavelet, levels)
+    noise_var = float(sigma) ** 2
+    details = [mihcak_shrink(bk, band, noise_var) for band in details]
+    residual = bk.waverec2(bk.zeros_like(approx), details, wavelet)
+    return residual[..., top:top + h, left:left + w]
+
+
+def zero_mean_total(bk: Backend, x: Array) -> Array:
+    """Binghamton's ZeroMeanTotal of ``(..., H, W)``.
+
+    On each of the four 2x2 polyphase sub-lattices: subtract the mean, then every column's mean,
+    then every row's mean. Removes linear patterns (row/column noise, CFA-periodic artefacts) that
+    cameras of one model share.
+    """
+    out = bk.zeros_like(x)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            sub = x[..., dy::2, dx::2]
+            sub = sub - bk.mean(sub, (-2, -1))
+            sub = sub - bk.mean(sub, -2)
+            sub = sub - bk.mean(sub, -1)
+            out[..., dy::2, dx::2] = sub
+    return out
+
+
+def wiener_dft(bk: Backend, x: Array, sigma: float | Array | None = None) -> Array:
+    """Binghamton's WienerInDFT of ``(N, H, W)``: Mihcak shrink of the DFT magnitude.
+
+    ``F = fft2(x)/sqrt(H*W)``; ``|F|`` shrunk with :func:`mihcak_shrink` using ``sigma**2`` as the
+    noise variance; the result is ``real(ifft2(F * shrunk/|F|))`` (bins with ``|F| = 0`` stay 0).
+    ``sigma`` defaults to each image's own sample std. Suppresses peaks of the spectrum (periodic
+    artefacts such as JPEG blocking) and keeps its flat, PRNU-like part.
+    """
+    h, w = x.shape[-2:]
+    if sigma is None:
+        sigma = bk.std(x, (-2, -1))
+    spectrum = bk.fft2(x)
+    magnitude = bk.abs(spectrum) / math.sqrt(h * w)
+    shrunk = mihcak_shrink(bk, magnitude, sigma * sigma)
+    zero = magnitude == 0
+    gain = bk.where(zero, 0.0, shrunk / bk.where(zero, 1.0, magnitude))
+    return bk.real(bk.ifft2(spectrum * gain))
+
+
+def rgb_to_gray(bk: Backend, channels: Array) -> Array:
+    """Combine ``(N, 3, H, W)`` channel planes with :data:`GRAY_WEIGHTS` into ``(N, H, W)``."""
+    r, g, b = GRAY_WEIGHTS
+    return channels[:, 0] * r + channels[:, 1] * g + channels[:, 2] * b
+
+
+def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
+    """Check a public batch ``(N, H, W)`` or ``(N, H, W, 3)`` and return it on the 0..255 scale.
+
+    uint8 is taken as is, uint16 is scaled by 255/65535, floats are taken as already 0..255 and
+    must be finite. Raises ValueError/TypeError naming the shape or dtype.
+    """
+    if not isinstance(images, np.ndarray):
+        images = np.asarray(images)
+    if images.ndim == 2:
+        raise ValueError(f"{name}: expected a batch (N, H, W) or (N, H, W, 3); got shape {images.shape} "
+                         f"(a single image: pass images[None])")
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+        raise ValueError(f"{name}: expected a batch (N, H, W) or (N, H, W, 3); got shape {images.shape}")
+    if min(images.shape[:3]) < 1:
+        raise ValueError(f"{name}: empty batch or image, shape {images.shape}")
+    if images.dtype == np.uint16:
+        return images.astype(np.float64) * (255.0 / 65535.0)
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind != "f":
+        raise TypeError(f"{name}: dtype must be uint8, uint16 or floating (0..255); got {images.dtype}")
+    if not np.all(np.isfinite(images)):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return images
+
+
+def residual_native(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+                    wavelet: str = DEFAULT_WAVELET, zero_mean: bool = True) -> Array:
+    """NoiseExtractFromImage on native arrays ``(N, H, W)`` or ``(N, H, W, 3)`` -> ``(N, H, W)``.
+
+    Colour images are denoised per channel and combined to gray; then ZeroMeanTotal (unless
+    ``zero_mean`` is False).
+    """
+    x = bk.asarray(images)
+    if x.ndim == 4:
+        n, h, w, c = x.shape
+        planes = noise_extract(bk, bk.stack([x[..., k] for k in range(c)], 1).reshape(n * c, h, w),
+                               sigma, levels, wavelet)
+        noise = rgb_to_gray(bk, planes.reshape(n, c, h, w))
+    else:
+        noise = noise_extract(bk, x, sigma, levels, wavelet)
+    return zero_mean_total(bk, noise) if zero_mean else noise
+
+
+def extract_residual(images: np.ndarray, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+                     wavelet: str = DEFAULT_WAVELET, backend: str | Backend = "auto", *,
+                     zero_mean: bool = True, wiener: bool = False, batch_size: int = 8,
+                     device: str | None = None) -> np.ndarray:
+    """PRNU noise residuals of a batch of images.
+
+    Parameters
+    ----------
+    images : (N, H, W) or (N, H, W, 3) array; uint8 (0..255), uint16 (scaled to 0..255) or float
+        already on the 0..255 scale.
+    sigma : noise std on the 0..255 scale (Binghamton default 3; the Mahalanobis method uses 2).
+    levels, wavelet : DWT depth and pywt wavelet name (``db4`` is WaveLab's "Daubechies 8").
+    backend : "auto", "numpy", "torch" or a :class:`~camid_gpu.backend.Backend`.
+    zero_mean : apply ZeroMeanTotal (as NoiseExtractFromImage does).
+    wiener : also apply WienerInDFT with each residual's own std (as for matching).
+    batch_size : images processed per backend call (bounds memory).
+
+    Returns
+    -------
+    (N, H, W) float32 residuals on the 0..255 scale.
+    """
+    images = validate_images(images)
+    if not (isinstance(levels, int) and levels >= 1):
+        raise ValueError(f"levels must be a positive integer, got {levels!r}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    import pywt
+
+    if wavelet not in pywt.wavelist(kind="discrete"):
+        raise ValueError(f"wavelet must be a discrete pywt wavelet name such as 'db4', got {wavelet!r}")
+    bk = get_backend(backend, device=device)
+    out = np.empty(images.shape[:3], dtype=np.float32)
+    for start in range(0, images.shape[0], batch_size):
+        res = residual_native(bk, images[start:start + batch_size], sigma, levels, wavelet, zero_mean)
+        if wiener:
+            res = wiener_dft(bk, res)
+        out[start:start + batch_size] = bk.to_numpy(res)
+    return out
