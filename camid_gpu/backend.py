@@ -103,6 +103,18 @@ class Backend:
         """Sum over ``axis``, keeping the reduced dimensions."""
         raise NotImplementedError
 
+    def amax(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+        """Maximum over ``axis``, keeping the reduced dimensions."""
+        raise NotImplementedError
+
+    def argmax_flat(self, x: Array) -> np.ndarray:
+        """Host int64 array of the flat index of the maximum of each ``(..., H, W)`` plane."""
+        raise NotImplementedError
+
+    def arange(self, n: int) -> Array:
+        """0..n-1 as a float array of the working dtype."""
+        raise NotImplementedError
+
     # elementwise ----------------------------------------------------------------------------
     def maximum(self, x: Array, y: Array | float) -> Array:
         raise NotImplementedError
@@ -198,6 +210,15 @@ class NumpyBackend(Backend):
 
     def sum(self, x, axis):
         return x.sum(axis=axis, keepdims=True)
+
+    def amax(self, x, axis):
+        return x.max(axis=axis, keepdims=True)
+
+    def argmax_flat(self, x):
+        return np.asarray(x.reshape(*x.shape[:-2], -1).argmax(axis=-1), dtype=np.int64)
+
+    def arange(self, n):
+        return np.arange(n, dtype=self.dtype)
 
     def maximum(self, x, y):
         return np.maximum(x, y)
@@ -323,6 +344,15 @@ class TorchBackend(Backend):
 
     def sum(self, x, axis):
         return x.sum(dim=axis, keepdim=True)
+
+    def amax(self, x, axis):
+        return x.amax(dim=axis, keepdim=True)
+
+    def argmax_flat(self, x):
+        return x.reshape(*x.shape[:-2], -1).argmax(dim=-1).cpu().numpy().astype(np.int64)
+
+    def arange(self, n):
+        return self.torch.arange(n, dtype=self.dtype, device=self.torch_device)
 
     def _as_tensor(self, y, like):
         if isinstance(y, self.torch.Tensor):

@@ -1,0 +1,251 @@
+"""Whole runs on the scheduler: fingerprint a reference folder, identify files, evaluate a dataset.
+
+Every run keeps going past bad input: a file that cannot be used gets an error record naming the
+path and the reason, and everything already computed is kept (results are appended as they come).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from camid_gpu import identify as ident
+from camid_gpu.backend import Backend, get_backend
+from camid_gpu.errors import CamidError, FingerprintMismatchError
+from camid_gpu.evaluate import summarise
+from camid_gpu.io import list_images, sha256_file
+from camid_gpu.scheduler import (
+    Progress,
+    ResultsWriter,
+    chunk_size,
+    default_gpu_memory,
+    default_host_memory,
+    ordered_map,
+    read_results,
+    run_chunk_with_retry,
+)
+from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
+
+
+@dataclass
+class RunConfig:
+    """How to run (never what to compute: that is :class:`~camid_gpu.identify.Params`)."""
+
+    backend: str = "auto"
+    device: str | None = None
+    workers: int = 1
+    max_host_memory: int | None = None
+    max_gpu_memory: int | None = None
+    progress: bool | None = None
+    cluster: str | None = None
+    chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
+    log: list[str] = field(default_factory=list)
+
+    def backend_obj(self) -> Backend:
+        return get_backend(self.backend, device=self.device)
+
+
+def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
+                       config: RunConfig) -> dict[str, Any]:
+    """Build and save one fingerprint per camera subfolder of ``refs_dir``.
+
+    Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...]}``.
+    """
+    bk = config.backend_obj()
+    saved, errors = [], []
+    for camera, folder in ident.camera_folders(refs_dir):
+        paths = list_images(folder)
+        if not paths:
+            errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
+            continue
+        prefetch = max(2 * config.workers, 2)
+        stream = ordered_map(ident.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
+        loaded = ((task[0], result) for task, result in stream)
+        try:
+            fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
+        except CamidError as exc:
+            fp, errs = None, [{"path": folder, "error": {"kind": type(exc).__name__, "reason": str(exc)}}]
+        errors.extend(errs)
+        if fp is not None:
+            path = save_fingerprint(fp, out_dir)
+            saved.append({"camera": camera, "metadata": path, "references": len(fp.references)})
+    return {"cameras": saved, "errors": errors, "backend": bk.describe()}
+
+
+def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, clip_given: bool) -> ident.Params:
+    """The fingerprints decide the clipping and the fingerprint-side parameters; check the rest."""
+    fp = store[0]
+    if clip_given and (list(params.clip) if params.clip else None) != (list(fp.clip) if fp.clip else None):
+        raise FingerprintMismatchError(f"requested clip {params.clip} but the fingerprints were built with "
+                                       f"clip {fp.clip}")
+    for other in store[1:]:
+        if other.params.get("sigma_mahalanobis") != fp.params.get("sigma_mahalanobis") or \
+                other.params.get("levels") != fp.params.get("levels") or \
+                other.params.get("wavelet") != fp.params.get("wavelet"):
+            raise FingerprintMismatchError(f"fingerprints {fp.camera!r} and {other.camera!r} were built with "
+                                           f"different parameters: {fp.params} vs {other.params}")
+    return ident.with_params(params, clip=fp.clip, sigma_mahalanobis=fp.params.get("sigma_mahalanobis"),
+                             levels=fp.params.get("levels"), wavelet=fp.params.get("wavelet"))
+
+
+def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
+                   params: ident.Params, config: RunConfig, resume: bool = False, kind: str = "auto",
+                   clip_given: bool = False, truth_root: str | None = None) -> dict[str, Any]:
+    """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
+
+    Records are appended to ``results_path`` (JSON Lines) in input order. With ``truth_root``
+    (a ``disputed/`` folder) each record also gets ``truth`` = its camera subfolder.
+    """
+    store = load_store(fp_dir, methods=tuple(methods))
+    params = _resolve_params(store, params, clip_given)
+    paths = ident.disputed_images(inputs)
+    writer = ResultsWriter(results_path, resume)
+    todo = [p for p in paths if not (p in writer.done and writer.is_done(p, _sha_or_none(p)))]
+    skipped = len(paths) - len(todo)
+    progress = Progress(len(todo), "identify", config.progress)
+    try:
+        if config.cluster:
+            _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress)
+        else:
+            _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress)
+    finally:
+        progress.close()
+        writer.close()
+    return {"results": results_path, "images": len(paths), "skipped_as_done": skipped, "processed": len(todo),
+            "cameras": [fp.camera for fp in store], "params": params.to_dict()}
+
+
+def _sha_or_none(path: str) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dict[str, Any]]:
+    if truth_root:
+        for r in records:
+            r["truth"] = ident.ground_truth_of(r["path"], truth_root)
+    return records
+
+
+def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
+    bk = config.backend_obj()
+    clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
+    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk.device)
+    host_budget = config.max_host_memory or default_host_memory()
+    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget)
+    state = {"size": size}
+    fp_cache: dict = {}
+    source_shape = store[0].source_shape
+    tasks = [(p, params, source_shape, kind) for p in todo]
+    prefetch = max(size + config.workers, 2)
+
+    def compute(items):
+        return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
+
+    def flush(pending):
+        prepared = [x for x in pending if isinstance(x, ident.Prepared)]
+        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n)) if prepared else [])
+        records = [next(scored) if isinstance(x, ident.Prepared) else x for x in pending]
+        writer.write(_annotate(records, truth_root))
+        progress.advance(len(records))
+
+    pending: list = []
+    for (path, *_), result in ordered_map(ident.prepare_disputed, tasks, config.workers, prefetch):
+        pending.append(ident.error_entry(path, result) if isinstance(result, BaseException) else result)
+        if sum(isinstance(x, ident.Prepared) for x in pending) >= state["size"]:
+            flush(pending)
+            pending = []
+    if pending:
+        flush(pending)
+
+
+def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
+                          backend: str, device: str | None, kind: str) -> list[dict[str, Any]]:
+    """One Dask task: identify ``paths`` in this process and return their records in order."""
+    store = load_store(fp_dir, methods=tuple(methods))
+    params = params_from_dict(params_dict)
+    bk = get_backend(backend, device=device)
+    records = []
+    for path in paths:
+        try:
+            item = ident.prepare_disputed(path, params, store[0].source_shape, kind)
+        except (CamidError, OSError, ValueError) as exc:
+            records.append(ident.error_entry(path, exc))
+            continue
+        records.extend(ident.identify_chunk(bk, store, [item], params, methods))
+    return records
+
+
+def params_from_dict(d: dict[str, Any]) -> ident.Params:
+    d = dict(d)
+    d["clip"] = tuple(d["clip"]) if d.get("clip") else None
+    d["shift_range"] = tuple(d["shift_range"]) if d.get("shift_range") is not None else None
+    return ident.Params(**d)
+
+
+def _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
+    from camid_gpu.backend import import_optional
+
+    distributed = import_optional("dask.distributed", "dist", "--cluster")
+    per_task = config.chunk or 8
+    batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
+    client, cluster = _dask_client(distributed, config.cluster)
+    try:
+        futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
+                                 config.backend, config.device, kind, pure=False) for batch in batches]
+        for fut in futures:  # in submission order: deterministic output
+            records = fut.result()
+            writer.write(_annotate(records, truth_root))
+            progress.advance(len(records))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _dask_client(distributed, address: str):
+    """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes."""
+    if address == "local":
+        try:
+            from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
+
+            cluster = LocalCUDACluster()
+        except ImportError:
+            cluster = distributed.LocalCluster(n_workers=max(1, min(4, os.cpu_count() or 1)), threads_per_worker=1,
+                                               processes=True, dashboard_address=None)
+        return distributed.Client(cluster), cluster
+    if address.startswith("local:"):
+        n = int(address.split(":", 1)[1])
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        return distributed.Client(cluster), cluster
+    return distributed.Client(address), None
+
+
+def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
+                     config: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders."""
+    refs, disputed = ident.dataset_layout(dataset_dir)
+    fp_dir = os.path.join(out_dir, "fingerprints")
+    fp_summary = fingerprint_folder(refs, fp_dir, methods, params, config)
+    if not fp_summary["cameras"]:
+        raise CamidError(f"{refs}: no fingerprint could be built: "
+                         + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
+    results_path = os.path.join(out_dir, "results.jsonl")
+    if os.path.exists(results_path) and not resume:
+        os.remove(results_path)
+    run = identify_files(fp_dir, [disputed], results_path, methods, params, config, resume=resume,
+                         truth_root=disputed)
+    records = read_results(results_path)
+    summary = summarise(records, run["cameras"], methods, params.pce_threshold)
+    summary["fingerprint_errors"] = fp_summary["errors"]
+    summary["params"] = run["params"]
+    summary["backend"] = fp_summary["backend"]
+    with open(os.path.join(out_dir, "evaluation.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+    return summary

@@ -1,0 +1,216 @@
+"""The batch engine: stream files through decode workers and the device in bounded chunks.
+
+- Decoding (the CPU bottleneck: tens of ms per 12 MP JPEG) runs in a pool of worker processes
+  (``workers``); at most ``prefetch`` decoded items wait in host memory, so memory stays bounded
+  whatever the number of images. Only the clippings travel back (uint8/uint16), never float32.
+- The chunk size comes from the memory budget and the clipping size; a CUDA out-of-memory error
+  halves the chunk and retries it.
+- Results are appended to a JSON Lines file as each chunk finishes, flushed and fsync'ed, in input
+  order. ``resume`` skips every file that already has a record (same path and, for successes, the
+  same SHA-256), so a crash or kill loses at most the chunk in flight and duplicates nothing.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from camid_gpu.errors import CamidError
+
+#: bytes of working memory per clipped pixel during residual + PCE (float32 planes, FFTs, pyramids)
+BYTES_PER_PIXEL_RESIDUAL = 4 * 24
+#: extra bytes per pixel per fingerprint correlated at once (template, two complex spectra, C plane)
+BYTES_PER_PIXEL_PER_CAMERA = 4 * 8
+
+
+def default_host_memory() -> int:
+    """Half of the machine's physical memory, in bytes."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def default_gpu_memory(device: str) -> int | None:
+    """80 % of the CUDA device's free memory, or None on the CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return int(free * 0.8)
+
+
+def parse_bytes(text: str | int | None) -> int | None:
+    """'8G', '512M', '1.5GiB', 1000 -> bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    s = str(text).strip().upper().replace("IB", "").rstrip("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if s and s[-1] in scale:
+            return int(float(s[:-1]) * scale[s[-1]])
+        return int(float(s))
+    except ValueError:
+        raise ValueError(f"memory size must look like 8G, 512M or a number of bytes; got {text!r}") from None
+
+
+def chunk_size(pixels: int, cameras: int, budget: int | None, host_budget: int, rotations: int = 1,
+               limit: int = 64) -> int:
+    """Images per chunk so that one chunk's working set fits the smaller budget (at least 1)."""
+    per_image = pixels * rotations * (BYTES_PER_PIXEL_RESIDUAL + BYTES_PER_PIXEL_PER_CAMERA * min(cameras, 4))
+    budgets = [b for b in (budget, host_budget // 2) if b]
+    return int(max(1, min(limit, min(budgets) // max(per_image, 1))))
+
+
+def ordered_map(func: Callable[..., Any], tasks: Iterable[tuple], workers: int,
+                prefetch: int) -> Iterator[tuple[tuple, Any]]:
+    """Yield ``(task, func(*task) or the exception it raised)`` in input order.
+
+    With ``workers > 1`` the calls run in a process pool; at most ``prefetch`` are in flight or
+    waiting, so decoded images never pile up in memory.
+    """
+    if workers <= 1:
+        for task in tasks:
+            yield task, _call(func, task)
+        return
+    with cf.ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[tuple, cf.Future]] = deque()
+        for task in tasks:
+            pending.append((task, pool.submit(_call, func, task)))
+            if len(pending) >= prefetch:
+                done_task, fut = pending.popleft()
+                yield done_task, fut.result()
+        while pending:
+            done_task, fut = pending.popleft()
+            yield done_task, fut.result()
+
+
+def _call(func, task):
+    try:
+        return func(*task)
+    except (CamidError, OSError, ValueError, MemoryError) as exc:
+        return exc
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name in ("OutOfMemoryError", "OutOfMemoryError_") or "out of memory" in str(exc).lower()
+
+
+def run_chunk_with_retry(func: Callable[[Sequence[Any]], list], items: Sequence[Any],
+                         on_halve: Callable[[int], None] | None = None) -> list:
+    """``func(items)``; on a device out-of-memory error, split the chunk in halves and retry each."""
+    try:
+        return func(items)
+    except Exception as exc:  # torch.cuda.OutOfMemoryError or CuPy's, without importing either
+        if not is_out_of_memory(exc) or len(items) <= 1:
+            raise
+        _free_device_cache()
+        half = len(items) // 2
+        if on_halve:
+            on_halve(half)
+        return (run_chunk_with_retry(func, items[:half], on_halve)
+                + run_chunk_with_retry(func, items[half:], on_halve))
+
+
+def _free_device_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class ResultsWriter:
+    """Append-only JSON Lines results with fsync, and the set of files already done (for resume)."""
+
+    def __init__(self, path: str, resume: bool):
+        self.path = path
+        self.done: dict[str, str | None] = {}
+        if os.path.exists(path):
+            if not resume:
+                raise CamidError(f"{path}: results file exists; pass --resume to continue it or choose another "
+                                 f"output")
+            self._load_existing()
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        self._handle = open(path, "a", encoding="utf-8")
+
+    def _load_existing(self) -> None:
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        good_end = data.rfind(b"\n") + 1
+        if good_end < len(data):  # a line cut by a crash: drop it, its image is redone
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good_end)
+        for line in data[:good_end].splitlines():
+            if line.strip():
+                record = json.loads(line)
+                self.done[record["path"]] = record.get("sha256")
+
+    def is_done(self, path: str, sha256: str | None = None) -> bool:
+        if path not in self.done:
+            return False
+        recorded = self.done[path]
+        return recorded is None or sha256 is None or recorded == sha256
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
+        self._handle.write(lines)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_results(path: str) -> list[dict[str, Any]]:
+    """All complete records of a JSON Lines results file."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip() and line.endswith("\n")]
+
+
+@dataclass
+class Progress:
+    """A rich progress bar with images/s and ETA on a terminal; silent otherwise."""
+
+    total: int
+    label: str = "images"
+    enabled: bool | None = None
+
+    def __post_init__(self):
+        if self.enabled is None:
+            self.enabled = sys.stderr.isatty()
+        self._bar = None
+        if self.enabled:
+            try:
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                                           TextColumn, TimeRemainingColumn)
+            except ImportError:
+                self.enabled = False
+                return
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"),
+                                     TimeRemainingColumn(), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, rate="")
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+            task = self._bar.tasks[0]
+            if task.speed:
+                self._bar.update(self._task, rate=f"{task.speed:.1f} img/s")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

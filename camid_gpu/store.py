@@ -1,0 +1,219 @@
+"""The fingerprint store: one ``<camera>.npz`` of arrays plus one ``<camera>.json`` of metadata.
+
+Format ``camid-fingerprint``, version 1. The JSON holds the camera name, the methods present, the
+clipping geometry and orientation, every parameter that shaped the arrays, the software versions,
+the reference files with their SHA-256, and the SHA-256 of the ``.npz``. The ``.npz`` holds float32
+arrays: ``k`` (method ``pce``: the PRNU fingerprint K) and ``mean_i0``, ``mean_prnu`` (method
+``mahalanobis``: the pixel-wise means of I0 and PRNU over the R reference flats).
+
+Files are written deterministically (fixed zip timestamps, sorted JSON keys), so the same inputs and
+parameters give byte-identical stores. Loading checks the format, the version, the array hash and,
+when asked, that the parameters equal the ones requested, and refuses mismatches by name.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from camid_gpu._version import __version__
+from camid_gpu.errors import FingerprintError, FingerprintMismatchError
+
+FORMAT = "camid-fingerprint"
+VERSION = 1
+METHODS = ("pce", "mahalanobis")
+_ARRAYS = {"pce": ("k",), "mahalanobis": ("mean_i0", "mean_prnu")}
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class CameraFingerprint:
+    """A camera's fingerprint(s) and everything needed to reproduce and check them.
+
+    Arrays are ``(h, w)`` float32 on the clipping grid (landscape or as the references were).
+    """
+
+    camera: str
+    methods: tuple[str, ...]
+    arrays: dict[str, np.ndarray]
+    clip: tuple[int, int] | None
+    source_shape: tuple[int, int]
+    params: dict[str, Any]
+    references: list[dict[str, Any]] = field(default_factory=list)
+    software: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(next(iter(self.arrays.values())).shape)  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> str:
+        h, w = self.source_shape
+        return "landscape" if w > h else "portrait" if h > w else "square"
+
+    @property
+    def k(self) -> np.ndarray:
+        return self._array("pce", "k")
+
+    @property
+    def mean_i0(self) -> np.ndarray:
+        return self._array("mahalanobis", "mean_i0")
+
+    @property
+    def mean_prnu(self) -> np.ndarray:
+        return self._array("mahalanobis", "mean_prnu")
+
+    def _array(self, method: str, name: str) -> np.ndarray:
+        if method not in self.methods:
+            raise FingerprintError(f"fingerprint of {self.camera!r} has no {method!r} method "
+                                   f"(it has {', '.join(self.methods)}); rebuild it with --method {method} or both")
+        return self.arrays[name]
+
+
+def software_versions() -> dict[str, str]:
+    import platform
+
+    import pywt
+    import scipy
+
+    return {"camid_gpu": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "pywavelets": pywt.__version__, "python": platform.python_version()}
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """A .npz (loadable with numpy.load) with fixed timestamps, so equal arrays give equal bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            payload = io.BytesIO()
+            np.lib.format.write_array(payload, np.ascontiguousarray(arrays[name], dtype=np.float32),
+                                      allow_pickle=False)
+            archive.writestr(info, payload.getvalue())
+    return buffer.getvalue()
+
+
+def check_camera_name(name: str) -> str:
+    if not _NAME_OK.match(name):
+        raise ValueError(f"camera name {name!r} must start with a letter or digit and contain only "
+                         f"letters, digits, '.', '_' and '-'")
+    return name
+
+
+def save_fingerprint(fp: CameraFingerprint, directory: str | os.PathLike) -> str:
+    """Write ``<camera>.npz`` and ``<camera>.json`` into ``directory``; returns the JSON path."""
+    check_camera_name(fp.camera)
+    for method in fp.methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+        for name in _ARRAYS[method]:
+            if name not in fp.arrays:
+                raise ValueError(f"method {method!r} needs array {name!r}")
+    os.makedirs(directory, exist_ok=True)
+    blob = _npz_bytes(fp.arrays)
+    npz_path = os.path.join(directory, f"{fp.camera}.npz")
+    with open(npz_path, "wb") as handle:
+        handle.write(blob)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "camera": fp.camera,
+        "methods": list(fp.methods),
+        "arrays": {name: {"shape": list(a.shape), "dtype": "float32"} for name, a in sorted(fp.arrays.items())},
+        "arrays_file": os.path.basename(npz_path),
+        "arrays_sha256": hashlib.sha256(blob).hexdigest(),
+        "clip": list(fp.clip) if fp.clip else None,
+        "source_shape": list(fp.source_shape),
+        "orientation": fp.orientation,
+        "params": fp.params,
+        "references": fp.references,
+        "software": fp.software or software_versions(),
+    }
+    json_path = os.path.join(directory, f"{fp.camera}.json")
+    with open(json_path, "w", encoding="utf-8") as handle:
+        json.dump(meta, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+    return json_path
+
+
+def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None = None) -> CameraFingerprint:
+    """Load one camera's fingerprint from its JSON file (the .npz beside it).
+
+    ``expect``: parameters that must equal the stored ones (e.g. ``{"clip": [1000, 1000]}`` or any
+    key of ``params``); a difference raises :class:`FingerprintMismatchError` naming each one.
+    """
+    json_path = os.fspath(json_path)
+    try:
+        with open(json_path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise FingerprintError(f"{json_path}: cannot read fingerprint metadata ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise FingerprintError(f"{json_path}: not a camid fingerprint (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise FingerprintMismatchError(f"{json_path}: fingerprint format version {meta.get('version')!r}, "
+                                       f"this camid reads version {VERSION}; rebuild the fingerprint")
+    npz_path = os.path.join(os.path.dirname(json_path), meta["arrays_file"])
+    try:
+        with open(npz_path, "rb") as handle:
+            blob = handle.read()
+    except OSError as exc:
+        raise FingerprintError(f"{npz_path}: cannot read fingerprint arrays ({exc.strerror or exc})") from None
+    if hashlib.sha256(blob).hexdigest() != meta["arrays_sha256"]:
+        raise FingerprintError(f"{npz_path}: SHA-256 differs from the one recorded in {json_path} "
+                               f"(the arrays were changed or damaged)")
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    fp = CameraFingerprint(camera=meta["camera"], methods=tuple(meta["methods"]), arrays=arrays,
+                           clip=tuple(meta["clip"]) if meta["clip"] else None,
+                           source_shape=tuple(meta["source_shape"]), params=meta["params"],
+                           references=meta.get("references", []), software=meta.get("software", {}))
+    if expect:
+        check_params(fp, expect, json_path)
+    return fp
+
+
+def check_params(fp: CameraFingerprint, expect: dict[str, Any], where: str = "") -> None:
+    """Raise FingerprintMismatchError listing every expected parameter that differs."""
+    stored = dict(fp.params, clip=list(fp.clip) if fp.clip else None)
+    diffs = []
+    for key, value in expect.items():
+        want = list(value) if isinstance(value, tuple) else value
+        if key not in stored:
+            diffs.append(f"{key}: not recorded (expected {want!r})")
+        elif stored[key] != want:
+            diffs.append(f"{key}: stored {stored[key]!r}, requested {want!r}")
+    if diffs:
+        raise FingerprintMismatchError(f"{where or fp.camera}: fingerprint of {fp.camera!r} was made with other "
+                                       f"parameters: " + "; ".join(diffs))
+
+
+def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = None,
+               methods: tuple[str, ...] = ()) -> list[CameraFingerprint]:
+    """Every fingerprint in ``directory`` (sorted by camera name), all of one clipping geometry.
+
+    ``methods``: methods every fingerprint must have.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FingerprintError(f"{directory}: fingerprint folder does not exist")
+    paths = sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
+    store = [load_fingerprint(p, expect) for p in paths]
+    if not store:
+        raise FingerprintError(f"{directory}: no fingerprints (*.json) found")
+    shapes = {fp.shape for fp in store}
+    if len(shapes) > 1:
+        raise FingerprintMismatchError(f"{directory}: fingerprints have different shapes "
+                                       f"{sorted(shapes)}; build them with one --clip")
+    for fp in store:
+        for method in methods:
+            fp._array(method, _ARRAYS[method][0])
+    return sorted(store, key=lambda fp: fp.camera)
