@@ -128,7 +128,9 @@ def _decode_pillow(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray,
         raise ImageDecodeError(path, "not a recognised image format") from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(path, f"declared size too large (possible decompression bomb): {exc}") from None
-    except Exception as exc:
+    except (OSError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError(path, f"truncated or damaged image data ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # Pillow plugins raise many types for hostile headers
         raise ImageDecodeError(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
     with image:
         fmt = image.format or "unknown"

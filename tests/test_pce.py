@@ -1,0 +1,163 @@
+"""Method 1: the ML fingerprint against a float64 reference, PCE known answers, backend parity."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from camid_gpu.backend import get_backend
+from camid_gpu.fingerprint import estimate_fingerprint, intensity_scale, saturation_map
+from camid_gpu.match import crosscorr, log10_false_alarm, pce, pce_scores
+from camid_gpu.residual import extract_residual
+
+from conftest import requires_torch
+from test_residual import ref_noise_extract, ref_wiener, ref_zero_mean_total
+
+
+def ref_inten_scale(x):
+    return np.where(x < 252, x / 252, np.exp(-((x - 252) ** 2) / 6))
+
+
+def ref_saturation(x):
+    """Loop version of Binghamton's Saturation for one plane."""
+    out = np.ones_like(x)
+    m = x.max()
+    if m <= 250:
+        return out
+    h, w = x.shape
+    for i in range(h):
+        for j in range(w):
+            if x[i, j] == m:
+                nb = (x[(i + 1) % h, j], x[(i - 1) % h, j], x[i, (j + 1) % w], x[i, (j - 1) % w])
+                if any(v == m for v in nb):
+                    out[i, j] = 0
+    return out
+
+
+def ref_fingerprint(images):
+    """Plain float64 getFingerprint + ZeroMeanTotal + gray + WienerInDFT, channel by channel."""
+    images = images.astype(np.float64)
+    chans = images.shape[-1] if images.ndim == 4 else 1
+    ks = []
+    for c in range(chans):
+        num = np.zeros(images.shape[1:3])
+        den = np.zeros(images.shape[1:3])
+        for img in images:
+            x = img[..., c] if images.ndim == 4 else img
+            t = ref_inten_scale(x) * ref_saturation(x)
+            num += ref_noise_extract(x, 3.0) * t
+            den += t * t
+        ks.append(ref_zero_mean_total(num / (den + 1)))
+    k = 0.2989 * ks[0] + 0.5870 * ks[1] + 0.1140 * ks[2] if chans == 3 else ks[0]
+    return ref_wiener(k, k.std(ddof=1))
+
+
+def camera_images(k, n, rng, flat=True):
+    h, w = k.shape
+    out = []
+    for _ in range(n):
+        scene = 140 + 40 * np.linspace(0, 1, w)[None, :] + (0 if flat else rng.normal(0, 25, (h, w)))
+        out.append(np.clip(np.round(scene * (1 + k) + rng.normal(0, 1.5, (h, w))), 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def test_intensity_and_saturation_rules():
+    bk = get_backend("numpy")
+    x = np.array([[0.0, 126.0, 251.9, 252.0, 255.0]])
+    np.testing.assert_allclose(intensity_scale(bk, x), ref_inten_scale(x))
+    assert intensity_scale(bk, x)[0, 1] == pytest.approx(0.5)
+    assert intensity_scale(bk, x)[0, 4] == pytest.approx(math.exp(-9 / 6))
+    plane = np.full((5, 6), 100.0)
+    plane[1, 1] = plane[1, 2] = 255.0  # two equal maxima next to each other: saturated
+    plane[3, 4] = 255.0  # an isolated maximum: kept
+    sat = saturation_map(bk, plane[None, None])[0, 0]
+    np.testing.assert_array_equal(sat, ref_saturation(plane))
+    assert sat[1, 1] == sat[1, 2] == 0 and sat[3, 4] == 1 and sat.sum() == 28
+    # a maximum <= 250 never counts as saturated
+    assert saturation_map(bk, np.full((1, 1, 4, 4), 250.0)).min() == 1
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("torch", marks=requires_torch)])
+@pytest.mark.parametrize("color", [False, True])
+def test_fingerprint_matches_float64_reference(backend, color):
+    rng = np.random.default_rng(2)
+    k = rng.normal(0, 0.02, (40, 48))
+    imgs = camera_images(k, 4, rng)
+    imgs[0, 5:8, 5:9] = 255  # a saturated patch
+    if color:
+        imgs = np.stack([imgs, imgs, (imgs * 0.9).astype(np.uint8)], -1)
+    expected = ref_fingerprint(imgs)
+    got = estimate_fingerprint(imgs, backend=backend, batch_size=3)
+    assert got.shape == (40, 48) and got.dtype == np.float32
+    scale = np.abs(expected).max()
+    assert np.abs(got - expected).max() <= 1e-4 * scale
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99999
+
+
+def test_fingerprint_recovers_k():
+    rng = np.random.default_rng(3)
+    k = rng.normal(0, 0.01, (128, 128))
+    got = estimate_fingerprint(camera_images(k, 12, rng), backend="numpy")
+    assert np.corrcoef(got.ravel(), k.ravel())[0, 1] > 0.8
+
+
+def test_pce_known_answer():
+    """A hand-built correlation plane: peak 10 at a shift, +-1 elsewhere, zeros near the peak."""
+    bk = get_backend("numpy")
+    h, w = 40, 50
+    c = np.where((np.add.outer(np.arange(h), np.arange(w)) % 2) == 0, 1.0, -1.0)
+    c[0:3, 0:3] = 0.0
+    c[38:40, 48:50] = 0.0
+    c[2, 1] = 10.0  # peak at shift (2, 1); its 11x11 neighbourhood wraps around the corner
+    rows = (np.arange(h)[:, None] - 2) % h
+    cols = (np.arange(w)[None, :] - 1) % w
+    near = (np.minimum(rows, h - rows) <= 5) & (np.minimum(cols, w - cols) <= 5)
+    energy = (c[~near] ** 2).sum() / (h * w - 121)
+    assert energy == pytest.approx(1.0)  # every entry outside the neighbourhood is +-1
+    out = pce(bk, c[None], shift_range=(3, 3))
+    assert out["peak_shift"][0].tolist() == [2, 1]
+    assert out["pce"][0] == pytest.approx(100.0)
+    assert int(out["shifts"]) == 16
+    # without a shift search the peak is C[0, 0] = 0
+    assert pce(bk, c[None])["peak"][0] == 0.0
+    # a negative peak gives a negative PCE
+    assert pce(bk, -c[None], shift_range=(0, 0))["pce"][0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="within the correlation size"):
+        pce(bk, c[None], shift_range=(40, 0))
+
+
+def test_false_alarm_probability():
+    # one shift: P_FA = Q(z)
+    assert 10 ** log10_false_alarm(np.array([1.0]), np.array([1.0]), 1)[0] == pytest.approx(0.158655, rel=1e-4)
+    # n shifts: 1 - (1 - p)^n
+    p = 0.158655253931457
+    assert 10 ** log10_false_alarm(np.array([1.0]), np.array([1.0]), 5)[0] == pytest.approx(1 - (1 - p) ** 5)
+    # huge PCE: no underflow to -inf; log10 P_FA ~ log10(Q(sqrt(PCE)))
+    assert log10_false_alarm(np.array([100.0]), np.array([1.0]), 1)[0] == pytest.approx(-2173.87, rel=1e-3)
+
+
+def test_crosscorr_shift_convention():
+    rng = np.random.default_rng(1)
+    big = rng.normal(size=(32, 32))
+    shifted = np.roll(big, (-3, -5), axis=(0, 1))  # shifted[x] = big[x + (3, 5)]
+    c = crosscorr(get_backend("numpy"), shifted[None], big[None])[0]
+    assert np.unravel_index(np.argmax(c), c.shape) == (3, 5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("torch", marks=requires_torch)])
+def test_pce_separates_cameras_and_backends_agree(backend):
+    rng = np.random.default_rng(4)
+    ks = [rng.normal(0, 0.01, (160, 192)) for _ in range(3)]
+    fps = np.stack([estimate_fingerprint(camera_images(k, 8, rng), backend="numpy") for k in ks])
+    disputed = np.concatenate([camera_images(k, 1, rng, flat=False) for k in ks])
+    res = extract_residual(disputed, sigma=2.0, wiener=True, backend="numpy")
+    bk = get_backend(backend, device="cpu" if backend == "torch" else None)
+    s = pce_scores(bk, bk.asarray(res), bk.asarray(disputed.astype(np.float64)), bk.asarray(fps), camera_chunk=2)
+    assert s.pce.shape == (3, 3)
+    assert (np.diag(s.pce) > 60).all()
+    assert (s.pce[~np.eye(3, dtype=bool)] < 60).all()
+    assert (np.diag(s.log10_p_fa) < -10).all()
+    assert (np.abs(s.ncc) <= 1).all()
+    ref = pce_scores(get_backend("numpy"), res, disputed.astype(np.float64), fps)
+    np.testing.assert_allclose(s.pce, ref.pce, rtol=1e-3, atol=1e-3)
