@@ -100,8 +100,22 @@ def summarise(records: Sequence[dict[str, Any]], cameras: Sequence[str], methods
                 "rate": (sum(1 for r in own if r["mahalanobis"]["associated"] == [cam]) / len(own)) if own else None,
                 "mean_membership_own": float(np.mean([r["mahalanobis"]["membership"][cam] for r in own])) if own else None,
             }
+        m["diagnostics"] = _diagnostics_summary([r["mahalanobis"]["diagnostics"] for r in ok])
         out["mahalanobis"] = m
     return out
+
+
+def _diagnostics_summary(per_image: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over images of what drove the Mahalanobis votes (see MahalanobisResult.diagnostics)."""
+    usable = [d for d in per_image if d.get("closer_fraction")]
+    if not usable:
+        return {"images": 0}
+    mean = lambda key, comp: float(np.mean([d[key][comp] for d in usable]))  # noqa: E731
+    drivers = [d["driver"] for d in usable]
+    return {"images": len(usable),
+            "closer_fraction": {c: mean("closer_fraction", c) for c in ("full", "intensity", "prnu")},
+            "vote_agreement_with_full": {c: mean("vote_agreement", c) for c in ("intensity", "prnu")},
+            "driver_counts": {k: drivers.count(k) for k in sorted(set(drivers))}}
 
 
 def _stat(func, values):
@@ -113,7 +127,7 @@ def _method_summary(records, cameras, predict) -> dict[str, Any]:
         preds = [predict(r) for r in subset]
         truths = [r["truth"] for r in subset]
         correct = sum(p == t for p, t in zip(preds, truths))
-        return {"images": len(subset), "correct": correct,
+        return {"count": len(subset), "correct": correct,
                 "accuracy": (correct / len(subset)) if subset else None,
                 "confusion": confusion(truths, preds, cameras)}
 
@@ -135,6 +149,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
+def _short(path: str) -> str:
+    """The last two path components (camera folder and file)."""
+    parts = path.replace("\\", "/").split("/")
+    return "/".join(parts[-2:])
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -150,7 +170,7 @@ def format_report(summary: dict[str, Any]) -> str:
         p = summary["pce"]
         out.append("PCE (primary decision): same camera when PCE > %g" % p["threshold"])
         out.append(table(["kind", "images", "correct", "accuracy"],
-                         [[k, b["images"], b["correct"], b["accuracy"]] for k, b in
+                         [[k, b["count"], b["correct"], b["accuracy"]] for k, b in
                           [("all", p)] + list(p["per_kind"].items())]))
         out.append(f"ROC AUC {_fmt(p['roc']['auc'])}  EER {_fmt(p['roc']['eer'])}  "
                    f"FAR@{p['threshold']:g} {_fmt(p['far_at_threshold'])}  FRR@{p['threshold']:g} "
@@ -165,12 +185,22 @@ def format_report(summary: dict[str, Any]) -> str:
         out.append("Mahalanobis 2-DOF (PeerJ CS 2024; reported beside PCE, weaker evidence): associated = highest "
                    "membership, ties count as wrong")
         out.append(table(["kind", "images", "correct", "accuracy"],
-                         [[k, b["images"], b["correct"], b["accuracy"]] for k, b in
+                         [[k, b["count"], b["correct"], b["accuracy"]] for k, b in
                           [("all", m)] + list(m["per_kind"].items())]) + f"\nties: {m['ties']}")
         out.append("effectiveness per camera")
         out.append(table(["camera", "images", "alone", "rate", "mean membership"],
                          [[cam, e["images"], e["associated_alone"], e["rate"], e["mean_membership_own"]]
                           for cam, e in m["effectiveness"].items()]))
+        d = m["diagnostics"]
+        if d.get("images"):
+            out.append("what drove the votes (fraction of pairwise votes agreeing with the full 2-D vote; "
+                       "0.5 = coin flip): intensity %.3f, PRNU %.3f; drivers per image: %s"
+                       % (d["vote_agreement_with_full"]["intensity"], d["vote_agreement_with_full"]["prnu"],
+                          ", ".join(f"{k} {v}" for k, v in d["driver_counts"].items())))
+        mm = m["membership_matrix"]
+        out.append("membership matrix, percent (the paper's Table 5)")
+        out.append(table(["image"] + mm["cameras"],
+                         [[_short(p)] + row for p, row in zip(mm["images"], mm["membership"])]))
         c = m["confusion"]
         out.append("confusion (rows: true camera)")
         out.append(table(["true"] + c["columns"], [[r] + row for r, row in zip(c["rows"], c["counts"])]))

@@ -21,7 +21,7 @@ from camid_gpu import mahalanobis as maha
 from camid_gpu.backend import Backend
 from camid_gpu.errors import CamidError, FingerprintError, ImageError
 from camid_gpu.fingerprint import FingerprintAccumulator
-from camid_gpu.io import ImageInfo, center_clip, gray_intensity, green_channel, list_images, read_image
+from camid_gpu.io import ImageInfo, center_clip, gray_intensity, green_channel, list_images, read_image, to_8bit
 from camid_gpu.match import PCE_THRESHOLD, pce_scores
 from camid_gpu.residual import residual_native, wiener_dft
 from camid_gpu.store import CameraFingerprint, check_camera_name, software_versions
@@ -173,12 +173,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
             acc.add(np.stack([p for p, _ in good[start:start + batch_size]]))
         arrays["k"] = acc.fingerprint()
     if "mahalanobis" in methods:
-        mean = maha.MeanAccumulator()
-        for start in range(0, len(good), batch_size):
-            greens = np.stack([green_channel(p) for p, _ in good[start:start + batch_size]])
-            i0, prnu = maha.traces(bk, maha.as_8bit(greens), params.sigma_mahalanobis, params.levels, params.wavelet)
-            mean.add(bk, i0, prnu)
-        arrays["mean_i0"], arrays["mean_prnu"] = mean.result(bk)
+        greens = np.stack([to_8bit(green_channel(p)) for p, _ in good])
+        means = bk.to_numpy(maha.fingerprint(bk, greens, params.sigma_mahalanobis, params.levels, params.wavelet,
+                                             batch_size=batch_size))
+        arrays["mean_i0"], arrays["mean_prnu"] = means[0].astype(np.float32), means[1].astype(np.float32)
     fp = CameraFingerprint(
         camera=camera, methods=tuple(m for m in ("pce", "mahalanobis") if m in methods), arrays=arrays,
         clip=params.clip, source_shape=source_shape,
@@ -304,17 +302,50 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
                     str(item.rotations[r]): float(np.max(scores_by_clip[(i, r)]["pce"]))
                     for r in range(len(item.rotations))}
     if "mahalanobis" in methods and items:
-        greens = np.stack([green_channel(item.clips[chosen[i]]) for i, item in enumerate(items)])
-        kinds = [item.kind for item in items]
-        naturals = [item.natural_green for item in items]
-        outcome = maha.classify(bk, maha.as_8bit(greens), cache["maha"], cams, kinds=kinds,
-                                sigma=params.sigma_mahalanobis, levels=params.levels, wavelet=params.wavelet,
-                                natural_mode=params.natural_mode, natural_images=naturals)
-        for i in range(len(items)):
-            results[i]["mahalanobis"] = outcome.image_record(i)
-            if "rotation" not in results[i]:
-                results[i]["rotation"] = items[i].rotations[chosen[i]]
+        for kind in KINDS:
+            members = [i for i, item in enumerate(items) if item.kind == kind]
+            if not members:
+                continue
+            paper = kind == "natural" and params.natural_mode == "paper"
+            greens = [to_8bit(items[i].natural_green if paper else green_channel(items[i].clips[chosen[i]]))
+                      for i in members]
+            outcome = maha.classify_images(bk, greens, cache["maha"], natural=kind == "natural",
+                                           mode=params.natural_mode, order=PAPER_SCAN_ORDER,
+                                           sigma=params.sigma_mahalanobis, levels=params.levels,
+                                           wavelet=params.wavelet, camera_names=cams,
+                                           image_names=[items[i].path for i in members])
+            for d, i in enumerate(members):
+                results[i]["mahalanobis"] = mahalanobis_record(outcome, d)
+    for i, item in enumerate(items):
+        results[i].setdefault("rotation", item.rotations[chosen[i]])
     return results
+
+
+#: pixel order of "paper" mode: MATLAB's x(:) in the authors' code is column-major
+PAPER_SCAN_ORDER = "F"
+
+
+def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, Any]:
+    """Compact JSON-ready method-2 result of image ``d``: membership, association (ties listed),
+    the pairwise counts (the paper's Tables 2-3) as C x C matrices, pixels used, and the diagnostics
+    of what drove the vote for this image alone."""
+    one = replace(outcome, image_names=outcome.image_names[d:d + 1],
+                  **{name: getattr(outcome, name)[d:d + 1] for name in
+                     ("selected", "covariance", "valid", "pixels", "satisfied", "intensity_satisfied",
+                      "prnu_satisfied")},
+                  true_cameras=None)
+    cams = outcome.camera_names
+    member = one.membership[0]
+    return {
+        "mode": outcome.mode,
+        "membership": {c: _num(m) for c, m in zip(cams, member)},
+        "associated": list(one.associations[0]),
+        "tie": len(one.associations[0]) > 1,
+        "pairwise": {"cameras": list(cams), "satisfied": one.satisfied[0].tolist(),
+                     "unsatisfied": one.unsatisfied[0].tolist()},
+        "selected_pixels": {c: int(v) for c, v in zip(cams, one.selected[0])},
+        "diagnostics": one.diagnostics(),
+    }
 
 
 def base_record(item: Prepared) -> dict[str, Any]:

@@ -235,6 +235,13 @@ def green_channel(pixels: np.ndarray) -> np.ndarray:
     return pixels[..., 1] if pixels.ndim == 3 else pixels
 
 
+def to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels: uint8 as is, uint16 rounded to the nearest of 256 levels (x / 257)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return np.round(pixels.astype(np.float64) / 257.0).astype(np.uint8)
+
+
 def gray_intensity(pixels: np.ndarray) -> np.ndarray:
     """(H, W) float64 intensity on the 0..255 scale (gray weights of the residual for colour)."""
     from camid_gpu.residual import GRAY_WEIGHTS
