@@ -1,7 +1,8 @@
 """The ``camid`` command line.
 
-Exit codes: 0 success; 1 usage or fatal error (message on stderr); 3 completed, but some files had
-errors (each listed, with the reason, in the output and on stderr).
+Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` found changed or
+missing files; 3 completed, but some files had errors (each listed, with the reason, in the output
+and on stderr).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Sequence
 
 from camid_gpu._version import __version__
 
-EXIT_OK, EXIT_FAIL, EXIT_PARTIAL = 0, 1, 3
+EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
@@ -92,10 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("identify", help="which camera took each image")
     p.add_argument("fp_dir")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--results", default=None, help="JSON Lines results (default: camid-results.jsonl)")
+    p.add_argument("-o", "--outdir", default="camid-run",
+                   help="run folder: results.jsonl (one record per image) and manifest.json (default camid-run)")
     p.add_argument("--json", default=None, help="also write all results as one JSON file")
     p.add_argument("--csv", default=None, help="also write a CSV table (one row per image and camera)")
-    p.add_argument("--resume", action="store_true", help="continue a results file, skipping files already done")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's results, skipping files done")
     p.add_argument("--kind", choices=("auto", "flat", "natural"), default="auto",
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
     p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
@@ -109,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     _add_param_options(p)
     _add_backend_options(p)
+
+    p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
+    p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
+
+    p = sub.add_parser("report", help="one self-contained HTML report of a run folder")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
+    p.add_argument("--fingerprints", default=None, help="fingerprint folder (default: from the manifest)")
 
     p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
     p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")
@@ -255,9 +265,17 @@ def cmd_residual(args) -> int:
 
 def cmd_fingerprint(args) -> int:
     from camid_gpu.identify import methods_of
+    from camid_gpu.provenance import file_entry, utc_now, write_manifest
     from camid_gpu.runner import fingerprint_folder
 
-    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), _params(args), _config(args))
+    started = utc_now()
+    params = _params(args)
+    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args))
+    if summary["cameras"]:
+        write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
+                       [file_entry(p, "reference") for p in summary["files"]], None,
+                       [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
+                       extra={"errors": summary["errors"]})
     for cam in summary["cameras"]:
         print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
     _print_errors(summary["errors"])
@@ -272,8 +290,12 @@ def cmd_identify(args) -> int:
     from camid_gpu.runner import identify_files
     from camid_gpu.scheduler import read_results
 
+    from camid_gpu.provenance import input_entries, utc_now, write_manifest
+
+    started = utc_now()
     methods = methods_of(args.method)
-    results = args.results or "camid-results.jsonl"
+    os.makedirs(args.outdir, exist_ok=True)
+    results = os.path.join(args.outdir, "results.jsonl")
     run = identify_files(args.fp_dir, args.images, results, methods, _params(args), _config(args),
                          resume=args.resume, kind=args.kind, clip_given=args.clip is not None)
     records = read_results(results)
@@ -283,11 +305,39 @@ def cmd_identify(args) -> int:
             handle.write("\n")
     if args.csv:
         write_csv(args.csv, records)
+    outputs = [results] + [p for p in (args.json, args.csv) if p]
+    write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
+                   args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume})
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if r.get("error")]
     _print_errors(errors)
-    print(f"results: {results} ({run['processed']} processed, {run['skipped_as_done']} already done)")
+    print(f"run folder: {args.outdir} (results.jsonl, manifest.json); {run['processed']} processed, "
+          f"{run['skipped_as_done']} already done")
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
+
+    path = os.path.join(args.manifest, MANIFEST_NAME) if os.path.isdir(args.manifest) else args.manifest
+    result = verify_manifest(path)
+    for item in result["changed"]:
+        print(f"CHANGED  {item['role']:11s} {item['path']}  recorded {item['recorded'][:16]}..., "
+              f"now {item['current'][:16]}...")
+    for item in result["missing"]:
+        print(f"MISSING  {item['role']:11s} {item['path']}  {item.get('reason', 'no longer exists')}")
+    print(f"{result['checked']} files checked: "
+          + ("all unchanged" if result["ok"] else f"{len(result['changed'])} changed, {len(result['missing'])} missing"))
+    return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
+
+
+def cmd_report(args) -> int:
+    from camid_gpu.report import write_report
+
+    output = args.output or os.path.join(args.run_dir, "report.html")
+    write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
+    print(f"report: {output}")
+    return EXIT_OK
 
 
 def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
@@ -336,13 +386,13 @@ def cmd_evaluate(args) -> int:
 
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
     summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), _params(args), _config(args),
-                               resume=args.resume)
+                               resume=args.resume, argv=sys.argv)
     print(format_report(summary))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=1, sort_keys=True)
             handle.write("\n")
-    print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json)")
+    print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
     _print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
 
@@ -380,7 +430,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
-            "identify": cmd_identify, "evaluate": cmd_evaluate, "demo": cmd_demo}
+            "identify": cmd_identify, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
+            "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -181,7 +181,8 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         camera=camera, methods=tuple(m for m in ("pce", "mahalanobis") if m in methods), arrays=arrays,
         clip=params.clip, source_shape=source_shape,
         params=dict(params.fingerprint_params(), refs=len(good)),
-        references=[{"path": i.path, "sha256": i.sha256, "size": [i.height, i.width]} for _, i in good],
+        references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
+                     "size": [i.height, i.width]} for _, i in good],
         software=software_versions())
     return fp, errors
 
@@ -306,16 +307,21 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
             members = [i for i, item in enumerate(items) if item.kind == kind]
             if not members:
                 continue
-            paper = kind == "natural" and params.natural_mode == "paper"
-            greens = [to_8bit(items[i].natural_green if paper else green_channel(items[i].clips[chosen[i]]))
-                      for i in members]
-            outcome = maha.classify_images(bk, greens, cache["maha"], natural=kind == "natural",
-                                           mode=params.natural_mode, order=PAPER_SCAN_ORDER,
-                                           sigma=params.sigma_mahalanobis, levels=params.levels,
-                                           wavelet=params.wavelet, camera_names=cams,
-                                           image_names=[items[i].path for i in members])
+            names = [items[i].path for i in members]
+            clips = np.stack([to_8bit(green_channel(items[i].clips[chosen[i]])) for i in members])
+            i0, prnu = maha.traces(bk, clips, params.sigma_mahalanobis, params.levels, params.wavelet)
+            if kind == "natural" and params.natural_mode == "paper":
+                outcome = maha.classify_images(bk, [to_8bit(items[i].natural_green) for i in members],
+                                               cache["maha"], natural=True, mode="paper", order=PAPER_SCAN_ORDER,
+                                               sigma=params.sigma_mahalanobis, levels=params.levels,
+                                               wavelet=params.wavelet, camera_names=cams, image_names=names)
+            else:
+                outcome = maha.compare_traces(bk, maha.trace_vectors(bk, i0, prnu), cache["maha"],
+                                              natural=kind == "natural", camera_names=cams, image_names=names)
+            summaries = maha.trace_summary(bk, i0, prnu)
             for d, i in enumerate(members):
                 results[i]["mahalanobis"] = mahalanobis_record(outcome, d)
+                results[i]["mahalanobis"]["trace"] = summaries[d]
     for i, item in enumerate(items):
         results[i].setdefault("rotation", item.rotations[chosen[i]])
     return results

@@ -173,6 +173,23 @@ def fingerprints(bk: Backend, flats_per_camera: Sequence[Any], sigma: float = DE
     return bk.stack(prints, 0)
 
 
+def trace_summary(bk: Backend, i0: Array, prnu: Array, bins: int = 64) -> list[dict[str, Any]]:
+    """Per image, what the report needs to draw the paper's Figures 1-5 without the pixels.
+
+    ``i0, prnu``: (N, H, W). Returns per image ``i0_hist`` (counts in ``bins`` equal bins over
+    0..255; values outside are clamped to the end bins), ``mean`` [mu_i0, mu_prnu] and ``cov``
+    (2x2, unbiased) of the trace (I0, PRNU) over the pixels.
+    """
+    a, b = bk.to_numpy(i0).astype(np.float64), bk.to_numpy(prnu).astype(np.float64)
+    out = []
+    for x, y in zip(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)):
+        hist = np.bincount(np.clip((x * bins / 255.0).astype(np.int64), 0, bins - 1), minlength=bins)
+        cov = np.cov(np.stack([x, y])) if x.size > 1 else np.zeros((2, 2))
+        out.append({"i0_hist": hist.tolist(), "mean": [float(x.mean()), float(y.mean())],
+                    "cov": [[float(v) for v in row] for row in np.atleast_2d(cov)]})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # natural-image pixel selection
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from camid_gpu.backend import Backend, get_backend
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io import list_images, sha256_file
+from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
 from camid_gpu.scheduler import (
     Progress,
     ResultsWriter,
@@ -55,9 +56,10 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...]}``.
     """
     bk = config.backend_obj()
-    saved, errors = [], []
+    saved, errors, tried = [], [], []
     for camera, folder in ident.camera_folders(refs_dir):
         paths = list_images(folder)
+        tried.extend(paths)
         if not paths:
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
@@ -71,8 +73,9 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
         errors.extend(errs)
         if fp is not None:
             path = save_fingerprint(fp, out_dir)
-            saved.append({"camera": camera, "metadata": path, "references": len(fp.references)})
-    return {"cameras": saved, "errors": errors, "backend": bk.describe()}
+            saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
+                          "arrays": os.path.join(out_dir, f"{camera}.npz")})
+    return {"cameras": saved, "errors": errors, "backend": bk.describe(), "files": tried}
 
 
 def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, clip_given: bool) -> ident.Params:
@@ -115,7 +118,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         progress.close()
         writer.close()
     return {"results": results_path, "images": len(paths), "skipped_as_done": skipped, "processed": len(todo),
-            "cameras": [fp.camera for fp in store], "params": params.to_dict()}
+            "cameras": [fp.camera for fp in store], "params": params.to_dict(),
+            "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}"}
 
 
 def _sha_or_none(path: str) -> str | None:
@@ -227,8 +231,12 @@ def _dask_client(distributed, address: str):
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
-                     config: RunConfig, resume: bool = False) -> dict[str, Any]:
-    """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders."""
+                     config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
+
+    Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json``.
+    """
+    started = utc_now()
     refs, disputed = ident.dataset_layout(dataset_dir)
     fp_dir = os.path.join(out_dir, "fingerprints")
     fp_summary = fingerprint_folder(refs, fp_dir, methods, params, config)
@@ -245,7 +253,13 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     summary["fingerprint_errors"] = fp_summary["errors"]
     summary["params"] = run["params"]
     summary["backend"] = fp_summary["backend"]
-    with open(os.path.join(out_dir, "evaluation.json"), "w", encoding="utf-8") as handle:
+    evaluation_path = os.path.join(out_dir, "evaluation.json")
+    with open(evaluation_path, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=1, sort_keys=True)
         handle.write("\n")
+    fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
+    write_manifest(out_dir, "evaluate", argv, params.to_dict(), run["backend"], started,
+                   input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
+                   fp_dir, fp_files + [results_path, evaluation_path],
+                   extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods)})
     return summary

@@ -205,7 +205,8 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FingerprintError(f"{directory}: fingerprint folder does not exist")
-    paths = sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
+    paths = sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                   if f.endswith(".json") and f != "manifest.json")  # a run manifest may sit beside them
     store = [load_fingerprint(p, expect) for p in paths]
     if not store:
         raise FingerprintError(f"{directory}: no fingerprints (*.json) found")
