@@ -32,8 +32,12 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
 
 def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, clip_default: Any = "1000") -> None:
     g = p.add_argument_group("method parameters")
-    g.add_argument("--method", choices=("pce", "mahalanobis", "both"), default="both",
-                   help="pce (primary), mahalanobis (PeerJ CS 2024) or both (default)")
+    if with_refs:
+        g.add_argument("--method", choices=("pce", "mahalanobis", "both"), default="both",
+                       help="pce (primary), mahalanobis (PeerJ CS 2024) or both (default)")
+    else:
+        g.add_argument("--method", choices=("pce", "mahalanobis", "both"), default=None,
+                       help="pce, mahalanobis or both (default: every method the fingerprints have)")
     g.add_argument("--clip", default=clip_default,
                    help="centre clipping: N, HxW (rows x columns) or 'full' (default 1000x1000)")
     if with_refs:
@@ -293,7 +297,7 @@ def cmd_identify(args) -> int:
     from camid_gpu.provenance import input_entries, utc_now, write_manifest
 
     started = utc_now()
-    methods = methods_of(args.method)
+    methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
     os.makedirs(args.outdir, exist_ok=True)
     results = os.path.join(args.outdir, "results.jsonl")
     run = identify_files(args.fp_dir, args.images, results, methods, _params(args), _config(args),
@@ -314,6 +318,15 @@ def cmd_identify(args) -> int:
     print(f"run folder: {args.outdir} (results.jsonl, manifest.json); {run['processed']} processed, "
           f"{run['skipped_as_done']} already done")
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def methods_in_store(fp_dir: str) -> tuple[str, ...]:
+    """The methods every fingerprint in ``fp_dir`` has (PCE first)."""
+    from camid_gpu.store import load_store
+
+    store = load_store(fp_dir)
+    common = set.intersection(*(set(fp.methods) for fp in store))
+    return tuple(m for m in ("pce", "mahalanobis") if m in common)
 
 
 def cmd_verify(args) -> int:

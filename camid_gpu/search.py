@@ -19,8 +19,20 @@ def resample_fingerprint(k: np.ndarray, scale: float, method: str = "bilinear") 
     H, W = k.shape
     hs, ws = max(1, round(scale * H)), max(1, round(scale * W))
     k = np.asarray(k, np.float32)
+    blur = 0.0
+    if "+g" in method:
+        method, b = method.split("+g"); blur = float(b)
     if (hs, ws) == (H, W):
-        return k.copy()
+        out = k.copy()
+    else:
+        out = _resample(k, hs, ws, H, W, method)
+    if blur:
+        from scipy import ndimage
+        out = ndimage.gaussian_filter(out, blur, mode="wrap")
+    return out
+
+
+def _resample(k, hs, ws, H, W, method):
     if method.startswith("zoom"):
         from scipy import ndimage
         order = int(method[4:])
@@ -52,7 +64,7 @@ def scale_grid(lo: float = 0.5, hi: float = 1.0, step: float = 0.01) -> np.ndarr
     return np.round(g, 10)
 
 
-def search_scale_crop(bk, image, fingerprints, *, scales=None, sigma=2.0, threshold=PCE_THRESHOLD,
+def search_scale_crop(bk, image, fingerprints, *, scales=None, sigma=2.0, wiener=True, threshold=PCE_THRESHOLD,
                       early_stop=False, resampler="bilinear", rewiener=False, camera_chunk=4):
     bk = get_backend(bk)
     if scales is None:
@@ -60,7 +72,8 @@ def search_scale_crop(bk, image, fingerprints, *, scales=None, sigma=2.0, thresh
     scales = np.sort(np.unique(np.asarray(scales, np.float64)))[::-1]
     img = validate_images(np.asarray(image)[None], "image")
     h, w = img.shape[1:3]
-    res = wiener_dft(bk, residual_native(bk, img, sigma))[0]
+    res = residual_native(bk, img, sigma)
+    res = (wiener_dft(bk, res) if wiener else res)[0]
     a = res * bk.asarray(gray_intensity(np.asarray(image)))
     a = a - bk.mean(a, (-2, -1))
     out = []
