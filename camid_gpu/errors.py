@@ -29,6 +29,10 @@ class ImageError(CamidError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):
+        # decode workers send errors back to the parent process: keep (path, reason) through pickle
+        return (type(self), (self.path, self.reason))
+
 
 class ImageNotFoundError(ImageError, FileNotFoundError):
     kind = "missing"

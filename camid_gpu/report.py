@@ -661,7 +661,7 @@ def _pce_bar_figure(run: _Run, i: int, r: dict[str, Any]) -> str:
     lo, hi = _pce_axis_limits(values, thr)
     ax.set_ylim(lo, hi)
     for xi, v in zip(x, values):
-        label = "n/a" if not math.isfinite(v) else (f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}")
+        label = "n/a" if not math.isfinite(v) else (f"{v:.0f}" if abs(v) >= 100 else f"{v:.2g}")
         ax.annotate(label, (xi, v if math.isfinite(v) else 0.0), xytext=(0, 2 if (v >= 0 or not math.isfinite(v))
                                                                           else -8),
                     textcoords="offset points", ha="center", fontsize=6)
@@ -671,8 +671,8 @@ def _pce_bar_figure(run: _Run, i: int, r: dict[str, Any]) -> str:
     ax.set_ylabel("PCE (symlog)")
     ax.text(0.99, thr, f" threshold {thr:g}", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
             color="#d62728", fontsize=6)
-    title = f"{_img_label(i)}: " + (f"PCE decision {decision}" if decision else "no camera above threshold")
-    ax.set_title(title + (f"  (truth {truth})" if truth else ""))
+    title = f"{_img_label(i)}: " + (f"{decision}" if decision else "no decision")
+    ax.set_title(title + (f" (truth {truth})" if truth else ""))
     return _png(fig, f"PCE of image {i} against every fingerprint")
 
 
@@ -701,12 +701,17 @@ def _pce_heatmaps(run: _Run, items: list[tuple[int, dict[str, Any]]]) -> list[st
         if labelled:
             ax.set_yticks(np.arange(len(chunk)), [_img_label(i) for i, _ in chunk])
             ys, xs = np.nonzero(np.nan_to_num(rows, nan=-np.inf) > thr)
-            ax.scatter(xs, ys, marker="o", s=10, facecolors="none", edgecolors="#d62728", linewidths=0.8)
-            ax.set_title(f"PCE, images {_img_label(chunk[0][0])}-{_img_label(chunk[-1][0])} "
-                         f"(red ring: above threshold {thr:g})")
+            ax.scatter(xs, ys, marker="o", s=40, facecolors="none", edgecolors="#d62728", linewidths=1.2)
+            ax.set_title(f"PCE {_img_label(chunk[0][0])}-{_img_label(chunk[-1][0])} (ring: > {thr:g})")
         else:
-            ax.set_ylabel("image (in table order)")
-            ax.set_title(f"PCE of all {len(chunk)} analysed images against every fingerprint")
+            from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+            numbers = [i for i, _ in chunk]
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=12, integer=True))
+            ax.yaxis.set_major_formatter(FuncFormatter(
+                lambda v, _pos: _img_label(numbers[int(v)]) if 0 <= int(v) < len(numbers) and v == int(v) else ""))
+            ax.set_ylabel("image")
+            ax.set_title(f"PCE of all {len(chunk)} images")
         bar = fig.colorbar(im, ax=ax, label="PCE (symlog)", shrink=0.9)
         _symlog(bar.ax.yaxis)
         out.append(f"<figure>{_png(fig, 'PCE heat-map')}</figure>")
@@ -764,7 +769,10 @@ def _section_pce(run: _Run, mpl) -> str:
                     for i, r in with_pce]
         else:
             out.append(f"<p>{len(with_pce)} images: more than {MAX_IMAGE_CHARTS}, so the scores are drawn as "
-                       f"heat-maps (rows: images, in table order; columns: fingerprints).</p>")
+                       f"heat-maps (rows: images by their # in the decision table; columns: fingerprints; colour: "
+                       f"PCE on a symmetric-log scale"
+                       + (f"; a red ring marks a PCE above the threshold {run.threshold:g}" if
+                          len(with_pce) <= HEATMAP_ROWS * MAX_HEATMAP_FIGURES else "") + ").</p>")
             figs = _pce_heatmaps(run, with_pce)
         out.append('<div class="grid">' + "".join(figs) + "</div>")
     else:

@@ -134,7 +134,8 @@ def test_fingerprints_from_torch_match_numpy(dataset, tmp_path):
         assert [r["sha256"] for r in fa.references] == [r["sha256"] for r in fb.references]
 
 
-def test_bad_input_is_reported_and_the_run_goes_on(dataset, evaluation, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_input_is_reported_and_the_run_goes_on(dataset, evaluation, tmp_path, workers):
     out, _ = evaluation
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -145,7 +146,7 @@ def test_bad_input_is_reported_and_the_run_goes_on(dataset, evaluation, tmp_path
     (bad / "d_text.jpg").write_text("hello")
     results = tmp_path / "r.jsonl"
     run = identify_files(str(out / "fingerprints"), [str(bad)], str(results), ("pce", "mahalanobis"), Params(),
-                         RunConfig(backend="numpy", progress=False))
+                         RunConfig(backend="numpy", progress=False, workers=workers))
     records = read_results(str(results))
     assert [os.path.basename(r["path"]) for r in records] == ["a_good.jpg", "b_small.png", "c_empty.jpg", "d_text.jpg"]
     assert records[0]["error"] is None and records[0]["pce"]["decision"] == "C01"
