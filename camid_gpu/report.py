@@ -90,6 +90,7 @@ def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLik
         # figures hold only camera names and numbers, but a camera name from a hand-edited file could
         # still miss a glyph: that must not stop a report (pytest runs with warnings as errors)
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
         body = [_section_run(run), _section_decisions(run), _section_pce(run, mpl), _section_mahalanobis(run),
                 _section_cameras(run, mpl), _section_truth(run, mpl)]
     return _page(run, [b for b in body if b])
@@ -404,6 +405,12 @@ def _png(fig, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
 
 
+def _legend(ax, **kwargs: Any) -> None:
+    """A legend only when something is labelled (an empty one warns)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def _camera_color(index: int) -> str:
     return _PALETTE[index % len(_PALETTE)]
 
@@ -507,7 +514,7 @@ def _fingerprint_table(run: _Run) -> str:
                                 for r in refs)
                 ref_html = f"<details><summary>{len(refs)} reference(s)</summary><ul>{items}</ul></details>"
             name = os.path.basename(str(e.get("path", "")))
-            rows.append([_e(e.get("camera") or ""), f'<span class="mono">{_e(e.get("path", ""))}</span>',
+            rows.append([_e(e.get("camera") or os.path.splitext(name)[0]), f'<span class="mono">{_e(e.get("path", ""))}</span>',
                          f'<span class="mono">{_e(e.get("sha256") or _NONE)}</span>',
                          _e(run.fp_check.get(name, "not checked")) if run.fp_dir else "not checked",
                          ref_html if str(e.get("path", "")).endswith(".json") else ""])
@@ -640,8 +647,8 @@ def _pce_bar_figure(run: _Run, i: int, r: dict[str, Any]) -> str:
     values = _pce_values(r, cameras)
     thr = run.threshold
     decision, truth = _d(r, "pce", "decision"), r.get("truth")
-    rotate = len(cameras) > 6 or max(len(c) for c in cameras) > 6
-    longest = max(len(c) for c in cameras)
+    longest = max((len(c) for c in cameras), default=0)
+    rotate = len(cameras) > 6 or longest > 6
     width, height = max(2.8, 0.38 * len(cameras) + 1.3), 2.3
     bottom = (0.3 + 0.05 * min(longest, 30)) if rotate else 0.35  # inches for the camera names
     # fixed margins (many of these figures: a layout engine would double the rendering time)
@@ -1013,7 +1020,8 @@ def _camera_figure(run: _Run, index: int, fp: Any, traced: list[tuple[int, dict[
     i0 = np.asarray(fp.mean_i0, dtype=np.float64)
     prnu = np.asarray(fp.mean_prnu, dtype=np.float64)
     color = _camera_color(index)
-    fig = _figure(8.4, 3.2)
+    fig = _figure(8.4, 3.2, layout=None)  # fixed margins: all labels here are short and known
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.14, top=0.92, wspace=0.22)
     ax1, ax2 = fig.subplots(1, 2)
     centres = (np.arange(BINS) + 0.5) * 255.0 / BINS
     own = [(i, r) for i, r in traced if _assigned(run, r) == fp.camera]
@@ -1040,7 +1048,7 @@ def _camera_figure(run: _Run, index: int, fp: Any, traced: list[tuple[int, dict[
     ax1.set_xlabel("I0 (denoised intensity, 0..255)")
     ax1.set_ylabel("probability density")
     ax1.set_title(f"{fp.camera}: PDF of I0")
-    ax1.legend(loc="upper left", frameon=False)
+    _legend(ax1, loc="upper left", framealpha=0.85)
 
     # (b) discriminant plane
     x, y = i0.ravel(), prnu.ravel()
@@ -1073,7 +1081,7 @@ def _camera_figure(run: _Run, index: int, fp: Any, traced: list[tuple[int, dict[
     ax2.set_xlabel("I0")
     ax2.set_ylabel("PRNU")
     ax2.set_title(f"{fp.camera}: (I0, PRNU) discriminant plane")
-    ax2.legend(loc="upper left", frameon=False)
+    _legend(ax2, loc="upper left", framealpha=0.85)
     note = ""
     if len(own) > MAX_CURVES or len(other) > MAX_CURVES:
         note = f" Ellipses of at most {MAX_CURVES} images per group are drawn."
@@ -1174,7 +1182,8 @@ def _roc_figure(pce: dict[str, Any]) -> str | None:
     if far.size == 0 or far.size != frr.size or far.size != thr.size:
         return None
     roc = pce.get("roc") if isinstance(pce.get("roc"), dict) else {}
-    fig = _figure(8.4, 3.2)
+    fig = _figure(8.4, 3.2, layout=None)
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.14, top=0.92, wspace=0.22)
     ax1, ax2 = fig.subplots(1, 2)
     # the curve from "accept everything" (far 1, tpr 1) to "accept nothing" (0, 0)
     xs = np.concatenate([[1.0], far, [0.0]])
@@ -1192,7 +1201,7 @@ def _roc_figure(pce: dict[str, Any]) -> str | None:
     ax1.set_ylabel("true acceptance rate (1 - FRR)")
     auc = roc.get("auc")
     ax1.set_title("PCE ROC" + (f", AUC {auc:.4f}" if _is_num(auc) else ""))
-    ax1.legend(loc="lower right", frameon=False)
+    _legend(ax1, loc="lower right", frameon=False)
     ax2.step(thr, far, where="post", label="FAR", color="#d62728")
     ax2.step(thr, frr, where="post", label="FRR", color="#1f77b4")
     ax2.set_xscale("symlog", linthresh=PCE_LINTHRESH)
@@ -1205,7 +1214,7 @@ def _roc_figure(pce: dict[str, Any]) -> str | None:
     ax2.set_ylabel("rate")
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_title("FAR and FRR against the threshold")
-    ax2.legend(loc="center right", frameon=False)
+    _legend(ax2, loc="center right", frameon=False)
     return _png(fig, "PCE ROC curve")
 
 
