@@ -420,7 +420,7 @@ def _camera_color(index: int) -> str:
 # ----------------------------------------------------------------------------------------------
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:1.5em auto;
-max-width:1200px;padding:0 1em;color:#1b1f23;font-size:14px;line-height:1.4}
+max-width:1400px;padding:0 1em;color:#1b1f23;font-size:14px;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2em;margin-top:2em}
 h3{margin-top:1.4em}code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.92em}
 table{border-collapse:collapse;margin:.5em 0 1em 0;font-size:.92em}
@@ -432,7 +432,10 @@ td.err{color:#a40e26}.ok{color:#116329}.bad{color:#a40e26}.muted{color:#6e7781}
 .grid{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;border:1px solid #d0d7de;padding:4px;background:#fff}
 figcaption{font-size:.85em;max-width:360px;overflow-wrap:anywhere}img{max-width:100%;height:auto}
 details{margin:.3em 0}details>summary{cursor:pointer}.wrap{overflow-wrap:anywhere}
-nav ol{columns:2}td.beat{font-weight:bold}
+nav ol{columns:2}td.beat{font-weight:bold}.scroll{overflow-x:auto}
+table.decisions td.wrap{min-width:16em}
+@media print{body{max-width:none;font-size:9pt}table{font-size:7.5pt}.scroll{overflow:visible}
+table.decisions td.wrap{min-width:10em}details{break-inside:avoid}}
 """
 
 
@@ -514,7 +517,8 @@ def _fingerprint_table(run: _Run) -> str:
                                 for r in refs)
                 ref_html = f"<details><summary>{len(refs)} reference(s)</summary><ul>{items}</ul></details>"
             name = os.path.basename(str(e.get("path", "")))
-            rows.append([_e(e.get("camera") or os.path.splitext(name)[0]), f'<span class="mono">{_e(e.get("path", ""))}</span>',
+            rows.append([_e(e.get("camera") or os.path.splitext(name)[0]),
+                         f'<span class="mono">{_e(e.get("path", ""))}</span>',
                          f'<span class="mono">{_e(e.get("sha256") or _NONE)}</span>',
                          _e(run.fp_check.get(name, "not checked")) if run.fp_dir else "not checked",
                          ref_html if str(e.get("path", "")).endswith(".json") else ""])
@@ -588,10 +592,11 @@ def _section_decisions(run: _Run) -> str:
         if err:
             reason = _d(err, "reason", default=err) if isinstance(err, dict) else err
             kind = _d(err, "kind", default="error") if isinstance(err, dict) else "error"
-            cells += [f'<td class="wrap mono">{_e(path)}</td>'] + [_NONE] * 7
+            cells += [f'<td class="wrap mono">{_e(path)}</td>',
+                      f'<td colspan="7" class="err">not analysed: <b>{_e(kind)}</b>: {_e(reason)}</td>']
             if truth:
                 cells.append(_e(r.get("truth") or _NONE))
-            cells.append(f'<td class="err"><b>{_e(kind)}</b>: {_e(reason)}</td>')
+            cells.append(f'<td class="err">{_e(kind)}</td>')
             rows.append(cells)
             continue
         sha = str(r.get("sha256") or "")
@@ -618,13 +623,14 @@ def _section_decisions(run: _Run) -> str:
     summary = (f"<p>{len(run.records)} image(s): {len(ok)} analysed, {len(run.records) - len(ok)} failed "
                f"(listed with their reason).")
     if run.has("pce"):
-        summary += f" PCE attributed {decided} image(s) to a camera; {len(ok) - decided} to none."
+        summary += (f" PCE attributed {decided} image(s) to a camera; {len(ok) - decided} to none. log10 P_FA: "
+                    f"log10 of the probability that a PCE this high arises by chance over the shifts searched "
+                    f"(more negative = stronger).")
     if run.has("mahalanobis"):
         summary += f" Mahalanobis ties: {ties}."
-    summary += (" log10 P_FA: log10 of the probability that a PCE this high arises by chance over the "
-                "shifts searched (more negative = stronger).</p>")
+    summary += "</p>"
     return ('<section id="decisions"><h2>2. Decisions</h2>' + summary
-            + _table(headers, rows, "decisions") + "</section>")
+            + '<div class="scroll">' + _table(headers, rows, "decisions") + "</div></section>")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -676,8 +682,8 @@ def _pce_bar_figure(run: _Run, i: int, r: dict[str, Any]) -> str:
                   rotation_mode="anchor" if rotate else "default")
     ax.set_xlim(-0.6, len(cameras) - 0.4)
     ax.set_ylabel("PCE (symlog)")
-    ax.text(0.99, thr, f" threshold {thr:g}", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
-            color="#d62728", fontsize=6)
+    ax.text(0.99, thr, f"threshold {thr:g}", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+            color="#d62728", fontsize=6, bbox=dict(facecolor="white", alpha=0.75, edgecolor="none", pad=0.6))
     title = f"{_img_label(i)}: " + (f"{decision}" if decision else "no decision")
     ax.set_title(title + (f" (truth {truth})" if truth else ""))
     return _png(fig, f"PCE of image {i} against every fingerprint")
@@ -738,8 +744,8 @@ def _pce_detail(run: _Run, i: int, r: dict[str, Any]) -> str:
                      _e(s.get("peak_shift", _NONE))])
     exif = r.get("exif") if isinstance(r.get("exif"), dict) else {}
     meta = [("SHA-256", f'<span class="mono">{_e(r.get("sha256") or _NONE)}</span>'),
-            ("file", f'{_e(r.get("format") or _NONE)}, {_f(r.get("file_size"), "d") if isinstance(r.get("file_size"), int) else _NONE} bytes, '
-                     f'{_e("x".join(map(str, r.get("size") or [])) or _NONE)} pixels (h x w), '
+            ("file", f'{_e(r.get("format") or _NONE)}, {_f(r.get("file_size"))} bytes, '
+                     f'{_e(" x ".join(map(str, r.get("size") or [])) or _NONE)} pixels (h x w), '
                      f'{_e(r.get("channels", _NONE))} channel(s), {_e(r.get("bit_depth", _NONE))} bit'),
             ("kind", f'{_e(r.get("kind") or _NONE)} (from {_e(r.get("kind_source") or _NONE)})'),
             ("rotation", f'{_e(r.get("rotation", _NONE))} (tried {_e(r.get("rotations_tried", _NONE))})')]
@@ -826,9 +832,7 @@ def _pairwise_table(maha: dict[str, Any]) -> str:
         rows.append(row)
     head = "".join(f"<th>{_e(c)}</th>" for c in cams)
     body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
-    return (f'<table><thead><tr><th>q (claimed) \\ j</th>{head}</tr></thead><tbody>{body}</tbody></table>'
-            '<p class="muted">Cell: pixels where camera q is closer-or-equal (satisfied) / farther (unsatisfied) '
-            "than camera j, by the 2-DOF Mahalanobis distance; bold: q beats j (membership counts these).</p>")
+    return f'<table><thead><tr><th>q (claimed) \\ j</th>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _maha_detail(run: _Run, i: int, r: dict[str, Any]) -> str:
@@ -849,11 +853,17 @@ def _maha_detail(run: _Run, i: int, r: dict[str, Any]) -> str:
               " / ".join(_f(_d(diag, "vote_agreement", k), ".3f") for k in ("intensity", "prnu"))),
              ("driver", _e(diag.get("driver", _NONE))),
              ("trace mean (I0, PRNU)", _e(", ".join(_f(v, ".4g") for v in trace.get("mean") or []) or _NONE)),
-             ("trace covariance", _e(json.dumps(trace.get("cov"))) if trace.get("cov") is not None else _NONE)]
+             ("trace covariance [[I0 I0, I0 PRNU], [PRNU I0, PRNU PRNU]]", _matrix(trace.get("cov")))]
     summary = f"{_img_label(i)} <span class=\"mono\">{_e(r.get('path'))}</span>: {_maha_cell(r)}"
     return (f'<details id="maha-{i}"><summary>{summary}</summary>'
             + _table(["camera", "membership", "pixels used"], mrows) + _pairwise_table(maha) + _kv(extra)
             + "</details>")
+
+
+def _matrix(value: Any) -> str:
+    if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
+        return _NONE if value is None else _e(value)
+    return "[" + ", ".join("[" + ", ".join(_f(v) for v in row) + "]" for row in value) + "]"
 
 
 def _diagnostics_summary(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -901,7 +911,8 @@ def _section_mahalanobis(run: _Run) -> str:
             maha = r["mahalanobis"]
             member = maha.get("membership") if isinstance(maha.get("membership"), dict) else {}
             assoc = [str(c) for c in maha.get("associated") or []]
-            row = [f'<td class="num">{i}</td>', f'<td class="wrap mono">{_image_link(i, str(r.get("path")), "maha")}</td>']
+            row = [f'<td class="num">{i}</td>',
+                   f'<td class="wrap mono">{_image_link(i, str(r.get("path")), "maha")}</td>']
             if run.has_truth:
                 row.append(_e(truth))
             row += [_membership_cell(member.get(c), c in assoc) for c in cams]
@@ -944,7 +955,8 @@ def _section_mahalanobis(run: _Run) -> str:
                           [["mean closer fraction"] + [f'<td class="num">{_f(d["closer_fraction"][c], ".3f")}</td>'
                                                        for c in ("full", "intensity", "prnu")],
                            ["mean vote agreement with the full vote", f'<td class="num">1</td>']
-                           + [f'<td class="num">{_f(d["vote_agreement"][c], ".3f")}</td>' for c in ("intensity", "prnu")]]))
+                           + [f'<td class="num">{_f(d["vote_agreement"][c], ".3f")}</td>'
+                              for c in ("intensity", "prnu")]]))
         out.append("<p>Driver per image: " + _e(", ".join(f"{k}: {v}" for k, v in d["driver_counts"].items()))
                    + f" (over {d['images']} image(s)).</p>")
         drows = []
@@ -962,6 +974,10 @@ def _section_mahalanobis(run: _Run) -> str:
         out.append('<p class="muted">No diagnostics recorded.</p>')
 
     out.append("<h3>Per image: membership and pairwise counts</h3>")
+    out.append("<p>Pairwise table (the paper's Tables 2-3), row q = the camera claimed, column j = the camera it is "
+               "compared with; cell: pixels where q is closer-or-equal (satisfied) / farther (unsatisfied) than j by "
+               "the 2-DOF Mahalanobis distance; bold: q beats j. Membership of q = percentage of the other cameras "
+               "q beats.</p>")
     out.extend(_maha_detail(run, i, r) for i, r in items[:MAX_DETAILED_IMAGES])
     if len(items) > MAX_DETAILED_IMAGES:
         out.append(f'<p class="note">Pairwise tables are shown for the first {MAX_DETAILED_IMAGES} of {len(items)} '
@@ -1075,8 +1091,9 @@ def _camera_figure(run: _Run, index: int, fp: Any, traced: list[tuple[int, dict[
                 continue
             ax2.plot(*pts, color=gcolor, linewidth=0.8, linestyle="--" if gcolor == color else "-",
                      label=label if first else None)
-            ax2.annotate(_img_label(i), (float(trace["mean"][0]), float(trace["mean"][1])), fontsize=6,
-                         color=gcolor, ha="center", va="center")
+            if len(group) <= 12:  # beyond that the labels only pile up
+                ax2.annotate(_img_label(i), (float(trace["mean"][0]), float(trace["mean"][1])), fontsize=6,
+                             color=gcolor, ha="center", va="center")
             first = False
     ax2.set_xlabel("I0")
     ax2.set_ylabel("PRNU")
@@ -1245,7 +1262,7 @@ def _section_truth(run: _Run, mpl) -> str:
     if isinstance(maha, dict):
         rows += _accuracy_rows("Mahalanobis (beside PCE)", maha)
     if rows:
-        out.append(_table(["method", "images", "count", "correct", "accuracy"], rows))
+        out.append(_table(["method", "images", "scored", "correct", "accuracy"], rows))
     blocks = [(n, b["confusion"]) for n, b in (("PCE", pce), ("Mahalanobis", maha))
               if isinstance(b, dict) and isinstance(b.get("confusion"), dict)]
     if blocks:
@@ -1262,8 +1279,10 @@ def _section_truth(run: _Run, mpl) -> str:
                         ("PCE threshold at the EER", _f(roc.get("eer_threshold"))),
                         (f"FAR at the threshold {_f(pce.get('threshold'))}", _f(pce.get("far_at_threshold"))),
                         (f"FRR at the threshold {_f(pce.get('threshold'))}", _f(pce.get("frr_at_threshold"))),
-                        ("genuine PCE min / median", " / ".join(_f(_d(pce, "genuine_pce", k)) for k in ("min", "median"))),
-                        ("impostor PCE max / median", " / ".join(_f(_d(pce, "impostor_pce", k)) for k in ("max", "median")))]))
+                        ("genuine PCE min / median",
+                         " / ".join(_f(_d(pce, "genuine_pce", k)) for k in ("min", "median"))),
+                        ("impostor PCE max / median",
+                         " / ".join(_f(_d(pce, "impostor_pce", k)) for k in ("max", "median")))]))
         img = _roc_figure(pce)
         out.append(f"<figure>{img}</figure>" if img else '<p class="muted">No ROC curve (needs genuine and '
                    "impostor scores).</p>")
