@@ -27,6 +27,7 @@ from camid_gpu.residual import (
     DEFAULT_SIGMA,
     DEFAULT_WAVELET,
     noise_extract,
+    pixels_to_device,
     rgb_to_gray,
     validate_images,
     wiener_dft,
@@ -81,7 +82,7 @@ class FingerprintAccumulator:
         bk = self.bk
         if isinstance(images, np.ndarray):
             images = validate_images(images, "reference images")
-        x = bk.asarray(images)
+        x = pixels_to_device(bk, images)
         if self.shape is None:
             self.shape = tuple(x.shape[1:])
         elif tuple(x.shape[1:]) != self.shape:

@@ -18,12 +18,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu import mahalanobis as maha
-from camid_gpu.backend import Backend
+from camid_gpu.backend import Array, Backend
 from camid_gpu.errors import CamidError, FingerprintError, ImageError
 from camid_gpu.fingerprint import FingerprintAccumulator
-from camid_gpu.io import ImageInfo, center_clip, gray_intensity, green_channel, list_images, read_image, to_8bit
+from camid_gpu.io import ImageInfo, center_clip, green_channel, list_images, read_image, to_8bit
 from camid_gpu.match import PCE_THRESHOLD, pce_scores
-from camid_gpu.residual import residual_native, wiener_dft
+from camid_gpu.residual import pixels_to_device, residual_native, rgb_to_gray, wiener_dft
 from camid_gpu.store import CameraFingerprint, check_camera_name, software_versions
 
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
@@ -149,11 +149,12 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         pixels, info = result
         shape = (info.height, info.width)
         if source_shape is None:
-            source_shape, layout = shape, pixels.shape
-        if shape != source_shape or pixels.shape != layout:
+            source_shape, layout, depth = shape, pixels.shape, info.bit_depth
+        if shape != source_shape or pixels.shape != layout or info.bit_depth != depth:
             errors.append({"path": path, "error": {"kind": "mismatch", "reason":
-                           f"size/channels {info.height}x{info.width}x{info.channels} differ from the camera's "
-                           f"first reference {source_shape[0]}x{source_shape[1]} {layout}; left out"}})
+                           f"size/channels/bit depth {info.height}x{info.width}x{info.channels} {info.bit_depth}-bit "
+                           f"differ from the camera's first reference {source_shape[0]}x{source_shape[1]} "
+                           f"{layout} {depth}-bit; left out"}})
             continue
         good.append((pixels, info))
         if want is not None and len(good) == want:
@@ -281,14 +282,14 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     results = [base_record(item) for item in items]
     chosen = [0] * len(items)
     if "pce" in methods and flat:
-        layouts = {items[i].clips[r].shape for i, r in flat}
+        # one batch per (shape, dtype): stacking uint8 with uint16 would upcast and mis-scale the 8-bit clip
+        layout_of = lambda i, r: (items[i].clips[r].shape, items[i].clips[r].dtype.str)  # noqa: E731
         scores_by_clip = {}
-        for layout in sorted(layouts):
-            sel = [(i, r) for i, r in flat if items[i].clips[r].shape == layout]
-            batch = np.stack([items[i].clips[r] for i, r in sel])
-            res = residual_native(bk, batch, params.sigma_query, params.levels, params.wavelet)
-            res = wiener_dft(bk, res)
-            inten = bk.asarray(np.stack([gray_intensity(items[i].clips[r]) for i, r in sel]))
+        for layout in sorted({layout_of(i, r) for i, r in flat}):
+            sel = [(i, r) for i, r in flat if layout_of(i, r) == layout]
+            pixels = pixels_to_device(bk, np.stack([items[i].clips[r] for i, r in sel]))  # integers travel
+            res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
+            inten = intensity_native(bk, pixels)
             scores = pce_scores(bk, res, inten, cache["k"], params.shift_range)
             for j, key in enumerate(sel):
                 scores_by_clip[key] = {name: getattr(scores, name)[j] for name in ("pce", "ncc", "log10_p_fa",
@@ -352,6 +353,14 @@ def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, A
         "selected_pixels": {c: int(v) for c, v in zip(cams, one.selected[0])},
         "diagnostics": one.diagnostics(),
     }
+
+
+def intensity_native(bk: Backend, pixels: Array) -> Array:
+    """Gray intensity ``(N, H, W)`` on the 0..255 scale of native ``(N, H, W[, 3])`` pixels (the ``I``
+    of the PCE template ``I * K``; colour combined with the residual's gray weights)."""
+    if pixels.ndim == 4:
+        return rgb_to_gray(bk, bk.stack([pixels[..., k] for k in range(pixels.shape[-1])], 1))
+    return pixels
 
 
 def base_record(item: Prepared) -> dict[str, Any]:

@@ -131,11 +131,23 @@ def rgb_to_gray(bk: Backend, channels: Array) -> Array:
     return channels[:, 0] * r + channels[:, 1] * g + channels[:, 2] * b
 
 
-def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
-    """Check a public batch ``(N, H, W)`` or ``(N, H, W, 3)`` and return it on the 0..255 scale.
+def pixels_to_device(bk: Backend, pixels: np.ndarray | Array) -> Array:
+    """Native float array on the 0..255 scale from uint8/uint16/float pixels (any shape).
 
-    uint8 is taken as is, uint16 is scaled by 255/65535, floats are taken as already 0..255 and
-    must be finite. Raises ValueError/TypeError naming the shape or dtype.
+    Integer pixels travel to the device as integers (uint8 is 4x smaller than float32) and are
+    converted there; uint16 is scaled by 255/65535. Native arrays are returned as they are.
+    """
+    sixteen = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint16
+    x = bk.asarray(pixels)
+    return x * (255.0 / 65535.0) if sixteen else x
+
+
+def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
+    """Check a public batch ``(N, H, W)`` or ``(N, H, W, 3)``; returns it unchanged.
+
+    uint8 and uint16 pixels are accepted (uint16 is scaled to 0..255 by :func:`pixels_to_device`),
+    floats are taken as already 0..255 and must be finite. Raises ValueError/TypeError naming the
+    shape or dtype.
     """
     if not isinstance(images, np.ndarray):
         images = np.asarray(images)
@@ -146,9 +158,7 @@ def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
         raise ValueError(f"{name}: expected a batch (N, H, W) or (N, H, W, 3); got shape {images.shape}")
     if min(images.shape[:3]) < 1:
         raise ValueError(f"{name}: empty batch or image, shape {images.shape}")
-    if images.dtype == np.uint16:
-        return images.astype(np.float64) * (255.0 / 65535.0)
-    if images.dtype == np.uint8:
+    if images.dtype in (np.uint8, np.uint16):
         return images
     if images.dtype.kind != "f":
         raise TypeError(f"{name}: dtype must be uint8, uint16 or floating (0..255); got {images.dtype}")
@@ -162,9 +172,9 @@ def residual_native(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA, le
     """NoiseExtractFromImage on native arrays ``(N, H, W)`` or ``(N, H, W, 3)`` -> ``(N, H, W)``.
 
     Colour images are denoised per channel and combined to gray; then ZeroMeanTotal (unless
-    ``zero_mean`` is False).
+    ``zero_mean`` is False). NumPy uint8/uint16 input is converted by :func:`pixels_to_device`.
     """
-    x = bk.asarray(images)
+    x = pixels_to_device(bk, images)
     if x.ndim == 4:
         n, h, w, c = x.shape
         planes = noise_extract(bk, bk.stack([x[..., k] for k in range(c)], 1).reshape(n * c, h, w),

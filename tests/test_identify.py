@@ -205,3 +205,25 @@ def test_dask_local_cluster_matches_single_process(evaluation, dataset, tmp_path
     identify_files(str(out / "fingerprints"), files, str(multi), ("pce", "mahalanobis"), Params(),
                    RunConfig(backend="numpy", progress=False, cluster="local:2", chunk=2))
     assert multi.read_bytes() == single.read_bytes()
+
+
+def test_sixteen_bit_image_scores_like_its_eight_bit_twin(evaluation, dataset, tmp_path):
+    """uint16 pixels are scaled to 0..255 before the residual: x*257 in 16 bits equals x in 8 bits."""
+    import tifffile
+
+    from camid_gpu.io import read_image
+
+    out, _ = evaluation
+    src = sorted((dataset / "disputed" / "C03").glob("flat_*.jpg"))[0]
+    pixels, _ = read_image(src)
+    tifffile.imwrite(tmp_path / "flat16.tif", pixels.astype(np.uint16) * 257)
+    Image.fromarray(pixels).save(tmp_path / "flat8.png")
+    results = tmp_path / "r.jsonl"
+    identify_files(str(out / "fingerprints"), [str(tmp_path)], str(results), ("pce", "mahalanobis"), Params(),
+                   RunConfig(backend="numpy", progress=False))
+    r16, r8 = read_results(str(results))
+    assert r16["bit_depth"] == 16 and r8["bit_depth"] == 8
+    assert r16["pce"]["decision"] == r8["pce"]["decision"] == "C03"
+    for cam, s in r8["pce"]["scores"].items():
+        assert r16["pce"]["scores"][cam]["pce"] == pytest.approx(s["pce"], rel=1e-4, abs=1e-3)
+    assert r16["mahalanobis"]["membership"] == r8["mahalanobis"]["membership"]
