@@ -141,7 +141,8 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk.device)
     host_budget = config.max_host_memory or default_host_memory()
-    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget)
+    value_bytes = 8 if bk.name == "numpy" or "64" in str(getattr(bk, "dtype", "")) else 4
+    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=value_bytes)
     state = {"size": size}
     fp_cache: dict = {}
     source_shape = store[0].source_shape

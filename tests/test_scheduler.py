@@ -26,11 +26,14 @@ def test_parse_bytes():
 
 def test_chunk_size_follows_the_budget():
     pixels = 1000 * 1000
-    big = chunk_size(pixels, 4, budget=None, host_budget=64 << 30)
-    small = chunk_size(pixels, 4, budget=None, host_budget=1 << 30)
+    big = chunk_size(pixels, 4, budget=None, host_budget=1 << 40)
+    small = chunk_size(pixels, 4, budget=None, host_budget=8 << 30)
     assert big == 64 and 1 <= small < big
+    # 1000x1000 RGB, 4 cameras, float64: (3*12 + 8*4) values * 8 bytes = 544 MB per image
+    assert small == (4 << 30) // (1_000_000 * 68 * 8)
+    assert chunk_size(pixels, 4, budget=None, host_budget=8 << 30, value_bytes=4) in (2 * small, 2 * small + 1)
     assert chunk_size(pixels, 4, budget=1, host_budget=1 << 40) == 1  # never below one image
-    assert chunk_size(pixels, 4, budget=2 << 30, host_budget=64 << 30) < big  # the GPU budget binds
+    assert chunk_size(pixels, 4, budget=2 << 30, host_budget=1 << 40) < big  # the GPU budget binds
 
 
 class FakeOOM(RuntimeError):
