@@ -324,7 +324,8 @@ class TorchBackend(Backend):
             return x.to(device=self.torch_device, dtype=self.dtype)
         x = np.asarray(x)
         if not x.flags.writeable or not x.flags.c_contiguous or x.dtype.byteorder not in "=|":
-            x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+            # torch.from_numpy shares memory and warns on read-only arrays (e.g. from PIL): copy those
+            x = np.array(x, dtype=x.dtype.newbyteorder("="), order="C", copy=True)
         # integer pixels travel as they are (uint8 is 4x smaller) and become floats on the device;
         # pinned host memory lets the copy run asynchronously (DMA) instead of staging synchronously
         t = torch.from_numpy(x if x.dtype != np.uint16 else x.astype(np.int32))

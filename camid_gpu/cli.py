@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("auto", "flat", "natural"), default="auto",
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
     p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
+    p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
+                   help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
+                        "full-frame fingerprints (built with --clip full); PCE only")
     _add_param_options(p, with_refs=False, clip_default=None)
     _add_backend_options(p)
 
@@ -141,9 +144,17 @@ def _params(args: argparse.Namespace):
     shift = None if str(args.shift_range).lower() == "all" else _pair(args.shift_range)
     refs = None if str(getattr(args, "refs", "all")).lower() == "all" else int(args.refs)
     clip = parse_clip(args.clip) if args.clip is not None else (1000, 1000)
+    search = getattr(args, "search_scales", None)
+    if search is not None:
+        try:
+            lo, hi, step = (float(v) for v in search.split(":"))
+        except ValueError:
+            raise ValueError(f"--search-scales must be LO:HI:STEP such as 0.5:1.0:0.01, got {search!r}") from None
+        search = (lo, hi, step)
     return Params(clip=clip, sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
                   sigma_mahalanobis=args.sigma_mahalanobis, refs=refs, pce_threshold=args.pce_threshold,
-                  shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode)
+                  shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
+                  search_scales=search)
 
 
 def _pair(text: str) -> tuple[int, int]:
@@ -298,6 +309,10 @@ def cmd_identify(args) -> int:
 
     started = utc_now()
     methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
+    if args.search_scales and "mahalanobis" in methods:
+        methods = ("pce",)
+        print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
+              file=sys.stderr)
     os.makedirs(args.outdir, exist_ok=True)
     results = os.path.join(args.outdir, "results.jsonl")
     run = identify_files(args.fp_dir, args.images, results, methods, _params(args), _config(args),

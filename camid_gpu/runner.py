@@ -81,6 +81,9 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
 def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, clip_given: bool) -> ident.Params:
     """The fingerprints decide the clipping and the fingerprint-side parameters; check the rest."""
     fp = store[0]
+    if params.search_scales is not None and fp.clip is not None:
+        raise FingerprintMismatchError(f"the scale/crop search needs full-frame fingerprints, but {fp.camera!r} was "
+                                       f"built with clip {fp.clip}; rebuild the fingerprints with --clip full")
     if clip_given and (list(params.clip) if params.clip else None) != (list(fp.clip) if fp.clip else None):
         raise FingerprintMismatchError(f"requested clip {params.clip} but the fingerprints were built with "
                                        f"clip {fp.clip}")
@@ -100,8 +103,11 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
     Records are appended to ``results_path`` (JSON Lines) in input order. With ``truth_root``
-    (a ``disputed/`` folder) each record also gets ``truth`` = its camera subfolder.
+    (a ``disputed/`` folder) each record also gets ``truth`` = its camera subfolder. With
+    ``params.search_scales`` only PCE runs (the scale/crop search).
     """
+    if params.search_scales is not None:
+        methods = ("pce",)
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given)
     paths = ident.disputed_images(inputs)

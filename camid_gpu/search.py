@@ -1,105 +1,516 @@
-"""Search for resized and/or cropped images (draft)."""
+"""Identification of resized and/or cropped images: Goljan & Fridrich's scale and crop search.
+
+A disputed image ``J`` (``h x w``) may be a crop, taken at offset ``(dy, dx)``, of the camera's full
+frame ``I`` (``H x W``) downscaled by a factor ``s``: ``J = crop(resize(I, s), dy, dx)`` (Goljan &
+Fridrich, "Camera identification from cropped and scaled images", Proc. SPIE 6819, 2008). For every
+scale ``s`` of a grid, the full-frame fingerprint ``K`` is resampled to ``round(s H) x round(s W)``
+(``K_s``) and the disputed image's residual is cross-correlated with it over every crop offset at
+which ``J`` fits inside ``K_s``::
+
+    C_s[d] = sum_x W[x] J[x] K_s[x + d],   0 <= d <= (round(s H) - h, round(s W) - w)
+
+which is :func:`camid_gpu.match.crosscorr`'s ``sum_x W[x] (J K)[x + d]`` with ``J`` placed at offset
+``d`` inside ``K_s``. ``W`` is the disputed image's residual after WienerInDFT (denoiser sigma 2, as
+``Params.sigma_query`` of :mod:`camid_gpu.identify`), ``J`` its gray intensity on the 0..255 scale.
+``W J`` (made zero-mean) is zero-padded to ``K_s``'s size, so the admissible offsets never wrap
+around, and each scale costs one FFT correlation of ``K_s``-sized planes per camera (the padded
+image's spectrum is computed once per scale and shared by the cameras). The peak is searched over
+the admissible offsets and its PCE is computed as in :func:`camid_gpu.match.pce` (energy over the
+whole correlation plane outside the 11 x 11 neighbourhood of the peak), except where ``K`` is not
+resampled (see "JPEG grids" below). The reported scale is the one with the largest PCE, the offset
+is that scale's peak (pixels of the resized frame). The false-alarm probability is corrected for
+the size of the whole search: with ``n`` the number of (scale, offset) positions,
+``P_FA = 1 - (1 - p)^n`` where ``p`` is the one-position p-value of the best peak
+(:func:`camid_gpu.match.log10_false_alarm`).
+
+The template: resampler and low-pass
+------------------------------------
+``K_s = G_sigma * bilinear(K, s)`` with ``sigma = TEMPLATE_BLUR`` = 1 pixel of the resized frame:
+
+* ``bilinear`` (:func:`resample_fingerprint`, on the host, float32): Pillow's BILINEAR resize of a
+  float32 ("F") image. It is anti-aliased (when shrinking, its triangle kernel is stretched by
+  ``1/s``, like MATLAB's ``imresize``) and uses the pixel-area geometry of every mainstream resizer
+  (pixel centres ``x_src = (x_dst + 0.5) / s - 0.5``), so ``K_s`` lines up with the PRNU of an image
+  downscaled to the same size by Pillow (any filter), MATLAB or OpenCV. An aligned-corners
+  resampler (``scipy.ndimage.zoom`` with ``grid_mode=False``) would shift ``K_s`` by a fraction of
+  a pixel against the image. On the synthetic cameras, BILINEAR gave higher PCEs than Pillow's
+  BICUBIC, LANCZOS and BOX and than ``ndimage.zoom`` orders 1 and 3, for images downscaled with
+  BICUBIC, BILINEAR, LANCZOS, BOX or NEAREST: its smoother kernel passes less of the band where the
+  disputed image has lost its PRNU.
+* ``G_sigma``: a Gaussian low-pass, applied in the frequency domain (circularly) to the padded
+  image's spectrum, which is the same as low-passing ``K_s`` and costs nothing per camera.
+  Interpolation destroys most of the PRNU near Nyquist (a pixel half-way between two source pixels
+  is their average) and JPEG compression then removes what is left there (the weak PRNU falls into
+  the quantiser's dead zone; q75 steps are far larger than the PRNU), so the Wiener-whitened
+  residual carries PRNU at low and middle frequencies and only noise near Nyquist. Measured on the
+  synthetic cameras at JPEG quality 75, sigma 1 raised the PCE 1.5-2.5x at scales 0.5-0.99 and
+  1.3-1.8x for crops at scale 1 (with the per-class energy below); at quality 95 it changes the
+  PCE by -30 % .. +50 % depending on the scale (sigma 0.7 is best there), always far above 60.
+  ``template_blur=0`` gives the plain resampled fingerprint.
+
+JPEG grids
+----------
+Where ``K`` is not resampled (scale 1: a pure crop), the fingerprint, made from JPEG reference
+images, and a JPEG disputed image share an 8 x 8 block grid, and at shifts that line the two grids
+up (``d = 0 mod 8``) their blocking artefacts add to the correlation's variance (2.5-3x that of
+the other shifts on flat images, measured), so a single energy makes unrelated cameras reach
+PCE > 60 there (observed: 63 at offset (48, 288)). At such scales :func:`pce_by_alignment`
+estimates the energy separately for every alignment class ``d mod 8`` (which also covers the
+2 x 2 CFA period). At resampled scales the classes have the same energy within sampling noise
+(measured), and :func:`camid_gpu.match.pce` is used.
+
+Limits (measured, see ``tests/test_search.py``): downscaling by ``s`` leaves ``s^2`` of the pixels,
+and interpolation plus JPEG remove much of the remaining PRNU, so the PCE falls quickly with the
+scale. Cropping a JPEG fingerprint's frame at an offset that is not a multiple of 8 also costs
+PCE (the disputed image's blocks no longer line up with the references'). On the synthetic
+cameras (PRNU 0.8 %, 768 x 1024, JPEG quality 75 after the change) flat images stay identifiable
+down to 0.5 (PCE 62-183 there, 1600-2200 unchanged), natural ones (PCE 84-219 unchanged) only
+when downscaled to 0.9 (3 of 4) or cropped to 80 % x 80 % (2 of 4); at 0.8 and below their PCE is
+20-46, where unrelated cameras reach 15-31 over the search. Processing time: one FFT correlation
+of ``K_s``-sized planes per scale and camera (12 MP fingerprint, 2 CPU cores: ~1.6 s per scale with
+NumPy, ~0.9 s with torch; the host-side resampling of ``K`` takes ~0.17 s of that). The scale
+grid must be fine enough: a scale error ``ds`` misaligns ``K_s`` by about ``(max(h, w) / 2) ds / s``
+pixels at the image's borders, so large images need steps well under 0.01 (or ``refine_step``).
+Rotated (portrait) images are not turned here.
+"""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu.backend import Backend, get_backend
+from camid_gpu.backend import Array, Backend, get_backend
 from camid_gpu.io import gray_intensity
-from camid_gpu.match import PCE_THRESHOLD, log10_false_alarm, pce
-from camid_gpu.residual import residual_native, validate_images, wiener_dft
+from camid_gpu.match import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, log10_false_alarm, pce
+from camid_gpu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, residual_native, validate_images, wiener_dft
 
-RESAMPLERS = ("bilinear", "bicubic", "lanczos", "box", "hamming", "zoom1", "zoom3", "nearest")
-
-
-def resample_fingerprint(k: np.ndarray, scale: float, method: str = "bilinear") -> np.ndarray:
-    H, W = k.shape
-    hs, ws = max(1, round(scale * H)), max(1, round(scale * W))
-    k = np.asarray(k, np.float32)
-    blur = 0.0
-    if "+g" in method:
-        method, b = method.split("+g"); blur = float(b)
-    if (hs, ws) == (H, W):
-        out = k.copy()
-    else:
-        out = _resample(k, hs, ws, H, W, method)
-    if blur:
-        from scipy import ndimage
-        out = ndimage.gaussian_filter(out, blur, mode="wrap")
-    return out
-
-
-def _resample(k, hs, ws, H, W, method):
-    if method.startswith("zoom"):
-        from scipy import ndimage
-        order = int(method[4:])
-        return ndimage.zoom(k, (hs / H, ws / W), order=order, mode="reflect", grid_mode=True).astype(np.float32)
-    from PIL import Image
-    f = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-         "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX,
-         "hamming": Image.Resampling.HAMMING, "nearest": Image.Resampling.NEAREST}[method]
-    out = Image.fromarray(k).resize((ws, hs), resample=f)
-    return np.asarray(out, dtype=np.float32)
+#: sigma of the disputed image's denoiser (0..255 scale), as ``Params.sigma_query`` of identify
+DEFAULT_SIGMA_QUERY = 2.0
+#: Gaussian low-pass of the template, in pixels of the resized frame (see the module notes)
+TEMPLATE_BLUR = 1.0
+#: period of the pixel grids (JPEG's 8 x 8 blocks, the 2 x 2 CFA) whose alignment classes get
+#: their own correlation energy where the fingerprint is not resampled
+GRID_PERIOD = 8
+#: smallest side of a disputed image or fingerprint
+MIN_SIDE = 16
 
 
 @dataclass
 class SearchResult:
+    """Best (scale, offset) of one camera's fingerprint for one disputed image.
+
+    ``offset`` is ``(rows, columns)`` of the image's top-left corner in the frame resized by ``scale``
+    (of ``size = (round(scale H), round(scale W))``). ``log10_p_fa`` is corrected for
+    ``positions_planned`` (scales x offsets of the whole search; equal to ``positions_searched``
+    unless the search stopped early). ``per_scale``: one dict per scale evaluated, ascending:
+    ``scale``, ``size``, ``pce``, ``offset``, ``positions``.
+    """
+
     camera: str
     pce: float
     scale: float
     offset: tuple[int, int]
     log10_p_fa: float
     positions_searched: int
-    per_scale: list[dict] = field(default_factory=list)
+    per_scale: list[dict[str, Any]] = field(default_factory=list)
+    size: tuple[int, int] = (0, 0)
+    positions_planned: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        d = asdict(self)
+        d["offset"], d["size"] = list(self.offset), list(self.size)
+        return d
+
+
+def _is_real(x: Any) -> bool:
+    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+            and math.isfinite(x))
 
 
 def scale_grid(lo: float = 0.5, hi: float = 1.0, step: float = 0.01) -> np.ndarray:
-    n = int(math.floor((hi - lo) / step + 1e-9))
-    g = lo + step * np.arange(n + 1)
-    if g[-1] < hi - 1e-9:
-        g = np.append(g, hi)
-    return np.round(g, 10)
+    """Scales ``lo, lo + step, ...`` up to and including ``hi`` (ascending float64).
+
+    Needs ``0 < lo <= hi <= 1`` and ``step > 0``; ``hi`` is included even when ``hi - lo`` is not a
+    multiple of ``step``. Values are rounded to 10 decimals (0.7, not 0.7000000000000001).
+    """
+    for name, value in (("lo", lo), ("hi", hi), ("step", step)):
+        if not _is_real(value):
+            raise ValueError(f"scale_grid: {name} must be a finite number, got {value!r}")
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"scale_grid: need 0 < lo <= hi <= 1, got lo={lo!r}, hi={hi!r}")
+    if not step > 0:
+        raise ValueError(f"scale_grid: step must be positive, got {step!r}")
+    count = int(math.floor((hi - lo) / step + 1e-9))
+    if count > 100_000:
+        raise ValueError(f"scale_grid: step {step!r} gives {count + 1} scales between {lo} and {hi}; too many")
+    grid = np.round(lo + step * np.arange(count + 1), 10)
+    if grid[-1] < hi - 1e-9:
+        grid = np.append(grid, hi)
+    return grid
 
 
-def search_scale_crop(bk, image, fingerprints, *, scales=None, sigma=2.0, wiener=True, threshold=PCE_THRESHOLD,
-                      early_stop=False, resampler="bilinear", rewiener=False, camera_chunk=4):
-    bk = get_backend(bk)
-    if scales is None:
-        scales = scale_grid()
-    scales = np.sort(np.unique(np.asarray(scales, np.float64)))[::-1]
-    img = validate_images(np.asarray(image)[None], "image")
-    h, w = img.shape[1:3]
-    res = residual_native(bk, img, sigma)
-    res = (wiener_dft(bk, res) if wiener else res)[0]
-    a = res * bk.asarray(gray_intensity(np.asarray(image)))
-    a = a - bk.mean(a, (-2, -1))
-    out = []
-    for name, k in fingerprints:
-        k = np.asarray(k, np.float32)
-        per = []
-        total = 0
-        for s in scales:
-            ks = resample_fingerprint(k, s, resampler)
-            hs, ws = ks.shape
-            if h > hs or w > ws:
-                continue
-            kb = bk.asarray(ks)[None]
-            if rewiener:
-                kb = wiener_dft(bk, kb)
-            kb = kb - bk.mean(kb, (-2, -1))
-            pad = bk.zeros_like(kb[0])
-            pad[:h, :w] = a
-            corr = bk.real(bk.ifft2(bk.fft2(pad).conj()[None] * bk.fft2(kb)))
-            st = pce(bk, corr, (hs - h, ws - w))
-            n = (hs - h + 1) * (ws - w + 1)
-            total += n
-            per.append({"scale": float(s), "pce": float(st["pce"][0]), "peak": float(st["peak"][0]),
-                        "energy": float(st["energy"][0]), "offset": tuple(int(v) for v in st["peak_shift"][0]),
-                        "positions": n})
-        best = max(per, key=lambda d: d["pce"])
-        out.append(SearchResult(name, best["pce"], best["scale"], best["offset"],
-                                float(log10_false_alarm(best["peak"], best["energy"], total)), total, per))
+def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """``(round(scale H), round(scale W))`` of a ``(H, W)`` frame, halves rounded up, at least 1."""
+    return (max(1, int(math.floor(scale * shape[0] + 0.5))), max(1, int(math.floor(scale * shape[1] + 0.5))))
+
+
+def resample_fingerprint(k: np.ndarray, scale: float) -> np.ndarray:
+    """The fingerprint ``K`` (H, W) resampled to :func:`scaled_size`: float32, host side.
+
+    Pillow BILINEAR on a float32 image (anti-aliased, pixel-area geometry; see the module notes);
+    a copy of ``K`` when the size does not change. The search's Gaussian low-pass
+    (``template_blur``) is applied later, in the frequency domain.
+    """
+    k = np.asarray(k, dtype=np.float32)
+    size = scaled_size(k.shape, scale)
+    if size == k.shape:
+        return k.copy()
+    from PIL import Image
+
+    resized = Image.fromarray(np.ascontiguousarray(k)).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def gaussian_transfer(shape: tuple[int, int], sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """DFT-domain response ``exp(-2 pi^2 sigma^2 f^2)`` of a Gaussian low-pass (``f`` in cycles per pixel).
+
+    Separable: returns the row factor (H, 1) and the column factor (1, W). Applied to a spectrum it is
+    a circular Gaussian filter of ``sigma`` pixels (up to the sampled kernel's aliases, < 1 % at 1 px).
+    """
+    gy = np.exp(-2.0 * (math.pi * sigma) ** 2 * np.fft.fftfreq(shape[0]) ** 2)
+    gx = np.exp(-2.0 * (math.pi * sigma) ** 2 * np.fft.fftfreq(shape[1]) ** 2)
+    return gy[:, None], gx[None, :]
+
+
+def _circular_near(n: int, start: int, step: int, centre: int, half: int) -> list[int]:
+    """Indices ``start, start + step, ... < n`` within circular distance ``half`` of ``centre``."""
+    return [i for i in range(start, n, step) if min((i - centre) % n, (centre - i) % n) <= half]
+
+
+def pce_by_alignment(bk: Backend, corr: Array, shift_range: tuple[int, int], period: int = GRID_PERIOD,
+                     neighbourhood: int = PEAK_NEIGHBOURHOOD) -> dict[str, np.ndarray]:
+    """PCE of correlation planes ``(N, Hs, Ws)`` with a separate energy per grid-alignment class.
+
+    The shifts ``d`` fall into ``period x period`` classes ``d mod period``, each with its own
+    correlation energy (mean square). The peak is the largest ``C[d] / sqrt(energy(class(d)))`` over
+    ``0 <= d <= shift_range``; its PCE is ``sign(peak) peak^2 / energy`` with the energy of its own
+    class, leaving out the ``neighbourhood`` around the peak (circularly), as in
+    :func:`camid_gpu.match.pce`. Planes with fewer than 64 samples per class fall back to
+    ``match.pce``. Returns the same keys as ``match.pce``.
+    """
+    n, hs, ws = corr.shape
+    p = int(period)
+    if p <= 1 or hs * ws < 64 * p * p:
+        return pce(bk, corr, shift_range, neighbourhood)
+    sy, sx = int(shift_range[0]), int(shift_range[1])
+    if not (0 <= sy < hs and 0 <= sx < ws):
+        raise ValueError(f"shift_range {shift_range} must lie within the correlation size {hs}x{ws}")
+    squared = corr * corr
+    energy = np.empty((n, p, p))
+    for i in range(p):
+        for j in range(p):
+            energy[:, i, j] = bk.to_numpy(bk.mean(squared[:, i::p, j::p], (-2, -1))).reshape(n)
+    energy = np.maximum(energy, np.finfo(np.float64).tiny)
+    reps = (-(-(sy + 1) // p), -(-(sx + 1) // p))
+    weight = np.tile(1.0 / np.sqrt(energy), (1, *reps))[:, :sy + 1, :sx + 1]
+    flat = bk.argmax_flat(corr[:, :sy + 1, :sx + 1] * bk.asarray(weight))
+    py, px = np.divmod(flat.reshape(n), sx + 1)
+    peaks = bk.to_numpy(corr[np.arange(n), py, px]).astype(np.float64).reshape(n)
+    half = neighbourhood // 2
+    peak_energy = np.empty(n)
+    for k in range(n):
+        cy, cx = int(py[k]) % p, int(px[k]) % p
+        rows = _circular_near(hs, cy, p, int(py[k]), half)
+        cols = _circular_near(ws, cx, p, int(px[k]), half)
+        count = len(range(cy, hs, p)) * len(range(cx, ws, p))
+        near = float(bk.to_numpy(bk.sum(squared[k][rows][:, cols], (-2, -1))).sum()) if rows and cols else 0.0
+        total = energy[k, cy, cx] * count
+        peak_energy[k] = max(total - near, np.finfo(np.float64).tiny) / max(count - len(rows) * len(cols), 1)
+    shifts = (sy + 1) * (sx + 1)
+    return {
+        "pce": np.sign(peaks) * peaks**2 / peak_energy,
+        "peak": peaks,
+        "peak_shift": np.stack([py, px], -1),
+        "energy": peak_energy,
+        "log10_p_fa": log10_false_alarm(peaks, peak_energy, shifts),
+        "shifts": np.asarray(shifts),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# input validation
+# ------------------------------------------------------------------------------------------------
+def _check_scales(scales: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(scales, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"scales must be a 1-D sequence of numbers in (0, 1], got {scales!r}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"scales must be a 1-D sequence of numbers in (0, 1], got an array of shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError("scales is empty: give at least one scale in (0, 1] (e.g. scale_grid())")
+    bad = arr[~(np.isfinite(arr) & (arr > 0) & (arr <= 1))]
+    if bad.size:
+        raise ValueError(f"scales must lie in (0, 1] (downscaling only); got {bad[:5].tolist()}")
+    return np.unique(arr)[::-1]  # descending: 1 (no resize) first
+
+
+def _check_fingerprints(fingerprints: Any) -> list[tuple[str, np.ndarray]]:
+    if isinstance(fingerprints, (np.ndarray, str)) or not isinstance(fingerprints, Sequence) or not fingerprints:
+        raise ValueError("fingerprints must be a non-empty sequence of (camera name, K) pairs")
+    out, seen = [], set()
+    for i, item in enumerate(fingerprints):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"fingerprints[{i}] must be a (camera name, K) pair, got {type(item).__name__}")
+        name, k = item
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"fingerprints[{i}]: the camera name must be a non-empty string, got {name!r}")
+        if name in seen:
+            raise ValueError(f"fingerprints: camera name {name!r} appears twice")
+        seen.add(name)
+        k = np.asarray(k)
+        if k.ndim != 2 or min(k.shape) < MIN_SIDE:
+            raise ValueError(f"fingerprint {name!r}: expected a 2-D (H, W) array with sides >= {MIN_SIDE}, "
+                             f"got shape {k.shape}")
+        if k.dtype.kind != "f":
+            raise ValueError(f"fingerprint {name!r}: expected a floating-point K, got dtype {k.dtype}")
+        if not np.all(np.isfinite(k)):
+            raise ValueError(f"fingerprint {name!r}: contains NaN or infinite values")
+        out.append((name, k.astype(np.float32, copy=False)))
     return out
+
+
+def _check_image(image: Any) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
+        raise ValueError(f"image: expected one image (h, w) or (h, w, 3), got shape {image.shape}")
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"image: sides must be at least {MIN_SIDE} pixels, got shape {image.shape}")
+    validate_images(image[None], "image")  # dtype (uint8, uint16 or float 0..255) and finiteness
+    return image
+
+
+def _refinement(grid: np.ndarray, best: float, step: float) -> list[float]:
+    """Scales ``best +- i step`` strictly between ``best``'s neighbours on ``grid``, within (0, 1].
+
+    At an end of the grid the interval is mirrored (as wide beyond ``best`` as the gap on its
+    other side).
+    """
+    below = [float(s) for s in grid if s < best]
+    above = [float(s) for s in grid if s > best]
+    if not below and not above:
+        return []
+    gap_low = best - max(below) if below else min(above) - best
+    gap_high = min(above) - best if above else gap_low
+    out = []
+    for direction, gap in ((-1, gap_low), (1, gap_high)):
+        i = 1
+        while i * step < gap - 1e-9 and i <= 100_000:
+            s = round(best + direction * i * step, 10)
+            if 0 < s <= 1:
+                out.append(s)
+            i += 1
+    return out
+
+
+def _positions(size: tuple[int, int], image_shape: tuple[int, int]) -> int:
+    """Crop offsets at which an ``image_shape`` image fits inside a ``size`` frame (0 if it does not)."""
+    if size[0] < image_shape[0] or size[1] < image_shape[1]:
+        return 0
+    return (size[0] - image_shape[0] + 1) * (size[1] - image_shape[1] + 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# the search
+# ------------------------------------------------------------------------------------------------
+def search_scale_crop(bk: Backend | str, image: np.ndarray, fingerprints: Sequence[tuple[str, np.ndarray]], *,
+                      scales: Sequence[float] | np.ndarray | None = None, sigma: float = DEFAULT_SIGMA_QUERY,
+                      threshold: float = PCE_THRESHOLD, early_stop: bool = False,
+                      refine_step: float | None = None, template_blur: float = TEMPLATE_BLUR,
+                      grid_period: int = GRID_PERIOD, levels: int = DEFAULT_LEVELS,
+                      wavelet: str = DEFAULT_WAVELET, camera_chunk: int = 4) -> list[SearchResult]:
+    """Search the scale and crop offset of a disputed image against full-frame fingerprints.
+
+    Parameters
+    ----------
+    bk : a :class:`~camid_gpu.backend.Backend` or its name ("numpy", "torch", "auto").
+    image : the disputed image, (h, w) or (h, w, 3), uint8 or uint16 (or float on the 0..255 scale),
+        in the sensor's orientation.
+    fingerprints : ``(camera name, K)`` pairs; ``K`` (H, W) float, a full-frame fingerprint.
+    scales : the scale grid, each in (0, 1] (default :func:`scale_grid` ``(0.5, 1.0, 0.01)``),
+        evaluated from the largest down. Scales at which the image is larger than ``K_s`` are skipped.
+    sigma : noise std of the disputed image's denoiser (0..255 scale; identify's ``sigma_query``).
+    threshold : PCE threshold of ``early_stop`` (the decision is :func:`search_record`'s).
+    early_stop : stop a camera's search once its PCE has exceeded ``threshold`` and then fallen
+        (the first local maximum above the threshold, following the grid down from the largest
+        scale; Goljan & Fridrich stop at the first scale that passes the bound, but going on while
+        the PCE grows keeps a neighbour of the true scale from being reported). Default False:
+        every scale is evaluated, and the results are deterministic and complete. ``log10_p_fa``
+        always counts the positions of the whole planned grid.
+    refine_step : when given, after the grid each camera's best scale ``b`` is refined with the
+        scales ``b +- refine_step, b +- 2 refine_step, ...`` strictly between its grid neighbours
+        (coarse-to-fine); those positions count in ``positions_searched`` and ``log10_p_fa`` too.
+    template_blur : sigma (pixels of the resized frame) of the template's Gaussian low-pass; 0 = none.
+    grid_period : alignment period of :func:`pce_by_alignment` at unresampled scales; 0 = plain PCE.
+    levels, wavelet : the denoiser's DWT depth and wavelet (identify's defaults).
+    camera_chunk : fingerprints correlated per FFT batch (device memory about ``3 chunk + 2`` complex
+        planes of one scale; one scale is in memory at a time).
+
+    Returns one :class:`SearchResult` per camera, in the order of ``fingerprints``. Raises
+    ValueError (naming the parameter or shape) for invalid input, and when the image is larger than
+    some camera's resampled fingerprint at every scale of the grid.
+    """
+    bk = get_backend(bk)
+    image = _check_image(image)
+    cams = _check_fingerprints(fingerprints)
+    grid = _check_scales(scale_grid() if scales is None else scales)
+    if not (_is_real(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    if not _is_real(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    if not isinstance(early_stop, bool):
+        raise ValueError(f"early_stop must be True or False, got {early_stop!r}")
+    if refine_step is not None and not (_is_real(refine_step) and 0 < refine_step < 1):
+        raise ValueError(f"refine_step must be a number in (0, 1) or None, got {refine_step!r}")
+    if not (_is_real(template_blur) and 0 <= template_blur <= 10):
+        raise ValueError(f"template_blur must be a number in [0, 10] (pixels), got {template_blur!r}")
+    if not (isinstance(grid_period, (int, np.integer)) and not isinstance(grid_period, bool) and grid_period >= 0):
+        raise ValueError(f"grid_period must be an integer >= 0, got {grid_period!r}")
+    if not (isinstance(camera_chunk, (int, np.integer)) and not isinstance(camera_chunk, bool) and camera_chunk >= 1):
+        raise ValueError(f"camera_chunk must be a positive integer, got {camera_chunk!r}")
+    h, w = image.shape[:2]
+    for name, k in cams:
+        if not any(_positions(scaled_size(k.shape, float(s)), (h, w)) for s in grid):
+            top = scaled_size(k.shape, float(grid[0]))
+            raise ValueError(f"image {h}x{w} is larger than fingerprint {name!r} ({k.shape[0]}x{k.shape[1]}) "
+                             f"resampled at every scale searched (at the largest, {float(grid[0]):g}: "
+                             f"{top[0]}x{top[1]}); is it rotated, upscaled, or from a larger sensor?")
+
+    # the disputed side, once: Wiener-filtered residual times intensity, zero-mean over the image
+    residual = wiener_dft(bk, residual_native(bk, validate_images(image[None], "image"), sigma, levels, wavelet))[0]
+    weighted = residual * bk.asarray(gray_intensity(image))
+    weighted = weighted - bk.mean(weighted, (-2, -1))
+    del residual
+
+    def evaluate(scale: float, members: list[tuple[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
+        """One scale for some cameras of one fingerprint size: one padded-image FFT, one per camera."""
+        full = members[0][1].shape
+        size = scaled_size(full, scale)
+        positions = _positions(size, (h, w))
+        if not positions:
+            return {}
+        padded = bk.asarray(np.zeros(size, dtype=np.float32))
+        padded[:h, :w] = weighted
+        spectrum = bk.fft2(padded).conj()
+        del padded
+        if template_blur > 0:  # G * K_s, applied (symmetrically) to the image side once for all cameras
+            gy, gx = gaussian_transfer(size, float(template_blur))
+            spectrum = spectrum * bk.asarray(gy) * bk.asarray(gx)
+        shift_range = (size[0] - h, size[1] - w)
+        found = {}
+        for start in range(0, len(members), camera_chunk):
+            chunk = members[start:start + camera_chunk]
+            ks = bk.asarray(np.stack([resample_fingerprint(k, scale) for _, k in chunk]))
+            ks = ks - bk.mean(ks, (-2, -1))
+            corr = bk.real(bk.ifft2(spectrum[None] * bk.fft2(ks)))
+            del ks
+            if grid_period and size == full:
+                stats = pce_by_alignment(bk, corr, shift_range, int(grid_period))
+            else:
+                stats = pce(bk, corr, shift_range)
+            del corr
+            for j, (name, _) in enumerate(chunk):
+                found[name] = {"scale": float(scale), "size": [size[0], size[1]], "pce": float(stats["pce"][j]),
+                               "offset": [int(v) for v in stats["peak_shift"][j]], "positions": positions,
+                               "peak": float(stats["peak"][j]), "energy": float(stats["energy"][j])}
+        return found
+
+    records: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in cams}
+    stopped = {name: False for name, _ in cams}
+    groups: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = {}
+    for name, k in cams:
+        groups.setdefault(k.shape, []).append((name, k))
+    for members in groups.values():
+        active = list(members)
+        for scale in grid:
+            if not active:
+                break
+            found = evaluate(float(scale), active)
+            still = []
+            for name, k in active:
+                rec = found.get(name)
+                if rec is not None:
+                    best_before = max((r["pce"] for r in records[name]), default=-math.inf)
+                    previous = records[name][-1]["pce"] if records[name] else -math.inf
+                    records[name].append(rec)
+                    if early_stop and best_before > threshold and rec["pce"] < previous:
+                        stopped[name] = True  # past the first local maximum above the threshold
+                        continue
+                still.append((name, k))
+            active = still
+        if refine_step is not None:
+            wanted: dict[float, list[tuple[str, np.ndarray]]] = {}
+            for name, k in members:
+                done = {r["scale"] for r in records[name]}
+                best = max(records[name], key=lambda r: r["pce"])["scale"]
+                for s in _refinement(grid, best, float(refine_step)):
+                    if s not in done:
+                        wanted.setdefault(s, []).append((name, k))
+            for s in sorted(wanted, reverse=True):
+                found = evaluate(s, wanted[s])
+                for name, _ in wanted[s]:
+                    if name in found:
+                        records[name].append(found[name])
+
+    results = []
+    for name, k in cams:
+        recs = sorted(records[name], key=lambda r: r["scale"])
+        best = max(recs, key=lambda r: r["pce"])
+        searched = sum(r["positions"] for r in recs)
+        planned = searched
+        if stopped[name]:
+            done = {r["scale"] for r in recs}
+            planned += sum(_positions(scaled_size(k.shape, float(s)), (h, w)) for s in grid if float(s) not in done)
+        log_pfa = float(log10_false_alarm(np.asarray(best["peak"]), np.asarray(best["energy"]), planned))
+        results.append(SearchResult(
+            camera=name, pce=best["pce"], scale=best["scale"], offset=(best["offset"][0], best["offset"][1]),
+            log10_p_fa=log_pfa, positions_searched=searched,
+            per_scale=[{key: r[key] for key in ("scale", "size", "pce", "offset", "positions")} for r in recs],
+            size=(best["size"][0], best["size"][1]), positions_planned=planned, stopped_early=stopped[name]))
+    return results
+
+
+def _num(x: float) -> float | None:
+    """A finite float for JSON, 6 significant digits (as identify's records), else None."""
+    v = float(x)
+    return float(f"{v:.6g}") if math.isfinite(v) else None
+
+
+def search_record(results: Sequence[SearchResult], threshold: float = PCE_THRESHOLD) -> dict[str, Any]:
+    """JSON-ready summary of :func:`search_scale_crop`'s results for one disputed image.
+
+    ``scores``: per camera ``pce``, ``scale``, ``offset`` [rows, columns], ``size`` [rows, columns]
+    of the resized frame, ``log10_p_fa``, ``positions_searched``; ``best`` (largest PCE) and
+    ``best_pce``; ``decision``: the camera with the largest PCE among those above ``threshold``, else
+    None; ``above_threshold``: those cameras in decreasing PCE.
+    """
+    if isinstance(results, SearchResult) or not results:
+        raise ValueError("search_record: results must be a non-empty list of SearchResult")
+    if not _is_real(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    scores = {r.camera: {"pce": _num(r.pce), "scale": float(r.scale), "offset": [int(v) for v in r.offset],
+                         "size": [int(v) for v in r.size], "log10_p_fa": _num(r.log10_p_fa),
+                         "positions_searched": int(r.positions_searched)} for r in results}
+    order = sorted(results, key=lambda r: -r.pce if math.isfinite(r.pce) else math.inf)
+    above = [r.camera for r in order if r.pce > threshold]
+    return {"method": "pce-scale-crop-search", "threshold": float(threshold), "scores": scores,
+            "best": order[0].camera, "best_pce": _num(order[0].pce),
+            "decision": above[0] if above else None, "above_threshold": above}
+
+
+__all__ = ["SearchResult", "scale_grid", "scaled_size", "resample_fingerprint", "gaussian_transfer",
+           "pce_by_alignment", "search_scale_crop", "search_record", "TEMPLATE_BLUR", "GRID_PERIOD"]

@@ -227,3 +227,36 @@ def test_sixteen_bit_image_scores_like_its_eight_bit_twin(evaluation, dataset, t
     for cam, s in r8["pce"]["scores"].items():
         assert r16["pce"]["scores"][cam]["pce"] == pytest.approx(s["pce"], rel=1e-4, abs=1e-3)
     assert r16["mahalanobis"]["membership"] == r8["mahalanobis"]["membership"]
+
+
+def test_torch_backend_accepts_read_only_arrays():
+    pytest.importorskip("torch")
+    from camid_gpu.backend import get_backend
+
+    x = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    x.setflags(write=False)  # as np.asarray(PIL image) gives
+    bk = get_backend("torch", device="cpu")
+    assert bk.to_numpy(bk.asarray(x)).tolist() == x.astype(np.float32).tolist()
+
+
+def test_identify_with_scale_search(dataset, tmp_path):
+    """--search-scales needs full-frame fingerprints; a downscaled, cropped flat is matched."""
+    fp = tmp_path / "fp"
+    fingerprint_folder(str(dataset / "refs"), str(fp), ("pce",), Params(clip=None, refs=REFS),
+                       RunConfig(backend="numpy"))
+    pixels = np.asarray(Image.open(sorted((dataset / "disputed" / "C02").glob("flat_*.jpg"))[0]))
+    small = Image.fromarray(pixels).resize((346, 288), Image.Resampling.BICUBIC)  # scale 0.9
+    small.crop((10, 8, 330, 280)).save(tmp_path / "resized_flat.jpg", quality=90)
+    results = tmp_path / "r.jsonl"
+    identify_files(str(fp), [str(tmp_path / "resized_flat.jpg")], str(results), ("pce",),
+                   Params(clip=None, search_scales=(0.8, 1.0, 0.05)), RunConfig(backend="numpy"))
+    (record,) = read_results(str(results))
+    assert record["pce"]["method"] == "pce-scale-crop-search"
+    assert record["pce"]["decision"] == "C02"
+    assert record["pce"]["scores"]["C02"]["scale"] == pytest.approx(0.9, abs=0.05)
+    clipped = tmp_path / "fp_clipped"
+    fingerprint_folder(str(dataset / "refs"), str(clipped), ("pce",), Params(clip=(128, 128), refs=REFS),
+                       RunConfig(backend="numpy"))
+    with pytest.raises(FingerprintMismatchError, match="needs full-frame fingerprints"):
+        identify_files(str(clipped), [str(dataset / "disputed")], str(tmp_path / "x.jsonl"), ("pce",),
+                       Params(search_scales=(0.5, 1.0, 0.1)), RunConfig(backend="numpy"))
