@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -93,8 +93,9 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, cl
                 other.params.get("wavelet") != fp.params.get("wavelet"):
             raise FingerprintMismatchError(f"fingerprints {fp.camera!r} and {other.camera!r} were built with "
                                            f"different parameters: {fp.params} vs {other.params}")
-    return ident.with_params(params, clip=fp.clip, sigma_mahalanobis=fp.params.get("sigma_mahalanobis"),
-                             levels=fp.params.get("levels"), wavelet=fp.params.get("wavelet"))
+    # the clip is set outright: None (full frame) is a value here, not "unchanged"
+    return replace(ident.with_params(params, sigma_mahalanobis=fp.params.get("sigma_mahalanobis"),
+                                     levels=fp.params.get("levels"), wavelet=fp.params.get("wavelet")), clip=fp.clip)
 
 
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],

@@ -156,3 +156,23 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(data, tmp_path):
                              capture_output=True, text=True)
     assert resumed.returncode == EXIT_OK, resumed.stderr
     assert results.read_bytes() == (reference / "results.jsonl").read_bytes()
+
+
+def test_full_frame_fingerprints_and_scale_search_from_the_command_line(data, tmp_path, capsys):
+    fp = tmp_path / "fp_full"
+    assert main(["fingerprint", str(data / "data" / "refs"), "-o", str(fp), "--clip", "full", "--refs", "4",
+                 "--method", "pce", "--quiet"]) == EXIT_OK
+    run = tmp_path / "run"
+    assert main(["identify", str(fp), str(data / "data" / "disputed" / "C01"), "-o", str(run), "--quiet"]) == EXIT_OK
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert all(r["error"] is None for r in records)  # full frame: no 1000x1000 default clip imposed
+    assert json.loads((run / "manifest.json").read_text())["params"]["clip"] is None
+    search = tmp_path / "search"
+    assert main(["identify", str(fp), str(data / "data" / "disputed" / "C01"), "-o", str(search), "--quiet",
+                 "--search-scales", "0.9:1.0:0.1"]) == EXIT_OK
+    records = [json.loads(line) for line in (search / "results.jsonl").read_text().splitlines()]
+    flats = [r for r in records if r["kind"] == "flat"]
+    assert flats and all(r["pce"]["decision"] == "C01" and r["pce"]["scores"]["C01"]["scale"] == 1.0 for r in flats)
+    assert main(["report", str(search)]) == EXIT_OK
+    assert main(["identify", str(fp), str(data / "data"), "-o", str(tmp_path / "x"), "--search-scales", "0.5"]) == 1
+    assert "--search-scales must be LO:HI:STEP" in capsys.readouterr().err
