@@ -50,7 +50,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_residual import add_common_options, run_info, set_threads  # noqa: E402
+from bench_residual import add_common_options, run_info, set_threads, write_json  # noqa: E402
 
 METHODS = ("pce", "mahalanobis")
 MODES = ("loop", "scheduler")
@@ -418,9 +418,7 @@ def main(argv=None) -> int:
     print("(chunk = images per identify_chunk call; RSS and GPU columns in MiB; compute = share of wall time "
           "inside identify_chunk"
           + ("; GPU idle = 1 - compute)" if any("gpu_idle_fraction" in r for r in rows) else ")"))
-    if args.json_out:
-        with open(args.json_out, "w") as handle:
-            json.dump(result, handle, indent=1)
+    write_json(result, args.json_out)
     return 0
 
 

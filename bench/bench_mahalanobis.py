@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_residual import add_common_options, device_name, run_info, set_threads  # noqa: E402
+from bench_residual import add_common_options, device_name, run_info, set_threads, write_json  # noqa: E402
 
 from camid_gpu import mahalanobis as maha  # noqa: E402
 from camid_gpu.backend import get_backend, torch_cuda_available  # noqa: E402
@@ -132,9 +132,7 @@ def main(argv=None) -> int:
             exps = {f["axis"]: f["exponent"] for f in fits if f["backend"] == spec and f["impl"] == impl}
             text = "  ".join(f"{a}: {exps[a]:.2f}" if exps[a] is not None else f"{a}: -" for a in "DCN")
             print(f"{spec:11s} {impl:5s} {text}")
-    if args.json_out:
-        with open(args.json_out, "w") as handle:
-            json.dump(result, handle, indent=1)
+    write_json(result, args.json_out)
     return 0
 
 

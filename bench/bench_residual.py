@@ -89,6 +89,13 @@ def run_info() -> dict:
     return info
 
 
+def write_json(result: dict, path: str | None) -> None:
+    """Write the benchmark's JSON result to ``path`` (``--json-out``), if given."""
+    if path:
+        with open(path, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
 def set_threads(count: int | None) -> None:
     """``torch.set_num_threads(count)`` (CPU intra-op threads) when given and torch is installed.
 
@@ -230,9 +237,7 @@ def main(argv=None) -> int:
         loop = f"{r['ratio_vs_loop']:.2f}" if r["ratio_vs_loop"] else "-"
         print(f"{r['backend']:18s} {r['device'][:36]:36s} {r['mode']:7s} {r['batch']:5d} "
               f"{r['images_per_s']:10.2f} {ratio:>8s} {loop:>7s}")
-    if args.json_out:
-        with open(args.json_out, "w") as handle:
-            json.dump(result, handle, indent=1)
+    write_json(result, args.json_out)
     return 0
 
 
