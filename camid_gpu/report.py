@@ -954,7 +954,7 @@ def _section_mahalanobis(run: _Run) -> str:
         out.append(_table(["", "full", "intensity only", "PRNU only"],
                           [["mean closer fraction"] + [f'<td class="num">{_f(d["closer_fraction"][c], ".3f")}</td>'
                                                        for c in ("full", "intensity", "prnu")],
-                           ["mean vote agreement with the full vote", f'<td class="num">1</td>']
+                           ["mean vote agreement with the full vote", '<td class="num">1</td>']
                            + [f'<td class="num">{_f(d["vote_agreement"][c], ".3f")}</td>'
                               for c in ("intensity", "prnu")]]))
         out.append("<p>Driver per image: " + _e(", ".join(f"{k}: {v}" for k, v in d["driver_counts"].items()))
