@@ -30,10 +30,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_residual import add_common_options, device_name, run_info, set_threads, write_json  # noqa: E402
+from bench_residual import (add_common_options, backends_from_specs, device_name, run_info, set_threads,  # noqa: E402
+                            write_json)
 
 from camid_gpu import mahalanobis as maha  # noqa: E402
-from camid_gpu.backend import get_backend, torch_cuda_available  # noqa: E402
+from camid_gpu.backend import torch_cuda_available  # noqa: E402
 
 
 def make_inputs(bk, d: int, c: int, n: int, natural: bool, seed: int = 0):
@@ -90,13 +91,7 @@ def main(argv=None) -> int:
     points = ([("D", (d, c0, n0)) for d in args.d] + [("C", (d0, c, n0)) for c in args.c]
               + [("N", (d0, c0, n)) for n in args.n])
     rows, fits = [], []
-    for spec in specs:
-        name, _, device = spec.partition(":")
-        try:
-            bk = get_backend(name, device=device or None)
-        except Exception as exc:  # a missing extra is reported, not fatal
-            print(f"skip {spec}: {exc}", file=sys.stderr)
-            continue
+    for spec, bk in backends_from_specs(specs):
         impls = [("twin", False)] + ([("fused", True)] if bk.kernel("mahalanobis_counts") is not None else [])
         for impl, use_kernel in impls:
             for axis, (d, c, n) in points:

@@ -125,13 +125,9 @@ def _load_average() -> list[float] | None:
         return None
 
 
-def make_backends(specs, kernels: str):
-    """``[(label, backend, kernels_flag)]`` for ``numpy``, ``torch:cpu``, ``torch:cuda[:N]`` specs.
-
-    On CUDA with CuPy, ``kernels`` = "on" (fused kernels), "off" (torch twins) or "both".
-    A backend that cannot be made (missing extra, no device) is reported on stderr and skipped.
-    """
-    out = []
+def backends_from_specs(specs):
+    """Yield ``(spec, backend)`` for ``numpy``, ``torch:cpu``, ``torch:cuda[:N]`` specs; a backend that
+    cannot be made (missing extra, no device) is reported on stderr and skipped."""
     for spec in specs:
         name, _, device = spec.partition(":")
         try:
@@ -139,6 +135,17 @@ def make_backends(specs, kernels: str):
         except Exception as exc:  # a missing extra is reported, not fatal
             print(f"skip {spec}: {exc}", file=sys.stderr)
             continue
+        yield spec, bk
+
+
+def make_backends(specs, kernels: str):
+    """``[(label, backend, kernels_flag)]`` for ``numpy``, ``torch:cpu``, ``torch:cuda[:N]`` specs.
+
+    On CUDA with CuPy, ``kernels`` = "on" (fused kernels), "off" (torch twins) or "both".
+    A backend that cannot be made (missing extra, no device) is reported on stderr and skipped.
+    """
+    out = []
+    for spec, bk in backends_from_specs(specs):
         fused = bk.kernel("mihcak_shrink") is not None
         if not fused:
             out.append((spec, bk, None))

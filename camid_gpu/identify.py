@@ -18,12 +18,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu import mahalanobis as maha
-from camid_gpu.backend import Array, Backend
+from camid_gpu.backend import Backend
 from camid_gpu.errors import CamidError, FingerprintError, ImageError
 from camid_gpu.fingerprint import FingerprintAccumulator
 from camid_gpu.io import ImageInfo, center_clip, green_channel, list_images, read_image, to_8bit
-from camid_gpu.match import PCE_THRESHOLD, pce_scores
-from camid_gpu.residual import pixels_to_device, residual_native, rgb_to_gray, wiener_dft
+from camid_gpu.match import PCE_THRESHOLD, json_number, pce_scores
+from camid_gpu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
 from camid_gpu.store import CameraFingerprint, check_camera_name, software_versions
 
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
@@ -295,7 +295,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
             sel = [(i, r) for i, r in flat if layout_of(i, r) == layout]
             pixels = pixels_to_device(bk, np.stack([items[i].clips[r] for i, r in sel]))  # integers travel
             res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
-            inten = intensity_native(bk, pixels)
+            inten = gray_intensity(bk, pixels)
             scores = pce_scores(bk, res, inten, cache["k"], params.shift_range)
             for j, key in enumerate(sel):
                 scores_by_clip[key] = {name: getattr(scores, name)[j] for name in ("pce", "ncc", "log10_p_fa",
@@ -371,7 +371,7 @@ def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, A
     member = one.membership[0]
     return {
         "mode": outcome.mode,
-        "membership": {c: _num(m) for c, m in zip(cams, member)},
+        "membership": {c: json_number(m) for c, m in zip(cams, member)},
         "associated": list(one.associations[0]),
         "tie": len(one.associations[0]) > 1,
         "pairwise": {"cameras": list(cams), "satisfied": one.satisfied[0].tolist(),
@@ -379,14 +379,6 @@ def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, A
         "selected_pixels": {c: int(v) for c, v in zip(cams, one.selected[0])},
         "diagnostics": one.diagnostics(),
     }
-
-
-def intensity_native(bk: Backend, pixels: Array) -> Array:
-    """Gray intensity ``(N, H, W)`` on the 0..255 scale of native ``(N, H, W[, 3])`` pixels (the ``I``
-    of the PCE template ``I * K``; colour combined with the residual's gray weights)."""
-    if pixels.ndim == 4:
-        return rgb_to_gray(bk, bk.stack([pixels[..., k] for k in range(pixels.shape[-1])], 1))
-    return pixels
 
 
 def base_record(item: Prepared) -> dict[str, Any]:
@@ -401,22 +393,14 @@ def pce_record(cameras: Sequence[str], scores: dict[str, np.ndarray], threshold:
     """JSON-ready PCE result of one image: per-camera statistics and the decision."""
     per_camera = {}
     for c, cam in enumerate(cameras):
-        per_camera[cam] = {"pce": _num(scores["pce"][c]), "ncc": _num(scores["ncc"][c]),
-                           "log10_p_fa": _num(scores["log10_p_fa"][c]),
+        per_camera[cam] = {"pce": json_number(scores["pce"][c]), "ncc": json_number(scores["ncc"][c]),
+                           "log10_p_fa": json_number(scores["log10_p_fa"][c]),
                            "peak_shift": [int(v) for v in scores["peak_shift"][c]]}
     order = np.argsort(-np.asarray(scores["pce"]), kind="stable")
     best = cameras[int(order[0])]
     above = [cameras[int(c)] for c in order if scores["pce"][int(c)] > threshold]
-    return {"scores": per_camera, "best": best, "best_pce": _num(scores["pce"][int(order[0])]),
+    return {"scores": per_camera, "best": best, "best_pce": json_number(scores["pce"][int(order[0])]),
             "decision": above[0] if above else None, "above_threshold": above, "threshold": threshold}
-
-
-def _num(x: Any) -> float | None:
-    """A finite float for JSON (rounded to 6 significant digits for stable, readable output)."""
-    v = float(x)
-    if not math.isfinite(v):
-        return None
-    return float(f"{v:.6g}")
 
 
 def ground_truth_of(path: str, disputed_dir: str) -> str | None:

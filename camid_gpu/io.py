@@ -242,18 +242,6 @@ def to_8bit(pixels: np.ndarray) -> np.ndarray:
     return np.round(pixels.astype(np.float64) / 257.0).astype(np.uint8)
 
 
-def gray_intensity(pixels: np.ndarray) -> np.ndarray:
-    """(H, W) float64 intensity on the 0..255 scale (gray weights of the residual for colour)."""
-    from camid_gpu.residual import GRAY_WEIGHTS
-
-    x = pixels.astype(np.float64)
-    if pixels.dtype == np.uint16:
-        x *= 255.0 / 65535.0
-    if x.ndim == 3:
-        x = x @ np.asarray(GRAY_WEIGHTS)
-    return x
-
-
 def clip_window(height: int, width: int, clip: tuple[int, int]) -> tuple[int, int]:
     """Top-left corner of the centre clipping ``clip = (h, w)`` of an ``height x width`` image.
 

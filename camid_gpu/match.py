@@ -50,6 +50,12 @@ class PCEScores:
         return 10.0 ** self.log10_p_fa
 
 
+def json_number(x) -> float | None:
+    """A finite float for JSON records, rounded to 6 significant digits (stable, readable); else None."""
+    v = float(x)
+    return float(f"{v:.6g}") if math.isfinite(v) else None
+
+
 def crosscorr(bk: Backend, residual: Array, template: Array) -> Array:
     """Circular cross-correlation ``C[s] = sum_x a[x] b[x+s]`` of mean-removed ``(..., H, W)`` arrays."""
     a = residual - bk.mean(residual, (-2, -1))

@@ -142,6 +142,14 @@ def pixels_to_device(bk: Backend, pixels: np.ndarray | Array) -> Array:
     return x * (255.0 / 65535.0) if sixteen else x
 
 
+def gray_intensity(bk: Backend, pixels: Array) -> Array:
+    """Gray intensity ``(N, H, W)`` on the 0..255 scale of native ``(N, H, W[, 3])`` pixels (the ``I``
+    of the PCE template ``I * K``; colour combined with :data:`GRAY_WEIGHTS`)."""
+    if pixels.ndim == 4:
+        return rgb_to_gray(bk, bk.stack([pixels[..., k] for k in range(pixels.shape[-1])], 1))
+    return pixels
+
+
 def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
     """Check a public batch ``(N, H, W)`` or ``(N, H, W, 3)``; returns it unchanged.
 

@@ -82,9 +82,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
-from camid_gpu.io import gray_intensity
-from camid_gpu.match import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, log10_false_alarm, pce
-from camid_gpu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, residual_native, validate_images, wiener_dft
+from camid_gpu.match import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, json_number, log10_false_alarm, pce
+from camid_gpu.residual import (DEFAULT_LEVELS, DEFAULT_WAVELET, gray_intensity, pixels_to_device, residual_native,
+                                validate_images, wiener_dft)
 
 #: sigma of the disputed image's denoiser (0..255 scale), as ``Params.sigma_query`` of identify
 DEFAULT_SIGMA_QUERY = 2.0
@@ -391,8 +391,9 @@ def search_scale_crop(bk: Backend | str, image: np.ndarray, fingerprints: Sequen
                              f"{top[0]}x{top[1]}); is it rotated, upscaled, or from a larger sensor?")
 
     # the disputed side, once: Wiener-filtered residual times intensity, zero-mean over the image
-    residual = wiener_dft(bk, residual_native(bk, validate_images(image[None], "image"), sigma, levels, wavelet))[0]
-    weighted = residual * bk.asarray(gray_intensity(image))
+    pixels = pixels_to_device(bk, validate_images(image[None], "image"))
+    residual = wiener_dft(bk, residual_native(bk, pixels, sigma, levels, wavelet))[0]
+    weighted = residual * gray_intensity(bk, pixels)[0]
     weighted = weighted - bk.mean(weighted, (-2, -1))
     del residual
 
@@ -484,12 +485,6 @@ def search_scale_crop(bk: Backend | str, image: np.ndarray, fingerprints: Sequen
     return results
 
 
-def _num(x: float) -> float | None:
-    """A finite float for JSON, 6 significant digits (as identify's records), else None."""
-    v = float(x)
-    return float(f"{v:.6g}") if math.isfinite(v) else None
-
-
 def search_record(results: Sequence[SearchResult], threshold: float = PCE_THRESHOLD) -> dict[str, Any]:
     """JSON-ready summary of :func:`search_scale_crop`'s results for one disputed image.
 
@@ -502,13 +497,13 @@ def search_record(results: Sequence[SearchResult], threshold: float = PCE_THRESH
         raise ValueError("search_record: results must be a non-empty list of SearchResult")
     if not _is_real(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    scores = {r.camera: {"pce": _num(r.pce), "scale": float(r.scale), "offset": [int(v) for v in r.offset],
-                         "size": [int(v) for v in r.size], "log10_p_fa": _num(r.log10_p_fa),
+    scores = {r.camera: {"pce": json_number(r.pce), "scale": float(r.scale), "offset": [int(v) for v in r.offset],
+                         "size": [int(v) for v in r.size], "log10_p_fa": json_number(r.log10_p_fa),
                          "positions_searched": int(r.positions_searched)} for r in results}
     order = sorted(results, key=lambda r: -r.pce if math.isfinite(r.pce) else math.inf)
     above = [r.camera for r in order if r.pce > threshold]
     return {"method": "pce-scale-crop-search", "threshold": float(threshold), "scores": scores,
-            "best": order[0].camera, "best_pce": _num(order[0].pce),
+            "best": order[0].camera, "best_pce": json_number(order[0].pce),
             "decision": above[0] if above else None, "above_threshold": above}
 
 

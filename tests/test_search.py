@@ -19,9 +19,8 @@ from scipy import ndimage
 
 from camid_gpu.backend import get_backend
 from camid_gpu.fingerprint import estimate_fingerprint
-from camid_gpu.io import gray_intensity
 from camid_gpu.match import log10_false_alarm, pce, pce_scores
-from camid_gpu.residual import residual_native, wiener_dft
+from camid_gpu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
 from camid_gpu.search import (
     SearchResult,
     gaussian_transfer,
@@ -352,8 +351,9 @@ def disputed_variant(pixels: np.ndarray, scale: float, cropped: bool) -> tuple[n
 def baseline_pce(bk, pixels: np.ndarray, fps) -> dict[str, float]:
     """The same image, not resized nor cropped (JPEG 75), scored as camid identify does (no shift)."""
     j = jpeg(pixels, 75)
-    res = wiener_dft(bk, residual_native(bk, j[None], 2.0))
-    scores = pce_scores(bk, res, bk.asarray(gray_intensity(j)[None]), bk.asarray(np.stack([k for _, k in fps])))
+    pixels = pixels_to_device(bk, j[None])
+    res = wiener_dft(bk, residual_native(bk, pixels, 2.0))
+    scores = pce_scores(bk, res, gray_intensity(bk, pixels), bk.asarray(np.stack([k for _, k in fps])))
     return {cam: float(scores.pce[0, i]) for i, (cam, _) in enumerate(fps)}
 
 
