@@ -1,6 +1,6 @@
 """Evaluation of identification results against ground truth: accuracy, confusion, ROC, EER, tables.
 
-Input: per-image result records (``camid_gpu.identify``) with a ``truth`` camera. Output: a JSON-ready
+Input: per-image result records (``camid_gpu.pipeline.identify``) with a ``truth`` camera. Output: a JSON-ready
 dict with top-level keys ``pce`` and ``mahalanobis``, each with ``accuracy`` (fraction 0..1; ties and
 "no camera" count as wrong), ``per_kind`` (flat, natural), ``confusion`` and ``images``; PCE adds
 ROC AUC, EER and FAR/FRR at its threshold; Mahalanobis adds ties, per-camera membership and the

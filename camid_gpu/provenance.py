@@ -16,7 +16,7 @@ import platform
 import sys
 from typing import Any, Iterable, Sequence
 
-from camid_gpu.io import sha256_file
+from camid_gpu.io.images import sha256_file
 from camid_gpu.store import software_versions
 
 FORMAT = "camid-manifest"

@@ -17,7 +17,7 @@ from camid_gpu.errors import (
     ImageTooSmallError,
     ImageUnreadableError,
 )
-from camid_gpu.io import center_clip, clip_window, green_channel, list_images, parse_clip, read_image
+from camid_gpu.io.images import center_clip, clip_window, green_channel, list_images, parse_clip, read_image
 
 from conftest import natural_image
 

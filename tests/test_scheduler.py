@@ -6,7 +6,7 @@ import json
 import pytest
 
 from camid_gpu.errors import CamidError, ImageDecodeError
-from camid_gpu.scheduler import (
+from camid_gpu.engine.scheduler import (
     ResultsWriter,
     chunk_size,
     ordered_map,

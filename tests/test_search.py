@@ -18,10 +18,10 @@ from PIL import Image
 from scipy import ndimage
 
 from camid_gpu.backend import get_backend
-from camid_gpu.fingerprint import estimate_fingerprint
-from camid_gpu.match import log10_false_alarm, pce, pce_scores
-from camid_gpu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
-from camid_gpu.search import (
+from camid_gpu.prnu.fingerprint import estimate_fingerprint
+from camid_gpu.prnu.pce import log10_false_alarm, pce, pce_scores
+from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
+from camid_gpu.prnu.search import (
     SearchResult,
     gaussian_transfer,
     pce_by_alignment,
@@ -31,7 +31,7 @@ from camid_gpu.search import (
     search_record,
     search_scale_crop,
 )
-from camid_gpu.synth import make_dataset
+from camid_gpu.datasets.synthetic import make_dataset
 
 THRESHOLD = 60.0
 

@@ -82,8 +82,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend
-from camid_gpu.io import center_clip
-from camid_gpu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, noise_extract, wiener_dft, zero_mean_total
+from camid_gpu.io.images import center_clip
+from camid_gpu.prnu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, noise_extract, wiener_dft, zero_mean_total
 
 #: noise std of the authors' NoiseExtractFromImage(I, 2), 0..255 scale
 DEFAULT_SIGMA = 2.0

@@ -2,10 +2,10 @@
 
 This module joins the pipeline stages (io -> residual -> fingerprint -> match) for whole images:
 ``prepare_*`` functions are pure host work (decode, rotate, clip) that worker processes can run,
-``*_chunk`` functions do the device work on a batch. The scheduler (``camid_gpu.scheduler``) streams
+``*_chunk`` functions do the device work on a batch. The scheduler (``camid_gpu.engine.scheduler``) streams
 files through them; results are plain JSON-ready dicts, one per image.
 
-PCE is the primary decision everywhere. The Mahalanobis method (``camid_gpu.mahalanobis``) is
+PCE is the primary decision everywhere. The Mahalanobis method (``camid_gpu.mahalanobis.classifier``) is
 reported beside it, with diagnostics of what drove its vote.
 """
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu import mahalanobis as maha
+from camid_gpu.mahalanobis import classifier as maha
 from camid_gpu.backend import Backend
 from camid_gpu.errors import CamidError, FingerprintError, ImageError
-from camid_gpu.fingerprint import FingerprintAccumulator
-from camid_gpu.io import ImageInfo, center_clip, green_channel, list_images, read_image, to_8bit
-from camid_gpu.match import PCE_THRESHOLD, json_number, pce_scores
-from camid_gpu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
+from camid_gpu.prnu.fingerprint import FingerprintAccumulator
+from camid_gpu.io.images import ImageInfo, center_clip, green_channel, list_images, read_image, to_8bit
+from camid_gpu.prnu.pce import PCE_THRESHOLD, json_number, pce_scores
+from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
 from camid_gpu.store import CameraFingerprint, check_camera_name, software_versions
 
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
@@ -48,7 +48,7 @@ class Params:
         "all" (always the four) or "none".
     natural_mode : "aligned" (default) or "paper" pixel selection for natural images (method 2).
     search_scales : (low, high, step) to search downscaled and/or cropped images (Goljan & Fridrich,
-        ``camid_gpu.search``) against full-frame fingerprints (``clip=None``); None = no search.
+        ``camid_gpu.prnu.search``) against full-frame fingerprints (``clip=None``); None = no search.
     """
 
     clip: tuple[int, int] | None = (1000, 1000)
@@ -337,7 +337,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
 def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
                   results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """PCE with the scale and crop search, per image and rotation tried; the best rotation is kept."""
-    from camid_gpu.search import scale_grid, search_record, search_scale_crop
+    from camid_gpu.prnu.search import scale_grid, search_record, search_scale_crop
 
     grid = scale_grid(*params.search_scales)
     prints = [(fp.camera, fp.k) for fp in store]

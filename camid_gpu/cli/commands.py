@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------------------
 def _params(args: argparse.Namespace):
-    from camid_gpu.identify import Params
-    from camid_gpu.io import parse_clip
+    from camid_gpu.pipeline.identify import Params
+    from camid_gpu.io.images import parse_clip
 
     shift = None if str(args.shift_range).lower() == "all" else _pair(args.shift_range)
     refs = None if str(getattr(args, "refs", "all")).lower() == "all" else int(args.refs)
@@ -167,8 +167,8 @@ def _pair(text: str) -> tuple[int, int]:
 
 
 def _config(args: argparse.Namespace):
-    from camid_gpu.runner import RunConfig
-    from camid_gpu.scheduler import parse_bytes
+    from camid_gpu.engine.runner import RunConfig
+    from camid_gpu.engine.scheduler import parse_bytes
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -220,7 +220,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from camid_gpu.synth import make_dataset
+    from camid_gpu.datasets.synthetic import make_dataset
 
     t0 = time.perf_counter()
     truth = make_dataset(args.outdir, cameras=args.cameras, per_model=args.per_model, refs=args.refs,
@@ -235,9 +235,9 @@ def cmd_residual(args) -> int:
     import numpy as np
     import tifffile
 
-    from camid_gpu.identify import error_entry
-    from camid_gpu.io import center_clip, green_channel, list_images, parse_clip, read_image
-    from camid_gpu.residual import extract_residual
+    from camid_gpu.pipeline.identify import error_entry
+    from camid_gpu.io.images import center_clip, green_channel, list_images, parse_clip, read_image
+    from camid_gpu.prnu.residual import extract_residual
 
     config = _config(args)
     clip = parse_clip(args.clip)
@@ -253,7 +253,7 @@ def cmd_residual(args) -> int:
         pixels = center_clip(pixels, clip, path)
         return (green_channel(pixels) if args.channel == "green" else pixels), info
 
-    from camid_gpu.scheduler import ordered_map
+    from camid_gpu.engine.scheduler import ordered_map
 
     bk = config.backend_obj()
     with open(index_path, "a", encoding="utf-8") as index:
@@ -279,9 +279,9 @@ def cmd_residual(args) -> int:
 
 
 def cmd_fingerprint(args) -> int:
-    from camid_gpu.identify import methods_of
+    from camid_gpu.pipeline.identify import methods_of
     from camid_gpu.provenance import file_entry, utc_now, write_manifest
-    from camid_gpu.runner import fingerprint_folder
+    from camid_gpu.engine.runner import fingerprint_folder
 
     started = utc_now()
     params = _params(args)
@@ -301,9 +301,9 @@ def cmd_fingerprint(args) -> int:
 
 
 def cmd_identify(args) -> int:
-    from camid_gpu.identify import methods_of
-    from camid_gpu.runner import identify_files
-    from camid_gpu.scheduler import read_results
+    from camid_gpu.pipeline.identify import methods_of
+    from camid_gpu.engine.runner import identify_files
+    from camid_gpu.engine.scheduler import read_results
 
     from camid_gpu.provenance import input_entries, utc_now, write_manifest
 
@@ -360,7 +360,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from camid_gpu.report import write_report
+    from camid_gpu.report.html import write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
@@ -409,8 +409,8 @@ def print_identification(records, cameras, methods) -> None:
 
 def cmd_evaluate(args) -> int:
     from camid_gpu.evaluate import format_report
-    from camid_gpu.identify import methods_of
-    from camid_gpu.runner import evaluate_dataset
+    from camid_gpu.pipeline.identify import methods_of
+    from camid_gpu.engine.runner import evaluate_dataset
 
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
     summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), _params(args), _config(args),
@@ -430,10 +430,10 @@ DEMO_SIZES = {"small": dict(height=640, width=768, clip="512"), "paper": dict(he
 
 def cmd_demo(args) -> int:
     from camid_gpu.evaluate import format_report
-    from camid_gpu.identify import Params, methods_of
-    from camid_gpu.io import parse_clip
-    from camid_gpu.runner import evaluate_dataset
-    from camid_gpu.synth import make_dataset
+    from camid_gpu.pipeline.identify import Params, methods_of
+    from camid_gpu.io.images import parse_clip
+    from camid_gpu.engine.runner import evaluate_dataset
+    from camid_gpu.datasets.synthetic import make_dataset
 
     size = DEMO_SIZES[args.size]
     keep = args.outdir is not None

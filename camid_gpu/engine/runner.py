@@ -12,13 +12,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu import identify as ident
+from camid_gpu.pipeline import identify as ident
 from camid_gpu.backend import Backend, get_backend
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
-from camid_gpu.io import list_images, sha256_file
+from camid_gpu.io.images import list_images, sha256_file
 from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
-from camid_gpu.scheduler import (
+from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
     chunk_size,
@@ -33,7 +33,7 @@ from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 @dataclass
 class RunConfig:
-    """How to run (never what to compute: that is :class:`~camid_gpu.identify.Params`)."""
+    """How to run (never what to compute: that is :class:`camid_gpu.pipeline.identify.Params`)."""
 
     backend: str = "auto"
     device: str | None = None
