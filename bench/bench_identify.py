@@ -165,7 +165,8 @@ def run_phase(spec: dict) -> dict:
     """Identify ``spec["files"]`` in mode ``spec["mode"]``; return the measurements."""
     from camid_gpu.pipeline import identify as ident
     from camid_gpu.backend import get_backend
-    from camid_gpu.engine.runner import RunConfig, identify_files, params_from_dict
+    from camid_gpu.config import Params, RunConfig
+    from camid_gpu.engine.runner import identify_files
     from camid_gpu.engine.scheduler import read_results
     from camid_gpu.store import load_store
 
@@ -175,7 +176,7 @@ def run_phase(spec: dict) -> dict:
     torch = None
     if on_cuda:
         import torch
-    params = params_from_dict(spec["params"])
+    params = Params.from_dict(spec["params"])
     store = load_store(spec["fp_dir"], methods=METHODS)
     files = spec["files"]
 
@@ -301,8 +302,8 @@ def warm_page_cache(files) -> int:
 
 def prepare(spec: dict) -> dict:
     """Write (or reuse) the data set and fingerprint its cameras (in a subprocess, not timed)."""
-    from camid_gpu.pipeline.identify import Params
-    from camid_gpu.engine.runner import RunConfig, fingerprint_folder
+    from camid_gpu.config import Params, RunConfig
+    from camid_gpu.engine.runner import fingerprint_folder
 
     set_threads(spec.get("threads"))
     args = argparse.Namespace(**spec)

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from camid_gpu.config import PCE_THRESHOLD
+
 NONE_LABEL = "(none)"
 TIE_LABEL = "(tie)"
 
@@ -66,7 +68,7 @@ def _maha_prediction(record: dict[str, Any]) -> str:
 
 
 def summarise(records: Sequence[dict[str, Any]], cameras: Sequence[str], methods: Sequence[str],
-              pce_threshold: float = 60.0) -> dict[str, Any]:
+              pce_threshold: float = PCE_THRESHOLD) -> dict[str, Any]:
     """Evaluation of records that carry ``truth`` (error records are counted separately)."""
     ok = [r for r in records if not r.get("error") and r.get("truth")]
     out: dict[str, Any] = {"cameras": list(cameras), "images_total": len(records),

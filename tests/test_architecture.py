@@ -18,10 +18,11 @@ PACKAGE = ROOT / "camid_gpu"
 
 #: the stage order, bottom first; names are "camid_gpu.<first component>"
 LAYERS: list[set[str]] = [
-    {"_version", "errors", "config"},
-    {"_shared"},        # optional imports, JSON/hash helpers
+    {"_version", "errors"},
+    {"_shared"},        # optional imports
     {"_cuda"},          # the generic kernel loader
     {"backend"},        # the NumPy/torch seam
+    {"config"},         # every default, Params, RunConfig (RunConfig makes the backend)
     {"io"},             # decoding, geometry, listing
     {"prnu"},           # residual, fingerprint, PCE, search (+ the fused Mihcak launcher)
     {"mahalanobis"},    # the PeerJ CS classifier (+ its fused launcher)
@@ -135,3 +136,4 @@ def test_runs_from_a_checkout_without_installing(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "camid" in proc.stdout
+

@@ -14,6 +14,7 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+from camid_gpu import config as cfg
 from camid_gpu._version import __version__
 
 EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
@@ -21,7 +22,7 @@ EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
 
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
-    g.add_argument("--backend", choices=("auto", "numpy", "torch"), default="auto",
+    g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
                    help="numpy (pywt/scipy, float64) or torch (CPU/CUDA, float32); auto = torch on CUDA if present")
     g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
     g.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
@@ -30,27 +31,33 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, clip_default: Any = "1000") -> None:
+def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True,
+                       clip_default: Any = "x".join(map(str, cfg.CLIP))) -> None:
     g = p.add_argument_group("method parameters")
     if with_refs:
-        g.add_argument("--method", choices=("pce", "mahalanobis", "both"), default="both",
+        g.add_argument("--method", choices=cfg.METHOD_CHOICES, default="both",
                        help="pce (primary), mahalanobis (PeerJ CS 2024) or both (default)")
     else:
-        g.add_argument("--method", choices=("pce", "mahalanobis", "both"), default=None,
+        g.add_argument("--method", choices=cfg.METHOD_CHOICES, default=None,
                        help="pce, mahalanobis or both (default: every method the fingerprints have)")
     g.add_argument("--clip", default=clip_default,
-                   help="centre clipping: N, HxW (rows x columns) or 'full' (default 1000x1000)")
+                   help=f"centre clipping: N, HxW (rows x columns) or 'full' (default {cfg.CLIP[0]}x{cfg.CLIP[1]})")
     if with_refs:
-        g.add_argument("--refs", default="15", help="reference images per camera, or 'all' (default 15, the paper's R)")
-    g.add_argument("--sigma-fingerprint", type=float, default=3.0, help="PCE reference denoiser sigma (3)")
-    g.add_argument("--sigma-query", type=float, default=2.0, help="PCE disputed-image denoiser sigma (2)")
-    g.add_argument("--sigma-mahalanobis", type=float, default=2.0, help="Mahalanobis denoiser sigma (2)")
-    g.add_argument("--pce-threshold", type=float, default=60.0, help="same camera when PCE > this (60)")
+        g.add_argument("--refs", default=str(cfg.REFERENCES),
+                       help=f"reference images per camera, or 'all' (default {cfg.REFERENCES}, the paper's R)")
+    g.add_argument("--sigma-fingerprint", type=float, default=cfg.SIGMA_FINGERPRINT,
+                   help=f"PCE reference denoiser sigma ({cfg.SIGMA_FINGERPRINT:g})")
+    g.add_argument("--sigma-query", type=float, default=cfg.SIGMA_QUERY,
+                   help=f"PCE disputed-image denoiser sigma ({cfg.SIGMA_QUERY:g})")
+    g.add_argument("--sigma-mahalanobis", type=float, default=cfg.SIGMA_MAHALANOBIS,
+                   help=f"Mahalanobis denoiser sigma ({cfg.SIGMA_MAHALANOBIS:g})")
+    g.add_argument("--pce-threshold", type=float, default=cfg.PCE_THRESHOLD,
+                   help=f"same camera when PCE > this ({cfg.PCE_THRESHOLD:g})")
     g.add_argument("--shift-range", default="0",
                    help="PCE peak search: 0 (no shift), N or HxW (shifts 0..N), or 'all'")
-    g.add_argument("--rotations", choices=("auto", "all", "none"), default="auto",
+    g.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default="auto",
                    help="auto: try 0/90/180/270 when the orientation differs from the fingerprint's")
-    g.add_argument("--natural-mode", choices=("aligned", "paper"), default="aligned",
+    g.add_argument("--natural-mode", choices=cfg.NATURAL_MODES, default="aligned",
                    help="Mahalanobis pixel selection for natural images (default aligned)")
 
 
@@ -79,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("residual", help="noise residuals as float32 TIFF + one JSON line per image")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--outdir", required=True)
-    p.add_argument("--sigma", type=float, default=3.0)
-    p.add_argument("--levels", type=int, default=4)
-    p.add_argument("--wavelet", default="db4")
+    p.add_argument("--sigma", type=float, default=cfg.SIGMA_FINGERPRINT)
+    p.add_argument("--levels", type=int, default=cfg.DEFAULT_LEVELS)
+    p.add_argument("--wavelet", default=cfg.DEFAULT_WAVELET)
     p.add_argument("--clip", default="full", help="centre clipping N or HxW (default: full image)")
     p.add_argument("--channel", choices=("color", "green"), default="color",
                    help="color: per-channel residuals combined to gray (Binghamton); green: green channel only")
@@ -102,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write all results as one JSON file")
     p.add_argument("--csv", default=None, help="also write a CSV table (one row per image and camera)")
     p.add_argument("--resume", action="store_true", help="continue the run folder's results, skipping files done")
-    p.add_argument("--kind", choices=("auto", "flat", "natural"), default="auto",
+    p.add_argument("--kind", choices=cfg.KIND_CHOICES, default="auto",
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
     p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
@@ -137,43 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------------------
-def _params(args: argparse.Namespace):
-    from camid_gpu.pipeline.identify import Params
-    from camid_gpu.io.images import parse_clip
-
-    shift = None if str(args.shift_range).lower() == "all" else _pair(args.shift_range)
-    refs = None if str(getattr(args, "refs", "all")).lower() == "all" else int(args.refs)
-    clip = parse_clip(args.clip) if args.clip is not None else (1000, 1000)
-    search = getattr(args, "search_scales", None)
-    if search is not None:
-        try:
-            lo, hi, step = (float(v) for v in search.split(":"))
-        except ValueError:
-            raise ValueError(f"--search-scales must be LO:HI:STEP such as 0.5:1.0:0.01, got {search!r}") from None
-        search = (lo, hi, step)
-    return Params(clip=clip, sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
+def _params(args: argparse.Namespace) -> cfg.Params:
+    shift = cfg.parse_shift_range(args.shift_range)
+    refs = cfg.parse_refs(getattr(args, "refs", "all"))
+    clip = cfg.parse_clip(args.clip) if args.clip is not None else cfg.CLIP
+    search = cfg.parse_scales(getattr(args, "search_scales", None))
+    return cfg.Params(clip=clip, sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
                   sigma_mahalanobis=args.sigma_mahalanobis, refs=refs, pce_threshold=args.pce_threshold,
                   shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
                   search_scales=search)
 
 
-def _pair(text: str) -> tuple[int, int]:
-    parts = str(text).lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"expected N or HxW, got {text!r}") from None
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-
-
-def _config(args: argparse.Namespace):
-    from camid_gpu.engine.runner import RunConfig
-    from camid_gpu.engine.scheduler import parse_bytes
-
+def _config(args: argparse.Namespace) -> cfg.RunConfig:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    return RunConfig(backend=args.backend, device=args.device, workers=args.workers,
-                     max_host_memory=parse_bytes(args.max_host_memory), max_gpu_memory=parse_bytes(args.max_gpu_memory),
+    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
+                     max_host_memory=cfg.parse_bytes(args.max_host_memory),
+                     max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
                      progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))
 
 
@@ -236,11 +223,11 @@ def cmd_residual(args) -> int:
     import tifffile
 
     from camid_gpu.pipeline.identify import error_entry
-    from camid_gpu.io.images import center_clip, green_channel, list_images, parse_clip, read_image
+    from camid_gpu.io.images import center_clip, green_channel, list_images, read_image
     from camid_gpu.prnu.residual import extract_residual
 
     config = _config(args)
-    clip = parse_clip(args.clip)
+    clip = cfg.parse_clip(args.clip)
     os.makedirs(args.outdir, exist_ok=True)
     paths = list_images(*args.images)
     if not paths:
@@ -279,7 +266,7 @@ def cmd_residual(args) -> int:
 
 
 def cmd_fingerprint(args) -> int:
-    from camid_gpu.pipeline.identify import methods_of
+    from camid_gpu.config import methods_of
     from camid_gpu.provenance import file_entry, utc_now, write_manifest
     from camid_gpu.engine.runner import fingerprint_folder
 
@@ -301,7 +288,7 @@ def cmd_fingerprint(args) -> int:
 
 
 def cmd_identify(args) -> int:
-    from camid_gpu.pipeline.identify import methods_of
+    from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import identify_files
     from camid_gpu.engine.scheduler import read_results
 
@@ -409,7 +396,7 @@ def print_identification(records, cameras, methods) -> None:
 
 def cmd_evaluate(args) -> int:
     from camid_gpu.evaluate import format_report
-    from camid_gpu.pipeline.identify import methods_of
+    from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import evaluate_dataset
 
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
@@ -430,8 +417,7 @@ DEMO_SIZES = {"small": dict(height=640, width=768, clip="512"), "paper": dict(he
 
 def cmd_demo(args) -> int:
     from camid_gpu.evaluate import format_report
-    from camid_gpu.pipeline.identify import Params, methods_of
-    from camid_gpu.io.images import parse_clip
+    from camid_gpu.config import Params, methods_of
     from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.datasets.synthetic import make_dataset
 
@@ -447,7 +433,7 @@ def cmd_demo(args) -> int:
     print(f"camid demo: {len(truth['cameras'])} synthetic cameras (twins share model artefacts: {', '.join(twins)}), "
           f"{len(truth['images'])} JPEGs {size['height']}x{size['width']} in {t1 - t0:.1f} s -> {data}")
     config = _config(args)
-    params = Params(clip=parse_clip(size["clip"]))
+    params = Params(clip=cfg.parse_clip(size["clip"]))
     summary = evaluate_dataset(data, os.path.join(root, "run"), methods_of("both"), params, config)
     t2 = time.perf_counter()
     print(f"fingerprints + identification of {summary['images_total']} images on {summary['backend']}: "

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from camid_gpu.pipeline import identify as ident
-from camid_gpu.backend import Backend, get_backend
+from camid_gpu.backend import get_backend
+from camid_gpu.config import Params, RunConfig  # noqa: F401  (RunConfig: re-exported)
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.images import list_images, sha256_file
@@ -31,25 +32,7 @@ from camid_gpu.engine.scheduler import (
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 
-@dataclass
-class RunConfig:
-    """How to run (never what to compute: that is :class:`camid_gpu.pipeline.identify.Params`)."""
-
-    backend: str = "auto"
-    device: str | None = None
-    workers: int = 1
-    max_host_memory: int | None = None
-    max_gpu_memory: int | None = None
-    progress: bool | None = None
-    cluster: str | None = None
-    chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
-    log: list[str] = field(default_factory=list)
-
-    def backend_obj(self) -> Backend:
-        return get_backend(self.backend, device=self.device)
-
-
-def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
+def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                        config: RunConfig) -> dict[str, Any]:
     """Build and save one fingerprint per camera subfolder of ``refs_dir``.
 
@@ -78,7 +61,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "files": tried}
 
 
-def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, clip_given: bool) -> ident.Params:
+def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool) -> Params:
     """The fingerprints decide the clipping and the fingerprint-side parameters; check the rest."""
     fp = store[0]
     if params.search_scales is not None and fp.clip is not None:
@@ -99,7 +82,7 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, cl
 
 
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
-                   params: ident.Params, config: RunConfig, resume: bool = False, kind: str = "auto",
+                   params: Params, config: RunConfig, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
@@ -180,7 +163,7 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
                           backend: str, device: str | None, kind: str) -> list[dict[str, Any]]:
     """One Dask task: identify ``paths`` in this process and return their records in order."""
     store = load_store(fp_dir, methods=tuple(methods))
-    params = params_from_dict(params_dict)
+    params = Params.from_dict(params_dict)
     bk = get_backend(backend, device=device)
     records = []
     for path in paths:
@@ -191,13 +174,6 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
             continue
         records.extend(ident.identify_chunk(bk, store, [item], params, methods))
     return records
-
-
-def params_from_dict(d: dict[str, Any]) -> ident.Params:
-    d = dict(d)
-    d["clip"] = tuple(d["clip"]) if d.get("clip") else None
-    d["shift_range"] = tuple(d["shift_range"]) if d.get("shift_range") is not None else None
-    return ident.Params(**d)
 
 
 def _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
@@ -238,7 +214,7 @@ def _dask_client(distributed, address: str):
     return distributed.Client(address), None
 
 
-def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
+def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                      config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 

@@ -82,12 +82,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
+from camid_gpu.config import SIGMA_QUERY
 from camid_gpu.prnu.pce import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, json_number, log10_false_alarm, pce
 from camid_gpu.prnu.residual import (DEFAULT_LEVELS, DEFAULT_WAVELET, gray_intensity, pixels_to_device, residual_native,
                                 validate_images, wiener_dft)
 
 #: sigma of the disputed image's denoiser (0..255 scale), as ``Params.sigma_query`` of identify
-DEFAULT_SIGMA_QUERY = 2.0
+DEFAULT_SIGMA_QUERY = SIGMA_QUERY
 #: Gaussian low-pass of the template, in pixels of the resized frame (see the module notes)
 TEMPLATE_BLUR = 1.0
 #: period of the pixel grids (JPEG's 8 x 8 blocks, the 2 x 2 CFA) whose alignment classes get
