@@ -137,3 +137,45 @@ def test_runs_from_a_checkout_without_installing(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "camid" in proc.stdout
 
+
+def test_public_api_is_lazy_and_complete():
+    """``from camid_gpu import extract_residual, read_image`` (the README's promise) works, and a bare
+    ``import camid_gpu`` loads none of the stages."""
+    script = ("import sys, camid_gpu\n"
+              "assert not [m for m in sys.modules if m.startswith('camid_gpu.') and m != 'camid_gpu._version'], "
+              "sorted(sys.modules)\n"
+              "from camid_gpu import extract_residual, read_image, estimate_fingerprint, pce_scores, get_backend\n"
+              "from camid_gpu import Params, RunConfig, CamidError\n"
+              "import camid_gpu.prnu.residual as r\n"
+              "assert extract_residual is r.extract_residual\n"
+              "assert set(camid_gpu.__all__) <= set(dir(camid_gpu))\n"
+              "try:\n    camid_gpu.no_such_name\nexcept AttributeError:\n    pass\n"
+              "else:\n    raise SystemExit('no AttributeError')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_backend_itemsize():
+    from camid_gpu.backend import get_backend
+
+    assert get_backend("numpy").itemsize == 8
+
+
+def test_runtime_error_does_not_escape_main(tmp_path, capsys):
+    """A CUDA device that is not there is an error message and exit code 1, not a traceback."""
+    from conftest import HAVE_TORCH, cuda_available
+
+    if not HAVE_TORCH or cuda_available():
+        import pytest
+
+        pytest.skip("needs torch without a CUDA device")
+    import numpy as np
+    import tifffile
+
+    from camid_gpu.cli import EXIT_FAIL, main
+
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.full((64, 64), 128, np.uint8))
+    code = main(["residual", str(image), "-o", str(tmp_path / "out"), "--backend", "torch", "--device", "cuda"])
+    assert code == EXIT_FAIL
+    assert "CUDA" in capsys.readouterr().err

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from camid_gpu import config
-from camid_gpu.cli.commands import _params, build_parser
+from camid_gpu.cli.commands import _params
+from camid_gpu.cli.parser import build_parser
 from camid_gpu.config import Params
 
 

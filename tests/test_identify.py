@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from camid_gpu.errors import CamidError, FingerprintMismatchError
-from camid_gpu.pipeline.identify import Params, rotations_to_try
-from camid_gpu.engine.runner import RunConfig, evaluate_dataset, fingerprint_folder, identify_files
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.pipeline.identify import rotations_to_try
+from camid_gpu.engine.runner import evaluate_dataset, fingerprint_folder, identify_files
 from camid_gpu.engine.scheduler import read_results
 from camid_gpu.store import load_store
 from camid_gpu.datasets.synthetic import make_dataset

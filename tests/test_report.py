@@ -34,8 +34,8 @@ def _write(path: str, records: list[dict]) -> None:
 def runs(tmp_path_factory):
     """Run folders: with ground truth (both methods), PCE only, without truth, without manifest,
     without manifest and fingerprints. The disputed folder holds an empty file and a hostile name."""
-    from camid_gpu.pipeline.identify import Params
-    from camid_gpu.engine.runner import RunConfig, evaluate_dataset
+    from camid_gpu.config import Params, RunConfig
+    from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.datasets.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("report")

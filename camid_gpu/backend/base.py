@@ -19,6 +19,11 @@ class Backend:
     name: str = "?"
     device: str = "cpu"
 
+    @property
+    def itemsize(self) -> int:
+        """Bytes of one real value in this backend's compute dtype (8 for float64, 4 for float32)."""
+        return np.dtype(self.dtype).itemsize
+
     # conversion -----------------------------------------------------------------------------
     def asarray(self, x: Any) -> Array:
         """Native array in the working float dtype on the backend's device (no copy when possible)."""

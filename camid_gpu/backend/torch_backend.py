@@ -39,6 +39,10 @@ class TorchBackend(Backend):
         self._dwt_cache: dict[tuple[str, int], Any] = {}
         self._idwt_cache: dict[str, Any] = {}
 
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
     def describe(self) -> str:
         name = self.device
         if self.torch_device.type == "cuda":

@@ -13,12 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.pipeline import identify as ident
-from camid_gpu.backend import get_backend
-from camid_gpu.config import Params, RunConfig  # noqa: F401  (RunConfig: re-exported)
+from camid_gpu.config import Params, RunConfig
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.images import list_images, sha256_file
 from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
+from camid_gpu.engine.distributed import identify_on_cluster
 from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
@@ -101,7 +101,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     progress = Progress(len(todo), "identify", config.progress)
     try:
         if config.cluster:
-            _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress)
+            identify_on_cluster(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
+                                params, config, kind, progress)
         else:
             _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress)
     finally:
@@ -131,8 +132,7 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk.device)
     host_budget = config.max_host_memory or default_host_memory()
-    value_bytes = 8 if bk.name == "numpy" or "64" in str(getattr(bk, "dtype", "")) else 4
-    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=value_bytes)
+    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
     state = {"size": size}
     fp_cache: dict = {}
     source_shape = store[0].source_shape
@@ -157,61 +157,6 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
             pending = []
     if pending:
         flush(pending)
-
-
-def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
-                          backend: str, device: str | None, kind: str) -> list[dict[str, Any]]:
-    """One Dask task: identify ``paths`` in this process and return their records in order."""
-    store = load_store(fp_dir, methods=tuple(methods))
-    params = Params.from_dict(params_dict)
-    bk = get_backend(backend, device=device)
-    records = []
-    for path in paths:
-        try:
-            item = ident.prepare_disputed(path, params, store[0].source_shape, kind)
-        except (CamidError, OSError, ValueError) as exc:
-            records.append(ident.error_entry(path, exc))
-            continue
-        records.extend(ident.identify_chunk(bk, store, [item], params, methods))
-    return records
-
-
-def _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
-    from camid_gpu.backend import import_optional
-
-    distributed = import_optional("dask.distributed", "dist", "--cluster")
-    per_task = config.chunk or 8
-    batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
-    client, cluster = _dask_client(distributed, config.cluster)
-    try:
-        futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
-                                 config.backend, config.device, kind, pure=False) for batch in batches]
-        for fut in futures:  # in submission order: deterministic output
-            records = fut.result()
-            writer.write(_annotate(records, truth_root))
-            progress.advance(len(records))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _dask_client(distributed, address: str):
-    """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes."""
-    if address == "local":
-        try:
-            from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
-
-            cluster = LocalCUDACluster()
-        except ImportError:
-            cluster = distributed.LocalCluster(n_workers=max(1, min(4, os.cpu_count() or 1)), threads_per_worker=1,
-                                               processes=True, dashboard_address=None)
-        return distributed.Client(cluster), cluster
-    if address.startswith("local:"):
-        n = int(address.split(":", 1)[1])
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        return distributed.Client(cluster), cluster
-    return distributed.Client(address), None
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,

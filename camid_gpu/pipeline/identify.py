@@ -19,7 +19,7 @@ import numpy as np
 
 from camid_gpu.mahalanobis import classifier as maha
 from camid_gpu.backend import Backend
-from camid_gpu.config import Params, methods_of  # noqa: F401  (methods_of: re-exported for the engine)
+from camid_gpu.config import Params
 from camid_gpu.errors import CamidError, FingerprintError, ImageError
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.io.images import ImageInfo, center_clip, green_channel, list_images, read_image, to_8bit
