@@ -1,4 +1,4 @@
-"""Tests of the synthetic sensor model and dataset writer (camid_gpu.synth)."""
+"""Tests of the synthetic sensor model and dataset writer (camid_gpu.datasets.synthetic)."""
 from __future__ import annotations
 
 import json

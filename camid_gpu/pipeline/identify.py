@@ -1,7 +1,7 @@
 """Building fingerprints from reference folders and identifying disputed images, on one backend.
 
-This module joins the pipeline stages (io -> residual -> fingerprint -> match) for whole images:
-``prepare_*`` functions are pure host work (decode, rotate, clip) that worker processes can run,
+This module joins the stages below it (``io`` -> ``prnu``: residual, fingerprint, pce; ``mahalanobis``) for
+whole images: ``prepare_*`` functions are pure host work (decode, rotate, clip) that worker processes can run,
 ``*_chunk`` functions do the device work on a batch. The scheduler (``camid_gpu.engine.scheduler``) streams
 files through them; results are plain JSON-ready dicts, one per image.
 

@@ -201,7 +201,7 @@ def pce_by_alignment(bk: Backend, corr: Array, shift_range: tuple[int, int], per
     ``0 <= d <= shift_range``; its PCE is ``sign(peak) peak^2 / energy`` with the energy of its own
     class, leaving out the ``neighbourhood`` around the peak (circularly), as in
     :func:`camid_gpu.prnu.pce.pce`. Planes with fewer than 64 samples per class fall back to
-    ``match.pce``. Returns the same keys as ``match.pce``.
+    ``prnu.pce.pce``. Returns the same keys as ``prnu.pce.pce``.
     """
     n, hs, ws = corr.shape
     p = int(period)
