@@ -17,6 +17,7 @@ import time
 from typing import Sequence
 
 from camid_gpu import config as cfg
+from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
 from camid_gpu.cli.output import print_errors, print_identification, write_csv
 from camid_gpu.cli.parser import build_parser
@@ -182,9 +183,7 @@ def cmd_identify(args) -> int:
                          resume=args.resume, kind=args.kind, clip_given=args.clip is not None)
     records = read_results(results)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"run": run, "images": records}, handle, indent=1, sort_keys=True)
-            handle.write("\n")
+        write_json(args.json, {"run": run, "images": records})
     if args.csv:
         write_csv(args.csv, records)
     outputs = [results] + [p for p in (args.json, args.csv) if p]
@@ -241,9 +240,7 @@ def cmd_evaluate(args) -> int:
                                resume=args.resume, argv=sys.argv)
     print(format_report(summary))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=1, sort_keys=True)
-            handle.write("\n")
+        write_json(args.json, summary)
     print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK

@@ -5,7 +5,6 @@ path and the reason, and everything already computed is kept (results are append
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from typing import Any, Sequence
@@ -13,10 +12,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.pipeline import identify as ident
+from camid_gpu._shared.jsonio import sha256_file, write_json
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
-from camid_gpu.io.images import list_images, sha256_file
+from camid_gpu.io.images import list_images
 from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
 from camid_gpu.engine.distributed import identify_on_cluster
 from camid_gpu.engine.scheduler import (
@@ -183,9 +183,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     summary["params"] = run["params"]
     summary["backend"] = fp_summary["backend"]
     evaluation_path = os.path.join(out_dir, "evaluation.json")
-    with open(evaluation_path, "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    write_json(evaluation_path, summary)
     fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
     write_manifest(out_dir, "evaluate", argv, params.to_dict(), run["backend"], started,
                    input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from camid_gpu._shared.jsonio import read_jsonl as read_results  # noqa: F401  (the run folder's reader)
 from camid_gpu.errors import CamidError
 
 #: working arrays per channel-pixel during the residual (padded planes, wavelet pyramid, box means);
@@ -162,12 +163,6 @@ class ResultsWriter:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def read_results(path: str) -> list[dict[str, Any]]:
-    """All complete records of a JSON Lines results file."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip() and line.endswith("\n")]
 
 
 @dataclass

@@ -72,15 +72,6 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
         raise ImageUnreadableError(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks, opened read-only."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_pixels(path: str, height: int, width: int, max_pixels: int) -> None:
     if height * width > max_pixels:
         raise ImageDecodeError(path, f"declared size {width}x{height} exceeds the limit of {max_pixels} pixels "

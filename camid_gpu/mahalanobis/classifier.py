@@ -82,6 +82,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from camid_gpu import config
+from camid_gpu._shared.jsonio import json_float
 from camid_gpu.backend import Array, Backend
 from camid_gpu.io.images import center_clip
 from camid_gpu.prnu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, noise_extract, wiener_dft, zero_mean_total
@@ -547,11 +548,6 @@ def associate(won: np.ndarray, camera_names: Sequence[str]) -> list[tuple[str, .
     return [tuple(camera_names[k] for k in np.flatnonzero(row == row.max())) for row in won]
 
 
-def _json_float(x: float) -> float | None:
-    x = float(x)
-    return None if math.isnan(x) or math.isinf(x) else x
-
-
 @dataclass(frozen=True, eq=False)
 class MahalanobisResult:
     """Outcome of method 2 for D disputed images and C cameras, shaped for the paper's tables.
@@ -711,12 +707,12 @@ class MahalanobisResult:
             images.append({
                 "image": name,
                 "true_camera": None if self.true_cameras is None else self.true_cameras[d],
-                "membership": {c: _json_float(m) for c, m in zip(cams, member[d])},
+                "membership": {c: json_float(m) for c, m in zip(cams, member[d])},
                 "associated": list(assoc[d]),
                 "tie": len(assoc[d]) > 1,
                 "selected_pixels": {c: int(s) for c, s in zip(cams, self.selected[d])},
                 "valid": {c: bool(v) for c, v in zip(cams, self.valid[d])},
-                "covariance": {c: [[_json_float(x) for x in r] for r in self.covariance[d, j]]
+                "covariance": {c: [[json_float(x) for x in r] for r in self.covariance[d, j]]
                                for j, c in enumerate(cams)},
                 "pairwise": pairwise,
             })
@@ -727,7 +723,7 @@ class MahalanobisResult:
             "scan_order": self.scan_order,
             "cameras": list(cams),
             "images": images,
-            "membership_matrix": [[_json_float(m) for m in row] for row in member],
+            "membership_matrix": [[json_float(m) for m in row] for row in member],
             "effectiveness": None,
             "diagnostics": self.diagnostics(),
             "note": ("membership is undefined with a single camera (no competitor)" if len(cams) == 1 else None),
@@ -735,10 +731,10 @@ class MahalanobisResult:
         if self.true_cameras is not None:
             eff = self.effectiveness()
             for cam in eff:
-                eff[cam]["rate"] = _json_float(eff[cam]["rate"])
-                eff[cam]["membership"] = {i: {c: _json_float(m) for c, m in row.items()}
+                eff[cam]["rate"] = json_float(eff[cam]["rate"])
+                eff[cam]["membership"] = {i: {c: json_float(m) for c, m in row.items()}
                                           for i, row in eff[cam]["membership"].items()}
-                eff[cam]["mean_membership"] = {c: _json_float(m) for c, m in eff[cam]["mean_membership"].items()}
+                eff[cam]["mean_membership"] = {c: json_float(m) for c, m in eff[cam]["mean_membership"].items()}
             out["effectiveness"] = eff
         return out
 
