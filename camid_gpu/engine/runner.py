@@ -130,7 +130,7 @@ def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dic
 def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
     bk = config.backend_obj()
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
-    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk.device)
+    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
     size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
     state = {"size": size}
@@ -144,7 +144,7 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
 
     def flush(pending):
         prepared = [x for x in pending if isinstance(x, ident.Prepared)]
-        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n)) if prepared else [])
+        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache) if prepared else [])
         records = [next(scored) if isinstance(x, ident.Prepared) else x for x in pending]
         writer.write(_annotate(records, truth_root))
         progress.advance(len(records))
