@@ -18,7 +18,7 @@ from PIL import Image
 from camid_gpu.cli import EXIT_PARTIAL, main
 from camid_gpu.errors import ImageError
 from camid_gpu.config import Params
-from camid_gpu.pipeline.identify import prepare_disputed
+from camid_gpu.pipeline.prepare import prepare_disputed
 from camid_gpu.io.images import read_image
 from camid_gpu.datasets.synthetic import make_dataset
 

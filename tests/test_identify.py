@@ -11,7 +11,7 @@ from PIL import Image
 
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.config import Params, RunConfig
-from camid_gpu.pipeline.identify import rotations_to_try
+from camid_gpu.pipeline.prepare import rotations_to_try
 from camid_gpu.engine.runner import evaluate_dataset, fingerprint_folder, identify_files
 from camid_gpu.engine.scheduler import read_results
 from camid_gpu.store import load_store

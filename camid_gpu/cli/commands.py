@@ -99,7 +99,7 @@ def cmd_residual(args) -> int:
     import numpy as np
     import tifffile
 
-    from camid_gpu.pipeline.identify import error_entry
+    from camid_gpu.pipeline.records import error_entry
     from camid_gpu.io.images import center_clip, green_channel, list_images, read_image
     from camid_gpu.prnu.residual import extract_residual
 

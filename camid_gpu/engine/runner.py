@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.pipeline import identify as ident
+from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.records import error_entry
 from camid_gpu._shared.jsonio import sha256_file, write_json
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.errors import CamidError, FingerprintMismatchError
@@ -40,14 +42,14 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     """
     bk = config.backend_obj()
     saved, errors, tried = [], [], []
-    for camera, folder in ident.camera_folders(refs_dir):
+    for camera, folder in prepare.camera_folders(refs_dir):
         paths = list_images(folder)
         tried.extend(paths)
         if not paths:
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(ident.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
+        stream = ordered_map(prepare.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
@@ -94,7 +96,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         methods = ("pce",)
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given)
-    paths = ident.disputed_images(inputs)
+    paths = prepare.disputed_images(inputs)
     writer = ResultsWriter(results_path, resume)
     todo = [p for p in paths if not (p in writer.done and writer.is_done(p, _sha_or_none(p)))]
     skipped = len(paths) - len(todo)
@@ -123,7 +125,7 @@ def _sha_or_none(path: str) -> str | None:
 def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dict[str, Any]]:
     if truth_root:
         for r in records:
-            r["truth"] = ident.ground_truth_of(r["path"], truth_root)
+            r["truth"] = prepare.ground_truth_of(r["path"], truth_root)
     return records
 
 
@@ -143,16 +145,16 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
         return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
 
     def flush(pending):
-        prepared = [x for x in pending if isinstance(x, ident.Prepared)]
+        prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
         scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache) if prepared else [])
-        records = [next(scored) if isinstance(x, ident.Prepared) else x for x in pending]
+        records = [next(scored) if isinstance(x, prepare.Prepared) else x for x in pending]
         writer.write(_annotate(records, truth_root))
         progress.advance(len(records))
 
     pending: list = []
-    for (path, *_), result in ordered_map(ident.prepare_disputed, tasks, config.workers, prefetch):
-        pending.append(ident.error_entry(path, result) if isinstance(result, BaseException) else result)
-        if sum(isinstance(x, ident.Prepared) for x in pending) >= state["size"]:
+    for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
+        pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
+        if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
             flush(pending)
             pending = []
     if pending:
@@ -166,7 +168,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json``.
     """
     started = utc_now()
-    refs, disputed = ident.dataset_layout(dataset_dir)
+    refs, disputed = prepare.dataset_layout(dataset_dir)
     fp_dir = os.path.join(out_dir, "fingerprints")
     fp_summary = fingerprint_folder(refs, fp_dir, methods, params, config)
     if not fp_summary["cameras"]:
