@@ -35,7 +35,6 @@ import pathlib
 import threading
 from typing import Any, Callable, Iterator
 
-
 from camid_gpu._shared.optional import import_optional, torch_cuda_available
 from camid_gpu.errors import MissingExtraError
 

@@ -1,25 +1,20 @@
-"""Whole runs on the scheduler: fingerprint a reference folder, identify files, evaluate a dataset.
+"""Whole runs on the scheduler: fingerprint a reference folder, identify files, evaluate a dataset, write residuals.
 
 Every run keeps going past bad input: a file that cannot be used gets an error record naming the
 path and the reason, and everything already computed is kept (results are appended as they come).
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import tifffile
 
-from camid_gpu.pipeline import identify as ident
-from camid_gpu.pipeline import prepare
-from camid_gpu.pipeline.records import error_entry
 from camid_gpu._shared.jsonio import sha256_file, write_json
 from camid_gpu.config import Params, RunConfig
-from camid_gpu.errors import CamidError, FingerprintMismatchError
-from camid_gpu.evaluate import summarise
-from camid_gpu.io.images import list_images
-from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
 from camid_gpu.engine.distributed import identify_on_cluster
 from camid_gpu.engine.scheduler import (
     Progress,
@@ -31,6 +26,14 @@ from camid_gpu.engine.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
+from camid_gpu.errors import CamidError, FingerprintMismatchError
+from camid_gpu.evaluate import summarise
+from camid_gpu.io.images import center_clip, green_channel, list_images, read_image
+from camid_gpu.pipeline import identify as ident
+from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.records import error_entry
+from camid_gpu.prnu.residual import extract_residual
+from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 
@@ -192,3 +195,48 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                    fp_dir, fp_files + [results_path, evaluation_path],
                    extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods)})
     return summary
+
+
+def _residual_input(path: str, clip: tuple[int, int] | None, channel: str) -> tuple[np.ndarray, Any]:
+    pixels, info = read_image(path)
+    pixels = center_clip(pixels, clip, path)
+    return (green_channel(pixels) if channel == "green" else pixels), info
+
+
+def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels: int, wavelet: str,
+                   clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig,
+                   on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Noise residuals of image files as float32 TIFFs ``OUT/<stem>-<sha8>.tif`` (``(H, W)``, 0..255 units),
+    with one JSON line per image appended to ``OUT/residuals.jsonl``; returns the per-file error entries.
+
+    ``channel``: "color" (per-channel residuals combined to gray, Binghamton) or "green"; ``wiener`` also
+    applies WienerInDFT.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = list_images(*inputs)
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(inputs)}")
+    errors = []
+    index_path = os.path.join(out_dir, "residuals.jsonl")
+    bk = config.backend_obj()
+    tasks = [(p, clip, channel) for p in paths]
+    with open(index_path, "a", encoding="utf-8") as index:
+        for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
+            if isinstance(result, BaseException):
+                errors.append(error_entry(path, result))
+                continue
+            pixels, info = result
+            res = extract_residual(pixels[None], sigma=sigma, levels=levels, wavelet=wavelet,
+                                   backend=bk, wiener=wiener)[0]
+            stem = os.path.splitext(os.path.basename(path))[0]
+            out = os.path.join(out_dir, f"{stem}-{info.sha256[:8]}.tif")
+            tifffile.imwrite(out, res.astype(np.float32), metadata=None)
+            record = {"path": path, "sha256": info.sha256, "shape": list(res.shape), "output": out,
+                      "params": {"sigma": sigma, "levels": levels, "wavelet": wavelet,
+                                 "clip": list(clip) if clip else None, "channel": channel,
+                                 "wiener": wiener, "zero_mean": True},
+                      "backend": bk.describe(), "std": float(res.std())}
+            index.write(json.dumps(record, sort_keys=True) + "\n")
+            if on_record is not None:
+                on_record(record)
+    return errors

@@ -173,8 +173,8 @@ class Progress:
         self._bar = None
         if self.enabled:
             try:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
-                                           TextColumn, TimeRemainingColumn)
+                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+                from rich.progress import Progress as RichProgress
             except ImportError:
                 self.enabled = False
                 return

@@ -20,12 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from camid_gpu.errors import (
-    ImageDecodeError,
-    ImageNotFoundError,
-    ImageTooSmallError,
-    ImageUnreadableError,
-)
+from camid_gpu.errors import ImageDecodeError, ImageNotFoundError, ImageTooSmallError, ImageUnreadableError
 
 #: largest decoded size accepted, in pixels (a guard against decompression bombs)
 MAX_PIXELS = 250_000_000

@@ -19,17 +19,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu.mahalanobis import classifier as maha
 from camid_gpu.backend import Backend
 from camid_gpu.config import Params
 from camid_gpu.errors import ImageError
-from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.io.images import ImageInfo, green_channel, to_8bit
+from camid_gpu.mahalanobis import classifier as maha
 from camid_gpu.pipeline.prepare import KINDS, Prepared, load_reference
 from camid_gpu.pipeline.records import base_record, error_entry, mahalanobis_record, pce_record
+from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
 from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
 from camid_gpu.store import CameraFingerprint, check_camera_name, software_versions
+
 
 # ----------------------------------------------------------------------------------------------
 # Fingerprints

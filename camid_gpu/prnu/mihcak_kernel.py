@@ -8,8 +8,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu._cuda.loader import (_MAX_GRID_YZ, _check_cuda, _suffix, _torch, _torch_stream, compiled_function,
-                                    register_fused, to_cupy)
+from camid_gpu._cuda.loader import (
+    _MAX_GRID_YZ,
+    _check_cuda,
+    _suffix,
+    _torch,
+    _torch_stream,
+    compiled_function,
+    register_fused,
+    to_cupy,
+)
 
 # must match the #defines of mihcak_shrink.cu
 MIHCAK_TILE = 16

@@ -27,7 +27,6 @@ from scipy import special
 
 from camid_gpu._shared.jsonio import json_number  # noqa: F401  (re-exported for the record builders)
 from camid_gpu.backend import Array, Backend
-
 from camid_gpu.config import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD  # noqa: F401  (re-exported)
 
 
