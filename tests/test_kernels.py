@@ -126,7 +126,7 @@ def test_launch_constants_match_the_sources():
     assert _define("mihcak_shrink.cu", "MIHCAK_HALO") == mihcak_kernel.MIHCAK_MAX_RADIUS
     assert _define("mahalanobis.cu", "MAHAL_THREADS") == maha_kernel.MAHAL_THREADS
     assert _define("mahalanobis.cu", "MAHAL_MAX_CAMERAS") == maha_kernel.MAHAL_MAX_CAMERAS
-    from camid_gpu.mahalanobis.classifier import FUSED_MAX_CAMERAS
+    from camid_gpu.mahalanobis import FUSED_MAX_CAMERAS
 
     assert FUSED_MAX_CAMERAS == maha_kernel.MAHAL_MAX_CAMERAS  # more cameras fall back to the twin, not fail
     per_thread = _define("mahalanobis.cu", "MAHAL_PAIRS_PER_THREAD")
@@ -234,7 +234,7 @@ def test_fused_mihcak_matches_twin(gpu_backends, dtype, shape):
 def test_fused_mahalanobis_matches_twin(gpu_backends, dtype, n_cameras, per_camera, masked):
     import torch
 
-    from camid_gpu.mahalanobis.classifier import pair_statistics
+    from camid_gpu.mahalanobis import pair_statistics
 
     fused_bk, twin_bk = gpu_backends[dtype]
     assert fused_bk.kernel("mahalanobis_counts") is not None

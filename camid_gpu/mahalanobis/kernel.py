@@ -1,5 +1,5 @@
 """Launcher of the fused Mahalanobis pair statistics (``kernels/mahalanobis.cu``), the CUDA twin of
-``camid_gpu.mahalanobis.classifier._pair_counts_generic``; registered as ``"mahalanobis_counts"``.
+``camid_gpu.mahalanobis.statistics._pair_counts_generic``; registered as ``"mahalanobis_counts"``.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def mahalanobis_counts(disputed: Any, fingerprints: Any, mask: Any | None = None
     component alone closer-or-equal, and with the PRNU component alone closer-or-equal.
     """
     torch = _torch()
-    from camid_gpu.mahalanobis.classifier import quadratic_coefficients  # the single rule for inverses and validity
+    from camid_gpu.mahalanobis.statistics import quadratic_coefficients  # the single rule for inverses and validity
 
     n_images, n_cameras, n_pixels = _check_mahalanobis_inputs(disputed, fingerprints, mask)
     suffix = _suffix(disputed.dtype)

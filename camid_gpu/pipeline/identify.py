@@ -7,7 +7,7 @@ whole images: ``prepare_*`` functions are pure host work (decode, rotate, clip) 
 ``*_chunk`` functions do the device work on a batch. The scheduler (``camid_gpu.engine.scheduler``) streams
 files through them; results are plain JSON-ready dicts, one per image.
 
-PCE is the primary decision everywhere. The Mahalanobis method (``camid_gpu.mahalanobis.classifier``) is
+PCE is the primary decision everywhere. The Mahalanobis method (``camid_gpu.mahalanobis``) is
 reported beside it, with diagnostics of what drove its vote.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from camid_gpu.backend import Backend
 from camid_gpu.config import Params
 from camid_gpu.errors import ImageError
 from camid_gpu.io.images import ImageInfo, green_channel, to_8bit
-from camid_gpu.mahalanobis import classifier as maha
+from camid_gpu import mahalanobis as maha
 from camid_gpu.pipeline.prepare import KINDS, Prepared, load_reference
 from camid_gpu.pipeline.records import base_record, error_entry, mahalanobis_record, pce_record
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator

@@ -18,7 +18,7 @@ from camid_gpu.errors import ImageError
 from camid_gpu.pipeline.prepare import Prepared
 
 if TYPE_CHECKING:
-    from camid_gpu.mahalanobis import classifier as maha
+    from camid_gpu import mahalanobis as maha
 
 
 class ErrorInfo(TypedDict):
