@@ -277,7 +277,7 @@ def prepare_data(args) -> tuple[str, dict]:
 
 def disputed_files(data: str, count: int) -> list[str]:
     """``count`` disputed files, taking the cameras in turn and, within each, flat and natural in turn."""
-    from camid_gpu.io.images import list_images
+    from camid_gpu.io.listing import list_images
 
     def interleaved(folder):  # flat_000, natural_000, flat_001, ...: both kinds in any prefix
         names = list_images(folder)

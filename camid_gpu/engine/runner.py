@@ -28,7 +28,9 @@ from camid_gpu.engine.scheduler import (
 )
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
-from camid_gpu.io.images import center_clip, green_channel, list_images, read_image
+from camid_gpu.io.decode import read_image
+from camid_gpu.io.geometry import center_clip, green_channel
+from camid_gpu.io.listing import list_images
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import error_entry

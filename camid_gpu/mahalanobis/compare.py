@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend
-from camid_gpu.io.images import center_clip
+from camid_gpu.io.geometry import center_clip
 from camid_gpu.mahalanobis.constants import DEFAULT_CHUNK_ELEMENTS, DEFAULT_SIGMA, NATURAL_MODES, SELECTION_SIGMAS
 from camid_gpu.mahalanobis.results import MahalanobisResult, _names
 from camid_gpu.mahalanobis.selection import (

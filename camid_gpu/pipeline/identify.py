@@ -19,11 +19,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from camid_gpu import mahalanobis as maha
 from camid_gpu.backend import Backend
 from camid_gpu.config import Params
 from camid_gpu.errors import ImageError
-from camid_gpu.io.images import ImageInfo, green_channel, to_8bit
-from camid_gpu import mahalanobis as maha
+from camid_gpu.io.decode import ImageInfo
+from camid_gpu.io.geometry import green_channel, to_8bit
 from camid_gpu.pipeline.prepare import KINDS, Prepared, load_reference
 from camid_gpu.pipeline.records import base_record, error_entry, mahalanobis_record, pce_record
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator

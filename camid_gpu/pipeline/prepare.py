@@ -11,7 +11,9 @@ import numpy as np
 
 from camid_gpu.config import Params
 from camid_gpu.errors import CamidError, ImageError
-from camid_gpu.io.images import ImageInfo, center_clip, green_channel, list_images, read_image
+from camid_gpu.io.decode import ImageInfo, read_image
+from camid_gpu.io.geometry import center_clip, green_channel
+from camid_gpu.io.listing import list_images
 
 KINDS = ("flat", "natural")
 
