@@ -25,10 +25,11 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
     store = load_store(fp_dir, methods=tuple(methods))
     params = Params.from_dict(params_dict)
     bk = get_backend(backend, device=device)
+    sensor_shapes = sorted({fp.source_shape for fp in store})
     records = []
     for path in paths:
         try:
-            item = prepare.prepare_disputed(path, params, store[0].source_shape, kind)
+            item = prepare.prepare_disputed(path, params, sensor_shapes, kind)
         except (CamidError, OSError, ValueError) as exc:
             records.append(error_entry(path, exc))
             continue

@@ -11,13 +11,20 @@ def list_images(*paths: str | os.PathLike) -> list[str]:
 
     Files named explicitly are kept whatever their suffix (they are errors later if not images). A
     folder named like an image (``x.jpg/``) is listed as an entry, not walked, so that it is reported
-    as an error instead of vanishing from the run.
+    as an error instead of vanishing from the run. Symbolic links to folders are followed (as the named
+    folders themselves are), each real folder once per named path, so a link loop ends.
     """
     found: list[str] = []
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p) and not _looks_like_image(p):
-            for root, dirs, files in os.walk(p):
+            seen: set[str] = set()
+            for root, dirs, files in os.walk(p, followlinks=True):
+                real = os.path.realpath(root)
+                if real in seen:  # a link back to a folder already walked (a loop, or two links to one folder)
+                    dirs[:] = []
+                    continue
+                seen.add(real)
                 dirs.sort()
                 names = sorted(files + [d for d in dirs if _looks_like_image(d)])
                 dirs[:] = [d for d in dirs if not _looks_like_image(d)]

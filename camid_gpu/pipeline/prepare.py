@@ -1,5 +1,7 @@
-"""Host work before the device: reference folders, the dataset layout, and disputed images decoded,
-classified (flat/natural), rotated and clipped (:class:`Prepared`). Pure host work that worker processes run.
+"""Host work before the device: reference folders, the dataset layout, and disputed images decoded and
+classified (flat/natural), with the rotations to try (:class:`Prepared`), and the geometry rule that says
+which fingerprints an image can be compared with (:func:`match_geometry`). Pure host work that worker
+processes run.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ class CameraRefs:
 
 
 def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
-    """(camera, folder) for every subfolder of ``refs_dir`` (sorted)."""
+    """(camera, folder) for every subfolder of ``refs_dir`` (sorted; symbolic links to folders count)."""
     if not os.path.isdir(refs_dir):
         raise CamidError(f"{refs_dir}: reference folder does not exist")
     found = [(name, os.path.join(refs_dir, name)) for name in sorted(os.listdir(refs_dir))
@@ -38,23 +40,57 @@ def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
     return found
 
 
-def load_reference(path: str, clip: tuple[int, int] | None) -> tuple[np.ndarray, ImageInfo]:
-    """Decode a reference image and clip it: pixels (h, w[, 3]) uint8/uint16."""
+def load_reference(path: str, clip: tuple[int, int] | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """Decode a reference image (and clip it when ``clip`` is given): pixels (h, w[, 3]) uint8/uint16."""
     pixels, info = read_image(path)
     return center_clip(pixels, clip, path), info
 
 
 @dataclass
 class Prepared:
-    """A decoded disputed image, rotated and clipped for every rotation to try (host arrays)."""
+    """A decoded disputed image and the rotations to try (host arrays; rotated and clipped on demand)."""
 
     path: str
     info: ImageInfo
     kind: str
     kind_source: str
     rotations: list[int]
-    clips: list[np.ndarray]  # per rotation: (h, w[, 3]) pixels
+    pixels: np.ndarray  # (H, W[, 3]) as stored
     natural_green: np.ndarray | None = None  # whole-image green plane (paper mode only)
+
+    def shape_at(self, degrees: int) -> tuple[int, int]:
+        """(rows, columns) of the image turned by ``degrees`` (counter-clockwise)."""
+        h, w = self.pixels.shape[:2]
+        return (w, h) if degrees % 180 else (h, w)
+
+    def view(self, degrees: int, clip: tuple[int, int] | None = None) -> np.ndarray:
+        """The pixels turned by ``degrees`` and centre-clipped to ``clip`` (None = whole): a contiguous copy."""
+        turned = np.rot90(self.pixels, degrees // 90) if degrees else self.pixels
+        return np.ascontiguousarray(center_clip(turned, clip, self.path))
+
+
+#: how an image relates to a fingerprint's sensor frame (see :func:`match_geometry`)
+FULL, CROP = "full-frame", "crop"
+
+
+def match_geometry(shape: tuple[int, int], sensor: tuple[int, int], clip: tuple[int, int] | None,
+                   crops: bool) -> tuple[str | None, str]:
+    """How an image of ``shape`` (rows, columns, after rotation) compares with a fingerprint of a ``sensor``
+    frame whose method uses ``clip`` (None = full frame): ``(FULL, "")`` when the sizes are equal;
+    ``(CROP, "")`` when ``crops`` (the method searches crop offsets, which needs a full-frame fingerprint)
+    and the image fits inside the frame; else ``(None, reason)``: not comparable, and why.
+    """
+    h, w = shape
+    if tuple(shape) == tuple(sensor):
+        return FULL, ""
+    where = f"image {h}x{w}, fingerprint {sensor[0]}x{sensor[1]}"
+    if h <= sensor[0] and w <= sensor[1]:
+        if crops and clip is None:
+            return CROP, ""
+        if crops:
+            return None, f"{where}: a crop needs a full-frame fingerprint (this one is a {clip[0]}x{clip[1]} clip)"
+        return None, f"{where}: smaller than the sensor frame (a crop), and this method has no crop search"
+    return None, f"{where}: other sensor size"
 
 
 def guess_kind(path: str, green: np.ndarray) -> tuple[str, str]:
@@ -88,27 +124,21 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
     return [0] if o == fo or o == 0 or fo == 0 else [0, 90, 180, 270]
 
 
-def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int],
+def prepare_disputed(path: str, params: Params, sensor_shapes: Sequence[tuple[int, int]] | tuple[int, int],
                      kind: str = "auto") -> Prepared:
-    """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError."""
+    """Host work for one disputed image: decode, decide the kind, list the rotations to try against the
+    fingerprints' sensor frames ``sensor_shapes`` (one (rows, columns) or several). Raises ImageError."""
     pixels, info = read_image(path)
     if kind == "auto":
         kind, source = guess_kind(path, green_channel(pixels))
     else:
         source = "given"
-    rotations, clips = [], []
-    last_error: ImageError | None = None
-    for degrees in rotations_to_try((info.height, info.width), fp_source_shape, params.rotations):
-        turned = np.rot90(pixels, degrees // 90) if degrees else pixels
-        try:
-            clips.append(np.ascontiguousarray(center_clip(turned, params.clip, path)))
-            rotations.append(degrees)
-        except ImageError as exc:
-            last_error = exc
-    if not clips:
-        raise last_error  # type: ignore[misc]
+    if len(sensor_shapes) == 2 and all(isinstance(v, (int, np.integer)) for v in sensor_shapes):
+        sensor_shapes = [sensor_shapes]  # type: ignore[list-item]
+    wanted = {d for s in sensor_shapes for d in rotations_to_try((info.height, info.width), s, params.rotations)}
+    rotations = [d for d in (0, 90, 180, 270) if d in wanted]
     natural = green_channel(pixels) if (kind == "natural" and params.natural_mode == "paper") else None
-    return Prepared(path, info, kind, source, rotations, clips, natural)
+    return Prepared(path, info, kind, source, rotations, pixels, natural)
 
 
 def ground_truth_of(path: str, disputed_dir: str) -> str | None:

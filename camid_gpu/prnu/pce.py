@@ -121,7 +121,8 @@ def pce_scores(bk: Backend, residuals: Array, intensities: Array, fingerprints: 
 
     residuals : (N, H, W) Wiener-filtered residuals of the disputed images (0..255 units).
     intensities : (N, H, W) gray intensity of the same images on the 0..255 scale.
-    fingerprints : (C, H, W) fingerprints K (dimensionless).
+    fingerprints : (C, H, W) fingerprints K (dimensionless): a device array, or a host array that is moved
+        to the device one camera chunk at a time (so C full-frame fingerprints never sit there together).
     camera_chunk : fingerprints correlated per step (bounds device memory to ~N * chunk planes).
     """
     n, h, w = residuals.shape
@@ -131,7 +132,7 @@ def pce_scores(bk: Backend, residuals: Array, intensities: Array, fingerprints: 
                          f"{tuple(intensities.shape)}, fingerprints {tuple(fingerprints.shape)}")
     parts = []
     for start in range(0, c, camera_chunk):
-        k = fingerprints[start:start + camera_chunk]
+        k = bk.asarray(fingerprints[start:start + camera_chunk])
         templates = intensities[:, None] * k[None]  # (N, c, H, W)
         corr = crosscorr(bk, residuals[:, None], templates)
         stats = pce(bk, corr, shift_range)
