@@ -119,17 +119,22 @@ def test_crop_is_found_at_its_true_offset(casework, tmp_path):
 def test_early_failure_before_any_residual(casework, tmp_path, monkeypatch):
     """A bad store, a missing folder or a bad parameter fails before any residual is computed."""
     root, _, _ = casework
-    import camid_gpu.pipeline.identify as ident
-    import camid_gpu.prnu.fingerprint as fingerprint
-    import camid_gpu.prnu.search as search
+    import sys
+
+    import camid_gpu.mahalanobis.traces  # noqa: F401  (every module that holds the denoiser is loaded)
+    import camid_gpu.prnu.fingerprint  # noqa: F401
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a residual was computed before the error")
 
-    for module in (ident, fingerprint, search):
-        monkeypatch.setattr(module, "residual_native", forbidden)
+    # noise_extract is the wavelet denoiser under every residual (PCE, fingerprints, Mahalanobis traces)
+    holders = [m for name, m in list(sys.modules.items()) if name.startswith("camid_gpu") and
+               getattr(m, "noise_extract", None) is not None]
+    assert len(holders) >= 3
+    for module in holders:
+        monkeypatch.setattr(module, "noise_extract", forbidden)
     fp_dir = str(root / "run" / "fingerprints")
-    with pytest.raises(CamidError, match="no images found"):
+    with pytest.raises(CamidError, match="nothing: disputed-image folder does not exist"):
         identify_files(fp_dir, [str(tmp_path / "nothing")], str(tmp_path / "a.jsonl"), ("pce",), Params(),
                        RunConfig(backend="numpy"))
     bad_store = tmp_path / "store"

@@ -15,7 +15,7 @@ from camid_gpu.config import Params
 from camid_gpu.errors import CamidError, ImageError
 from camid_gpu.io.decode import ImageInfo, read_image
 from camid_gpu.io.geometry import center_clip, green_channel
-from camid_gpu.io.listing import list_images
+from camid_gpu.io.listing import IMAGE_SUFFIXES, list_images
 
 KINDS = ("flat", "natural")
 
@@ -158,6 +158,12 @@ def dataset_layout(dataset_dir: str) -> tuple[str, str]:
 
 
 def disputed_images(paths: Sequence[str]) -> list[str]:
+    """Image paths of the disputed inputs (files and folders, links followed). A missing path without an image
+    suffix (a folder, surely) fails here, before any work; a missing image file gets its own error record."""
+    for p in paths:
+        p = os.fspath(p)
+        if not os.path.exists(p) and not p.lower().endswith(IMAGE_SUFFIXES):
+            raise CamidError(f"{p}: disputed-image folder does not exist")
     found = list_images(*paths)
     if not found:
         raise CamidError(f"no images found in {', '.join(map(str, paths))}")

@@ -240,13 +240,16 @@ def _fingerprints_dir(run_dir: str, manifest: dict[str, Any] | None, given: str 
 
 
 def _cameras(records, evaluation, store, manifest) -> list[str]:
+    # a mixed store scores each image against some cameras only: the union, scored or not comparable
+    found: dict[str, None] = {}
     for r in records:
-        scores = (r.get("pce") or {}).get("scores") if isinstance(r.get("pce"), dict) else None
-        if isinstance(scores, dict) and scores:
-            return [str(c) for c in scores]
-        maha = r.get("mahalanobis")
-        if isinstance(maha, dict) and isinstance(maha.get("membership"), dict) and maha["membership"]:
-            return [str(c) for c in maha["membership"]]
+        for method, key in (("pce", "scores"), ("pce", "not_comparable"), ("mahalanobis", "membership"),
+                            ("mahalanobis", "not_comparable")):
+            part = r.get(method) if isinstance(r.get(method), dict) else {}
+            if isinstance(part.get(key), dict):
+                found.update((str(c), None) for c in part[key])
+    if found:
+        return sorted(found) if store is None else [fp.camera for fp in store if fp.camera in found] or sorted(found)
     if evaluation and isinstance(evaluation.get("cameras"), list):
         return [str(c) for c in evaluation["cameras"]]
     if store:
@@ -537,6 +540,9 @@ def _pce_cells(r: dict[str, Any]) -> list[str]:
         return [_NONE, _NONE, _NONE]
     decision = pce.get("decision")
     best, best_pce = pce.get("best"), pce.get("best_pce")
+    if not pce.get("scores") and pce.get("not_comparable"):
+        return ['<span class="bad">not comparable</span> <span class="muted">(no fingerprint of this geometry)</span>',
+                _NONE, _NONE]
     if decision:
         dec = f"<b>{_e(decision)}</b>"
         above = [c for c in pce.get("above_threshold") or [] if c != decision]
@@ -556,6 +562,8 @@ def _maha_cell(r: dict[str, Any]) -> str:
         return _NONE
     assoc = [str(c) for c in maha.get("associated") or []]
     member = maha.get("membership") if isinstance(maha.get("membership"), dict) else {}
+    if not assoc and not member and maha.get("not_comparable"):
+        return '<span class="bad">not comparable</span>'
     if not assoc:
         return '<span class="muted">none</span>'
     text = ", ".join(f"{_e(c)} {_pct(member.get(c))}" for c in assoc)
@@ -723,15 +731,21 @@ def _pce_heatmaps(run: _Run, items: list[tuple[int, dict[str, Any]]]) -> list[st
 
 def _pce_detail(run: _Run, i: int, r: dict[str, Any]) -> str:
     scores = _d(r, "pce", "scores", default={})
+    refused = _d(r, "pce", "not_comparable", default={}) or {}
     thr = run.threshold
     rows = []
     for c in run.cameras:
+        if c in refused and c not in scores:  # another geometry: no score, which is not "below threshold"
+            reason = _d(refused, c, "reason", default="")
+            rows.append([_e(c), f'<td colspan="4"><span class="bad">not comparable</span>: {_e(reason)}</td>'])
+            continue
         s = _d(scores, c, default={})
         above = _is_num(s.get("pce")) and s["pce"] > thr
         rows.append([_e(c) + (" (decision)" if c == _d(r, "pce", "decision") else ""),
                      f'<td class="num">{"<b>" if above else ""}{_f(s.get("pce"))}{"</b>" if above else ""}</td>',
                      f'<td class="num">{_f(s.get("ncc"))}</td>', f'<td class="num">{_f(s.get("log10_p_fa"))}</td>',
-                     _e(s.get("peak_shift", _NONE))])
+                     _e(s.get("peak_shift", _NONE)) + (f' <span class="muted">(crop offset, {_e(s.get("positions_searched"))} '
+                                                       f'offsets searched)</span>' if "offset" in s else "")])
     exif = r.get("exif") if isinstance(r.get("exif"), dict) else {}
     meta = [("SHA-256", f'<span class="mono">{_e(r.get("sha256") or _NONE)}</span>'),
             ("file", f'{_e(r.get("format") or _NONE)}, {_f(r.get("file_size"))} bytes, '
@@ -764,7 +778,9 @@ def _section_pce(run: _Run, mpl) -> str:
                    f"linear for |PCE| &lt; {PCE_LINTHRESH:g} (noise; PCE can be negative), logarithmic above. The "
                    f"dashed red line is the decision threshold ({run.threshold:g}); blue bars exceed it. "
                    f"{'A black outline marks the true camera. ' if run.has_truth else ''}"
-                   f"Image numbers (#) are those of the decision table.</p>")
+                   f"Image numbers (#) are those of the decision table. A fingerprint of another geometry (sensor "
+                   f"size) than the image is <b>not comparable</b>: it has no bar or cell (blank), which is not the "
+                   f"same as a score below the threshold; the per-image tables give the reason.</p>")
         with_pce = [(i, r) for i, r in ok if isinstance(r.get("pce"), dict)]
         if len(with_pce) <= MAX_IMAGE_CHARTS:
             figs = [f'<figure>{_pce_bar_figure(run, i, r)}<figcaption>{_img_label(i)} '
