@@ -12,10 +12,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.config import Params
-from camid_gpu.errors import CamidError, ImageError
+from camid_gpu.errors import CamidError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, read_image
 from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import IMAGE_SUFFIXES, list_images
+from camid_gpu.prnu.search import MIN_SIDE  # the smallest side any comparison (the crop search too) needs
 
 KINDS = ("flat", "natural")
 
@@ -129,6 +130,9 @@ def prepare_disputed(path: str, params: Params, sensor_shapes: Sequence[tuple[in
     """Host work for one disputed image: decode, decide the kind, list the rotations to try against the
     fingerprints' sensor frames ``sensor_shapes`` (one (rows, columns) or several). Raises ImageError."""
     pixels, info = read_image(path)
+    if min(info.height, info.width) < MIN_SIDE:  # too small for any residual, whatever the fingerprints
+        raise ImageTooSmallError(path, f"image is {info.height}x{info.width} (rows x columns), smaller than the "
+                                       f"{MIN_SIDE}x{MIN_SIDE} that any comparison needs")
     if kind == "auto":
         kind, source = guess_kind(path, green_channel(pixels))
     else:
