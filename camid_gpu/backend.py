@@ -482,7 +482,7 @@ class TorchBackend(Backend):
             return None
         from camid_gpu import cuda
 
-        return cuda.get_fused(name)
+        return cuda.get_fused(name, device=self.torch_device)
 
     def synchronize(self):
         if self.torch_device.type == "cuda":

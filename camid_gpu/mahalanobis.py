@@ -82,6 +82,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend
+from camid_gpu.cuda import MAHAL_MAX_CAMERAS
 from camid_gpu.io import center_clip
 from camid_gpu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, noise_extract, wiener_dft, zero_mean_total
 
@@ -101,7 +102,7 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22
 #: a covariance is usable when 1 - r^2 exceeds this (r: correlation of the two components)
 DETERMINANT_RTOL = 1e-12
 #: most cameras the fused kernel handles; more fall back to the generic twin
-FUSED_MAX_CAMERAS = 64
+FUSED_MAX_CAMERAS = MAHAL_MAX_CAMERAS
 
 
 # ---------------------------------------------------------------------------------------------
