@@ -290,7 +290,7 @@ def cmd_fingerprint(args) -> int:
         write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
                        [file_entry(p, "reference") for p in summary["files"]], None,
                        [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                       extra={"errors": summary["errors"]})
+                       extra={"errors": summary["errors"]}, kernels=summary["kernels"])
     for cam in summary["cameras"]:
         print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
     _print_errors(summary["errors"])
@@ -326,7 +326,8 @@ def cmd_identify(args) -> int:
         write_csv(args.csv, records)
     outputs = [results] + [p for p in (args.json, args.csv) if p]
     write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
-                   args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume})
+                   args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume},
+                   kernels=run["kernels"])
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if r.get("error")]
     _print_errors(errors)

@@ -9,17 +9,30 @@ Tensors cross from torch to CuPy through DLPack (:func:`to_cupy`): no copy, same
 launched on torch's *current* stream of the tensors' device, so they are ordered with the torch work
 around them without any synchronisation. Outputs are allocated by torch.
 
+One source for everything the sources and their launchers share: the compile-time constants
+(:data:`KERNEL_DEFINES`, passed as ``-D`` options; the ``.cu`` files define none) and the launch
+geometry (:func:`launch_plan`). The drivers (:func:`run_mihcak_shrink`, :func:`run_mahalanobis_counts`)
+take a :class:`Launcher`: CuPy here, a host emulation of the same sources in the tests
+(``kernels/host_emulation.h``), which run every kernel on the CPU against its twin.
+
+Self-check: the first time a process uses a fused kernel on a device (:func:`get_fused` with
+``device``), it runs the kernel and its twin on a small deterministic input (:func:`self_check`); on a
+mismatch it warns once (:class:`KernelFallbackWarning`) and the twin is used. The run manifest records
+the outcome (:func:`kernels_status`: "verified", "fallback (reason)" or "not used").
+
 Public API
 ----------
-``get_fused(name, *, required=False)``
+``get_fused(name, *, device=None, required=False)``
     The fused implementation of ``name`` or None. None when CuPy is not installed (or does not
-    import), when torch sees no CUDA device, or for a name without a fused kernel: callers then use
-    the generic "twin" written with the backend primitives. With ``required=True`` each of those is
-    an error instead (:class:`~camid_gpu.errors.MissingExtraError` for a missing CuPy).
+    import), when torch sees no CUDA device, for a name without a fused kernel, or when the kernel
+    failed its self-check on ``device``: callers then use the generic "twin" written with the
+    backend primitives. With ``required=True`` each of those is an error instead
+    (:class:`~camid_gpu.errors.MissingExtraError` for a missing CuPy).
 ``mihcak_shrink(coeffs, noise_var, windows)``
     ``kernels/mihcak_shrink.cu``; same contract as :func:`camid_gpu.residual.mihcak_shrink`.
 ``mahalanobis_counts(disputed, fingerprints, mask=None)``
     ``kernels/mahalanobis.cu``; same contract as the generic twin in :mod:`camid_gpu.mahalanobis`.
+``launch_plan(name, shape)``, ``compile_options()``, ``self_check(name, device)``, ``kernels_status(bk)``,
 ``require_cupy()``, ``cupy_available()``, ``kernel_source(filename)``, ``compiled_function(...)``,
 ``to_cupy(tensor)``.
 """
