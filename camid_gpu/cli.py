@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small: 640x768 images, 512 clipping (about a minute); paper: 1000x1200, 1000 clipping")
     p.add_argument("--seed", type=int, default=0)
     _add_backend_options(p)
+
+    p = sub.add_parser("selftest", help="known-answer validation of every backend present (JSON + HTML record)")
+    p.add_argument("-o", "--outdir", default=None,
+                   help="where to write selftest.json and selftest.html (default camid-selftest-<UTC time>)")
     return parser
 
 
@@ -462,9 +466,21 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def cmd_selftest(args) -> int:
+    from camid_gpu.selftest import format_table, run_selftest, write_record
+
+    report = run_selftest()
+    print(format_table(report))
+    stamp = report.started[:19].replace("-", "").replace(":", "")  # UTC, e.g. 20260101T120000
+    out_dir = args.outdir or f"camid-selftest-{stamp}Z"
+    json_path, html_path = write_record(report, out_dir)
+    print(f"validation record: {json_path}, {html_path}")
+    return EXIT_OK if report.passed else EXIT_FAIL
+
+
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
             "identify": cmd_identify, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "selftest": cmd_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
