@@ -138,7 +138,8 @@ def test_wheel_ships_cuda_kernels(tmp_path):
         names = set(whl.namelist())
         entry_points = next((whl.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt")), "")
     for required in ("camid_gpu/kernels/mihcak_shrink.cu", "camid_gpu/kernels/mahalanobis.cu",
-                     "camid_gpu/kernels/__init__.py", "camid_gpu/cli.py"):
+                     "camid_gpu/kernels/__init__.py", "camid_gpu/kernels/host_emulation.h", "camid_gpu/cli.py",
+                     "camid_gpu/selftest/__init__.py", "camid_gpu/selftest/spec.py"):
         assert required in names, f"{required} missing from {wheels[0].name}"
     assert re.search(r"^camid\s*=\s*camid_gpu\.cli:main\s*$", entry_points, re.M), entry_points
 
