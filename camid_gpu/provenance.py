@@ -16,7 +16,7 @@ import platform
 import sys
 from typing import Any, Iterable, Sequence
 
-from camid_gpu.io import sha256_file
+from camid_gpu.io.images import sha256_file
 from camid_gpu.store import software_versions
 
 FORMAT = "camid-manifest"
@@ -88,7 +88,7 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
 
     ``kernels``: what the fused CUDA kernels did in the run, "verified" (self-checked against their
     twins on the device), "fallback (reason)" (the twins were used) or "not used"
-    (``camid_gpu.cuda.kernels_status``).
+    (``camid_gpu._cuda.loader.kernels_status``).
     """
     manifest = {
         "format": FORMAT,

@@ -1,11 +1,11 @@
 """Run ``kernels/*.cu`` on the CPU: host C++ through ``kernels/host_emulation.h``, ``g++ -fopenmp``.
 
 :func:`build` compiles one ``.cu`` file with the same ``-D`` constants as NVRTC
-(``camid_gpu.cuda.compile_options()``) into a shared library with one ``camid_launch_<kernel>``
+(``camid_gpu._cuda.loader.compile_options()``) into a shared library with one ``camid_launch_<kernel>``
 entry per kernel; libraries are cached by the hash of everything that goes into them.
-:class:`HostLauncher` is a ``camid_gpu.cuda.Launcher``: the same drivers that launch through CuPy on a
-GPU (``cuda.run_mihcak_shrink``, ``cuda.run_mahalanobis_counts``, with their geometry from
-``cuda.launch_plan``) launch these on CPU torch tensors.
+:class:`HostLauncher` is a ``camid_gpu._cuda.loader.Launcher``: the same drivers that launch through CuPy
+on a GPU (``prnu.mihcak_kernel.run_mihcak_shrink``, ``mahalanobis.kernel.run_mahalanobis_counts``, with
+their geometry from the ``launch_plan`` beside each) launch these on CPU torch tensors.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu import cuda
+from camid_gpu._cuda import loader as cuda
 
 HEADER = "host_emulation.h"
 CXX_FLAGS = ("-std=c++17", "-O2", "-fopenmp", "-shared", "-fPIC", "-Wno-unknown-pragmas")
@@ -47,7 +47,7 @@ def find_compiler() -> tuple[str | None, str]:
 
 
 def kernel_functions(filename: str) -> list[str]:
-    """The ``extern "C"`` kernels of ``filename`` that ``camid_gpu.cuda`` launches."""
+    """The ``extern "C"`` kernels of ``filename`` that camid launches."""
     return [fn for source, functions in cuda.KERNEL_SOURCES.values() if source == filename for fn in functions]
 
 
@@ -77,7 +77,7 @@ def build(cxx: str, filename: str, cache_dir: Path) -> Path:
 
 
 class HostLauncher:
-    """A ``camid_gpu.cuda.Launcher`` for the host-compiled kernels (CPU torch tensors)."""
+    """A ``camid_gpu._cuda.loader.Launcher`` for the host-compiled kernels (CPU torch tensors)."""
 
     def __init__(self, libraries: dict[str, ctypes.CDLL], max_grid_yz: int = cuda.MAX_GRID_YZ):
         self.libraries = libraries

@@ -17,9 +17,10 @@ from PIL import Image
 
 from camid_gpu.cli import EXIT_PARTIAL, main
 from camid_gpu.errors import ImageError
-from camid_gpu.identify import Params, prepare_disputed
-from camid_gpu.io import read_image
-from camid_gpu.synth import make_dataset
+from camid_gpu.config import Params
+from camid_gpu.pipeline.identify import prepare_disputed
+from camid_gpu.io.images import read_image
+from camid_gpu.datasets.synthetic import make_dataset
 
 from conftest import natural_image
 

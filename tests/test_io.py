@@ -17,7 +17,8 @@ from camid_gpu.errors import (
     ImageTooSmallError,
     ImageUnreadableError,
 )
-from camid_gpu.io import center_clip, clip_window, green_channel, list_images, parse_clip, read_image
+from camid_gpu.io.images import center_clip, clip_window, green_channel, list_images, read_image
+from camid_gpu.config import parse_clip
 
 from conftest import natural_image
 

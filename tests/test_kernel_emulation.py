@@ -2,7 +2,7 @@
 
 The kernels are compiled as host C++ through ``kernels/host_emulation.h`` (``g++ -fopenmp``: a thread
 block is an OpenMP team of blockDim threads) and launched by the same drivers and the same launch
-geometry (``cuda.launch_plan``) as on a GPU; only the launcher differs (``host_kernels.HostLauncher``
+geometry (the ``launch_plan`` beside each launcher) as on a GPU; only the launcher differs (``host_kernels.HostLauncher``
 instead of CuPy). Skipped, with the reason, when no C++ compiler with OpenMP is found, unless
 ``CAMID_REQUIRE_HOST_KERNELS`` is set (``.ci/run`` sets it after making sure g++ is there).
 """
@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from camid_gpu import cuda
+from camid_gpu._cuda import loader as cuda
+from camid_gpu.mahalanobis import kernel as maha_kernel
+from camid_gpu.prnu import mihcak_kernel
 
 from conftest import HAVE_TORCH
 
@@ -59,39 +61,39 @@ def assert_close(got, want, rtol):
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 37, 53), (70000, 16, 16), (2, 1, 1000)])
 def test_mihcak_plan_covers_every_pixel_and_plane(shape):
     n, h, w = shape
-    plan = cuda.launch_plan("mihcak_shrink", shape)
+    plan = mihcak_kernel.launch_plan(shape)
     assert sum(launch.count for launch in plan) == n
     assert [launch.first for launch in plan] == list(range(0, n, cuda.MAX_GRID_YZ))
     for launch in plan:
         gx, gy, gz = launch.grid
-        assert gx * cuda.MIHCAK_TILE >= w and gy * cuda.MIHCAK_TILE >= h and gz == launch.count <= cuda.MAX_GRID_YZ
-        assert (gx - 1) * cuda.MIHCAK_TILE < w and (gy - 1) * cuda.MIHCAK_TILE < h
+        assert gx * mihcak_kernel.MIHCAK_TILE >= w and gy * mihcak_kernel.MIHCAK_TILE >= h and gz == launch.count <= cuda.MAX_GRID_YZ
+        assert (gx - 1) * mihcak_kernel.MIHCAK_TILE < w and (gy - 1) * mihcak_kernel.MIHCAK_TILE < h
         assert np.prod(launch.block) <= 1024 and launch.shared_mem == 0
 
 
-@pytest.mark.parametrize("n_cameras", range(1, cuda.MAHAL_MAX_CAMERAS + 1))
+@pytest.mark.parametrize("n_cameras", range(1, maha_kernel.MAHAL_MAX_CAMERAS + 1))
 def test_mahalanobis_plan_fits_every_device(n_cameras):
-    plan = cuda.launch_plan("mahalanobis_counts", (3, n_cameras, 12345), max_grid_yz=2)
+    plan = maha_kernel.launch_plan((3, n_cameras, 12345), max_grid_yz=2)
     assert [launch.function for launch in plan] == ["mahalanobis_sums", "mahalanobis_counts"] * 2
     assert [launch.first for launch in plan] == [0, 0, 2, 2]
     for launch in plan:
-        assert launch.block == (cuda.MAHAL_THREADS, 1, 1)
+        assert launch.block == (maha_kernel.MAHAL_THREADS, 1, 1)
         assert launch.shared_mem <= 48 * 1024  # what a kernel gets without opting in
     counts = plan[1]
     assert counts.shared_mem == counts.tile * n_cameras * 25
     # one thread's pair slots cover every (q, j) pair (the .cu file also refuses to compile otherwise)
-    assert cuda.KERNEL_DEFINES["MAHAL_PAIRS_PER_THREAD"] * cuda.MAHAL_THREADS >= n_cameras ** 2
+    assert cuda.KERNEL_DEFINES["MAHAL_PAIRS_PER_THREAD"] * maha_kernel.MAHAL_THREADS >= n_cameras ** 2
     with pytest.raises(ValueError, match="cameras"):
-        cuda.launch_plan("mahalanobis_counts", (1, cuda.MAHAL_MAX_CAMERAS + 1, 10))
+        maha_kernel.launch_plan((1, maha_kernel.MAHAL_MAX_CAMERAS + 1, 10))
 
 
 def test_compile_options_carry_every_define():
     options = cuda.compile_options()
     for name, value in cuda.KERNEL_DEFINES.items():
         assert f"-D{name}={value}" in options
-    from camid_gpu.mahalanobis import FUSED_MAX_CAMERAS
+    from camid_gpu.mahalanobis.classifier import FUSED_MAX_CAMERAS
 
-    assert FUSED_MAX_CAMERAS == cuda.MAHAL_MAX_CAMERAS  # more cameras fall back to the twin, not fail
+    assert FUSED_MAX_CAMERAS == maha_kernel.MAHAL_MAX_CAMERAS  # more cameras fall back to the twin, not fail
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,14 +105,14 @@ def test_compile_options_carry_every_define():
 def test_mihcak_matches_twin(host, dtype, shape):
     import torch
 
-    from camid_gpu.residual import mihcak_shrink
+    from camid_gpu.prnu.residual import mihcak_shrink
 
     twin = twin_backend(dtype)
     rng = np.random.default_rng(11)
     coeffs = twin.asarray(rng.normal(size=shape) * 4.0)
     per_plane = twin.asarray(rng.uniform(1.0, 9.0, size=shape[:-2] + (1, 1)))
     for noise_var in (4.0, torch.tensor([2.5], dtype=coeffs.dtype), per_plane):
-        got = cuda.run_mihcak_shrink(host, coeffs, noise_var, (3, 5, 7, 9))
+        got = mihcak_kernel.run_mihcak_shrink(host, coeffs, noise_var, (3, 5, 7, 9))
         want = mihcak_shrink(twin, coeffs, noise_var, (3, 5, 7, 9))
         assert got.shape == want.shape and got.dtype == want.dtype
         assert_close(got, want, RTOL[dtype])
@@ -118,7 +120,7 @@ def test_mihcak_matches_twin(host, dtype, shape):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_mihcak_every_window_mask(host, dtype):
-    from camid_gpu.residual import mihcak_shrink
+    from camid_gpu.prnu.residual import mihcak_shrink
 
     twin = twin_backend(dtype)
     rng = np.random.default_rng(12)
@@ -127,32 +129,32 @@ def test_mihcak_every_window_mask(host, dtype):
     subsets = [s for k in range(1, 5) for s in itertools.combinations((3, 5, 7, 9), k)]
     assert len(subsets) == 15
     for windows in subsets:
-        got = cuda.run_mihcak_shrink(host, coeffs, per_plane, windows)
+        got = mihcak_kernel.run_mihcak_shrink(host, coeffs, per_plane, windows)
         assert_close(got, mihcak_shrink(twin, coeffs, per_plane, windows), RTOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_mihcak_planes_beyond_one_launch(host, dtype):
     """Planes past the grid's z limit go to further launches with a plane offset (limit lowered to 3)."""
-    from camid_gpu.residual import mihcak_shrink
+    from camid_gpu.prnu.residual import mihcak_shrink
 
     twin = twin_backend(dtype)
     rng = np.random.default_rng(13)
     coeffs = twin.asarray(rng.normal(size=(7, 18, 20)) * 4.0)
     per_plane = twin.asarray(rng.uniform(1.0, 9.0, size=(7, 1, 1)))  # a wrong offset picks a wrong variance
     launcher = host.with_grid_limit(3)
-    got = cuda.run_mihcak_shrink(launcher, coeffs, per_plane, (3, 5, 7, 9))
+    got = mihcak_kernel.run_mihcak_shrink(launcher, coeffs, per_plane, (3, 5, 7, 9))
     assert [(launch.first, launch.count) for launch in launcher.launches] == [(0, 3), (3, 3), (6, 1)]
     assert_close(got, mihcak_shrink(twin, coeffs, per_plane, (3, 5, 7, 9)), RTOL[dtype])
 
 
 def test_mihcak_float64_is_exact_to_rounding(host):
     """The issue's figure: float64 agrees with the twin to ~1e-14 on partial tiles and odd sizes."""
-    from camid_gpu.residual import mihcak_shrink
+    from camid_gpu.prnu.residual import mihcak_shrink
 
     twin = twin_backend("float64")
     coeffs = twin.asarray(np.random.default_rng(14).normal(size=(2, 29, 45)) * 4.0)
-    got = cuda.run_mihcak_shrink(host, coeffs, 9.0, (3, 5, 7, 9))
+    got = mihcak_kernel.run_mihcak_shrink(host, coeffs, 9.0, (3, 5, 7, 9))
     assert_close(got, mihcak_shrink(twin, coeffs, 9.0, (3, 5, 7, 9)), 1e-14)
 
 
@@ -185,21 +187,21 @@ def assert_matches_twin(got, want, dtype):
 @pytest.mark.parametrize("per_camera,masked", [(False, False), (False, True), (True, True)],
                          ids=["flat", "flat-masked", "paper-masked"])
 def test_mahalanobis_matches_twin(host, dtype, n_cameras, n_pixels, per_camera, masked):
-    from camid_gpu.mahalanobis import _pair_counts_generic
+    from camid_gpu.mahalanobis.classifier import _pair_counts_generic
 
     n_images = 1 if n_cameras == 64 else 2  # 64 cameras: 128 emulated blocks of 256 threads per image
     twin, disputed, prints, mask = mahalanobis_inputs(dtype, n_images, n_cameras, n_pixels, per_camera, masked)
-    got = cuda.run_mahalanobis_counts(host, disputed, prints, mask)
+    got = maha_kernel.run_mahalanobis_counts(host, disputed, prints, mask)
     assert_matches_twin(got, _pair_counts_generic(twin, disputed, prints, mask), dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_mahalanobis_images_beyond_one_launch(host, dtype):
-    from camid_gpu.mahalanobis import _pair_counts_generic
+    from camid_gpu.mahalanobis.classifier import _pair_counts_generic
 
     twin, disputed, prints, mask = mahalanobis_inputs(dtype, 5, 3, 600, True, True, seed=6)
     launcher = host.with_grid_limit(2)
-    got = cuda.run_mahalanobis_counts(launcher, disputed, prints, mask)
+    got = maha_kernel.run_mahalanobis_counts(launcher, disputed, prints, mask)
     assert [launch.first for launch in launcher.launches] == [0, 0, 2, 2, 4, 4]
     assert_matches_twin(got, _pair_counts_generic(twin, disputed, prints, mask), dtype)
 
@@ -210,13 +212,13 @@ def test_mahalanobis_unusable_cameras(host, dtype):
     singular covariance) are invalid: at distance +inf, in the kernel as in the twin."""
     import torch
 
-    from camid_gpu.mahalanobis import PairStatistics, _pair_counts_generic
+    from camid_gpu.mahalanobis.classifier import PairStatistics, _pair_counts_generic
 
     twin, disputed, prints, mask = mahalanobis_inputs(dtype, 2, 4, 900, False, True, seed=8)
     mask[:, 1] = False
     mask[:, 1, 17] = True  # camera 1: a single pixel
     prints[2] = disputed[0] - torch.tensor([[3.0], [0.5]], dtype=prints.dtype)  # camera 2: constant for image 0
-    got = cuda.run_mahalanobis_counts(host, disputed, prints, mask)
+    got = maha_kernel.run_mahalanobis_counts(host, disputed, prints, mask)
     want = _pair_counts_generic(twin, disputed, prints, mask)
     assert got[0][0, 1] == 1 and np.isnan(got[1][0, 1]).all()
     valid = PairStatistics.from_counts(*got).valid
@@ -228,8 +230,8 @@ def test_mahalanobis_block_sums_are_deterministic_and_exact(host):
     """Pass 1 reduces in a fixed order (no float atomics): two runs agree to the bit, and the
     covariances are those of a plain float64 computation."""
     twin, disputed, prints, _ = mahalanobis_inputs("float64", 2, 3, 2500, False, False, seed=7)
-    first = cuda.run_mahalanobis_counts(host, disputed, prints)
-    second = cuda.run_mahalanobis_counts(host, disputed, prints)
+    first = maha_kernel.run_mahalanobis_counts(host, disputed, prints)
+    second = maha_kernel.run_mahalanobis_counts(host, disputed, prints)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     d, p = disputed.numpy(), prints.numpy()
@@ -273,8 +275,8 @@ def test_sources_refuse_to_compile_without_the_defines(host, tmp_path):
 # self-check on first use per device (exercised on the CPU with the emulated kernels)
 # ---------------------------------------------------------------------------------------------
 def emulated(host):
-    return {"mihcak_shrink": lambda c, nv, w: cuda.run_mihcak_shrink(host, c, nv, w),
-            "mahalanobis_counts": lambda d, p, m=None: cuda.run_mahalanobis_counts(host, d, p, m)}
+    return {"mihcak_shrink": lambda c, nv, w: mihcak_kernel.run_mihcak_shrink(host, c, nv, w),
+            "mahalanobis_counts": lambda d, p, m=None: maha_kernel.run_mahalanobis_counts(host, d, p, m)}
 
 
 @pytest.fixture
@@ -297,7 +299,7 @@ def test_planted_wrong_kernel_falls_back_once_and_says_so(host, fresh_checks, mo
     import torch
 
     from camid_gpu.backend import TorchBackend
-    from camid_gpu.residual import mihcak_shrink
+    from camid_gpu.prnu.residual import mihcak_shrink
 
     good = emulated(host)
 

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
+from camid_gpu.config import parse_bytes
 from camid_gpu.errors import CamidError, ImageDecodeError
-from camid_gpu.scheduler import (
+from camid_gpu.engine.scheduler import (
     ResultsWriter,
     chunk_size,
     ordered_map,
-    parse_bytes,
     read_results,
     run_chunk_with_retry,
 )

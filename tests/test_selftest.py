@@ -67,7 +67,7 @@ def test_a_crashing_check_is_a_failed_row(monkeypatch):
 def test_fused_backend_rows_report_the_kernel_self_check(monkeypatch):
     """On a GPU the fused-kernel backend gets one row per kernel self-check: simulated here with a
     CPU backend that claims kernels and kernels that were checked (one of them failed)."""
-    from camid_gpu import cuda
+    from camid_gpu._cuda import loader as cuda
     from camid_gpu.backend import TorchBackend
 
     monkeypatch.setattr(cuda, "_CHECKS", {("mihcak_shrink", "cpu"): cuda.KernelCheck("mihcak_shrink", "cpu", True),

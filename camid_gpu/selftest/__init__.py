@@ -9,7 +9,7 @@ kernels), checks whose right answers are known independently of the engine:
 * a small synthetic identification with known truth (three cameras and an unknown one);
 * decision parity with the NumPy backend (identification decisions, PCE values, Mahalanobis pair
   statistics);
-* the fused CUDA kernels' self-check against their twins (:func:`camid_gpu.cuda.self_check`).
+* the fused CUDA kernels' self-check against their twins (:func:`camid_gpu._cuda.loader.self_check`).
 
 :func:`run_selftest` returns a :class:`SelftestReport`; :func:`write_record` writes it as JSON and
 HTML with versions, devices and driver. Everything is small and deterministic: under a minute on a
@@ -88,7 +88,7 @@ def _nvidia_smi_driver() -> str | None:
 
 def system_info() -> dict[str, Any]:
     """Software versions, CPU, CUDA devices, CUDA runtime and driver (what a validation record names)."""
-    from camid_gpu import cuda
+    from camid_gpu._cuda import loader as cuda
     from camid_gpu.provenance import environment
 
     info: dict[str, Any] = {"software": environment(), "cpu": platform.processor() or platform.machine(),
@@ -126,7 +126,7 @@ class _Case:
 
 def backend_cases() -> list[_Case]:
     """Every backend camid has, with a factory where this machine has it (else why not)."""
-    from camid_gpu import cuda
+    from camid_gpu._cuda import loader as cuda
 
     try:
         import torch  # noqa: F401
@@ -184,7 +184,7 @@ class _Data:
 
 
 def _check_residual(bk: Backend, data: _Data, float64: bool) -> tuple[str, str, bool]:
-    from camid_gpu.residual import extract_residual
+    from camid_gpu.prnu.residual import extract_residual
 
     errs, corrs = [], []
     for img, want in zip((data.gray, data.colour), data.residuals):
@@ -198,7 +198,7 @@ def _check_residual(bk: Backend, data: _Data, float64: bool) -> tuple[str, str, 
 
 
 def _check_fingerprint(bk: Backend, data: _Data, float64: bool) -> tuple[str, str, bool]:
-    from camid_gpu.fingerprint import estimate_fingerprint
+    from camid_gpu.prnu.fingerprint import estimate_fingerprint
 
     got = estimate_fingerprint(data.refs, backend=bk, batch_size=3).astype(np.float64)
     rel = float(np.abs(got - data.fingerprint).max() / np.abs(data.fingerprint).max())
@@ -209,7 +209,7 @@ def _check_fingerprint(bk: Backend, data: _Data, float64: bool) -> tuple[str, st
 def _check_pce_known_answer(bk: Backend, data: _Data, float64: bool) -> tuple[str, str, bool]:
     """A hand-built correlation plane: peak 10 at shift (2, 1), +-1 outside its 11x11 neighbourhood,
     so PCE = 10^2 / 1 = 100 exactly; without a shift search the peak is C[0, 0] = 0, so PCE 0."""
-    from camid_gpu.match import pce
+    from camid_gpu.prnu.pce import pce
 
     h, w = 40, 50
     c = np.where((np.add.outer(np.arange(h), np.arange(w)) % 2) == 0, 1.0, -1.0)
@@ -226,9 +226,9 @@ def _check_pce_known_answer(bk: Backend, data: _Data, float64: bool) -> tuple[st
 
 
 def _identify(bk: Backend, data: _Data) -> tuple[list[int], np.ndarray]:
-    from camid_gpu.fingerprint import estimate_fingerprint
-    from camid_gpu.match import pce_scores
-    from camid_gpu.residual import extract_residual
+    from camid_gpu.prnu.fingerprint import estimate_fingerprint
+    from camid_gpu.prnu.pce import pce_scores
+    from camid_gpu.prnu.residual import extract_residual
 
     fps = np.stack([estimate_fingerprint(refs, backend=bk) for refs in data.camera_refs])
     res = extract_residual(data.disputed, sigma=2.0, wiener=True, backend=bk)
@@ -270,7 +270,7 @@ def _check_decision_parity(bk: Backend, data: _Data, reference: tuple[list[int],
 
 def _check_mahalanobis_parity(bk: Backend, data: _Data, float64: bool,
                               reference: Any) -> tuple[str, str, bool]:
-    from camid_gpu.mahalanobis import pair_statistics
+    from camid_gpu.mahalanobis.classifier import pair_statistics
 
     mask = data.mask
     if isinstance(bk, TorchBackend):
@@ -303,8 +303,8 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
     """Run every check on every backend present; backends that are absent give "skip" rows."""
     import warnings
 
-    from camid_gpu import cuda
-    from camid_gpu.mahalanobis import pair_statistics
+    from camid_gpu._cuda import loader as cuda
+    from camid_gpu.mahalanobis.classifier import pair_statistics
     from camid_gpu.provenance import utc_now
 
     started, t0 = utc_now(), time.perf_counter()

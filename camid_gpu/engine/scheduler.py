@@ -46,20 +46,6 @@ def default_gpu_memory(device: str) -> int | None:
     return int(free * 0.8)
 
 
-def parse_bytes(text: str | int | None) -> int | None:
-    """'8G', '512M', '1.5GiB', 1000 -> bytes."""
-    if text is None or isinstance(text, int):
-        return text
-    s = str(text).strip().upper().replace("IB", "").rstrip("B")
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    try:
-        if s and s[-1] in scale:
-            return int(float(s[:-1]) * scale[s[-1]])
-        return int(float(s))
-    except ValueError:
-        raise ValueError(f"memory size must look like 8G, 512M or a number of bytes; got {text!r}") from None
-
-
 def chunk_size(pixels: int, cameras: int, budget: int | None, host_budget: int, rotations: int = 1,
                channels: int = 3, value_bytes: int = 8, limit: int = 64) -> int:
     """Images per chunk so that one chunk's working set fits the smaller budget (at least 1).

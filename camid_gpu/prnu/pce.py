@@ -27,10 +27,7 @@ from scipy import special
 
 from camid_gpu.backend import Array, Backend
 
-#: same-camera threshold on the PCE used by the field
-PCE_THRESHOLD = 60.0
-#: side of the square around the peak left out of the correlation energy
-PEAK_NEIGHBOURHOOD = 11
+from camid_gpu.config import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD  # noqa: F401  (re-exported)
 
 
 @dataclass

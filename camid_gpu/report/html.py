@@ -42,6 +42,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from camid_gpu._version import __version__
+from camid_gpu.config import PCE_THRESHOLD
 from camid_gpu.errors import CamidError, MissingExtraError
 
 #: more images than this: no per-image bar charts, heat-maps of the PCE matrix instead
@@ -129,7 +130,7 @@ class _Run:
             if _is_num(t):
                 return float(t)
         t = ((self.manifest or {}).get("params") or {}).get("pce_threshold")
-        return float(t) if _is_num(t) else 60.0
+        return float(t) if _is_num(t) else PCE_THRESHOLD
 
 
 def _read_json(path: str, what: str, notes: list[str]) -> dict[str, Any] | None:

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu import identify as ident
-from camid_gpu.backend import Backend, get_backend
+from camid_gpu._cuda.loader import kernels_status
+from camid_gpu.pipeline import identify as ident
+from camid_gpu.config import Params, RunConfig
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
-from camid_gpu.cuda import kernels_status
-from camid_gpu.io import list_images, sha256_file
+from camid_gpu.io.images import list_images, sha256_file
 from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
-from camid_gpu.scheduler import (
+from camid_gpu.engine.distributed import identify_on_cluster
+from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
     chunk_size,
@@ -35,25 +36,8 @@ from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 #: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
 CLUSTER_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
 
-@dataclass
-class RunConfig:
-    """How to run (never what to compute: that is :class:`~camid_gpu.identify.Params`)."""
 
-    backend: str = "auto"
-    device: str | None = None
-    workers: int = 1
-    max_host_memory: int | None = None
-    max_gpu_memory: int | None = None
-    progress: bool | None = None
-    cluster: str | None = None
-    chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
-    log: list[str] = field(default_factory=list)
-
-    def backend_obj(self) -> Backend:
-        return get_backend(self.backend, device=self.device)
-
-
-def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
+def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                        config: RunConfig) -> dict[str, Any]:
     """Build and save one fingerprint per camera subfolder of ``refs_dir``.
 
@@ -83,7 +67,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
             "files": tried}
 
 
-def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, clip_given: bool) -> ident.Params:
+def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool) -> Params:
     """The fingerprints decide the clipping and the fingerprint-side parameters; check the rest."""
     fp = store[0]
     if params.search_scales is not None and fp.clip is not None:
@@ -104,7 +88,7 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, cl
 
 
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
-                   params: ident.Params, config: RunConfig, resume: bool = False, kind: str = "auto",
+                   params: Params, config: RunConfig, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
@@ -123,7 +107,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     progress = Progress(len(todo), "identify", config.progress)
     try:
         if config.cluster:
-            _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress)
+            identify_on_cluster(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
+                                params, config, kind, progress)
         else:
             _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress)
     finally:
@@ -154,8 +139,7 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk.device)
     host_budget = config.max_host_memory or default_host_memory()
-    value_bytes = 8 if bk.name == "numpy" or "64" in str(getattr(bk, "dtype", "")) else 4
-    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=value_bytes)
+    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
     state = {"size": size}
     fp_cache: dict = {}
     source_shape = store[0].source_shape
@@ -182,69 +166,7 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
         flush(pending)
 
 
-def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
-                          backend: str, device: str | None, kind: str) -> list[dict[str, Any]]:
-    """One Dask task: identify ``paths`` in this process and return their records in order."""
-    store = load_store(fp_dir, methods=tuple(methods))
-    params = params_from_dict(params_dict)
-    bk = get_backend(backend, device=device)
-    records = []
-    for path in paths:
-        try:
-            item = ident.prepare_disputed(path, params, store[0].source_shape, kind)
-        except (CamidError, OSError, ValueError) as exc:
-            records.append(ident.error_entry(path, exc))
-            continue
-        records.extend(ident.identify_chunk(bk, store, [item], params, methods))
-    return records
-
-
-def params_from_dict(d: dict[str, Any]) -> ident.Params:
-    d = dict(d)
-    d["clip"] = tuple(d["clip"]) if d.get("clip") else None
-    d["shift_range"] = tuple(d["shift_range"]) if d.get("shift_range") is not None else None
-    return ident.Params(**d)
-
-
-def _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
-    from camid_gpu.backend import import_optional
-
-    distributed = import_optional("dask.distributed", "dist", "--cluster")
-    per_task = config.chunk or 8
-    batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
-    client, cluster = _dask_client(distributed, config.cluster)
-    try:
-        futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
-                                 config.backend, config.device, kind, pure=False) for batch in batches]
-        for fut in futures:  # in submission order: deterministic output
-            records = fut.result()
-            writer.write(_annotate(records, truth_root))
-            progress.advance(len(records))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _dask_client(distributed, address: str):
-    """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes."""
-    if address == "local":
-        try:
-            from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
-
-            cluster = LocalCUDACluster()
-        except ImportError:
-            cluster = distributed.LocalCluster(n_workers=max(1, min(4, os.cpu_count() or 1)), threads_per_worker=1,
-                                               processes=True, dashboard_address=None)
-        return distributed.Client(cluster), cluster
-    if address.startswith("local:"):
-        n = int(address.split(":", 1)[1])
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        return distributed.Client(cluster), cluster
-    return distributed.Client(address), None
-
-
-def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
+def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                      config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 

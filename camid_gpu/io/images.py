@@ -266,25 +266,6 @@ def center_clip(pixels: np.ndarray, clip: tuple[int, int] | None, path: str = "<
     return pixels[top:top + ch, left:left + cw]
 
 
-def parse_clip(value: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
-    """Parse a clipping size: ``1000``, ``"1000"``, ``"768x1024"`` (rows x columns), ``"full"``/None."""
-    if value is None or (isinstance(value, str) and value.lower() in ("full", "none", "")):
-        return None
-    if isinstance(value, int):
-        h = w = value
-    elif isinstance(value, tuple):
-        h, w = value
-    else:
-        parts = str(value).lower().split("x")
-        try:
-            h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-        except ValueError:
-            raise ValueError(f"clip must be N, HxW or 'full', got {value!r}") from None
-    if h < 16 or w < 16:
-        raise ValueError(f"clip must be at least 16x16, got {h}x{w}")
-    return int(h), int(w)
-
-
 def list_images(*paths: str | os.PathLike) -> list[str]:
     """Expand files and folders (recursively, sorted) into image paths by suffix.
 

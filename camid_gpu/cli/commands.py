@@ -1,4 +1,6 @@
-"""The ``camid`` command line.
+"""The ``camid`` commands: one thin function per command, from parsed arguments to the engine and back.
+
+The parser is in :mod:`camid_gpu.cli.parser`, text tables and CSV in :mod:`camid_gpu.cli.output`.
 
 Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` found changed or
 missing files; 3 completed, but some files had errors (each listed, with the reason, in the output
@@ -12,178 +14,35 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
+from camid_gpu import config as cfg
 from camid_gpu._version import __version__
+from camid_gpu.cli.output import print_errors, print_identification, write_csv
+from camid_gpu.cli.parser import build_parser
 
 EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
 
 
-def _add_backend_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("execution")
-    g.add_argument("--backend", choices=("auto", "numpy", "torch"), default="auto",
-                   help="numpy (pywt/scipy, float64) or torch (CPU/CUDA, float32); auto = torch on CUDA if present")
-    g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
-    g.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
-    g.add_argument("--max-host-memory", default=None, help="host memory budget, e.g. 8G (default: half of RAM)")
-    g.add_argument("--max-gpu-memory", default=None, help="GPU memory budget, e.g. 20G (default: 80%% of free)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, clip_default: Any = "1000") -> None:
-    g = p.add_argument_group("method parameters")
-    if with_refs:
-        g.add_argument("--method", choices=("pce", "mahalanobis", "both"), default="both",
-                       help="pce (primary), mahalanobis (PeerJ CS 2024) or both (default)")
-    else:
-        g.add_argument("--method", choices=("pce", "mahalanobis", "both"), default=None,
-                       help="pce, mahalanobis or both (default: every method the fingerprints have)")
-    g.add_argument("--clip", default=clip_default,
-                   help="centre clipping: N, HxW (rows x columns) or 'full' (default 1000x1000)")
-    if with_refs:
-        g.add_argument("--refs", default="15", help="reference images per camera, or 'all' (default 15, the paper's R)")
-    g.add_argument("--sigma-fingerprint", type=float, default=3.0, help="PCE reference denoiser sigma (3)")
-    g.add_argument("--sigma-query", type=float, default=2.0, help="PCE disputed-image denoiser sigma (2)")
-    g.add_argument("--sigma-mahalanobis", type=float, default=2.0, help="Mahalanobis denoiser sigma (2)")
-    g.add_argument("--pce-threshold", type=float, default=60.0, help="same camera when PCE > this (60)")
-    g.add_argument("--shift-range", default="0",
-                   help="PCE peak search: 0 (no shift), N or HxW (shifts 0..N), or 'all'")
-    g.add_argument("--rotations", choices=("auto", "all", "none"), default="auto",
-                   help="auto: try 0/90/180/270 when the orientation differs from the fingerprint's")
-    g.add_argument("--natural-mode", choices=("aligned", "paper"), default="aligned",
-                   help="Mahalanobis pixel selection for natural images (default aligned)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="camid", description="Camera identification from sensor PRNU "
-                                     "(PCE, and the 2-DOF Mahalanobis classifier), on NumPy or torch/CUDA.")
-    parser.add_argument("--version", action="version", version=f"camid {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    sub.add_parser("info", help="versions, backends and visible devices")
-
-    p = sub.add_parser("synth", help="write a synthetic camera dataset (refs/, disputed/, ground_truth.json)")
-    p.add_argument("outdir")
-    p.add_argument("--cameras", type=int, default=4)
-    p.add_argument("--per-model", type=int, default=2, help="cameras per model (twins share model artefacts)")
-    p.add_argument("--refs", type=int, default=15)
-    p.add_argument("--flat", type=int, default=3, help="disputed flat images per camera")
-    p.add_argument("--natural", type=int, default=3, help="disputed natural images per camera")
-    p.add_argument("--height", type=int, default=1000)
-    p.add_argument("--width", type=int, default=1200)
-    p.add_argument("--quality", type=int, default=92, help="JPEG quality")
-    p.add_argument("--format", choices=("jpeg", "png", "tiff"), default="jpeg")
-    p.add_argument("--portrait", type=int, default=0, help="disputed natural images per camera stored rotated 90")
-    p.add_argument("--seed", type=int, default=0)
-
-    p = sub.add_parser("residual", help="noise residuals as float32 TIFF + one JSON line per image")
-    p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--outdir", required=True)
-    p.add_argument("--sigma", type=float, default=3.0)
-    p.add_argument("--levels", type=int, default=4)
-    p.add_argument("--wavelet", default="db4")
-    p.add_argument("--clip", default="full", help="centre clipping N or HxW (default: full image)")
-    p.add_argument("--channel", choices=("color", "green"), default="color",
-                   help="color: per-channel residuals combined to gray (Binghamton); green: green channel only")
-    p.add_argument("--wiener", action="store_true", help="also apply WienerInDFT")
-    _add_backend_options(p)
-
-    p = sub.add_parser("fingerprint", help="build one fingerprint per camera subfolder of REFS_DIR")
-    p.add_argument("refs_dir")
-    p.add_argument("-o", "--outdir", required=True, help="fingerprint folder")
-    _add_param_options(p)
-    _add_backend_options(p)
-
-    p = sub.add_parser("identify", help="which camera took each image")
-    p.add_argument("fp_dir")
-    p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--outdir", default="camid-run",
-                   help="run folder: results.jsonl (one record per image) and manifest.json (default camid-run)")
-    p.add_argument("--json", default=None, help="also write all results as one JSON file")
-    p.add_argument("--csv", default=None, help="also write a CSV table (one row per image and camera)")
-    p.add_argument("--resume", action="store_true", help="continue the run folder's results, skipping files done")
-    p.add_argument("--kind", choices=("auto", "flat", "natural"), default="auto",
-                   help="image kind for the Mahalanobis method (auto: from the name, else the content)")
-    p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
-    p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
-                   help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
-                        "full-frame fingerprints (built with --clip full); PCE only")
-    _add_param_options(p, with_refs=False, clip_default=None)
-    _add_backend_options(p)
-
-    p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
-    p.add_argument("dataset_dir")
-    p.add_argument("-o", "--outdir", default=None, help="run folder (default: DATASET_DIR/camid-eval)")
-    p.add_argument("--json", default=None, help="also write the evaluation JSON here")
-    p.add_argument("--resume", action="store_true")
-    _add_param_options(p)
-    _add_backend_options(p)
-
-    p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
-    p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
-
-    p = sub.add_parser("report", help="one self-contained HTML report of a run folder")
-    p.add_argument("run_dir")
-    p.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
-    p.add_argument("--fingerprints", default=None, help="fingerprint folder (default: from the manifest)")
-
-    p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
-    p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")
-    p.add_argument("--size", choices=("small", "paper"), default="small",
-                   help="small: 640x768 images, 512 clipping (about a minute); paper: 1000x1200, 1000 clipping")
-    p.add_argument("--seed", type=int, default=0)
-    _add_backend_options(p)
-
-    p = sub.add_parser("selftest", help="known-answer validation of every backend present (JSON + HTML record)")
-    p.add_argument("-o", "--outdir", default=None,
-                   help="where to write selftest.json and selftest.html (default camid-selftest-<UTC time>)")
-    return parser
-
-
 # ------------------------------------------------------------------------------------------------
-def _params(args: argparse.Namespace):
-    from camid_gpu.identify import Params
-    from camid_gpu.io import parse_clip
-
-    shift = None if str(args.shift_range).lower() == "all" else _pair(args.shift_range)
-    refs = None if str(getattr(args, "refs", "all")).lower() == "all" else int(args.refs)
-    clip = parse_clip(args.clip) if args.clip is not None else (1000, 1000)
-    search = getattr(args, "search_scales", None)
-    if search is not None:
-        try:
-            lo, hi, step = (float(v) for v in search.split(":"))
-        except ValueError:
-            raise ValueError(f"--search-scales must be LO:HI:STEP such as 0.5:1.0:0.01, got {search!r}") from None
-        search = (lo, hi, step)
-    return Params(clip=clip, sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
+def _params(args: argparse.Namespace) -> cfg.Params:
+    shift = cfg.parse_shift_range(args.shift_range)
+    refs = cfg.parse_refs(getattr(args, "refs", "all"))
+    clip = cfg.parse_clip(args.clip) if args.clip is not None else cfg.CLIP
+    search = cfg.parse_scales(getattr(args, "search_scales", None))
+    return cfg.Params(clip=clip, sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
                   sigma_mahalanobis=args.sigma_mahalanobis, refs=refs, pce_threshold=args.pce_threshold,
                   shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
                   search_scales=search)
 
 
-def _pair(text: str) -> tuple[int, int]:
-    parts = str(text).lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"expected N or HxW, got {text!r}") from None
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-
-
-def _config(args: argparse.Namespace):
-    from camid_gpu.runner import RunConfig
-    from camid_gpu.scheduler import parse_bytes
-
+def _config(args: argparse.Namespace) -> cfg.RunConfig:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    return RunConfig(backend=args.backend, device=args.device, workers=args.workers,
-                     max_host_memory=parse_bytes(args.max_host_memory), max_gpu_memory=parse_bytes(args.max_gpu_memory),
+    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
+                     max_host_memory=cfg.parse_bytes(args.max_host_memory),
+                     max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
                      progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))
-
-
-def _print_errors(errors: Sequence[dict[str, Any]]) -> None:
-    for e in errors:
-        print(f"camid: error: {e['path']}: {e['error']['reason']}", file=sys.stderr)
 
 
 def cmd_info(args) -> int:
@@ -224,7 +83,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from camid_gpu.synth import make_dataset
+    from camid_gpu.datasets.synthetic import make_dataset
 
     t0 = time.perf_counter()
     truth = make_dataset(args.outdir, cameras=args.cameras, per_model=args.per_model, refs=args.refs,
@@ -239,12 +98,12 @@ def cmd_residual(args) -> int:
     import numpy as np
     import tifffile
 
-    from camid_gpu.identify import error_entry
-    from camid_gpu.io import center_clip, green_channel, list_images, parse_clip, read_image
-    from camid_gpu.residual import extract_residual
+    from camid_gpu.pipeline.identify import error_entry
+    from camid_gpu.io.images import center_clip, green_channel, list_images, read_image
+    from camid_gpu.prnu.residual import extract_residual
 
     config = _config(args)
-    clip = parse_clip(args.clip)
+    clip = cfg.parse_clip(args.clip)
     os.makedirs(args.outdir, exist_ok=True)
     paths = list_images(*args.images)
     if not paths:
@@ -257,7 +116,7 @@ def cmd_residual(args) -> int:
         pixels = center_clip(pixels, clip, path)
         return (green_channel(pixels) if args.channel == "green" else pixels), info
 
-    from camid_gpu.scheduler import ordered_map
+    from camid_gpu.engine.scheduler import ordered_map
 
     bk = config.backend_obj()
     with open(index_path, "a", encoding="utf-8") as index:
@@ -278,14 +137,14 @@ def cmd_residual(args) -> int:
                       "backend": bk.describe(), "std": float(res.std())}
             index.write(json.dumps(record, sort_keys=True) + "\n")
             print(f"{path} -> {out}  ({res.shape[0]}x{res.shape[1]}, std {res.std():.3f})")
-    _print_errors(errors)
+    print_errors(errors)
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
 def cmd_fingerprint(args) -> int:
-    from camid_gpu.identify import methods_of
+    from camid_gpu.config import methods_of
     from camid_gpu.provenance import file_entry, utc_now, write_manifest
-    from camid_gpu.runner import fingerprint_folder
+    from camid_gpu.engine.runner import fingerprint_folder
 
     started = utc_now()
     params = _params(args)
@@ -297,7 +156,7 @@ def cmd_fingerprint(args) -> int:
                        extra={"errors": summary["errors"]}, kernels=summary["kernels"])
     for cam in summary["cameras"]:
         print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
-    _print_errors(summary["errors"])
+    print_errors(summary["errors"])
     if not summary["cameras"]:
         print("camid: no fingerprint was built", file=sys.stderr)
         return EXIT_FAIL
@@ -305,9 +164,9 @@ def cmd_fingerprint(args) -> int:
 
 
 def cmd_identify(args) -> int:
-    from camid_gpu.identify import methods_of
-    from camid_gpu.runner import identify_files
-    from camid_gpu.scheduler import read_results
+    from camid_gpu.config import methods_of
+    from camid_gpu.engine.runner import identify_files
+    from camid_gpu.engine.scheduler import read_results
 
     from camid_gpu.provenance import input_entries, utc_now, write_manifest
 
@@ -334,7 +193,7 @@ def cmd_identify(args) -> int:
                    kernels=run["kernels"])
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if r.get("error")]
-    _print_errors(errors)
+    print_errors(errors)
     print(f"run folder: {args.outdir} (results.jsonl, manifest.json); {run['processed']} processed, "
           f"{run['skipped_as_done']} already done")
     return EXIT_PARTIAL if errors else EXIT_OK
@@ -365,7 +224,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from camid_gpu.report import write_report
+    from camid_gpu.report.html import write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
@@ -373,49 +232,10 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
-    import csv
-
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        w = csv.writer(handle)
-        w.writerow(["path", "sha256", "camera", "pce", "ncc", "log10_p_fa", "pce_decision", "rotation",
-                    "mahalanobis_membership", "mahalanobis_associated", "error"])
-        for r in records:
-            if r.get("error"):
-                w.writerow([r["path"], "", "", "", "", "", "", "", "", "", r["error"]["reason"]])
-                continue
-            pce = r.get("pce", {}).get("scores", {})
-            maha = r.get("mahalanobis", {})
-            cams = list(pce) or list(maha.get("membership", {}))
-            for cam in cams:
-                s = pce.get(cam, {})
-                w.writerow([r["path"], r["sha256"], cam, s.get("pce"), s.get("ncc"), s.get("log10_p_fa"),
-                            r.get("pce", {}).get("decision"), r.get("rotation"),
-                            maha.get("membership", {}).get(cam), ",".join(maha.get("associated", [])), ""])
-
-
-def print_identification(records, cameras, methods) -> None:
-    from camid_gpu.evaluate import table
-
-    rows = []
-    for r in records:
-        if r.get("error"):
-            rows.append([os.path.basename(r["path"]), "error", "-", "-", "-"])
-            continue
-        pce = r.get("pce")
-        maha = r.get("mahalanobis")
-        rows.append([os.path.basename(r["path"]),
-                     (pce["decision"] or "none") if pce else "-",
-                     pce["best_pce"] if pce else "-",
-                     r.get("rotation", 0),
-                     ",".join(maha["associated"]) if maha else "-"])
-    print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))
-
-
 def cmd_evaluate(args) -> int:
     from camid_gpu.evaluate import format_report
-    from camid_gpu.identify import methods_of
-    from camid_gpu.runner import evaluate_dataset
+    from camid_gpu.config import methods_of
+    from camid_gpu.engine.runner import evaluate_dataset
 
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
     summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), _params(args), _config(args),
@@ -426,7 +246,7 @@ def cmd_evaluate(args) -> int:
             json.dump(summary, handle, indent=1, sort_keys=True)
             handle.write("\n")
     print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
-    _print_errors(summary["fingerprint_errors"])
+    print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
 
 
@@ -435,10 +255,9 @@ DEMO_SIZES = {"small": dict(height=640, width=768, clip="512"), "paper": dict(he
 
 def cmd_demo(args) -> int:
     from camid_gpu.evaluate import format_report
-    from camid_gpu.identify import Params, methods_of
-    from camid_gpu.io import parse_clip
-    from camid_gpu.runner import evaluate_dataset
-    from camid_gpu.synth import make_dataset
+    from camid_gpu.config import Params, methods_of
+    from camid_gpu.engine.runner import evaluate_dataset
+    from camid_gpu.datasets.synthetic import make_dataset
 
     size = DEMO_SIZES[args.size]
     keep = args.outdir is not None
@@ -452,7 +271,7 @@ def cmd_demo(args) -> int:
     print(f"camid demo: {len(truth['cameras'])} synthetic cameras (twins share model artefacts: {', '.join(twins)}), "
           f"{len(truth['images'])} JPEGs {size['height']}x{size['width']} in {t1 - t0:.1f} s -> {data}")
     config = _config(args)
-    params = Params(clip=parse_clip(size["clip"]))
+    params = Params(clip=cfg.parse_clip(size["clip"]))
     summary = evaluate_dataset(data, os.path.join(root, "run"), methods_of("both"), params, config)
     t2 = time.perf_counter()
     print(f"fingerprints + identification of {summary['images_total']} images on {summary['backend']}: "
@@ -493,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (CamidError, ValueError, OSError) as exc:
+    except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
         print(f"camid: error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:

@@ -1,97 +1,33 @@
 """Building fingerprints from reference folders and identifying disputed images, on one backend.
 
-This module joins the pipeline stages (io -> residual -> fingerprint -> match) for whole images:
-``prepare_*`` functions are pure host work (decode, rotate, clip) that worker processes can run,
-``*_chunk`` functions do the device work on a batch. The scheduler (``camid_gpu.scheduler``) streams
+This module joins the stages below it (``io`` -> ``prnu``: residual, fingerprint, pce; ``mahalanobis``) for
+whole images: ``prepare_*`` functions are pure host work (decode, rotate, clip) that worker processes can run,
+``*_chunk`` functions do the device work on a batch. The scheduler (``camid_gpu.engine.scheduler``) streams
 files through them; results are plain JSON-ready dicts, one per image.
 
-PCE is the primary decision everywhere. The Mahalanobis method (``camid_gpu.mahalanobis``) is
+PCE is the primary decision everywhere. The Mahalanobis method (``camid_gpu.mahalanobis.classifier``) is
 reported beside it, with diagnostics of what drove its vote.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu import mahalanobis as maha
+from camid_gpu.mahalanobis import classifier as maha
 from camid_gpu.backend import Backend
+from camid_gpu.config import Params
 from camid_gpu.errors import CamidError, FingerprintError, ImageError
-from camid_gpu.fingerprint import FingerprintAccumulator
-from camid_gpu.io import ImageInfo, center_clip, green_channel, list_images, read_image, to_8bit
-from camid_gpu.match import PCE_THRESHOLD, json_number, pce_scores
-from camid_gpu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
+from camid_gpu.prnu.fingerprint import FingerprintAccumulator
+from camid_gpu.io.images import ImageInfo, center_clip, green_channel, list_images, read_image, to_8bit
+from camid_gpu.prnu.pce import json_number, pce_scores
+from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
 from camid_gpu.store import CameraFingerprint, check_camera_name, software_versions
 
-METHOD_CHOICES = ("pce", "mahalanobis", "both")
 KINDS = ("flat", "natural")
-
-
-@dataclass(frozen=True)
-class Params:
-    """Every parameter that shapes a result. Defaults follow the two source methods.
-
-    clip : centre clipping (rows, columns) applied to references and disputed images; None = full
-        frame (then all images must have one size).
-    sigma_fingerprint : denoiser noise std (0..255) for reference residuals of the PCE method
-        (Binghamton getFingerprint: 3).
-    sigma_query : the same for disputed images in the PCE method (Binghamton example: 2).
-    sigma_mahalanobis : the same for both sides of the Mahalanobis method (the paper: 2).
-    refs : reference images per camera (first ``refs`` in sorted order; the paper's R = 15);
-        None = all of them.
-    pce_threshold : "same camera" when PCE exceeds it (60).
-    shift_range : peak search range (rows, columns) of the PCE; (0, 0) = no shift; None = all.
-    rotations : "auto" (0 degrees when the orientation matches the fingerprint's, else 0/90/180/270),
-        "all" (always the four) or "none".
-    natural_mode : "aligned" (default) or "paper" pixel selection for natural images (method 2).
-    search_scales : (low, high, step) to search downscaled and/or cropped images (Goljan & Fridrich,
-        ``camid_gpu.search``) against full-frame fingerprints (``clip=None``); None = no search.
-    """
-
-    clip: tuple[int, int] | None = (1000, 1000)
-    sigma_fingerprint: float = 3.0
-    sigma_query: float = 2.0
-    sigma_mahalanobis: float = 2.0
-    levels: int = 4
-    wavelet: str = "db4"
-    refs: int | None = 15
-    pce_threshold: float = PCE_THRESHOLD
-    shift_range: tuple[int, int] | None = (0, 0)
-    rotations: str = "auto"
-    natural_mode: str = "aligned"
-    search_scales: tuple[float, float, float] | None = None
-
-    def __post_init__(self):
-        if self.rotations not in ("auto", "all", "none"):
-            raise ValueError(f"rotations must be 'auto', 'all' or 'none', got {self.rotations!r}")
-        if self.natural_mode not in ("aligned", "paper"):
-            raise ValueError(f"natural_mode must be 'aligned' or 'paper', got {self.natural_mode!r}")
-        if self.refs is not None and self.refs < 1:
-            raise ValueError(f"refs must be >= 1, got {self.refs}")
-        for name in ("sigma_fingerprint", "sigma_query", "sigma_mahalanobis"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-
-    def fingerprint_params(self) -> dict[str, Any]:
-        """The parameters recorded in (and checked against) a stored fingerprint."""
-        return {"sigma_fingerprint": self.sigma_fingerprint, "sigma_mahalanobis": self.sigma_mahalanobis,
-                "levels": self.levels, "wavelet": self.wavelet}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["clip"] = list(self.clip) if self.clip else None
-        d["shift_range"] = list(self.shift_range) if self.shift_range is not None else None
-        d["search_scales"] = list(self.search_scales) if self.search_scales is not None else None
-        return d
-
-
-def methods_of(method: str) -> tuple[str, ...]:
-    if method not in METHOD_CHOICES:
-        raise ValueError(f"method must be one of {METHOD_CHOICES}, got {method!r}")
-    return ("pce", "mahalanobis") if method == "both" else (method,)
 
 
 def error_entry(path: str, exc: BaseException) -> dict[str, Any]:
@@ -337,7 +273,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
 def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
                   results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """PCE with the scale and crop search, per image and rotation tried; the best rotation is kept."""
-    from camid_gpu.search import scale_grid, search_record, search_scale_crop
+    from camid_gpu.prnu.search import scale_grid, search_record, search_scale_crop
 
     grid = scale_grid(*params.search_scales)
     prints = [(fp.camera, fp.k) for fp in store]

@@ -81,28 +81,29 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from camid_gpu import config
 from camid_gpu.backend import Array, Backend
-from camid_gpu.cuda import MAHAL_MAX_CAMERAS
-from camid_gpu.io import center_clip
-from camid_gpu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, noise_extract, wiener_dft, zero_mean_total
+from camid_gpu._cuda.loader import KERNEL_DEFINES
+from camid_gpu.io.images import center_clip
+from camid_gpu.prnu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, noise_extract, wiener_dft, zero_mean_total
 
 #: noise std of the authors' NoiseExtractFromImage(I, 2), 0..255 scale
-DEFAULT_SIGMA = 2.0
+DEFAULT_SIGMA = config.SIGMA_MAHALANOBIS
 #: centre clipping (rows, columns) of the reference flats in the paper
-DEFAULT_CLIP = (1000, 1000)
+DEFAULT_CLIP = config.CLIP
 #: reference flat images per camera in the paper
-DEFAULT_REFERENCES = 15
+DEFAULT_REFERENCES = config.REFERENCES
 #: half-width of the natural-image selection interval, in fingerprint-I0 standard deviations
 SELECTION_SIGMAS = 2.0
 MODES = ("flat", "aligned", "paper")
-NATURAL_MODES = ("aligned", "paper")
+NATURAL_MODES = config.NATURAL_MODES
 SCAN_ORDERS = ("C", "F")
 #: generic twin: disputed images per chunk are chosen so that chunk x C x P stays below this
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 #: a covariance is usable when 1 - r^2 exceeds this (r: correlation of the two components)
 DETERMINANT_RTOL = 1e-12
 #: most cameras the fused kernel handles; more fall back to the generic twin
-FUSED_MAX_CAMERAS = MAHAL_MAX_CAMERAS
+FUSED_MAX_CAMERAS = KERNEL_DEFINES["MAHAL_MAX_CAMERAS"]
 
 
 # ---------------------------------------------------------------------------------------------
