@@ -306,9 +306,9 @@ def mismatch(got: Any, want: Any, rtol: float) -> float | None:
 def self_check(name: str, device: Any, fused: Callable[..., Any] | None = None) -> KernelCheck:
     """Run the fused ``name`` and its twin on a small deterministic input on ``device``, once.
 
-    The first call per (process, ``name``, device) runs the check (float32 and float64; partial
-    tiles, scalar and per-plane variances, several windows; both Mahalanobis modes, a mask, a pixel
-    count that is not a multiple of the block) and caches the outcome; later calls return it. On a
+    The first call per (process, ``name``, device) runs the check its launcher module registered
+    (both dtypes; the inputs are described beside each launcher) and caches the outcome; later
+    calls return it. On a
     mismatch beyond tolerance, or an exception from the kernel (compilation included), the outcome
     is a fallback and a :class:`KernelFallbackWarning` is issued, once: callers then use the twin.
     ``fused`` defaults to the registered CUDA implementation (tests plant others).
