@@ -84,15 +84,15 @@ def steps(work: Path, python: str) -> list[Step]:
             "--no-loop", "--json-out", str(work / "residual-gpu-wiener.json")], 90,
             json_out=str(work / "residual-gpu-wiener.json")),
         Step("residual-vs-cpu", bench("bench_residual.py") + [
-            "--batches", "8", "--images", "16", "--repeat", "1", "--threads", str(os.cpu_count() or 1),
+            "--batches", "8", "--images", "8", "--repeat", "1", "--no-loop", "--threads", str(os.cpu_count() or 1),
             "--json-out", str(work / "residual-vs-cpu.json")], 120, json_out=str(work / "residual-vs-cpu.json")),
         Step("mahalanobis-gpu", bench("bench_mahalanobis.py") + [
             "--backends", "torch:cuda", "--json-out", str(work / "mahalanobis-gpu.json")], 90,
             json_out=str(work / "mahalanobis-gpu.json")),
         Step("identify-12mp-10cams", bench("bench_identify.py") + [
-            "--images", "64", "--cameras", "10", "--refs", "2", "--chunk", "16", "--modes", "scheduler",
+            "--images", "40", "--cameras", "10", "--refs", "1", "--chunk", "8", "--modes", "scheduler",
             "--workers", str(max(1, (os.cpu_count() or 2) - 2)), "--data", str(work / "identify-data"),
-            "--json-out", str(work / "identify.json")], 300, json_out=str(work / "identify.json")),
+            "--json-out", str(work / "identify.json")], 240, json_out=str(work / "identify.json")),
     ]
 
 
