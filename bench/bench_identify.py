@@ -164,6 +164,8 @@ class Sampler:
 def run_phase(spec: dict) -> dict:
     """Identify ``spec["files"]`` in mode ``spec["mode"]``; return the measurements."""
     from camid_gpu.pipeline import identify as ident
+    from camid_gpu.pipeline import prepare
+    from camid_gpu.pipeline.records import error_entry
     from camid_gpu.backend import get_backend
     from camid_gpu.config import Params, RunConfig
     from camid_gpu.engine.runner import identify_files
@@ -193,7 +195,7 @@ def run_phase(spec: dict) -> dict:
         return out
 
     # warm-up (not timed): one image through both methods
-    original(bk, store, [ident.prepare_disputed(files[0], params, store[0].source_shape)], params, METHODS)
+    original(bk, store, [prepare.prepare_disputed(files[0], params, store[0].source_shape)], params, METHODS)
     bk.synchronize()
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(bk.torch_device)
@@ -208,9 +210,9 @@ def run_phase(spec: dict) -> dict:
             for path in files:
                 t0 = time.perf_counter()
                 try:
-                    item = ident.prepare_disputed(path, params, store[0].source_shape)
+                    item = prepare.prepare_disputed(path, params, store[0].source_shape)
                 except Exception as exc:  # noqa: BLE001 - counted as an error, as the runner does
-                    records.append(ident.error_entry(path, exc))
+                    records.append(error_entry(path, exc))
                     continue
                 finally:
                     clock["decode"] += time.perf_counter() - t0
@@ -275,7 +277,7 @@ def prepare_data(args) -> tuple[str, dict]:
 
 def disputed_files(data: str, count: int) -> list[str]:
     """``count`` disputed files, taking the cameras in turn and, within each, flat and natural in turn."""
-    from camid_gpu.io.images import list_images
+    from camid_gpu.io.listing import list_images
 
     def interleaved(folder):  # flat_000, natural_000, flat_001, ...: both kinds in any prefix
         names = list_images(folder)

@@ -1,6 +1,6 @@
 """Method-2 pair statistics: time vs D disputed images x C cameras x N pixels, per backend.
 
-Times :func:`camid_gpu.mahalanobis.classifier.pair_statistics` (covariances of the trace differences and the
+Times :func:`camid_gpu.mahalanobis.statistics.pair_statistics` (covariances of the trace differences and the
 pairwise "closer-or-equal" counts that membership is built from) on random traces, over three
 grids that vary one of D, C, N while the other two stay at ``--fixed``; each backend runs its
 generic twin and, on CUDA with CuPy, the fused kernel ``kernels/mahalanobis.cu``. Prints one JSON
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_residual import (add_common_options, backends_from_specs, device_name, run_info, set_threads,  # noqa: E402
                             write_json)
 
-from camid_gpu.mahalanobis import classifier as maha  # noqa: E402
+from camid_gpu import mahalanobis as maha  # noqa: E402
 from camid_gpu.backend import torch_cuda_available  # noqa: E402
 
 

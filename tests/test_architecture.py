@@ -179,3 +179,31 @@ def test_runtime_error_does_not_escape_main(tmp_path, capsys):
     code = main(["residual", str(image), "-o", str(tmp_path / "out"), "--backend", "torch", "--device", "cuda"])
     assert code == EXIT_FAIL
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_write_json_is_atomic_and_canonical(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    from camid_gpu._shared import jsonio
+
+    path = tmp_path / "a.json"
+    jsonio.write_json(path, {"b": 1, "a": [1.5, None]})
+    assert path.read_text() == '{\n "a": [\n  1.5,\n  null\n ],\n "b": 1\n}\n'
+
+    def broken_dump(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(json, "dump", broken_dump)
+    with pytest.raises(RuntimeError):
+        jsonio.write_json(path, {"c": 2})
+    assert json.loads(path.read_text()) == {"a": [1.5, None], "b": 1}  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]  # no temporary left behind
+
+
+def test_json_number_rules():
+    from camid_gpu._shared.jsonio import json_float, json_number
+
+    assert json_number(123.456789) == 123.457 and json_number(float("nan")) is None
+    assert json_float(0.1234567891) == 0.1234567891 and json_float(float("inf")) is None

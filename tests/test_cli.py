@@ -15,9 +15,9 @@ import pytest
 import tifffile
 
 from camid_gpu.cli import EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
-from camid_gpu.io.images import read_image
-from camid_gpu.prnu.residual import extract_residual
 from camid_gpu.datasets.synthetic import make_dataset
+from camid_gpu.io.decode import read_image
+from camid_gpu.prnu.residual import extract_residual
 
 CLIP = ["--clip", "192", "--refs", "4"]
 

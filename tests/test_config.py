@@ -36,7 +36,7 @@ def test_identify_defaults_leave_clip_to_the_fingerprints():
 
 def test_defaults_live_in_config():
     from camid_gpu.evaluate import summarise
-    from camid_gpu.mahalanobis import classifier
+    from camid_gpu.mahalanobis import constants as classifier
     from camid_gpu.prnu import pce, residual, search
 
     assert residual.DEFAULT_SIGMA == config.SIGMA_FINGERPRINT and residual.DEFAULT_WAVELET == config.DEFAULT_WAVELET

@@ -91,7 +91,7 @@ def test_compile_options_carry_every_define():
     options = cuda.compile_options()
     for name, value in cuda.KERNEL_DEFINES.items():
         assert f"-D{name}={value}" in options
-    from camid_gpu.mahalanobis.classifier import FUSED_MAX_CAMERAS
+    from camid_gpu.mahalanobis import FUSED_MAX_CAMERAS
 
     assert FUSED_MAX_CAMERAS == maha_kernel.MAHAL_MAX_CAMERAS  # more cameras fall back to the twin, not fail
 
@@ -187,7 +187,7 @@ def assert_matches_twin(got, want, dtype):
 @pytest.mark.parametrize("per_camera,masked", [(False, False), (False, True), (True, True)],
                          ids=["flat", "flat-masked", "paper-masked"])
 def test_mahalanobis_matches_twin(host, dtype, n_cameras, n_pixels, per_camera, masked):
-    from camid_gpu.mahalanobis.classifier import _pair_counts_generic
+    from camid_gpu.mahalanobis import _pair_counts_generic
 
     n_images = 1 if n_cameras == 64 else 2  # 64 cameras: 128 emulated blocks of 256 threads per image
     twin, disputed, prints, mask = mahalanobis_inputs(dtype, n_images, n_cameras, n_pixels, per_camera, masked)
@@ -197,7 +197,7 @@ def test_mahalanobis_matches_twin(host, dtype, n_cameras, n_pixels, per_camera, 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_mahalanobis_images_beyond_one_launch(host, dtype):
-    from camid_gpu.mahalanobis.classifier import _pair_counts_generic
+    from camid_gpu.mahalanobis import _pair_counts_generic
 
     twin, disputed, prints, mask = mahalanobis_inputs(dtype, 5, 3, 600, True, True, seed=6)
     launcher = host.with_grid_limit(2)
@@ -212,7 +212,7 @@ def test_mahalanobis_unusable_cameras(host, dtype):
     singular covariance) are invalid: at distance +inf, in the kernel as in the twin."""
     import torch
 
-    from camid_gpu.mahalanobis.classifier import PairStatistics, _pair_counts_generic
+    from camid_gpu.mahalanobis import PairStatistics, _pair_counts_generic
 
     twin, disputed, prints, mask = mahalanobis_inputs(dtype, 2, 4, 900, False, True, seed=8)
     mask[:, 1] = False

@@ -214,7 +214,7 @@ def test_fused_mihcak_matches_twin(gpu_backends, dtype, shape):
 def test_fused_mahalanobis_matches_twin(gpu_backends, dtype, n_cameras, per_camera, masked):
     import torch
 
-    from camid_gpu.mahalanobis.classifier import pair_statistics
+    from camid_gpu.mahalanobis import pair_statistics
 
     fused_bk, twin_bk = gpu_backends[dtype]
     assert fused_bk.kernel("mahalanobis_counts") is not None

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from camid_gpu.mahalanobis import classifier as M
+from camid_gpu import mahalanobis as M
 from camid_gpu.backend import NumpyBackend, get_backend
 from camid_gpu.prnu.residual import noise_extract, wiener_dft, zero_mean_total
 

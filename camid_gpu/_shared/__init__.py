@@ -1,1 +1,1 @@
-"""Helpers shared by every layer: optional imports (:mod:`.optional`)."""
+"""Helpers shared by every layer: optional imports (:mod:`.optional`), files and JSON (:mod:`.jsonio`)."""

@@ -24,6 +24,13 @@ class Backend:
         """Bytes of one real value in this backend's compute dtype (8 for float64, 4 for float32)."""
         return np.dtype(self.dtype).itemsize
 
+    def memory_info(self) -> tuple[int, int] | None:
+        """(free, total) bytes of the device's memory, or None for host memory (no device budget)."""
+        return None
+
+    def empty_cache(self) -> None:
+        """Give cached device memory back (after an out-of-memory error); nothing to do on the host."""
+
     # conversion -----------------------------------------------------------------------------
     def asarray(self, x: Any) -> Array:
         """Native array in the working float dtype on the backend's device (no copy when possible)."""

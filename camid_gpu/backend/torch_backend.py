@@ -43,6 +43,16 @@ class TorchBackend(Backend):
     def itemsize(self) -> int:
         return self.dtype.itemsize
 
+    def memory_info(self) -> tuple[int, int] | None:
+        if self.torch_device.type != "cuda":
+            return None
+        free, total = self.torch.cuda.mem_get_info(self.torch_device)
+        return int(free), int(total)
+
+    def empty_cache(self) -> None:
+        if self.torch_device.type == "cuda":
+            self.torch.cuda.empty_cache()
+
     def describe(self) -> str:
         name = self.device
         if self.torch_device.type == "cuda":

@@ -9,7 +9,6 @@ and on stderr).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import time
 from typing import Sequence
 
 from camid_gpu import config as cfg
+from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
 from camid_gpu.cli.output import print_errors, print_identification, write_csv
 from camid_gpu.cli.parser import build_parser
@@ -95,56 +95,23 @@ def cmd_synth(args) -> int:
 
 
 def cmd_residual(args) -> int:
-    import numpy as np
-    import tifffile
+    from camid_gpu.engine.runner import residual_files
 
-    from camid_gpu.pipeline.identify import error_entry
-    from camid_gpu.io.images import center_clip, green_channel, list_images, read_image
-    from camid_gpu.prnu.residual import extract_residual
+    def show(record):
+        h, w = record["shape"]
+        print(f"{record['path']} -> {record['output']}  ({h}x{w}, std {record['std']:.3f})")
 
-    config = _config(args)
-    clip = cfg.parse_clip(args.clip)
-    os.makedirs(args.outdir, exist_ok=True)
-    paths = list_images(*args.images)
-    if not paths:
-        raise ValueError(f"no images found in {', '.join(args.images)}")
-    errors = []
-    index_path = os.path.join(args.outdir, "residuals.jsonl")
-
-    def load(path):
-        pixels, info = read_image(path)
-        pixels = center_clip(pixels, clip, path)
-        return (green_channel(pixels) if args.channel == "green" else pixels), info
-
-    from camid_gpu.engine.scheduler import ordered_map
-
-    bk = config.backend_obj()
-    with open(index_path, "a", encoding="utf-8") as index:
-        for (path,), result in ordered_map(load, [(p,) for p in paths], config.workers, 2 * config.workers):
-            if isinstance(result, BaseException):
-                errors.append(error_entry(path, result))
-                continue
-            pixels, info = result
-            res = extract_residual(pixels[None], sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
-                                   backend=bk, wiener=args.wiener)[0]
-            stem = os.path.splitext(os.path.basename(path))[0]
-            out = os.path.join(args.outdir, f"{stem}-{info.sha256[:8]}.tif")
-            tifffile.imwrite(out, res.astype(np.float32), metadata=None)
-            record = {"path": path, "sha256": info.sha256, "shape": list(res.shape), "output": out,
-                      "params": {"sigma": args.sigma, "levels": args.levels, "wavelet": args.wavelet,
-                                 "clip": list(clip) if clip else None, "channel": args.channel,
-                                 "wiener": args.wiener, "zero_mean": True},
-                      "backend": bk.describe(), "std": float(res.std())}
-            index.write(json.dumps(record, sort_keys=True) + "\n")
-            print(f"{path} -> {out}  ({res.shape[0]}x{res.shape[1]}, std {res.std():.3f})")
+    errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
+                            clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
+                            config=_config(args), on_record=show)
     print_errors(errors)
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
 def cmd_fingerprint(args) -> int:
     from camid_gpu.config import methods_of
-    from camid_gpu.provenance import file_entry, utc_now, write_manifest
     from camid_gpu.engine.runner import fingerprint_folder
+    from camid_gpu.provenance import file_entry, utc_now, write_manifest
 
     started = utc_now()
     params = _params(args)
@@ -167,7 +134,6 @@ def cmd_identify(args) -> int:
     from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import identify_files
     from camid_gpu.engine.scheduler import read_results
-
     from camid_gpu.provenance import input_entries, utc_now, write_manifest
 
     started = utc_now()
@@ -182,9 +148,7 @@ def cmd_identify(args) -> int:
                          resume=args.resume, kind=args.kind, clip_given=args.clip is not None)
     records = read_results(results)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"run": run, "images": records}, handle, indent=1, sort_keys=True)
-            handle.write("\n")
+        write_json(args.json, {"run": run, "images": records})
     if args.csv:
         write_csv(args.csv, records)
     outputs = [results] + [p for p in (args.json, args.csv) if p]
@@ -233,18 +197,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from camid_gpu.evaluate import format_report
     from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import evaluate_dataset
+    from camid_gpu.evaluate import format_report
 
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
     summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), _params(args), _config(args),
                                resume=args.resume, argv=sys.argv)
     print(format_report(summary))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=1, sort_keys=True)
-            handle.write("\n")
+        write_json(args.json, summary)
     print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
@@ -254,10 +216,10 @@ DEMO_SIZES = {"small": dict(height=640, width=768, clip="512"), "paper": dict(he
 
 
 def cmd_demo(args) -> int:
-    from camid_gpu.evaluate import format_report
     from camid_gpu.config import Params, methods_of
-    from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.datasets.synthetic import make_dataset
+    from camid_gpu.engine.runner import evaluate_dataset
+    from camid_gpu.evaluate import format_report
 
     size = DEMO_SIZES[args.size]
     keep = args.outdir is not None

@@ -14,6 +14,8 @@ from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine.scheduler import Progress
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline import identify as ident
+from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.records import error_entry
 from camid_gpu.store import load_store
 
 
@@ -26,9 +28,9 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
     records = []
     for path in paths:
         try:
-            item = ident.prepare_disputed(path, params, store[0].source_shape, kind)
+            item = prepare.prepare_disputed(path, params, store[0].source_shape, kind)
         except (CamidError, OSError, ValueError) as exc:
-            records.append(ident.error_entry(path, exc))
+            records.append(error_entry(path, exc))
             continue
         records.extend(ident.identify_chunk(bk, store, [item], params, methods))
     return records

@@ -1,4 +1,4 @@
-"""Whole runs on the scheduler: fingerprint a reference folder, identify files, evaluate a dataset.
+"""Whole runs on the scheduler: fingerprint a reference folder, identify files, evaluate a dataset, write residuals.
 
 Every run keeps going past bad input: a file that cannot be used gets an error record naming the
 path and the reason, and everything already computed is kept (results are appended as they come).
@@ -8,17 +8,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import tifffile
 
 from camid_gpu._cuda.loader import kernels_status
-from camid_gpu.pipeline import identify as ident
+from camid_gpu._shared.jsonio import sha256_file, write_json
 from camid_gpu.config import Params, RunConfig
-from camid_gpu.errors import CamidError, FingerprintMismatchError
-from camid_gpu.evaluate import summarise
-from camid_gpu.io.images import list_images, sha256_file
-from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
 from camid_gpu.engine.distributed import identify_on_cluster
 from camid_gpu.engine.scheduler import (
     Progress,
@@ -30,6 +27,16 @@ from camid_gpu.engine.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
+from camid_gpu.errors import CamidError, FingerprintMismatchError
+from camid_gpu.evaluate import summarise
+from camid_gpu.io.decode import read_image
+from camid_gpu.io.geometry import center_clip, green_channel
+from camid_gpu.io.listing import list_images
+from camid_gpu.pipeline import identify as ident
+from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.records import error_entry
+from camid_gpu.prnu.residual import extract_residual
+from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 
@@ -45,14 +52,14 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     """
     bk = config.backend_obj()
     saved, errors, tried = [], [], []
-    for camera, folder in ident.camera_folders(refs_dir):
+    for camera, folder in prepare.camera_folders(refs_dir):
         paths = list_images(folder)
         tried.extend(paths)
         if not paths:
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(ident.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
+        stream = ordered_map(prepare.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
@@ -100,7 +107,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         methods = ("pce",)
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given)
-    paths = ident.disputed_images(inputs)
+    paths = prepare.disputed_images(inputs)
     writer = ResultsWriter(results_path, resume)
     todo = [p for p in paths if not (p in writer.done and writer.is_done(p, _sha_or_none(p)))]
     skipped = len(paths) - len(todo)
@@ -130,14 +137,14 @@ def _sha_or_none(path: str) -> str | None:
 def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dict[str, Any]]:
     if truth_root:
         for r in records:
-            r["truth"] = ident.ground_truth_of(r["path"], truth_root)
+            r["truth"] = prepare.ground_truth_of(r["path"], truth_root)
     return records
 
 
 def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
     bk = config.backend_obj()
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
-    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk.device)
+    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
     size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
     state = {"size": size}
@@ -150,16 +157,16 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
         return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
 
     def flush(pending):
-        prepared = [x for x in pending if isinstance(x, ident.Prepared)]
-        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n)) if prepared else [])
-        records = [next(scored) if isinstance(x, ident.Prepared) else x for x in pending]
+        prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
+        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache) if prepared else [])
+        records = [next(scored) if isinstance(x, prepare.Prepared) else x for x in pending]
         writer.write(_annotate(records, truth_root))
         progress.advance(len(records))
 
     pending: list = []
-    for (path, *_), result in ordered_map(ident.prepare_disputed, tasks, config.workers, prefetch):
-        pending.append(ident.error_entry(path, result) if isinstance(result, BaseException) else result)
-        if sum(isinstance(x, ident.Prepared) for x in pending) >= state["size"]:
+    for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
+        pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
+        if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
             flush(pending)
             pending = []
     if pending:
@@ -173,7 +180,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json``.
     """
     started = utc_now()
-    refs, disputed = ident.dataset_layout(dataset_dir)
+    refs, disputed = prepare.dataset_layout(dataset_dir)
     fp_dir = os.path.join(out_dir, "fingerprints")
     fp_summary = fingerprint_folder(refs, fp_dir, methods, params, config)
     if not fp_summary["cameras"]:
@@ -190,12 +197,55 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     summary["params"] = run["params"]
     summary["backend"] = fp_summary["backend"]
     evaluation_path = os.path.join(out_dir, "evaluation.json")
-    with open(evaluation_path, "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    write_json(evaluation_path, summary)
     fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
     write_manifest(out_dir, "evaluate", argv, params.to_dict(), run["backend"], started,
                    input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
                    fp_dir, fp_files + [results_path, evaluation_path],
                    extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods)}, kernels=run["kernels"])
     return summary
+
+
+def _residual_input(path: str, clip: tuple[int, int] | None, channel: str) -> tuple[np.ndarray, Any]:
+    pixels, info = read_image(path)
+    pixels = center_clip(pixels, clip, path)
+    return (green_channel(pixels) if channel == "green" else pixels), info
+
+
+def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels: int, wavelet: str,
+                   clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig,
+                   on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Noise residuals of image files as float32 TIFFs ``OUT/<stem>-<sha8>.tif`` (``(H, W)``, 0..255 units),
+    with one JSON line per image appended to ``OUT/residuals.jsonl``; returns the per-file error entries.
+
+    ``channel``: "color" (per-channel residuals combined to gray, Binghamton) or "green"; ``wiener`` also
+    applies WienerInDFT.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = list_images(*inputs)
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(inputs)}")
+    errors = []
+    index_path = os.path.join(out_dir, "residuals.jsonl")
+    bk = config.backend_obj()
+    tasks = [(p, clip, channel) for p in paths]
+    with open(index_path, "a", encoding="utf-8") as index:
+        for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
+            if isinstance(result, BaseException):
+                errors.append(error_entry(path, result))
+                continue
+            pixels, info = result
+            res = extract_residual(pixels[None], sigma=sigma, levels=levels, wavelet=wavelet,
+                                   backend=bk, wiener=wiener)[0]
+            stem = os.path.splitext(os.path.basename(path))[0]
+            out = os.path.join(out_dir, f"{stem}-{info.sha256[:8]}.tif")
+            tifffile.imwrite(out, res.astype(np.float32), metadata=None)
+            record = {"path": path, "sha256": info.sha256, "shape": list(res.shape), "output": out,
+                      "params": {"sigma": sigma, "levels": levels, "wavelet": wavelet,
+                                 "clip": list(clip) if clip else None, "channel": channel,
+                                 "wiener": wiener, "zero_mean": True},
+                      "backend": bk.describe(), "std": float(res.std())}
+            index.write(json.dumps(record, sort_keys=True) + "\n")
+            if on_record is not None:
+                on_record(record)
+    return errors

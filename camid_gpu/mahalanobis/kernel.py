@@ -1,5 +1,5 @@
 """Launcher of the fused Mahalanobis pair statistics (``kernels/mahalanobis.cu``), the CUDA twin of
-``camid_gpu.mahalanobis.classifier._pair_counts_generic``; registered as ``"mahalanobis_counts"`` with
+``camid_gpu.mahalanobis.statistics._pair_counts_generic``; registered as ``"mahalanobis_counts"`` with
 the loader, together with its self-check against that twin.
 
 :func:`launch_plan` is the one source of the kernels' launch geometry: :func:`run_mahalanobis_counts`
@@ -88,7 +88,7 @@ def mahalanobis_counts(disputed: Any, fingerprints: Any, mask: Any | None = None
 
     Returns
     -------
-    The contract of the generic twin ``camid_gpu.mahalanobis.classifier._pair_counts_generic``:
+    The contract of the generic twin ``camid_gpu.mahalanobis.statistics._pair_counts_generic``:
     ``n`` (D, C) int64 pixels behind each covariance; ``cov`` (D, C, 2, 2) float64 unbiased
     covariances of ``disputed - fingerprint``; ``counts`` (D, C, C, 4) int64 per (d, q, j): pixels
     selected for both q and j, and among them those with MD_q <= MD_j (full 2x2 form), with the I0
@@ -105,7 +105,7 @@ def run_mahalanobis_counts(launcher: Launcher, disputed: Any, fingerprints: Any,
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`mahalanobis_counts` through any :class:`~camid_gpu._cuda.loader.Launcher` (tensors on its device)."""
     torch = _torch()
-    from camid_gpu.mahalanobis.classifier import quadratic_coefficients  # the single rule for inverses and validity
+    from camid_gpu.mahalanobis.statistics import quadratic_coefficients  # the single rule for inverses and validity
 
     n_images, n_cameras, n_pixels = _check_mahalanobis_inputs(disputed, fingerprints, mask)
     suffix = _suffix(disputed.dtype)
@@ -169,7 +169,7 @@ def check_against_twin(fused: Callable[..., Any], device: Any) -> str | None:
     dtypes and modes (a mask, a pixel count that is not a multiple of the block)."""
     torch = _torch()
     from camid_gpu.backend import TorchBackend
-    from camid_gpu.mahalanobis.classifier import _pair_counts_generic
+    from camid_gpu.mahalanobis.statistics import _pair_counts_generic
 
     rng = np.random.default_rng(SELF_CHECK_SEED)
     n_images, n_cameras, n_pixels = 2, 5, 1201  # pixels not a multiple of the block

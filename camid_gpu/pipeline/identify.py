@@ -1,71 +1,41 @@
 """Building fingerprints from reference folders and identifying disputed images, on one backend.
 
+Host preparation is in :mod:`camid_gpu.pipeline.prepare`, the result records in :mod:`camid_gpu.pipeline.records`.
+
 This module joins the stages below it (``io`` -> ``prnu``: residual, fingerprint, pce; ``mahalanobis``) for
 whole images: ``prepare_*`` functions are pure host work (decode, rotate, clip) that worker processes can run,
 ``*_chunk`` functions do the device work on a batch. The scheduler (``camid_gpu.engine.scheduler``) streams
 files through them; results are plain JSON-ready dicts, one per image.
 
-PCE is the primary decision everywhere. The Mahalanobis method (``camid_gpu.mahalanobis.classifier``) is
+PCE is the primary decision everywhere. The Mahalanobis method (``camid_gpu.mahalanobis``) is
 reported beside it, with diagnostics of what drove its vote.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu.mahalanobis import classifier as maha
+from camid_gpu import mahalanobis as maha
 from camid_gpu.backend import Backend
 from camid_gpu.config import Params
-from camid_gpu.errors import CamidError, FingerprintError, ImageError
+from camid_gpu.errors import ImageError
+from camid_gpu.io.decode import ImageInfo
+from camid_gpu.io.geometry import green_channel, to_8bit
+from camid_gpu.pipeline.prepare import KINDS, Prepared, load_reference
+from camid_gpu.pipeline.records import base_record, error_entry, mahalanobis_record, pce_record
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
-from camid_gpu.io.images import ImageInfo, center_clip, green_channel, list_images, read_image, to_8bit
-from camid_gpu.prnu.pce import json_number, pce_scores
+from camid_gpu.prnu.pce import pce_scores
 from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
 from camid_gpu.store import CameraFingerprint, check_camera_name, software_versions
-
-KINDS = ("flat", "natural")
-
-
-def error_entry(path: str, exc: BaseException) -> dict[str, Any]:
-    """A JSON-ready per-file error record."""
-    if isinstance(exc, ImageError):
-        return {"path": exc.path, "error": {"kind": exc.kind, "reason": exc.reason}}
-    return {"path": path, "error": {"kind": type(exc).__name__, "reason": str(exc)}}
 
 
 # ----------------------------------------------------------------------------------------------
 # Fingerprints
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class CameraRefs:
-    """A camera's reference files, after selection; ``errors`` are per-file error entries."""
-
-    camera: str
-    paths: list[str]
-    errors: list[dict[str, Any]] = field(default_factory=list)
-
-
-def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
-    """(camera, folder) for every subfolder of ``refs_dir`` (sorted)."""
-    if not os.path.isdir(refs_dir):
-        raise CamidError(f"{refs_dir}: reference folder does not exist")
-    found = [(name, os.path.join(refs_dir, name)) for name in sorted(os.listdir(refs_dir))
-             if os.path.isdir(os.path.join(refs_dir, name)) and not name.startswith(".")]
-    if not found:
-        raise CamidError(f"{refs_dir}: no camera subfolders (expected REFS_DIR/<camera>/<images>)")
-    return found
-
-
-def load_reference(path: str, clip: tuple[int, int] | None) -> tuple[np.ndarray, ImageInfo]:
-    """Decode a reference image and clip it: pixels (h, w[, 3]) uint8/uint16."""
-    pixels, info = read_image(path)
-    return center_clip(pixels, clip, path), info
-
-
 def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Params,
                       methods: Sequence[str], batch_size: int = 4,
                       loaded: Any = None) -> tuple[CameraFingerprint | None, list[dict[str, Any]]]:
@@ -138,73 +108,6 @@ def _try(func, *args):
 # ----------------------------------------------------------------------------------------------
 # Identification
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class Prepared:
-    """A decoded disputed image, rotated and clipped for every rotation to try (host arrays)."""
-
-    path: str
-    info: ImageInfo
-    kind: str
-    kind_source: str
-    rotations: list[int]
-    clips: list[np.ndarray]  # per rotation: (h, w[, 3]) pixels
-    natural_green: np.ndarray | None = None  # whole-image green plane (paper mode only)
-
-
-def guess_kind(path: str, green: np.ndarray) -> tuple[str, str]:
-    """'flat' or 'natural' from the file name when it says so, else from the content.
-
-    Content rule (documented heuristic): a 16x-downsampled copy whose relative spread (std/mean)
-    is under 0.15 is a flat field.
-    """
-    name = os.path.basename(path).lower()
-    for kind in KINDS:
-        if kind in name:
-            return kind, "name"
-    h, w = green.shape
-    f = max(1, min(h, w) // 16)
-    small = green[: h // f * f, : w // f * f].astype(np.float64).reshape(h // f, f, w // f, f).mean(axis=(1, 3))
-    spread = small.std() / max(small.mean(), 1e-9)
-    return ("flat" if spread < 0.15 else "natural"), "content"
-
-
-def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: str) -> list[int]:
-    """Quarter turns (degrees, counter-clockwise) to try for an image of ``shape`` (rows, columns)."""
-    if mode == "none":
-        return [0]
-    if mode == "all":
-        return [0, 90, 180, 270]
-
-    def orient(s):
-        return (s[1] > s[0]) - (s[0] > s[1])
-
-    o, fo = orient(shape), orient(fp_shape)
-    return [0] if o == fo or o == 0 or fo == 0 else [0, 90, 180, 270]
-
-
-def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int],
-                     kind: str = "auto") -> Prepared:
-    """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError."""
-    pixels, info = read_image(path)
-    if kind == "auto":
-        kind, source = guess_kind(path, green_channel(pixels))
-    else:
-        source = "given"
-    rotations, clips = [], []
-    last_error: ImageError | None = None
-    for degrees in rotations_to_try((info.height, info.width), fp_source_shape, params.rotations):
-        turned = np.rot90(pixels, degrees // 90) if degrees else pixels
-        try:
-            clips.append(np.ascontiguousarray(center_clip(turned, params.clip, path)))
-            rotations.append(degrees)
-        except ImageError as exc:
-            last_error = exc
-    if not clips:
-        raise last_error  # type: ignore[misc]
-    natural = green_channel(pixels) if (kind == "natural" and params.natural_mode == "paper") else None
-    return Prepared(path, info, kind, source, rotations, clips, natural)
-
-
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],
                    params: Params, methods: Sequence[str], fp_device: dict | None = None) -> list[dict[str, Any]]:
     """Score a chunk of prepared disputed images against every fingerprint; one dict per image.
@@ -294,76 +197,8 @@ def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequen
 PAPER_SCAN_ORDER = "F"
 
 
-def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, Any]:
-    """Compact JSON-ready method-2 result of image ``d``: membership, association (ties listed),
-    the pairwise counts (the paper's Tables 2-3) as C x C matrices, pixels used, and the diagnostics
-    of what drove the vote for this image alone."""
-    one = replace(outcome, image_names=outcome.image_names[d:d + 1],
-                  **{name: getattr(outcome, name)[d:d + 1] for name in
-                     ("selected", "covariance", "valid", "pixels", "satisfied", "intensity_satisfied",
-                      "prnu_satisfied")},
-                  true_cameras=None)
-    cams = outcome.camera_names
-    member = one.membership[0]
-    return {
-        "mode": outcome.mode,
-        "membership": {c: json_number(m) for c, m in zip(cams, member)},
-        "associated": list(one.associations[0]),
-        "tie": len(one.associations[0]) > 1,
-        "pairwise": {"cameras": list(cams), "satisfied": one.satisfied[0].tolist(),
-                     "unsatisfied": one.unsatisfied[0].tolist()},
-        "selected_pixels": {c: int(v) for c, v in zip(cams, one.selected[0])},
-        "diagnostics": one.diagnostics(),
-    }
-
-
-def base_record(item: Prepared) -> dict[str, Any]:
-    info = item.info
-    return {"path": item.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
-            "size": [info.height, info.width], "channels": info.channels, "bit_depth": info.bit_depth,
-            "exif": info.exif, "kind": item.kind, "kind_source": item.kind_source,
-            "rotations_tried": list(item.rotations), "error": None}
-
-
-def pce_record(cameras: Sequence[str], scores: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
-    """JSON-ready PCE result of one image: per-camera statistics and the decision."""
-    per_camera = {}
-    for c, cam in enumerate(cameras):
-        per_camera[cam] = {"pce": json_number(scores["pce"][c]), "ncc": json_number(scores["ncc"][c]),
-                           "log10_p_fa": json_number(scores["log10_p_fa"][c]),
-                           "peak_shift": [int(v) for v in scores["peak_shift"][c]]}
-    order = np.argsort(-np.asarray(scores["pce"]), kind="stable")
-    best = cameras[int(order[0])]
-    above = [cameras[int(c)] for c in order if scores["pce"][int(c)] > threshold]
-    return {"scores": per_camera, "best": best, "best_pce": json_number(scores["pce"][int(order[0])]),
-            "decision": above[0] if above else None, "above_threshold": above, "threshold": threshold}
-
-
-def ground_truth_of(path: str, disputed_dir: str) -> str | None:
-    """The camera a disputed image belongs to, from its folder: ``disputed/<camera>/...``."""
-    rel = os.path.relpath(path, disputed_dir)
-    parts = rel.split(os.sep)
-    return parts[0] if len(parts) > 1 else None
-
-
-def dataset_layout(dataset_dir: str) -> tuple[str, str]:
-    refs, disputed = os.path.join(dataset_dir, "refs"), os.path.join(dataset_dir, "disputed")
-    for p in (refs, disputed):
-        if not os.path.isdir(p):
-            raise CamidError(f"{dataset_dir}: expected the folders refs/<camera>/ and disputed/<camera>/; "
-                             f"{p} is missing")
-    return refs, disputed
-
-
-def disputed_images(paths: Sequence[str]) -> list[str]:
-    found = list_images(*paths)
-    if not found:
-        raise CamidError(f"no images found in {', '.join(map(str, paths))}")
-    return found
-
-
 def with_params(params: Params, **changes: Any) -> Params:
     return replace(params, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["Params", "build_fingerprint", "identify_chunk", "prepare_disputed", "FingerprintError"]
+__all__ = ["build_fingerprint", "identify_chunk", "with_params"]

@@ -25,7 +25,6 @@ import numpy as np
 
 from camid_gpu import config
 from camid_gpu.backend import Array, Backend, get_backend
-
 from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS
 
 #: noise std on the 0..255 scale used by Binghamton's examples (the reference side)

@@ -84,8 +84,15 @@ import numpy as np
 from camid_gpu.backend import Array, Backend, get_backend
 from camid_gpu.config import SIGMA_QUERY
 from camid_gpu.prnu.pce import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, json_number, log10_false_alarm, pce
-from camid_gpu.prnu.residual import (DEFAULT_LEVELS, DEFAULT_WAVELET, gray_intensity, pixels_to_device, residual_native,
-                                validate_images, wiener_dft)
+from camid_gpu.prnu.residual import (
+    DEFAULT_LEVELS,
+    DEFAULT_WAVELET,
+    gray_intensity,
+    pixels_to_device,
+    residual_native,
+    validate_images,
+    wiener_dft,
+)
 
 #: sigma of the disputed image's denoiser (0..255 scale), as ``Params.sigma_query`` of identify
 DEFAULT_SIGMA_QUERY = SIGMA_QUERY

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import os
 import platform
 import shutil
@@ -29,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from camid_gpu._shared.jsonio import write_json
 from camid_gpu.backend import Backend, TorchBackend, get_backend, torch_cuda_available
 from camid_gpu.selftest import spec
 
@@ -270,7 +270,7 @@ def _check_decision_parity(bk: Backend, data: _Data, reference: tuple[list[int],
 
 def _check_mahalanobis_parity(bk: Backend, data: _Data, float64: bool,
                               reference: Any) -> tuple[str, str, bool]:
-    from camid_gpu.mahalanobis.classifier import pair_statistics
+    from camid_gpu.mahalanobis import pair_statistics
 
     mask = data.mask
     if isinstance(bk, TorchBackend):
@@ -304,7 +304,7 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
     import warnings
 
     from camid_gpu._cuda import loader as cuda
-    from camid_gpu.mahalanobis.classifier import pair_statistics
+    from camid_gpu.mahalanobis import pair_statistics
     from camid_gpu.provenance import utc_now
 
     started, t0 = utc_now(), time.perf_counter()
@@ -389,10 +389,8 @@ tr.skip td{{color:#777}} tr.pass td:nth-child(3){{color:#060}}</style></head>
 def write_record(report: SelftestReport, out_dir: str) -> tuple[str, str]:
     """Write ``out_dir/selftest.json`` and ``out_dir/selftest.html``; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    json_path, html_path = os.path.join(out_dir, "selftest.json"), os.path.join(out_dir, "selftest.html")
-    with open(json_path, "w", encoding="utf-8") as handle:
-        json.dump(report.to_dict(), handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    json_path = write_json(os.path.join(out_dir, "selftest.json"), report.to_dict())
+    html_path = os.path.join(out_dir, "selftest.html")
     with open(html_path, "w", encoding="utf-8") as handle:
         handle.write(_html(report))
     return json_path, html_path
