@@ -90,5 +90,6 @@ def test_steps_record_failures_and_the_budget(suite, tmp_path):
 
 def test_shell_wrapper_documents_the_offline_install():
     text = (ROOT / "bench" / "gpu_suite.sh").read_text()
-    assert "--no-index" in text and "CAMID_WHEELS" in text and "exec \"$PY\" bench/gpu_suite.py" in text
+    assert "--no-index" in text and "CAMID_WHEELS" in text and "PYTHONPATH" in text
+    assert "exec \"$PY\" bench/gpu_suite.py" in text
     assert "bench/gpu_suite.sh" in (ROOT / "bench" / "README.md").read_text()
