@@ -290,11 +290,20 @@ class NumpyBackend(Backend):
             # pywt warns when the level exceeds its "useful" maximum; with periodization the
             # transform is still exact and invertible, and the reference uses L = 4 regardless.
             warnings.filterwarnings("ignore", message="Level value of", category=UserWarning)
-            if self.workers > 1:
+            if self._threads_for_planes(x) > 1:
                 return self._wavedec2_planes(x, wavelet, levels)
             coeffs = pywt.wavedec2(x, wavelet, mode="periodization", level=levels, axes=(-2, -1))
         details = [np.stack(bands, axis=-3) for bands in reversed(coeffs[1:])]
         return coeffs[0], details
+
+    def _threads_for_planes(self, x) -> int:
+        """Threads for a transform of the planes of ``x``: one plane per thread, if large enough."""
+        from camid_gpu import host_kernels
+
+        planes = int(np.prod(x.shape[:-2], dtype=np.int64))
+        if planes < 2:
+            return 1
+        return min(planes, host_kernels.threads_for(self._pool, x.size))
 
     def _wavedec2_planes(self, x, wavelet, levels):
         """:meth:`wavedec2` one plane per thread, each writing its bands into the batch outputs."""
@@ -324,7 +333,7 @@ class NumpyBackend(Backend):
     def waverec2(self, approx, details, wavelet):
         import pywt
 
-        if self.workers > 1:
+        if self._threads_for_planes(details[0]) > 1:
             return self._waverec2_planes(approx, details, wavelet)
         coeffs = [approx] + [(d[..., 0, :, :], d[..., 1, :, :], d[..., 2, :, :]) for d in reversed(details)]
         return pywt.waverec2(coeffs, wavelet, mode="periodization", axes=(-2, -1))

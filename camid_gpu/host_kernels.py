@@ -19,6 +19,8 @@ import numpy as np
 
 #: bytes of one strip-sized temporary: a few of them fit in a 1-2 MB L2 cache
 STRIP_BYTES = 256 * 1024
+#: array elements per thread below which handing work to the pool costs more than it saves
+MIN_ELEMENTS_PER_THREAD = 1 << 17
 
 
 def default_workers() -> int:
@@ -56,6 +58,11 @@ class WorkerPool:
         return list(pool.map(func, items))
 
 
+def threads_for(pool: WorkerPool, elements: int) -> int:
+    """Threads worth using on ``elements`` array elements: 1 for small work, at most the pool's."""
+    return max(1, min(pool.workers, elements // MIN_ELEMENTS_PER_THREAD))
+
+
 def split(count: int, parts: int) -> list[range]:
     """``range(count)`` cut into at most ``parts`` contiguous, non-empty, near-equal ranges."""
     parts = max(1, min(parts, count))
@@ -79,7 +86,8 @@ def mihcak_shrink(pool: WorkerPool, coeffs: np.ndarray, noise_var: float | np.nd
     zero-bordered buffer; horizontal window sums grow from the smallest window to the largest by two
     columns at a time (each window's sum reuses the previous one); each vertical sum adds the rows of
     its window. Sums of at most ``w*w`` non-negative terms, so float32 keeps ~1e-6 relative accuracy
-    (no prefix-sum cancellation). ``min`` and ``max(0, . - nv)`` commute, so the clip is applied once.
+    (no prefix-sum cancellation, unlike an integral image). ``min`` and ``max(0, . - nv)`` commute, and
+    ``v + nv = max(mean, nv)``, so the denominator is one ``maximum`` of the smallest mean.
     """
     windows = tuple(sorted(set(int(s) for s in windows)))
     if not windows or any(s < 1 or s % 2 == 0 for s in windows):
@@ -108,32 +116,40 @@ def mihcak_shrink(pool: WorkerPool, coeffs: np.ndarray, noise_var: float | np.nd
             e[first + bottom - top:] = 0
             np.square(plane[top:bottom], out=e[first:first + bottom - top, halo:halo + w])
             hs, bx, lo = hsum[:n + 2 * halo], box[:n], low[:n]
-            np.copyto(hs, e[:, halo:halo + w])
-            reach = 0  # ``hs`` sums the columns j - reach .. j + reach
+            reach = -1  # ``hs`` sums the columns j - reach .. j + reach (none yet)
             for k, size in enumerate(windows):
                 r = size // 2
-                for d in range(reach + 1, r + 1):
+                first = reach + 1
+                if reach < 0:  # the smallest window: the centre column and its two neighbours
+                    if r == 0:
+                        np.copyto(hs, e[:, halo:halo + w])
+                    else:
+                        np.add(e[:, halo - 1:halo - 1 + w], e[:, halo:halo + w], out=hs)
+                        hs += e[:, halo + 1:halo + 1 + w]
+                    first = 2
+                for d in range(first, r + 1):
                     hs += e[:, halo - d:halo - d + w]
                     hs += e[:, halo + d:halo + d + w]
                 reach = r
-                # vertical: rows i - r .. i + r of the horizontal sums
-                np.copyto(bx, hs[halo - r:halo - r + n])
-                for d in range(-r + 1, r + 1):
-                    bx += hs[halo + d:halo + d + n]
-                if k == 0:
-                    np.multiply(bx, 1.0 / (size * size), out=lo)
+                # vertical: rows i - r .. i + r of the horizontal sums (the first window's go to ``lo``)
+                acc = lo if k == 0 else bx
+                if r == 0:
+                    np.copyto(acc, hs[halo:halo + n])
                 else:
-                    bx *= 1.0 / (size * size)
+                    np.add(hs[halo - r:halo - r + n], hs[halo - r + 1:halo - r + 1 + n], out=acc)
+                for d in range(-r + 2, r + 1):
+                    acc += hs[halo + d:halo + d + n]
+                acc *= 1.0 / (size * size)
+                if k:
                     np.minimum(lo, bx, out=lo)
+            # v + nv = max(0, mean - nv) + nv = max(mean, nv)
             v = dtype.type(nv[p])
-            lo -= v
-            np.maximum(lo, 0.0, out=lo)
-            lo += v
+            np.maximum(lo, v, out=lo)
             target = out[p, r0:r0 + n]
             np.multiply(plane[r0:r0 + n], v, out=target)
             target /= lo
 
-    pool.map(work, split(len(strips), pool.workers))
+    pool.map(work, split(len(strips), threads_for(pool, planes.size)))
     return out.reshape(coeffs.shape)
 
 
