@@ -376,8 +376,8 @@ class NumpyBackend(Backend):
             return None
         from camid_gpu import host_kernels
 
-        if name == "mihcak_shrink":
-            return functools.partial(host_kernels.mihcak_shrink, self._pool)
+        if name in ("mihcak_shrink", "wiener_dft"):
+            return functools.partial(getattr(host_kernels, name), self._pool)
         return None
 
 

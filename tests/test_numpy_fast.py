@@ -86,8 +86,9 @@ def test_fused_shrink_per_plane_noise_variance(pool, small_strips):
 
 
 def test_fused_shrink_is_the_backend_kernel_unless_switched_off():
-    assert REFERENCE.kernel("mihcak_shrink") is None
-    assert FAST.kernel("mihcak_shrink") is not None and DEFAULT64.kernel("mihcak_shrink") is not None
+    for name in ("mihcak_shrink", "wiener_dft"):
+        assert REFERENCE.kernel(name) is None
+        assert FAST.kernel(name) is not None and DEFAULT64.kernel(name) is not None
     assert FAST.kernel("mahalanobis_counts") is None
     c = coefficients((2, 3, 24, 18), seed=2)
     np.testing.assert_allclose(mihcak_shrink(DEFAULT64, c, 4.0), mihcak_shrink(REFERENCE, c, 4.0), rtol=1e-12,
@@ -98,6 +99,33 @@ def test_fused_shrink_is_the_backend_kernel_unless_switched_off():
 def test_fused_shrink_rejects_bad_windows(windows):
     with pytest.raises(ValueError, match="odd positive"):
         host_kernels.mihcak_shrink(host_kernels.WorkerPool(1), np.zeros((1, 4, 4)), 1.0, windows)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 6), (1, 7, 1), (1, 2, 2), (2, 9, 8), (1, 16, 15),
+                                   (2, 3, 31, 24), (1, 40, 33)])
+def test_fused_wiener_matches_plain(shape, pool, small_strips):
+    """Half-spectrum WienerInDFT against the plain full-spectrum one: odd and even sides (the mirrored
+    columns and the self-conjugate ones), single rows and columns, per-plane noise variances."""
+    rng = np.random.default_rng(shape[-1] + shape[-2])
+    x = rng.normal(0, 2, shape)
+    x[..., ::4, :] += 6.0  # a periodic artefact, so that the shrink has something to suppress
+    nv = rng.uniform(0.5, 6, shape[:-2] + (1, 1))
+    expected = wiener_dft(REFERENCE, x, np.sqrt(nv))
+    scale = max(1.0, np.abs(expected).max())
+    got = host_kernels.wiener_dft(pool, x, nv, MIHCAK_WINDOWS)
+    assert got.dtype == np.float64 and got.shape == shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * scale)
+    got32 = host_kernels.wiener_dft(pool, x.astype(np.float32), nv.astype(np.float32), MIHCAK_WINDOWS)
+    assert got32.dtype == np.float32 and got32.shape == shape
+    np.testing.assert_allclose(got32, expected, rtol=0, atol=2e-6 * scale)
+
+
+@pytest.mark.parametrize("backend", [REFERENCE, DEFAULT64, FAST], ids=["reference", "float64", "float32"])
+def test_wiener_of_a_constant_is_zero(backend):
+    """sigma = 0 (a flat residual): every gain is 0 or 0/0; the result is 0, not NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # the plain twin divides 0 by 0 here
+        out = wiener_dft(backend, backend.asarray(np.full((2, 12, 10), 5.0)))
+    assert np.all(out == 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
