@@ -269,6 +269,7 @@ def main(argv=None) -> int:
                         else batched_run(bk, images, batch, args.wiener))
             rows.append({"backend": label, "describe": bk.describe(), "device": device_name(bk), "kernels": kernels,
                          "mode": mode, "batch": batch})
+    load_start = _load_average()
     print(f"timing {len(rows)} rows x {args.repeat} interleaved rounds of {n} images {shape}", file=sys.stderr)
     for r, seconds in zip(rows, time_interleaved(runs, args.repeat)):
         r["seconds"] = seconds
@@ -285,7 +286,7 @@ def main(argv=None) -> int:
     result = {"benchmark": "residual", "shape": list(shape), "clip": list(shape[:2]), "wiener": args.wiener,
               "images": n, "repeat": args.repeat, "rate": "median of interleaved rounds", "kernels": args.kernels,
               "reference": args.reference, **run_info(), "rows": rows}
-    result["load_average_end"] = _load_average()
+    result["load_average"], result["load_average_end"] = load_start, result["load_average"]
     print(json.dumps(result, indent=1))
     print(f"\n{'backend':24s} {'device':30s} {'mode':7s} {'batch':>5s} {'img/s':>10s} {'x ref':>7s} "
           f"{'x loop':>7s}")
