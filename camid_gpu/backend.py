@@ -284,17 +284,43 @@ class NumpyBackend(Backend):
         return np.roll(x, shift, axis=(-2, -1))
 
     def wavedec2(self, x, wavelet, levels):
-        import pywt
-
         with warnings.catch_warnings():
             # pywt warns when the level exceeds its "useful" maximum; with periodization the
             # transform is still exact and invertible, and the reference uses L = 4 regardless.
             warnings.filterwarnings("ignore", message="Level value of", category=UserWarning)
-            if self._threads_for_planes(x) > 1:
-                return self._wavedec2_planes(x, wavelet, levels)
+            decompose = self._decompose(x.shape[-2], wavelet, levels)
+            if self._threads_for_planes(x) < 2:
+                return decompose(x)
+            # one plane per thread, each writing its bands into the batch outputs
+            lead = x.shape[:-2]
+            planes = x.reshape(-1, *x.shape[-2:])
+            first = decompose(planes[0])
+            approx = np.empty((planes.shape[0], *first[0].shape), first[0].dtype)
+            details = [np.empty((planes.shape[0], *d.shape), d.dtype) for d in first[1]]
+
+            def one(k: int) -> None:
+                a, ds = first if k == 0 else decompose(planes[k])
+                approx[k] = a
+                for j, d in enumerate(ds):
+                    details[j][k] = d
+
+            self._pool.map(one, range(planes.shape[0]))
+        return approx.reshape(*lead, *approx.shape[-2:]), [d.reshape(*lead, *d.shape[-3:]) for d in details]
+
+    def _decompose(self, height: int, wavelet: str, levels: int) -> Callable:
+        """``x -> (approx, details)`` for :meth:`wavedec2`: the host kernel when it applies, else pywt."""
+        import pywt
+
+        from camid_gpu import host_kernels
+
+        if self.use_kernels and host_kernels.dwt_fits(height, wavelet, levels):
+            return functools.partial(host_kernels.wavedec2, wavelet=wavelet, levels=levels)
+
+        def plain(x):
             coeffs = pywt.wavedec2(x, wavelet, mode="periodization", level=levels, axes=(-2, -1))
-        details = [np.stack(bands, axis=-3) for bands in reversed(coeffs[1:])]
-        return coeffs[0], details
+            return coeffs[0], [np.stack(bands, axis=-3) for bands in reversed(coeffs[1:])]
+
+        return plain
 
     def _threads_for_planes(self, x) -> int:
         """Threads for a transform of the planes of ``x``: one plane per thread, if large enough."""
@@ -305,52 +331,28 @@ class NumpyBackend(Backend):
             return 1
         return min(planes, host_kernels.threads_for(self._pool, x.size))
 
-    def _wavedec2_planes(self, x, wavelet, levels):
-        """:meth:`wavedec2` one plane per thread, each writing its bands into the batch outputs."""
-        import pywt
-
-        lead, (h, w) = x.shape[:-2], x.shape[-2:]
-        planes = x.reshape(-1, h, w)
-        filter_len = pywt.Wavelet(wavelet).dec_len
-        shapes = []
-        for _ in range(levels):
-            h = pywt.dwt_coeff_len(h, filter_len, "periodization")
-            w = pywt.dwt_coeff_len(w, filter_len, "periodization")
-            shapes.append((h, w))
-        approx = np.empty((planes.shape[0], *shapes[-1]), planes.dtype)
-        details = [np.empty((planes.shape[0], 3, *shape), planes.dtype) for shape in shapes]
-
-        def one(k: int) -> None:
-            coeffs = pywt.wavedec2(planes[k], wavelet, mode="periodization", level=levels)
-            approx[k] = coeffs[0]
-            for j, bands in enumerate(reversed(coeffs[1:])):
-                for b in range(3):
-                    details[j][k, b] = bands[b]
-
-        self._pool.map(one, range(planes.shape[0]))
-        return approx.reshape(*lead, *shapes[-1]), [d.reshape(*lead, 3, *d.shape[-2:]) for d in details]
-
     def waverec2(self, approx, details, wavelet):
         import pywt
 
-        if self._threads_for_planes(details[0]) > 1:
-            return self._waverec2_planes(approx, details, wavelet)
-        coeffs = [approx] + [(d[..., 0, :, :], d[..., 1, :, :], d[..., 2, :, :]) for d in reversed(details)]
-        return pywt.waverec2(coeffs, wavelet, mode="periodization", axes=(-2, -1))
+        from camid_gpu import host_kernels
 
-    def _waverec2_planes(self, approx, details, wavelet):
-        """:meth:`waverec2` one plane per thread, each writing into the batch output."""
-        import pywt
-
+        if self.use_kernels and host_kernels.dwt_fits(2 * details[0].shape[-2], wavelet, len(details)):
+            recompose = functools.partial(host_kernels.waverec2, wavelet=wavelet)
+        else:
+            def recompose(a, ds):
+                coeffs = [a] + [(d[..., 0, :, :], d[..., 1, :, :], d[..., 2, :, :]) for d in reversed(ds)]
+                return pywt.waverec2(coeffs, wavelet, mode="periodization", axes=(-2, -1))
+        if self._threads_for_planes(details[0]) < 2:
+            return recompose(approx, details)
+        # one plane per thread, each writing into the batch output
         lead = approx.shape[:-2]
         h, w = details[0].shape[-2:]
-        flat = [d.reshape(-1, 3, *d.shape[-2:]) for d in details]
+        flat = [d.reshape(-1, *d.shape[-3:]) for d in details]
         approx = approx.reshape(-1, *approx.shape[-2:])
         out = np.empty((approx.shape[0], 2 * h, 2 * w), np.result_type(approx, *details))
 
         def one(k: int) -> None:
-            coeffs = [approx[k]] + [(d[k, 0], d[k, 1], d[k, 2]) for d in reversed(flat)]
-            out[k] = pywt.waverec2(coeffs, wavelet, mode="periodization")
+            out[k] = recompose(approx[k], [d[k] for d in flat])
 
         self._pool.map(one, range(approx.shape[0]))
         return out.reshape(*lead, 2 * h, 2 * w)

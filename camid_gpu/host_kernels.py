@@ -7,16 +7,20 @@ strips or planes are spread over a thread pool (NumPy ufuncs, pywt and scipy.fft
 - :func:`mihcak_shrink`: Mihcak's locally adaptive shrink (``residual.mihcak_shrink``'s twin) with
   the zero-padded box means of all windows from shared horizontal sums.
 - :func:`wiener_dft`: WienerInDFT (``residual.wiener_dft``'s twin) from half spectra.
+- :func:`wavedec2`, :func:`waverec2`: pywt's periodized 2-D DWT with the column transform (pywt's
+  slow, strided axis) as banded block matrix products (BLAS), the row transform by pywt itself.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import math
 import os
 import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 #: bytes of one strip-sized temporary: a few of them fit in a 1-2 MB L2 cache
 STRIP_BYTES = 256 * 1024
@@ -194,3 +198,113 @@ def wiener_dft(pool: WorkerPool, x: np.ndarray, noise_var: float | np.ndarray,
     sym *= 0.5
     spectrum *= sym
     return fft.irfft2(spectrum, s=(h, w), axes=(-2, -1), workers=pool.workers)
+
+
+@functools.lru_cache(maxsize=None)
+def column_blocks(wavelet: str, block: int) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """Banded block matrices of pywt's periodized single-level DWT along one axis, read off pywt.
+
+    Returns ``(analysis, shift, synthesis, start)`` in float64. ``analysis`` (2, block, 2*block + F - 2)
+    maps the samples ``2*b*block - shift ...`` (indices modulo the length) to the ``block`` lowpass
+    (``[0]``) and highpass (``[1]``) coefficients ``b*block ...``; ``synthesis`` (2, 2*block, K) maps
+    the lowpass and highpass coefficients ``b*block + start ...`` to the samples ``2*b*block ...``.
+    The matrices are rows of pywt's own transform of unit impulses, so pywt defines them.
+    """
+    import pywt
+
+    taps = pywt.Wavelet(wavelet).dec_len
+    n0 = 8 * (2 * block + taps)  # long enough that the middle rows never wrap around
+    mid = n0 // 4
+    lo, hi = pywt.dwt(np.eye(n0), wavelet, "periodization", axis=0)  # coefficients = lo @ samples
+    width = 2 * block + taps - 2
+    rows = slice(mid, mid + block)
+    used = np.nonzero(np.abs(lo[rows]).sum(0) + np.abs(hi[rows]).sum(0))[0]
+    first = int(used.min())
+    if used.max() - first >= width:
+        raise AssertionError(f"{wavelet}: filter support wider than {taps} taps")  # pragma: no cover
+    analysis = np.stack([lo[rows, first:first + width], hi[rows, first:first + width]])
+    half = n0 // 2
+    eye, zero = np.eye(half), np.zeros((half, half))
+    slo = pywt.idwt(eye, zero, wavelet, "periodization", axis=0)  # samples = slo @ lowpass
+    shi = pywt.idwt(zero, eye, wavelet, "periodization", axis=0)
+    rows = slice(2 * mid, 2 * mid + 2 * block)
+    used = np.nonzero(np.abs(slo[rows]).sum(0) + np.abs(shi[rows]).sum(0))[0]
+    cols = slice(used.min(), used.max() + 1)
+    synthesis = np.stack([slo[rows, cols], shi[rows, cols]])
+    return analysis, 2 * mid - first, synthesis, int(used.min()) - mid
+
+
+def _block(length: int) -> int:
+    """Outputs per block: the largest of 8, 4, 2, 1 with ``2 * block`` dividing ``length``."""
+    return next(b for b in (8, 4, 2, 1) if length % (2 * b) == 0)
+
+
+def _windows(x: np.ndarray, index: np.ndarray, count: int, size: int, step: int) -> np.ndarray:
+    """Overlapping windows (..., count, size, w) of the rows ``index`` of ``x`` (..., n, w) (a read-only view
+    of one gathered copy)."""
+    ext = np.take(x, index, axis=-2)
+    s = ext.strides
+    return as_strided(ext, shape=ext.shape[:-2] + (count, size, x.shape[-1]),
+                      strides=s[:-2] + (step * s[-2], s[-2], s[-1]), writeable=False)
+
+
+def dwt_columns(x: np.ndarray, wavelet: str) -> tuple[np.ndarray, np.ndarray]:
+    """``pywt.dwt(x, wavelet, "periodization", axis=-2)`` for an even height >= the filter length."""
+    n = x.shape[-2]
+    block = _block(n)
+    analysis, shift, _, _ = column_blocks(wavelet, block)
+    mats = analysis.astype(x.dtype)
+    size = mats.shape[-1]
+    count = n // (2 * block)
+    windows = _windows(x, (np.arange((count - 1) * 2 * block + size) - shift) % n, count, size, 2 * block)
+    shape = x.shape[:-2] + (n // 2, x.shape[-1])
+    return (mats[0] @ windows).reshape(shape), (mats[1] @ windows).reshape(shape)
+
+
+def idwt_columns(lo: np.ndarray, hi: np.ndarray, wavelet: str) -> np.ndarray:
+    """``pywt.idwt(lo, hi, wavelet, "periodization", axis=-2)``: (..., h, w) -> (..., 2h, w)."""
+    h = lo.shape[-2]
+    block = _block(2 * h)
+    _, _, synthesis, start = column_blocks(wavelet, block)
+    mats = synthesis.astype(np.result_type(lo, hi))
+    size = mats.shape[-1]
+    count = h // block
+    index = (np.arange((count - 1) * block + size) + start) % h
+    out = mats[0] @ _windows(lo, index, count, size, block)
+    out += mats[1] @ _windows(hi, index, count, size, block)
+    return out.reshape(lo.shape[:-2] + (2 * h, lo.shape[-1]))
+
+
+def dwt_fits(height: int, wavelet: str, levels: int) -> bool:
+    """Whether :func:`wavedec2` applies: every level's height even and at least the filter length."""
+    import pywt
+
+    taps = pywt.Wavelet(wavelet).dec_len
+    return all(height % 2 ** (j + 1) == 0 and height // 2 ** j >= taps for j in range(levels))
+
+
+def wavedec2(x: np.ndarray, wavelet: str, levels: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``pywt.wavedec2(x, mode="periodization", axes=(-2, -1))`` as (approx, details finest first, each
+    (..., 3, h, w) in pywt's (H, V, D) order), for heights where :func:`dwt_fits`. pywt's order of axes:
+    the columns (axis -2) first, then the rows."""
+    import pywt
+
+    approx, details = x, []
+    for _ in range(levels):
+        lo, hi = dwt_columns(approx, wavelet)
+        approx, vertical = pywt.dwt(lo, wavelet, "periodization", axis=-1)
+        horizontal, diagonal = pywt.dwt(hi, wavelet, "periodization", axis=-1)
+        details.append(np.stack([horizontal, vertical, diagonal], axis=-3))
+    return approx, details
+
+
+def waverec2(approx: np.ndarray, details: list[np.ndarray], wavelet: str) -> np.ndarray:
+    """Inverse of :func:`wavedec2` (``pywt.waverec2``): the rows (axis -1) first, then the columns."""
+    import pywt
+
+    for band in reversed(details):
+        approx = approx[..., :band.shape[-2], :band.shape[-1]]  # as pywt: an odd width came back one wider
+        lo = pywt.idwt(approx, band[..., 1, :, :], wavelet, "periodization", axis=-1)
+        hi = pywt.idwt(band[..., 0, :, :], band[..., 2, :, :], wavelet, "periodization", axis=-1)
+        approx = idwt_columns(lo, hi, wavelet)
+    return approx
