@@ -1,14 +1,16 @@
-"""Fused host implementations for the NumPy backend's fast (float32) path.
+"""Host kernels of the NumPy backend (``NumpyBackend(use_kernels=True)``, float32 or float64).
 
-Same math as the plain backend primitives (the twins), organised for a CPU: work is cut into row
-strips whose temporaries stay in the core's cache (no full-size temporaries, no page faults) and the
-strips or planes are spread over a thread pool (NumPy ufuncs, pywt and scipy.fft release the GIL).
+The same math as the plain backend primitives (their twins, as for the CUDA kernels), organised for a
+CPU: work is cut into row strips whose temporaries stay in the core's cache (no full-size temporaries,
+no page faults), matrix products go to BLAS, and strips or planes are spread over a thread pool (NumPy
+ufuncs, pywt, BLAS and scipy.fft release the GIL). Splitting never reorders a sum, so the pool's thread
+count does not change a bit of any result.
 
-- :func:`mihcak_shrink`: Mihcak's locally adaptive shrink (``residual.mihcak_shrink``'s twin) with
+- :func:`mihcak_shrink`: Mihcak's locally adaptive shrink (``prnu.residual.mihcak_shrink``'s twin) with
   the zero-padded box means of all windows from shared horizontal sums.
-- :func:`wiener_dft`: WienerInDFT (``residual.wiener_dft``'s twin) from half spectra.
+- :func:`wiener_dft`: WienerInDFT (``prnu.residual.wiener_dft``'s twin) from half spectra.
 - :func:`wavedec2`, :func:`waverec2`: pywt's periodized 2-D DWT with the column transform (pywt's
-  slow, strided axis) as banded block matrix products (BLAS), the row transform by pywt itself.
+  slow, strided axis) as banded block matrix products read off pywt, the row transform by pywt.
 """
 from __future__ import annotations
 
