@@ -241,3 +241,26 @@ def test_split_covers_every_item_once():
             ranges = host_kernels.split(count, parts)
             assert [i for r in ranges for i in r] == list(range(count))
             assert all(len(r) > 0 for r in ranges) and len(ranges) <= parts
+
+
+def test_float32_path_gives_the_same_decisions():
+    """Fingerprints, residuals and PCE of three synthetic cameras on the float32 path: the float64
+    reference's decisions, and its PCE values to 1e-3."""
+    from camid_gpu.prnu.fingerprint import estimate_fingerprint
+    from camid_gpu.prnu.pce import pce_scores
+
+    from test_pce import camera_images
+
+    rng = np.random.default_rng(4)
+    ks = [rng.normal(0, 0.01, (160, 192)) for _ in range(3)]
+    refs = [camera_images(k, 8, rng) for k in ks]
+    disputed = np.concatenate([camera_images(k, 1, rng, flat=False) for k in ks])
+    scores = {}
+    for bk in (REFERENCE, FAST):
+        fps = np.stack([estimate_fingerprint(r, backend=bk) for r in refs])
+        res = extract_residual(disputed, sigma=2.0, wiener=True, backend=bk)
+        scores[bk.dtype.name] = pce_scores(bk, bk.asarray(res), bk.asarray(disputed), bk.asarray(fps)).pce
+    ref, fast = scores["float64"], scores["float32"]
+    np.testing.assert_array_equal(fast > 60, ref > 60)
+    assert (np.diag(ref) > 60).all() and (ref[~np.eye(3, dtype=bool)] < 60).all()
+    np.testing.assert_allclose(fast, ref, rtol=1e-3, atol=1e-2)
