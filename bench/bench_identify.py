@@ -17,7 +17,7 @@ Geometry (``--geometry``): ``clip`` runs both methods on the ``--clip`` centre c
 setting); ``full`` runs PCE on the full frames and Mahalanobis on the clipping (camid's default); ``both``
 (default) measures the two in the same run, and the table gives full-frame/clip ratios. The default size
 (768 x 1024) keeps a run short on a small machine; ``--preset 12mp`` (3000 x 4000) and ``--preset 24mp``
-(4000 x 6000, with 10 cameras) are the casework sizes.
+(4000 x 6000) are the casework sizes (e.g. ``--preset 24mp --cameras 10``).
 
 Prints one JSON object (``--json-out`` also writes it) and a table. Not collected by pytest.
 
@@ -62,8 +62,8 @@ from bench_residual import add_common_options, run_info, set_threads, write_json
 METHODS = ("pce", "mahalanobis")
 MODES = ("loop", "scheduler")
 GEOMETRIES = ("clip", "full")
-#: --preset: (height, width, cameras)
-PRESETS = {"12mp": (3000, 4000, 4), "24mp": (4000, 6000, 10)}
+#: --preset: (height, width)
+PRESETS = {"12mp": (3000, 4000), "24mp": (4000, 6000)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,8 +354,7 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=768)
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                    help="12mp: 3000x4000, 4 cameras; 24mp: 4000x6000, 10 cameras (overrides --height/--width/"
-                         "--cameras)")
+                    help="12mp: 3000x4000; 24mp: 4000x6000 (overrides --height/--width)")
     ap.add_argument("--geometry", choices=(*GEOMETRIES, "both"), default="both",
                     help="clip: both methods on --clip; full: PCE on full frames (the default of camid); both")
     ap.add_argument("--clip", type=int, default=1000, help="centre clipping side (default 1000, the paper's)")
@@ -384,7 +383,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_phase(spec) if args.phase_spec else prepare(spec)))
         return 0
     if args.preset:
-        args.height, args.width, args.cameras = PRESETS[args.preset]
+        args.height, args.width = PRESETS[args.preset]
     if min(args.images, args.cameras, args.refs, args.workers, args.repeat, args.clip, args.chunk or 1) < 1:
         ap.error("--images, --cameras, --refs, --workers, --repeat, --clip and --chunk must be positive")
 

@@ -139,4 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Mahalanobis on 512x512 (small) or the paper's 1000x1000 clippings")
     p.add_argument("--seed", type=int, default=0)
     _add_backend_options(p)
+
+    p = sub.add_parser("selftest", help="known-answer validation of every backend present (JSON + HTML record)")
+    p.add_argument("-o", "--outdir", default=None,
+                   help="where to write selftest.json and selftest.html (default camid-selftest-<UTC time>)")
     return parser
