@@ -152,7 +152,8 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
 
     Each image is scored against every fingerprint it is comparable with (:func:`comparisons`); the others
     are listed under the method's ``not_comparable``, with no score and no part in the decision.
-    ``fp_device``: a cache dict for the fingerprints' stacked arrays (filled on first use).
+    ``fp_device``: a cache dict for the Mahalanobis fingerprints' device arrays (filled on first use); the PCE
+    fingerprints stay on the host and travel one camera chunk at a time (full frames of many cameras).
     """
     cache = fp_device if fp_device is not None else {}
     results = [base_record(item) for item in items]
@@ -162,7 +163,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     pce_rotation: list[int | None] = [None] * len(items)
     if "pce" in methods:
         plans = [comparisons(item, store, "pce", params) for item in items]
-        scored = _pce_full_frames(bk, by_name, items, plans, params, cache)
+        scored = _pce_full_frames(bk, by_name, items, plans, params)
         for i, item in enumerate(items):
             matches, refused = plans[i]
             for degrees, cams in _crop_tasks(matches).items():
@@ -202,7 +203,7 @@ def _crop_tasks(matches: dict[str, list[tuple[int, str]]]) -> dict[int, list[str
 
 
 def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: Sequence[Prepared],
-                     plans: list, params: Params, cache: dict) -> dict[tuple[int, int, str], dict[str, Any]]:
+                     plans: list, params: Params) -> dict[tuple[int, int, str], dict[str, Any]]:
     """PCE of every (image, rotation, camera) whose sizes match, batched by geometry: one residual per
     (image, rotation), correlated with the fingerprints of that sensor size, camera chunk by camera chunk."""
     groups: dict[tuple, dict[str, Any]] = {}
@@ -222,14 +223,12 @@ def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: 
     scored: dict[tuple[int, int, str], dict[str, Any]] = {}
     for key in sorted(groups, key=str):
         sel, cams = groups[key]["images"], sorted(groups[key]["cameras"])
-        stack_key = ("k", tuple(cams))
-        if stack_key not in cache:  # host float32 (C, h, w); pce_scores moves one camera chunk at a time
-            cache[stack_key] = np.stack([by_name[c].k for c in cams])
+        prints = [by_name[c].k for c in cams]  # host float32 (h, w) each; pce_scores moves a camera chunk at a time
         pixels = pixels_to_device(bk, np.stack([items[i].view(d, params.pce_clip) for i, d in sel]))
         res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
         inten = gray_intensity(bk, pixels)
         del pixels
-        scores = pce_scores(bk, res, inten, cache[stack_key], params.shift_range)
+        scores = pce_scores(bk, res, inten, prints, params.shift_range)
         del res, inten
         match = "full-frame" if params.pce_clip is None else "clip"
         for j, (i, d) in enumerate(sel):
