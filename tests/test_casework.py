@@ -168,3 +168,16 @@ def test_symlink_loops_end(tmp_path):
     os.symlink(tmp_path / "top", real / "loop")  # top/cam/sub/loop -> top: a loop
     found = list_images(tmp_path / "top")
     assert [os.path.relpath(p, tmp_path) for p in found] == ["top/cam/a.png", "top/cam/sub/b.png"]
+
+
+def test_html_report_shows_not_comparable_apart_from_below_threshold(casework, tmp_path):
+    pytest.importorskip("matplotlib")
+    from camid_gpu.report.html import write_report
+
+    root, _, _ = casework
+    html = (tmp_path / "r.html")
+    write_report(root / "run", html)
+    text = html.read_text(encoding="utf-8")
+    assert ('<span class="bad">not comparable</span>: image 384x512, fingerprint 320x576: other sensor size'
+            in text)
+    assert "which is not the same as a score below the threshold" in text
