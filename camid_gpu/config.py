@@ -102,8 +102,11 @@ class Params:
             object.__setattr__(self, "mahalanobis_clip", clip)
         for name in ("pce_clip", "mahalanobis_clip"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, tuple) and len(value) == 2
-                                          and all(isinstance(v, int) and v >= 16 for v in value)):
+            if isinstance(value, list):  # e.g. read back from JSON
+                value = tuple(value)
+                object.__setattr__(self, name, value)
+            if value is not None and not (isinstance(value, tuple) and len(value) == 2 and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in value)):
                 raise ValueError(f"{name} must be None (full frame) or (rows, columns) >= 16, got {value!r}")
         if self.rotations not in ROTATION_CHOICES:
             raise ValueError(f"rotations must be 'auto', 'all' or 'none', got {self.rotations!r}")
