@@ -39,7 +39,7 @@ def _params(args: argparse.Namespace) -> cfg.Params:
 def _config(args: argparse.Namespace) -> cfg.RunConfig:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
+    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers, precision=args.precision,
                      max_host_memory=cfg.parse_bytes(args.max_host_memory),
                      max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
                      progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))

@@ -11,7 +11,9 @@ from camid_gpu._version import __version__
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
-                   help="numpy (pywt/scipy, float64) or torch (CPU/CUDA, float32); auto = torch on CUDA if present")
+                   help="numpy (pywt/scipy) or torch (CPU/CUDA); auto = torch on CUDA if present")
+    g.add_argument("--precision", choices=cfg.PRECISION_CHOICES, default=cfg.PRECISION,
+                   help=f"working precision (default {cfg.PRECISION}; float64 is the reference, slower)")
     g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
     g.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     g.add_argument("--max-host-memory", default=None, help="host memory budget, e.g. 8G (default: half of RAM)")

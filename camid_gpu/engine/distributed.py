@@ -20,11 +20,11 @@ from camid_gpu.store import load_store
 
 
 def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
-                          backend: str, device: str | None, kind: str) -> list[dict[str, Any]]:
+                          backend: str, device: str | None, kind: str, precision: str) -> list[dict[str, Any]]:
     """One Dask task: identify ``paths`` in this process and return their records in order."""
     store = load_store(fp_dir, methods=tuple(methods))
     params = Params.from_dict(params_dict)
-    bk = get_backend(backend, device=device)
+    bk = get_backend(backend, device=device, dtype=precision)
     records = []
     for path in paths:
         try:
@@ -46,7 +46,8 @@ def identify_on_cluster(fp_dir: str, todo: Sequence[str], write: Callable[[list[
     client, cluster = _dask_client(distributed, config.cluster)
     try:
         futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
-                                 config.backend, config.device, kind, pure=False) for batch in batches]
+                                 config.backend, config.device, kind, config.precision, pure=False)
+                   for batch in batches]
         for fut in futures:  # in submission order: deterministic output
             records = fut.result()
             write(records)
