@@ -35,7 +35,8 @@ def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
             cams = list(pce) or list(maha.get("membership", {}))
             for cam in cams:
                 s = pce.get(cam, {})
-                w.writerow([printable(r["path"]), r["sha256"], printable(cam), s.get("pce"), s.get("ncc"), s.get("log10_p_fa"),
+                w.writerow([printable(r["path"]), r["sha256"], printable(cam), s.get("pce"), s.get("ncc"),
+                            s.get("log10_p_fa"),
                             r.get("pce", {}).get("decision"), r.get("rotation"),
                             maha.get("membership", {}).get(cam), ",".join(maha.get("associated", [])), ""])
 

@@ -198,13 +198,14 @@ def check_png_chunks(path: str, data: bytes) -> None:
             raise ImageDecodeError(path, "truncated or damaged PNG: the file ends before the IEND chunk")
         length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
         end = pos + 8 + length + 4
+        name = ctype.decode("latin-1")
         if length > 0x7FFFFFFF or end > n:
-            raise ImageDecodeError(path, f"truncated or damaged PNG: chunk {ctype.decode('latin-1')!r} at byte {pos} runs past "
-                                         f"the end of the file")
+            raise ImageDecodeError(path, f"truncated or damaged PNG: chunk {name!r} at byte {pos} runs past the end "
+                                         f"of the file")
         crc = struct.unpack(">I", data[end - 4:end])[0]
         if zlib.crc32(data[pos + 4:end - 4]) & 0xFFFFFFFF != crc:
-            raise ImageDecodeError(path, f"truncated or damaged PNG: CRC mismatch in chunk {ctype.decode('latin-1')!r} at byte "
-                                         f"{pos} (the data was altered or corrupted)")
+            raise ImageDecodeError(path, f"truncated or damaged PNG: CRC mismatch in chunk {name!r} at byte {pos} "
+                                         f"(the data was altered or corrupted)")
         if ctype == b"IEND":
             return
         pos = end
@@ -221,8 +222,8 @@ def check_jpeg_stream(path: str, data: bytes) -> None:
     try:
         simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, strict=True)
     except ValueError as exc:
-        raise ImageDecodeError(path, f"truncated or damaged JPEG data: {exc} (the decoder would fill the missing part; refused)") \
-            from None
+        raise ImageDecodeError(path, f"truncated or damaged JPEG data: {exc} (the decoder would fill the missing "
+                                     f"part; refused)") from None
 
 
 def _decode_tiff(path: str, data: bytes, limits: InputLimits) -> tuple[np.ndarray, dict[str, Any]]:
