@@ -13,7 +13,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import stat
 import sys
 from typing import Any, Iterable, Sequence
 
@@ -44,10 +43,7 @@ def file_entry(path: str, role: str) -> dict[str, Any]:
     """Path, absolute path, size and SHA-256 of a file (``sha256`` None when it cannot be read)."""
     entry: dict[str, Any] = {"path": path, "abspath": os.path.abspath(path), "role": role}
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
-            raise OSError(0, "not a regular file; not read")
-        entry["size"] = st.st_size
+        entry["size"] = os.path.getsize(path)
         entry["sha256"] = sha256_file(path)
     except OSError as exc:
         entry["size"], entry["sha256"] = None, None

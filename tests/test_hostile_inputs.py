@@ -98,6 +98,26 @@ def test_decoder_warnings_are_errors_naming_the_file(tmp_path, rgb, monkeypatch)
     assert str(path) in str(info.value) and "something odd" in info.value.reason
 
 
+def test_tifffile_messages_carry_the_file_name(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import tifffile
+
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint8))
+    original = tifffile.TiffPage.asarray
+
+    def asarray(self, *args, **kwargs):
+        logging.getLogger("tifffile").warning("a tile could not be decoded")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", asarray)
+    with caplog.at_level(logging.WARNING, logger="camid_gpu.io"), pytest.raises(ImageDecodeError) as info:
+        read_image(path)
+    assert "a tile could not be decoded" in info.value.reason and str(path) in str(info.value)
+    assert any(str(path) in r.getMessage() for r in caplog.records if r.name == "camid_gpu.io")
+
+
 def test_truncated_images_stay_errors_whatever_pillow_is_told(tmp_path, rgb, monkeypatch):
     from PIL import ImageFile
 

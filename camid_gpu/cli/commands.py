@@ -119,7 +119,7 @@ def cmd_residual(args) -> int:
 
     def show(record):
         h, w = record["shape"]
-        print(f"{record['path']} -> {record['output']}  ({h}x{w}, std {record['std']:.3f})")
+        print(f"{printable(record['path'])} -> {printable(record['output'])}  ({h}x{w}, std {record['std']:.3f})")
 
     skipped: list = []
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
@@ -205,10 +205,10 @@ def cmd_verify(args) -> int:
     path = os.path.join(args.manifest, MANIFEST_NAME) if os.path.isdir(args.manifest) else args.manifest
     result = verify_manifest(path)
     for item in result["changed"]:
-        print(f"CHANGED  {item['role']:11s} {item['path']}  recorded {item['recorded'][:16]}..., "
+        print(f"CHANGED  {item['role']:11s} {printable(item['path'])}  recorded {item['recorded'][:16]}..., "
               f"now {item['current'][:16]}...")
     for item in result["missing"]:
-        print(f"MISSING  {item['role']:11s} {item['path']}  {item.get('reason', 'no longer exists')}")
+        print(f"MISSING  {item['role']:11s} {printable(item['path'])}  {item.get('reason', 'no longer exists')}")
     print(f"{result['checked']} files checked: "
           + ("all unchanged" if result["ok"] else f"{len(result['changed'])} changed, {len(result['missing'])} missing"))
     return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
@@ -219,7 +219,7 @@ def cmd_report(args) -> int:
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
-    print(f"report: {output}")
+    print(f"report: {printable(output)}")
     return EXIT_OK
 
 
@@ -234,7 +234,7 @@ def cmd_evaluate(args) -> int:
     print(format_report(summary))
     if args.json:
         write_json(args.json, summary)
-    print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
+    print(f"\nrun folder: {printable(outdir)} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
     print_skipped(summary.get("skipped_inputs", []))
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
-        print(f"camid: error: {exc}", file=sys.stderr)
+        print(f"camid: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("camid: interrupted (results written so far are kept; use --resume)", file=sys.stderr)

@@ -47,13 +47,13 @@ def print_identification(records, cameras, methods) -> None:
     rows = []
     for r in records:
         if r.get("error"):
-            rows.append([printable(r["path"]), "error", "-", "-", "-"])
+            rows.append([r["path"], "error", "-", "-", "-"])
             continue
         pce = r.get("pce")
         maha = r.get("mahalanobis")
-        rows.append([printable(r["path"]),
-                     printable(pce["decision"] or "none") if pce else "-",
+        rows.append([r["path"],  # the full path; table() escapes every cell
+                     (pce["decision"] or "none") if pce else "-",
                      pce["best_pce"] if pce else "-",
                      r.get("rotation", 0),
-                     printable(",".join(maha["associated"])) if maha else "-"])
+                     ",".join(maha["associated"]) if maha else "-"])
     print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))

@@ -191,7 +191,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     records = read_results(results_path)
     summary = summarise(records, run["cameras"], methods, params.pce_threshold)
     summary["fingerprint_errors"] = fp_summary["errors"]
-    summary["skipped_inputs"] = fp_summary["skipped"] + run["skipped_inputs"]
+    skipped_inputs = fp_summary["skipped"] + run["skipped_inputs"]
     summary["params"] = run["params"]
     summary["backend"] = fp_summary["backend"]
     evaluation_path = os.path.join(out_dir, "evaluation.json")
@@ -201,7 +201,8 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                    input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
                    fp_dir, fp_files + [results_path, evaluation_path],
                    extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
-                          "skipped_inputs": summary["skipped_inputs"]})
+                          "skipped_inputs": skipped_inputs})
+    summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
     return summary
 
 

@@ -163,8 +163,9 @@ def _check_size(path: str, height: int, width: int, channels: int, sample_bytes:
 
 
 @contextmanager
-def _library_messages(path: str) -> Iterator[None]:
-    """Decoder warnings become per-file errors naming ``path``; tifffile's log lines are re-logged with it."""
+def _library_messages(path: str) -> Iterator["_PathHandler"]:
+    """Decoder warnings become per-file errors naming ``path``; tifffile's log lines are re-logged with it
+    (and those logged while pixels are decoded are errors: see :func:`_decode_tiff`)."""
     logger = logging.getLogger("tifffile")
     handler = _PathHandler(path)
     logger.addHandler(handler)
@@ -173,7 +174,7 @@ def _library_messages(path: str) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             try:
-                yield
+                yield handler
             except (Warning, ResourceWarning) as w:
                 raise ImageDecodeError(path, f"the decoder reports a problem: {type(w).__name__}: {w}") from None
     finally:
@@ -182,12 +183,16 @@ def _library_messages(path: str) -> Iterator[None]:
 
 
 class _PathHandler(logging.Handler):
+    """tifffile's log lines during one decode: kept, and re-logged on ``camid_gpu.io`` with the file name."""
+
     def __init__(self, path: str):
         super().__init__(logging.WARNING)
         self.path = path
+        self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger("camid_gpu.io").log(record.levelno, "%r: tifffile: %s", self.path, record.getMessage())
+        self.messages.append(record.getMessage())
+        logging.getLogger("camid_gpu.io").log(record.levelno, "%s: tifffile: %s", self.path, record.getMessage())
 
 
 def check_png_chunks(path: str, data: bytes) -> None:
@@ -226,7 +231,8 @@ def check_jpeg_stream(path: str, data: bytes) -> None:
                                      f"part; refused)") from None
 
 
-def _decode_tiff(path: str, data: bytes, limits: InputLimits) -> tuple[np.ndarray, dict[str, Any]]:
+def _decode_tiff(path: str, data: bytes, limits: InputLimits,
+                 messages: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     import tifffile
 
     try:
@@ -247,7 +253,10 @@ def _decode_tiff(path: str, data: bytes, limits: InputLimits) -> tuple[np.ndarra
                 if tag in page.tags:
                     value = page.tags[tag].value
                     exif[key] = int(value) if key == "orientation" else str(value).strip("\x00 ")
+            logged = len(messages) if messages is not None else 0
             array = page.asarray(maxworkers=1)
+            if messages is not None and len(messages) > logged:  # a problem while decoding the pixels
+                raise ImageDecodeError(path, f"the TIFF decoder reports a problem: {messages[logged]}")
             if photometric == "PALETTE":
                 colormap = np.asarray(page.colormap)  # (3, 2**bits), uint16
                 array = colormap[:, array].transpose(1, 2, 0)
@@ -409,11 +418,11 @@ def read_image(path: str | os.PathLike, *, limits: InputLimits | None = None,
     if fmt is None:
         raise ImageDecodeError(path, f"not a recognised image format (the content looks like: "
                                      f"{_describe_other(data[:32])}); camid accepts {', '.join(ALLOWED_FORMATS)} only")
-    with _library_messages(path):
+    with _library_messages(path) as library:
         if fmt == "PNG":
             check_png_chunks(path, data)
         if fmt == "TIFF":
-            array, exif = _decode_tiff(path, data, limits)
+            array, exif = _decode_tiff(path, data, limits, library.messages)
         else:
             array, exif = _decode_pillow(path, data, fmt, limits)
     array, depth = _normalise(path, array)
