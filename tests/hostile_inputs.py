@@ -47,12 +47,12 @@ def _paeth(a: int, b: int, c: int) -> int:
 
 
 def png_bytes(pixels: np.ndarray, level: int = 6, filters: tuple[int, ...] = (0,)) -> bytes:
-    """A PNG written here, not by Pillow: 8- or 16-bit gray/RGB/RGBA, each row filtered with the next
+    """A PNG written here, not by Pillow: 8- or 16-bit gray, gray+alpha, RGB or RGBA, each row filtered with the next
     filter type of ``filters`` (0 none, 1 sub, 2 up, 3 average, 4 Paeth); ``level`` 0 stores the data
     uncompressed (a flipped bit then leaves a valid deflate stream: only the CRC tells)."""
     depth = 16 if pixels.dtype == np.uint16 else 8
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    color = {1: 0, 3: 2, 4: 6}[channels]
+    color = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     h, w = pixels.shape[:2]
     raw = np.ascontiguousarray(pixels.astype(">u2" if depth == 16 else np.uint8)).view(np.uint8).reshape(h, -1)
     bpp = channels * depth // 8

@@ -145,6 +145,12 @@ def test_sixteen_bit_colour_png_keeps_sixteen_bits(tmp_path, channels):
     np.testing.assert_array_equal(pixels, data[..., :3])
 
 
+def test_sixteen_bit_gray_alpha_png_is_refused_not_truncated(tmp_path):
+    data = np.random.default_rng(0).integers(0, 65536, (6, 5, 2), dtype=np.uint16)
+    with pytest.raises(ImageDecodeError, match="cannot keep its 16 bits"):
+        read_image(_write(tmp_path / "la16.png", png_bytes(data)))
+
+
 # -- 9: format allow-list -----------------------------------------------------------------------------
 def test_only_allowed_formats_are_decoded(tmp_path, monkeypatch):
     from PIL import EpsImagePlugin

@@ -145,7 +145,7 @@ def cmd_fingerprint(args) -> int:
                        extra={"errors": summary["errors"], "skipped_inputs": summary["skipped"]},
                        kernels=summary["kernels"])
     for cam in summary["cameras"]:
-        print(f"{cam['camera']}: {cam['references']} references -> {printable(cam['metadata'])}")
+        print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
     print_skipped(summary["skipped"])
     print_errors(summary["errors"])
     if not summary["cameras"]:

@@ -309,7 +309,8 @@ def _decode_pillow(path: str, data: bytes, fmt: str, limits: InputLimits) -> tup
         width, height = image.size
         mode = image.mode
         rawmode = image.tile[0].args if image.tile and isinstance(image.tile[0].args, str) else None
-        sixteen = fmt == "PNG" and rawmode in ("RGB;16B", "RGBA;16B", "LA;16B")
+        # IHDR bit depth 16 with colour (types 2, 4, 6): Pillow would keep only the high bytes
+        sixteen = fmt == "PNG" and data[24] == 16 and data[25] in (2, 4, 6)
         bands = 3 if mode in ("P", "PA", "YCbCr") else len(image.getbands())
         _check_size(path, height, width, bands, 2 if (sixteen or mode.startswith("I;16")) else
                     (4 if mode in ("I", "F") else 1), limits)
@@ -317,9 +318,9 @@ def _decode_pillow(path: str, data: bytes, fmt: str, limits: InputLimits) -> tup
             raise ImageDecodeError(path, "CMYK image is not camera output; convert it to RGB explicitly")
         if mode in ("1", "F", "I"):
             raise ImageDecodeError(path, f"unsupported pixel mode {mode!r} (1-bit, float or 32-bit samples)")
-        if rawmode == "LA;16B":
-            raise ImageDecodeError(path, "16-bit gray+alpha PNG: camid cannot keep its 16 bits; convert it to 16-bit "
-                                         "gray or RGB")
+        if sixteen and rawmode not in _PNG16_LOW:
+            raise ImageDecodeError(path, f"16-bit PNG of colour type {data[25]} (raw mode {rawmode}): camid cannot keep "
+                                         f"its 16 bits; convert it to 16-bit gray or RGB")
         exif = _pillow_exif(image)
         if fmt == "JPEG":
             check_jpeg_stream(path, data)
