@@ -364,3 +364,18 @@ def test_limit_options_reach_the_decoder(fingerprints, tmp_path):
     record = json.loads((run / "results.jsonl").read_text().splitlines()[0])
     assert "decoded-size limit" in record["error"]["reason"]
     assert main(["identify", str(fingerprints / "fp"), str(good), "-o", str(run), "--max-file-size", "banana"]) == 1
+
+
+def test_fingerprint_lists_skipped_references(tmp_path, capsys):
+    make_dataset(tmp_path / "data", cameras=1, per_model=1, refs=3, disputed_flat=0, disputed_natural=0,
+                 height=96, width=112, seed=3)
+    refs = tmp_path / "data" / "refs"
+    camera = sorted(p for p in refs.iterdir() if p.is_dir())[0]
+    _write(camera / "note.gif", gif_bytes())
+    _write(camera / ".DS_Store", b"\0")
+    assert main(["fingerprint", str(refs), "-o", str(tmp_path / "fp"), "--clip", "64", "--refs", "all",
+                 "--method", "pce", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("camid: skipped:") == 2 and "note.gif" in err and ".DS_Store" in err
+    manifest = json.loads((tmp_path / "fp" / "manifest.json").read_text())
+    assert {os.path.basename(s["path"]) for s in manifest["skipped_inputs"]} == {"note.gif", ".DS_Store"}
