@@ -43,6 +43,15 @@ CLIP = (1000, 1000)
 #: reference images per camera (the paper's R)
 REFERENCES = 15
 
+# -- input limits (checked before a file is read and before pixels are allocated) --------------------
+#: largest input file read, in bytes (a 3 GB sparse ".jpg" is refused before it is read)
+MAX_FILE_BYTES = 1 << 30
+#: largest decoded image, in bytes of samples (rows x columns x channels x bytes per sample), declared by
+#: the header and checked before decoding; 1 GiB holds a 100-megapixel 16-bit RGB image
+MAX_DECODED_BYTES = 1 << 30
+#: largest decoded image in pixels, whatever the sample size (a second guard against decompression bombs)
+MAX_PIXELS = 250_000_000
+
 # -- choices ---------------------------------------------------------------------------------------
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
 ROTATION_CHOICES = ("auto", "all", "none")
@@ -124,6 +133,26 @@ class Params:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """Limits on one input file, checked before reading (file size) and before decoding (declared size).
+
+    max_file_bytes : largest file read, bytes.
+    max_decoded_bytes : largest decoded image, bytes of samples (rows x columns x channels x bytes/sample).
+    max_pixels : largest decoded image, pixels.
+    """
+
+    max_file_bytes: int = MAX_FILE_BYTES
+    max_decoded_bytes: int = MAX_DECODED_BYTES
+    max_pixels: int = MAX_PIXELS
+
+    def __post_init__(self):
+        for name in ("max_file_bytes", "max_decoded_bytes", "max_pixels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+
+
 @dataclass
 class RunConfig:
     """How to run (never what to compute: that is :class:`Params`)."""
@@ -137,6 +166,7 @@ class RunConfig:
     cluster: str | None = None
     chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
     precision: str = PRECISION
+    limits: InputLimits = field(default_factory=InputLimits)  # per input file, before reading/decoding
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self):
