@@ -119,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_param_options(p)
     _add_backend_options(p)
 
+    p = sub.add_parser("cluster", help="which images share a camera, with no camera at hand (blind clustering)")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--outdir", required=True, help="run folder (clusters.json, clusters.csv, fingerprints/, ...)")
+    p.add_argument("--region", default="1024", help="side N of the centred square compared (largest up to N; "
+                   "default 1024) or 'full'")
+    p.add_argument("--pfa", type=float, default=1e-6, help="false-alarm probability of any false link in the whole "
+                   "set (default 1e-6)")
+    p.add_argument("--sigma", type=float, default=3.0, help="residual denoiser sigma (3, as for fingerprints)")
+    p.add_argument("--precision", choices=("auto", "float32", "float16"), default="auto",
+                   help="Gram products: auto = float16 on CUDA (measured negligible), float32 elsewhere")
+    p.add_argument("--resume", action="store_true", help="continue RUN: skip files done, add new inputs, multiply "
+                   "only the pairs with new images")
+    p.add_argument("--cluster", default=None, help="Gram tiles on Dask: 'local', 'local:N' or tcp://HOST:8786")
+    _add_backend_options(p)
+
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
 
@@ -368,6 +383,25 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_cluster(args) -> int:
+    from camid_gpu.cluster import ClusterParams, cluster_images
+
+    region = None if str(args.region).lower() == "full" else int(args.region)
+    params = ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.precision)
+    result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
+    for g in result["groups"]:
+        t = g["threshold"]
+        print(f"group {g['name']}: {g['images']} images, {g['image_pairs']} pairs, NCC threshold {t['ncc']:.4g} "
+              f"(z {t['z']:.2f} x null spread {t['null_std']:.3g}, {t['null_source']}), PCE >= {t['pce']:.1f}; "
+              f"{g['confirmed_pairs']} linked pairs")
+    for c in result["clusters"]:
+        print(f"{c['id']}: {c['size']} images ({c['group']})")
+    print(f"{len(result['clusters'])} clusters, {len(result['unclustered'])} images unclustered; run folder: "
+          f"{args.outdir} (clusters.json, clusters.csv, fingerprints/, manifest.json)")
+    _print_errors(result["errors"])
+    return EXIT_PARTIAL if result["errors"] else EXIT_OK
+
+
 def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
     import csv
 
@@ -462,7 +496,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
-            "identify": cmd_identify, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
+            "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
             "demo": cmd_demo}
 
 
