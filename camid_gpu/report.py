@@ -85,6 +85,12 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
 def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLike | None = None) -> str:
     """The report of ``run_dir`` as one HTML string (see :func:`write_report`)."""
     mpl = _matplotlib()
+    from camid_gpu.report_cluster import is_cluster_run, render_cluster_report
+
+    if is_cluster_run(run_dir):  # a `camid cluster` run folder has its own report
+        with mpl.rc_context(_RC), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+            return render_cluster_report(run_dir)
     run = _load_run(os.fspath(run_dir), None if fingerprints_dir is None else os.fspath(fingerprints_dir))
     with mpl.rc_context(_RC), warnings.catch_warnings():
         # figures hold only camera names and numbers, but a camera name from a hand-edited file could
