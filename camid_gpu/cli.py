@@ -496,7 +496,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
-            "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
+            "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
+            "report": cmd_report,
             "demo": cmd_demo}
 
 

@@ -245,7 +245,8 @@ def _section_clusters(result: dict[str, Any]) -> str:
                 steps.append(["average linkage of linked pairs", _e(f"{len(e['members'])} images"), _NONE, _NONE])
             elif e["kind"] == "fingerprint-merge":
                 steps.append(["merge by cluster fingerprints",
-                              _e(f"{len(e['members_before'])} + {len(e['merged'])} images"), _f(e["ncc"]), _f(e["pce"])])
+                              _e(f"{len(e['members_before'])} + {len(e['merged'])} images"), _f(e["ncc"]),
+                              _f(e["pce"])])
             elif e["kind"] == "attach":
                 steps.append(["image attached to the cluster fingerprint", f'<span class="mono wrap">{_e(e["image"])}'
                               "</span>", _f(e["ncc"]), _f(e["pce"])])
@@ -264,9 +265,9 @@ def _section_unclustered(result: dict[str, Any]) -> str:
     rows = [[f'<span class="mono wrap">{_e(u["path"])}</span>', f'<span class="mono">{_e(u["sha256"])}</span>',
              _e(u["group"])] for u in result["unclustered"]]
     out.append(_table(["path", "SHA-256", "group"], rows) if rows else "<p>None.</p>")
-    if result["errors"]:
-        out.append("<h3>Files that could not be used</h3>" + _table(
-            ["path", "kind", "reason"], [[f'<span class="mono wrap">{_e(e["path"])}</span>', _e(e["error"]["kind"]),
-                                         f'<td class="err">{_e(e["error"]["reason"])}</td>'] for e in result["errors"]]))
+    failed = [[f'<span class="mono wrap">{_e(e["path"])}</span>', _e(e["error"]["kind"]),
+               f'<td class="err">{_e(e["error"]["reason"])}</td>'] for e in result["errors"]]
+    if failed:
+        out.append("<h3>Files that could not be used</h3>" + _table(["path", "kind", "reason"], failed))
     out.append("</section>")
     return "\n".join(out)

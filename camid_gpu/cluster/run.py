@@ -36,7 +36,8 @@ from camid_gpu.identify import Params, disputed_images, error_entry
 from camid_gpu.io import ImageInfo, center_clip, read_image
 from camid_gpu.match import crosscorr, json_number, pce
 from camid_gpu.provenance import file_entry, utc_now, write_manifest
-from camid_gpu.residual import DEFAULT_LEVELS, DEFAULT_SIGMA, DEFAULT_WAVELET, pixels_to_device, residual_native, wiener_dft
+from camid_gpu.residual import (DEFAULT_LEVELS, DEFAULT_SIGMA, DEFAULT_WAVELET, pixels_to_device, residual_native,
+                                wiener_dft)
 from camid_gpu.runner import RunConfig
 from camid_gpu.scheduler import (
     Progress,
@@ -405,7 +406,8 @@ def cluster_group(run_dir: str, name: str, records: list[dict[str, Any]], store:
     np.save(os.path.join(run_dir, "similarity", f"{name}.npy"), sim)
     np.save(os.path.join(run_dir, "similarity", f"{name}-linkage.npy"), tree)
     null = null_summary(sim[iu], threshold.pixels, threshold.ncc)
-    return {"name": name, "threshold": threshold, "final": final, "singles": singles, "rounds": rounds, "links": link_list,
+    return {"name": name, "threshold": threshold, "final": final, "singles": singles, "rounds": rounds,
+            "links": link_list,
             "linked": linked, "sim": sim, "gram_info": gram_info, "null": null, "ops": ops}
 
 
@@ -491,12 +493,14 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
     groups_out = []
     for g in groups:
         t = g["threshold"]
-        groups_out.append({"name": g["name"], "images": len(by_group[g["name"]]), "region": by_group[g["name"]][0]["region"],
-                           "image_pairs": len(by_group[g["name"]]) * (len(by_group[g["name"]]) - 1) // 2,
+        recs = by_group[g["name"]]
+        groups_out.append({"name": g["name"], "images": len(recs), "region": recs[0]["region"],
+                           "image_pairs": len(recs) * (len(recs) - 1) // 2,
                            "threshold": t.to_dict(), "null": g["null"], "gram": g["gram_info"],
-                           "candidate_pairs": len(g["links"]), "confirmed_pairs": sum(l["confirmed"] for l in g["links"]),
+                           "candidate_pairs": len(g["links"]),
+                           "confirmed_pairs": sum(link["confirmed"] for link in g["links"]),
                            "refine_rounds": g["rounds"],
-                           "order": [r["path"] for r in by_group[g["name"]]]})
+                           "order": [r["path"] for r in recs]})
     errors = [r for r in records if r.get("error")]
     result = {"format": FORMAT, "version": VERSION, "params": params.to_dict(), "comparisons": tests,
               "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",

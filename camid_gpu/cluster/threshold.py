@@ -99,6 +99,7 @@ def null_summary(values: np.ndarray, pixels: int, threshold: float) -> dict:
     lo = min(float(v.min()), -5 * theory)
     hi = max(min(float(v.max()), 12 * theory), threshold * 1.2)
     counts, edges = np.histogram(np.clip(v, lo, hi), bins=NULL_BINS, range=(lo, hi))
-    return dict(out, observed_std=float(v.std()), robust_std=robust, robust_ratio=None if robust is None else robust / theory,
+    return dict(out, observed_std=float(v.std()), robust_std=robust,
+                robust_ratio=None if robust is None else robust / theory,
                 mean=float(v.mean()), above_threshold=int((v > threshold).sum()),
                 histogram={"counts": counts.tolist(), "edges": [float(e) for e in edges]})
