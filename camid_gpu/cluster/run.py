@@ -359,8 +359,14 @@ def member_candidates(cluster: list[int], sim_rows: np.ndarray, rows: list[list[
     """For each member, the rotation candidate that agrees best with the other members (summed NCC)."""
     out = []
     for i in cluster:
-        scores = [sum(max(sim_rows[rows[i][k], r] for r in rows[j]) for j in cluster if j != i)
-                  for k in range(len(rows[i]))]
+        if len(rows[i]) == 1:
+            out.append((i, 0))
+            continue
+        others = [j for j in cluster if j != i]
+        width = max(len(rows[j]) for j in others)
+        # (candidates of i, other members, candidates of each other member), padded with the last candidate
+        cols = np.array([[rows[j][min(b, len(rows[j]) - 1)] for b in range(width)] for j in others])
+        scores = sim_rows[np.asarray(rows[i])[:, None, None], cols[None]].max(axis=2).sum(axis=1)
         out.append((i, int(np.argmax(scores))))
     return out
 
@@ -378,7 +384,7 @@ def cluster_group(run_dir: str, name: str, records: list[dict[str, Any]], store:
     iu = np.triu_indices(n, 1)
     threshold = pair_threshold(params.pfa, max(tests, 1), records[0]["region"][0] * records[0]["region"][1],
                                robust_spread(sim[iu]))
-    candidates = [(int(i), int(j)) for i, j in zip(*iu) if sim[i, j] > threshold.ncc]
+    candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sim > threshold.ncc, 1)))]
     shape = tuple(records[0]["region"])
     budget = config.max_gpu_memory or default_gpu_memory(bk.device) or (config.max_host_memory or
                                                                          default_host_memory()) // 4
