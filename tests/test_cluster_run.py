@@ -203,6 +203,23 @@ def test_incremental_run_reuses_pairs_and_matches_a_fresh_run(known, tmp_path):
     assert len(read_results(str(run / "images.jsonl"))) == len(read_results(str(root / "run" / "images.jsonl")))
 
 
+def test_resume_refuses_other_parameters_and_changed_files(known, tmp_path):
+    from camid_gpu.errors import CamidError
+
+    _, inputs, _, _ = known
+    src = inputs / "B" / "disputed" / "C02"
+    files = tmp_path / "files"
+    shutil.copytree(src, files)
+    run = tmp_path / "run"
+    cluster_images([str(files)], str(run), ClusterParams(region=256), CONFIG)
+    with pytest.raises(CamidError, match="region: run 256, requested 512"):
+        cluster_images([str(files)], str(run), ClusterParams(region=512), CONFIG, resume=True)
+    victim = sorted(files.iterdir())[0]
+    victim.write_bytes(victim.read_bytes() + b"\0")  # one byte appended after the run
+    with pytest.raises(CamidError, match="changed since"):
+        cluster_images([str(files)], str(run), ClusterParams(region=256), CONFIG, resume=True)
+
+
 def test_dask_gives_the_same_clusters(known, tmp_path):
     _, inputs, _, full = known
     config = RunConfig(backend="numpy", progress=False, cluster="local:2")

@@ -2,6 +2,7 @@
 
 Run folder ``RUN``::
 
+    cluster-params.json       the parameters that shape the residuals (a resumed run must use the same)
     images.jsonl              one record per input (path, SHA-256, size, group, residual rows; or the error)
     residuals/<group>.f32     normalised residual rows of the group's region, float32, append-only
     gram/<group>.npy          the row Gram (NCC of every pair of rows), kept for incremental runs
@@ -33,7 +34,7 @@ from camid_gpu.cluster.threshold import DEFAULT_PFA, null_summary, pair_threshol
 from camid_gpu.errors import CamidError, ImageTooSmallError
 from camid_gpu.fingerprint import FingerprintAccumulator
 from camid_gpu.identify import Params, disputed_images, error_entry
-from camid_gpu.io import ImageInfo, center_clip, read_image
+from camid_gpu.io import ImageInfo, center_clip, read_image, sha256_file
 from camid_gpu.match import crosscorr, json_number, pce
 from camid_gpu.provenance import file_entry, utc_now, write_manifest
 from camid_gpu.residual import (DEFAULT_LEVELS, DEFAULT_SIGMA, DEFAULT_WAVELET, pixels_to_device, residual_native,
@@ -192,6 +193,32 @@ def _stores_from_records(run_dir: str, records: list[dict[str, Any]]) -> dict[st
     return stores
 
 
+def _sha_or_none(path: str) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def check_resume_params(run_dir: str, params: ClusterParams, resume: bool) -> None:
+    """Refuse to continue a run made with other residual parameters (its rows would not be comparable)."""
+    path = os.path.join(run_dir, "cluster-params.json")
+    shaping = {k: params.to_dict()[k] for k in ("region", "sigma", "levels", "wavelet")}
+    if resume and os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            stored = json.load(handle)
+        diffs = [f"{k}: run {stored.get(k)!r}, requested {v!r}" for k, v in shaping.items() if stored.get(k) != v]
+        if diffs:
+            raise CamidError(f"{run_dir} was made with other residual parameters ({'; '.join(diffs)}); "
+                             f"resume with the same ones or start a new run folder")
+        return
+    if os.path.exists(os.path.join(run_dir, "images.jsonl")) and not resume:
+        return  # ResultsWriter refuses this case with its own message
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(shaping, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+
+
 def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig,
                       resume: bool) -> tuple[list[dict[str, Any]], int]:
     """Residual rows of every new image appended to the group stores; returns (all records, processed)."""
@@ -199,6 +226,11 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
     writer = ResultsWriter(records_path, resume)
     existing = read_results(records_path) if resume and os.path.exists(records_path) else []
     stores = _stores_from_records(run_dir, existing)
+    changed = [p for p in paths if writer.done.get(p) and not writer.is_done(p, _sha_or_none(p))]
+    if changed:
+        writer.close()
+        raise CamidError(f"{len(changed)} file(s) changed since they were added to {run_dir}, e.g. {changed[0]}: "
+                         f"their residuals no longer match them; start a new run folder")
     todo = [p for p in paths if not writer.is_done(p)]
     bk = config.backend_obj()
     side = params.region or DEFAULT_REGION
@@ -322,9 +354,11 @@ def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, 
         if previous.shape[0] > store.count:
             previous = None  # rows were dropped since (an interrupted run): recompute
     precision = resolve_precision(bk, params.precision)
-    budget = config.max_gpu_memory or default_gpu_memory(bk.device) or (config.max_host_memory or
-                                                                         default_host_memory()) // 4
-    tile = tile_rows(store.pixels, budget, 2 if precision == "float16" else 4)
+    host = (config.max_host_memory or default_host_memory()) // 4  # the float32 row blocks read from the file
+    device = config.max_gpu_memory or default_gpu_memory(bk.device)
+    tile = tile_rows(store.pixels, host, 4)
+    if device:
+        tile = min(tile, tile_rows(store.pixels, device, 2 if precision == "float16" else 4))
     start = 0 if previous is None else previous.shape[0]
     if config.cluster:
         from camid_gpu.cluster.distributed import gram_on_dask
@@ -431,6 +465,7 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
     started = utc_now()
     os.makedirs(run_dir, exist_ok=True)
     paths = disputed_images(inputs)
+    check_resume_params(run_dir, params, resume)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     records, processed = compute_residuals(paths, run_dir, params, config, resume)
@@ -444,7 +479,8 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
     groups = [cluster_group(run_dir, name, by_group[name], stores[name], tests, params, config, resume, timings)
               for name in sorted(by_group)]
     result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings)
-    outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "clusters.json", "clusters.csv")]
+    outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
+                                                   "clusters.csv")]
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]
     outputs += [c["fingerprint"]["arrays"] for c in result["clusters"]]
     inputs_manifest = []
