@@ -32,7 +32,7 @@ import numpy as np
 from bench_residual import add_common_options, backends_from_specs, device_name, run_info, set_threads, write_json
 from camid_gpu.backend import torch_cuda_available
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
-from camid_gpu.scheduler import parse_bytes
+from camid_gpu.config import parse_bytes
 
 POOL = 64
 
@@ -84,8 +84,8 @@ def time_bound(bk, precision: str, pixels: int, rows: int = 1024) -> float:
 def whole_run(spec: str, images: int, region: int) -> dict:
     """Cluster a synthetic set end to end and return the time split."""
     from camid_gpu.cluster import ClusterParams, cluster_images
-    from camid_gpu.runner import RunConfig
-    from camid_gpu.synth import SensorModel, make_dataset
+    from camid_gpu.config import RunConfig
+    from camid_gpu.datasets.synthetic import SensorModel, make_dataset
 
     name, _, device = spec.partition(":")
     cameras = max(2, images // 10)

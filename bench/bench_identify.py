@@ -163,10 +163,13 @@ class Sampler:
 # ------------------------------------------------------------------------------------------------
 def run_phase(spec: dict) -> dict:
     """Identify ``spec["files"]`` in mode ``spec["mode"]``; return the measurements."""
-    from camid_gpu import identify as ident
+    from camid_gpu.pipeline import identify as ident
+    from camid_gpu.pipeline import prepare
+    from camid_gpu.pipeline.records import error_entry
     from camid_gpu.backend import get_backend
-    from camid_gpu.runner import RunConfig, identify_files, params_from_dict
-    from camid_gpu.scheduler import read_results
+    from camid_gpu.config import Params, RunConfig
+    from camid_gpu.engine.runner import identify_files
+    from camid_gpu.engine.scheduler import read_results
     from camid_gpu.store import load_store
 
     set_threads(spec.get("threads"))
@@ -175,7 +178,7 @@ def run_phase(spec: dict) -> dict:
     torch = None
     if on_cuda:
         import torch
-    params = params_from_dict(spec["params"])
+    params = Params.from_dict(spec["params"])
     store = load_store(spec["fp_dir"], methods=METHODS)
     files = spec["files"]
 
@@ -192,7 +195,7 @@ def run_phase(spec: dict) -> dict:
         return out
 
     # warm-up (not timed): one image through both methods
-    original(bk, store, [ident.prepare_disputed(files[0], params, store[0].source_shape)], params, METHODS)
+    original(bk, store, [prepare.prepare_disputed(files[0], params, store[0].source_shape)], params, METHODS)
     bk.synchronize()
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(bk.torch_device)
@@ -207,9 +210,9 @@ def run_phase(spec: dict) -> dict:
             for path in files:
                 t0 = time.perf_counter()
                 try:
-                    item = ident.prepare_disputed(path, params, store[0].source_shape)
+                    item = prepare.prepare_disputed(path, params, store[0].source_shape)
                 except Exception as exc:  # noqa: BLE001 - counted as an error, as the runner does
-                    records.append(ident.error_entry(path, exc))
+                    records.append(error_entry(path, exc))
                     continue
                 finally:
                     clock["decode"] += time.perf_counter() - t0
@@ -248,7 +251,7 @@ def run_phase(spec: dict) -> dict:
 # ------------------------------------------------------------------------------------------------
 def prepare_data(args) -> tuple[str, dict]:
     """The dataset folder (made, or reused when its parameters match) and its ground truth."""
-    from camid_gpu.synth import load_ground_truth, make_dataset
+    from camid_gpu.datasets.synthetic import load_ground_truth, make_dataset
 
     per_camera = math.ceil(args.images / args.cameras)
     flat = per_camera // 2
@@ -274,7 +277,7 @@ def prepare_data(args) -> tuple[str, dict]:
 
 def disputed_files(data: str, count: int) -> list[str]:
     """``count`` disputed files, taking the cameras in turn and, within each, flat and natural in turn."""
-    from camid_gpu.io import list_images
+    from camid_gpu.io.listing import list_images
 
     def interleaved(folder):  # flat_000, natural_000, flat_001, ...: both kinds in any prefix
         names = list_images(folder)
@@ -301,8 +304,8 @@ def warm_page_cache(files) -> int:
 
 def prepare(spec: dict) -> dict:
     """Write (or reuse) the data set and fingerprint its cameras (in a subprocess, not timed)."""
-    from camid_gpu.identify import Params
-    from camid_gpu.runner import RunConfig, fingerprint_folder
+    from camid_gpu.config import Params, RunConfig
+    from camid_gpu.engine.runner import fingerprint_folder
 
     set_threads(spec.get("threads"))
     args = argparse.Namespace(**spec)

@@ -1,6 +1,6 @@
 """Method-2 pair statistics: time vs D disputed images x C cameras x N pixels, per backend.
 
-Times :func:`camid_gpu.mahalanobis.pair_statistics` (covariances of the trace differences and the
+Times :func:`camid_gpu.mahalanobis.statistics.pair_statistics` (covariances of the trace differences and the
 pairwise "closer-or-equal" counts that membership is built from) on random traces, over three
 grids that vary one of D, C, N while the other two stay at ``--fixed``; each backend runs its
 generic twin and, on CUDA with CuPy, the fused kernel ``kernels/mahalanobis.cu``. Prints one JSON

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from camid_gpu.backend import TorchBackend, get_backend, torch_cuda_available
-from camid_gpu.residual import residual_native, wiener_dft
+from camid_gpu.prnu.residual import residual_native, wiener_dft
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -81,7 +81,7 @@ def run_info() -> dict:
     except ImportError:
         pass
     try:
-        from camid_gpu import cuda
+        from camid_gpu._cuda import loader as cuda
 
         info["cupy"] = cuda.cupy_available()
     except ImportError:

@@ -1,6 +1,6 @@
 """Evaluation of identification results against ground truth: accuracy, confusion, ROC, EER, tables.
 
-Input: per-image result records (``camid_gpu.identify``) with a ``truth`` camera. Output: a JSON-ready
+Input: per-image result records (``camid_gpu.pipeline.identify``) with a ``truth`` camera. Output: a JSON-ready
 dict with top-level keys ``pce`` and ``mahalanobis``, each with ``accuracy`` (fraction 0..1; ties and
 "no camera" count as wrong), ``per_kind`` (flat, natural), ``confusion`` and ``images``; PCE adds
 ROC AUC, EER and FAR/FRR at its threshold; Mahalanobis adds ties, per-camera membership and the
@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
+from camid_gpu.config import PCE_THRESHOLD
 
 NONE_LABEL = "(none)"
 TIE_LABEL = "(tie)"
@@ -66,7 +68,7 @@ def _maha_prediction(record: dict[str, Any]) -> str:
 
 
 def summarise(records: Sequence[dict[str, Any]], cameras: Sequence[str], methods: Sequence[str],
-              pce_threshold: float = 60.0) -> dict[str, Any]:
+              pce_threshold: float = PCE_THRESHOLD) -> dict[str, Any]:
     """Evaluation of records that carry ``truth`` (error records are counted separately)."""
     ok = [r for r in records if not r.get("error") and r.get("truth")]
     out: dict[str, Any] = {"cameras": list(cameras), "images_total": len(records),

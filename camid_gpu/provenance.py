@@ -16,7 +16,7 @@ import platform
 import sys
 from typing import Any, Iterable, Sequence
 
-from camid_gpu.io import sha256_file
+from camid_gpu._shared.jsonio import sha256_file, write_json
 from camid_gpu.store import software_versions
 
 FORMAT = "camid-manifest"
@@ -103,10 +103,7 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
     if extra:
         manifest.update(extra)
     path = os.path.join(run_dir, MANIFEST_NAME)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-    return path
+    return write_json(path, manifest)
 
 
 def verify_manifest(path: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
 from camid_gpu.errors import FingerprintError, FingerprintMismatchError
 
@@ -138,10 +139,7 @@ def save_fingerprint(fp: CameraFingerprint, directory: str | os.PathLike) -> str
         "software": fp.software or software_versions(),
     }
     json_path = os.path.join(directory, f"{fp.camera}.json")
-    with open(json_path, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-    return json_path
+    return write_json(json_path, meta)
 
 
 def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None = None) -> CameraFingerprint:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from camid_gpu.identify import Params
-from camid_gpu.runner import RunConfig, evaluate_dataset
-from camid_gpu.synth import make_dataset
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.engine.runner import evaluate_dataset
+from camid_gpu.datasets.synthetic import make_dataset
 
 
 @pytest.fixture(scope="module")

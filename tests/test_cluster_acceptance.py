@@ -9,10 +9,10 @@ import os
 
 import pytest
 
+from camid_gpu._shared.jsonio import read_jsonl as read_results
 from camid_gpu.cluster import ClusterParams, cluster_images
-from camid_gpu.identify import Params
-from camid_gpu.runner import RunConfig, identify_files
-from camid_gpu.scheduler import read_results
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.engine.runner import identify_files
 from test_cluster_run import (CONFIG, adjusted_rand_index, build_set, camera_of, pairwise_precision,
                               truth_and_labels)
 

@@ -16,14 +16,14 @@ from itertools import combinations
 import numpy as np
 import pytest
 
+from camid_gpu._shared.jsonio import read_jsonl as read_results
+from camid_gpu._shared.jsonio import sha256_file
 from camid_gpu.cli import EXIT_OK, EXIT_PARTIAL, main
 from camid_gpu.cluster import ClusterParams, cluster_images
-from camid_gpu.identify import Params
-from camid_gpu.io import sha256_file
-from camid_gpu.runner import RunConfig, identify_files
-from camid_gpu.scheduler import read_results
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.datasets.synthetic import SensorModel, make_dataset
+from camid_gpu.engine.runner import identify_files
 from camid_gpu.store import load_store
-from camid_gpu.synth import SensorModel, make_dataset
 
 SENSOR = SensorModel(prnu_std=0.03, natural_level_range=(0.3, 0.6))
 CONFIG = RunConfig(backend="numpy", progress=False)

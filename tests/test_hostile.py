@@ -11,17 +11,17 @@ import zlib
 import numpy as np
 import pytest
 import tifffile
+from conftest import natural_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from camid_gpu.cli import EXIT_PARTIAL, main
+from camid_gpu.config import Params
+from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.errors import ImageError
-from camid_gpu.identify import Params, prepare_disputed
-from camid_gpu.io import read_image
-from camid_gpu.synth import make_dataset
-
-from conftest import natural_image
+from camid_gpu.io.decode import read_image
+from camid_gpu.pipeline.prepare import prepare_disputed
 
 
 def png_with_declared_size(width: int, height: int) -> bytes:

@@ -7,16 +7,16 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import requires_torch
 from PIL import Image
 
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.datasets.synthetic import make_dataset
+from camid_gpu.engine.runner import evaluate_dataset, fingerprint_folder, identify_files
+from camid_gpu.engine.scheduler import read_results
 from camid_gpu.errors import CamidError, FingerprintMismatchError
-from camid_gpu.identify import Params, rotations_to_try
-from camid_gpu.runner import RunConfig, evaluate_dataset, fingerprint_folder, identify_files
-from camid_gpu.scheduler import read_results
+from camid_gpu.pipeline.prepare import rotations_to_try
 from camid_gpu.store import load_store
-from camid_gpu.synth import make_dataset
-
-from conftest import requires_torch
 
 CLIP = (256, 256)
 REFS = 6
@@ -211,7 +211,7 @@ def test_sixteen_bit_image_scores_like_its_eight_bit_twin(evaluation, dataset, t
     """uint16 pixels are scaled to 0..255 before the residual: x*257 in 16 bits equals x in 8 bits."""
     import tifffile
 
-    from camid_gpu.io import read_image
+    from camid_gpu.io.decode import read_image
 
     out, _ = evaluation
     src = sorted((dataset / "disputed" / "C03").glob("flat_*.jpg"))[0]

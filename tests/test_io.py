@@ -8,18 +8,14 @@ import stat
 import numpy as np
 import pytest
 import tifffile
+from conftest import natural_image
 from PIL import Image
 
-from camid_gpu.errors import (
-    ImageDecodeError,
-    ImageError,
-    ImageNotFoundError,
-    ImageTooSmallError,
-    ImageUnreadableError,
-)
-from camid_gpu.io import center_clip, clip_window, green_channel, list_images, parse_clip, read_image
-
-from conftest import natural_image
+from camid_gpu.config import parse_clip
+from camid_gpu.errors import ImageDecodeError, ImageError, ImageNotFoundError, ImageTooSmallError, ImageUnreadableError
+from camid_gpu.io.decode import read_image
+from camid_gpu.io.geometry import center_clip, clip_window, green_channel
+from camid_gpu.io.listing import list_images
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 (a) Without a GPU: every ``kernels/*.cu`` is compiled to PTX by NVRTC from the ``nvidia-cuda-nvrtc``
     wheel (through ctypes), or by ``nvcc --ptx`` when the wheel is missing; the test skips only when
-    neither exists. The kernels that ``camid_gpu.cuda`` launches must be in the source and the PTX,
-    and the launch constants in ``cuda.py`` must match the sources' ``#define``s.
+    neither exists. The kernels that ``camid_gpu._cuda.loader`` launches must be in the source and the PTX,
+    and the launch constants of the launchers (``prnu/mihcak_kernel.py``, ``mahalanobis/kernel.py``) must match the sources' ``#define``s.
 (b) ``@pytest.mark.gpu`` (CUDA + CuPy, skipped cleanly otherwise): fused vs generic results, and
     the DLPack hand-over being zero-copy.
 """
@@ -20,7 +20,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from camid_gpu import cuda
+from camid_gpu._cuda import loader as cuda
+from camid_gpu.mahalanobis import kernel as maha_kernel
+from camid_gpu.prnu import mihcak_kernel
 from camid_gpu.errors import MissingExtraError
 
 ARCH = "compute_90"
@@ -120,17 +122,17 @@ def _define(filename: str, name: str) -> int:
 
 
 def test_launch_constants_match_the_sources():
-    assert _define("mihcak_shrink.cu", "MIHCAK_TILE") == cuda.MIHCAK_TILE
-    assert _define("mihcak_shrink.cu", "MIHCAK_HALO") == cuda.MIHCAK_MAX_RADIUS
-    assert _define("mahalanobis.cu", "MAHAL_THREADS") == cuda.MAHAL_THREADS
-    assert _define("mahalanobis.cu", "MAHAL_MAX_CAMERAS") == cuda.MAHAL_MAX_CAMERAS
+    assert _define("mihcak_shrink.cu", "MIHCAK_TILE") == mihcak_kernel.MIHCAK_TILE
+    assert _define("mihcak_shrink.cu", "MIHCAK_HALO") == mihcak_kernel.MIHCAK_MAX_RADIUS
+    assert _define("mahalanobis.cu", "MAHAL_THREADS") == maha_kernel.MAHAL_THREADS
+    assert _define("mahalanobis.cu", "MAHAL_MAX_CAMERAS") == maha_kernel.MAHAL_MAX_CAMERAS
     from camid_gpu.mahalanobis import FUSED_MAX_CAMERAS
 
-    assert FUSED_MAX_CAMERAS == cuda.MAHAL_MAX_CAMERAS  # more cameras fall back to the twin, not fail
+    assert FUSED_MAX_CAMERAS == maha_kernel.MAHAL_MAX_CAMERAS  # more cameras fall back to the twin, not fail
     per_thread = _define("mahalanobis.cu", "MAHAL_PAIRS_PER_THREAD")
-    assert per_thread * cuda.MAHAL_THREADS >= cuda.MAHAL_MAX_CAMERAS ** 2
+    assert per_thread * maha_kernel.MAHAL_THREADS >= maha_kernel.MAHAL_MAX_CAMERAS ** 2
     # pass 2's dynamic shared memory must fit the 48 KiB available without opting in
-    assert cuda._MAHAL_TILE_ELEMENTS * 25 <= 48 * 1024
+    assert maha_kernel._MAHAL_TILE_ELEMENTS * 25 <= 48 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,11 +161,11 @@ def test_torch_cpu_backend_has_no_kernels():
 
 
 def test_window_mask():
-    assert cuda.window_mask((3, 5, 7, 9)) == 0b11110
-    assert cuda.window_mask((5,)) == 0b100
+    assert mihcak_kernel.window_mask((3, 5, 7, 9)) == 0b11110
+    assert mihcak_kernel.window_mask((5,)) == 0b100
     for bad in ((4,), (11,), (1,), ()):
         with pytest.raises(ValueError):
-            cuda.window_mask(bad)
+            mihcak_kernel.window_mask(bad)
 
 
 def test_covariance_from_sums_matches_numpy():
@@ -171,10 +173,10 @@ def test_covariance_from_sums_matches_numpy():
     dif = rng.normal(size=(500, 2)) * [40.0, 0.5] + [120.0, 0.01]
     sums = np.array([len(dif), dif[:, 0].sum(), dif[:, 1].sum(), (dif[:, 0] ** 2).sum(), (dif[:, 1] ** 2).sum(),
                      (dif[:, 0] * dif[:, 1]).sum()])
-    n, cov = cuda._covariance_from_sums(sums[None])
+    n, cov = maha_kernel._covariance_from_sums(sums[None])
     assert n[0] == 500
     np.testing.assert_allclose(cov[0], np.cov(dif.T), rtol=1e-9)
-    n, cov = cuda._covariance_from_sums(np.array([[1.0, 2.0, 3.0, 4.0, 9.0, 6.0]]))
+    n, cov = maha_kernel._covariance_from_sums(np.array([[1.0, 2.0, 3.0, 4.0, 9.0, 6.0]]))
     assert n[0] == 1 and np.isnan(cov).all()  # one pixel: no covariance, marked invalid downstream
 
 
@@ -207,7 +209,7 @@ def gpu_backends():
 def test_fused_mihcak_matches_twin(gpu_backends, dtype, shape):
     import torch
 
-    from camid_gpu.residual import mihcak_shrink
+    from camid_gpu.prnu.residual import mihcak_shrink
 
     fused_bk, twin_bk = gpu_backends[dtype]
     assert fused_bk.kernel("mihcak_shrink") is not None and twin_bk.kernel("mihcak_shrink") is None

@@ -8,7 +8,7 @@ import pytest
 
 from camid_gpu import mahalanobis as M
 from camid_gpu.backend import NumpyBackend, get_backend
-from camid_gpu.residual import noise_extract, wiener_dft, zero_mean_total
+from camid_gpu.prnu.residual import noise_extract, wiener_dft, zero_mean_total
 
 NP = get_backend("numpy")
 

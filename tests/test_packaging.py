@@ -138,7 +138,9 @@ def test_wheel_ships_cuda_kernels(tmp_path):
         names = set(whl.namelist())
         entry_points = next((whl.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt")), "")
     for required in ("camid_gpu/kernels/mihcak_shrink.cu", "camid_gpu/kernels/mahalanobis.cu",
-                     "camid_gpu/kernels/__init__.py", "camid_gpu/cli.py"):
+                     "camid_gpu/kernels/__init__.py", "camid_gpu/cli/__init__.py", "camid_gpu/prnu/residual.py",
+                     "camid_gpu/_cuda/loader.py", "camid_gpu/engine/runner.py", "camid_gpu/report/html.py",
+                     "camid_gpu/datasets/synthetic.py", "camid_gpu/_shared/optional.py"):
         assert required in names, f"{required} missing from {wheels[0].name}"
     assert re.search(r"^camid\s*=\s*camid_gpu\.cli:main\s*$", entry_points, re.M), entry_points
 
@@ -149,14 +151,14 @@ def test_wheel_ships_cuda_kernels(tmp_path):
 def test_base_install_imports_without_torch():
     script = BLOCK_EXTRAS + """
 import numpy as np
-import camid_gpu, camid_gpu.residual, camid_gpu.identify, camid_gpu.cli
+import camid_gpu, camid_gpu.prnu.residual, camid_gpu.pipeline.identify, camid_gpu.cli
 for name in ("torch", "pytorch_wavelets", "cupy"):
     assert name not in sys.modules, f"{name} was imported by the base modules"
 from camid_gpu.backend import get_backend
 from camid_gpu.errors import MissingExtraError
 assert get_backend("auto").name == "numpy"
 images = np.random.default_rng(0).integers(0, 256, (1, 64, 64), dtype=np.uint8)
-assert camid_gpu.residual.extract_residual(images, backend="auto").shape == (1, 64, 64)
+assert camid_gpu.prnu.residual.extract_residual(images, backend="auto").shape == (1, 64, 64)
 try:
     get_backend("torch")
 except MissingExtraError as exc:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from camid_gpu.backend import get_backend
-from camid_gpu.fingerprint import estimate_fingerprint, intensity_scale, saturation_map
-from camid_gpu.match import crosscorr, log10_false_alarm, pce, pce_scores
-from camid_gpu.residual import extract_residual
+from camid_gpu.prnu.fingerprint import estimate_fingerprint, intensity_scale, saturation_map
+from camid_gpu.prnu.pce import crosscorr, log10_false_alarm, pce, pce_scores
+from camid_gpu.prnu.residual import extract_residual
 
 from conftest import requires_torch
 from test_residual import ref_noise_extract, ref_wiener, ref_zero_mean_total

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from camid_gpu import report  # noqa: E402
+from camid_gpu.report import html as report  # noqa: E402
 from camid_gpu.errors import CamidError, MissingExtraError  # noqa: E402
 
 HOSTILE = "natural_<script>alert(1)<_script>&'\"x.jpg"  # no "/" in a file name
@@ -34,9 +34,9 @@ def _write(path: str, records: list[dict]) -> None:
 def runs(tmp_path_factory):
     """Run folders: with ground truth (both methods), PCE only, without truth, without manifest,
     without manifest and fingerprints. The disputed folder holds an empty file and a hostile name."""
-    from camid_gpu.identify import Params
-    from camid_gpu.runner import RunConfig, evaluate_dataset
-    from camid_gpu.synth import make_dataset
+    from camid_gpu.config import Params, RunConfig
+    from camid_gpu.engine.runner import evaluate_dataset
+    from camid_gpu.datasets.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("report")
     data = str(root / "data")

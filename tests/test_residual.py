@@ -9,7 +9,7 @@ import pytest
 import pywt
 
 from camid_gpu.backend import get_backend
-from camid_gpu.residual import (
+from camid_gpu.prnu.residual import (
     extract_residual,
     noise_extract,
     padding,

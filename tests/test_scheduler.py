@@ -5,12 +5,12 @@ import json
 
 import pytest
 
+from camid_gpu.config import parse_bytes
 from camid_gpu.errors import CamidError, ImageDecodeError
-from camid_gpu.scheduler import (
+from camid_gpu.engine.scheduler import (
     ResultsWriter,
     chunk_size,
     ordered_map,
-    parse_bytes,
     read_results,
     run_chunk_with_retry,
 )
@@ -52,8 +52,20 @@ def test_out_of_memory_halves_the_chunk_and_keeps_order():
             raise FakeOOM("CUDA out of memory")
         return [x * 10 for x in items]
 
-    assert run_chunk_with_retry(compute, list(range(7)), halves.append) == [x * 10 for x in range(7)]
+    freed = []
+    assert run_chunk_with_retry(compute, list(range(7)), halves.append, lambda: freed.append(1)) == [
+        x * 10 for x in range(7)]
     assert calls == [7, 3, 1, 2, 4, 2, 2] and halves == [3, 1, 2]
+    assert len(freed) == len(halves)  # the backend's cache is emptied before every retry
+
+
+def test_host_backend_has_no_device_budget():
+    from camid_gpu.backend import get_backend
+    from camid_gpu.engine.scheduler import default_gpu_memory
+
+    bk = get_backend("numpy")
+    assert bk.memory_info() is None and default_gpu_memory(bk) is None
+    bk.empty_cache()  # a no-op, not an error
 
 
 def test_other_errors_are_not_retried():

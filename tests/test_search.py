@@ -1,7 +1,7 @@
 """Scale and crop search (Goljan & Fridrich) for resized and/or cropped disputed images.
 
 Known answers on a synthetic K, the statistics' pieces, backend parity, input errors, and the
-issue's acceptance runs on synthetic cameras (camid_gpu.synth): disputed images downscaled and/or
+issue's acceptance runs on synthetic cameras (camid_gpu.datasets.synthetic): disputed images downscaled and/or
 cropped, then JPEG-compressed at quality 75, against fingerprints from JPEG reference images.
 Run ``pytest tests/test_search.py -m slow -s`` for the larger acceptance run and its PCE table.
 """
@@ -18,10 +18,10 @@ from PIL import Image
 from scipy import ndimage
 
 from camid_gpu.backend import get_backend
-from camid_gpu.fingerprint import estimate_fingerprint
-from camid_gpu.match import log10_false_alarm, pce, pce_scores
-from camid_gpu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
-from camid_gpu.search import (
+from camid_gpu.prnu.fingerprint import estimate_fingerprint
+from camid_gpu.prnu.pce import log10_false_alarm, pce, pce_scores
+from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
+from camid_gpu.prnu.search import (
     SearchResult,
     gaussian_transfer,
     pce_by_alignment,
@@ -31,7 +31,7 @@ from camid_gpu.search import (
     search_record,
     search_scale_crop,
 )
-from camid_gpu.synth import make_dataset
+from camid_gpu.datasets.synthetic import make_dataset
 
 THRESHOLD = 60.0
 
@@ -474,7 +474,8 @@ def test_acceptance_natural_images_never_false_positive(large_acceptance):
 @pytest.mark.xfail(reason="beyond the PRNU left in these images: natural scenes (synthetic PRNU 0.8 %) downscaled "
                           "to 0.8 or less and JPEG-compressed at quality 75 keep PCE 20-46, as unrelated cameras reach "
                           "15-31 over the search; at 0.9 three of four and cropped 80 % at scale 1 two of four pass "
-                          "(measured; see the module notes of camid_gpu.search)", strict=False)
+                          "(measured; see the module notes of camid_gpu.prnu.search); strict: a pass means the README's "
+                          "limitation is out of date", strict=True)
 def test_acceptance_natural_images(large_acceptance):
     naturals = [r for r in large_acceptance["rows"] if r["kind"] == "natural"]
     assert check_rows(naturals, large_acceptance["step"]) == []

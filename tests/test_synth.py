@@ -1,4 +1,4 @@
-"""Tests of the synthetic sensor model and dataset writer (camid_gpu.synth)."""
+"""Tests of the synthetic sensor model and dataset writer (camid_gpu.datasets.synthetic)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from camid_gpu.synth import (
+from camid_gpu.datasets.synthetic import (
     SensorModel,
     flat_scene,
     load_ground_truth,

@@ -7,8 +7,10 @@ Stages (one module each): :mod:`~camid_gpu.cluster.similarity` (NCC of all pairs
 :mod:`~camid_gpu.cluster.threshold` (pair threshold from the false-alarm probability, null check),
 :mod:`~camid_gpu.cluster.linkage` (average linkage, then merging by cluster fingerprints),
 :mod:`~camid_gpu.cluster.run` (the run folder on the scheduler), :mod:`~camid_gpu.cluster.distributed`
-(Gram tiles as Dask tasks) and :mod:`~camid_gpu.cluster.report` (the HTML report section).
+(Gram tiles as Dask tasks); the HTML report of a clustering run is :mod:`camid_gpu.report.cluster`, and the
+parameters (:class:`~camid_gpu.config.ClusterParams`) and their defaults are in :mod:`camid_gpu.config`.
 """
-from camid_gpu.cluster.run import ClusterParams, cluster_images
+from camid_gpu.cluster.run import cluster_images
+from camid_gpu.config import ClusterParams
 
 __all__ = ["ClusterParams", "cluster_images"]

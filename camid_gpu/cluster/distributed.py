@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from camid_gpu.backend import get_backend, import_optional
+from camid_gpu._shared.optional import import_optional
+from camid_gpu.backend import get_backend
 from camid_gpu.cluster.similarity import GramEngine, tile_pairs
 
 
@@ -32,7 +33,7 @@ def gram_on_dask(path: str, n_rows: int, pixels: int, tile: int, previous: np.nd
     ``previous``: the Gram of the first rows from an earlier run (only tiles with new rows are sent).
     """
     distributed = import_optional("dask.distributed", "dist", "--cluster")
-    from camid_gpu.runner import _dask_client
+    from camid_gpu.engine.distributed import _dask_client
 
     out = np.zeros((n_rows, n_rows), dtype=np.float32)
     start = 0

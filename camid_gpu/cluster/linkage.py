@@ -21,7 +21,7 @@ import numpy as np
 
 from camid_gpu.cluster.similarity import GramEngine, cross_gram
 from camid_gpu.cluster.threshold import PairThreshold
-from camid_gpu.match import json_number
+from camid_gpu._shared.jsonio import json_number
 
 
 def image_similarity(gram: np.ndarray, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

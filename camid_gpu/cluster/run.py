@@ -22,25 +22,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from camid_gpu._shared.jsonio import json_number, sha256_or_none
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.linkage import Cluster, average_linkage, comparisons, image_similarity, refine
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
-from camid_gpu.cluster.threshold import DEFAULT_PFA, null_summary, pair_threshold, robust_spread
-from camid_gpu.errors import CamidError, ImageTooSmallError
-from camid_gpu.fingerprint import FingerprintAccumulator
-from camid_gpu.identify import Params, disputed_images, error_entry
-from camid_gpu.io import ImageInfo, center_clip, read_image, sha256_file
-from camid_gpu.match import crosscorr, json_number, pce
-from camid_gpu.provenance import file_entry, utc_now, write_manifest
-from camid_gpu.residual import (DEFAULT_LEVELS, DEFAULT_SIGMA, DEFAULT_WAVELET, pixels_to_device, residual_native,
-                                wiener_dft)
-from camid_gpu.runner import RunConfig
-from camid_gpu.scheduler import (
+from camid_gpu.cluster.threshold import null_summary, pair_threshold, robust_spread
+from camid_gpu.config import CLUSTER_MIN_REGION, CLUSTER_REGION, ClusterParams, RunConfig
+from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
     chunk_size,
@@ -50,51 +43,20 @@ from camid_gpu.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
+from camid_gpu.errors import CamidError, ImageTooSmallError
+from camid_gpu.io import ImageInfo, center_clip, read_image
+from camid_gpu.pipeline.prepare import disputed_images
+from camid_gpu.pipeline.records import error_entry
+from camid_gpu.prnu.fingerprint import FingerprintAccumulator
+from camid_gpu.prnu.pce import crosscorr, pce
+from camid_gpu.prnu.residual import pixels_to_device, residual_native, wiener_dft
+from camid_gpu.provenance import file_entry, utc_now, write_manifest
 from camid_gpu.store import CameraFingerprint, save_fingerprint, software_versions
 
 FORMAT = "camid-clusters"
 VERSION = 1
-#: default side of the centred square compared (pixels); smaller frames use their short side
-DEFAULT_REGION = 1024
-#: smallest region side accepted (a residual of fewer pixels cannot link anything at sane false-alarm rates)
-MIN_REGION = 32
 #: values per pixel of one pair's zero-shift PCE (two planes, two complex spectra, the correlation)
 PCE_VALUES_PER_PIXEL = 10
-
-
-@dataclass(frozen=True)
-class ClusterParams:
-    """Every parameter that shapes a clustering.
-
-    region : side of the centred square compared (largest up to this; default 1024); None = full frame.
-    pfa : false-alarm probability for the whole set (any false link), Sidak-corrected per comparison.
-    sigma, levels, wavelet : the residual denoiser (as ``fingerprint``: sigma 3 on the 0..255 scale).
-    precision : Gram products: "auto" (float16 on CUDA, float32 elsewhere), "float32" or "float16".
-    max_rounds : fingerprint merge/attach rounds at most.
-    """
-
-    region: int | None = DEFAULT_REGION
-    pfa: float = DEFAULT_PFA
-    sigma: float = DEFAULT_SIGMA
-    levels: int = DEFAULT_LEVELS
-    wavelet: str = DEFAULT_WAVELET
-    precision: str = "auto"
-    max_rounds: int = 20
-
-    def __post_init__(self):
-        if self.region is not None and self.region < MIN_REGION:
-            raise ValueError(f"region must be 'full' or at least {MIN_REGION}, got {self.region}")
-        if not 0.0 < self.pfa < 1.0:
-            raise ValueError(f"pfa must lie in (0, 1), got {self.pfa!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def fingerprint_params(self) -> dict[str, Any]:
-        """Parameters recorded in the cluster fingerprints (as ``camid fingerprint`` records them)."""
-        return Params(sigma_fingerprint=self.sigma, levels=self.levels, wavelet=self.wavelet).fingerprint_params()
 
 
 def group_key(height: int, width: int) -> tuple[int, int]:
@@ -132,9 +94,9 @@ def prepare_image(path: str, region: int | None) -> PreparedImage:
     """Host work for one image (worker processes): decode, turn portrait frames both ways, clip."""
     pixels, info = read_image(path)
     group = group_key(info.height, info.width)
-    if group[0] < MIN_REGION:
+    if group[0] < CLUSTER_MIN_REGION:
         raise ImageTooSmallError(path, f"image is {info.height}x{info.width}; clustering needs at least "
-                                       f"{MIN_REGION} pixels on the short side")
+                                       f"{CLUSTER_MIN_REGION} pixels on the short side")
     rotations = [90, 270] if info.height > info.width else [0]
     clip = region_clip(group, region)
     clips = [np.ascontiguousarray(center_clip(np.rot90(pixels, r // 90) if r else pixels, clip, path))
@@ -193,13 +155,6 @@ def _stores_from_records(run_dir: str, records: list[dict[str, Any]]) -> dict[st
     return stores
 
 
-def _sha_or_none(path: str) -> str | None:
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None
-
-
 def check_resume_params(run_dir: str, params: ClusterParams, resume: bool) -> None:
     """Refuse to continue a run made with other residual parameters (its rows would not be comparable)."""
     path = os.path.join(run_dir, "cluster-params.json")
@@ -226,17 +181,17 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
     writer = ResultsWriter(records_path, resume)
     existing = read_results(records_path) if resume and os.path.exists(records_path) else []
     stores = _stores_from_records(run_dir, existing)
-    changed = [p for p in paths if writer.done.get(p) and not writer.is_done(p, _sha_or_none(p))]
+    changed = [p for p in paths if writer.done.get(p) and not writer.is_done(p, sha256_or_none(p))]
     if changed:
         writer.close()
         raise CamidError(f"{len(changed)} file(s) changed since they were added to {run_dir}, e.g. {changed[0]}: "
                          f"their residuals no longer match them; start a new run folder")
     todo = [p for p in paths if not writer.is_done(p)]
     bk = config.backend_obj()
-    side = params.region or DEFAULT_REGION
-    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk.device)
+    side = params.region or CLUSTER_REGION
+    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
-    value_bytes = 8 if bk.name == "numpy" or "64" in str(getattr(bk, "dtype", "")) else 4
+    value_bytes = bk.itemsize
     size = config.chunk or chunk_size(side * side, 0, gpu_budget, host_budget, rotations=2, value_bytes=value_bytes)
     state = {"size": size}
     progress = Progress(len(todo), "residuals", config.progress)
@@ -355,7 +310,7 @@ def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, 
             previous = None  # rows were dropped since (an interrupted run): recompute
     precision = resolve_precision(bk, params.precision)
     host = (config.max_host_memory or default_host_memory()) // 4  # the float32 row blocks read from the file
-    device = config.max_gpu_memory or default_gpu_memory(bk.device)
+    device = config.max_gpu_memory or default_gpu_memory(bk)
     tile = tile_rows(store.pixels, host, 4)
     if device:
         tile = min(tile, tile_rows(store.pixels, device, 2 if precision == "float16" else 4))
@@ -420,7 +375,7 @@ def cluster_group(run_dir: str, name: str, records: list[dict[str, Any]], store:
                                robust_spread(sim[iu]))
     candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sim > threshold.ncc, 1)))]
     shape = tuple(records[0]["region"])
-    budget = config.max_gpu_memory or default_gpu_memory(bk.device) or (config.max_host_memory or
+    budget = config.max_gpu_memory or default_gpu_memory(bk) or (config.max_host_memory or
                                                                          default_host_memory()) // 4
     pces = confirm_pairs(bk, store, records, candidates, choice, shape, budget)
     linked = np.zeros((n, n), dtype=bool)

@@ -20,11 +20,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from camid_gpu.backend import Backend
+from camid_gpu.config import GRAM_PRECISIONS
 
 #: half-precision rows are scaled by this before the cast (kept normal for float16 at n up to ~16M pixels;
 #: the Gram is divided by its square afterwards, so values stay far below float16's 65504)
 HALF_SCALE = 16.0
-PRECISIONS = ("auto", "float32", "float16")
 
 #: a function returning rows [start, stop) of a row store as a host float32 array (stop - start, n)
 RowSource = Callable[[int, int], np.ndarray]
@@ -40,8 +40,8 @@ def normalise_rows(rows: np.ndarray) -> np.ndarray:
 
 def resolve_precision(bk: Backend, precision: str = "auto") -> str:
     """``float16`` on a CUDA device with ``auto``, else ``float32``; checks the name."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"Gram precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in GRAM_PRECISIONS:
+        raise ValueError(f"Gram precision must be one of {GRAM_PRECISIONS}, got {precision!r}")
     on_cuda = str(getattr(bk, "device", "cpu")).startswith("cuda")
     if precision == "float16" and not on_cuda:
         raise ValueError("float16 Gram products need a CUDA device (CPUs gain nothing from them)")

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import special
 
-DEFAULT_PFA = 1e-6
 #: bins of the null histogram kept for the report
 NULL_BINS = 80
 #: pairs needed before the observed spread is trusted over the 1/n model

@@ -25,12 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
+from camid_gpu._shared.jsonio import json_number  # noqa: F401  (re-exported for the record builders)
 from camid_gpu.backend import Array, Backend
-
-#: same-camera threshold on the PCE used by the field
-PCE_THRESHOLD = 60.0
-#: side of the square around the peak left out of the correlation energy
-PEAK_NEIGHBOURHOOD = 11
+from camid_gpu.config import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -48,12 +45,6 @@ class PCEScores:
     @property
     def p_fa(self) -> np.ndarray:
         return 10.0 ** self.log10_p_fa
-
-
-def json_number(x) -> float | None:
-    """A finite float for JSON records, rounded to 6 significant digits (stable, readable); else None."""
-    v = float(x)
-    return float(f"{v:.6g}") if math.isfinite(v) else None
 
 
 def crosscorr(bk: Backend, residual: Array, template: Array) -> Array:

@@ -23,16 +23,12 @@ from typing import Sequence
 
 import numpy as np
 
+from camid_gpu import config
 from camid_gpu.backend import Array, Backend, get_backend
+from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS
 
-#: window sizes of Mihcak's local variance estimate (Binghamton's WaveNoise)
-MIHCAK_WINDOWS: tuple[int, ...] = (3, 5, 7, 9)
-#: rgb -> gray weights of Binghamton's rgb2gray1 (MATLAB's rgb2gray)
-GRAY_WEIGHTS: tuple[float, float, float] = (0.2989, 0.5870, 0.1140)
-#: noise std on the 0..255 scale used by Binghamton's examples
-DEFAULT_SIGMA = 3.0
-DEFAULT_LEVELS = 4
-DEFAULT_WAVELET = "db4"
+#: noise std on the 0..255 scale used by Binghamton's examples (the reference side)
+DEFAULT_SIGMA = config.SIGMA_FINGERPRINT
 
 
 def padding(size: int, levels: int) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
-from camid_gpu.residual import (
+from camid_gpu.prnu.residual import (
     DEFAULT_LEVELS,
     DEFAULT_SIGMA,
     DEFAULT_WAVELET,

@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from camid_gpu._shared.jsonio import read_jsonl as read_results  # noqa: F401  (the run folder's reader)
+from camid_gpu.backend import Backend
 from camid_gpu.errors import CamidError
 
 #: working arrays per channel-pixel during the residual (padded planes, wavelet pyramid, box means);
@@ -36,28 +38,10 @@ def default_host_memory() -> int:
         return 4 << 30
 
 
-def default_gpu_memory(device: str) -> int | None:
-    """80 % of the CUDA device's free memory, or None on the CPU."""
-    if not device.startswith("cuda"):
-        return None
-    import torch
-
-    free, _total = torch.cuda.mem_get_info(torch.device(device))
-    return int(free * 0.8)
-
-
-def parse_bytes(text: str | int | None) -> int | None:
-    """'8G', '512M', '1.5GiB', 1000 -> bytes."""
-    if text is None or isinstance(text, int):
-        return text
-    s = str(text).strip().upper().replace("IB", "").rstrip("B")
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    try:
-        if s and s[-1] in scale:
-            return int(float(s[:-1]) * scale[s[-1]])
-        return int(float(s))
-    except ValueError:
-        raise ValueError(f"memory size must look like 8G, 512M or a number of bytes; got {text!r}") from None
+def default_gpu_memory(bk: Backend) -> int | None:
+    """80 % of the backend's free device memory, or None on the host."""
+    info = bk.memory_info()
+    return None if info is None else int(info[0] * 0.8)
 
 
 def chunk_size(pixels: int, cameras: int, budget: int | None, host_budget: int, rotations: int = 1,
@@ -108,25 +92,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def run_chunk_with_retry(func: Callable[[Sequence[Any]], list], items: Sequence[Any],
-                         on_halve: Callable[[int], None] | None = None) -> list:
-    """``func(items)``; on a device out-of-memory error, split the chunk in halves and retry each."""
+                         on_halve: Callable[[int], None] | None = None,
+                         free_cache: Callable[[], None] | None = None) -> list:
+    """``func(items)``; on a device out-of-memory error, call ``free_cache`` (e.g. ``Backend.empty_cache``),
+    split the chunk in halves and retry each."""
     try:
         return func(items)
     except Exception as exc:  # torch.cuda.OutOfMemoryError or CuPy's, without importing either
         if not is_out_of_memory(exc) or len(items) <= 1:
             raise
-        _free_device_cache()
+        if free_cache is not None:
+            free_cache()
         half = len(items) // 2
         if on_halve:
             on_halve(half)
-        return (run_chunk_with_retry(func, items[:half], on_halve)
-                + run_chunk_with_retry(func, items[half:], on_halve))
-
-
-def _free_device_cache() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        return (run_chunk_with_retry(func, items[:half], on_halve, free_cache)
+                + run_chunk_with_retry(func, items[half:], on_halve, free_cache))
 
 
 class ResultsWriter:
@@ -178,12 +159,6 @@ class ResultsWriter:
         self.close()
 
 
-def read_results(path: str) -> list[dict[str, Any]]:
-    """All complete records of a JSON Lines results file."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip() and line.endswith("\n")]
-
-
 @dataclass
 class Progress:
     """A rich progress bar with images/s and ETA on a terminal; silent otherwise."""
@@ -198,8 +173,8 @@ class Progress:
         self._bar = None
         if self.enabled:
             try:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
-                                           TextColumn, TimeRemainingColumn)
+                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+                from rich.progress import Progress as RichProgress
             except ImportError:
                 self.enabled = False
                 return

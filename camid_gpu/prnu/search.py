@@ -9,19 +9,19 @@ which ``J`` fits inside ``K_s``::
 
     C_s[d] = sum_x W[x] J[x] K_s[x + d],   0 <= d <= (round(s H) - h, round(s W) - w)
 
-which is :func:`camid_gpu.match.crosscorr`'s ``sum_x W[x] (J K)[x + d]`` with ``J`` placed at offset
+which is :func:`camid_gpu.prnu.pce.crosscorr`'s ``sum_x W[x] (J K)[x + d]`` with ``J`` placed at offset
 ``d`` inside ``K_s``. ``W`` is the disputed image's residual after WienerInDFT (denoiser sigma 2, as
-``Params.sigma_query`` of :mod:`camid_gpu.identify`), ``J`` its gray intensity on the 0..255 scale.
+``Params.sigma_query`` of :mod:`camid_gpu.pipeline.identify`), ``J`` its gray intensity on the 0..255 scale.
 ``W J`` (made zero-mean) is zero-padded to ``K_s``'s size, so the admissible offsets never wrap
 around, and each scale costs one FFT correlation of ``K_s``-sized planes per camera (the padded
 image's spectrum is computed once per scale and shared by the cameras). The peak is searched over
-the admissible offsets and its PCE is computed as in :func:`camid_gpu.match.pce` (energy over the
+the admissible offsets and its PCE is computed as in :func:`camid_gpu.prnu.pce.pce` (energy over the
 whole correlation plane outside the 11 x 11 neighbourhood of the peak), except where ``K`` is not
 resampled (see "JPEG grids" below). The reported scale is the one with the largest PCE, the offset
 is that scale's peak (pixels of the resized frame). The false-alarm probability is corrected for
 the size of the whole search: with ``n`` the number of (scale, offset) positions,
 ``P_FA = 1 - (1 - p)^n`` where ``p`` is the one-position p-value of the best peak
-(:func:`camid_gpu.match.log10_false_alarm`).
+(:func:`camid_gpu.prnu.pce.log10_false_alarm`).
 
 The template: resampler and low-pass
 ------------------------------------
@@ -57,7 +57,7 @@ the other shifts on flat images, measured), so a single energy makes unrelated c
 PCE > 60 there (observed: 63 at offset (48, 288)). At such scales :func:`pce_by_alignment`
 estimates the energy separately for every alignment class ``d mod 8`` (which also covers the
 2 x 2 CFA period). At resampled scales the classes have the same energy within sampling noise
-(measured), and :func:`camid_gpu.match.pce` is used.
+(measured), and :func:`camid_gpu.prnu.pce.pce` is used.
 
 Limits (measured, see ``tests/test_search.py``): downscaling by ``s`` leaves ``s^2`` of the pixels,
 and interpolation plus JPEG remove much of the remaining PRNU, so the PCE falls quickly with the
@@ -82,12 +82,20 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
-from camid_gpu.match import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, json_number, log10_false_alarm, pce
-from camid_gpu.residual import (DEFAULT_LEVELS, DEFAULT_WAVELET, gray_intensity, pixels_to_device, residual_native,
-                                validate_images, wiener_dft)
+from camid_gpu.config import SIGMA_QUERY
+from camid_gpu.prnu.pce import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, json_number, log10_false_alarm, pce
+from camid_gpu.prnu.residual import (
+    DEFAULT_LEVELS,
+    DEFAULT_WAVELET,
+    gray_intensity,
+    pixels_to_device,
+    residual_native,
+    validate_images,
+    wiener_dft,
+)
 
 #: sigma of the disputed image's denoiser (0..255 scale), as ``Params.sigma_query`` of identify
-DEFAULT_SIGMA_QUERY = 2.0
+DEFAULT_SIGMA_QUERY = SIGMA_QUERY
 #: Gaussian low-pass of the template, in pixels of the resized frame (see the module notes)
 TEMPLATE_BLUR = 1.0
 #: period of the pixel grids (JPEG's 8 x 8 blocks, the 2 x 2 CFA) whose alignment classes get
@@ -199,8 +207,8 @@ def pce_by_alignment(bk: Backend, corr: Array, shift_range: tuple[int, int], per
     correlation energy (mean square). The peak is the largest ``C[d] / sqrt(energy(class(d)))`` over
     ``0 <= d <= shift_range``; its PCE is ``sign(peak) peak^2 / energy`` with the energy of its own
     class, leaving out the ``neighbourhood`` around the peak (circularly), as in
-    :func:`camid_gpu.match.pce`. Planes with fewer than 64 samples per class fall back to
-    ``match.pce``. Returns the same keys as ``match.pce``.
+    :func:`camid_gpu.prnu.pce.pce`. Planes with fewer than 64 samples per class fall back to
+    ``prnu.pce.pce``. Returns the same keys as ``prnu.pce.pce``.
     """
     n, hs, ws = corr.shape
     p = int(period)

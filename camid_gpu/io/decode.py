@@ -1,4 +1,4 @@
-"""Image input: read-only decoding, SHA-256, EXIF facts, green channel and centre clipping.
+"""Image decoding: read-only, SHA-256 of the bytes decoded, EXIF facts, size limits.
 
 Evidence files are opened read-only (``"rb"``), read once into memory, hashed and decoded from the
 same bytes, so the recorded SHA-256 is the hash of exactly what was analysed. Pixels are never
@@ -20,16 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from camid_gpu.errors import (
-    ImageDecodeError,
-    ImageNotFoundError,
-    ImageTooSmallError,
-    ImageUnreadableError,
-)
+from camid_gpu.errors import ImageDecodeError, ImageNotFoundError, ImageUnreadableError
 
 #: largest decoded size accepted, in pixels (a guard against decompression bombs)
 MAX_PIXELS = 250_000_000
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 _EXIF_TAGS = {0x010F: "make", 0x0110: "model", 0x0112: "orientation", 0x0132: "datetime"}
 _EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 0x9003
@@ -70,15 +64,6 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
         if exc.errno == errno.ELOOP:
             raise ImageUnreadableError(path, "symbolic link loop") from None
         raise ImageUnreadableError(path, f"cannot be read ({exc.strerror or exc})") from None
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks, opened read-only."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_pixels(path: str, height: int, width: int, max_pixels: int) -> None:
@@ -228,89 +213,3 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> tupl
                      height=array.shape[0], width=array.shape[1],
                      channels=1 if array.ndim == 2 else array.shape[2], bit_depth=depth, exif=exif)
     return array, info
-
-
-def green_channel(pixels: np.ndarray) -> np.ndarray:
-    """The green plane of (H, W, 3) pixels; gray (H, W) pixels are returned as they are."""
-    return pixels[..., 1] if pixels.ndim == 3 else pixels
-
-
-def to_8bit(pixels: np.ndarray) -> np.ndarray:
-    """uint8 pixels: uint8 as is, uint16 rounded to the nearest of 256 levels (x / 257)."""
-    if pixels.dtype == np.uint8:
-        return pixels
-    return np.round(pixels.astype(np.float64) / 257.0).astype(np.uint8)
-
-
-def clip_window(height: int, width: int, clip: tuple[int, int]) -> tuple[int, int]:
-    """Top-left corner of the centre clipping ``clip = (h, w)`` of an ``height x width`` image.
-
-    Start offsets are ``floor((size - clip) / 2)`` on each axis, as MATLAB's ``centerCropWindow2d``
-    (for an odd surplus the extra row/column is left at the bottom/right).
-    """
-    return (height - clip[0]) // 2, (width - clip[1]) // 2
-
-
-def center_clip(pixels: np.ndarray, clip: tuple[int, int] | None, path: str = "<array>") -> np.ndarray:
-    """Centre clipping of (H, W[, C]) pixels to ``clip = (h, w)``; None returns the whole image.
-
-    Raises :class:`~camid_gpu.errors.ImageTooSmallError` when the image is smaller than the clipping.
-    """
-    if clip is None:
-        return pixels
-    ch, cw = clip
-    h, w = pixels.shape[:2]
-    if h < ch or w < cw:
-        raise ImageTooSmallError(path, f"image is {h}x{w} (rows x columns), smaller than the {ch}x{cw} clipping")
-    top, left = clip_window(h, w, clip)
-    return pixels[top:top + ch, left:left + cw]
-
-
-def parse_clip(value: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
-    """Parse a clipping size: ``1000``, ``"1000"``, ``"768x1024"`` (rows x columns), ``"full"``/None."""
-    if value is None or (isinstance(value, str) and value.lower() in ("full", "none", "")):
-        return None
-    if isinstance(value, int):
-        h = w = value
-    elif isinstance(value, tuple):
-        h, w = value
-    else:
-        parts = str(value).lower().split("x")
-        try:
-            h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-        except ValueError:
-            raise ValueError(f"clip must be N, HxW or 'full', got {value!r}") from None
-    if h < 16 or w < 16:
-        raise ValueError(f"clip must be at least 16x16, got {h}x{w}")
-    return int(h), int(w)
-
-
-def list_images(*paths: str | os.PathLike) -> list[str]:
-    """Expand files and folders (recursively, sorted) into image paths by suffix.
-
-    Files named explicitly are kept whatever their suffix (they are errors later if not images). A
-    folder named like an image (``x.jpg/``) is listed as an entry, not walked, so that it is reported
-    as an error instead of vanishing from the run.
-    """
-    found: list[str] = []
-    for p in paths:
-        p = os.fspath(p)
-        if os.path.isdir(p) and not _looks_like_image(p):
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                names = sorted(files + [d for d in dirs if _looks_like_image(d)])
-                dirs[:] = [d for d in dirs if not _looks_like_image(d)]
-                found.extend(os.path.join(root, f) for f in names if _looks_like_image(f))
-        else:
-            found.append(p)
-    return found
-
-
-def _looks_like_image(name: str) -> bool:
-    base = os.path.basename(name.rstrip("/"))
-    return base.lower().endswith(IMAGE_SUFFIXES) and not base.startswith(".")
-
-
-def orientation_of(height: int, width: int) -> str:
-    """'landscape', 'portrait' or 'square' from a pixel size."""
-    return "landscape" if width > height else "portrait" if height > width else "square"

@@ -4,7 +4,7 @@ Sections: the run (command, software, parameters, timings); per geometry group t
 null actually observed, the similarity matrix ordered by cluster (heat-map), the average-linkage
 dendrogram cut at the threshold, the cluster sizes and the null histogram with the threshold; then every
 cluster with its members (SHA-256) and the evidence of every link, merge and attachment, and the images
-left unclustered or failed. Same conventions as the identification report (:mod:`camid_gpu.report`):
+left unclustered or failed. Same conventions as the identification report (:mod:`camid_gpu.report.html`):
 one self-contained HTML file, every string from the run escaped, figures carry numbers, not file names.
 """
 from __future__ import annotations
@@ -13,13 +13,15 @@ import json
 import math
 import os
 import shlex
+import warnings
 from typing import Any
 
 import numpy as np
 
 from camid_gpu._version import __version__
 from camid_gpu.errors import CamidError
-from camid_gpu.report import _CSS, _NONE, _camera_color, _e, _f, _figure, _json_value, _kv, _png, _symlog, _table
+from camid_gpu.report.html import (_CSS, _NONE, _RC, _camera_color, _e, _f, _figure, _json_value, _kv, _matplotlib,
+                                   _png, _symlog, _table)
 
 #: largest matrix drawn cell by cell in the heat-map; bigger ones are reduced by block maxima
 HEATMAP_CELLS = 400
@@ -35,8 +37,23 @@ def is_cluster_run(run_dir: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(os.fspath(run_dir), "clusters.json"))
 
 
+def write_cluster_report(run_dir: str | os.PathLike, output_html: str | os.PathLike) -> str:
+    """Write the report of a clustering run folder to ``output_html`` (atomically); returns the path."""
+    mpl = _matplotlib()
+    with mpl.rc_context(_RC), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        text = render_cluster_report(run_dir)
+    output_html = os.fspath(output_html)
+    os.makedirs(os.path.dirname(os.path.abspath(output_html)), exist_ok=True)
+    tmp = output_html + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, output_html)
+    return output_html
+
+
 def render_cluster_report(run_dir: str | os.PathLike) -> str:
-    """The HTML report of a clustering run folder."""
+    """The HTML report of a clustering run folder (call inside :func:`write_cluster_report`'s style context)."""
     run_dir = os.fspath(run_dir)
     try:
         with open(os.path.join(run_dir, "clusters.json"), encoding="utf-8") as handle:

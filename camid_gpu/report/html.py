@@ -28,7 +28,6 @@ metadata), so the same run gives the same bytes with the same matplotlib.
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import json
@@ -41,7 +40,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu._version import __version__
+from camid_gpu.config import PCE_THRESHOLD
 from camid_gpu.errors import CamidError, MissingExtraError
 
 #: more images than this: no per-image bar charts, heat-maps of the PCE matrix instead
@@ -85,12 +86,6 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
 def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLike | None = None) -> str:
     """The report of ``run_dir`` as one HTML string (see :func:`write_report`)."""
     mpl = _matplotlib()
-    from camid_gpu.report_cluster import is_cluster_run, render_cluster_report
-
-    if is_cluster_run(run_dir):  # a `camid cluster` run folder has its own report
-        with mpl.rc_context(_RC), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
-            return render_cluster_report(run_dir)
     run = _load_run(os.fspath(run_dir), None if fingerprints_dir is None else os.fspath(fingerprints_dir))
     with mpl.rc_context(_RC), warnings.catch_warnings():
         # figures hold only camera names and numbers, but a camera name from a hand-edited file could
@@ -135,7 +130,7 @@ class _Run:
             if _is_num(t):
                 return float(t)
         t = ((self.manifest or {}).get("params") or {}).get("pce_threshold")
-        return float(t) if _is_num(t) else 60.0
+        return float(t) if _is_num(t) else PCE_THRESHOLD
 
 
 def _read_json(path: str, what: str, notes: list[str]) -> dict[str, Any] | None:
@@ -260,17 +255,6 @@ def _cameras(records, evaluation, store, manifest) -> list[str]:
             if isinstance(f, dict) and f.get("camera") and str(f.get("path", "")).endswith(".json")]
 
 
-def _sha256(path: str) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
 def _check_fingerprints(run: _Run) -> None:
     """Compare the fingerprint files now in ``run.fp_dir`` with the SHA-256 in the manifest."""
     if not run.manifest or not run.fp_dir:
@@ -280,7 +264,7 @@ def _check_fingerprints(run: _Run) -> None:
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             continue
         name = os.path.basename(entry["path"])
-        current = _sha256(os.path.join(run.fp_dir, name))
+        current = sha256_or_none(os.path.join(run.fp_dir, name))
         if current is None:
             run.fp_check[name] = "missing now"
         elif current == entry.get("sha256"):
@@ -535,7 +519,7 @@ def _fingerprint_table(run: _Run) -> str:
         for fp in run.store:
             path = os.path.join(run.fp_dir or "", f"{fp.camera}.json")
             rows.append([_e(fp.camera), f'<span class="mono">{_e(path)}</span>',
-                         f'<span class="mono">{_e(_sha256(path) or _NONE)}</span>', _e(", ".join(fp.methods)),
+                         f'<span class="mono">{_e(sha256_or_none(path) or _NONE)}</span>', _e(", ".join(fp.methods)),
                          str(len(fp.references))])
         out.append('<p class="muted">Not recorded by a manifest: the files found now (SHA-256 taken now).</p>')
         out.append(_table(["camera", "file", "SHA-256 (now)", "methods", "references"], rows))

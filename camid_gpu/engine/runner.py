@@ -1,4 +1,4 @@
-"""Whole runs on the scheduler: fingerprint a reference folder, identify files, evaluate a dataset.
+"""Whole runs on the scheduler: fingerprint a reference folder, identify files, evaluate a dataset, write residuals.
 
 Every run keeps going past bad input: a file that cannot be used gets an error record naming the
 path and the reason, and everything already computed is kept (results are appended as they come).
@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import tifffile
 
-from camid_gpu import identify as ident
-from camid_gpu.backend import Backend, get_backend
-from camid_gpu.errors import CamidError, FingerprintMismatchError
-from camid_gpu.evaluate import summarise
-from camid_gpu.io import list_images, sha256_file
-from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
-from camid_gpu.scheduler import (
+from camid_gpu._shared.jsonio import sha256_file, write_json
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.engine.distributed import identify_on_cluster
+from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
     chunk_size,
@@ -28,28 +26,20 @@ from camid_gpu.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
+from camid_gpu.errors import CamidError, FingerprintMismatchError
+from camid_gpu.evaluate import summarise
+from camid_gpu.io.decode import read_image
+from camid_gpu.io.geometry import center_clip, green_channel
+from camid_gpu.io.listing import list_images
+from camid_gpu.pipeline import identify as ident
+from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.records import error_entry
+from camid_gpu.prnu.residual import extract_residual
+from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 
-@dataclass
-class RunConfig:
-    """How to run (never what to compute: that is :class:`~camid_gpu.identify.Params`)."""
-
-    backend: str = "auto"
-    device: str | None = None
-    workers: int = 1
-    max_host_memory: int | None = None
-    max_gpu_memory: int | None = None
-    progress: bool | None = None
-    cluster: str | None = None
-    chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
-    log: list[str] = field(default_factory=list)
-
-    def backend_obj(self) -> Backend:
-        return get_backend(self.backend, device=self.device)
-
-
-def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
+def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                        config: RunConfig) -> dict[str, Any]:
     """Build and save one fingerprint per camera subfolder of ``refs_dir``.
 
@@ -57,14 +47,14 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     """
     bk = config.backend_obj()
     saved, errors, tried = [], [], []
-    for camera, folder in ident.camera_folders(refs_dir):
+    for camera, folder in prepare.camera_folders(refs_dir):
         paths = list_images(folder)
         tried.extend(paths)
         if not paths:
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(ident.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
+        stream = ordered_map(prepare.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
@@ -78,7 +68,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "files": tried}
 
 
-def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, clip_given: bool) -> ident.Params:
+def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool) -> Params:
     """The fingerprints decide the clipping and the fingerprint-side parameters; check the rest."""
     fp = store[0]
     if params.search_scales is not None and fp.clip is not None:
@@ -99,7 +89,7 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: ident.Params, cl
 
 
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
-                   params: ident.Params, config: RunConfig, resume: bool = False, kind: str = "auto",
+                   params: Params, config: RunConfig, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
@@ -111,14 +101,15 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         methods = ("pce",)
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given)
-    paths = ident.disputed_images(inputs)
+    paths = prepare.disputed_images(inputs)
     writer = ResultsWriter(results_path, resume)
     todo = [p for p in paths if not (p in writer.done and writer.is_done(p, _sha_or_none(p)))]
     skipped = len(paths) - len(todo)
     progress = Progress(len(todo), "identify", config.progress)
     try:
         if config.cluster:
-            _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress)
+            identify_on_cluster(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
+                                params, config, kind, progress)
         else:
             _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress)
     finally:
@@ -139,17 +130,16 @@ def _sha_or_none(path: str) -> str | None:
 def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dict[str, Any]]:
     if truth_root:
         for r in records:
-            r["truth"] = ident.ground_truth_of(r["path"], truth_root)
+            r["truth"] = prepare.ground_truth_of(r["path"], truth_root)
     return records
 
 
 def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
     bk = config.backend_obj()
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
-    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk.device)
+    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
-    value_bytes = 8 if bk.name == "numpy" or "64" in str(getattr(bk, "dtype", "")) else 4
-    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=value_bytes)
+    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
     state = {"size": size}
     fp_cache: dict = {}
     source_shape = store[0].source_shape
@@ -160,92 +150,30 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
         return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
 
     def flush(pending):
-        prepared = [x for x in pending if isinstance(x, ident.Prepared)]
-        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n)) if prepared else [])
-        records = [next(scored) if isinstance(x, ident.Prepared) else x for x in pending]
+        prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
+        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache) if prepared else [])
+        records = [next(scored) if isinstance(x, prepare.Prepared) else x for x in pending]
         writer.write(_annotate(records, truth_root))
         progress.advance(len(records))
 
     pending: list = []
-    for (path, *_), result in ordered_map(ident.prepare_disputed, tasks, config.workers, prefetch):
-        pending.append(ident.error_entry(path, result) if isinstance(result, BaseException) else result)
-        if sum(isinstance(x, ident.Prepared) for x in pending) >= state["size"]:
+    for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
+        pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
+        if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
             flush(pending)
             pending = []
     if pending:
         flush(pending)
 
 
-def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
-                          backend: str, device: str | None, kind: str) -> list[dict[str, Any]]:
-    """One Dask task: identify ``paths`` in this process and return their records in order."""
-    store = load_store(fp_dir, methods=tuple(methods))
-    params = params_from_dict(params_dict)
-    bk = get_backend(backend, device=device)
-    records = []
-    for path in paths:
-        try:
-            item = ident.prepare_disputed(path, params, store[0].source_shape, kind)
-        except (CamidError, OSError, ValueError) as exc:
-            records.append(ident.error_entry(path, exc))
-            continue
-        records.extend(ident.identify_chunk(bk, store, [item], params, methods))
-    return records
-
-
-def params_from_dict(d: dict[str, Any]) -> ident.Params:
-    d = dict(d)
-    d["clip"] = tuple(d["clip"]) if d.get("clip") else None
-    d["shift_range"] = tuple(d["shift_range"]) if d.get("shift_range") is not None else None
-    return ident.Params(**d)
-
-
-def _identify_on_cluster(fp_dir, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
-    from camid_gpu.backend import import_optional
-
-    distributed = import_optional("dask.distributed", "dist", "--cluster")
-    per_task = config.chunk or 8
-    batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
-    client, cluster = _dask_client(distributed, config.cluster)
-    try:
-        futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
-                                 config.backend, config.device, kind, pure=False) for batch in batches]
-        for fut in futures:  # in submission order: deterministic output
-            records = fut.result()
-            writer.write(_annotate(records, truth_root))
-            progress.advance(len(records))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _dask_client(distributed, address: str):
-    """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes."""
-    if address == "local":
-        try:
-            from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
-
-            cluster = LocalCUDACluster()
-        except ImportError:
-            cluster = distributed.LocalCluster(n_workers=max(1, min(4, os.cpu_count() or 1)), threads_per_worker=1,
-                                               processes=True, dashboard_address=None)
-        return distributed.Client(cluster), cluster
-    if address.startswith("local:"):
-        n = int(address.split(":", 1)[1])
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        return distributed.Client(cluster), cluster
-    return distributed.Client(address), None
-
-
-def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: ident.Params,
+def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                      config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json``.
     """
     started = utc_now()
-    refs, disputed = ident.dataset_layout(dataset_dir)
+    refs, disputed = prepare.dataset_layout(dataset_dir)
     fp_dir = os.path.join(out_dir, "fingerprints")
     fp_summary = fingerprint_folder(refs, fp_dir, methods, params, config)
     if not fp_summary["cameras"]:
@@ -262,12 +190,55 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     summary["params"] = run["params"]
     summary["backend"] = fp_summary["backend"]
     evaluation_path = os.path.join(out_dir, "evaluation.json")
-    with open(evaluation_path, "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    write_json(evaluation_path, summary)
     fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
     write_manifest(out_dir, "evaluate", argv, params.to_dict(), run["backend"], started,
                    input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
                    fp_dir, fp_files + [results_path, evaluation_path],
                    extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods)})
     return summary
+
+
+def _residual_input(path: str, clip: tuple[int, int] | None, channel: str) -> tuple[np.ndarray, Any]:
+    pixels, info = read_image(path)
+    pixels = center_clip(pixels, clip, path)
+    return (green_channel(pixels) if channel == "green" else pixels), info
+
+
+def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels: int, wavelet: str,
+                   clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig,
+                   on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Noise residuals of image files as float32 TIFFs ``OUT/<stem>-<sha8>.tif`` (``(H, W)``, 0..255 units),
+    with one JSON line per image appended to ``OUT/residuals.jsonl``; returns the per-file error entries.
+
+    ``channel``: "color" (per-channel residuals combined to gray, Binghamton) or "green"; ``wiener`` also
+    applies WienerInDFT.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = list_images(*inputs)
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(inputs)}")
+    errors = []
+    index_path = os.path.join(out_dir, "residuals.jsonl")
+    bk = config.backend_obj()
+    tasks = [(p, clip, channel) for p in paths]
+    with open(index_path, "a", encoding="utf-8") as index:
+        for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
+            if isinstance(result, BaseException):
+                errors.append(error_entry(path, result))
+                continue
+            pixels, info = result
+            res = extract_residual(pixels[None], sigma=sigma, levels=levels, wavelet=wavelet,
+                                   backend=bk, wiener=wiener)[0]
+            stem = os.path.splitext(os.path.basename(path))[0]
+            out = os.path.join(out_dir, f"{stem}-{info.sha256[:8]}.tif")
+            tifffile.imwrite(out, res.astype(np.float32), metadata=None)
+            record = {"path": path, "sha256": info.sha256, "shape": list(res.shape), "output": out,
+                      "params": {"sigma": sigma, "levels": levels, "wavelet": wavelet,
+                                 "clip": list(clip) if clip else None, "channel": channel,
+                                 "wiener": wiener, "zero_mean": True},
+                      "backend": bk.describe(), "std": float(res.std())}
+            index.write(json.dumps(record, sort_keys=True) + "\n")
+            if on_record is not None:
+                on_record(record)
+    return errors

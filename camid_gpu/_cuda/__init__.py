@@ -1,0 +1,5 @@
+"""The generic CUDA kernel loader (NVRTC compile cache, DLPack, launch on torch's stream): :mod:`.loader`.
+
+Launchers of the fused kernels live beside their algorithm (``prnu/mihcak_kernel.py``,
+``mahalanobis/kernel.py``) and register themselves with :func:`~camid_gpu._cuda.loader.register_fused`.
+"""

@@ -1,0 +1,1 @@
+"""Helpers shared by every layer: optional imports (:mod:`.optional`), files and JSON (:mod:`.jsonio`)."""

@@ -1,0 +1,139 @@
+"""The backend interface: the primitives every algorithm is written against.
+
+Arrays handed between them are the backend's native arrays (``numpy.ndarray`` or ``torch.Tensor``),
+batch-first, with the image axes last: ``(..., H, W)``. Implementations: :mod:`.numpy_backend`,
+:mod:`.torch_backend`; :func:`camid_gpu.backend.get_backend` picks one.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+Array = Any  # numpy.ndarray or torch.Tensor
+
+
+class Backend:
+    """Primitives on batch-first arrays ``(..., H, W)``. Subclasses implement every method."""
+
+    name: str = "?"
+    device: str = "cpu"
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes of one real value in this backend's compute dtype (8 for float64, 4 for float32)."""
+        return np.dtype(self.dtype).itemsize
+
+    def memory_info(self) -> tuple[int, int] | None:
+        """(free, total) bytes of the device's memory, or None for host memory (no device budget)."""
+        return None
+
+    def empty_cache(self) -> None:
+        """Give cached device memory back (after an out-of-memory error); nothing to do on the host."""
+
+    # conversion -----------------------------------------------------------------------------
+    def asarray(self, x: Any) -> Array:
+        """Native array in the working float dtype on the backend's device (no copy when possible)."""
+        raise NotImplementedError
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        raise NotImplementedError
+
+    # indexing and reductions -----------------------------------------------------------------
+    def take(self, x: Array, index: np.ndarray, axis: int) -> Array:
+        raise NotImplementedError
+
+    def mean(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+        """Mean over ``axis``, keeping the reduced dimensions."""
+        raise NotImplementedError
+
+    def std(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+        """Sample standard deviation (N-1, as MATLAB's ``std2``), keeping dimensions."""
+        raise NotImplementedError
+
+    def sum(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+        """Sum over ``axis``, keeping the reduced dimensions."""
+        raise NotImplementedError
+
+    def amax(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+        """Maximum over ``axis``, keeping the reduced dimensions."""
+        raise NotImplementedError
+
+    def argmax_flat(self, x: Array) -> np.ndarray:
+        """Host int64 array of the flat index of the maximum of each ``(..., H, W)`` plane."""
+        raise NotImplementedError
+
+    def arange(self, n: int) -> Array:
+        """0..n-1 as a float array of the working dtype."""
+        raise NotImplementedError
+
+    # elementwise ----------------------------------------------------------------------------
+    def maximum(self, x: Array, y: Array | float) -> Array:
+        raise NotImplementedError
+
+    def minimum(self, x: Array, y: Array | float) -> Array:
+        raise NotImplementedError
+
+    def where(self, cond: Array, x: Array | float, y: Array | float) -> Array:
+        raise NotImplementedError
+
+    def abs(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def real(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def exp(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def sqrt(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def zeros_like(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def stack(self, xs: Sequence[Array], axis: int) -> Array:
+        raise NotImplementedError
+
+    def rot90(self, x: Array, k: int) -> Array:
+        """Rotate the last two axes by ``k`` quarter turns counter-clockwise (as ``numpy.rot90``)."""
+        raise NotImplementedError
+
+    def roll(self, x: Array, shift: tuple[int, int]) -> Array:
+        """Circular shift of the last two axes."""
+        raise NotImplementedError
+
+    # transforms ------------------------------------------------------------------------------
+    def wavedec2(self, x: Array, wavelet: str, levels: int) -> tuple[Array, list[Array]]:
+        """Periodic 2-D DWT of the last two axes (sizes divisible by ``2**levels``).
+
+        Returns ``(approx, details)``: ``approx`` is ``(..., h, w)`` at the coarsest level and
+        ``details[j]`` is ``(..., 3, h_j, w_j)`` (horizontal, vertical, diagonal), finest first.
+        """
+        raise NotImplementedError
+
+    def waverec2(self, approx: Array, details: list[Array], wavelet: str) -> Array:
+        """Inverse of :meth:`wavedec2`."""
+        raise NotImplementedError
+
+    def box_mean(self, x: Array, size: int) -> Array:
+        """Mean over a ``size x size`` window (odd size) of the last two axes, zero padding, same size."""
+        raise NotImplementedError
+
+    def fft2(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def ifft2(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    # fused kernels ---------------------------------------------------------------------------
+    def kernel(self, name: str) -> Callable | None:
+        """A fused implementation of ``name`` for this backend and device, or None (use the twin)."""
+        return None
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing)."""
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device}"
+

@@ -1,0 +1,284 @@
+"""The ``camid`` commands: one thin function per command, from parsed arguments to the engine and back.
+
+The parser is in :mod:`camid_gpu.cli.parser`, text tables and CSV in :mod:`camid_gpu.cli.output`.
+
+Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` found changed or
+missing files; 3 completed, but some files had errors (each listed, with the reason, in the output
+and on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from typing import Sequence
+
+from camid_gpu import config as cfg
+from camid_gpu._shared.jsonio import write_json
+from camid_gpu._version import __version__
+from camid_gpu.cli.output import print_clusters, print_errors, print_identification, write_csv
+from camid_gpu.cli.parser import build_parser
+
+EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+# ------------------------------------------------------------------------------------------------
+def _params(args: argparse.Namespace) -> cfg.Params:
+    shift = cfg.parse_shift_range(args.shift_range)
+    refs = cfg.parse_refs(getattr(args, "refs", "all"))
+    clip = cfg.parse_clip(args.clip) if args.clip is not None else cfg.CLIP
+    search = cfg.parse_scales(getattr(args, "search_scales", None))
+    return cfg.Params(clip=clip, sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
+                  sigma_mahalanobis=args.sigma_mahalanobis, refs=refs, pce_threshold=args.pce_threshold,
+                  shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
+                  search_scales=search)
+
+
+def _config(args: argparse.Namespace) -> cfg.RunConfig:
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
+                     max_host_memory=cfg.parse_bytes(args.max_host_memory),
+                     max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
+                     progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    import numpy
+    import pywt
+    import scipy
+
+    print(f"camid {__version__}  (python {platform.python_version()}, {platform.machine()})")
+    print(f"numpy {numpy.__version__}, scipy {scipy.__version__}, pywavelets {pywt.__version__}")
+    for module, extra in (("torch", "torch"), ("pytorch_wavelets", "torch"), ("cupy", "cuda"),
+                          ("dask", "dist"), ("matplotlib", "report")):
+        try:
+            if module == "pytorch_wavelets":
+                from camid_gpu.backend import import_pytorch_wavelets
+
+                mod = import_pytorch_wavelets()
+            else:
+                mod = __import__(module)
+            print(f"{module}: {getattr(mod, '__version__', 'installed')}")
+        except ImportError:
+            print(f"{module}: not installed (pip install 'camid_gpu[{extra}]')")
+        except Exception as exc:  # a broken optional install must not break `info`
+            print(f"{module}: present but fails to import ({type(exc).__name__}: {exc})")
+    from camid_gpu.backend import get_backend, torch_cuda_available
+
+    if torch_cuda_available():
+        import torch
+
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            print(f"cuda:{i}: {torch.cuda.get_device_name(i)}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} free)")
+    else:
+        print("CUDA: no device visible to torch")
+    print(f"backend 'auto' -> {get_backend('auto').describe()}")
+    return EXIT_OK
+
+
+def cmd_synth(args) -> int:
+    from camid_gpu.datasets.synthetic import make_dataset
+
+    t0 = time.perf_counter()
+    truth = make_dataset(args.outdir, cameras=args.cameras, per_model=args.per_model, refs=args.refs,
+                         disputed_flat=args.flat, disputed_natural=args.natural, height=args.height, width=args.width,
+                         jpeg_quality=args.quality, fmt=args.format, portrait=args.portrait, seed=args.seed)
+    print(f"wrote {len(truth['images'])} images of {len(truth['cameras'])} cameras to {args.outdir} "
+          f"in {time.perf_counter() - t0:.1f} s (ground truth: {os.path.join(args.outdir, 'ground_truth.json')})")
+    return EXIT_OK
+
+
+def cmd_residual(args) -> int:
+    from camid_gpu.engine.runner import residual_files
+
+    def show(record):
+        h, w = record["shape"]
+        print(f"{record['path']} -> {record['output']}  ({h}x{w}, std {record['std']:.3f})")
+
+    errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
+                            clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
+                            config=_config(args), on_record=show)
+    print_errors(errors)
+    return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def cmd_fingerprint(args) -> int:
+    from camid_gpu.config import methods_of
+    from camid_gpu.engine.runner import fingerprint_folder
+    from camid_gpu.provenance import file_entry, utc_now, write_manifest
+
+    started = utc_now()
+    params = _params(args)
+    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args))
+    if summary["cameras"]:
+        write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
+                       [file_entry(p, "reference") for p in summary["files"]], None,
+                       [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
+                       extra={"errors": summary["errors"]})
+    for cam in summary["cameras"]:
+        print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
+    print_errors(summary["errors"])
+    if not summary["cameras"]:
+        print("camid: no fingerprint was built", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_PARTIAL if summary["errors"] else EXIT_OK
+
+
+def cmd_identify(args) -> int:
+    from camid_gpu.config import methods_of
+    from camid_gpu.engine.runner import identify_files
+    from camid_gpu.engine.scheduler import read_results
+    from camid_gpu.provenance import input_entries, utc_now, write_manifest
+
+    started = utc_now()
+    methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
+    if args.search_scales and "mahalanobis" in methods:
+        methods = ("pce",)
+        print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
+              file=sys.stderr)
+    os.makedirs(args.outdir, exist_ok=True)
+    results = os.path.join(args.outdir, "results.jsonl")
+    run = identify_files(args.fp_dir, args.images, results, methods, _params(args), _config(args),
+                         resume=args.resume, kind=args.kind, clip_given=args.clip is not None)
+    records = read_results(results)
+    if args.json:
+        write_json(args.json, {"run": run, "images": records})
+    if args.csv:
+        write_csv(args.csv, records)
+    outputs = [results] + [p for p in (args.json, args.csv) if p]
+    write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
+                   args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume})
+    print_identification(records, run["cameras"], methods)
+    errors = [r for r in records if r.get("error")]
+    print_errors(errors)
+    print(f"run folder: {args.outdir} (results.jsonl, manifest.json); {run['processed']} processed, "
+          f"{run['skipped_as_done']} already done")
+    return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def methods_in_store(fp_dir: str) -> tuple[str, ...]:
+    """The methods every fingerprint in ``fp_dir`` has (PCE first)."""
+    from camid_gpu.store import load_store
+
+    store = load_store(fp_dir)
+    common = set.intersection(*(set(fp.methods) for fp in store))
+    return tuple(m for m in ("pce", "mahalanobis") if m in common)
+
+
+def cmd_cluster(args) -> int:
+    from camid_gpu.cluster import cluster_images
+
+    region = None if str(args.region).lower() == "full" else int(args.region)
+    params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.precision)
+    result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
+    print_clusters(result, args.outdir)
+    print_errors(result["errors"])
+    return EXIT_PARTIAL if result["errors"] else EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
+
+    path = os.path.join(args.manifest, MANIFEST_NAME) if os.path.isdir(args.manifest) else args.manifest
+    result = verify_manifest(path)
+    for item in result["changed"]:
+        print(f"CHANGED  {item['role']:11s} {item['path']}  recorded {item['recorded'][:16]}..., "
+              f"now {item['current'][:16]}...")
+    for item in result["missing"]:
+        print(f"MISSING  {item['role']:11s} {item['path']}  {item.get('reason', 'no longer exists')}")
+    print(f"{result['checked']} files checked: "
+          + ("all unchanged" if result["ok"] else f"{len(result['changed'])} changed, {len(result['missing'])} missing"))
+    return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
+
+
+def cmd_report(args) -> int:
+    from camid_gpu.report import write_report
+
+    output = args.output or os.path.join(args.run_dir, "report.html")
+    write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
+    print(f"report: {output}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    from camid_gpu.config import methods_of
+    from camid_gpu.engine.runner import evaluate_dataset
+    from camid_gpu.evaluate import format_report
+
+    outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
+    summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), _params(args), _config(args),
+                               resume=args.resume, argv=sys.argv)
+    print(format_report(summary))
+    if args.json:
+        write_json(args.json, summary)
+    print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
+    print_errors(summary["fingerprint_errors"])
+    return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
+
+
+DEMO_SIZES = {"small": dict(height=640, width=768, clip="512"), "paper": dict(height=1000, width=1200, clip="1000")}
+
+
+def cmd_demo(args) -> int:
+    from camid_gpu.config import Params, methods_of
+    from camid_gpu.datasets.synthetic import make_dataset
+    from camid_gpu.engine.runner import evaluate_dataset
+    from camid_gpu.evaluate import format_report
+
+    size = DEMO_SIZES[args.size]
+    keep = args.outdir is not None
+    root = args.outdir or tempfile.mkdtemp(prefix="camid-demo-")
+    data = os.path.join(root, "data")
+    t0 = time.perf_counter()
+    truth = make_dataset(data, cameras=4, per_model=2, refs=15, disputed_flat=3, disputed_natural=3,
+                         height=size["height"], width=size["width"], jpeg_quality=92, seed=args.seed)
+    t1 = time.perf_counter()
+    twins = [c["name"] + "~" + "/".join(c["twins"]) for c in truth["cameras"]]
+    print(f"camid demo: {len(truth['cameras'])} synthetic cameras (twins share model artefacts: {', '.join(twins)}), "
+          f"{len(truth['images'])} JPEGs {size['height']}x{size['width']} in {t1 - t0:.1f} s -> {data}")
+    config = _config(args)
+    params = Params(clip=cfg.parse_clip(size["clip"]))
+    summary = evaluate_dataset(data, os.path.join(root, "run"), methods_of("both"), params, config)
+    t2 = time.perf_counter()
+    print(f"fingerprints + identification of {summary['images_total']} images on {summary['backend']}: "
+          f"{t2 - t1:.1f} s\n")
+    print(format_report(summary))
+    if args.size == "small":
+        print("\nnote: the small demo uses 512x512 clippings; natural images carry less PRNU per pixel than flats, "
+              "so some fall below PCE 60 here (no false accusation: other cameras stay low). "
+              "`camid demo --size paper` uses the paper's 1000x1000 clippings.")
+    print(f"\n{'kept in' if keep else 'temporary folder'}: {root}")
+    return EXIT_OK
+
+
+COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
+            "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
+            "report": cmd_report, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_FAIL
+    from camid_gpu.errors import CamidError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
+        print(f"camid: error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        print("camid: interrupted (results written so far are kept; use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

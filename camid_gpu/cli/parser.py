@@ -1,0 +1,148 @@
+"""The ``camid`` argument parser; every default comes from :mod:`camid_gpu.config`."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from camid_gpu import config as cfg
+from camid_gpu._version import __version__
+
+
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("execution")
+    g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
+                   help="numpy (pywt/scipy, float64) or torch (CPU/CUDA, float32); auto = torch on CUDA if present")
+    g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
+    g.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    g.add_argument("--max-host-memory", default=None, help="host memory budget, e.g. 8G (default: half of RAM)")
+    g.add_argument("--max-gpu-memory", default=None, help="GPU memory budget, e.g. 20G (default: 80%% of free)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True,
+                       clip_default: Any = "x".join(map(str, cfg.CLIP))) -> None:
+    g = p.add_argument_group("method parameters")
+    if with_refs:
+        g.add_argument("--method", choices=cfg.METHOD_CHOICES, default="both",
+                       help="pce (primary), mahalanobis (PeerJ CS 2024) or both (default)")
+    else:
+        g.add_argument("--method", choices=cfg.METHOD_CHOICES, default=None,
+                       help="pce, mahalanobis or both (default: every method the fingerprints have)")
+    g.add_argument("--clip", default=clip_default,
+                   help=f"centre clipping: N, HxW (rows x columns) or 'full' (default {cfg.CLIP[0]}x{cfg.CLIP[1]})")
+    if with_refs:
+        g.add_argument("--refs", default=str(cfg.REFERENCES),
+                       help=f"reference images per camera, or 'all' (default {cfg.REFERENCES}, the paper's R)")
+    g.add_argument("--sigma-fingerprint", type=float, default=cfg.SIGMA_FINGERPRINT,
+                   help=f"PCE reference denoiser sigma ({cfg.SIGMA_FINGERPRINT:g})")
+    g.add_argument("--sigma-query", type=float, default=cfg.SIGMA_QUERY,
+                   help=f"PCE disputed-image denoiser sigma ({cfg.SIGMA_QUERY:g})")
+    g.add_argument("--sigma-mahalanobis", type=float, default=cfg.SIGMA_MAHALANOBIS,
+                   help=f"Mahalanobis denoiser sigma ({cfg.SIGMA_MAHALANOBIS:g})")
+    g.add_argument("--pce-threshold", type=float, default=cfg.PCE_THRESHOLD,
+                   help=f"same camera when PCE > this ({cfg.PCE_THRESHOLD:g})")
+    g.add_argument("--shift-range", default="0",
+                   help="PCE peak search: 0 (no shift), N or HxW (shifts 0..N), or 'all'")
+    g.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default="auto",
+                   help="auto: try 0/90/180/270 when the orientation differs from the fingerprint's")
+    g.add_argument("--natural-mode", choices=cfg.NATURAL_MODES, default="aligned",
+                   help="Mahalanobis pixel selection for natural images (default aligned)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="camid", description="Camera identification from sensor PRNU "
+                                     "(PCE, and the 2-DOF Mahalanobis classifier), on NumPy or torch/CUDA.")
+    parser.add_argument("--version", action="version", version=f"camid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("info", help="versions, backends and visible devices")
+
+    p = sub.add_parser("synth", help="write a synthetic camera dataset (refs/, disputed/, ground_truth.json)")
+    p.add_argument("outdir")
+    p.add_argument("--cameras", type=int, default=4)
+    p.add_argument("--per-model", type=int, default=2, help="cameras per model (twins share model artefacts)")
+    p.add_argument("--refs", type=int, default=15)
+    p.add_argument("--flat", type=int, default=3, help="disputed flat images per camera")
+    p.add_argument("--natural", type=int, default=3, help="disputed natural images per camera")
+    p.add_argument("--height", type=int, default=1000)
+    p.add_argument("--width", type=int, default=1200)
+    p.add_argument("--quality", type=int, default=92, help="JPEG quality")
+    p.add_argument("--format", choices=("jpeg", "png", "tiff"), default="jpeg")
+    p.add_argument("--portrait", type=int, default=0, help="disputed natural images per camera stored rotated 90")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("residual", help="noise residuals as float32 TIFF + one JSON line per image")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--outdir", required=True)
+    p.add_argument("--sigma", type=float, default=cfg.SIGMA_FINGERPRINT)
+    p.add_argument("--levels", type=int, default=cfg.DEFAULT_LEVELS)
+    p.add_argument("--wavelet", default=cfg.DEFAULT_WAVELET)
+    p.add_argument("--clip", default="full", help="centre clipping N or HxW (default: full image)")
+    p.add_argument("--channel", choices=("color", "green"), default="color",
+                   help="color: per-channel residuals combined to gray (Binghamton); green: green channel only")
+    p.add_argument("--wiener", action="store_true", help="also apply WienerInDFT")
+    _add_backend_options(p)
+
+    p = sub.add_parser("fingerprint", help="build one fingerprint per camera subfolder of REFS_DIR")
+    p.add_argument("refs_dir")
+    p.add_argument("-o", "--outdir", required=True, help="fingerprint folder")
+    _add_param_options(p)
+    _add_backend_options(p)
+
+    p = sub.add_parser("identify", help="which camera took each image")
+    p.add_argument("fp_dir")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--outdir", default="camid-run",
+                   help="run folder: results.jsonl (one record per image) and manifest.json (default camid-run)")
+    p.add_argument("--json", default=None, help="also write all results as one JSON file")
+    p.add_argument("--csv", default=None, help="also write a CSV table (one row per image and camera)")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's results, skipping files done")
+    p.add_argument("--kind", choices=cfg.KIND_CHOICES, default="auto",
+                   help="image kind for the Mahalanobis method (auto: from the name, else the content)")
+    p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
+    p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
+                   help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
+                        "full-frame fingerprints (built with --clip full); PCE only")
+    _add_param_options(p, with_refs=False, clip_default=None)
+    _add_backend_options(p)
+
+    p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
+    p.add_argument("dataset_dir")
+    p.add_argument("-o", "--outdir", default=None, help="run folder (default: DATASET_DIR/camid-eval)")
+    p.add_argument("--json", default=None, help="also write the evaluation JSON here")
+    p.add_argument("--resume", action="store_true")
+    _add_param_options(p)
+    _add_backend_options(p)
+
+    p = sub.add_parser("cluster", help="which images share a camera, with no camera at hand (blind clustering)")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--outdir", required=True, help="run folder (clusters.json, clusters.csv, fingerprints/, ...)")
+    p.add_argument("--region", default=str(cfg.CLUSTER_REGION),
+                   help=f"side N of the centred square compared (the largest up to N; default {cfg.CLUSTER_REGION}) "
+                        f"or 'full'")
+    p.add_argument("--pfa", type=float, default=cfg.CLUSTER_PFA,
+                   help=f"probability of any false link in the whole set (default {cfg.CLUSTER_PFA:g})")
+    p.add_argument("--sigma", type=float, default=cfg.SIGMA_FINGERPRINT,
+                   help=f"residual denoiser sigma ({cfg.SIGMA_FINGERPRINT:g}, as for fingerprints)")
+    p.add_argument("--precision", choices=cfg.GRAM_PRECISIONS, default="auto",
+                   help="Gram products: auto = float16 on CUDA (measured negligible), float32 elsewhere")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN: skip files done, add new inputs, multiply only the pairs with new images")
+    p.add_argument("--cluster", default=None, help="Gram tiles on Dask: 'local', 'local:N' or tcp://HOST:8786")
+    _add_backend_options(p)
+
+    p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
+    p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
+
+    p = sub.add_parser("report", help="one self-contained HTML report of a run folder")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
+    p.add_argument("--fingerprints", default=None, help="fingerprint folder (default: from the manifest)")
+
+    p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
+    p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")
+    p.add_argument("--size", choices=("small", "paper"), default="small",
+                   help="small: 640x768 images, 512 clipping (about a minute); paper: 1000x1200, 1000 clipping")
+    p.add_argument("--seed", type=int, default=0)
+    _add_backend_options(p)
+    return parser

@@ -1,0 +1,258 @@
+"""Every default and parameter type of camid, in one place.
+
+What to compute is a :class:`Params` (it shapes every number in a result and is recorded with it); how to
+run is a :class:`RunConfig` (backend, workers, memory; never changes a result). The command line, the
+algorithms' keyword defaults and the record of a run all read their defaults from here. Units: pixel
+values on the 0..255 scale, sizes in pixels as (rows, columns), memory in bytes.
+
+Where each default comes from is listed in the README ("Parameters, defaults and where they come from").
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from camid_gpu.backend import Backend, get_backend
+
+# -- the residual (Binghamton NoiseExtract) -------------------------------------------------------
+#: wavelet and decomposition levels of NoiseExtract
+DEFAULT_WAVELET = "db4"
+DEFAULT_LEVELS = 4
+#: window sizes of Mihcak's local variance estimate (Binghamton's WaveNoise)
+MIHCAK_WINDOWS: tuple[int, ...] = (3, 5, 7, 9)
+#: rgb -> gray weights of Binghamton's rgb2gray1 (MATLAB's rgb2gray)
+GRAY_WEIGHTS: tuple[float, float, float] = (0.2989, 0.5870, 0.1140)
+#: denoiser noise std of reference residuals (Binghamton getFingerprint), 0..255 scale
+SIGMA_FINGERPRINT = 3.0
+#: the same for disputed images in the PCE method (Binghamton example)
+SIGMA_QUERY = 2.0
+#: the same for both sides of the Mahalanobis method (the PeerJ CS paper)
+SIGMA_MAHALANOBIS = 2.0
+
+# -- PCE -------------------------------------------------------------------------------------------
+#: same-camera threshold on the PCE used by the field
+PCE_THRESHOLD = 60.0
+#: side of the square around the peak left out of the correlation energy
+PEAK_NEIGHBOURHOOD = 11
+#: PCE peak search range (rows, columns): no shift
+SHIFT_RANGE = (0, 0)
+
+# -- images and references -------------------------------------------------------------------------
+#: centre clipping (rows, columns) of the PeerJ CS paper
+CLIP = (1000, 1000)
+#: reference images per camera (the paper's R)
+REFERENCES = 15
+
+# -- blind clustering (camid cluster) --------------------------------------------------------------
+#: side of the centred square compared between images (the largest up to this; smaller frames use their short side)
+CLUSTER_REGION = 1024
+#: smallest region side accepted
+CLUSTER_MIN_REGION = 32
+#: probability of any false link in the whole set
+CLUSTER_PFA = 1e-6
+#: fingerprint merge/attach rounds at most
+CLUSTER_MAX_ROUNDS = 20
+#: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
+GRAM_PRECISIONS = ("auto", "float32", "float16")
+
+# -- choices ---------------------------------------------------------------------------------------
+METHOD_CHOICES = ("pce", "mahalanobis", "both")
+ROTATION_CHOICES = ("auto", "all", "none")
+NATURAL_MODES = ("aligned", "paper")
+BACKEND_CHOICES = ("auto", "numpy", "torch")
+KIND_CHOICES = ("auto", "flat", "natural")
+
+
+@dataclass(frozen=True)
+class Params:
+    """Every parameter that shapes a result. Defaults follow the two source methods.
+
+    clip : centre clipping (rows, columns) applied to references and disputed images; None = full
+        frame (then all images must have one size).
+    sigma_fingerprint : denoiser noise std (0..255) for reference residuals of the PCE method
+        (Binghamton getFingerprint: 3).
+    sigma_query : the same for disputed images in the PCE method (Binghamton example: 2).
+    sigma_mahalanobis : the same for both sides of the Mahalanobis method (the paper: 2).
+    refs : reference images per camera (first ``refs`` in sorted order; the paper's R = 15);
+        None = all of them.
+    pce_threshold : "same camera" when PCE exceeds it (60).
+    shift_range : peak search range (rows, columns) of the PCE; (0, 0) = no shift; None = all.
+    rotations : "auto" (0 degrees when the orientation matches the fingerprint's, else 0/90/180/270),
+        "all" (always the four) or "none".
+    natural_mode : "aligned" (default) or "paper" pixel selection for natural images (method 2).
+    search_scales : (low, high, step) to search downscaled and/or cropped images (Goljan & Fridrich,
+        ``camid_gpu.prnu.search``) against full-frame fingerprints (``clip=None``); None = no search.
+    """
+
+    clip: tuple[int, int] | None = CLIP
+    sigma_fingerprint: float = SIGMA_FINGERPRINT
+    sigma_query: float = SIGMA_QUERY
+    sigma_mahalanobis: float = SIGMA_MAHALANOBIS
+    levels: int = DEFAULT_LEVELS
+    wavelet: str = DEFAULT_WAVELET
+    refs: int | None = REFERENCES
+    pce_threshold: float = PCE_THRESHOLD
+    shift_range: tuple[int, int] | None = SHIFT_RANGE
+    rotations: str = "auto"
+    natural_mode: str = "aligned"
+    search_scales: tuple[float, float, float] | None = None
+
+    def __post_init__(self):
+        if self.rotations not in ROTATION_CHOICES:
+            raise ValueError(f"rotations must be 'auto', 'all' or 'none', got {self.rotations!r}")
+        if self.natural_mode not in NATURAL_MODES:
+            raise ValueError(f"natural_mode must be 'aligned' or 'paper', got {self.natural_mode!r}")
+        if self.refs is not None and self.refs < 1:
+            raise ValueError(f"refs must be >= 1, got {self.refs}")
+        for name in ("sigma_fingerprint", "sigma_query", "sigma_mahalanobis"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    def fingerprint_params(self) -> dict[str, Any]:
+        """The parameters recorded in (and checked against) a stored fingerprint."""
+        return {"sigma_fingerprint": self.sigma_fingerprint, "sigma_mahalanobis": self.sigma_mahalanobis,
+                "levels": self.levels, "wavelet": self.wavelet}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (tuples as lists); :meth:`from_dict` inverts it."""
+        d = asdict(self)
+        d["clip"] = list(self.clip) if self.clip else None
+        d["shift_range"] = list(self.shift_range) if self.shift_range is not None else None
+        d["search_scales"] = list(self.search_scales) if self.search_scales is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Params":
+        """The inverse of :meth:`to_dict`: ``Params.from_dict(p.to_dict()) == p``."""
+        d = dict(d)
+        d["clip"] = tuple(d["clip"]) if d.get("clip") else None
+        d["shift_range"] = tuple(d["shift_range"]) if d.get("shift_range") is not None else None
+        d["search_scales"] = tuple(d["search_scales"]) if d.get("search_scales") is not None else None
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """Every parameter that shapes a clustering (``camid cluster``).
+
+    region : side of the centred square compared (the largest up to this); None = the full frame.
+    pfa : probability of any false link in the whole set, Sidak-corrected per comparison.
+    sigma, levels, wavelet : the residual denoiser (as for fingerprints: sigma 3 on the 0..255 scale).
+    precision : Gram products: "auto" (float16 on CUDA, float32 elsewhere), "float32" or "float16".
+    max_rounds : fingerprint merge/attach rounds at most.
+    """
+
+    region: int | None = CLUSTER_REGION
+    pfa: float = CLUSTER_PFA
+    sigma: float = SIGMA_FINGERPRINT
+    levels: int = DEFAULT_LEVELS
+    wavelet: str = DEFAULT_WAVELET
+    precision: str = "auto"
+    max_rounds: int = CLUSTER_MAX_ROUNDS
+
+    def __post_init__(self):
+        if self.region is not None and self.region < CLUSTER_MIN_REGION:
+            raise ValueError(f"region must be 'full' or at least {CLUSTER_MIN_REGION}, got {self.region}")
+        if not 0.0 < self.pfa < 1.0:
+            raise ValueError(f"pfa must lie in (0, 1), got {self.pfa!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
+        if self.precision not in GRAM_PRECISIONS:
+            raise ValueError(f"precision must be one of {GRAM_PRECISIONS}, got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint_params(self) -> dict[str, Any]:
+        """Parameters recorded in the cluster fingerprints (as ``camid fingerprint`` records them)."""
+        return Params(sigma_fingerprint=self.sigma, levels=self.levels, wavelet=self.wavelet).fingerprint_params()
+
+
+@dataclass
+class RunConfig:
+    """How to run (never what to compute: that is :class:`Params`)."""
+
+    backend: str = "auto"
+    device: str | None = None
+    workers: int = 1
+    max_host_memory: int | None = None
+    max_gpu_memory: int | None = None
+    progress: bool | None = None
+    cluster: str | None = None
+    chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
+    log: list[str] = field(default_factory=list)
+
+    def backend_obj(self) -> Backend:
+        return get_backend(self.backend, device=self.device)
+
+
+def methods_of(method: str) -> tuple[str, ...]:
+    """``"pce"``, ``"mahalanobis"`` or ``"both"`` -> the methods to run, PCE first."""
+    if method not in METHOD_CHOICES:
+        raise ValueError(f"method must be one of {METHOD_CHOICES}, got {method!r}")
+    return ("pce", "mahalanobis") if method == "both" else (method,)
+
+
+# -- parsers of the textual forms (command line, manifests) -----------------------------------------
+def parse_clip(value: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """Parse a clipping size: ``1000``, ``"1000"``, ``"768x1024"`` (rows x columns), ``"full"``/None."""
+    if value is None or (isinstance(value, str) and value.lower() in ("full", "none", "")):
+        return None
+    if isinstance(value, int):
+        h = w = value
+    elif isinstance(value, tuple):
+        h, w = value
+    else:
+        parts = str(value).lower().split("x")
+        try:
+            h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        except ValueError:
+            raise ValueError(f"clip must be N, HxW or 'full', got {value!r}") from None
+    if h < 16 or w < 16:
+        raise ValueError(f"clip must be at least 16x16, got {h}x{w}")
+    return int(h), int(w)
+
+
+def parse_pair(text: str) -> tuple[int, int]:
+    """``"N"`` -> (N, N); ``"HxW"`` -> (H, W)."""
+    parts = str(text).lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"expected N or HxW, got {text!r}") from None
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+def parse_shift_range(text: str) -> tuple[int, int] | None:
+    """``"all"`` -> None (every shift); ``"N"`` or ``"HxW"`` -> shifts 0..N."""
+    return None if str(text).lower() == "all" else parse_pair(text)
+
+
+def parse_refs(text: str | int) -> int | None:
+    """``"all"`` -> None (every reference); else the count."""
+    return None if str(text).lower() == "all" else int(text)
+
+
+def parse_scales(text: str | None) -> tuple[float, float, float] | None:
+    """``"LO:HI:STEP"`` (e.g. ``0.5:1.0:0.01``) -> (lo, hi, step); None -> None."""
+    if text is None:
+        return None
+    try:
+        lo, hi, step = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--search-scales must be LO:HI:STEP such as 0.5:1.0:0.01, got {text!r}") from None
+    return lo, hi, step
+
+
+def parse_bytes(text: str | int | None) -> int | None:
+    """'8G', '512M', '1.5GiB', 1000 -> bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    s = str(text).strip().upper().replace("IB", "").rstrip("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if s and s[-1] in scale:
+            return int(float(s[:-1]) * scale[s[-1]])
+        return int(float(s))
+    except ValueError:
+        raise ValueError(f"memory size must look like 8G, 512M or a number of bytes; got {text!r}") from None

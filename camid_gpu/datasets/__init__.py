@@ -1,0 +1,1 @@
+"""Data for the demo and the tests: :mod:`.synthetic` (seeded synthetic cameras)."""

@@ -1,0 +1,134 @@
+"""Host work before the device: reference folders, the dataset layout, and disputed images decoded,
+classified (flat/natural), rotated and clipped (:class:`Prepared`). Pure host work that worker processes run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from camid_gpu.config import Params
+from camid_gpu.errors import CamidError, ImageError
+from camid_gpu.io.decode import ImageInfo, read_image
+from camid_gpu.io.geometry import center_clip, green_channel
+from camid_gpu.io.listing import list_images
+
+KINDS = ("flat", "natural")
+
+
+@dataclass
+class CameraRefs:
+    """A camera's reference files, after selection; ``errors`` are per-file error entries."""
+
+    camera: str
+    paths: list[str]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
+    """(camera, folder) for every subfolder of ``refs_dir`` (sorted)."""
+    if not os.path.isdir(refs_dir):
+        raise CamidError(f"{refs_dir}: reference folder does not exist")
+    found = [(name, os.path.join(refs_dir, name)) for name in sorted(os.listdir(refs_dir))
+             if os.path.isdir(os.path.join(refs_dir, name)) and not name.startswith(".")]
+    if not found:
+        raise CamidError(f"{refs_dir}: no camera subfolders (expected REFS_DIR/<camera>/<images>)")
+    return found
+
+
+def load_reference(path: str, clip: tuple[int, int] | None) -> tuple[np.ndarray, ImageInfo]:
+    """Decode a reference image and clip it: pixels (h, w[, 3]) uint8/uint16."""
+    pixels, info = read_image(path)
+    return center_clip(pixels, clip, path), info
+
+
+@dataclass
+class Prepared:
+    """A decoded disputed image, rotated and clipped for every rotation to try (host arrays)."""
+
+    path: str
+    info: ImageInfo
+    kind: str
+    kind_source: str
+    rotations: list[int]
+    clips: list[np.ndarray]  # per rotation: (h, w[, 3]) pixels
+    natural_green: np.ndarray | None = None  # whole-image green plane (paper mode only)
+
+
+def guess_kind(path: str, green: np.ndarray) -> tuple[str, str]:
+    """'flat' or 'natural' from the file name when it says so, else from the content.
+
+    Content rule (documented heuristic): a 16x-downsampled copy whose relative spread (std/mean)
+    is under 0.15 is a flat field.
+    """
+    name = os.path.basename(path).lower()
+    for kind in KINDS:
+        if kind in name:
+            return kind, "name"
+    h, w = green.shape
+    f = max(1, min(h, w) // 16)
+    small = green[: h // f * f, : w // f * f].astype(np.float64).reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    spread = small.std() / max(small.mean(), 1e-9)
+    return ("flat" if spread < 0.15 else "natural"), "content"
+
+
+def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: str) -> list[int]:
+    """Quarter turns (degrees, counter-clockwise) to try for an image of ``shape`` (rows, columns)."""
+    if mode == "none":
+        return [0]
+    if mode == "all":
+        return [0, 90, 180, 270]
+
+    def orient(s):
+        return (s[1] > s[0]) - (s[0] > s[1])
+
+    o, fo = orient(shape), orient(fp_shape)
+    return [0] if o == fo or o == 0 or fo == 0 else [0, 90, 180, 270]
+
+
+def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int],
+                     kind: str = "auto") -> Prepared:
+    """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError."""
+    pixels, info = read_image(path)
+    if kind == "auto":
+        kind, source = guess_kind(path, green_channel(pixels))
+    else:
+        source = "given"
+    rotations, clips = [], []
+    last_error: ImageError | None = None
+    for degrees in rotations_to_try((info.height, info.width), fp_source_shape, params.rotations):
+        turned = np.rot90(pixels, degrees // 90) if degrees else pixels
+        try:
+            clips.append(np.ascontiguousarray(center_clip(turned, params.clip, path)))
+            rotations.append(degrees)
+        except ImageError as exc:
+            last_error = exc
+    if not clips:
+        raise last_error  # type: ignore[misc]
+    natural = green_channel(pixels) if (kind == "natural" and params.natural_mode == "paper") else None
+    return Prepared(path, info, kind, source, rotations, clips, natural)
+
+
+def ground_truth_of(path: str, disputed_dir: str) -> str | None:
+    """The camera a disputed image belongs to, from its folder: ``disputed/<camera>/...``."""
+    rel = os.path.relpath(path, disputed_dir)
+    parts = rel.split(os.sep)
+    return parts[0] if len(parts) > 1 else None
+
+
+def dataset_layout(dataset_dir: str) -> tuple[str, str]:
+    refs, disputed = os.path.join(dataset_dir, "refs"), os.path.join(dataset_dir, "disputed")
+    for p in (refs, disputed):
+        if not os.path.isdir(p):
+            raise CamidError(f"{dataset_dir}: expected the folders refs/<camera>/ and disputed/<camera>/; "
+                             f"{p} is missing")
+    return refs, disputed
+
+
+def disputed_images(paths: Sequence[str]) -> list[str]:
+    found = list_images(*paths)
+    if not found:
+        raise CamidError(f"no images found in {', '.join(map(str, paths))}")
+    return found

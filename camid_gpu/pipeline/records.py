@@ -1,0 +1,125 @@
+"""The per-image result record: its schema (typed once, here) and the functions that build it.
+
+One JSON object per image in ``results.jsonl``, in input order. A file that could not be used has only
+``path`` and ``error`` (``{"kind", "reason"}``); every other record has ``error: null``, the image facts
+(:func:`base_record`), ``pce`` (:func:`pce_record`, or the scale/crop search's ``prnu.search.search_record``)
+and/or ``mahalanobis`` (:func:`mahalanobis_record`), the ``rotation`` that won, and ``truth`` when the
+camera is known from the folder (``camid evaluate``). Scores are rounded by ``json_number``.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TypedDict
+
+import numpy as np
+
+from camid_gpu._shared.jsonio import json_number
+from camid_gpu.errors import ImageError
+from camid_gpu.pipeline.prepare import Prepared
+
+if TYPE_CHECKING:
+    from camid_gpu import mahalanobis as maha
+
+
+class ErrorInfo(TypedDict):
+    kind: str    # the error class (e.g. ImageDecodeError)
+    reason: str  # a sentence naming what is wrong
+
+
+class CameraScore(TypedDict):
+    pce: Optional[float]
+    ncc: Optional[float]
+    log10_p_fa: Optional[float]
+    peak_shift: list[int]  # [rows, columns]
+
+
+class PCERecord(TypedDict, total=False):
+    scores: dict[str, CameraScore]      # per camera
+    best: str
+    best_pce: Optional[float]
+    decision: Optional[str]             # the best camera above the threshold, else None
+    above_threshold: list[str]          # by decreasing PCE
+    threshold: float
+    max_pce_by_rotation: dict[str, float]  # only when more than one rotation was tried
+
+
+class MahalanobisRecord(TypedDict, total=False):
+    mode: str                           # flat, aligned or paper
+    membership: dict[str, Optional[float]]  # percent, per camera
+    associated: list[str]               # more than one on a tie
+    tie: bool
+    pairwise: dict[str, Any]            # cameras, satisfied, unsatisfied (C x C)
+    selected_pixels: dict[str, int]
+    diagnostics: dict[str, Any]
+    trace: dict[str, Any]               # the disputed trace's mean, covariance, I0 histogram
+
+
+class ImageRecord(TypedDict, total=False):
+    path: str
+    error: Optional[ErrorInfo]
+    sha256: str
+    file_size: int
+    format: str
+    size: list[int]                     # [rows, columns] as stored
+    channels: int
+    bit_depth: int
+    exif: dict[str, Any]
+    kind: str                           # flat or natural
+    kind_source: str                    # name, content or given
+    rotations_tried: list[int]
+    rotation: int                       # degrees, counter-clockwise, of the best PCE
+    pce: PCERecord
+    mahalanobis: MahalanobisRecord
+    truth: Optional[str]
+
+
+def error_entry(path: str, exc: BaseException) -> dict[str, Any]:
+    """A JSON-ready per-file error record."""
+    if isinstance(exc, ImageError):
+        return {"path": exc.path, "error": {"kind": exc.kind, "reason": exc.reason}}
+    return {"path": path, "error": {"kind": type(exc).__name__, "reason": str(exc)}}
+
+
+def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, Any]:
+    """Compact JSON-ready method-2 result of image ``d``: membership, association (ties listed),
+    the pairwise counts (the paper's Tables 2-3) as C x C matrices, pixels used, and the diagnostics
+    of what drove the vote for this image alone."""
+    one = replace(outcome, image_names=outcome.image_names[d:d + 1],
+                  **{name: getattr(outcome, name)[d:d + 1] for name in
+                     ("selected", "covariance", "valid", "pixels", "satisfied", "intensity_satisfied",
+                      "prnu_satisfied")},
+                  true_cameras=None)
+    cams = outcome.camera_names
+    member = one.membership[0]
+    return {
+        "mode": outcome.mode,
+        "membership": {c: json_number(m) for c, m in zip(cams, member)},
+        "associated": list(one.associations[0]),
+        "tie": len(one.associations[0]) > 1,
+        "pairwise": {"cameras": list(cams), "satisfied": one.satisfied[0].tolist(),
+                     "unsatisfied": one.unsatisfied[0].tolist()},
+        "selected_pixels": {c: int(v) for c, v in zip(cams, one.selected[0])},
+        "diagnostics": one.diagnostics(),
+    }
+
+
+def base_record(item: Prepared) -> dict[str, Any]:
+    info = item.info
+    return {"path": item.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
+            "size": [info.height, info.width], "channels": info.channels, "bit_depth": info.bit_depth,
+            "exif": info.exif, "kind": item.kind, "kind_source": item.kind_source,
+            "rotations_tried": list(item.rotations), "error": None}
+
+
+def pce_record(cameras: Sequence[str], scores: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
+    """JSON-ready PCE result of one image: per-camera statistics and the decision."""
+    per_camera = {}
+    for c, cam in enumerate(cameras):
+        per_camera[cam] = {"pce": json_number(scores["pce"][c]), "ncc": json_number(scores["ncc"][c]),
+                           "log10_p_fa": json_number(scores["log10_p_fa"][c]),
+                           "peak_shift": [int(v) for v in scores["peak_shift"][c]]}
+    order = np.argsort(-np.asarray(scores["pce"]), kind="stable")
+    best = cameras[int(order[0])]
+    above = [cameras[int(c)] for c in order if scores["pce"][int(c)] > threshold]
+    return {"scores": per_camera, "best": best, "best_pce": json_number(scores["pce"][int(order[0])]),
+            "decision": above[0] if above else None, "above_threshold": above, "threshold": threshold}

@@ -1,0 +1,57 @@
+"""config: one home for every default; Params round-trips through its dict form; the CLI reads its defaults."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from camid_gpu import config
+from camid_gpu.cli.commands import _params
+from camid_gpu.cli.parser import build_parser
+from camid_gpu.config import Params
+
+
+@pytest.mark.parametrize("params", [
+    Params(),
+    Params(clip=None, refs=None, shift_range=None, search_scales=(0.5, 1.0, 0.01), rotations="none",
+           natural_mode="paper", sigma_query=1.5, pce_threshold=50.0),
+    Params(clip=(512, 768), shift_range=(4, 8)),
+])
+def test_params_round_trip_through_json(params):
+    back = Params.from_dict(json.loads(json.dumps(params.to_dict())))
+    assert back == params
+    assert back.to_dict() == params.to_dict()
+
+
+@pytest.mark.parametrize("command", [["fingerprint", "refs", "-o", "fp"], ["evaluate", "data"]])
+def test_cli_defaults_are_the_config_defaults(command):
+    assert _params(build_parser().parse_args(command)) == Params()
+
+
+def test_identify_defaults_leave_clip_to_the_fingerprints():
+    args = build_parser().parse_args(["identify", "fp", "img.jpg"])
+    assert args.clip is None and args.method is None  # resolved from the fingerprints' own parameters
+    assert _params(args) == Params(refs=None)
+
+
+def test_defaults_live_in_config():
+    from camid_gpu.evaluate import summarise
+    from camid_gpu.mahalanobis import constants as classifier
+    from camid_gpu.prnu import pce, residual, search
+
+    assert residual.DEFAULT_SIGMA == config.SIGMA_FINGERPRINT and residual.DEFAULT_WAVELET == config.DEFAULT_WAVELET
+    assert pce.PCE_THRESHOLD is config.PCE_THRESHOLD and search.DEFAULT_SIGMA_QUERY == config.SIGMA_QUERY
+    assert classifier.DEFAULT_SIGMA == config.SIGMA_MAHALANOBIS and classifier.DEFAULT_CLIP == config.CLIP
+    assert summarise.__defaults__[-1] == config.PCE_THRESHOLD
+
+
+@pytest.mark.parametrize("text, expected", [("all", None), ("3", (3, 3)), ("2x5", (2, 5))])
+def test_parse_shift_range(text, expected):
+    assert config.parse_shift_range(text) == expected
+
+
+def test_parse_scales_and_refs():
+    assert config.parse_scales("0.5:1.0:0.01") == (0.5, 1.0, 0.01) and config.parse_scales(None) is None
+    with pytest.raises(ValueError, match="LO:HI:STEP"):
+        config.parse_scales("0.5-1.0")
+    assert config.parse_refs("all") is None and config.parse_refs("7") == 7
