@@ -220,6 +220,18 @@ def test_resume_refuses_other_parameters_and_changed_files(known, tmp_path):
         cluster_images([str(files)], str(run), ClusterParams(region=256), CONFIG, resume=True)
 
 
+def test_full_frame_region_and_a_one_image_group(known, tmp_path):
+    _, inputs, _, _ = known
+    lone = inputs / "A" / "disputed" / "C04"  # one 512x640 image: a group of its own
+    result = cluster_images([str(inputs / "B" / "disputed" / "C02"), str(lone)], str(tmp_path / "run"),
+                            ClusterParams(region=None), CONFIG)
+    groups = {g["name"]: g for g in result["groups"]}
+    assert groups["512x576"]["region"] == [512, 576] and groups["512x640"]["image_pairs"] == 0
+    assert [c["size"] for c in result["clusters"]] == [3]
+    assert load_store(os.path.dirname(result["clusters"][0]["fingerprint"]["metadata"]))[0].clip is None
+    assert [u["group"] for u in result["unclustered"]] == ["512x640"]
+
+
 def test_dask_gives_the_same_clusters(known, tmp_path):
     _, inputs, _, full = known
     config = RunConfig(backend="numpy", progress=False, cluster="local:2")

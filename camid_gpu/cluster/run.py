@@ -32,7 +32,7 @@ from camid_gpu.backend import Backend
 from camid_gpu.cluster.linkage import Cluster, average_linkage, comparisons, image_similarity, refine
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
 from camid_gpu.cluster.threshold import null_summary, pair_threshold, robust_spread
-from camid_gpu.config import CLUSTER_MIN_REGION, CLUSTER_REGION, ClusterParams, RunConfig
+from camid_gpu.config import CLUSTER_MIN_REGION, ClusterParams, RunConfig
 from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
@@ -55,6 +55,11 @@ from camid_gpu.store import CameraFingerprint, save_fingerprint, software_versio
 
 FORMAT = "camid-clusters"
 VERSION = 1
+#: pixels assumed per image when sizing chunks for full-frame regions (the size is known only after decoding;
+#: a 24 MP frame, so that bigger chunks are not planned for smaller frames than that)
+FULL_FRAME_PIXELS = 24_000_000
+#: member images per ML accumulation step of a cluster fingerprint (as the pipeline's build_fingerprint)
+FINGERPRINT_BATCH = 4
 #: values per pixel of one pair's zero-shift PCE (two planes, two complex spectra, the correlation)
 PCE_VALUES_PER_PIXEL = 10
 
@@ -188,11 +193,11 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
                          f"their residuals no longer match them; start a new run folder")
     todo = [p for p in paths if not writer.is_done(p)]
     bk = config.backend_obj()
-    side = params.region or CLUSTER_REGION
+    pixels = params.region ** 2 if params.region else FULL_FRAME_PIXELS
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
     value_bytes = bk.itemsize
-    size = config.chunk or chunk_size(side * side, 0, gpu_budget, host_budget, rotations=2, value_bytes=value_bytes)
+    size = config.chunk or chunk_size(pixels, 0, gpu_budget, host_budget, rotations=2, value_bytes=value_bytes)
     state = {"size": size}
     progress = Progress(len(todo), "residuals", config.progress)
 
@@ -268,7 +273,7 @@ class GroupOps:
                 raise CamidError(f"{path}: the file changed during the run (SHA-256 {result.info.sha256[:16]}..., "
                                  f"was {self.records[i]['sha256'][:16]}...)")
             batch.append(result.clips[k])
-            if len(batch) == 4:
+            if len(batch) == FINGERPRINT_BATCH:
                 acc.add(np.stack(batch))
                 batch = []
         if batch:
