@@ -454,7 +454,7 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
         inputs_manifest.append(e)
     write_manifest(run_dir, "cluster", argv, params.to_dict(), config.backend_obj().describe()
                    if not config.cluster else f"dask {config.cluster}", started, inputs_manifest, None, outputs,
-                   extra={"resumed": resume, "processed": processed})
+                   extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"]})
     return result
 
 
@@ -507,13 +507,13 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
     result = {"format": FORMAT, "version": VERSION, "params": params.to_dict(), "comparisons": tests,
               "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
-              "errors": [{"path": r["path"], "error": r["error"]} for r in errors],
-              "timings_s": {k: round(v, 3) for k, v in timings.items()}}
+              "errors": [{"path": r["path"], "error": r["error"]} for r in errors]}
+    # the same inputs and parameters give the same bytes: times go to the manifest, not here
     with open(os.path.join(run_dir, "clusters.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1, sort_keys=True, allow_nan=False)
         handle.write("\n")
     _write_csv(os.path.join(run_dir, "clusters.csv"), records, cluster_of)
-    return result
+    return dict(result, timings_s={k: round(v, 3) for k, v in timings.items()})
 
 
 def _event_paths(event: dict[str, Any], recs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def _section_run(result: dict[str, Any], manifest: dict[str, Any] | None) -> str
              ("clusters", f"{len(result['clusters'])} holding {clustered} images; "
                           f"{len(result['unclustered'])} images unclustered"),
              ("comparisons in the whole set", _f(result.get("comparisons"), "d")),
-             ("time (s)", _json_value(result.get("timings_s")))]
+             ("time (s)", _json_value(m.get("timings_s")))]
     out = ['<section id="run"><h2>1. The run</h2>',
            '<p class="lead"><b>How to read this report.</b> Two images are <b>linked</b> when the normalised '
            "correlation (NCC) of their noise residuals exceeds the threshold set by the false-alarm probability "
