@@ -268,3 +268,5 @@ def test_cli_cluster_and_report(known, tmp_path, capsys):
             == json.loads((run / "clusters.json").read_text()))
     assert main(["cluster", str(inputs / "B"), "-o", str(run), "--quiet"]) != EXIT_OK  # exists: needs --resume
     assert main(["cluster", str(inputs / "B"), "-o", str(tmp_path / "x"), "--region", "8", "--quiet"]) != EXIT_OK
+    assert main(["cluster", str(inputs / "B"), "-o", str(tmp_path / "y"), "--region", "big", "--quiet"]) != EXIT_OK
+    assert "--region must be" in capsys.readouterr().err

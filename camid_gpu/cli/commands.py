@@ -174,7 +174,12 @@ def methods_in_store(fp_dir: str) -> tuple[str, ...]:
 def cmd_cluster(args) -> int:
     from camid_gpu.cluster import cluster_images
 
-    region = None if str(args.region).lower() == "full" else int(args.region)
+    if str(args.region).lower() == "full":
+        region = None
+    elif str(args.region).isdigit():
+        region = int(args.region)
+    else:
+        raise ValueError(f"--region must be a number of pixels or 'full', got {args.region!r}")
     params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.precision)
     result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
     print_clusters(result, args.outdir)
