@@ -90,6 +90,9 @@ class FingerprintOps(Protocol):
     def fingerprint_row(self, acc: Any) -> np.ndarray:
         """The finished fingerprint of ``acc``, flattened, zero-mean, unit-norm float32 ``(n,)``."""
 
+    def candidates(self, index: int) -> int:
+        """Number of rotation candidates (rows) of image ``index``."""
+
     def image_rows(self, index: int) -> np.ndarray:
         """Normalised residual rows ``(candidates, n)`` of image ``index``."""
 
@@ -133,49 +136,58 @@ def refine(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, thr
 
 def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: PairThreshold, engine: GramEngine,
                     tile: int) -> bool:
-    """Merge the best fingerprint pair above the thresholds, repeatedly; True when anything merged."""
+    """Merge the best fingerprint pair above the thresholds, repeatedly; True when anything merged.
+
+    The fingerprint NCC matrix is computed once; after a merge only the merged cluster's row is.
+    """
+    if len(clusters) < 2:
+        return False
+    rows = np.stack([c.row for c in clusters])
+    s = cross_gram(rows, rows, engine, tile).astype(np.float64)
+    np.fill_diagonal(s, -np.inf)
     changed = False
-    rejected: set[frozenset[int]] = set()  # pairs (by object id) whose PCE did not confirm, while both last
     while len(clusters) > 1:
-        rows = np.stack([c.row for c in clusters])
-        s = cross_gram(rows, rows, engine, tile)
-        np.fill_diagonal(s, -np.inf)
-        for x in range(len(clusters)):
-            for y in range(x + 1, len(clusters)):
-                if frozenset((id(clusters[x]), id(clusters[y]))) in rejected:
-                    s[x, y] = s[y, x] = -np.inf
         a, b = sorted(np.unravel_index(int(np.argmax(s)), s.shape))
         if s[a, b] <= threshold.ncc:
             break
+        ncc = float(s[a, b])
         pce = ops.pce(clusters[a].row, clusters[b].row)
         if pce <= threshold.pce:
-            rejected.add(frozenset((id(clusters[a]), id(clusters[b]))))
+            s[a, b] = s[b, a] = -np.inf  # not confirmed: never this pair again while both last
             continue
         keep, gone = clusters[a], clusters.pop(b)
         keep.events.append({"kind": "fingerprint-merge", "members_before": keep.images, "merged": gone.images,
-                            "ncc": json_number(s[a, b]), "pce": json_number(pce)})
+                            "ncc": json_number(ncc), "pce": json_number(pce)})
         keep.events.extend(gone.events)
         keep.members += gone.members
         keep.acc = ops.absorb(keep.acc, gone.acc)
         keep.row = ops.fingerprint_row(keep.acc)
-        rejected = {p for p in rejected if id(keep) not in p}
+        s = np.delete(np.delete(s, b, axis=0), b, axis=1)
+        fresh = cross_gram(keep.row[None], np.stack([c.row for c in clusters]), engine, tile)[0]
+        s[a, :], s[:, a] = fresh, fresh
+        s[a, a] = -np.inf
         changed = True
     return changed
 
 
 def _attach_singletons(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, threshold: PairThreshold,
                        engine: GramEngine, tile: int) -> bool:
-    """Attach each unclustered image to its best cluster fingerprint above the thresholds."""
+    """Attach each unclustered image to its best cluster fingerprint above the thresholds.
+
+    The unclustered images' rows are read and multiplied ``tile`` at a time (they need not fit in memory).
+    """
     if not clusters or not singles:
         return False
     fp_rows = np.stack([c.row for c in clusters])
-    cand = [(i, k, row) for i in singles for k, row in enumerate(ops.image_rows(i))]
-    s = cross_gram(np.stack([r for _, _, r in cand]), fp_rows, engine, tile)
+    cand = [(i, k) for i in singles for k in range(ops.candidates(i))]
     best: dict[int, tuple[float, int, int]] = {}
-    for (i, k, _), scores in zip(cand, s):
-        c = int(np.argmax(scores))
-        if i not in best or scores[c] > best[i][0]:
-            best[i] = (float(scores[c]), c, k)
+    for start in range(0, len(cand), tile):
+        part = cand[start:start + tile]
+        block = np.stack([ops.image_rows(i)[k] for i, k in part])
+        for (i, k), scores in zip(part, cross_gram(block, fp_rows, engine, tile)):
+            c = int(np.argmax(scores))
+            if i not in best or scores[c] > best[i][0]:
+                best[i] = (float(scores[c]), c, k)
     attached = {}
     for i, (ncc, c, k) in best.items():
         if ncc <= threshold.ncc:

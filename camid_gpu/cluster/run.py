@@ -286,6 +286,9 @@ class GroupOps:
     def fingerprint_row(self, acc: FingerprintAccumulator) -> np.ndarray:
         return normalise_rows(acc.fingerprint().reshape(1, -1))[0]
 
+    def candidates(self, index: int) -> int:
+        return len(self.records[index]["rows"])
+
     def image_rows(self, index: int) -> np.ndarray:
         return np.stack([self.store.read(r, r + 1)[0] for r in self.records[index]["rows"]])
 
