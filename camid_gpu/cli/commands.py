@@ -18,7 +18,7 @@ from typing import Sequence
 from camid_gpu import config as cfg
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
-from camid_gpu.cli.output import print_errors, print_identification, print_skipped, write_csv
+from camid_gpu.cli.output import print_clusters, print_errors, print_identification, print_skipped, write_csv
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 
@@ -201,6 +201,22 @@ def methods_in_store(fp_dir: str) -> tuple[str, ...]:
     return tuple(m for m in ("pce", "mahalanobis") if m in common)
 
 
+def cmd_cluster(args) -> int:
+    from camid_gpu.cluster import cluster_images
+
+    if str(args.region).lower() == "full":
+        region = None
+    elif str(args.region).isdigit():
+        region = int(args.region)
+    else:
+        raise ValueError(f"--region must be a number of pixels or 'full', got {args.region!r}")
+    params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
+    result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
+    print_clusters(result, args.outdir)
+    print_errors(result["errors"])
+    return EXIT_PARTIAL if result["errors"] else EXIT_OK
+
+
 def cmd_verify(args) -> int:
     from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
 
@@ -217,7 +233,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from camid_gpu.report.html import write_report
+    from camid_gpu.report import write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
@@ -290,8 +306,8 @@ def cmd_selftest(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
-            "identify": cmd_identify, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
-            "demo": cmd_demo, "selftest": cmd_selftest}
+            "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
+            "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
