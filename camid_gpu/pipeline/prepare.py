@@ -11,11 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu.config import Params
+from camid_gpu.config import InputLimits, Params
 from camid_gpu.errors import CamidError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, read_image
 from camid_gpu.io.geometry import center_clip, green_channel
-from camid_gpu.io.listing import IMAGE_SUFFIXES, list_images
+from camid_gpu.io.listing import IMAGE_SUFFIXES, Listing, scan_inputs
 from camid_gpu.prnu.search import MIN_SIDE  # the smallest side any comparison (the crop search too) needs
 
 KINDS = ("flat", "natural")
@@ -41,9 +41,10 @@ def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
     return found
 
 
-def load_reference(path: str, clip: tuple[int, int] | None = None) -> tuple[np.ndarray, ImageInfo]:
+def load_reference(path: str, clip: tuple[int, int] | None = None,
+                   limits: InputLimits | None = None) -> tuple[np.ndarray, ImageInfo]:
     """Decode a reference image (and clip it when ``clip`` is given): pixels (h, w[, 3]) uint8/uint16."""
-    pixels, info = read_image(path)
+    pixels, info = read_image(path, limits=limits)
     return center_clip(pixels, clip, path), info
 
 
@@ -126,13 +127,13 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
 
 
 def prepare_disputed(path: str, params: Params, sensor_shapes: Sequence[tuple[int, int]] | tuple[int, int],
-                     kind: str = "auto") -> Prepared:
+                     kind: str = "auto", limits: InputLimits | None = None) -> Prepared:
     """Host work for one disputed image: decode, decide the kind, list the rotations to try against the
     fingerprints' sensor frames ``sensor_shapes`` (one (rows, columns) or several). Raises ImageError."""
-    pixels, info = read_image(path)
+    pixels, info = read_image(path, limits=limits)
     if min(info.height, info.width) < MIN_SIDE:  # too small for any residual, whatever the fingerprints
-        raise ImageTooSmallError(path, f"image is {info.height}x{info.width} (rows x columns), smaller than the "
-                                       f"{MIN_SIDE}x{MIN_SIDE} that any comparison needs")
+        raise ImageTooSmallError(path, f"image is {info.height}x{info.width} (rows x columns, as stored), smaller "
+                                       f"than the {MIN_SIDE}x{MIN_SIDE} that any comparison needs")
     if kind == "auto":
         kind, source = guess_kind(path, green_channel(pixels))
     else:
@@ -161,14 +162,20 @@ def dataset_layout(dataset_dir: str) -> tuple[str, str]:
     return refs, disputed
 
 
-def disputed_images(paths: Sequence[str]) -> list[str]:
-    """Image paths of the disputed inputs (files and folders, links followed). A missing path without an image
-    suffix (a folder, surely) fails here, before any work; a missing image file gets its own error record."""
+def disputed_listing(paths: Sequence[str]) -> Listing:
+    """The disputed images under ``paths`` (files and folders, links followed) and the files skipped there
+    (with reasons); at least one image. A missing path without an image suffix (a folder, surely) fails
+    here, before any work; a missing image file gets its own error record later."""
     for p in paths:
-        p = os.fspath(p)
+        p = os.fsdecode(os.fspath(p))
         if not os.path.exists(p) and not p.lower().endswith(IMAGE_SUFFIXES):
             raise CamidError(f"{p}: disputed-image folder does not exist")
-    found = list_images(*paths)
-    if not found:
-        raise CamidError(f"no images found in {', '.join(map(str, paths))}")
-    return found
+    listing = scan_inputs(*paths)
+    if not listing.images:
+        raise CamidError(f"no images found in {', '.join(map(str, paths))}"
+                         + (f" ({len(listing.skipped)} other files skipped)" if listing.skipped else ""))
+    return listing
+
+
+def disputed_images(paths: Sequence[str]) -> list[str]:
+    return disputed_listing(paths).images
