@@ -184,7 +184,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from camid_gpu.report.html import write_report
+    from camid_gpu.report import write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
