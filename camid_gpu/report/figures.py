@@ -13,9 +13,10 @@ from camid_gpu.report.html import esc
 #: symlog linear range of the PCE axis: |PCE| below this is noise and is drawn linearly
 PCE_LINTHRESH = 10.0
 
+#: matplotlib settings of every figure (mathtext off: no text from a file is parsed as TeX)
 RC = {"text.parse_math": False, "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,
-       "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "svg.hashsalt": "camid-report",
-       "figure.dpi": 100, "savefig.dpi": 100, "axes.grid": False}
+      "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "svg.hashsalt": "camid-report",
+      "figure.dpi": 100, "savefig.dpi": 100, "axes.grid": False}
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
             "#17becf"]

@@ -18,6 +18,7 @@ NONE = "\u2014"  # em dash for "no value"
 
 
 def esc(value: Any) -> str:
+    """``str(value)`` escaped for HTML text and attribute values (quotes included)."""
     return html.escape(str(value), quote=True)
 
 
@@ -80,12 +81,14 @@ table.decisions td.wrap{min-width:16em}
 table.decisions td.wrap{min-width:10em}details{break-inside:avoid}}
 """
 
+#: (section id, title) in page order; a section left out of the page is left out of the contents
 TOC = [("run", "1. The run"), ("decisions", "2. Decisions"), ("pce", "3. PCE per image"),
-        ("mahalanobis", "4. Mahalanobis 2-DOF classifier"), ("cameras", "5. Fingerprints and disputed images"),
-        ("truth", "6. Evaluation against ground truth")]
+       ("mahalanobis", "4. Mahalanobis 2-DOF classifier"), ("cameras", "5. Fingerprints and disputed images"),
+       ("truth", "6. Evaluation against ground truth")]
 
 
 def page(run: Run, sections: list[str]) -> str:
+    """The whole document: title, the run's notes, the contents of the sections present, the sections."""
     title = f"camid report: {os.path.basename(os.path.abspath(run.run_dir))}"
     toc = "".join(f'<li><a href="#{sid}">{esc(name)}</a></li>' for sid, name in TOC if
                   any(f'id="{sid}"' in s for s in sections))

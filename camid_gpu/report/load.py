@@ -38,7 +38,8 @@ class Run:
     fp_check: dict[str, str] = field(default_factory=dict)  # fingerprint file name -> status
 
     @property
-    def ok(self) -> list[tuple[int, dict[str, Any]]]:
+    def ok(self) -> list[tuple[int, ImageRecord]]:
+        """(image number, record) of the images analysed (no error)."""
         return [(i, r) for i, r in enumerate(self.records, 1) if not r.get("error")]
 
     @property
