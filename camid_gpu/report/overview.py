@@ -6,7 +6,7 @@ import os
 import shlex
 
 from camid_gpu._shared.jsonio import sha256_or_none
-from camid_gpu.report.html import NONE, esc, json_value, kv_table, html_table
+from camid_gpu.report.html import NONE, esc, html_table, json_value, kv_table
 from camid_gpu.report.load import Run, dig
 
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.report.figures import PCE_LINTHRESH, figure, png, symlog
-from camid_gpu.report.html import (MAX_DETAILED_IMAGES, NONE, esc, html_table, img_label, kv_table, num)
+from camid_gpu.report.html import MAX_DETAILED_IMAGES, NONE, esc, html_table, img_label, kv_table, num
 from camid_gpu.report.load import Run, dig, is_num
 
 #: more images than this: no per-image bar charts, heat-maps of the PCE matrix instead
