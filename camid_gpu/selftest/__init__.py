@@ -324,7 +324,7 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
         except Exception as exc:  # noqa: BLE001
             checks.append(Check(case.label, "backend starts", FAIL, detail=f"{type(exc).__name__}: {exc}"))
             continue
-        if getattr(bk, "use_kernels", False):
+        if bk.name == "torch" and getattr(bk, "use_kernels", False):  # the CUDA kernels (NumPy's are host code)
             with warnings.catch_warnings(record=True):  # the fallback is reported as a failed row
                 warnings.simplefilter("always")
                 for name in sorted(cuda.KERNEL_SOURCES):
