@@ -29,7 +29,24 @@ Modules: :mod:`.load` (the run folder as read, with notes on what is missing), :
 tables, the page), :mod:`.figures` (matplotlib: style, PNG embedding), one module per section --
 :mod:`.overview` (1), :mod:`.decisions` (2), :mod:`.pce` (3), :mod:`.membership` and :mod:`.diagnostics`
 (4), :mod:`.cameras` (5), :mod:`.truth` (6) -- and :mod:`.render`, which puts them together.
+:mod:`.cluster` is the report of a ``camid cluster`` run (recognised by its ``clusters.json``).
 """
-from camid_gpu.report.render import render_report, write_report
+from __future__ import annotations
+
+import os
+
+from camid_gpu.report import cluster as _cluster
+from camid_gpu.report import render as _render
+from camid_gpu.report.render import render_report
+
+
+def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
+                 fingerprints_dir: str | os.PathLike | None = None) -> str:
+    """Write the HTML report of ``run_dir`` (either kind of run folder); returns the path written.
+    ``camid cluster`` runs (recognised by their ``clusters.json``) get :mod:`.cluster`'s report."""
+    if _cluster.is_cluster_run(run_dir):
+        return _cluster.write_cluster_report(run_dir, output_html)
+    return _render.write_report(run_dir, output_html, fingerprints_dir)
+
 
 __all__ = ["render_report", "write_report"]

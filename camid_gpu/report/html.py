@@ -9,6 +9,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 from camid_gpu._version import __version__
+from camid_gpu.io.listing import printable
 from camid_gpu.report.load import Run, is_num
 
 #: per-image detail blocks (full scores, pairwise tables) are written for at most this many images
@@ -18,8 +19,9 @@ NONE = "\u2014"  # em dash for "no value"
 
 
 def esc(value: Any) -> str:
-    """``str(value)`` escaped for HTML text and attribute values (quotes included)."""
-    return html.escape(str(value), quote=True)
+    """``value`` escaped for HTML text and attribute values (quotes included)."""
+    # printable(): control characters and undecodable file-name bytes shown as escapes, never raw
+    return html.escape(printable(value), quote=True)
 
 
 def num(v: Any, spec: str = ".4g") -> str:

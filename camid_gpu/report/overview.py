@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from typing import Any
 
 from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu.report.html import NONE, esc, html_table, json_value, kv_table
@@ -45,8 +46,19 @@ def section(run: Run) -> str:
     if isinstance(params, dict) and params:
         out.append("<h3>Parameters</h3>" + kv_table((str(k), json_value(v)) for k, v in sorted(params.items())))
     out.append(_fingerprint_table(run))
+    out.append(_skipped_table(m))
     out.append("</section>")
     return "\n".join(out)
+
+
+def _skipped_table(manifest: dict[str, Any]) -> str:
+    """Files found under the inputs and not analysed (other suffixes, hidden, duplicates), with the reason."""
+    skipped = [s for s in (manifest.get("skipped_inputs") or []) if isinstance(s, dict)]
+    if not skipped:
+        return ""
+    rows = [[f'<span class="mono">{esc(s.get("path"))}</span>', esc(s.get("reason"))] for s in skipped]
+    return (f"<h3>Files not analysed ({len(skipped)})</h3><p>Found under the inputs and skipped, each with its "
+            "reason; nothing found is left out silently.</p>" + html_table(["file", "reason"], rows))
 
 
 def _fingerprint_table(run: Run) -> str:
