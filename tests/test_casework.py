@@ -172,7 +172,7 @@ def test_symlink_loops_end(tmp_path):
 
 def test_html_report_shows_not_comparable_apart_from_below_threshold(casework, tmp_path):
     pytest.importorskip("matplotlib")
-    from camid_gpu.report.html import write_report
+    from camid_gpu.report import write_report
 
     root, _, _ = casework
     html = (tmp_path / "r.html")
