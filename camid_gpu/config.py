@@ -49,6 +49,9 @@ ROTATION_CHOICES = ("auto", "all", "none")
 NATURAL_MODES = ("aligned", "paper")
 BACKEND_CHOICES = ("auto", "numpy", "torch")
 KIND_CHOICES = ("auto", "flat", "natural")
+#: JPEG decoder: "auto" = the GPU (nvJPEG via torchvision) when the backend is torch on CUDA and torchvision
+#: is installed, else the CPU; "gpu" insists (an error without CUDA); files the GPU cannot take use the CPU
+DECODE_CHOICES = ("auto", "cpu", "gpu")
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class RunConfig:
     progress: bool | None = None
     cluster: str | None = None
     chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
+    decode: str = "auto"  # JPEG decoder, one of DECODE_CHOICES
     log: list[str] = field(default_factory=list)
 
     def backend_obj(self) -> Backend:

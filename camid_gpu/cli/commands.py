@@ -42,7 +42,8 @@ def _config(args: argparse.Namespace) -> cfg.RunConfig:
     return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
                      max_host_memory=cfg.parse_bytes(args.max_host_memory),
                      max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
-                     progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))
+                     progress=False if args.quiet else None, cluster=getattr(args, "cluster", None),
+                     decode=getattr(args, "decode", "auto"))
 
 
 def cmd_info(args) -> int:
@@ -153,7 +154,8 @@ def cmd_identify(args) -> int:
         write_csv(args.csv, records)
     outputs = [results] + [p for p in (args.json, args.csv) if p]
     write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
-                   args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume})
+                   args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume,
+                                                 "decode": run["decode"]})
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if r.get("error")]
     print_errors(errors)

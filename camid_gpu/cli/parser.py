@@ -8,8 +8,12 @@ from camid_gpu import config as cfg
 from camid_gpu._version import __version__
 
 
-def _add_backend_options(p: argparse.ArgumentParser) -> None:
+def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> None:
     g = p.add_argument_group("execution")
+    if decode:
+        g.add_argument("--decode", choices=cfg.DECODE_CHOICES, default="auto",
+                       help="JPEG decoder of the disputed images: gpu (nvJPEG via torchvision; needs torch on CUDA), "
+                            "cpu (Pillow), auto (gpu when available, default); files the GPU cannot take use the CPU")
     g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
                    help="numpy (pywt/scipy, float64) or torch (CPU/CUDA, float32); auto = torch on CUDA if present")
     g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
@@ -104,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
                         "full-frame fingerprints (built with --clip full); PCE only")
     _add_param_options(p, with_refs=False, clip_default=None)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
     p.add_argument("dataset_dir")
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the evaluation JSON here")
     p.add_argument("--resume", action="store_true")
     _add_param_options(p)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")

@@ -14,6 +14,7 @@ import numpy as np
 import tifffile
 
 from camid_gpu._shared.jsonio import sha256_file, write_json
+from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine.distributed import identify_on_cluster
 from camid_gpu.engine.scheduler import (
@@ -29,6 +30,7 @@ from camid_gpu.engine.scheduler import (
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
+from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import list_images
 from camid_gpu.pipeline import identify as ident
@@ -99,6 +101,9 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     """
     if params.search_scales is not None:
         methods = ("pce",)
+    if config.cluster and config.decode == "gpu":
+        raise CamidError("--decode gpu is not available with --cluster (the Dask workers decode on their CPUs); "
+                         "use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given)
     paths = prepare.disputed_images(inputs)
@@ -117,7 +122,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         writer.close()
     return {"results": results_path, "images": len(paths), "skipped_as_done": skipped, "processed": len(todo),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
-            "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}"}
+            "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
+            "decode": config.decode}  # as asked; each record says which decoder made its pixels
 
 
 def _sha_or_none(path: str) -> str | None:
@@ -135,7 +141,11 @@ def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dic
 
 
 def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
+    """Chunks through the device with one chunk of look-ahead: chunk k+1 is decoded (GPU JPEGs) and its host
+    clips start uploading (:class:`~camid_gpu.backend.staging.UploadStager`) before chunk k computes, so the
+    copy overlaps the computation. Results are still written in input order, chunk by chunk."""
     bk = config.backend_obj()
+    decoder = decoder_for(config.decode, bk)
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
@@ -143,27 +153,46 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     state = {"size": size}
     fp_cache: dict = {}
     source_shape = store[0].source_shape
-    tasks = [(p, params, source_shape, kind) for p in todo]
+    tasks = [(p, params, source_shape, kind, decoder is not None) for p in todo]
     prefetch = max(size + config.workers, 2)
+    stager = UploadStager(bk)
 
-    def compute(items):
-        return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
-
-    def flush(pending):
+    def stage(pending):
+        if decoder is not None:
+            pending = prepare.decode_on_device(pending, decoder, params, source_shape)
+        pending = [error_entry(x.path, x) if isinstance(x, BaseException) else x for x in pending]
         prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
-        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache) if prepared else [])
+        return pending, prepared, ident.stage_chunk(stager, prepared)
+
+    def finish(staged):
+        pending, prepared, uploads = staged
+
+        def compute(items):  # the staged uploads hold the whole chunk; an out-of-memory retry re-uploads halves
+            return ident.identify_chunk(bk, store, items, params, methods, fp_cache,
+                                        uploads if items is prepared else None)
+
+        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache)
+                      if prepared else [])
         records = [next(scored) if isinstance(x, prepare.Prepared) else x for x in pending]
         writer.write(_annotate(records, truth_root))
         progress.advance(len(records))
 
     pending: list = []
+    in_flight = None
     for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
         pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
         if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
-            flush(pending)
-            pending = []
+            staged = stage(pending)
+            if in_flight is not None:
+                finish(in_flight)
+            in_flight, pending = staged, []
     if pending:
-        flush(pending)
+        staged = stage(pending)
+        if in_flight is not None:
+            finish(in_flight)
+        in_flight = staged
+    if in_flight is not None:
+        finish(in_flight)
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
@@ -195,7 +224,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     write_manifest(out_dir, "evaluate", argv, params.to_dict(), run["backend"], started,
                    input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
                    fp_dir, fp_files + [results_path, evaluation_path],
-                   extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods)})
+                   extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods), "decode": run["decode"]})
     return summary
 
 

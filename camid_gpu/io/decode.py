@@ -200,16 +200,51 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> tupl
     that names the path and the reason.
     """
     path = os.fspath(path)
+    return decode_bytes(path, read_file_bytes(path), max_pixels=max_pixels)
+
+
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """The whole file, opened read-only; raises ImageError for a missing, unreadable or empty file."""
+    path = os.fspath(path)
     data = _read_bytes(path)
     if not data:
         raise ImageDecodeError(path, "empty file (0 bytes)")
+    return data
+
+
+def decode_bytes(path: str, data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`read_image` on bytes already read (``path`` names them in errors and in the info)."""
     if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         array, exif = _decode_tiff(path, data, max_pixels)
         fmt = "TIFF"
     else:
         array, exif, fmt = _decode_pillow(path, data, max_pixels)
     array, depth = _normalise(path, array)
-    info = ImageInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), format=fmt,
-                     height=array.shape[0], width=array.shape[1],
-                     channels=1 if array.ndim == 2 else array.shape[2], bit_depth=depth, exif=exif)
-    return array, info
+    return array, _info(path, data, fmt, array.shape[0], array.shape[1],
+                        1 if array.ndim == 2 else array.shape[2], depth, exif)
+
+
+def _info(path: str, data: bytes, fmt: str, height: int, width: int, channels: int, depth: int,
+          exif: dict[str, Any]) -> ImageInfo:
+    return ImageInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), format=fmt,
+                     height=height, width=width, channels=channels, bit_depth=depth, exif=exif)
+
+
+def jpeg_header_info(path: str, data: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """The :class:`ImageInfo` of an 8-bit gray or colour JPEG from its header alone (no pixel decoding),
+    as :func:`decode_bytes` would give it: for files whose pixels another decoder (the GPU's) produces.
+    Raises ImageDecodeError when Pillow cannot read the header or the mode is not L/RGB."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Exception as exc:  # the caller falls back to a full CPU decode, which names the problem
+        raise ImageDecodeError(path, f"JPEG header unreadable ({type(exc).__name__}: {exc})") from None
+    with image:
+        if image.format != "JPEG" or image.mode not in ("L", "RGB"):
+            raise ImageDecodeError(path, f"not an 8-bit gray/RGB JPEG ({image.format}, mode {image.mode})")
+        width, height = image.size
+        _check_pixels(path, height, width, max_pixels)
+        return _info(path, data, "JPEG", height, width, 1 if image.mode == "L" else 3, 8, _pillow_exif(image))

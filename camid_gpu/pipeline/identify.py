@@ -20,7 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu import mahalanobis as maha
-from camid_gpu.backend import Backend
+from camid_gpu.backend import Array, Backend
+from camid_gpu.backend.staging import UploadStager, Upload
 from camid_gpu.config import Params
 from camid_gpu.errors import ImageError
 from camid_gpu.io.decode import ImageInfo
@@ -108,11 +109,44 @@ def _try(func, *args):
 # ----------------------------------------------------------------------------------------------
 # Identification
 # ----------------------------------------------------------------------------------------------
+def clip_batches(items: Sequence[Prepared]) -> dict[tuple, list[tuple[int, int]]]:
+    """The (image, rotation) clips of a chunk grouped into batches of one layout (shape, dtype, host or
+    device), sorted: stacking uint8 with uint16 would upcast and mis-scale the 8-bit clips."""
+    batches: dict[tuple, list[tuple[int, int]]] = {}
+    for i, item in enumerate(items):
+        for r, clip in enumerate(item.clips):
+            layout = (tuple(clip.shape), str(clip.dtype), isinstance(clip, np.ndarray))
+            batches.setdefault(layout, []).append((i, r))
+    return dict(sorted(batches.items()))
+
+
+def stage_chunk(stager: UploadStager, items: Sequence[Prepared]) -> dict[tuple, Upload]:
+    """Start the uploads of a chunk's host clips (one per batch of :func:`clip_batches`), so that they copy
+    while the previous chunk computes; :func:`identify_chunk` takes them as ``uploads``. Device clips (from
+    the GPU decoder) are already there."""
+    return {layout: stager.stage([items[i].clips[r] for i, r in sel])
+            for layout, sel in clip_batches(items).items() if layout[2]}
+
+
+def _batch_pixels(bk: Backend, clips: Sequence[Any]) -> Array:
+    """Native float pixels of one batch of host or device clips of one layout."""
+    if isinstance(clips[0], np.ndarray):
+        return pixels_to_device(bk, np.stack(clips))  # integers travel
+    return pixels_to_device(bk, bk.stack(clips, 0))
+
+
+def _green_8bit(bk: Backend, clip: Any) -> Any:
+    """The green plane as 8-bit pixels; device clips (GPU-decoded JPEGs) are 8-bit already."""
+    return to_8bit(green_channel(clip)) if isinstance(clip, np.ndarray) else green_channel(clip)
+
+
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],
-                   params: Params, methods: Sequence[str], fp_device: dict | None = None) -> list[dict[str, Any]]:
+                   params: Params, methods: Sequence[str], fp_device: dict | None = None,
+                   uploads: dict[tuple, Upload] | None = None) -> list[dict[str, Any]]:
     """Score a chunk of prepared disputed images against every fingerprint; one dict per image.
 
-    ``fp_device``: a cache dict for the fingerprints' device arrays (filled on first use).
+    ``fp_device``: a cache dict for the fingerprints' device arrays (filled on first use). ``uploads``: the
+    chunk's host clips already on their way to the device (:func:`stage_chunk` on these very ``items``).
     """
     cams = [fp.camera for fp in store]
     cache = fp_device if fp_device is not None else {}
@@ -127,12 +161,12 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     if params.search_scales is not None:
         return _search_chunk(bk, store, items, params, results)
     if "pce" in methods and flat:
-        # one batch per (shape, dtype): stacking uint8 with uint16 would upcast and mis-scale the 8-bit clip
-        layout_of = lambda i, r: (items[i].clips[r].shape, items[i].clips[r].dtype.str)  # noqa: E731
         scores_by_clip = {}
-        for layout in sorted({layout_of(i, r) for i, r in flat}):
-            sel = [(i, r) for i, r in flat if layout_of(i, r) == layout]
-            pixels = pixels_to_device(bk, np.stack([items[i].clips[r] for i, r in sel]))  # integers travel
+        for layout, sel in clip_batches(items).items():
+            if uploads is not None and layout in uploads:
+                pixels = pixels_to_device(bk, uploads[layout])
+            else:
+                pixels = _batch_pixels(bk, [items[i].clips[r] for i, r in sel])
             res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
             inten = gray_intensity(bk, pixels)
             scores = pce_scores(bk, res, inten, cache["k"], params.shift_range)
@@ -154,7 +188,9 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
             if not members:
                 continue
             names = [items[i].path for i in members]
-            clips = np.stack([to_8bit(green_channel(items[i].clips[chosen[i]])) for i in members])
+            greens = [_green_8bit(bk, items[i].clips[chosen[i]]) for i in members]
+            on_host = all(isinstance(g, np.ndarray) for g in greens)
+            clips = np.stack(greens) if on_host else bk.stack([bk.asarray(g) for g in greens], 0)
             i0, prnu = maha.traces(bk, clips, params.sigma_mahalanobis, params.levels, params.wavelet)
             if kind == "natural" and params.natural_mode == "paper":
                 outcome = maha.classify_images(bk, [to_8bit(items[i].natural_green) for i in members],
@@ -201,4 +237,4 @@ def with_params(params: Params, **changes: Any) -> Params:
     return replace(params, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["build_fingerprint", "identify_chunk", "with_params"]
+__all__ = ["build_fingerprint", "clip_batches", "identify_chunk", "stage_chunk", "with_params"]

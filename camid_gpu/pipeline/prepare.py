@@ -10,8 +10,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.config import Params
-from camid_gpu.errors import CamidError, ImageError
-from camid_gpu.io.decode import ImageInfo, read_image
+from camid_gpu.errors import CamidError, ImageDecodeError, ImageError
+from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
+from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
 from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import list_images
 
@@ -46,30 +47,56 @@ def load_reference(path: str, clip: tuple[int, int] | None) -> tuple[np.ndarray,
 
 @dataclass
 class Prepared:
-    """A decoded disputed image, rotated and clipped for every rotation to try (host arrays)."""
+    """A decoded disputed image, rotated and clipped for every rotation to try.
+
+    ``clips`` are host arrays, or native device arrays when the GPU decoded the file. A JPEG left for the
+    GPU decoder has ``encoded`` (its bytes), no clips yet, and ``kind`` as requested, until
+    :func:`decode_on_device` finishes it.
+    """
 
     path: str
     info: ImageInfo
     kind: str
     kind_source: str
     rotations: list[int]
-    clips: list[np.ndarray]  # per rotation: (h, w[, 3]) pixels
+    clips: list[Any]  # per rotation: (h, w[, 3]) pixels
     natural_green: np.ndarray | None = None  # whole-image green plane (paper mode only)
+    decoder: str = "cpu"  # which decoder made the pixels: cpu or gpu
+    decoder_note: str | None = None  # why the CPU decoded a file when the GPU decoder was asked for
+    encoded: bytes | None = None
 
 
-def guess_kind(path: str, green: np.ndarray) -> tuple[str, str]:
+class _HostArrays:
+    """The array operations :func:`_finish` needs, on NumPy pixels (the GPU decoder has the same methods)."""
+
+    @staticmethod
+    def rot90(pixels, k):
+        return np.rot90(pixels, k) if k % 4 else pixels
+
+    contiguous = staticmethod(np.ascontiguousarray)
+
+    @staticmethod
+    def block_means(green, f):
+        h, w = green.shape
+        return green[: h // f * f, : w // f * f].astype(np.float64).reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+
+    @staticmethod
+    def to_host(pixels):
+        return pixels
+
+
+def guess_kind(path: str, green: Any, block_means=_HostArrays.block_means) -> tuple[str, str]:
     """'flat' or 'natural' from the file name when it says so, else from the content.
 
     Content rule (documented heuristic): a 16x-downsampled copy whose relative spread (std/mean)
-    is under 0.15 is a flat field.
+    is under 0.15 is a flat field. ``block_means(green, f)`` gives that copy as a float64 host array.
     """
     name = os.path.basename(path).lower()
     for kind in KINDS:
         if kind in name:
             return kind, "name"
     h, w = green.shape
-    f = max(1, min(h, w) // 16)
-    small = green[: h // f * f, : w // f * f].astype(np.float64).reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    small = block_means(green, max(1, min(h, w) // 16))
     spread = small.std() / max(small.mean(), 1e-9)
     return ("flat" if spread < 0.15 else "natural"), "content"
 
@@ -89,26 +116,86 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
 
 
 def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int],
-                     kind: str = "auto") -> Prepared:
-    """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError."""
-    pixels, info = read_image(path)
+                     kind: str = "auto", defer_jpeg: bool = False) -> Prepared:
+    """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError.
+
+    ``defer_jpeg``: a JPEG the GPU decoder takes (:func:`~camid_gpu.io.device_decode.device_unsupported`)
+    is only read, hashed and its header parsed; :func:`decode_on_device` decodes it later, in the process
+    that holds the device. Other files are decoded here, with the reason in ``decoder_note``.
+    """
+    data = read_file_bytes(path)
+    note = None
+    if defer_jpeg:
+        note = device_unsupported(data)
+        if note is None:
+            try:
+                info = jpeg_header_info(path, data)
+            except ImageDecodeError as exc:
+                note = exc.reason
+            else:
+                return Prepared(path, info, kind, "", [], [], encoded=data)
+    pixels, info = decode_bytes(path, data)
+    item = _finish(path, info, pixels, params, fp_source_shape, kind, _HostArrays)
+    item.decoder_note = note
+    return item
+
+
+def _finish(path: str, info: ImageInfo, pixels: Any, params: Params, fp_source_shape: tuple[int, int], kind: str,
+            ops: Any) -> Prepared:
+    """Decide the kind, rotate and clip decoded pixels (host arrays with ``ops=_HostArrays``, device arrays with
+    the GPU decoder as ``ops``)."""
+    green = green_channel(pixels)
     if kind == "auto":
-        kind, source = guess_kind(path, green_channel(pixels))
+        kind, source = guess_kind(path, green, ops.block_means)
     else:
         source = "given"
     rotations, clips = [], []
     last_error: ImageError | None = None
     for degrees in rotations_to_try((info.height, info.width), fp_source_shape, params.rotations):
-        turned = np.rot90(pixels, degrees // 90) if degrees else pixels
         try:
-            clips.append(np.ascontiguousarray(center_clip(turned, params.clip, path)))
+            clips.append(ops.contiguous(center_clip(ops.rot90(pixels, degrees // 90), params.clip, path)))
             rotations.append(degrees)
         except ImageError as exc:
             last_error = exc
     if not clips:
         raise last_error  # type: ignore[misc]
-    natural = green_channel(pixels) if (kind == "natural" and params.natural_mode == "paper") else None
+    natural = ops.to_host(green) if (kind == "natural" and params.natural_mode == "paper") else None
     return Prepared(path, info, kind, source, rotations, clips, natural)
+
+
+def decode_on_device(pending: Sequence[Any], decoder: DeviceJpegDecoder, params: Params,
+                     fp_source_shape: tuple[int, int]) -> list[Any]:
+    """Finish the deferred JPEGs among ``pending`` (Prepared items and error entries, in input order): one
+    batched GPU decode, then kind, rotations and clips on the device.
+
+    A file the GPU decoder fails on, or whose decoded size disagrees with its header, is decoded on the CPU
+    from the same bytes (``decoder_note`` says why); a file neither can use is replaced by its ImageError.
+    """
+    deferred = [i for i, x in enumerate(pending) if isinstance(x, Prepared) and x.encoded is not None]
+    decoded = decoder.decode([pending[i].encoded for i in deferred])
+    out = list(pending)
+    for i, pixels in zip(deferred, decoded):
+        item = pending[i]
+        note = None
+        if isinstance(pixels, BaseException):
+            note = f"GPU decoder failed ({type(pixels).__name__}: {pixels})"
+        elif tuple(pixels.shape[:2]) != (item.info.height, item.info.width) or \
+                (pixels.ndim == 3) != (item.info.channels == 3):
+            note = f"GPU decoder gave shape {tuple(pixels.shape)} for a {item.info.height}x{item.info.width} " \
+                   f"{item.info.channels}-channel header"
+        try:
+            if note is None:
+                done = _finish(item.path, item.info, pixels, params, fp_source_shape, item.kind, decoder)
+                done.decoder = "gpu"
+            else:
+                host, info = decode_bytes(item.path, item.encoded)
+                done = _finish(item.path, info, host, params, fp_source_shape, item.kind, _HostArrays)
+                done.decoder_note = note
+        except ImageError as exc:
+            out[i] = exc
+            continue
+        out[i] = done
+    return out
 
 
 def ground_truth_of(path: str, disputed_dir: str) -> str | None:
