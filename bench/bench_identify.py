@@ -366,8 +366,8 @@ def prepare(spec: dict) -> dict:
     set_threads(spec.get("threads"))
     args = argparse.Namespace(**spec)
     data, _truth = prepare_data(args)
-    clip = min(args.clip, args.height, args.width)
-    params = Params(clip=(clip, clip), refs=args.refs)
+    clip = min(args.clip, args.height, args.width) if args.clip else None  # 0: full frame
+    params = Params(clip=(clip, clip) if clip else None, refs=args.refs)
     print("fingerprinting (not timed) ...", file=sys.stderr)
     summary = fingerprint_folder(os.path.join(data, "refs"), spec["fp_dir"], METHODS, params,
                                  RunConfig(backend=args.backend, device=args.device, progress=False))
@@ -396,7 +396,8 @@ def main(argv=None) -> int:
                          "identification work does not depend on it)")
     ap.add_argument("--height", type=int, default=3000)
     ap.add_argument("--width", type=int, default=4000)
-    ap.add_argument("--clip", type=int, default=1000, help="centre clipping side (default 1000, the paper's)")
+    ap.add_argument("--clip", type=int, default=1000,
+                    help="centre clipping side (default 1000, the paper's); 0 = full frame")
     ap.add_argument("--quality", type=int, default=92, help="JPEG quality of the synthetic images")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                     help="decode processes of the scheduler run (default min(4, CPUs))")
@@ -424,8 +425,8 @@ def main(argv=None) -> int:
             spec = json.load(handle)
         print(json.dumps(run_phase(spec) if args.phase_spec else prepare(spec)))
         return 0
-    if min(args.images, args.cameras, args.refs, args.workers, args.repeat, args.clip, args.chunk or 1) < 1:
-        ap.error("--images, --cameras, --refs, --workers, --repeat, --clip and --chunk must be positive")
+    if min(args.images, args.cameras, args.refs, args.workers, args.repeat, args.chunk or 1) < 1 or args.clip < 0:
+        ap.error("--images, --cameras, --refs, --workers, --repeat and --chunk must be positive, --clip >= 0")
 
     # Everything heavy (rendering, fingerprinting, torch/CUDA) happens in subprocesses: Linux folds the
     # RSS of the process that starts a child into the child's ru_maxrss, so this one stays small.
@@ -464,13 +465,13 @@ def main(argv=None) -> int:
     for r in rows:
         r["ratio_vs_loop"] = r["images_per_s"] / loop_rate if loop_rate and r["mode"] != "decode" else None
     result = {"benchmark": "identify_end_to_end", "methods": list(METHODS), "images": len(files),
-              "cameras": args.cameras, "size": [args.height, args.width], "clip": [clip, clip],
+              "cameras": args.cameras, "size": [args.height, args.width], "clip": [clip, clip] if clip else None,
               "jpeg_bytes": file_bytes, "workers": args.workers, "chunk": args.chunk, "repeat": args.repeat,
               "device": rows[0]["backend"] if rows else None, **run_info(), "rows": rows, "all_runs": runs,
               "skipped": skipped}
     print(json.dumps(result, indent=1))
     mib = 1 / 2**20
-    print(f"\n{len(files)} images {args.height}x{args.width} JPEG, {args.cameras} cameras, clip {clip}, both methods;"
+    print(f"\n{len(files)} images {args.height}x{args.width} JPEG, {args.cameras} cameras, clip {clip or 'full frame'}, both methods;"
           f" backend: {rows[0]['backend'] if rows else '-'}")
     print(f"{'mode':14s} {'workers':>7s} {'chunk':>5s} {'wall s':>8s} {'img/s':>8s} {'x loop':>7s} {'compute':>8s} "
           f"{'decode s':>8s} {'gpu dec':>7s} {'RSS self':>9s} {'RSS child':>9s} {'RSS tree':>9s} {'GPU alloc':>9s} "
