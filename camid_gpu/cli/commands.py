@@ -121,7 +121,7 @@ def cmd_fingerprint(args) -> int:
         write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
                        [file_entry(p, "reference") for p in summary["files"]], None,
                        [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                       extra={"errors": summary["errors"]})
+                       extra={"errors": summary["errors"]}, kernels=summary["kernels"])
     for cam in summary["cameras"]:
         print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
     print_errors(summary["errors"])
@@ -155,7 +155,8 @@ def cmd_identify(args) -> int:
     outputs = [results] + [p for p in (args.json, args.csv) if p]
     write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
                    args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume,
-                                                 "decode": run["decode"]})
+                                                 "decode": run["decode"]},
+                   kernels=run["kernels"])
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if r.get("error")]
     print_errors(errors)
@@ -248,9 +249,21 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def cmd_selftest(args) -> int:
+    from camid_gpu.selftest import format_table, run_selftest, write_record
+
+    report = run_selftest()
+    print(format_table(report))
+    stamp = report.started[:19].replace("-", "").replace(":", "")  # UTC, e.g. 20260101T120000
+    out_dir = args.outdir or f"camid-selftest-{stamp}Z"
+    json_path, html_path = write_record(report, out_dir)
+    print(f"validation record: {json_path}, {html_path}")
+    return EXIT_OK if report.passed else EXIT_FAIL
+
+
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
             "identify": cmd_identify, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "selftest": cmd_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tifffile
 
+from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.jsonio import sha256_file, write_json
 from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
@@ -41,6 +42,10 @@ from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manif
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 
+#: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
+CLUSTER_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
+
+
 def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                        config: RunConfig) -> dict[str, Any]:
     """Build and save one fingerprint per camera subfolder of ``refs_dir``.
@@ -67,7 +72,8 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
             path = save_fingerprint(fp, out_dir)
             saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
                           "arrays": os.path.join(out_dir, f"{camera}.npz")})
-    return {"cameras": saved, "errors": errors, "backend": bk.describe(), "files": tried}
+    return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
+            "files": tried}
 
 
 def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool) -> Params:
@@ -123,6 +129,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     return {"results": results_path, "images": len(paths), "skipped_as_done": skipped, "processed": len(todo),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
             "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
+            "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS,
             "decode": config.decode}  # as asked; each record says which decoder made its pixels
 
 
@@ -224,7 +231,8 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     write_manifest(out_dir, "evaluate", argv, params.to_dict(), run["backend"], started,
                    input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
                    fp_dir, fp_files + [results_path, evaluation_path],
-                   extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods), "decode": run["decode"]})
+                   extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods), "decode": run["decode"]},
+                   kernels=run["kernels"])
     return summary
 
 
