@@ -132,7 +132,7 @@ def pillow_stand_in(perturb: int = 0):
                 moved = pixels.astype(np.int16) + rng.integers(-perturb, perturb + 1, pixels.shape)
                 pixels = np.clip(moved, 0, 255).astype(np.uint8)
             chw = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-            out.append(torch.from_numpy(np.ascontiguousarray(chw)).to(device))
+            out.append(torch.from_numpy(np.array(chw, order="C", copy=True)).to(device))
         return out
 
     return decode
@@ -223,6 +223,55 @@ def test_a_file_neither_decoder_can_use_is_an_error_record(data, tmp_path, monke
     records = {os.path.basename(r["path"]): r for r in read_results(str(out))}
     assert records["cut.jpg"]["error"]["kind"] == "decode" and "cut.jpg" in records["cut.jpg"]["path"]
     assert all(r["decoder"] == "gpu" for k, r in records.items() if k != "cut.jpg")
+
+
+@requires_torch
+def test_decoder_isolates_a_failing_file_and_odd_outputs():
+    import torch
+
+    from camid_gpu.backend import get_backend
+
+    plain, odd = _jpeg(RGB), _jpeg(RGB[..., 0])
+    calls = []
+
+    def stand_in(tensors, device):
+        calls.append(len(tensors))
+        out = pillow_stand_in()(tensors, device)  # raises for the whole batch on FAIL_MARK
+        return [torch.zeros((4, 2, 2), dtype=torch.uint8) if t.numpy().tobytes() == odd else o  # no image's shape
+                for t, o in zip(tensors, out)]
+
+    decoder = DeviceJpegDecoder(get_backend("torch", device="cpu"), stand_in)
+    out = decoder.decode([plain, _jpeg(RGB, comment=FAIL_MARK), odd])
+    assert calls == [3, 1, 1, 1]  # the batch failed, then file by file
+    assert tuple(out[0].shape) == RGB.shape and isinstance(out[1], RuntimeError) and isinstance(out[2], ValueError)
+    assert decoder.decode([]) == []
+
+
+@requires_torch
+def test_fingerprints_with_the_gpu_path(data, tmp_path, monkeypatch):
+    refs = tmp_path / "refs"
+    shutil.copytree(data / "data" / "refs", refs)
+    first = sorted((refs / "C02").iterdir())[0]
+    pixels = np.asarray(Image.open(first))
+    first.unlink()
+    (refs / "C02" / (first.stem + ".jpg")).write_bytes(_jpeg(pixels, progressive=True))  # same name, progressive
+    params = Params(clip=CLIP, refs=REFS)
+    cpu_cfg = RunConfig(backend="torch", device="cpu", progress=False, decode="cpu")
+    runner.fingerprint_folder(str(refs), str(tmp_path / "fp-cpu"), ("pce", "mahalanobis"), params, cpu_cfg)
+    monkeypatch.setattr(runner, "decoder_for", lambda choice, bk: DeviceJpegDecoder(bk, pillow_stand_in()))
+    runner.fingerprint_folder(str(refs), str(tmp_path / "fp-gpu"), ("pce", "mahalanobis"), params,
+                              RunConfig(backend="torch", device="cpu", progress=False, decode="gpu"))
+    from camid_gpu.store import load_store
+
+    cpu, gpu = load_store(str(tmp_path / "fp-cpu")), load_store(str(tmp_path / "fp-gpu"))
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(b.k, a.k, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(b.mean_prnu, a.mean_prnu, rtol=0, atol=1e-4)
+        assert [r["sha256"] for r in b.references] == [r["sha256"] for r in a.references]
+        assert all("decoder" not in r for r in a.references)
+    decoders = {os.path.basename(r["path"]): (r["decoder"], r.get("decoder_note")) for fp in gpu for r in fp.references}
+    assert decoders.pop(first.stem + ".jpg") == ("cpu", "progressive JPEG")
+    assert set(decoders.values()) == {("gpu", None)}
 
 
 @pytest.mark.gpu

@@ -121,7 +121,7 @@ def cmd_fingerprint(args) -> int:
         write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
                        [file_entry(p, "reference") for p in summary["files"]], None,
                        [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                       extra={"errors": summary["errors"]}, kernels=summary["kernels"])
+                       extra={"errors": summary["errors"], "decode": args.decode}, kernels=summary["kernels"])
     for cam in summary["cameras"]:
         print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
     print_errors(summary["errors"])

@@ -12,7 +12,7 @@ def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> No
     g = p.add_argument_group("execution")
     if decode:
         g.add_argument("--decode", choices=cfg.DECODE_CHOICES, default="auto",
-                       help="JPEG decoder of the disputed images: gpu (nvJPEG via torchvision; needs torch on CUDA), "
+                       help="JPEG decoder: gpu (nvJPEG via torchvision; needs torch on CUDA), "
                             "cpu (Pillow), auto (gpu when available, default); files the GPU cannot take use the CPU")
     g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
                    help="numpy (pywt/scipy, float64) or torch (CPU/CUDA, float32); auto = torch on CUDA if present")
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("refs_dir")
     p.add_argument("-o", "--outdir", required=True, help="fingerprint folder")
     _add_param_options(p)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("identify", help="which camera took each image")
     p.add_argument("fp_dir")

@@ -53,6 +53,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...]}``.
     """
     bk = config.backend_obj()
+    decoder = decoder_for(config.decode, bk)
     saved, errors, tried = [], [], []
     for camera, folder in prepare.camera_folders(refs_dir):
         paths = list_images(folder)
@@ -61,8 +62,11 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(prepare.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
+        stream = ordered_map(prepare.load_reference, [(p, params.clip, decoder is not None) for p in paths],
+                             config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
+        if decoder is not None:
+            loaded = prepare.decode_references(loaded, decoder, params.clip)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
         except CamidError as exc:

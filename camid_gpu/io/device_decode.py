@@ -57,9 +57,11 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # markers without a length
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
+        if marker == 0xD9:  # end of image before any frame header
+            return None
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
         body = data[pos + 4:pos + 2 + length]
         if length < 2 or len(body) != length - 2:
@@ -130,13 +132,14 @@ class DeviceJpegDecoder:
                     planes.append(self.decode_fn([tensor], self.device)[0])
                 except Exception as exc:
                     planes.append(exc)
-        return [p if isinstance(p, BaseException) else self._layout(p) for p in planes]
+        return [self._layout(p) for p in planes]
 
-    @staticmethod
-    def _layout(chw):
-        """(C, H, W) -> (H, W) for gray, (H, W, 3) for colour: the host decoder's layout."""
-        if chw.ndim != 3 or chw.shape[0] not in (1, 3):
-            raise ValueError(f"GPU decoder returned shape {tuple(chw.shape)}")
+    def _layout(self, chw):
+        """(C, H, W) -> (H, W) for gray, (H, W, 3) for colour: the host decoder's layout (errors pass through)."""
+        if isinstance(chw, BaseException):
+            return chw
+        if chw.ndim != 3 or chw.shape[0] not in (1, 3) or chw.dtype != self.torch.uint8:
+            return ValueError(f"GPU decoder returned {chw.dtype} of shape {tuple(chw.shape)}")
         return chw[0] if chw.shape[0] == 1 else chw.permute(1, 2, 0)
 
     # host-side helpers on decoded arrays, so that callers need not know the array library -------------

@@ -45,11 +45,14 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     Files that cannot be read, or whose size or orientation differs from the first good one, get an
     error entry and are left out. With fewer than ``params.refs`` good files the camera is refused
     (returns None and an error entry). ``loaded`` may be an iterable of ``(path, result)`` where
-    result is ``(pixels, info)`` or an exception (the scheduler decodes in worker processes).
+    result is ``(pixels, info)``, ``(pixels, info, decoder, note)`` (from
+    :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be device arrays, and each reference's
+    entry records its decoder) or an exception (the scheduler decodes in worker processes).
     """
     check_camera_name(camera)
     errors: list[dict[str, Any]] = []
-    good: list[tuple[np.ndarray, ImageInfo]] = []
+    good: list[tuple[Any, ImageInfo]] = []
+    decoders: dict[str, dict[str, str]] = {}  # per reference path, when a GPU decoder was asked for
     want = params.refs
     stream = loaded if loaded is not None else ((p, _try(load_reference, p, params.clip)) for p in paths)
     source_shape = None
@@ -57,7 +60,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         if isinstance(result, BaseException):
             errors.append(error_entry(path, result))
             continue
-        pixels, info = result
+        pixels, info, *how = result
         shape = (info.height, info.width)
         if source_shape is None:
             source_shape, layout, depth = shape, pixels.shape, info.bit_depth
@@ -68,6 +71,8 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                            f"{layout} {depth}-bit; left out"}})
             continue
         good.append((pixels, info))
+        if how:
+            decoders[info.path] = {"decoder": how[0], **({"decoder_note": how[1]} if how[1] else {})}
         if want is not None and len(good) == want:
             break
     if want is not None and len(good) < want:
@@ -82,10 +87,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
         for start in range(0, len(good), batch_size):
-            acc.add(np.stack([p for p, _ in good[start:start + batch_size]]))
+            acc.add(_stack_pixels(bk, [p for p, _ in good[start:start + batch_size]]))
         arrays["k"] = acc.fingerprint()
     if "mahalanobis" in methods:
-        greens = np.stack([to_8bit(green_channel(p)) for p, _ in good])
+        greens = _stack_pixels(bk, [_green_8bit(bk, p) for p, _ in good])
         means = bk.to_numpy(maha.fingerprint(bk, greens, params.sigma_mahalanobis, params.levels, params.wavelet,
                                              batch_size=batch_size))
         arrays["mean_i0"], arrays["mean_prnu"] = means[0].astype(np.float32), means[1].astype(np.float32)
@@ -94,7 +99,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         clip=params.clip, source_shape=source_shape,
         params=dict(params.fingerprint_params(), refs=len(good)),
         references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
-                     "size": [i.height, i.width]} for _, i in good],
+                     "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
         software=software_versions())
     return fp, errors
 
@@ -128,11 +133,15 @@ def stage_chunk(stager: UploadStager, items: Sequence[Prepared]) -> dict[tuple, 
             for layout, sel in clip_batches(items).items() if layout[2]}
 
 
-def _batch_pixels(bk: Backend, clips: Sequence[Any]) -> Array:
-    """Native float pixels of one batch of host or device clips of one layout."""
-    if isinstance(clips[0], np.ndarray):
-        return pixels_to_device(bk, np.stack(clips))  # integers travel
-    return pixels_to_device(bk, bk.stack(clips, 0))
+def _stack_pixels(bk: Backend, arrays: Sequence[Any]) -> np.ndarray | Array:
+    """One batch of pixel arrays of one shape: their NumPy stack when all are host arrays (integers travel to
+    the device as they are), else a native float stack on the 0..255 scale (GPU-decoded arrays, possibly with
+    host ones that the CPU decoded)."""
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np.stack(arrays)
+    if not any(isinstance(a, np.ndarray) for a in arrays):
+        return pixels_to_device(bk, bk.stack(arrays, 0))
+    return bk.stack([pixels_to_device(bk, a) for a in arrays], 0)
 
 
 def _green_8bit(bk: Backend, clip: Any) -> Any:
@@ -166,7 +175,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
             if uploads is not None and layout in uploads:
                 pixels = pixels_to_device(bk, uploads[layout])
             else:
-                pixels = _batch_pixels(bk, [items[i].clips[r] for i, r in sel])
+                pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in sel]))
             res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
             inten = gray_intensity(bk, pixels)
             scores = pce_scores(bk, res, inten, cache["k"], params.shift_range)
@@ -188,9 +197,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
             if not members:
                 continue
             names = [items[i].path for i in members]
-            greens = [_green_8bit(bk, items[i].clips[chosen[i]]) for i in members]
-            on_host = all(isinstance(g, np.ndarray) for g in greens)
-            clips = np.stack(greens) if on_host else bk.stack([bk.asarray(g) for g in greens], 0)
+            clips = _stack_pixels(bk, [_green_8bit(bk, items[i].clips[chosen[i]]) for i in members])
             i0, prnu = maha.traces(bk, clips, params.sigma_mahalanobis, params.levels, params.wavelet)
             if kind == "natural" and params.natural_mode == "paper":
                 outcome = maha.classify_images(bk, [to_8bit(items[i].natural_green) for i in members],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -39,10 +39,82 @@ def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
     return found
 
 
-def load_reference(path: str, clip: tuple[int, int] | None) -> tuple[np.ndarray, ImageInfo]:
-    """Decode a reference image and clip it: pixels (h, w[, 3]) uint8/uint16."""
-    pixels, info = read_image(path)
-    return center_clip(pixels, clip, path), info
+@dataclass
+class EncodedImage:
+    """A JPEG read, hashed and header-parsed, waiting for the GPU decoder (:func:`decode_references`)."""
+
+    info: ImageInfo
+    data: bytes
+
+
+def load_reference(path: str, clip: tuple[int, int] | None,
+                   defer_jpeg: bool = False) -> tuple[Any, ...] | EncodedImage:
+    """Decode a reference image and clip it: ``(pixels (h, w[, 3]) uint8/uint16, info)``.
+
+    ``defer_jpeg``: a JPEG the GPU decoder takes comes back as an :class:`EncodedImage`; any other file is
+    decoded here and comes back as ``(pixels, info, "cpu", why the GPU did not take it)``.
+    """
+    if not defer_jpeg:
+        pixels, info = read_image(path)
+        return center_clip(pixels, clip, path), info
+    data = read_file_bytes(path)
+    note = device_unsupported(data)
+    if note is None:
+        try:
+            return EncodedImage(jpeg_header_info(path, data), data)
+        except ImageDecodeError as exc:
+            note = exc.reason
+    pixels, info = decode_bytes(path, data)
+    return center_clip(pixels, clip, path), info, "cpu", note
+
+
+def decode_references(loaded: Iterable[tuple[str, Any]], decoder: DeviceJpegDecoder, clip: tuple[int, int] | None,
+                      batch: int = 8) -> Iterator[tuple[str, Any]]:
+    """``(path, load_reference result)`` pairs, in order, with every :class:`EncodedImage` decoded on the device
+    (``batch`` files per call) and clipped: ``(pixels, info, "gpu", None)``, or, where the GPU decoder fails,
+    the CPU's ``(pixels, info, "cpu", why)``, or the ImageError when neither can use the file."""
+    waiting: list[tuple[str, EncodedImage]] = []
+
+    def flush():
+        decoded = decoder.decode([encoded.data for _, encoded in waiting])
+        done = [(path, _reference_pixels(path, encoded, pixels, decoder, clip))
+                for (path, encoded), pixels in zip(waiting, decoded)]
+        waiting.clear()
+        return done
+
+    for path, result in loaded:
+        if isinstance(result, EncodedImage):
+            waiting.append((path, result))
+            if len(waiting) >= batch:
+                yield from flush()
+        else:
+            yield from flush() if waiting else ()
+            yield path, result
+    if waiting:
+        yield from flush()
+
+
+def _reference_pixels(path: str, encoded: EncodedImage, pixels: Any, decoder: DeviceJpegDecoder,
+                      clip: tuple[int, int] | None) -> tuple[Any, ...] | ImageError:
+    note = _device_problem(encoded.info, pixels)
+    try:
+        if note is None:
+            return decoder.contiguous(center_clip(pixels, clip, path)), encoded.info, "gpu", None
+        host, info = decode_bytes(path, encoded.data)
+        return center_clip(host, clip, path), info, "cpu", note
+    except ImageError as exc:
+        return exc
+
+
+def _device_problem(info: ImageInfo, pixels: Any) -> str | None:
+    """Why the GPU decoder's result for a file is not used (its exception, or a size that disagrees with the
+    header), or None."""
+    if isinstance(pixels, BaseException):
+        return f"GPU decoder failed ({type(pixels).__name__}: {pixels})"
+    if tuple(pixels.shape[:2]) != (info.height, info.width) or (pixels.ndim == 3) != (info.channels == 3):
+        return f"GPU decoder gave shape {tuple(pixels.shape)} for a {info.height}x{info.width} " \
+               f"{info.channels}-channel header"
+    return None
 
 
 @dataclass
@@ -176,13 +248,7 @@ def decode_on_device(pending: Sequence[Any], decoder: DeviceJpegDecoder, params:
     out = list(pending)
     for i, pixels in zip(deferred, decoded):
         item = pending[i]
-        note = None
-        if isinstance(pixels, BaseException):
-            note = f"GPU decoder failed ({type(pixels).__name__}: {pixels})"
-        elif tuple(pixels.shape[:2]) != (item.info.height, item.info.width) or \
-                (pixels.ndim == 3) != (item.info.channels == 3):
-            note = f"GPU decoder gave shape {tuple(pixels.shape)} for a {item.info.height}x{item.info.width} " \
-                   f"{item.info.channels}-channel header"
+        note = _device_problem(item.info, pixels)
         try:
             if note is None:
                 done = _finish(item.path, item.info, pixels, params, fp_source_shape, item.kind, decoder)
