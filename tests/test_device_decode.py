@@ -112,6 +112,14 @@ def test_cli_decode_gpu_without_cuda_is_one_clear_error(tmp_path, capsys):
     assert "--decode gpu needs the torch backend on a CUDA device" in capsys.readouterr().err
 
 
+def test_decode_gpu_is_refused_with_cluster_or_search(tmp_path):
+    cases = [(RunConfig(decode="gpu", cluster="local"), Params(), "--cluster"),
+             (RunConfig(decode="gpu"), Params(clip=None, search_scales=(0.5, 1.0, 0.1)), "--search-scales")]
+    for config, params, option in cases:
+        with pytest.raises(CamidError, match=f"--decode gpu is not available with {option}"):
+            runner.identify_files(str(tmp_path), [str(tmp_path)], str(tmp_path / "r.jsonl"), ("pce",), params, config)
+
+
 # -- the GPU path's logic, with a CPU stand-in decoder ----------------------------------------------
 def pillow_stand_in(perturb: int = 0):
     """A ``decode_jpeg(tensors, device)`` stand-in: Pillow's pixels as (C, H, W) uint8 tensors, optionally

@@ -111,9 +111,9 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     """
     if params.search_scales is not None:
         methods = ("pce",)
-    if config.cluster and config.decode == "gpu":
-        raise CamidError("--decode gpu is not available with --cluster (the Dask workers decode on their CPUs); "
-                         "use --decode auto or cpu")
+    if config.decode == "gpu" and (config.cluster or params.search_scales is not None):
+        raise CamidError(f"--decode gpu is not available with {'--cluster' if config.cluster else '--search-scales'} "
+                         f"(those decode on the CPU); use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given)
     paths = prepare.disputed_images(inputs)
@@ -156,7 +156,8 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     clips start uploading (:class:`~camid_gpu.backend.staging.UploadStager`) before chunk k computes, so the
     copy overlaps the computation. Results are still written in input order, chunk by chunk."""
     bk = config.backend_obj()
-    decoder = decoder_for(config.decode, bk)
+    # the scale/crop search works on host pixels: there "auto" decodes on the CPU ("gpu" was refused above)
+    decoder = decoder_for(config.decode, bk) if params.search_scales is None else None
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()

@@ -21,7 +21,7 @@ import numpy as np
 
 from camid_gpu import mahalanobis as maha
 from camid_gpu.backend import Array, Backend
-from camid_gpu.backend.staging import UploadStager, Upload
+from camid_gpu.backend.staging import Upload, UploadStager
 from camid_gpu.config import Params
 from camid_gpu.errors import ImageError
 from camid_gpu.io.decode import ImageInfo
