@@ -112,6 +112,24 @@ def test_cli_decode_gpu_without_cuda_is_one_clear_error(tmp_path, capsys):
     assert "--decode gpu needs the torch backend on a CUDA device" in capsys.readouterr().err
 
 
+@requires_torch
+def test_a_torchvision_that_does_not_load_is_named(monkeypatch):
+    """The PyPI torchvision beside the CPU build of torch fails at import with a RuntimeError, not ImportError."""
+    from camid_gpu.backend import get_backend
+    from camid_gpu.io import device_decode
+
+    real = device_decode.import_optional
+
+    def broken(module, extra, feature):
+        if module == "torchvision.io":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real(module, extra, feature)
+
+    monkeypatch.setattr(device_decode, "import_optional", broken)
+    with pytest.raises(CamidError, match="torchvision is installed but does not load beside torch"):
+        DeviceJpegDecoder(get_backend("torch", device="cpu"))
+
+
 def test_decode_gpu_is_refused_with_cluster_or_search(tmp_path):
     cases = [(RunConfig(decode="gpu", cluster="local"), Params(), "--cluster"),
              (RunConfig(decode="gpu"), Params(clip=None, search_scales=(0.5, 1.0, 0.1)), "--search-scales")]

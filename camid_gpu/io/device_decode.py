@@ -114,7 +114,14 @@ class DeviceJpegDecoder:
         self.bk = bk
         self.device = bk.torch_device  # type: ignore[attr-defined]
         if decode_fn is None:
-            tv_io = import_optional("torchvision.io", "gpu-decode", "GPU JPEG decoding (--decode gpu)")
+            try:
+                tv_io = import_optional("torchvision.io", "gpu-decode", "GPU JPEG decoding (--decode gpu)")
+            except ImportError:
+                raise
+            except Exception as exc:  # e.g. a torchvision built for another torch: its operators do not register
+                raise CamidError(f"torchvision is installed but does not load beside torch {self.torch.__version__} "
+                                 f"({type(exc).__name__}: {exc}); install the torchvision release made for this "
+                                 f"torch") from exc
             decode_fn = lambda tensors, device: tv_io.decode_jpeg(  # noqa: E731
                 tensors, mode=tv_io.ImageReadMode.UNCHANGED, device=device)
         self.decode_fn = decode_fn
@@ -182,5 +189,5 @@ def decoder_for(choice: str, bk: Backend, decode_fn: Callable[[list, Any], list]
         return None
     try:
         return DeviceJpegDecoder(bk, decode_fn)
-    except ImportError:  # MissingExtraError: torchvision absent, the CPU decodes
+    except (ImportError, CamidError):  # torchvision absent or unusable: the CPU decodes
         return None
