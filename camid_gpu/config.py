@@ -43,11 +43,37 @@ CLIP = (1000, 1000)
 #: reference images per camera (the paper's R)
 REFERENCES = 15
 
+# -- input limits (checked before a file is read and before pixels are allocated) --------------------
+#: largest input file read, in bytes (a 3 GB sparse ".jpg" is refused before it is read)
+MAX_FILE_BYTES = 1 << 30
+#: largest decoded image, in bytes of samples (rows x columns x channels x bytes per sample), declared by
+#: the header and checked before decoding; 1 GiB holds a 100-megapixel 16-bit RGB image
+MAX_DECODED_BYTES = 1 << 30
+#: largest decoded image in pixels, whatever the sample size (a second guard against decompression bombs)
+MAX_PIXELS = 250_000_000
+
+# -- blind clustering (camid cluster) --------------------------------------------------------------
+#: side of the centred square compared between images (the largest up to this; smaller frames use their short side)
+CLUSTER_REGION = 1024
+#: smallest region side accepted
+CLUSTER_MIN_REGION = 32
+#: probability of any false link in the whole set
+CLUSTER_PFA = 1e-6
+#: fingerprint merge/attach rounds at most
+CLUSTER_MAX_ROUNDS = 20
+#: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
+GRAM_PRECISIONS = ("auto", "float32", "float16")
+
 # -- choices ---------------------------------------------------------------------------------------
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
 ROTATION_CHOICES = ("auto", "all", "none")
 NATURAL_MODES = ("aligned", "paper")
 BACKEND_CHOICES = ("auto", "numpy", "torch")
+#: working precision of batch runs (--precision). float32: about 3.5x faster on the NumPy backend at full
+#: frame, residuals within ~1e-4 (0..255) of float64, the same decisions (tests/test_numpy_fast.py);
+#: float64 is the reference, selectable for reproducibility.
+PRECISION = "float32"
+PRECISION_CHOICES = ("float32", "float64")
 KIND_CHOICES = ("auto", "flat", "natural")
 #: JPEG decoder: "auto" = the GPU (nvJPEG via torchvision) when the backend is torch on CUDA and torchvision
 #: is installed, else the CPU; "gpu" insists (an error without CUDA); files the GPU cannot take use the CPU
@@ -122,6 +148,63 @@ class Params:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """Limits on one input file, checked before reading (file size) and before decoding (declared size).
+
+    max_file_bytes : largest file read, bytes.
+    max_decoded_bytes : largest decoded image, bytes of samples (rows x columns x channels x bytes/sample).
+    max_pixels : largest decoded image, pixels.
+    """
+
+    max_file_bytes: int = MAX_FILE_BYTES
+    max_decoded_bytes: int = MAX_DECODED_BYTES
+    max_pixels: int = MAX_PIXELS
+
+    def __post_init__(self):
+        for name in ("max_file_bytes", "max_decoded_bytes", "max_pixels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """Every parameter that shapes a clustering (``camid cluster``).
+
+    region : side of the centred square compared (the largest up to this); None = the full frame.
+    pfa : probability of any false link in the whole set, Sidak-corrected per comparison.
+    sigma, levels, wavelet : the residual denoiser (as for fingerprints: sigma 3 on the 0..255 scale).
+    precision : Gram products: "auto" (float16 on CUDA, float32 elsewhere), "float32" or "float16".
+    max_rounds : fingerprint merge/attach rounds at most.
+    """
+
+    region: int | None = CLUSTER_REGION
+    pfa: float = CLUSTER_PFA
+    sigma: float = SIGMA_FINGERPRINT
+    levels: int = DEFAULT_LEVELS
+    wavelet: str = DEFAULT_WAVELET
+    precision: str = "auto"
+    max_rounds: int = CLUSTER_MAX_ROUNDS
+
+    def __post_init__(self):
+        if self.region is not None and self.region < CLUSTER_MIN_REGION:
+            raise ValueError(f"region must be 'full' or at least {CLUSTER_MIN_REGION}, got {self.region}")
+        if not 0.0 < self.pfa < 1.0:
+            raise ValueError(f"pfa must lie in (0, 1), got {self.pfa!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
+        if self.precision not in GRAM_PRECISIONS:
+            raise ValueError(f"precision must be one of {GRAM_PRECISIONS}, got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint_params(self) -> dict[str, Any]:
+        """Parameters recorded in the cluster fingerprints (as ``camid fingerprint`` records them)."""
+        return Params(sigma_fingerprint=self.sigma, levels=self.levels, wavelet=self.wavelet).fingerprint_params()
+
+
 @dataclass
 class RunConfig:
     """How to run (never what to compute: that is :class:`Params`)."""
@@ -134,11 +217,17 @@ class RunConfig:
     progress: bool | None = None
     cluster: str | None = None
     chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
+    precision: str = PRECISION
+    limits: InputLimits = field(default_factory=InputLimits)  # per input file, before reading/decoding
     decode: str = "auto"  # JPEG decoder, one of DECODE_CHOICES
     log: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
+
     def backend_obj(self) -> Backend:
-        return get_backend(self.backend, device=self.device)
+        return get_backend(self.backend, device=self.device, dtype=self.precision)
 
 
 def methods_of(method: str) -> tuple[str, ...]:

@@ -6,18 +6,27 @@ leaves the old file or the new one, never half of one).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
 from typing import Any
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks, opened read-only."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    """Hex SHA-256 of a regular file, read in chunks, opened read-only.
+
+    Opened non-blocking and checked with ``fstat`` first: a FIFO or a device (which would block, or
+    never end) raises :class:`OSError` instead of being read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file; not read", os.fspath(path))
+        digest = hashlib.sha256()
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

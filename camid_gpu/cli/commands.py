@@ -18,8 +18,9 @@ from typing import Sequence
 from camid_gpu import config as cfg
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
-from camid_gpu.cli.output import print_errors, print_identification, write_csv
+from camid_gpu.cli.output import print_clusters, print_errors, print_identification, print_skipped, write_csv
 from camid_gpu.cli.parser import build_parser
+from camid_gpu.io.listing import printable
 
 EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -39,11 +40,30 @@ def _params(args: argparse.Namespace) -> cfg.Params:
 def _config(args: argparse.Namespace) -> cfg.RunConfig:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
+    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers, precision=args.precision,
                      max_host_memory=cfg.parse_bytes(args.max_host_memory),
                      max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
                      progress=False if args.quiet else None, cluster=getattr(args, "cluster", None),
-                     decode=getattr(args, "decode", "auto"))
+                     decode=getattr(args, "decode", "auto"),
+                     limits=_limits(args))
+
+
+def _limits(args: argparse.Namespace) -> cfg.InputLimits:
+    """--max-file-size and --max-decoded-size (default: the config's limits)."""
+    given = {"max_file_bytes": getattr(args, "max_file_size", None),
+             "max_decoded_bytes": getattr(args, "max_decoded_size", None)}
+    values = {}
+    for name, text in given.items():
+        if text is None:
+            continue
+        option = "--max-file-size" if name == "max_file_bytes" else "--max-decoded-size"
+        try:
+            values[name] = cfg.parse_bytes(text)
+        except (ValueError, OverflowError):
+            raise ValueError(f"{option} must look like 2G, 512M or a number of bytes; got {text!r}") from None
+        if values[name] is None or values[name] < 1:
+            raise ValueError(f"{option} must be at least 1 byte; got {text!r}")
+    return cfg.InputLimits(**values)
 
 
 def cmd_info(args) -> int:
@@ -100,11 +120,13 @@ def cmd_residual(args) -> int:
 
     def show(record):
         h, w = record["shape"]
-        print(f"{record['path']} -> {record['output']}  ({h}x{w}, std {record['std']:.3f})")
+        print(f"{printable(record['path'])} -> {printable(record['output'])}  ({h}x{w}, std {record['std']:.3f})")
 
+    skipped: list = []
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
-                            config=_config(args), on_record=show)
+                            config=_config(args), on_record=show, skipped=skipped)
+    print_skipped(skipped)
     print_errors(errors)
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -121,9 +143,12 @@ def cmd_fingerprint(args) -> int:
         write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
                        [file_entry(p, "reference") for p in summary["files"]], None,
                        [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                       extra={"errors": summary["errors"], "decode": args.decode}, kernels=summary["kernels"])
+                       extra={"errors": summary["errors"], "skipped_inputs": summary["skipped"],
+                              "decode": args.decode},
+                       kernels=summary["kernels"])
     for cam in summary["cameras"]:
-        print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
+        print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
+    print_skipped(summary["skipped"])
     print_errors(summary["errors"])
     if not summary["cameras"]:
         print("camid: no fingerprint was built", file=sys.stderr)
@@ -155,13 +180,18 @@ def cmd_identify(args) -> int:
     outputs = [results] + [p for p in (args.json, args.csv) if p]
     write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
                    args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume,
+                                                "skipped_inputs": run["skipped_inputs"],
+                                                "inputs_found": run["inputs_found"],
                                                  "decode": run["decode"]},
                    kernels=run["kernels"])
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if r.get("error")]
+    print_skipped(run["skipped_inputs"])
     print_errors(errors)
-    print(f"run folder: {args.outdir} (results.jsonl, manifest.json); {run['processed']} processed, "
-          f"{run['skipped_as_done']} already done")
+    found = run["inputs_found"]
+    print(f"run folder: {printable(args.outdir)} (results.jsonl, manifest.json); {found['found']} files found: "
+          f"{found['images']} images, {found['skipped']} skipped (listed above with the reason); "
+          f"{run['processed']} processed, {run['skipped_as_done']} already done, {len(errors)} with errors")
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
@@ -174,27 +204,43 @@ def methods_in_store(fp_dir: str) -> tuple[str, ...]:
     return tuple(m for m in ("pce", "mahalanobis") if m in common)
 
 
+def cmd_cluster(args) -> int:
+    from camid_gpu.cluster import cluster_images
+
+    if str(args.region).lower() == "full":
+        region = None
+    elif str(args.region).isdigit():
+        region = int(args.region)
+    else:
+        raise ValueError(f"--region must be a number of pixels or 'full', got {args.region!r}")
+    params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
+    result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
+    print_clusters(result, args.outdir)
+    print_errors(result["errors"])
+    return EXIT_PARTIAL if result["errors"] else EXIT_OK
+
+
 def cmd_verify(args) -> int:
     from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
 
     path = os.path.join(args.manifest, MANIFEST_NAME) if os.path.isdir(args.manifest) else args.manifest
     result = verify_manifest(path)
     for item in result["changed"]:
-        print(f"CHANGED  {item['role']:11s} {item['path']}  recorded {item['recorded'][:16]}..., "
+        print(f"CHANGED  {item['role']:11s} {printable(item['path'])}  recorded {item['recorded'][:16]}..., "
               f"now {item['current'][:16]}...")
     for item in result["missing"]:
-        print(f"MISSING  {item['role']:11s} {item['path']}  {item.get('reason', 'no longer exists')}")
+        print(f"MISSING  {item['role']:11s} {printable(item['path'])}  {item.get('reason', 'no longer exists')}")
     print(f"{result['checked']} files checked: "
           + ("all unchanged" if result["ok"] else f"{len(result['changed'])} changed, {len(result['missing'])} missing"))
     return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
 
 
 def cmd_report(args) -> int:
-    from camid_gpu.report.html import write_report
+    from camid_gpu.report import write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
-    print(f"report: {output}")
+    print(f"report: {printable(output)}")
     return EXIT_OK
 
 
@@ -209,7 +255,8 @@ def cmd_evaluate(args) -> int:
     print(format_report(summary))
     if args.json:
         write_json(args.json, summary)
-    print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
+    print(f"\nrun folder: {printable(outdir)} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
+    print_skipped(summary.get("skipped_inputs", []))
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
 
@@ -262,8 +309,8 @@ def cmd_selftest(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
-            "identify": cmd_identify, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
-            "demo": cmd_demo, "selftest": cmd_selftest}
+            "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
+            "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
-        print(f"camid: error: {exc}", file=sys.stderr)
+        print(f"camid: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("camid: interrupted (results written so far are kept; use --resume)", file=sys.stderr)

@@ -1,14 +1,22 @@
 """What the ``camid`` commands print and write besides the run folder: error lines, text tables, CSV."""
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Sequence
 
+from camid_gpu.io.listing import printable
+
 
 def print_errors(errors: Sequence[dict[str, Any]]) -> None:
+    """One line per file error on stderr; names and reasons escaped (a file name cannot fake a line)."""
     for e in errors:
-        print(f"camid: error: {e['path']}: {e['error']['reason']}", file=sys.stderr)
+        print(f"camid: error: {printable(e['path'])}: {printable(e['error']['reason'])}", file=sys.stderr)
+
+
+def print_skipped(skipped: Sequence[dict[str, Any]]) -> None:
+    """One line per file found under the inputs and not analysed, with the reason, on stderr."""
+    for s in skipped:
+        print(f"camid: skipped: {printable(s['path'])}: {printable(s['reason'])}", file=sys.stderr)
 
 
 def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
@@ -20,14 +28,15 @@ def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
                     "mahalanobis_membership", "mahalanobis_associated", "error"])
         for r in records:
             if r.get("error"):
-                w.writerow([r["path"], "", "", "", "", "", "", "", "", "", r["error"]["reason"]])
+                w.writerow([printable(r["path"]), "", "", "", "", "", "", "", "", "", printable(r["error"]["reason"])])
                 continue
             pce = r.get("pce", {}).get("scores", {})
             maha = r.get("mahalanobis", {})
             cams = list(pce) or list(maha.get("membership", {}))
             for cam in cams:
                 s = pce.get(cam, {})
-                w.writerow([r["path"], r["sha256"], cam, s.get("pce"), s.get("ncc"), s.get("log10_p_fa"),
+                w.writerow([printable(r["path"]), r["sha256"], printable(cam), s.get("pce"), s.get("ncc"),
+                            s.get("log10_p_fa"),
                             r.get("pce", {}).get("decision"), r.get("rotation"),
                             maha.get("membership", {}).get(cam), ",".join(maha.get("associated", [])), ""])
 
@@ -38,13 +47,26 @@ def print_identification(records, cameras, methods) -> None:
     rows = []
     for r in records:
         if r.get("error"):
-            rows.append([os.path.basename(r["path"]), "error", "-", "-", "-"])
+            rows.append([r["path"], "error", "-", "-", "-"])
             continue
         pce = r.get("pce")
         maha = r.get("mahalanobis")
-        rows.append([os.path.basename(r["path"]),
+        rows.append([r["path"],  # the full path; table() escapes every cell
                      (pce["decision"] or "none") if pce else "-",
                      pce["best_pce"] if pce else "-",
                      r.get("rotation", 0),
                      ",".join(maha["associated"]) if maha else "-"])
     print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))
+
+
+def print_clusters(result, outdir: str) -> None:
+    """Per group the pairs, the threshold and the links; per cluster its size; the totals."""
+    for g in result["groups"]:
+        t = g["threshold"]
+        print(f"group {g['name']}: {g['images']} images, {g['image_pairs']} pairs, NCC threshold {t['ncc']:.4g} "
+              f"(z {t['z']:.2f} x null spread {t['null_std']:.3g}, {t['null_source']}), PCE >= {t['pce']:.1f}; "
+              f"{g['confirmed_pairs']} linked pairs")
+    for c in result["clusters"]:
+        print(f"{c['id']}: {c['size']} images ({c['group']})")
+    print(f"{len(result['clusters'])} clusters, {len(result['unclustered'])} images unclustered; run folder: "
+          f"{outdir} (clusters.json, clusters.csv, fingerprints/, report: camid report {outdir})")

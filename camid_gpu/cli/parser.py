@@ -15,12 +15,20 @@ def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> No
                        help="JPEG decoder: gpu (nvJPEG via torchvision; needs torch on CUDA), "
                             "cpu (Pillow), auto (gpu when available, default); files the GPU cannot take use the CPU")
     g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
-                   help="numpy (pywt/scipy, float64) or torch (CPU/CUDA, float32); auto = torch on CUDA if present")
+                   help="numpy (pywt/scipy) or torch (CPU/CUDA); auto = torch on CUDA if present")
+    g.add_argument("--precision", choices=cfg.PRECISION_CHOICES, default=cfg.PRECISION,
+                   help=f"working precision (default {cfg.PRECISION}; float64 is the reference, slower)")
     g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
     g.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     g.add_argument("--max-host-memory", default=None, help="host memory budget, e.g. 8G (default: half of RAM)")
     g.add_argument("--max-gpu-memory", default=None, help="GPU memory budget, e.g. 20G (default: 80%% of free)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--max-file-size", default=None,
+                   help=f"largest input file read, e.g. 2G (default {cfg.MAX_FILE_BYTES >> 30} GiB); larger files "
+                        "are per-file errors")
+    g.add_argument("--max-decoded-size", default=None,
+                   help=f"largest decoded image, rows x columns x channels x bytes per sample, e.g. 2G (default "
+                        f"{cfg.MAX_DECODED_BYTES >> 30} GiB); checked on the header, before decoding")
 
 
 def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True,
@@ -117,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     _add_param_options(p)
     _add_backend_options(p, decode=True)
+
+    p = sub.add_parser("cluster", help="which images share a camera, with no camera at hand (blind clustering)")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--outdir", required=True, help="run folder (clusters.json, clusters.csv, fingerprints/, ...)")
+    p.add_argument("--region", default=str(cfg.CLUSTER_REGION),
+                   help=f"side N of the centred square compared (the largest up to N; default {cfg.CLUSTER_REGION}) "
+                        f"or 'full'")
+    p.add_argument("--pfa", type=float, default=cfg.CLUSTER_PFA,
+                   help=f"probability of any false link in the whole set (default {cfg.CLUSTER_PFA:g})")
+    p.add_argument("--sigma", type=float, default=cfg.SIGMA_FINGERPRINT,
+                   help=f"residual denoiser sigma ({cfg.SIGMA_FINGERPRINT:g}, as for fingerprints)")
+    p.add_argument("--gram-precision", choices=cfg.GRAM_PRECISIONS, default="auto",
+                   help="Gram products: auto = float16 on CUDA (measured negligible), float32 elsewhere")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN: skip files done, add new inputs, multiply only the pairs with new images")
+    p.add_argument("--cluster", default=None, help="Gram tiles on Dask: 'local', 'local:N' or tcp://HOST:8786")
+    _add_backend_options(p)
 
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")

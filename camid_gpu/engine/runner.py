@@ -33,7 +33,7 @@ from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
 from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.io.geometry import center_clip, green_channel
-from camid_gpu.io.listing import list_images
+from camid_gpu.io.listing import scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import error_entry
@@ -54,15 +54,17 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     """
     bk = config.backend_obj()
     decoder = decoder_for(config.decode, bk)
-    saved, errors, tried = [], [], []
+    saved, errors, tried, skipped = [], [], [], []
     for camera, folder in prepare.camera_folders(refs_dir):
-        paths = list_images(folder)
+        listing = scan_inputs(folder)
+        paths = listing.images
+        skipped.extend(s.to_dict() for s in listing.skipped)
         tried.extend(paths)
         if not paths:
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(prepare.load_reference, [(p, params.clip, decoder is not None) for p in paths],
+        stream = ordered_map(prepare.load_reference, [(p, params.clip, config.limits, decoder is not None) for p in paths],
                              config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:
@@ -77,7 +79,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
             saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
                           "arrays": os.path.join(out_dir, f"{camera}.npz")})
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
-            "files": tried}
+            "files": tried, "skipped": skipped}
 
 
 def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool) -> Params:
@@ -116,7 +118,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
                          f"(those decode on the CPU); use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given)
-    paths = prepare.disputed_images(inputs)
+    listing = prepare.disputed_listing(inputs)
+    paths = listing.images
     writer = ResultsWriter(results_path, resume)
     todo = [p for p in paths if not (p in writer.done and writer.is_done(p, _sha_or_none(p)))]
     skipped = len(paths) - len(todo)
@@ -131,6 +134,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         progress.close()
         writer.close()
     return {"results": results_path, "images": len(paths), "skipped_as_done": skipped, "processed": len(todo),
+            "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
             "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
             "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS,
@@ -165,7 +169,7 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     state = {"size": size}
     fp_cache: dict = {}
     source_shape = store[0].source_shape
-    tasks = [(p, params, source_shape, kind, decoder is not None) for p in todo]
+    tasks = [(p, params, source_shape, kind, config.limits, decoder is not None) for p in todo]
     prefetch = max(size + config.workers, 2)
     stager = UploadStager(bk)
 
@@ -228,6 +232,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     records = read_results(results_path)
     summary = summarise(records, run["cameras"], methods, params.pce_threshold)
     summary["fingerprint_errors"] = fp_summary["errors"]
+    skipped_inputs = fp_summary["skipped"] + run["skipped_inputs"]
     summary["params"] = run["params"]
     summary["backend"] = fp_summary["backend"]
     evaluation_path = os.path.join(out_dir, "evaluation.json")
@@ -236,34 +241,39 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     write_manifest(out_dir, "evaluate", argv, params.to_dict(), run["backend"], started,
                    input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
                    fp_dir, fp_files + [results_path, evaluation_path],
-                   extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods), "decode": run["decode"]},
-                   kernels=run["kernels"])
+                   extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
+                          "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
+    summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
     return summary
 
 
-def _residual_input(path: str, clip: tuple[int, int] | None, channel: str) -> tuple[np.ndarray, Any]:
-    pixels, info = read_image(path)
+def _residual_input(path: str, clip: tuple[int, int] | None, channel: str, limits) -> tuple[np.ndarray, Any]:
+    pixels, info = read_image(path, limits=limits)
     pixels = center_clip(pixels, clip, path)
     return (green_channel(pixels) if channel == "green" else pixels), info
 
 
 def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels: int, wavelet: str,
                    clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig,
-                   on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                   on_record: Callable[[dict[str, Any]], None] | None = None,
+                   skipped: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Noise residuals of image files as float32 TIFFs ``OUT/<stem>-<sha8>.tif`` (``(H, W)``, 0..255 units),
     with one JSON line per image appended to ``OUT/residuals.jsonl``; returns the per-file error entries.
 
     ``channel``: "color" (per-channel residuals combined to gray, Binghamton) or "green"; ``wiener`` also
-    applies WienerInDFT.
+    applies WienerInDFT. Files under the inputs that are not images are appended to ``skipped`` (path, reason).
     """
     os.makedirs(out_dir, exist_ok=True)
-    paths = list_images(*inputs)
+    listing = scan_inputs(*inputs)
+    paths = listing.images
+    if skipped is not None:
+        skipped.extend(s.to_dict() for s in listing.skipped)
     if not paths:
         raise ValueError(f"no images found in {', '.join(inputs)}")
     errors = []
     index_path = os.path.join(out_dir, "residuals.jsonl")
     bk = config.backend_obj()
-    tasks = [(p, clip, channel) for p in paths]
+    tasks = [(p, clip, channel, config.limits) for p in paths]
     with open(index_path, "a", encoding="utf-8") as index:
         for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
             if isinstance(result, BaseException):

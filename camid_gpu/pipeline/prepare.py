@@ -9,12 +9,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from camid_gpu.config import Params
-from camid_gpu.errors import CamidError, ImageDecodeError, ImageError
+from camid_gpu.config import InputLimits, Params
+from camid_gpu.errors import CamidError, ImageDecodeError, ImageError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
 from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
 from camid_gpu.io.geometry import center_clip, green_channel
-from camid_gpu.io.listing import list_images
+from camid_gpu.io.listing import Listing, scan_inputs
 
 KINDS = ("flat", "natural")
 
@@ -45,9 +45,10 @@ class EncodedImage:
 
     info: ImageInfo
     data: bytes
+    limits: InputLimits | None = None  # for the CPU decode, should the GPU fail
 
 
-def load_reference(path: str, clip: tuple[int, int] | None,
+def load_reference(path: str, clip: tuple[int, int] | None, limits: InputLimits | None = None,
                    defer_jpeg: bool = False) -> tuple[Any, ...] | EncodedImage:
     """Decode a reference image and clip it: ``(pixels (h, w[, 3]) uint8/uint16, info)``.
 
@@ -55,16 +56,16 @@ def load_reference(path: str, clip: tuple[int, int] | None,
     decoded here and comes back as ``(pixels, info, "cpu", why the GPU did not take it)``.
     """
     if not defer_jpeg:
-        pixels, info = read_image(path)
+        pixels, info = read_image(path, limits=limits)
         return center_clip(pixels, clip, path), info
-    data = read_file_bytes(path)
+    data = read_file_bytes(path, limits)
     note = device_unsupported(data)
     if note is None:
         try:
-            return EncodedImage(jpeg_header_info(path, data), data)
+            return EncodedImage(jpeg_header_info(path, data, limits=limits), data, limits)
         except ImageDecodeError as exc:
             note = exc.reason
-    pixels, info = decode_bytes(path, data)
+    pixels, info = decode_bytes(path, data, limits=limits)
     return center_clip(pixels, clip, path), info, "cpu", note
 
 
@@ -100,7 +101,7 @@ def _reference_pixels(path: str, encoded: EncodedImage, pixels: Any, decoder: De
     try:
         if note is None:
             return decoder.contiguous(center_clip(pixels, clip, path)), encoded.info, "gpu", None
-        host, info = decode_bytes(path, encoded.data)
+        host, info = decode_bytes(path, encoded.data, limits=encoded.limits)
         return center_clip(host, clip, path), info, "cpu", note
     except ImageError as exc:
         return exc
@@ -136,6 +137,7 @@ class Prepared:
     decoder: str = "cpu"  # which decoder made the pixels: cpu or gpu
     decoder_note: str | None = None  # why the CPU decoded a file when the GPU decoder was asked for
     encoded: bytes | None = None
+    limits: InputLimits | None = None  # of the CPU decode, should the GPU decoder fail on ``encoded``
 
 
 class _HostArrays:
@@ -188,25 +190,26 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
 
 
 def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int],
-                     kind: str = "auto", defer_jpeg: bool = False) -> Prepared:
+                     kind: str = "auto", limits: InputLimits | None = None, defer_jpeg: bool = False) -> Prepared:
     """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError.
 
     ``defer_jpeg``: a JPEG the GPU decoder takes (:func:`~camid_gpu.io.device_decode.device_unsupported`)
-    is only read, hashed and its header parsed; :func:`decode_on_device` decodes it later, in the process
-    that holds the device. Other files are decoded here, with the reason in ``decoder_note``.
+    is only read, hashed, its header parsed and its stream checked; :func:`decode_on_device` decodes it
+    later, in the process that holds the device. Other files are decoded here, with the reason in
+    ``decoder_note``.
     """
-    data = read_file_bytes(path)
+    data = read_file_bytes(path, limits)
     note = None
     if defer_jpeg:
         note = device_unsupported(data)
         if note is None:
             try:
-                info = jpeg_header_info(path, data)
+                info = jpeg_header_info(path, data, limits=limits)
             except ImageDecodeError as exc:
                 note = exc.reason
             else:
-                return Prepared(path, info, kind, "", [], [], encoded=data)
-    pixels, info = decode_bytes(path, data)
+                return Prepared(path, info, kind, "", [], [], encoded=data, limits=limits)
+    pixels, info = decode_bytes(path, data, limits=limits)
     item = _finish(path, info, pixels, params, fp_source_shape, kind, _HostArrays)
     item.decoder_note = note
     return item
@@ -222,15 +225,18 @@ def _finish(path: str, info: ImageInfo, pixels: Any, params: Params, fp_source_s
     else:
         source = "given"
     rotations, clips = [], []
-    last_error: ImageError | None = None
-    for degrees in rotations_to_try((info.height, info.width), fp_source_shape, params.rotations):
+    tried = rotations_to_try((info.height, info.width), fp_source_shape, params.rotations)
+    for degrees in tried:
         try:
             clips.append(ops.contiguous(center_clip(ops.rot90(pixels, degrees // 90), params.clip, path)))
             rotations.append(degrees)
-        except ImageError as exc:
-            last_error = exc
-    if not clips:
-        raise last_error  # type: ignore[misc]
+        except ImageError:
+            continue
+    if not clips:  # the size as stored in the file, not as turned by the last rotation tried
+        ch, cw = params.clip  # type: ignore[misc]
+        raise ImageTooSmallError(path, f"image is {info.height}x{info.width} (rows x columns, as stored), smaller "
+                                       f"than the {ch}x{cw} clipping (rotations tried: "
+                                       f"{', '.join(map(str, tried))} degrees)")
     natural = ops.to_host(green) if (kind == "natural" and params.natural_mode == "paper") else None
     return Prepared(path, info, kind, source, rotations, clips, natural)
 
@@ -254,7 +260,7 @@ def decode_on_device(pending: Sequence[Any], decoder: DeviceJpegDecoder, params:
                 done = _finish(item.path, item.info, pixels, params, fp_source_shape, item.kind, decoder)
                 done.decoder = "gpu"
             else:
-                host, info = decode_bytes(item.path, item.encoded)
+                host, info = decode_bytes(item.path, item.encoded, limits=item.limits)
                 done = _finish(item.path, info, host, params, fp_source_shape, item.kind, _HostArrays)
                 done.decoder_note = note
         except ImageError as exc:
@@ -280,8 +286,14 @@ def dataset_layout(dataset_dir: str) -> tuple[str, str]:
     return refs, disputed
 
 
+def disputed_listing(paths: Sequence[str]) -> Listing:
+    """The disputed images under ``paths`` and the files skipped there (with reasons); at least one image."""
+    listing = scan_inputs(*paths)
+    if not listing.images:
+        raise CamidError(f"no images found in {', '.join(map(str, paths))}"
+                         + (f" ({len(listing.skipped)} other files skipped)" if listing.skipped else ""))
+    return listing
+
+
 def disputed_images(paths: Sequence[str]) -> list[str]:
-    found = list_images(*paths)
-    if not found:
-        raise CamidError(f"no images found in {', '.join(map(str, paths))}")
-    return found
+    return disputed_listing(paths).images
