@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.jsonio import json_number, sha256_or_none
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.linkage import Cluster, average_linkage, comparisons, image_similarity, refine
@@ -457,7 +458,8 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
         inputs_manifest.append(e)
     write_manifest(run_dir, "cluster", argv, params.to_dict(), config.backend_obj().describe()
                    if not config.cluster else f"dask {config.cluster}", started, inputs_manifest, None, outputs,
-                   extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"]})
+                   extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"]},
+                   kernels=kernels_status(config.backend_obj()))
     return result
 
 
