@@ -58,6 +58,7 @@ def _config(args: argparse.Namespace) -> cfg.RunConfig:
                      max_host_memory=cfg.parse_bytes(args.max_host_memory),
                      max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
                      progress=False if args.quiet else None, cluster=getattr(args, "cluster", None),
+                     decode=getattr(args, "decode", "auto"),
                      limits=_limits(args))
 
 
@@ -153,7 +154,8 @@ def cmd_fingerprint(args) -> int:
         write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
                        [file_entry(p, "reference") for p in summary["files"]], None,
                        [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                       extra={"errors": summary["errors"], "skipped_inputs": summary["skipped"]},
+                       extra={"errors": summary["errors"], "skipped_inputs": summary["skipped"],
+                              "decode": args.decode},
                        kernels=summary["kernels"])
     for cam in summary["cameras"]:
         print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
@@ -190,7 +192,8 @@ def cmd_identify(args) -> int:
     write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
                    args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume,
                                                 "skipped_inputs": run["skipped_inputs"],
-                                                "inputs_found": run["inputs_found"]},
+                                                "inputs_found": run["inputs_found"],
+                                                 "decode": run["decode"]},
                    kernels=run["kernels"])
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if r.get("error")]

@@ -8,8 +8,12 @@ from camid_gpu import config as cfg
 from camid_gpu._version import __version__
 
 
-def _add_backend_options(p: argparse.ArgumentParser) -> None:
+def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> None:
     g = p.add_argument_group("execution")
+    if decode:
+        g.add_argument("--decode", choices=cfg.DECODE_CHOICES, default="auto",
+                       help="JPEG decoder: gpu (nvJPEG via torchvision; needs torch on CUDA), "
+                            "cpu (Pillow), auto (gpu when available, default); files the GPU cannot take use the CPU")
     g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
                    help="numpy (pywt/scipy) or torch (CPU/CUDA); auto = torch on CUDA if present")
     g.add_argument("--precision", choices=cfg.PRECISION_CHOICES, default=cfg.PRECISION,
@@ -105,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("refs_dir")
     p.add_argument("-o", "--outdir", required=True, help="fingerprint folder")
     _add_param_options(p)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("identify", help="which camera took each image")
     p.add_argument("fp_dir")
@@ -122,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
                         "full-frame PCE fingerprints (the default geometry); PCE only")
     _add_param_options(p, with_refs=False, from_store=True)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
     p.add_argument("dataset_dir")
@@ -130,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the evaluation JSON here")
     p.add_argument("--resume", action="store_true")
     _add_param_options(p)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("cluster", help="which images share a camera, with no camera at hand (blind clustering)")
     p.add_argument("images", nargs="+", help="image files or folders")

@@ -15,6 +15,7 @@ import tifffile
 
 from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.jsonio import sha256_file, write_json
+from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine.distributed import identify_on_cluster
 from camid_gpu.engine.scheduler import (
@@ -30,6 +31,7 @@ from camid_gpu.engine.scheduler import (
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
+from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
@@ -52,6 +54,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     """
     listed = reference_listing(refs_dir)  # every folder is listed before any image is decoded
     bk = config.backend_obj()
+    decoder = decoder_for(config.decode, bk)
     saved, errors, tried, skipped = [], [], [], []
     for camera, folder, listing in listed:
         paths = listing.images
@@ -61,9 +64,12 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(prepare.load_reference, [(p, None, config.limits) for p in paths], config.workers,
-                             prefetch)  # whole frames: build_fingerprint clips per method
+        # whole frames: build_fingerprint clips per method
+        stream = ordered_map(prepare.load_reference, [(p, None, config.limits, decoder is not None) for p in paths],
+                             config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
+        if decoder is not None:
+            loaded = prepare.decode_references(loaded, decoder, None)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
         except CamidError as exc:
@@ -131,6 +137,9 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
+    if config.decode == "gpu" and (config.cluster or params.search_scales is not None):
+        raise CamidError(f"--decode gpu is not available with {'--cluster' if config.cluster else '--search-scales'} "
+                         f"(those decode on the CPU); use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given, methods)
     listing = prepare.disputed_listing(inputs)
@@ -152,7 +161,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
             "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
             "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
-            "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS}
+            "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS,
+            "decode": config.decode}  # as asked; each record says which decoder made its pixels
 
 
 def _sha_or_none(path: str) -> str | None:
@@ -170,7 +180,12 @@ def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dic
 
 
 def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
+    """Chunks through the device with one chunk of look-ahead: chunk k+1 is decoded (GPU JPEGs) and its host
+    clips start uploading (:class:`~camid_gpu.backend.staging.UploadStager`) before chunk k computes, so the
+    copy overlaps the computation. Results are still written in input order, chunk by chunk."""
     bk = config.backend_obj()
+    # the scale/crop search works on host pixels: there "auto" decodes on the CPU ("gpu" was refused above)
+    decoder = decoder_for(config.decode, bk) if params.search_scales is None else None
     # the largest frame any method works on bounds a chunk's working set (fingerprints travel per camera chunk)
     frames = [int(np.prod(fp.shape_of(m))) for fp in store for m in methods if m in fp.methods]
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
@@ -179,27 +194,46 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     state = {"size": size}
     fp_cache: dict = {}
     sensor_shapes = sorted({fp.source_shape for fp in store})
-    tasks = [(p, params, sensor_shapes, kind, config.limits) for p in todo]
+    tasks = [(p, params, sensor_shapes, kind, config.limits, decoder is not None) for p in todo]
     prefetch = max(size + config.workers, 2)
+    stager = UploadStager(bk)
 
-    def compute(items):
-        return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
-
-    def flush(pending):
+    def stage(pending):
+        if decoder is not None:
+            pending = prepare.decode_on_device(pending, decoder, params, sensor_shapes)
+        pending = [error_entry(x.path, x) if isinstance(x, BaseException) else x for x in pending]
         prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
-        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache) if prepared else [])
+        return pending, prepared, ident.stage_chunk(stager, prepared)
+
+    def finish(staged):
+        pending, prepared, uploads = staged
+
+        def compute(items):  # the staged uploads hold the whole chunk; an out-of-memory retry re-uploads halves
+            return ident.identify_chunk(bk, store, items, params, methods, fp_cache,
+                                        uploads if items is prepared else None)
+
+        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache)
+                      if prepared else [])
         records = [next(scored) if isinstance(x, prepare.Prepared) else x for x in pending]
         writer.write(_annotate(records, truth_root))
         progress.advance(len(records))
 
     pending: list = []
+    in_flight = None
     for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
         pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
         if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
-            flush(pending)
-            pending = []
+            staged = stage(pending)
+            if in_flight is not None:
+                finish(in_flight)
+            in_flight, pending = staged, []
     if pending:
-        flush(pending)
+        staged = stage(pending)
+        if in_flight is not None:
+            finish(in_flight)
+        in_flight = staged
+    if in_flight is not None:
+        finish(in_flight)
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
@@ -239,7 +273,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                    input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
                    fp_dir, fp_files + [results_path, evaluation_path],
                    extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
-                          "skipped_inputs": skipped_inputs}, kernels=run["kernels"])
+                          "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
     summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
     return summary
 

@@ -20,7 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu import mahalanobis as maha
-from camid_gpu.backend import Backend
+from camid_gpu.backend import Array, Backend
+from camid_gpu.backend.staging import Upload, UploadStager
 from camid_gpu.config import Params
 from camid_gpu.errors import ImageError
 from camid_gpu.io.decode import ImageInfo
@@ -45,11 +46,14 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     Files that cannot be read, or whose size or orientation differs from the first good one, get an
     error entry and are left out. With fewer than ``params.refs`` good files the camera is refused
     (returns None and an error entry). ``loaded`` may be an iterable of ``(path, result)`` where
-    result is ``(pixels, info)`` or an exception (the scheduler decodes in worker processes).
+    result is ``(pixels, info)``, ``(pixels, info, decoder, note)`` (from
+    :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be device arrays, and each reference's
+    entry records its decoder) or an exception (the scheduler decodes in worker processes).
     """
     check_camera_name(camera)
     errors: list[dict[str, Any]] = []
-    good: list[tuple[np.ndarray, ImageInfo]] = []
+    good: list[tuple[Any, ImageInfo]] = []
+    decoders: dict[str, dict[str, str]] = {}  # per reference path, when a GPU decoder was asked for
     want = params.refs
     stream = loaded if loaded is not None else ((p, _try(load_reference, p)) for p in paths)
     source_shape = None
@@ -57,7 +61,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         if isinstance(result, BaseException):
             errors.append(error_entry(path, result))
             continue
-        pixels, info = result
+        pixels, info, *how = result
         shape = (info.height, info.width)
         if source_shape is None:
             source_shape, layout, depth = shape, pixels.shape, info.bit_depth
@@ -68,6 +72,8 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                            f"{layout} {depth}-bit; left out"}})
             continue
         good.append((pixels, info))
+        if how:
+            decoders[info.path] = {"decoder": how[0], **({"decoder_note": how[1]} if how[1] else {})}
         if want is not None and len(good) == want:
             break
     if want is not None and len(good) < want:
@@ -89,10 +95,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
         for start in range(0, len(good), batch_size):
-            acc.add(np.stack([center_clip(p, params.pce_clip, i.path) for p, i in good[start:start + batch_size]]))
+            acc.add(_stack_pixels(bk, [center_clip(p, params.pce_clip, i.path) for p, i in good[start:start + batch_size]]))
         arrays["k"] = acc.fingerprint()
     if "mahalanobis" in methods:
-        greens = np.stack([to_8bit(green_channel(center_clip(p, params.mahalanobis_clip, i.path))) for p, i in good])
+        greens = _stack_pixels(bk, [_green_8bit(bk, center_clip(p, params.mahalanobis_clip, i.path)) for p, i in good])
         means = bk.to_numpy(maha.fingerprint(bk, greens, params.sigma_mahalanobis, params.levels, params.wavelet,
                                              batch_size=batch_size))
         arrays["mean_i0"], arrays["mean_prnu"] = means[0].astype(np.float32), means[1].astype(np.float32)
@@ -102,7 +108,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         source_shape=source_shape,
         params=dict(params.fingerprint_params(), refs=len(good)),
         references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
-                     "size": [i.height, i.width]} for _, i in good],
+                     "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
         software=software_versions())
     return fp, errors
 
@@ -117,6 +123,43 @@ def _try(func, *args):
 # ----------------------------------------------------------------------------------------------
 # Identification
 # ----------------------------------------------------------------------------------------------
+def clip_batches(items: Sequence[Prepared]) -> dict[tuple, list[tuple[int, int]]]:
+    """The (image, rotation) clips of a chunk grouped into batches of one layout (shape, dtype, host or
+    device), sorted: stacking uint8 with uint16 would upcast and mis-scale the 8-bit clips."""
+    batches: dict[tuple, list[tuple[int, int]]] = {}
+    for i, item in enumerate(items):
+        for r, clip in enumerate(item.clips):
+            if clip is None:  # smaller than the PCE clipping at this rotation
+                continue
+            layout = (tuple(clip.shape), str(clip.dtype), isinstance(clip, np.ndarray))
+            batches.setdefault(layout, []).append((i, r))
+    return dict(sorted(batches.items()))
+
+
+def stage_chunk(stager: UploadStager, items: Sequence[Prepared]) -> dict[tuple, Upload]:
+    """Start the uploads of a chunk's host clips (one per batch of :func:`clip_batches`), so that they copy
+    while the previous chunk computes; :func:`identify_chunk` takes them as ``uploads``. Device clips (from
+    the GPU decoder) are already there."""
+    return {layout: stager.stage([items[i].clips[r] for i, r in sel])
+            for layout, sel in clip_batches(items).items() if layout[2]}
+
+
+def _stack_pixels(bk: Backend, arrays: Sequence[Any]) -> np.ndarray | Array:
+    """One batch of pixel arrays of one shape: their NumPy stack when all are host arrays (integers travel to
+    the device as they are), else a native float stack on the 0..255 scale (GPU-decoded arrays, possibly with
+    host ones that the CPU decoded)."""
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np.stack(arrays)
+    if not any(isinstance(a, np.ndarray) for a in arrays):
+        return pixels_to_device(bk, bk.stack(arrays, 0))
+    return bk.stack([pixels_to_device(bk, a) for a in arrays], 0)
+
+
+def _green_8bit(bk: Backend, clip: Any) -> Any:
+    """The green plane as 8-bit pixels; device clips (GPU-decoded JPEGs) are 8-bit already."""
+    return to_8bit(green_channel(clip)) if isinstance(clip, np.ndarray) else green_channel(clip)
+
+
 def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
                 params: Params) -> tuple[dict[str, list[tuple[int, str]]], dict[str, dict[str, Any]]]:
     """Which fingerprints of a (mixed) store image ``item`` can be compared with by ``method``, and how.
@@ -147,13 +190,16 @@ def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
 
 
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],
-                   params: Params, methods: Sequence[str], fp_device: dict | None = None) -> list[dict[str, Any]]:
+                   params: Params, methods: Sequence[str], fp_device: dict | None = None,
+                   uploads: dict[tuple, Upload] | None = None) -> list[dict[str, Any]]:
     """Score a chunk of prepared disputed images against the fingerprints of their geometry; one dict per image.
 
     Each image is scored against every fingerprint it is comparable with (:func:`comparisons`); the others
     are listed under the method's ``not_comparable``, with no score and no part in the decision.
     ``fp_device``: a cache dict for the Mahalanobis fingerprints' device arrays (filled on first use); the PCE
     fingerprints stay on the host and travel one camera chunk at a time (full frames of many cameras).
+    ``uploads``: the chunk's host clips already on their way to the device (:func:`stage_chunk` on these very
+    ``items``).
     """
     cache = fp_device if fp_device is not None else {}
     results = [base_record(item) for item in items]
@@ -163,11 +209,11 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     pce_rotation: list[int | None] = [None] * len(items)
     if "pce" in methods:
         plans = [comparisons(item, store, "pce", params) for item in items]
-        scored = _pce_full_frames(bk, by_name, items, plans, params)
+        scored = _pce_full_frames(bk, by_name, items, plans, params, uploads)
         for i, item in enumerate(items):
             matches, refused = plans[i]
             for degrees, cams in _crop_tasks(matches).items():
-                found = search_scale_crop(bk, item.view(degrees), [(c, by_name[c].k) for c in cams], scales=[1.0],
+                found = search_scale_crop(bk, _host(item.view(degrees)), [(c, by_name[c].k) for c in cams], scales=[1.0],
                                           sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet)
                 for res in found:
                     scored[(i, degrees, res.camera)] = {
@@ -202,41 +248,42 @@ def _crop_tasks(matches: dict[str, list[tuple[int, str]]]) -> dict[int, list[str
     return tasks
 
 
-def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: Sequence[Prepared],
-                     plans: list, params: Params) -> dict[tuple[int, int, str], dict[str, Any]]:
-    """PCE of every (image, rotation, camera) whose sizes match, batched by geometry: one residual per
-    (image, rotation), correlated with the fingerprints of that sensor size, camera chunk by camera chunk."""
-    groups: dict[tuple, dict[str, Any]] = {}
-    for i, (matches, _) in enumerate(plans):
-        for cam, found in matches.items():
-            for degrees, relation in found:
-                if relation != FULL:
-                    continue
-                shape = items[i].shape_at(degrees)
-                # one batch per (size, channels, dtype): stacking uint8 with uint16 would upcast and mis-scale
-                key = (shape, items[i].pixels.ndim, items[i].pixels.dtype.str)
-                g = groups.setdefault(key, {"images": [], "cameras": []})
-                if (i, degrees) not in g["images"]:
-                    g["images"].append((i, degrees))
-                if cam not in g["cameras"]:
-                    g["cameras"].append(cam)
+def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: Sequence[Prepared], plans: list,
+                     params: Params, uploads: dict[tuple, Upload] | None) -> dict[tuple[int, int, str], dict[str, Any]]:
+    """PCE of every (image, rotation, camera) whose sizes match, batched by layout (:func:`clip_batches`, the
+    batches :func:`stage_chunk` uploads): one residual per (image, rotation) clip of the PCE geometry,
+    correlated with the fingerprints of that sensor size, camera chunk by camera chunk."""
     scored: dict[tuple[int, int, str], dict[str, Any]] = {}
-    for key in sorted(groups, key=str):
-        sel, cams = groups[key]["images"], sorted(groups[key]["cameras"])
-        prints = [by_name[c].k for c in cams]  # host float32 (h, w) each; pce_scores moves a camera chunk at a time
-        pixels = pixels_to_device(bk, np.stack([items[i].view(d, params.pce_clip) for i, d in sel]))
+    match = "full-frame" if params.pce_clip is None else "clip"
+    for layout, sel in clip_batches(items).items():
+        wanted = {(i, items[i].rotations[r], cam) for i, r in sel for cam, found in plans[i][0].items()
+                  if (items[i].rotations[r], FULL) in found}
+        cams = sorted({cam for _, _, cam in wanted})
+        if not cams:  # no fingerprint of this geometry (e.g. a rotation that fits none)
+            continue
+        if uploads is not None and layout in uploads:
+            pixels = pixels_to_device(bk, uploads[layout])
+        else:
+            pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in sel]))
         res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
         inten = gray_intensity(bk, pixels)
         del pixels
-        scores = pce_scores(bk, res, inten, prints, params.shift_range)
+        # host float32 (h, w) each; pce_scores moves one camera chunk at a time to the device
+        scores = pce_scores(bk, res, inten, [by_name[c].k for c in cams], params.shift_range)
         del res, inten
-        match = "full-frame" if params.pce_clip is None else "clip"
-        for j, (i, d) in enumerate(sel):
+        for j, (i, r) in enumerate(sel):
+            d = items[i].rotations[r]
             for c, cam in enumerate(cams):
-                scored[(i, d, cam)] = {"pce": float(scores.pce[j, c]), "ncc": float(scores.ncc[j, c]),
-                                       "log10_p_fa": float(scores.log10_p_fa[j, c]),
-                                       "peak_shift": [int(v) for v in scores.peak_shift[j, c]], "match": match}
+                if (i, d, cam) in wanted:  # a pair of another sensor size in the same batch is dropped
+                    scored[(i, d, cam)] = {"pce": float(scores.pce[j, c]), "ncc": float(scores.ncc[j, c]),
+                                           "log10_p_fa": float(scores.log10_p_fa[j, c]),
+                                           "peak_shift": [int(v) for v in scores.peak_shift[j, c]], "match": match}
     return scored
+
+
+def _host(pixels: Any) -> np.ndarray:
+    """Host pixels of a view (the scale/crop search works on the host); device arrays are copied back."""
+    return pixels if isinstance(pixels, np.ndarray) else pixels.cpu().numpy()
 
 
 def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
@@ -272,7 +319,7 @@ def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Se
             by_name = {fp.camera: fp for fp in store}
             cache[key] = bk.asarray(np.stack([np.stack([by_name[c].mean_i0, by_name[c].mean_prnu]) for c in members]))
         names = [items[i].path for i in indices]
-        clips = np.stack([to_8bit(green_channel(items[i].view(chosen[i], params.mahalanobis_clip))) for i in indices])
+        clips = _stack_pixels(bk, [_green_8bit(bk, items[i].view(chosen[i], params.mahalanobis_clip)) for i in indices])
         i0, prnu = maha.traces(bk, clips, params.sigma_mahalanobis, params.levels, params.wavelet)
         if kind == "natural" and params.natural_mode == "paper":
             outcome = maha.classify_images(bk, [to_8bit(items[i].natural_green) for i in indices], cache[key],
@@ -316,7 +363,7 @@ def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequen
                                           "rotations_tried": list(item.rotations)}
             if not prints:
                 continue
-            found = search_scale_crop(bk, item.view(degrees), prints, scales=grid, sigma=params.sigma_query,
+            found = search_scale_crop(bk, _host(item.view(degrees)), prints, scales=grid, sigma=params.sigma_query,
                                       levels=params.levels, wavelet=params.wavelet)
             record = search_record(found, params.pce_threshold)
             if best is None or (record["best_pce"] or -math.inf) > (best[1]["best_pce"] or -math.inf):
@@ -346,4 +393,4 @@ def with_params(params: Params, **changes: Any) -> Params:
     return replace(params, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["build_fingerprint", "comparisons", "identify_chunk", "with_params"]
+__all__ = ["build_fingerprint", "clip_batches", "comparisons", "identify_chunk", "stage_chunk", "with_params"]
