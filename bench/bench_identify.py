@@ -27,6 +27,13 @@ Prints one JSON object (``--json-out`` also writes it) and a table. Not collecte
                                    [--clip 1000] [--backend auto|numpy|torch] [--device cuda] [--chunk K]
                                    [--data DIR] [--repeat 1] [--threads T] [--json-out FILE]
                                    [--modes loop scheduler decode] [--decoders cpu gpu]
+                                   [--geometries clip1000 full default] [--backends numpy torch]
+
+``--geometries`` and ``--backends`` put several geometries (``clipN``: both methods on the NxN centre
+clipping; ``full``: both on the full frame; ``default``: camid's defaults, PCE on the full frame and
+Mahalanobis on the 1000 x 1000 clipping) and backends side by side in one run, on the same files: one row
+per (geometry, backend, mode, decoder), each in its own subprocess, and a second table with each later
+geometry's images/s and peak RSS over the first geometry's (same backend, mode and decoder).
 
 Per run it reports: wall time and images/s (``x loop``: the same, relative to the loop in this run);
 ``compute``: the share of wall time spent inside ``identify_chunk`` (residuals, PCE, Mahalanobis: the
@@ -360,21 +367,42 @@ def warm_page_cache(files) -> int:
 
 def prepare(spec: dict) -> dict:
     """Write (or reuse) the data set and fingerprint its cameras (in a subprocess, not timed)."""
-    from camid_gpu.config import Params, RunConfig
+    from camid_gpu.config import RunConfig
     from camid_gpu.engine.runner import fingerprint_folder
 
     set_threads(spec.get("threads"))
     args = argparse.Namespace(**spec)
     data, _truth = prepare_data(args)
-    clip = min(args.clip, args.height, args.width) if args.clip else None  # 0: full frame
-    params = Params(clip=(clip, clip) if clip else None, refs=args.refs)
+    geometry = parse_geometry(spec.get("geometry") or (f"clip{args.clip}" if args.clip else "full"))
+    params = geometry_params(geometry, args.refs, args.height, args.width)
+    clip = params.pce_clip[0] if params.pce_clip and params.pce_clip == params.mahalanobis_clip else None
     print("fingerprinting (not timed) ...", file=sys.stderr)
     summary = fingerprint_folder(os.path.join(data, "refs"), spec["fp_dir"], METHODS, params,
                                  RunConfig(backend=args.backend, device=args.device, progress=False))
     if summary["errors"]:
         raise SystemExit(f"fingerprinting failed: {summary['errors']}")
     return {"files": disputed_files(data, args.images), "fp_dir": spec["fp_dir"], "clip": clip,
-            "params": params.to_dict()}
+            "pce_clip": params.pce_clip, "mahalanobis_clip": params.mahalanobis_clip, "params": params.to_dict()}
+
+
+def parse_geometry(name: str) -> str:
+    """Check a ``--geometries`` name: ``clipN`` (both methods on the NxN centre clipping), ``full`` (both
+    methods on the full frame) or ``default`` (camid's defaults: PCE full frame, Mahalanobis clipped)."""
+    if name in ("full", "default") or (name.startswith("clip") and name[4:].isdigit() and int(name[4:]) >= 16):
+        return name
+    raise ValueError(f"geometry must be clipN (N >= 16), full or default, got {name!r}")
+
+
+def geometry_params(name: str, refs: int, height: int, width: int):
+    """The ``Params`` of geometry ``name`` (a clipping larger than the image is the whole image's side)."""
+    from camid_gpu.config import Params
+
+    if name == "default":
+        return Params(refs=refs)
+    if name == "full":
+        return Params(clip=None, refs=refs)
+    side = min(int(name[4:]), height, width)
+    return Params(clip=(side, side), refs=refs)
 
 
 def _child(flag: str, spec: dict, tmp: str, name: str) -> dict:
@@ -385,6 +413,67 @@ def _child(flag: str, spec: dict, tmp: str, name: str) -> dict:
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), flag, path], stdout=subprocess.PIPE,
                           text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def geometry_ratios(best: dict, geometries: list[str]) -> list[dict]:
+    """Each later geometry's rate and peak RSS over the first geometry's, same backend, mode and decoder."""
+    out = []
+    for (geometry, backend, mode, decode), row in best.items():
+        base = best.get((geometries[0], backend, mode, decode))
+        if geometry == geometries[0] or base is None or mode == "decode":
+            continue
+        rss, base_rss = _row_peak_rss(row), _row_peak_rss(base)
+        out.append({"geometry": geometry, "versus": geometries[0], "backend": backend, "mode": mode, "decode": decode,
+                    "images_per_s_ratio": row["images_per_s"] / base["images_per_s"],
+                    "peak_rss_ratio": rss / base_rss if rss and base_rss else None})
+    return out
+
+
+def _row_peak_rss(row: dict) -> int | None:
+    """A row's peak host memory: the process tree's sampled peak, or ru_maxrss of the process and its
+    largest child (the larger of the two: the sampler can miss short peaks, ru_maxrss cannot)."""
+    candidates = [row.get("peak_tree_rss_bytes") or 0, row.get("maxrss_self_plus_children_bytes") or 0]
+    return max(candidates) or None
+
+
+def print_table(result: dict, args) -> None:
+    rows, skipped = result["rows"], result["skipped"]
+    mib = 1 / 2**20
+    geos = ", ".join(f"{g['name']} (PCE {_side(g['pce_clip'])}, Mahalanobis {_side(g['mahalanobis_clip'])})"
+                     for g in result["geometries"])
+    print(f"\n{result['images']} images {args.height}x{args.width} JPEG, {args.cameras} cameras, both methods; "
+          f"geometries: {geos}")
+    print(f"{'geometry':10s} {'backend':32s} {'mode':14s} {'workers':>7s} {'chunk':>5s} {'wall s':>8s} {'img/s':>8s} "
+          f"{'x loop':>7s} {'compute':>8s} {'decode s':>8s} {'gpu dec':>7s} {'RSS self':>9s} {'RSS child':>9s} "
+          f"{'RSS tree':>9s} {'GPU alloc':>9s} {'GPU util':>8s}")
+    for r in rows:
+        tree = f"{r['peak_tree_rss_bytes'] * mib:9.0f}" if r["peak_tree_rss_bytes"] else f"{'-':>9s}"
+        gpu = (f"{r['gpu_max_memory_allocated_bytes'] * mib:9.0f}" if "gpu_max_memory_allocated_bytes" in r
+               else f"{'-':>9s}")
+        util = f"{r['gpu_utilization_mean']:7.0f}%" if r.get("gpu_utilization_mean") is not None else f"{'-':>8s}"
+        decode = f"{r['decode_s']:8.2f}" if r["decode_s"] is not None else f"{'-':>8s}"
+        ratio = f"{r['ratio_vs_loop']:.2f}" if r["ratio_vs_loop"] else "-"
+        print(f"{r['geometry']:10s} {r['backend']:32s} {r['mode'] + '/' + r['decode']:14s} {r['workers']:7d} "
+              f"{r['images_per_call']:5.1f} {r['wall_s']:8.2f} {r['images_per_s']:8.3f} {ratio:>7s} "
+              f"{100 * r['compute_fraction']:7.0f}% {decode} {r['gpu_decoded']:7d} "
+              f"{r['maxrss_self_bytes'] * mib:9.0f} {r['maxrss_children_bytes'] * mib:9.0f} {tree} {gpu} {util}")
+    print("(chunk = images per identify_chunk call; RSS and GPU columns in MiB; compute = share of wall time "
+          "inside identify_chunk"
+          + ("; GPU idle = 1 - compute)" if any("gpu_idle_fraction" in r for r in rows) else ")"))
+    if result["geometry_ratios"]:
+        print(f"\n{'geometry':10s} {'versus':10s} {'backend':8s} {'mode':14s} {'x img/s':>8s} {'x peak RSS':>10s}")
+        for q in result["geometry_ratios"]:
+            rss = f"{q['peak_rss_ratio']:10.2f}" if q["peak_rss_ratio"] else f"{'-':>10s}"
+            print(f"{q['geometry']:10s} {q['versus']:10s} {q['backend']:8s} {q['mode'] + '/' + q['decode']:14s} "
+                  f"{q['images_per_s_ratio']:8.2f} {rss}")
+        print("(same run; peak RSS = the larger of the sampled process-tree peak and ru_maxrss self + largest child)")
+    for r in skipped:
+        print(f"{r['geometry']:10s} {r['backend_requested']:8s} {r['mode'] + '/' + r['decode']:14s} skipped: "
+              f"{r['skipped']}")
+
+
+def _side(clip) -> str:
+    return f"{clip[0]}x{clip[1]}" if clip else "full"
 
 
 def main(argv=None) -> int:
@@ -401,7 +490,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quality", type=int, default=92, help="JPEG quality of the synthetic images")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                     help="decode processes of the scheduler run (default min(4, CPUs))")
+    ap.add_argument("--geometries", nargs="+", default=None, metavar="G",
+                    help="several geometries side by side in one run: clipN (both methods on the NxN centre "
+                         "clipping), full (both on the full frame), default (camid's: PCE full frame, "
+                         "Mahalanobis 1000x1000); rows per geometry, and each geometry's rates and peak RSS "
+                         "relative to the first one's (default: the one --clip gives)")
     ap.add_argument("--backend", default="auto", choices=("auto", "numpy", "torch"))
+    ap.add_argument("--backends", nargs="+", default=None, choices=("auto", "numpy", "torch"),
+                    help="several backends side by side in one run (default: --backend)")
     ap.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N")
     ap.add_argument("--chunk", type=int, default=None,
                     help="images per device chunk in the scheduler run (default: from the memory budget, as "
@@ -430,67 +526,74 @@ def main(argv=None) -> int:
 
     # Everything heavy (rendering, fingerprinting, torch/CUDA) happens in subprocesses: Linux folds the
     # RSS of the process that starts a child into the child's ru_maxrss, so this one stays small.
+    try:
+        geometries = [parse_geometry(g) for g in (args.geometries or [f"clip{args.clip}" if args.clip else "full"])]
+    except ValueError as exc:
+        ap.error(str(exc))
+    backends = args.backends or [args.backend]
+    if len(set(geometries)) != len(geometries) or len(set(backends)) != len(backends):
+        ap.error("--geometries and --backends must not repeat")
+
+    # Everything heavy (rendering, fingerprinting, torch/CUDA) happens in subprocesses: Linux folds the
+    # RSS of the process that starts a child into the child's ru_maxrss, so this one stays small. Every
+    # row is its own subprocess, so each row's peak RSS is its own.
     with tempfile.TemporaryDirectory(prefix="camid-bench-identify-") as tmp:
         if args.data is None:
             args.data = os.path.join(tmp, "data")
-        prep = {k: getattr(args, k) for k in ("images", "cameras", "refs", "height", "width", "clip", "quality",
-                                              "seed", "data", "backend", "device", "threads")}
-        prep["fp_dir"] = os.path.join(tmp, "fingerprints")
-        prepared = _child("--prepare-spec", prep, tmp, "prepare")
-        files, fp_dir, clip = prepared["files"], prepared["fp_dir"], prepared["clip"]
+        prepared_by_geometry = {}
+        for geometry in geometries:  # the data set is written once and reused; fingerprints per geometry
+            prep = {k: getattr(args, k) for k in ("images", "cameras", "refs", "height", "width", "clip", "quality",
+                                                  "seed", "data", "backend", "device", "threads")}
+            prep.update(geometry=geometry, fp_dir=os.path.join(tmp, f"fingerprints-{geometry}"))
+            prepared_by_geometry[geometry] = _child("--prepare-spec", prep, tmp, f"prepare-{geometry}")
+        files = prepared_by_geometry[geometries[0]]["files"]
         file_bytes = warm_page_cache(files)
         runs, skipped = [], []
-        for mode in args.modes:
-            for decode in (args.decoders if mode != "loop" else ["cpu"]):
-                for attempt in range(args.repeat):
-                    spec = {"mode": mode, "decode": decode, "files": files, "fp_dir": fp_dir,
-                            "params": prepared["params"], "backend": args.backend, "device": args.device,
-                            "workers": args.workers, "threads": args.threads, "chunk": args.chunk}
-                    print(f"{mode}/{decode} run {attempt + 1}/{args.repeat} ...", file=sys.stderr)
-                    run = _child("--phase-spec", spec, tmp, f"{mode}-{decode}-{attempt}")
-                    if "skipped" in run:
-                        print(f"  skipped: {run['skipped']}", file=sys.stderr)
-                        skipped.append(run)
-                        break
-                    print(f"  {run['images_per_s']:.3f} img/s, compute {100 * run['compute_fraction']:.0f} %",
-                          file=sys.stderr)
-                    runs.append(run)
+        for geometry in geometries:
+            prepared = prepared_by_geometry[geometry]
+            for backend in backends:
+                for mode in args.modes:
+                    if mode == "decode" and geometry != geometries[0]:
+                        continue  # decoding alone does not depend on the geometry
+                    for decode in (args.decoders if mode != "loop" else ["cpu"]):
+                        for attempt in range(args.repeat):
+                            spec = {"mode": mode, "decode": decode, "files": files, "fp_dir": prepared["fp_dir"],
+                                    "params": prepared["params"], "backend": backend, "device": args.device,
+                                    "workers": args.workers, "threads": args.threads, "chunk": args.chunk}
+                            print(f"{geometry} {backend} {mode}/{decode} run {attempt + 1}/{args.repeat} ...",
+                                  file=sys.stderr)
+                            run = _child("--phase-spec", spec, tmp, f"{geometry}-{backend}-{mode}-{decode}-{attempt}")
+                            run.update(geometry=geometry, backend_requested=backend,
+                                       pce_clip=prepared["pce_clip"], mahalanobis_clip=prepared["mahalanobis_clip"])
+                            if "skipped" in run:
+                                print(f"  skipped: {run['skipped']}", file=sys.stderr)
+                                skipped.append(run)
+                                break
+                            print(f"  {run['images_per_s']:.3f} img/s, compute {100 * run['compute_fraction']:.0f} %",
+                                  file=sys.stderr)
+                            runs.append(run)
     best = {}
     for run in runs:
-        key = (run["mode"], run["decode"])
+        key = (run["geometry"], run["backend_requested"], run["mode"], run["decode"])
         if key not in best or run["images_per_s"] > best[key]["images_per_s"]:
             best[key] = run
     rows = list(best.values())
-    loop_rate = best[("loop", "cpu")]["images_per_s"] if ("loop", "cpu") in best else None
     for r in rows:
-        r["ratio_vs_loop"] = r["images_per_s"] / loop_rate if loop_rate and r["mode"] != "decode" else None
+        loop = best.get((r["geometry"], r["backend_requested"], "loop", "cpu"))
+        r["ratio_vs_loop"] = r["images_per_s"] / loop["images_per_s"] if loop and r["mode"] != "decode" else None
+    ratios = geometry_ratios(best, geometries)
+    clip = prepared_by_geometry[geometries[0]]["clip"]
     result = {"benchmark": "identify_end_to_end", "methods": list(METHODS), "images": len(files),
-              "cameras": args.cameras, "size": [args.height, args.width], "clip": [clip, clip] if clip else None,
-              "jpeg_bytes": file_bytes, "workers": args.workers, "chunk": args.chunk, "repeat": args.repeat,
-              "device": rows[0]["backend"] if rows else None, **run_info(), "rows": rows, "all_runs": runs,
-              "skipped": skipped}
+              "cameras": args.cameras, "size": [args.height, args.width],
+              "geometries": [{"name": g, "pce_clip": prepared_by_geometry[g]["pce_clip"],
+                              "mahalanobis_clip": prepared_by_geometry[g]["mahalanobis_clip"]} for g in geometries],
+              "backends": backends, "jpeg_bytes": file_bytes, "workers": args.workers, "chunk": args.chunk,
+              "repeat": args.repeat, "device": rows[0]["backend"] if rows else None, **run_info(), "rows": rows,
+              "geometry_ratios": ratios, "all_runs": runs, "skipped": skipped}
+    if len(geometries) == 1:  # one geometry: "clip" as before (None = full frame; gpu_suite reads it)
+        result["clip"] = [clip, clip] if clip else None
     print(json.dumps(result, indent=1))
-    mib = 1 / 2**20
-    print(f"\n{len(files)} images {args.height}x{args.width} JPEG, {args.cameras} cameras, clip {clip or 'full frame'}, both methods;"
-          f" backend: {rows[0]['backend'] if rows else '-'}")
-    print(f"{'mode':14s} {'workers':>7s} {'chunk':>5s} {'wall s':>8s} {'img/s':>8s} {'x loop':>7s} {'compute':>8s} "
-          f"{'decode s':>8s} {'gpu dec':>7s} {'RSS self':>9s} {'RSS child':>9s} {'RSS tree':>9s} {'GPU alloc':>9s} "
-          f"{'GPU util':>8s}")
-    for r in rows:
-        tree = f"{r['peak_tree_rss_bytes'] * mib:9.0f}" if r["peak_tree_rss_bytes"] else f"{'-':>9s}"
-        gpu = (f"{r['gpu_max_memory_allocated_bytes'] * mib:9.0f}" if "gpu_max_memory_allocated_bytes" in r
-               else f"{'-':>9s}")
-        util = f"{r['gpu_utilization_mean']:7.0f}%" if r.get("gpu_utilization_mean") is not None else f"{'-':>8s}"
-        decode = f"{r['decode_s']:8.2f}" if r["decode_s"] is not None else f"{'-':>8s}"
-        ratio = f"{r['ratio_vs_loop']:.2f}" if r["ratio_vs_loop"] else "-"
-        print(f"{r['mode'] + '/' + r['decode']:14s} {r['workers']:7d} {r['images_per_call']:5.1f} {r['wall_s']:8.2f} "
-              f"{r['images_per_s']:8.3f} {ratio:>7s} {100 * r['compute_fraction']:7.0f}% {decode} {r['gpu_decoded']:7d} "
-              f"{r['maxrss_self_bytes'] * mib:9.0f} {r['maxrss_children_bytes'] * mib:9.0f} {tree} {gpu} {util}")
-    print("(chunk = images per identify_chunk call; RSS and GPU columns in MiB; compute = share of wall time "
-          "inside identify_chunk"
-          + ("; GPU idle = 1 - compute)" if any("gpu_idle_fraction" in r for r in rows) else ")"))
-    for r in skipped:
-        print(f"{r['mode'] + '/' + r['decode']:14s} skipped: {r['skipped']}")
+    print_table(result, args)
     write_json(result, args.json_out)
     return 0
 
