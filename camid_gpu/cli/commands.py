@@ -2,14 +2,17 @@
 
 The parser is in :mod:`camid_gpu.cli.parser`, text tables and CSV in :mod:`camid_gpu.cli.output`.
 
-Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` found changed or
-missing files; 3 completed, but some files had errors (each listed, with the reason, in the output
-and on stderr).
+Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` failed (files changed or
+missing, nothing to check, or the manifest's own SHA-256 not the one expected); 3 completed, but some files
+had errors (each listed, with the reason, in the output and on stderr); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM). Results written before an interruption are kept (``--resume``).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import sys
 import tempfile
 import time
@@ -22,27 +25,53 @@ from camid_gpu.cli.output import print_errors, print_identification, write_csv
 from camid_gpu.cli.parser import build_parser
 
 EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
+#: 128 + the signal number, as a shell reports a process killed by it
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 # ------------------------------------------------------------------------------------------------
 def _params(args: argparse.Namespace) -> cfg.Params:
-    shift = cfg.parse_shift_range(args.shift_range)
+    """The parameters from the options, every value checked (finite, in range) before any work."""
+    try:
+        shift = cfg.parse_shift_range(args.shift_range)
+    except ValueError as exc:
+        raise ValueError(f"--shift-range: {exc}") from None
     refs = cfg.parse_refs(getattr(args, "refs", "all"))
     clip = cfg.parse_clip(args.clip) if args.clip is not None else cfg.CLIP
     search = cfg.parse_scales(getattr(args, "search_scales", None))
-    return cfg.Params(clip=clip, sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
-                  sigma_mahalanobis=args.sigma_mahalanobis, refs=refs, pce_threshold=args.pce_threshold,
-                  shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
-                  search_scales=search)
+    sigma_fp = cfg.SIGMA_FINGERPRINT if args.sigma_fingerprint is None else args.sigma_fingerprint
+    sigma_maha = cfg.SIGMA_MAHALANOBIS if args.sigma_mahalanobis is None else args.sigma_mahalanobis
+    return cfg.Params(clip=clip, sigma_fingerprint=sigma_fp, sigma_query=args.sigma_query,
+                      sigma_mahalanobis=sigma_maha, refs=refs, pce_threshold=args.pce_threshold,
+                      shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
+                      search_scales=search)
+
+
+def _given(args: argparse.Namespace) -> frozenset[str]:
+    """The fingerprint-side parameters the user set explicitly (identify: they must equal the store's)."""
+    return frozenset(name for name in ("sigma_fingerprint", "sigma_mahalanobis")
+                     if getattr(args, name, None) is not None)
 
 
 def _config(args: argparse.Namespace) -> cfg.RunConfig:
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
-                     max_host_memory=cfg.parse_bytes(args.max_host_memory),
-                     max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
-                     progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))
+    config = cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
+                           max_host_memory=_bytes("--max-host-memory", args.max_host_memory),
+                           max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
+                           progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))
+    config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
+    return config
+
+
+def _bytes(option: str, text: str | None) -> int | None:
+    try:
+        return cfg.parse_bytes(text)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
+
+def _print_manifest(path: str, digest: str) -> None:
+    print(f"manifest: {path}  SHA-256 {digest} (also in {os.path.join(os.path.dirname(path), 'manifest.sha256')}; "
+          f"keep it elsewhere and check with: camid verify {path} --expect-sha256 {digest})")
 
 
 def cmd_info(args) -> int:
@@ -103,7 +132,7 @@ def cmd_residual(args) -> int:
 
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
-                            config=_config(args), on_record=show)
+                            config=_config(args), on_record=show, argv=sys.argv)
     print_errors(errors)
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -111,54 +140,52 @@ def cmd_residual(args) -> int:
 def cmd_fingerprint(args) -> int:
     from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import fingerprint_folder
-    from camid_gpu.provenance import file_entry, utc_now, write_manifest
 
-    started = utc_now()
     params = _params(args)
-    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args))
-    if summary["cameras"]:
-        write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
-                       [file_entry(p, "reference") for p in summary["files"]], None,
-                       [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                       extra={"errors": summary["errors"]})
+    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args),
+                                 argv=sys.argv, overwrite=args.overwrite)
     for cam in summary["cameras"]:
         print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
     print_errors(summary["errors"])
     if not summary["cameras"]:
         print("camid: no fingerprint was built", file=sys.stderr)
         return EXIT_FAIL
+    _print_manifest(summary["manifest"], summary["manifest_sha256"])
     return EXIT_PARTIAL if summary["errors"] else EXIT_OK
 
 
 def cmd_identify(args) -> int:
     from camid_gpu.config import methods_of
-    from camid_gpu.engine.runner import identify_files
-    from camid_gpu.engine.scheduler import read_results
-    from camid_gpu.provenance import input_entries, utc_now, write_manifest
+    from camid_gpu.engine.run_folder import check_outputs
+    from camid_gpu.engine.runner import identify_run
 
-    started = utc_now()
+    params, config = _params(args), _config(args)
+    extra_files = [p for p in (args.json, args.csv) if p]
+    check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
+                  overwrite=args.overwrite)
     methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
         print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
               file=sys.stderr)
-    os.makedirs(args.outdir, exist_ok=True)
-    results = os.path.join(args.outdir, "results.jsonl")
-    run = identify_files(args.fp_dir, args.images, results, methods, _params(args), _config(args),
-                         resume=args.resume, kind=args.kind, clip_given=args.clip is not None)
-    records = read_results(results)
-    if args.json:
-        write_json(args.json, {"run": run, "images": records})
-    if args.csv:
-        write_csv(args.csv, records)
-    outputs = [results] + [p for p in (args.json, args.csv) if p]
-    write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
-                   args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume})
+
+    def write_extra(records, run) -> list[str]:
+        if args.json:
+            write_json(args.json, {"run": run, "images": records})
+        if args.csv:
+            write_csv(args.csv, records)
+        return extra_files
+
+    run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
+                                resume=args.resume, kind=args.kind, clip_given=args.clip is not None,
+                                given=_given(args), argv=sys.argv, extra_outputs=write_extra)
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if r.get("error")]
     print_errors(errors)
     print(f"run folder: {args.outdir} (results.jsonl, manifest.json); {run['processed']} processed, "
-          f"{run['skipped_as_done']} already done")
+          f"{run['skipped_as_done']} already done, {run['retried']} retried, {run['changed']} changed since "
+          f"recorded (flagged), {run['duplicates']} duplicate(s) ignored")
+    _print_manifest(run["manifest"], run["manifest_sha256"])
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
@@ -175,24 +202,56 @@ def cmd_verify(args) -> int:
     from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
 
     path = os.path.join(args.manifest, MANIFEST_NAME) if os.path.isdir(args.manifest) else args.manifest
-    result = verify_manifest(path)
+    if args.expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.expect_sha256.strip()):
+        raise ValueError(f"--expect-sha256 must be 64 hexadecimal digits, got {args.expect_sha256!r}")
+    result = verify_manifest(path, expect_sha256=args.expect_sha256)
     for item in result["changed"]:
         print(f"CHANGED  {item['role']:11s} {item['path']}  recorded {item['recorded'][:16]}..., "
               f"now {item['current'][:16]}...")
     for item in result["missing"]:
         print(f"MISSING  {item['role']:11s} {item['path']}  {item.get('reason', 'no longer exists')}")
+    for item in result["unhashed"]:
+        print(f"NO HASH  {item['role']:11s} {item['path']}  the manifest records no SHA-256 and no reason")
+    for problem in result["problems"]:
+        print(f"INVALID  {problem}")
+    print(f"manifest SHA-256 {result['manifest_sha256']}"
+          + (" (as expected)" if args.expect_sha256 and result["ok"] else ""))
     print(f"{result['checked']} files checked: "
-          + ("all unchanged" if result["ok"] else f"{len(result['changed'])} changed, {len(result['missing'])} missing"))
+          + ("all unchanged" if result["ok"] else
+             f"{len(result['changed'])} changed, {len(result['missing'])} missing, {len(result['unhashed'])} without "
+             f"a hash, {len(result['problems'])} other problem(s): FAILED"))
     return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
 
 
 def cmd_report(args) -> int:
+    from camid_gpu.engine.run_folder import check_outputs
     from camid_gpu.report.html import write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
+    check_outputs(_recorded_inputs(args.run_dir), files=[output], overwrite=args.overwrite)
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
     print(f"report: {output}")
     return EXIT_OK
+
+
+def _recorded_inputs(run_dir: str) -> list[str]:
+    """The files a report reads (results, manifest, evaluation) and the inputs its manifest lists: the report
+    may be written beside them, never over them."""
+    import json
+
+    from camid_gpu.provenance import MANIFEST_NAME
+
+    found = [os.path.join(run_dir, n) for n in ("results.jsonl", MANIFEST_NAME, "evaluation.json", "run.json",
+                                                "manifest.sha256")]
+    try:
+        with open(os.path.join(run_dir, MANIFEST_NAME), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        for key in ("inputs", "fingerprints", "outputs"):
+            found += [e["abspath"] for e in manifest.get(key) or [] if isinstance(e, dict)
+                      and isinstance(e.get("abspath"), str)]
+    except (OSError, ValueError, AttributeError):
+        pass  # no (readable) manifest: the report says so; the run folder's own files are still protected
+    return found
 
 
 def cmd_evaluate(args) -> int:
@@ -200,13 +259,19 @@ def cmd_evaluate(args) -> int:
     from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.evaluate import format_report
 
+    from camid_gpu.engine.run_folder import check_outputs
+
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
-    summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), _params(args), _config(args),
+    params, config = _params(args), _config(args)
+    inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
+    check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite)
+    summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), params, config,
                                resume=args.resume, argv=sys.argv)
     print(format_report(summary))
     if args.json:
         write_json(args.json, summary)
     print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
+    _print_manifest(summary["manifest"], summary["manifest_sha256"])
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
 
@@ -259,14 +324,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     from camid_gpu.errors import CamidError
 
+    previous = _terminate_cleanly()
     try:
         return COMMANDS[args.command](args)
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
         print(f"camid: error: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    except MemoryError as exc:
+        print(f"camid: error: out of memory{f' ({exc})' if str(exc) else ''}; lower --workers or "
+              f"--max-host-memory, or use a smaller --clip (results written so far are kept; use --resume)",
+              file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         print("camid: interrupted (results written so far are kept; use --resume)", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        print("camid: terminated (results written so far are kept; use --resume)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as exc:  # a bug: one line, not a traceback on an examiner's screen
+        print(f"camid: internal error: {type(exc).__name__}: {exc} (please report this, with the command line)",
+              file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that files are closed and the pool shut down on the way out."""
+
+
+def _terminate_cleanly():
+    """Make SIGTERM unwind like Ctrl-C (results flushed, workers stopped); None outside the main thread."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ def print_errors(errors: Sequence[dict[str, Any]]) -> None:
 def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
     import csv
 
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    from camid_gpu._shared.files import atomic_write
+
+    with atomic_write(path, "w") as handle:
         w = csv.writer(handle)
         w.writerow(["path", "sha256", "camera", "pce", "ncc", "log10_p_fa", "pce_decision", "rotation",
                     "mahalanobis_membership", "mahalanobis_associated", "error"])

@@ -20,12 +20,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu import mahalanobis as maha
+from camid_gpu._shared.jsonio import json_float
 from camid_gpu.backend import Backend
-from camid_gpu.config import Params
-from camid_gpu.errors import ImageError
+from camid_gpu.config import MIN_REFERENCES, Params
+from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import green_channel, to_8bit
-from camid_gpu.pipeline.prepare import KINDS, Prepared, load_reference
+from camid_gpu.pipeline.prepare import KINDS, Prepared, content_problem, load_reference
 from camid_gpu.pipeline.records import base_record, error_entry, mahalanobis_record, pce_record
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
@@ -57,6 +58,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
             errors.append(error_entry(path, result))
             continue
         pixels, info = result
+        problem = content_problem(pixels, info.bit_depth, reference=True)
+        if problem:
+            errors.append({"path": path, "error": {"kind": "unusable-reference", "reason": f"{problem}; left out"}})
+            continue
         shape = (info.height, info.width)
         if source_shape is None:
             source_shape, layout, depth = shape, pixels.shape, info.bit_depth
@@ -73,9 +78,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         errors.append({"path": camera, "error": {"kind": "too-few-references", "reason":
                        f"camera {camera!r} has {len(good)} usable reference images, {want} required (--refs)"}})
         return None, errors
-    if not good:
-        errors.append({"path": camera, "error": {"kind": "too-few-references",
-                                                 "reason": f"camera {camera!r} has no usable reference images"}})
+    if len(good) < MIN_REFERENCES:
+        errors.append({"path": camera, "error": {"kind": "too-few-references", "reason":
+                       f"camera {camera!r} has {len(good)} usable reference image(s); at least {MIN_REFERENCES} are "
+                       f"needed (config.MIN_REFERENCES)"}})
         return None, errors
     arrays: dict[str, np.ndarray] = {}
     if "pce" in methods:
@@ -123,6 +129,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     # every (image, rotation) clip in one batch
     flat = [(i, r) for i, item in enumerate(items) for r in range(len(item.rotations))]
     results = [base_record(item) for item in items]
+    failed: dict[int, dict[str, Any]] = {}  # image index -> error record (every score non-finite)
     chosen = [0] * len(items)
     if params.search_scales is not None:
         return _search_chunk(bk, store, items, params, results)
@@ -140,13 +147,17 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
                 scores_by_clip[key] = {name: getattr(scores, name)[j] for name in ("pce", "ncc", "log10_p_fa",
                                                                                      "peak_shift")}
         for i, item in enumerate(items):
-            best_r = max(range(len(item.rotations)), key=lambda r: float(np.max(scores_by_clip[(i, r)]["pce"])))
+            best_r = max(range(len(item.rotations)), key=lambda r: _finite_max(scores_by_clip[(i, r)]["pce"]))
             chosen[i] = best_r
-            results[i]["pce"] = pce_record(cams, scores_by_clip[(i, best_r)], params.pce_threshold)
+            try:
+                results[i]["pce"] = pce_record(cams, scores_by_clip[(i, best_r)], params.pce_threshold, item.path)
+            except ScoreError as exc:
+                failed[i] = error_entry(item.path, exc)
+                continue
             results[i]["rotation"] = item.rotations[best_r]
             if len(item.rotations) > 1:
                 results[i]["pce"]["max_pce_by_rotation"] = {
-                    str(item.rotations[r]): float(np.max(scores_by_clip[(i, r)]["pce"]))
+                    str(item.rotations[r]): json_float(_finite_max(scores_by_clip[(i, r)]["pce"]))
                     for r in range(len(item.rotations))}
     if "mahalanobis" in methods and items:
         for kind in KINDS:
@@ -170,7 +181,14 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
                 results[i]["mahalanobis"]["trace"] = summaries[d]
     for i, item in enumerate(items):
         results[i].setdefault("rotation", item.rotations[chosen[i]])
-    return results
+    return [failed.get(i, r) for i, r in enumerate(results)]
+
+
+def _finite_max(values: np.ndarray) -> float:
+    """The largest finite value (-inf when there is none): a NaN never wins a comparison."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.max()) if v.size else -math.inf
 
 
 def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,

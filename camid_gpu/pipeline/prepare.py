@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu.config import Params
-from camid_gpu.errors import CamidError, ImageError
+from camid_gpu.config import MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, Params
+from camid_gpu.errors import CamidError, ImageContentError, ImageError
 from camid_gpu.io.decode import ImageInfo, read_image
 from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import list_images
@@ -42,6 +42,29 @@ def load_reference(path: str, clip: tuple[int, int] | None) -> tuple[np.ndarray,
     """Decode a reference image and clip it: pixels (h, w[, 3]) uint8/uint16."""
     pixels, info = read_image(path)
     return center_clip(pixels, clip, path), info
+
+
+def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str | None:
+    """Why a clip ``(h, w[, 3])`` of ``bit_depth``-bit samples carries no usable PRNU, or None.
+
+    Every image: constant (sample std under ``config.MIN_CONTENT_STD`` on the 0..255 scale). References
+    also: saturated (over ``config.REF_MAX_SATURATED_FRACTION`` of samples at the top code) and too dark
+    (mean under ``config.REF_MIN_MEAN``): a reference flat must be lit and not blown out.
+    """
+    top = float((1 << bit_depth) - 1) if bit_depth in (8, 16) else float(np.iinfo(pixels.dtype).max)
+    values = pixels.astype(np.float32) * (255.0 / top)
+    std, mean = float(values.std()), float(values.mean())
+    if std < MIN_CONTENT_STD:
+        return f"constant image (std {std:.3g} on the 0..255 scale, minimum {MIN_CONTENT_STD:g}): no sensor noise to use"
+    if reference:
+        saturated = float(np.count_nonzero(pixels >= top)) / pixels.size
+        if saturated > REF_MAX_SATURATED_FRACTION:
+            return (f"saturated reference ({saturated:.0%} of samples at the top value, maximum "
+                    f"{REF_MAX_SATURATED_FRACTION:.0%}): blown-out pixels carry no PRNU")
+        if mean < REF_MIN_MEAN:
+            return (f"too dark for a reference (mean {mean:.3g} on the 0..255 scale, minimum {REF_MIN_MEAN:g}): "
+                    f"the PRNU is multiplicative and vanishes in the dark")
+    return None
 
 
 @dataclass
@@ -107,6 +130,9 @@ def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int]
             last_error = exc
     if not clips:
         raise last_error  # type: ignore[misc]
+    problem = content_problem(clips[0], info.bit_depth, reference=False)
+    if problem:
+        raise ImageContentError(path, problem)
     natural = green_channel(pixels) if (kind == "natural" and params.natural_mode == "paper") else None
     return Prepared(path, info, kind, source, rotations, clips, natural)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, TypedDict
 import numpy as np
 
 from camid_gpu._shared.jsonio import json_number
-from camid_gpu.errors import ImageError
+from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.pipeline.prepare import Prepared
 
 if TYPE_CHECKING:
@@ -26,11 +26,15 @@ class ErrorInfo(TypedDict):
     reason: str  # a sentence naming what is wrong
 
 
-class CameraScore(TypedDict):
+class _CameraScoreRequired(TypedDict):
     pce: Optional[float]
     ncc: Optional[float]
     log10_p_fa: Optional[float]
     peak_shift: list[int]  # [rows, columns]
+
+
+class CameraScore(_CameraScoreRequired, total=False):
+    error: str  # only when the score came out non-finite: that pair takes no part in any decision
 
 
 class PCERecord(TypedDict, total=False):
@@ -55,7 +59,8 @@ class MahalanobisRecord(TypedDict, total=False):
 
 
 class ImageRecord(TypedDict, total=False):
-    path: str
+    path: str                           # as given on the command line (or found in a given folder)
+    realpath: str                       # canonical path (symlinks and ./ resolved): the key of a record on resume
     error: Optional[ErrorInfo]
     sha256: str
     file_size: int
@@ -71,13 +76,38 @@ class ImageRecord(TypedDict, total=False):
     pce: PCERecord
     mahalanobis: MahalanobisRecord
     truth: Optional[str]
+    mahalanobis_skipped: str            # why the Mahalanobis method did not run (the scale/crop search)
+
+
+def record_key(record: ImageRecord | dict[str, Any]) -> str:
+    """What identifies the input a record is about: its canonical path (older records: the path given)."""
+    return record.get("realpath") or record["path"]
+
+
+def is_error(record: ImageRecord | dict[str, Any]) -> bool:
+    return bool(record.get("error"))
+
+
+def final_view(records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """One record per input: a later record for the same input (a retried error, a changed file's flag)
+    supersedes an earlier one and takes its place in the order."""
+    latest: dict[str, ImageRecord] = {}
+    for record in records:
+        latest[record_key(record)] = record  # a dict keeps the first position of a key
+    return list(latest.values())
 
 
 def error_entry(path: str, exc: BaseException) -> dict[str, Any]:
-    """A JSON-ready per-file error record."""
+    """A JSON-ready per-file error record (an exception without a message gets one naming what happened)."""
     if isinstance(exc, ImageError):
         return {"path": exc.path, "error": {"kind": exc.kind, "reason": exc.reason}}
-    return {"path": path, "error": {"kind": type(exc).__name__, "reason": str(exc)}}
+    reason = str(exc).strip()
+    if isinstance(exc, MemoryError):
+        reason = (f"out of memory while processing {path}" + (f" ({reason})" if reason else "")
+                  + "; lower --workers or --max-host-memory, or use a smaller --clip")
+    elif not reason:
+        reason = f"{type(exc).__name__} while processing {path} (no further detail from the library)"
+    return {"path": path, "error": {"kind": type(exc).__name__, "reason": reason}}
 
 
 def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, Any]:
@@ -111,15 +141,27 @@ def base_record(item: Prepared) -> dict[str, Any]:
             "rotations_tried": list(item.rotations), "error": None}
 
 
-def pce_record(cameras: Sequence[str], scores: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
-    """JSON-ready PCE result of one image: per-camera statistics and the decision."""
+def pce_record(cameras: Sequence[str], scores: dict[str, np.ndarray], threshold: float,
+               path: str | None = None) -> dict[str, Any]:
+    """JSON-ready PCE result of one image: per-camera statistics and the decision.
+
+    A non-finite PCE (NaN, infinite) is an error for that camera (``error`` in its entry) and takes no part in
+    ``best`` or the decision; when every camera's is non-finite, :class:`ScoreError` is raised (the caller makes
+    it a per-image error record).
+    """
+    pce = np.asarray(scores["pce"], dtype=np.float64)
+    finite = np.isfinite(pce)
     per_camera = {}
     for c, cam in enumerate(cameras):
         per_camera[cam] = {"pce": json_number(scores["pce"][c]), "ncc": json_number(scores["ncc"][c]),
                            "log10_p_fa": json_number(scores["log10_p_fa"][c]),
                            "peak_shift": [int(v) for v in scores["peak_shift"][c]]}
-    order = np.argsort(-np.asarray(scores["pce"]), kind="stable")
-    best = cameras[int(order[0])]
-    above = [cameras[int(c)] for c in order if scores["pce"][int(c)] > threshold]
-    return {"scores": per_camera, "best": best, "best_pce": json_number(scores["pce"][int(order[0])]),
+        if not finite[c]:
+            per_camera[cam]["error"] = "non-finite PCE (NaN or infinite): not used for any decision"
+    if not finite.any():
+        raise ScoreError(path or "?", "every PCE came out non-finite (NaN or infinite); no decision is possible")
+    order = [int(c) for c in np.argsort(-np.where(finite, pce, -np.inf), kind="stable") if finite[int(c)]]
+    best = cameras[order[0]]
+    above = [cameras[c] for c in order if pce[c] > threshold]
+    return {"scores": per_camera, "best": best, "best_pce": json_number(pce[order[0]]),
             "decision": above[0] if above else None, "above_threshold": above, "threshold": threshold}
