@@ -57,13 +57,14 @@ def read_regular(path: str | os.PathLike) -> bytes:
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """``with atomic_write(path) as handle:`` write ``path`` atomically (``mode`` "w" text UTF-8, or "wb").
 
-    The temporary file ``.tmp-*`` lives beside the target and is removed on any error, so nothing half
+    The folder is created if needed. The temporary file ``.tmp-*`` lives beside the target and is removed on any error, so nothing half
     written is ever left under the target's name.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}

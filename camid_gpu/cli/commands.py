@@ -23,6 +23,7 @@ from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
 from camid_gpu.cli.output import print_errors, print_identification, write_csv
 from camid_gpu.cli.parser import build_parser
+from camid_gpu.pipeline.records import is_error
 
 EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
 #: 128 + the signal number, as a shell reports a process killed by it
@@ -58,7 +59,10 @@ def _config(args: argparse.Namespace) -> cfg.RunConfig:
                            max_host_memory=_bytes("--max-host-memory", args.max_host_memory),
                            max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
                            progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))
-    config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
+    try:
+        config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--backend {args.backend} --device {args.device}: {exc}") from None
     return config
 
 
@@ -180,7 +184,7 @@ def cmd_identify(args) -> int:
                                 resume=args.resume, kind=args.kind, clip_given=args.clip is not None,
                                 given=_given(args), argv=sys.argv, extra_outputs=write_extra)
     print_identification(records, run["cameras"], methods)
-    errors = [r for r in records if r.get("error")]
+    errors = [r for r in records if is_error(r)]
     print_errors(errors)
     print(f"run folder: {args.outdir} (results.jsonl, manifest.json); {run['processed']} processed, "
           f"{run['skipped_as_done']} already done, {run['retried']} retried, {run['changed']} changed since "

@@ -5,13 +5,16 @@ import os
 import sys
 from typing import Any, Sequence
 
+from camid_gpu.pipeline.records import ImageRecord, error_of, is_error, mahalanobis_of, pce_of
+
 
 def print_errors(errors: Sequence[dict[str, Any]]) -> None:
     for e in errors:
         print(f"camid: error: {e['path']}: {e['error']['reason']}", file=sys.stderr)
 
 
-def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
+def write_csv(path: str, records: Sequence[ImageRecord]) -> None:
+    """One row per image and camera (error records: one row with the reason), written atomically."""
     import csv
 
     from camid_gpu._shared.files import atomic_write
@@ -21,32 +24,32 @@ def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
         w.writerow(["path", "sha256", "camera", "pce", "ncc", "log10_p_fa", "pce_decision", "rotation",
                     "mahalanobis_membership", "mahalanobis_associated", "error"])
         for r in records:
-            if r.get("error"):
-                w.writerow([r["path"], "", "", "", "", "", "", "", "", "", r["error"]["reason"]])
+            error = error_of(r)
+            if error:
+                w.writerow([r["path"], "", "", "", "", "", "", "", "", "", error["reason"]])
                 continue
-            pce = r.get("pce", {}).get("scores", {})
-            maha = r.get("mahalanobis", {})
-            cams = list(pce) or list(maha.get("membership", {}))
+            pce, maha = pce_of(r), mahalanobis_of(r)
+            cams = list(pce["scores"]) if pce else list(maha["membership"]) if maha else []
             for cam in cams:
-                s = pce.get(cam, {})
-                w.writerow([r["path"], r["sha256"], cam, s.get("pce"), s.get("ncc"), s.get("log10_p_fa"),
-                            r.get("pce", {}).get("decision"), r.get("rotation"),
-                            maha.get("membership", {}).get(cam), ",".join(maha.get("associated", [])), ""])
+                s = pce["scores"][cam] if pce else None
+                w.writerow([r["path"], r["sha256"], cam, s["pce"] if s else None, s["ncc"] if s else None,
+                            s["log10_p_fa"] if s else None, pce["decision"] if pce else None, r["rotation"],
+                            maha["membership"][cam] if maha else None,
+                            ",".join(maha["associated"]) if maha else "", s.get("error", "") if s else ""])
 
 
-def print_identification(records, cameras, methods) -> None:
+def print_identification(records: Sequence[ImageRecord], cameras, methods) -> None:
     from camid_gpu.evaluate import table
 
     rows = []
     for r in records:
-        if r.get("error"):
+        if is_error(r):
             rows.append([os.path.basename(r["path"]), "error", "-", "-", "-"])
             continue
-        pce = r.get("pce")
-        maha = r.get("mahalanobis")
+        pce, maha = pce_of(r), mahalanobis_of(r)
         rows.append([os.path.basename(r["path"]),
                      (pce["decision"] or "none") if pce else "-",
                      pce["best_pce"] if pce else "-",
-                     r.get("rotation", 0),
+                     r["rotation"],
                      ",".join(maha["associated"]) if maha else "-"])
     print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))

@@ -232,17 +232,18 @@ def check_outputs(inputs: Sequence[str], files: Sequence[str] = (), folders: Seq
     for folder in folders:
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise OutputPathError(f"output folder {folder} exists and is not a folder")
-        parent = folder
-        while not os.path.exists(parent):
-            parent = os.path.dirname(os.path.abspath(parent))
-        _check_writable(parent, folder)
+        _check_writable(os.path.abspath(folder), folder)
 
 
 def _check_writable(folder: str, out: str) -> None:
-    if not os.path.isdir(folder):
-        raise OutputPathError(f"output {out}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputPathError(f"output {out}: folder {folder} is not writable")
+    """The folder (or, when it is still to be made, its nearest existing ancestor) must be a writable folder."""
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputPathError(f"output {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"output {out}: folder {existing} is not writable")
 
 
 # ------------------------------------------------------------------------------------------------

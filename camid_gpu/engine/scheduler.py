@@ -109,7 +109,7 @@ def _worker_init(parent_pid: int) -> None:
     """In each decode worker: die with the parent, and leave Ctrl-C to the parent.
 
     - SIGINT is ignored: Ctrl-C goes to the whole process group, and only the parent should answer it
-      (one clean message, exit 130), not every worker with a traceback.
+      (one clean message, exit 130), not every worker with a traceback; SIGTERM ends a worker quietly.
     - On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill the worker when the parent dies
       (kill -9 included); a watchdog thread that exits when the parent pid changes is the fallback.
     """
@@ -117,6 +117,7 @@ def _worker_init(parent_pid: int) -> None:
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (inherited by fork): just end
     if sys.platform.startswith("linux"):
         try:
             import ctypes

@@ -84,8 +84,30 @@ def record_key(record: ImageRecord | dict[str, Any]) -> str:
     return record.get("realpath") or record["path"]
 
 
+# Typed accessors: the fields that are present only for some records (by outcome or by method) are read here,
+# once, so that readers (evaluation, CLI tables, CSV) do not each guess with .get chains.
 def is_error(record: ImageRecord | dict[str, Any]) -> bool:
+    """True for a per-file error record (it has only ``path``, ``realpath`` and ``error``)."""
     return bool(record.get("error"))
+
+
+def error_of(record: ImageRecord) -> Optional[ErrorInfo]:
+    return record.get("error") or None
+
+
+def pce_of(record: ImageRecord) -> Optional[PCERecord]:
+    """The PCE result of a successful record, or None (an error record, or a run without PCE)."""
+    return None if is_error(record) else record.get("pce")
+
+
+def mahalanobis_of(record: ImageRecord) -> Optional[MahalanobisRecord]:
+    """The Mahalanobis result of a successful record, or None (an error record, a run without the method)."""
+    return None if is_error(record) else record.get("mahalanobis")
+
+
+def truth_of(record: ImageRecord) -> Optional[str]:
+    """The camera the record's image is known to come from (``camid evaluate``), or None."""
+    return record.get("truth")
 
 
 def final_view(records: Sequence[ImageRecord]) -> list[ImageRecord]:
