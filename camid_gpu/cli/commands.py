@@ -137,6 +137,9 @@ def cmd_residual(args) -> int:
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
                             config=_config(args), on_record=show, argv=sys.argv)
+    manifest = os.path.join(args.outdir, "manifest.json")
+    with open(os.path.join(args.outdir, "manifest.sha256"), encoding="utf-8") as handle:
+        _print_manifest(manifest, handle.read().split()[0])
     print_errors(errors)
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -307,6 +310,7 @@ def cmd_demo(args) -> int:
     print(f"fingerprints + identification of {summary['images_total']} images on {summary['backend']}: "
           f"{t2 - t1:.1f} s\n")
     print(format_report(summary))
+    _print_manifest(summary["manifest"], summary["manifest_sha256"])
     if args.size == "small":
         print("\nnote: the small demo uses 512x512 clippings; natural images carry less PRNU per pixel than flats, "
               "so some fall below PCE 60 here (no false accusation: other cameras stay low). "

@@ -171,7 +171,9 @@ def _read_records(path: str, notes: list[str]) -> list[dict[str, Any]]:
         records.append(rec)
     if bad:
         notes.append(f"{bad} line(s) of {path} are not complete result records and were skipped.")
-    return records
+    from camid_gpu.pipeline.records import final_view
+
+    return final_view(records)  # one record per input: a retried or flagged file's latest record
 
 
 def _load_run(run_dir: str, fingerprints_dir: str | None) -> _Run:
