@@ -90,8 +90,13 @@ def fingerprint_entries(fp_dir: str) -> list[dict[str, Any]]:
 
 def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, params: dict[str, Any],
                    backend: str, started: str, inputs: list[dict[str, Any]], fingerprints_dir: str | None,
-                   outputs: Sequence[str], extra: dict[str, Any] | None = None) -> str:
-    """Write ``run_dir/manifest.json``; outputs are hashed now (after they are complete)."""
+                   outputs: Sequence[str], extra: dict[str, Any] | None = None, *, kernels: str) -> str:
+    """Write ``run_dir/manifest.json``; outputs are hashed now (after they are complete).
+
+    ``kernels``: what the fused CUDA kernels did in the run, "verified" (self-checked against their
+    twins on the device), "fallback (reason)" (the twins were used) or "not used"
+    (``camid_gpu._cuda.loader.kernels_status``).
+    """
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -101,6 +106,7 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
         "finished": utc_now(),
         "software": environment(),
         "backend": backend,
+        "kernels": kernels,
         "params": params,
         "fingerprints_dir": os.path.abspath(fingerprints_dir) if fingerprints_dir else None,
         "fingerprints": fingerprint_entries(fingerprints_dir) if fingerprints_dir else [],

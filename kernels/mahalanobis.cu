@@ -30,10 +30,19 @@
 //   counts: grid (nblocks, D), dynamic shared memory tile*C*(3*8+1) bytes, C <= MAHAL_MAX_CAMERAS,
 //           counts zeroed by the caller.
 
-#define MAHAL_THREADS 256
-#define MAHAL_MAX_CAMERAS 64
-// pairs one thread owns: MAHAL_MAX_CAMERAS^2 / MAHAL_THREADS
-#define MAHAL_PAIRS_PER_THREAD 16
+// MAHAL_THREADS, MAHAL_MAX_CAMERAS and MAHAL_PAIRS_PER_THREAD (pairs one thread owns,
+// MAHAL_MAX_CAMERAS^2 / MAHAL_THREADS) come from camid_gpu/cuda.py (KERNEL_DEFINES) as -D options.
+#if !defined(MAHAL_THREADS) || !defined(MAHAL_MAX_CAMERAS) || !defined(MAHAL_PAIRS_PER_THREAD)
+#error "compile with -DMAHAL_THREADS=... -DMAHAL_MAX_CAMERAS=... -DMAHAL_PAIRS_PER_THREAD=... (camid_gpu.cuda.compile_options())"
+#endif
+#if MAHAL_PAIRS_PER_THREAD * MAHAL_THREADS < MAHAL_MAX_CAMERAS * MAHAL_MAX_CAMERAS
+#error "MAHAL_PAIRS_PER_THREAD * MAHAL_THREADS must cover MAHAL_MAX_CAMERAS^2 pairs"
+#endif
+// Dynamic shared memory. A macro so that the host emulation that runs this file on the CPU in the
+// tests (kernels/host_emulation.h) can supply the storage.
+#ifndef CAMID_DYNAMIC_SHARED
+#define CAMID_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 __device__ __forceinline__ double mahal_inf()
 {
@@ -107,7 +116,7 @@ __device__ void mahalanobis_counts_impl(const T* __restrict__ disputed, const T*
                                         int per_camera, int has_mask, int tile)
 {
     // dynamic shared memory: three tile x C double arrays, then tile x C selection flags
-    extern __shared__ double smem[];
+    CAMID_DYNAMIC_SHARED(double, smem);
     double* dist_full = smem;
     double* dist_i0 = smem + (long long)tile * C;
     double* dist_prnu = smem + 2LL * tile * C;

@@ -20,8 +20,11 @@
 // The sum is accumulated in the plane's own type: at most 81 non-negative terms, so the relative
 // error stays ~1e-6 in float32, and it enters the result only through v + nv >= nv.
 
-#define MIHCAK_TILE 16
-#define MIHCAK_HALO 4
+// MIHCAK_TILE and MIHCAK_HALO come from camid_gpu/cuda.py (KERNEL_DEFINES) as -D options: one
+// source for the kernel and its launcher.
+#if !defined(MIHCAK_TILE) || !defined(MIHCAK_HALO)
+#error "compile with -DMIHCAK_TILE=... -DMIHCAK_HALO=... (camid_gpu.cuda.compile_options())"
+#endif
 #define MIHCAK_SPAN (MIHCAK_TILE + 2 * MIHCAK_HALO)
 
 template <typename T>

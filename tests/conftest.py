@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
 import pytest
+
+from camid_gpu.selftest import spec
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("pytorch_wavelets") is not None
 
@@ -36,15 +37,5 @@ def torch_backend(request):
     return get_backend(name, device=device, dtype=dtype)
 
 
-def natural_image(height: int, width: int, seed: int = 0, channels: int = 0) -> np.ndarray:
-    """A natural-looking uint8 image: smooth shading, hard-edged shapes, fine texture."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
-    img = 90 + 60 * np.sin(3 * xx + 2 * yy + rng.uniform(0, 6)) + 30 * yy
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3)
-        img = np.where((yy - cy) ** 2 + (xx - cx) ** 2 < r * r, img + rng.uniform(-70, 70), img)
-    img = img + rng.normal(0, 6, img.shape)
-    if channels:
-        img = np.stack([img * g for g in (0.9, 1.0, 1.1)[:channels]], axis=-1)
-    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+#: a natural-looking uint8 test image (shared with ``camid selftest``)
+natural_image = spec.natural_image

@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"pipeline"},       # one chunk: prepare, identify, records
     {"provenance", "evaluate"},
     {"engine"},         # scheduler, runner, distributed
-    {"report", "datasets"},
+    {"report", "datasets", "selftest"},  # selftest: known answers on every backend (spec.py: plain float64)
     {"cli"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

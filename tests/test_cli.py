@@ -38,6 +38,7 @@ def test_fingerprint_writes_store_and_manifest(data):
     assert manifest["command"] == "fingerprint" and manifest["params"]["clip"] == [192, 192]
     assert len([e for e in manifest["inputs"] if e["role"] == "reference"]) == 8
     assert {os.path.basename(o["path"]) for o in manifest["outputs"]} == {"C01.json", "C01.npz", "C02.json", "C02.npz"}
+    assert manifest["kernels"] == "not used"  # no CUDA here; on a GPU: "verified" or "fallback (reason)"
 
 
 def test_identify_run_folder_outputs_and_verify(data, tmp_path, capsys):
@@ -57,6 +58,7 @@ def test_identify_run_folder_outputs_and_verify(data, tmp_path, capsys):
     manifest = json.loads((run / "manifest.json").read_text())
     assert {e["sha256"] for e in manifest["inputs"]} == {r["sha256"] for r in records}
     assert manifest["params"]["clip"] == [192, 192]  # taken from the fingerprints
+    assert manifest["kernels"] == "not used"
     assert main(["verify", str(run)]) == EXIT_OK
 
 

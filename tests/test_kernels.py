@@ -3,7 +3,7 @@
 (a) Without a GPU: every ``kernels/*.cu`` is compiled to PTX by NVRTC from the ``nvidia-cuda-nvrtc``
     wheel (through ctypes), or by ``nvcc --ptx`` when the wheel is missing; the test skips only when
     neither exists. The kernels that ``camid_gpu._cuda.loader`` launches must be in the source and the PTX,
-    and the launch constants of the launchers (``prnu/mihcak_kernel.py``, ``mahalanobis/kernel.py``) must match the sources' ``#define``s.
+    compiled with the constants of ``loader.KERNEL_DEFINES`` (the sources define none of their own).
 (b) ``@pytest.mark.gpu`` (CUDA + CuPy, skipped cleanly otherwise): fused vs generic results, and
     the DLPack hand-over being zero-copy.
 """
@@ -26,7 +26,7 @@ from camid_gpu.prnu import mihcak_kernel
 from camid_gpu.errors import MissingExtraError
 
 ARCH = "compute_90"
-NVRTC_OPTIONS = (f"--gpu-architecture={ARCH}",) + cuda.COMPILE_OPTIONS
+NVRTC_OPTIONS = (f"--gpu-architecture={ARCH}",) + cuda.compile_options()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def compile_with_nvrtc(library: str, source: str, name: str) -> str:
 
 def compile_with_nvcc(nvcc: str, path: str, tmp_path) -> str:
     out = tmp_path / (os.path.basename(path) + ".ptx")
-    proc = subprocess.run([nvcc, "--ptx", f"-arch={ARCH}", *cuda.COMPILE_OPTIONS, path, "-o", str(out)],
+    proc = subprocess.run([nvcc, "--ptx", f"-arch={ARCH}", *cuda.compile_options(), path, "-o", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"nvcc failed on {path}:\n{proc.stdout}\n{proc.stderr}"
     return out.read_text()
@@ -113,26 +113,6 @@ def test_expected_kernels_are_in_the_source(name):
     for function in functions:
         pattern = r'extern\s+"C"\s+__global__\s+void\s+(__launch_bounds__\([^)]*\)\s+)?' + function + r"\s*\("
         assert re.search(pattern, source), f"{filename} has no extern \"C\" __global__ {function}"
-
-
-def _define(filename: str, name: str) -> int:
-    match = re.search(rf"#define\s+{name}\s+(\d+)", cuda.kernel_source(filename))
-    assert match, f"{filename}: no #define {name}"
-    return int(match.group(1))
-
-
-def test_launch_constants_match_the_sources():
-    assert _define("mihcak_shrink.cu", "MIHCAK_TILE") == mihcak_kernel.MIHCAK_TILE
-    assert _define("mihcak_shrink.cu", "MIHCAK_HALO") == mihcak_kernel.MIHCAK_MAX_RADIUS
-    assert _define("mahalanobis.cu", "MAHAL_THREADS") == maha_kernel.MAHAL_THREADS
-    assert _define("mahalanobis.cu", "MAHAL_MAX_CAMERAS") == maha_kernel.MAHAL_MAX_CAMERAS
-    from camid_gpu.mahalanobis import FUSED_MAX_CAMERAS
-
-    assert FUSED_MAX_CAMERAS == maha_kernel.MAHAL_MAX_CAMERAS  # more cameras fall back to the twin, not fail
-    per_thread = _define("mahalanobis.cu", "MAHAL_PAIRS_PER_THREAD")
-    assert per_thread * maha_kernel.MAHAL_THREADS >= maha_kernel.MAHAL_MAX_CAMERAS ** 2
-    # pass 2's dynamic shared memory must fit the 48 KiB available without opting in
-    assert maha_kernel._MAHAL_TILE_ELEMENTS * 25 <= 48 * 1024
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,7 +140,8 @@ def test_wheel_ships_cuda_kernels(tmp_path):
     for required in ("camid_gpu/kernels/mihcak_shrink.cu", "camid_gpu/kernels/mahalanobis.cu",
                      "camid_gpu/kernels/__init__.py", "camid_gpu/cli/__init__.py", "camid_gpu/prnu/residual.py",
                      "camid_gpu/_cuda/loader.py", "camid_gpu/engine/runner.py", "camid_gpu/report/html.py",
-                     "camid_gpu/datasets/synthetic.py", "camid_gpu/_shared/optional.py"):
+                     "camid_gpu/datasets/synthetic.py", "camid_gpu/_shared/optional.py",
+                     "camid_gpu/kernels/host_emulation.h", "camid_gpu/selftest/__init__.py", "camid_gpu/selftest/spec.py"):
         assert required in names, f"{required} missing from {wheels[0].name}"
     assert re.search(r"^camid\s*=\s*camid_gpu\.cli:main\s*$", entry_points, re.M), entry_points
 

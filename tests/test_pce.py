@@ -11,55 +11,12 @@ from camid_gpu.prnu.fingerprint import estimate_fingerprint, intensity_scale, sa
 from camid_gpu.prnu.pce import crosscorr, log10_false_alarm, pce, pce_scores
 from camid_gpu.prnu.residual import extract_residual
 
+from camid_gpu.selftest import spec
 from conftest import requires_torch
-from test_residual import ref_noise_extract, ref_wiener, ref_zero_mean_total
 
 
-def ref_inten_scale(x):
-    return np.where(x < 252, x / 252, np.exp(-((x - 252) ** 2) / 6))
-
-
-def ref_saturation(x):
-    """Loop version of Binghamton's Saturation for one plane."""
-    out = np.ones_like(x)
-    m = x.max()
-    if m <= 250:
-        return out
-    h, w = x.shape
-    for i in range(h):
-        for j in range(w):
-            if x[i, j] == m:
-                nb = (x[(i + 1) % h, j], x[(i - 1) % h, j], x[i, (j + 1) % w], x[i, (j - 1) % w])
-                if any(v == m for v in nb):
-                    out[i, j] = 0
-    return out
-
-
-def ref_fingerprint(images):
-    """Plain float64 getFingerprint + ZeroMeanTotal + gray + WienerInDFT, channel by channel."""
-    images = images.astype(np.float64)
-    chans = images.shape[-1] if images.ndim == 4 else 1
-    ks = []
-    for c in range(chans):
-        num = np.zeros(images.shape[1:3])
-        den = np.zeros(images.shape[1:3])
-        for img in images:
-            x = img[..., c] if images.ndim == 4 else img
-            t = ref_inten_scale(x) * ref_saturation(x)
-            num += ref_noise_extract(x, 3.0) * t
-            den += t * t
-        ks.append(ref_zero_mean_total(num / (den + 1)))
-    k = 0.2989 * ks[0] + 0.5870 * ks[1] + 0.1140 * ks[2] if chans == 3 else ks[0]
-    return ref_wiener(k, k.std(ddof=1))
-
-
-def camera_images(k, n, rng, flat=True):
-    h, w = k.shape
-    out = []
-    for _ in range(n):
-        scene = 140 + 40 * np.linspace(0, 1, w)[None, :] + (0 if flat else rng.normal(0, 25, (h, w)))
-        out.append(np.clip(np.round(scene * (1 + k) + rng.normal(0, 1.5, (h, w))), 0, 255).astype(np.uint8))
-    return np.stack(out)
+ref_inten_scale, ref_saturation, ref_fingerprint, camera_images = (
+    spec.intensity_scale, spec.saturation, spec.fingerprint, spec.camera_images)
 
 
 def test_intensity_and_saturation_rules():

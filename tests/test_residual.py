@@ -1,7 +1,6 @@
 """Residual engine: parity of both backends with a plain float64 reference of the Binghamton spec."""
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -17,81 +16,13 @@ from camid_gpu.prnu.residual import (
     zero_mean_total,
 )
 
+from camid_gpu.selftest import spec
 from conftest import HAVE_TORCH, natural_image, requires_torch
 
 
-# ---------------------------------------------------------------------------------------------
-# A deliberately plain float64 reference of the spec: one 2-D image at a time, explicit padding
-# blocks as in the MATLAB code, box sums from an integral image, numpy.fft. Slow is fine.
-# ---------------------------------------------------------------------------------------------
-def ref_box_mean(x: np.ndarray, w: int) -> np.ndarray:
-    r = w // 2
-    p = np.zeros((x.shape[0] + 2 * r + 1, x.shape[1] + 2 * r + 1))
-    p[r + 1:r + 1 + x.shape[0], r + 1:r + 1 + x.shape[1]] = x
-    s = p.cumsum(0).cumsum(1)
-    out = s[w:, w:] - s[:-w, w:] - s[w:, :-w] + s[:-w, :-w]
-    return out / (w * w)
-
-
-def ref_shrink(c: np.ndarray, nv: float) -> np.ndarray:
-    var = None
-    for w in (3, 5, 7, 9):
-        v = np.maximum(ref_box_mean(c * c, w) - nv, 0)
-        var = v if var is None else np.minimum(var, v)
-    return c * nv / (var + nv)
-
-
-def ref_noise_extract(im: np.ndarray, sigma: float, L: int = 4, wavelet: str = "db4") -> np.ndarray:
-    M, N = im.shape
-    m = 2**L
-    nr, nc = math.ceil((M + 2) / m) * m, math.ceil((N + 2) / m) * m
-    pr, prd = math.ceil((nr - M) / 2), math.floor((nr - M) / 2)
-    pc, pcr = math.ceil((nc - N) / 2), math.floor((nc - N) / 2)
-    top = im[pr - 1::-1, :] if pr else im[:0]
-    bottom = im[M - 1:M - prd - 1:-1, :] if prd else im[:0]
-    cols = np.vstack([top, im, bottom])
-    left = cols[:, pc - 1::-1] if pc else cols[:, :0]
-    right = cols[:, N - 1:N - pcr - 1:-1] if pcr else cols[:, :0]
-    padded = np.hstack([left, cols, right])
-    assert padded.shape == (nr, nc)
-    with warnings.catch_warnings():  # pywt's "level too high" note; periodization is still exact
-        warnings.simplefilter("ignore", UserWarning)
-        coeffs = pywt.wavedec2(padded, wavelet, mode="periodization", level=L)
-    coeffs[0] = np.zeros_like(coeffs[0])
-    coeffs[1:] = [tuple(ref_shrink(b, sigma**2) for b in bands) for bands in coeffs[1:]]
-    return pywt.waverec2(coeffs, wavelet, mode="periodization")[pr:pr + M, pc:pc + N]
-
-
-def ref_zero_mean_total(x: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(x)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            s = x[dy::2, dx::2].copy()
-            s -= s.mean()
-            for j in range(s.shape[1]):
-                s[:, j] -= s[:, j].mean()
-            for i in range(s.shape[0]):
-                s[i, :] -= s[i, :].mean()
-            out[dy::2, dx::2] = s
-    return out
-
-
-def ref_wiener(x: np.ndarray, sigma: float) -> np.ndarray:
-    F = np.fft.fft2(x)
-    mag = np.abs(F / math.sqrt(x.size))
-    shrunk = ref_shrink(mag, sigma**2)
-    gain = np.divide(shrunk, mag, out=np.zeros_like(mag), where=mag != 0)
-    return np.real(np.fft.ifft2(F * gain))
-
-
-def ref_residual(img: np.ndarray, sigma: float = 3.0) -> np.ndarray:
-    x = img.astype(np.float64)
-    if x.ndim == 3:
-        planes = [ref_noise_extract(x[..., k], sigma) for k in range(3)]
-        noise = 0.2989 * planes[0] + 0.5870 * planes[1] + 0.1140 * planes[2]
-    else:
-        noise = ref_noise_extract(x, sigma)
-    return ref_zero_mean_total(noise)
+# The plain float64 reference of the spec lives in the package (camid selftest uses it too).
+ref_noise_extract, ref_zero_mean_total, ref_wiener, ref_residual = (
+    spec.noise_extract, spec.zero_mean_total, spec.wiener_dft, spec.residual)
 
 
 # ---------------------------------------------------------------------------------------------

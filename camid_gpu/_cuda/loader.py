@@ -13,15 +13,29 @@ Tensors cross from torch to CuPy through DLPack (:func:`to_cupy`): no copy, same
 launched on torch's *current* stream of the tensors' device, so they are ordered with the torch work
 around them without any synchronisation. Outputs are allocated by torch.
 
+One source for what the sources and their launchers share: the compile-time constants
+(:data:`KERNEL_DEFINES`, passed as ``-D`` options; the ``.cu`` files define none) and, per kernel, the
+launch geometry (a ``launch_plan`` function beside each launcher, giving :class:`Launch` records). The
+launchers' drivers take a :class:`Launcher`: :class:`CupyLauncher` here, a host emulation of the same
+sources in the tests (``kernels/host_emulation.h``), which run every kernel on the CPU against its twin.
+
+Self-check: the first time a process uses a fused kernel on a device (:func:`get_fused` with
+``device``), it runs the kernel and its twin on a small deterministic input (:func:`self_check`, with
+the check its launcher module registered); on a mismatch it warns once (:class:`KernelFallbackWarning`)
+and the twin is used. Run manifests record the outcome (:func:`kernels_status`: "verified",
+"fallback (reason)" or "not used").
+
 Public API
 ----------
-``get_fused(name, *, required=False)``
+``get_fused(name, *, device=None, required=False)``
     The fused implementation of ``name`` or None. None when CuPy is not installed (or does not
-    import), when torch sees no CUDA device, or for a name without a fused kernel: callers then use
-    the generic "twin" written with the backend primitives. With ``required=True`` each of those is
-    an error instead (:class:`~camid_gpu.errors.MissingExtraError` for a missing CuPy).
-``register_fused(name, launcher)``
+    import), when torch sees no CUDA device, for a name without a fused kernel, or when the kernel
+    failed its self-check on ``device``: callers then use the generic "twin" written with the
+    backend primitives. With ``required=True`` each of those is an error instead
+    (:class:`~camid_gpu.errors.MissingExtraError` for a missing CuPy).
+``register_fused(name, launcher, check)``
     Called by the launcher modules at import.
+``compile_options()``, ``self_check(name, device)``, ``kernels_status(bk)``, ``kernel_checks()``,
 ``require_cupy()``, ``cupy_available()``, ``kernel_source(filename)``, ``compiled_function(...)``,
 ``to_cupy(tensor)``.
 """
@@ -31,9 +45,14 @@ import contextlib
 import functools
 import importlib
 import importlib.resources
+import math
 import pathlib
 import threading
-from typing import Any, Callable, Iterator
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import numpy as np
 
 from camid_gpu._shared.optional import import_optional, torch_cuda_available
 from camid_gpu.errors import MissingExtraError
@@ -50,11 +69,28 @@ KERNEL_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 
-#: NVRTC options. No headers are included by the sources, so no include path is needed.
+#: Compile-time constants of ``kernels/*.cu``, passed to NVRTC (and to the host emulation the tests
+#: build) as ``-D`` options, so that the sources and their launchers cannot disagree: the ``.cu``
+#: files only check that they are defined.
+KERNEL_DEFINES: dict[str, int] = {
+    "MIHCAK_TILE": 16,  # a block shrinks a TILE x TILE output tile
+    "MIHCAK_HALO": 4,  # border staged around it: the radius of the largest (9x9) window
+    "MAHAL_THREADS": 256,  # threads per block of both Mahalanobis kernels
+    "MAHAL_MAX_CAMERAS": 64,  # most cameras the fused Mahalanobis kernel takes
+    "MAHAL_PAIRS_PER_THREAD": 16,  # (q, j) camera pairs one thread owns: MAX_CAMERAS^2 / THREADS
+}
+
+#: NVRTC options besides the defines. No headers are included by the sources, so no include path.
 COMPILE_OPTIONS: tuple[str, ...] = ("--std=c++17",)
 
-#: largest y/z grid dimension of a launch
-_MAX_GRID_YZ = 65535
+#: gridDim.y and gridDim.z limit of every CUDA device
+MAX_GRID_YZ = 65535
+
+
+def compile_options() -> tuple[str, ...]:
+    """NVRTC options of every ``kernels/*.cu``: :data:`COMPILE_OPTIONS` and one ``-DNAME=value`` per
+    :data:`KERNEL_DEFINES` entry."""
+    return COMPILE_OPTIONS + tuple(f"-D{name}={value}" for name, value in KERNEL_DEFINES.items())
 
 _MODULES: dict[tuple[str, int], Any] = {}
 _FUNCTIONS: dict[tuple[str, str, int], Any] = {}
@@ -131,7 +167,7 @@ def compiled_module(filename: str, device_index: int) -> Any:
         module = _MODULES.get(key)
         if module is None:
             with cp.cuda.Device(device_index):
-                module = cp.RawModule(code=kernel_source(filename), options=COMPILE_OPTIONS)
+                module = cp.RawModule(code=kernel_source(filename), options=compile_options())
                 # compile and load now, under the lock and on the right device, not at first launch
                 module.compile()
             _MODULES[key] = module
@@ -187,24 +223,168 @@ def _check_cuda(name: str, tensor: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# launches and launchers (each kernel's geometry: ``launch_plan`` beside its launcher)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: ``function`` (the ``extern "C"`` name without its ``_f32``/``_f64``
+    suffix), ``grid`` and ``block`` dimensions, dynamic ``shared_mem`` bytes, the ``first`` plane or
+    image it covers and their ``count``, and (Mahalanobis pass 2) the pixels per ``tile``."""
+
+    function: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int
+    first: int
+    count: int
+    tile: int = 0
+
+
+class Launcher(Protocol):
+    """Runs one :class:`Launch` of ``kernels/<filename>``'s ``function`` with ``args``: torch
+    tensors (contiguous; passed as pointers), ``np.int32`` and ``np.int64`` scalars, in the
+    kernel's parameter order. ``max_grid_yz`` is the device's grid limit."""
+
+    max_grid_yz: int
+
+    def __call__(self, filename: str, function: str, launch: Launch, args: Sequence[Any]) -> None: ...
+
+
+class CupyLauncher:
+    """Launches through CuPy (NVRTC-compiled, cached) on torch's current stream of ``device``."""
+
+    max_grid_yz = MAX_GRID_YZ
+
+    def __init__(self, device: Any):
+        self.device = device
+
+    def __call__(self, filename: str, function: str, launch: Launch, args: Sequence[Any]) -> None:
+        torch = _torch()
+        kernel = compiled_function(filename, function, self.device.index)
+        with _torch_stream(self.device):
+            native = tuple(to_cupy(a) if isinstance(a, torch.Tensor) else a for a in args)
+            kernel(launch.grid, launch.block, native, shared_mem=launch.shared_mem)
+
+
+# ---------------------------------------------------------------------------------------------
+# self-check: the first use per (process, device) compares every kernel with its twin
+# ---------------------------------------------------------------------------------------------
+class KernelFallbackWarning(RuntimeWarning):
+    """A fused kernel disagreed with its twin (or failed) on this device; the twin is used instead."""
+
+
+@dataclass(frozen=True)
+class KernelCheck:
+    """Outcome of :func:`self_check` for one fused kernel on one device."""
+
+    name: str
+    device: str
+    verified: bool
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return "verified" if self.verified else f"fallback ({self.reason})"
+
+
+_CHECKS: dict[tuple[str, str], KernelCheck] = {}
+_CHECKS_LOCK = threading.Lock()
+#: the deterministic self-check inputs are drawn from this seed
+SELF_CHECK_SEED = 20240611
+
+
+def mismatch(got: Any, want: Any, rtol: float) -> float | None:
+    """Largest error of ``got`` relative to ``max|want|`` when it exceeds ``rtol`` (or NaN appears)."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return math.inf
+    scale = max(float(np.abs(want).max(initial=0.0)), 1e-300)
+    err = float(np.abs(got - want).max(initial=0.0)) / scale
+    return err if not err <= rtol else None  # "not <=" also catches NaN
+
+
+def self_check(name: str, device: Any, fused: Callable[..., Any] | None = None) -> KernelCheck:
+    """Run the fused ``name`` and its twin on a small deterministic input on ``device``, once.
+
+    The first call per (process, ``name``, device) runs the check its launcher module registered
+    (both dtypes; the inputs are described beside each launcher) and caches the outcome; later
+    calls return it. On a
+    mismatch beyond tolerance, or an exception from the kernel (compilation included), the outcome
+    is a fallback and a :class:`KernelFallbackWarning` is issued, once: callers then use the twin.
+    ``fused`` defaults to the registered CUDA implementation (tests plant others).
+    """
+    torch = _torch()
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    key = (name, str(dev))
+    with _CHECKS_LOCK:
+        check = _CHECKS.get(key)
+        if check is not None:
+            return check
+        try:
+            problem = _CHECKS_OF[name](fused if fused is not None else _FUSED[name], dev)
+        except Exception as exc:  # noqa: BLE001 - any failure of the kernel on this device means: use the twin
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        check = KernelCheck(name, str(dev), problem is None, problem or "")
+        _CHECKS[key] = check
+    if not check.verified:
+        warnings.warn(KernelFallbackWarning(
+            f"the fused CUDA kernel {name!r} disagrees with its twin on {check.device} ({check.reason}); "
+            f"camid uses the twin (same results, slower) and records the fallback in the run manifest"),
+            stacklevel=3)
+    return check
+
+
+def kernel_checks() -> dict[str, str]:
+    """``{"name@device": "verified" | "fallback (reason)"}`` of every self-check run so far."""
+    with _CHECKS_LOCK:
+        return {f"{name}@{device}": str(check) for (name, device), check in sorted(_CHECKS.items())}
+
+
+def kernels_status(bk: Any) -> str:
+    """What the run manifest records under ``kernels`` for backend ``bk``.
+
+    "not used" when ``bk`` does not launch fused kernels (NumPy, torch on the CPU, ``use_kernels``
+    off, no CuPy); otherwise every kernel is self-checked on the backend's device (cached) and the
+    result is "verified" or "fallback (name: reason; ...)".
+    """
+    device = getattr(bk, "torch_device", None)  # use_kernels is only ever on for CUDA devices
+    if not getattr(bk, "use_kernels", False) or device is None or not cupy_available():
+        return "not used"
+    failed = [f"{name}: {check.reason}" for name in sorted(_FUSED)
+              if not (check := self_check(name, device)).verified]
+    return f"fallback ({'; '.join(failed)})" if failed else "verified"
+
+
+# ---------------------------------------------------------------------------------------------
 # registry
 # ---------------------------------------------------------------------------------------------
 _FUSED: dict[str, Callable[..., Any]] = {}
+#: per fused name: compares a fused implementation with its twin on a device; a mismatch description or None
+_CHECKS_OF: dict[str, Callable[[Callable[..., Any], Any], str | None]] = {}
 
 
-def register_fused(name: str, launcher: Callable[..., Any]) -> None:
-    """Make ``launcher`` the fused implementation of ``name`` (called once by its module at import)."""
+def register_fused(name: str, launcher: Callable[..., Any],
+                   check: Callable[[Callable[..., Any], Any], str | None]) -> None:
+    """Make ``launcher`` the fused implementation of ``name`` and ``check(fused, device)`` its
+    self-check against the twin (called once by the launcher's module at import)."""
     _FUSED[name] = launcher
+    _CHECKS_OF[name] = check
 
 
-def get_fused(name: str, *, required: bool = False) -> Callable[..., Any] | None:
+def get_fused(name: str, *, device: Any | None = None, required: bool = False) -> Callable[..., Any] | None:
     """The fused CUDA implementation of ``name`` ("mihcak_shrink", "mahalanobis_counts") or None.
 
     None (use the generic twin) when CuPy is not installed or does not import, when torch sees no
     CUDA device, or when ``name`` has no fused kernel. With ``required=True`` these raise instead:
     :class:`~camid_gpu.errors.MissingExtraError` (extra ``cuda``) without CuPy, RuntimeError without
-    a CUDA device, KeyError for an unknown name. Compilation happens at the first call of the
-    returned function, not here; a compile error then propagates (it is a bug, not a fallback).
+    a CUDA device, KeyError for an unknown name.
+
+    With ``device`` (the torch device the kernel will run on), the first call per (process, name,
+    device) runs :func:`self_check`: when the kernel disagrees with its twin there (or fails to
+    compile), the result is None (the twin is used; a :class:`KernelFallbackWarning` was issued
+    once), or RuntimeError with ``required=True``.
     """
     if name not in _FUSED:
         if required:
@@ -218,4 +398,11 @@ def get_fused(name: str, *, required: bool = False) -> Callable[..., Any] | None
         if required:
             raise RuntimeError(f"the fused CUDA kernel {name!r} needs a CUDA device, and torch sees none")
         return None
+    if device is not None:
+        check = self_check(name, device)
+        if not check.verified:
+            if required:
+                raise RuntimeError(f"the fused CUDA kernel {name!r} failed its self-check on {check.device}: "
+                                   f"{check.reason}")
+            return None
     return _FUSED[name]

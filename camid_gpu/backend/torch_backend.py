@@ -223,7 +223,7 @@ class TorchBackend(Backend):
             return None
         from camid_gpu._cuda import loader as cuda
 
-        return cuda.get_fused(name)
+        return cuda.get_fused(name, device=self.torch_device)
 
     def synchronize(self):
         if self.torch_device.type == "cuda":

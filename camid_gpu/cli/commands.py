@@ -319,9 +319,21 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def cmd_selftest(args) -> int:
+    from camid_gpu.selftest import format_table, run_selftest, write_record
+
+    report = run_selftest()
+    print(format_table(report))
+    stamp = report.started[:19].replace("-", "").replace(":", "")  # UTC, e.g. 20260101T120000
+    out_dir = args.outdir or f"camid-selftest-{stamp}Z"
+    json_path, html_path = write_record(report, out_dir)
+    print(f"validation record: {json_path}, {html_path}")
+    return EXIT_OK if report.passed else EXIT_FAIL
+
+
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
             "identify": cmd_identify, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "selftest": cmd_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

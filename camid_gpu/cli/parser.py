@@ -152,4 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small: 640x768 images, 512 clipping (about a minute); paper: 1000x1200, 1000 clipping")
     p.add_argument("--seed", type=int, default=0)
     _add_backend_options(p)
+
+    p = sub.add_parser("selftest", help="known-answer validation of every backend present (JSON + HTML record)")
+    p.add_argument("-o", "--outdir", default=None,
+                   help="where to write selftest.json and selftest.html (default camid-selftest-<UTC time>)")
     return parser

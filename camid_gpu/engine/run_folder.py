@@ -251,11 +251,12 @@ def _check_writable(folder: str, out: str) -> None:
 # ------------------------------------------------------------------------------------------------
 def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, params: dict[str, Any],
                    backend: str, started: str, inputs: list[dict[str, Any]], fingerprints_dir: str | None,
-                   outputs: Sequence[str], extra: dict[str, Any] | None = None) -> tuple[str, str]:
+                   outputs: Sequence[str], extra: dict[str, Any] | None = None, *,
+                   kernels: str) -> tuple[str, str]:
     """Write ``run_dir/manifest.json`` (every command goes through here) and ``manifest.sha256`` beside it;
-    return (manifest path, its SHA-256)."""
+    return (manifest path, its SHA-256). ``kernels``: see ``provenance.write_manifest``."""
     path = _write_manifest_file(run_dir, command, argv, params, backend, started, inputs, fingerprints_dir,
-                                outputs, extra)
+                                outputs, extra, kernels=kernels)
     with open(path, "rb") as handle:
         digest = hashlib.sha256(handle.read()).hexdigest()
     with atomic_write(checksum_path(path), "w") as handle:

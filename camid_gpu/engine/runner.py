@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tifffile
 
+from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.files import write_bytes_atomic
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu.config import Params, RunConfig
@@ -42,6 +43,10 @@ from camid_gpu.provenance import file_entry, input_entries, utc_now
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 
+#: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
+CLUSTER_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
+
+
 def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                        config: RunConfig, argv: Sequence[str] | None = None, manifest: bool = True,
                        overwrite: bool = False) -> dict[str, Any]:
@@ -68,7 +73,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
                 out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
                 [file_entry(p, "reference") for p in summary["files"]], None,
                 [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                extra={"errors": summary["errors"], "methods": list(methods)})
+                extra={"errors": summary["errors"], "methods": list(methods)}, kernels=summary["kernels"])
     return summary
 
 
@@ -94,7 +99,8 @@ def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], par
             path = save_fingerprint(fp, out_dir)
             saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
                           "arrays": os.path.join(out_dir, f"{camera}.npz")})
-    return {"cameras": saved, "errors": errors, "backend": bk.describe(), "files": tried}
+    return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
+            "files": tried}
 
 
 #: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
@@ -175,7 +181,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     return {"results": results_path, "images": len(paths), "skipped_as_done": plan.done, "processed": len(todo),
             "retried": plan.retried, "changed": len(plan.changed), "duplicates": plan.duplicates,
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
-            "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}"}
+            "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
+            "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS}
 
 
 def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
@@ -195,7 +202,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
         outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
         run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
             run_dir, "identify", argv, run["params"], run["backend"], started, input_entries(records), fp_dir,
-            outputs, extra={"methods": list(methods), "resumed": resume})
+            outputs, extra={"methods": list(methods), "resumed": resume}, kernels=run["kernels"])
     return run, records
 
 
@@ -277,7 +284,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             out_dir, "evaluate", argv, run["params"], run["backend"], started,
             input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
             fp_dir, fp_files + [results_path, evaluation_path],
-            extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods)})
+            extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods)}, kernels=run["kernels"])
     return summary
 
 
@@ -287,7 +294,8 @@ def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any
     cameras = [{"camera": fp.camera, "metadata": os.path.join(fp_dir, f"{fp.camera}.json"),
                 "arrays": os.path.join(fp_dir, f"{fp.camera}.npz"), "references": len(fp.references)} for fp in store]
     files = [r.get("path") for fp in store for r in fp.references if isinstance(r.get("path"), str)]
-    return {"cameras": cameras, "errors": [], "backend": config.backend_obj().describe(), "files": files}
+    bk = config.backend_obj()
+    return {"cameras": cameras, "errors": [], "backend": bk.describe(), "kernels": kernels_status(bk), "files": files}
 
 
 def _residual_input(path: str, clip: tuple[int, int] | None, channel: str) -> tuple[np.ndarray, Any]:
@@ -346,5 +354,6 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
         inputs_done = [dict(file_entry(r["path"], "input"), sha256=r["sha256"]) for r in records]
         run_folder.write_manifest(out_dir, "residual", argv, dict(params.to_dict(), channel=channel, wiener=wiener),
                                   bk.describe(), started, inputs_done + [dict(file_entry(e["path"], "input"), error=e["error"]) for e in errors], None,
-                                  [index_path] + [r["output"] for r in records], extra={"errors": errors})
+                                  [index_path] + [r["output"] for r in records], extra={"errors": errors},
+                                  kernels=kernels_status(bk))
     return errors

@@ -5,6 +5,7 @@ The method and its notation: see :mod:`camid_gpu.mahalanobis`.
 from __future__ import annotations
 
 from camid_gpu import config
+from camid_gpu._cuda.loader import KERNEL_DEFINES
 
 #: noise std of the authors' NoiseExtractFromImage(I, 2), 0..255 scale
 DEFAULT_SIGMA = config.SIGMA_MAHALANOBIS
@@ -22,4 +23,4 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22
 #: a covariance is usable when 1 - r^2 exceeds this (r: correlation of the two components)
 DETERMINANT_RTOL = 1e-12
 #: most cameras the fused kernel handles; more fall back to the generic twin
-FUSED_MAX_CAMERAS = 64
+FUSED_MAX_CAMERAS = KERNEL_DEFINES["MAHAL_MAX_CAMERAS"]

@@ -1,35 +1,56 @@
 """Launcher of the fused Mahalanobis pair statistics (``kernels/mahalanobis.cu``), the CUDA twin of
-``camid_gpu.mahalanobis.statistics._pair_counts_generic``; registered as ``"mahalanobis_counts"``.
+``camid_gpu.mahalanobis.statistics._pair_counts_generic``; registered as ``"mahalanobis_counts"`` with
+the loader, together with its self-check against that twin.
+
+:func:`launch_plan` is the one source of the kernels' launch geometry: :func:`run_mahalanobis_counts`
+launches what it lists through any :class:`~camid_gpu._cuda.loader.Launcher` (CuPy on a GPU, the host
+emulation in the tests).
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from camid_gpu._cuda.loader import (
-    _MAX_GRID_YZ,
-    _check_cuda,
-    _suffix,
-    _torch,
-    _torch_stream,
-    compiled_function,
-    register_fused,
-    to_cupy,
-)
+from camid_gpu._cuda.loader import (KERNEL_DEFINES, MAX_GRID_YZ, CupyLauncher, Launch, Launcher, _check_cuda, _suffix,
+                                    _torch, mismatch, register_fused)
 
-# must match the #defines of mahalanobis.cu
-MAHAL_THREADS = 256
-#: most cameras the fused Mahalanobis kernel takes (MAHAL_MAX_CAMERAS in mahalanobis.cu)
-MAHAL_MAX_CAMERAS = 64
+MAHAL_THREADS = KERNEL_DEFINES["MAHAL_THREADS"]
+#: most cameras the fused Mahalanobis kernel takes
+MAHAL_MAX_CAMERAS = KERNEL_DEFINES["MAHAL_MAX_CAMERAS"]
 # pass 2 stages tile*C pixels x cameras in shared memory: 25 bytes each, about 25 KiB at this size
 _MAHAL_TILE_ELEMENTS = 1024
+#: the deterministic self-check input is drawn from this seed
+SELF_CHECK_SEED = 20240611
+
+
+def launch_plan(shape: Sequence[int], *, max_grid_yz: int = MAX_GRID_YZ) -> tuple[Launch, ...]:
+    """Every launch for ``shape = (images, cameras, pixels)``, in order: per chunk of images, pass 1
+    (``mahalanobis_sums``, grid (blocks, C, images)) then pass 2 (``mahalanobis_counts``, grid
+    (blocks, images), ``tile`` pixels per step and their distances in dynamic shared memory).
+
+    Images are gridDim.z (pass 1) and gridDim.y (pass 2): beyond ``max_grid_yz`` (65535 on every CUDA
+    device) they go to further chunks, each told its first image (``first``).
+    """
+    n_images, n_cameras, n_pixels = (int(v) for v in shape)
+    if not 1 <= n_cameras <= MAHAL_MAX_CAMERAS:  # cameras are gridDim.y of pass 1
+        raise ValueError(f"the fused Mahalanobis kernel takes 1 to {MAHAL_MAX_CAMERAS} cameras, got {n_cameras}")
+    blocks_sums = max(1, min(math.ceil(n_pixels / MAHAL_THREADS), 64))
+    tile = max(1, _MAHAL_TILE_ELEMENTS // n_cameras)
+    blocks_counts = max(1, min(math.ceil(n_pixels / tile), 1024))
+    shared = tile * n_cameras * (3 * 8 + 1)  # three double distances and one selection flag each
+    plan = []
+    for first in range(0, n_images, max_grid_yz):
+        count = min(max_grid_yz, n_images - first)
+        plan.append(Launch("mahalanobis_sums", (blocks_sums, n_cameras, count), (MAHAL_THREADS, 1, 1), 0,
+                           first, count))
+        plan.append(Launch("mahalanobis_counts", (blocks_counts, count, 1), (MAHAL_THREADS, 1, 1), shared,
+                           first, count, tile))
+    return tuple(plan)
 
 
 def _check_mahalanobis_inputs(disputed: Any, fingerprints: Any, mask: Any | None) -> tuple[int, int, int]:
-    _check_cuda("disputed", disputed)
-    _check_cuda("fingerprints", fingerprints)
     if fingerprints.ndim != 3 or fingerprints.shape[1] != 2:
         raise ValueError(f"fingerprints: expected (C, 2, P), got shape {tuple(fingerprints.shape)}")
     n_cameras, _, n_pixels = fingerprints.shape
@@ -47,7 +68,6 @@ def _check_mahalanobis_inputs(disputed: Any, fingerprints: Any, mask: Any | None
                          f"different devices")
     n_images = disputed.shape[0]
     if mask is not None:
-        _check_cuda("mask", mask)
         if tuple(mask.shape) != (n_images, n_cameras, n_pixels):
             raise ValueError(f"mask: expected ({n_images}, {n_cameras}, {n_pixels}), got shape {tuple(mask.shape)}")
     if n_cameras > MAHAL_MAX_CAMERAS:
@@ -68,12 +88,22 @@ def mahalanobis_counts(disputed: Any, fingerprints: Any, mask: Any | None = None
 
     Returns
     -------
-    The contract of the generic twin ``camid_gpu.mahalanobis._pair_counts_generic``:
+    The contract of the generic twin ``camid_gpu.mahalanobis.statistics._pair_counts_generic``:
     ``n`` (D, C) int64 pixels behind each covariance; ``cov`` (D, C, 2, 2) float64 unbiased
     covariances of ``disputed - fingerprint``; ``counts`` (D, C, C, 4) int64 per (d, q, j): pixels
     selected for both q and j, and among them those with MD_q <= MD_j (full 2x2 form), with the I0
     component alone closer-or-equal, and with the PRNU component alone closer-or-equal.
     """
+    _check_cuda("disputed", disputed)
+    _check_cuda("fingerprints", fingerprints)
+    if mask is not None:
+        _check_cuda("mask", mask)
+    return run_mahalanobis_counts(CupyLauncher(disputed.device), disputed, fingerprints, mask)
+
+
+def run_mahalanobis_counts(launcher: Launcher, disputed: Any, fingerprints: Any, mask: Any | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mahalanobis_counts` through any :class:`~camid_gpu._cuda.loader.Launcher` (tensors on its device)."""
     torch = _torch()
     from camid_gpu.mahalanobis.statistics import quadratic_coefficients  # the single rule for inverses and validity
 
@@ -96,34 +126,23 @@ def mahalanobis_counts(disputed: Any, fingerprints: Any, mask: Any | None = None
     if n_images == 0 or n_pixels == 0:
         return n_out, cov_out, counts_out
 
-    sums_kernel = compiled_function("mahalanobis.cu", f"mahalanobis_sums_{suffix}", device.index)
-    counts_kernel = compiled_function("mahalanobis.cu", f"mahalanobis_counts_{suffix}", device.index)
-    blocks_sums = max(1, min(math.ceil(n_pixels / MAHAL_THREADS), 64))
-    tile = max(1, _MAHAL_TILE_ELEMENTS // n_cameras)
-    n_tiles = math.ceil(n_pixels / tile)
-    blocks_counts = max(1, min(n_tiles, 1024))
-    shared = tile * n_cameras * (3 * 8 + 1)
-
-    for first in range(0, n_images, _MAX_GRID_YZ):
-        last = min(n_images, first + _MAX_GRID_YZ)
-        chunk = last - first
+    plan = launch_plan((n_images, n_cameras, n_pixels), max_grid_yz=launcher.max_grid_yz)
+    for sums_launch, counts_launch in zip(plan[0::2], plan[1::2]):
+        first, last = sums_launch.first, sums_launch.first + sums_launch.count
         t = traces[first:last]
         m = flags[first:last] if has_mask else flags
-        partial = torch.zeros((chunk, n_cameras, blocks_sums, 6), dtype=torch.float64, device=device)
-        with _torch_stream(device):
-            sums_kernel((blocks_sums, n_cameras, chunk), (MAHAL_THREADS, 1, 1),
-                        (to_cupy(t), to_cupy(prints), to_cupy(m), to_cupy(partial), np.int32(n_cameras),
-                         np.int64(n_pixels), np.int32(per_camera), np.int32(has_mask)))
+        partial = torch.zeros((sums_launch.count, n_cameras, sums_launch.grid[0], 6), dtype=torch.float64,
+                              device=device)
+        launcher("mahalanobis.cu", f"{sums_launch.function}_{suffix}", sums_launch,
+                 (t, prints, m, partial, np.int32(n_cameras), np.int64(n_pixels), np.int32(per_camera),
+                  np.int32(has_mask)))
         sums = partial.sum(dim=2).cpu().numpy()  # (chunk, C, 6) float64; waits for the kernel
         n, cov = _covariance_from_sums(sums)
         coef = torch.as_tensor(quadratic_coefficients(n, cov), dtype=torch.float64, device=device).contiguous()
-        counts = torch.zeros((chunk, n_cameras, n_cameras, 4), dtype=torch.int64, device=device)
-        with _torch_stream(device):
-            counts_kernel((blocks_counts, chunk, 1), (MAHAL_THREADS, 1, 1),
-                          (to_cupy(t), to_cupy(prints), to_cupy(m), to_cupy(coef), to_cupy(counts),
-                           np.int32(n_cameras), np.int64(n_pixels), np.int32(per_camera), np.int32(has_mask),
-                           np.int32(tile)),
-                          shared_mem=shared)
+        counts = torch.zeros((counts_launch.count, n_cameras, n_cameras, 4), dtype=torch.int64, device=device)
+        launcher("mahalanobis.cu", f"{counts_launch.function}_{suffix}", counts_launch,
+                 (t, prints, m, coef, counts, np.int32(n_cameras), np.int64(n_pixels), np.int32(per_camera),
+                  np.int32(has_mask), np.int32(counts_launch.tile)))
         n_out[first:last] = n
         cov_out[first:last] = cov
         counts_out[first:last] = counts.cpu().numpy()
@@ -145,4 +164,38 @@ def _covariance_from_sums(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(n).astype(np.int64), cov
 
 
-register_fused("mahalanobis_counts", mahalanobis_counts)
+def check_against_twin(fused: Callable[..., Any], device: Any) -> str | None:
+    """Self-check: a mismatch description, or None when ``fused`` matches the twin on ``device`` in both
+    dtypes and modes (a mask, a pixel count that is not a multiple of the block)."""
+    torch = _torch()
+    from camid_gpu.backend import TorchBackend
+    from camid_gpu.mahalanobis.statistics import _pair_counts_generic
+
+    rng = np.random.default_rng(SELF_CHECK_SEED)
+    n_images, n_cameras, n_pixels = 2, 5, 1201  # pixels not a multiple of the block
+    prints = rng.normal(size=(n_cameras, 2, n_pixels)) * [[[25.0], [1.0]]] + [[[120.0], [0.0]]]
+    flat = rng.normal(size=(n_images, 2, n_pixels)) * 20.0 + 110.0
+    paper = rng.normal(size=(n_images, n_cameras, 2, n_pixels)) * 20.0 + 110.0
+    selection = rng.random((n_images, n_cameras, n_pixels)) < 0.8
+    # float32 distances carry ~1e-7 relative error: a near-tie may flip, a handful in this many pixels
+    for dtype, cov_rtol, flips in (("float32", 1e-4, 5), ("float64", 1e-9, 1)):
+        twin = TorchBackend(str(device), dtype=dtype, use_kernels=False)
+        p = twin.asarray(prints)
+        for mode, disputed, masked in (("flat", flat, False), ("paper", paper, True)):
+            t = twin.asarray(disputed)
+            mask = torch.as_tensor(selection, device=twin.torch_device) if masked else None
+            n, cov, counts = fused(t, p, mask)
+            n_w, cov_w, counts_w = _pair_counts_generic(twin, t, p, mask)
+            where = f"mahalanobis_counts {dtype}, {mode} mode{', masked' if masked else ''}"
+            if not np.array_equal(n, n_w) or not np.array_equal(counts[..., 0], counts_w[..., 0]):
+                return f"{where}: pixel counts differ"
+            err = mismatch(cov, cov_w, cov_rtol)
+            if err is not None:
+                return f"{where}: covariance relative error {err:.3g} > {cov_rtol:g}"
+            worst = int(np.abs(np.asarray(counts, np.int64) - counts_w).max())
+            if worst > flips:
+                return f"{where}: closer-or-equal counts differ by {worst} pixels (> {flips})"
+    return None
+
+
+register_fused("mahalanobis_counts", mahalanobis_counts, check_against_twin)

@@ -1,27 +1,25 @@
 """Launcher of the fused Mihcak shrink (``kernels/mihcak_shrink.cu``), the CUDA twin of
-:func:`camid_gpu.prnu.residual.mihcak_shrink`; registered as ``"mihcak_shrink"`` with the loader.
+:func:`camid_gpu.prnu.residual.mihcak_shrink`; registered as ``"mihcak_shrink"`` with the loader,
+together with its self-check against that twin.
+
+:func:`launch_plan` is the one source of the kernel's launch geometry: :func:`run_mihcak_shrink`
+launches what it lists through any :class:`~camid_gpu._cuda.loader.Launcher` (CuPy on a GPU, the
+host emulation in the tests).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from camid_gpu._cuda.loader import (
-    _MAX_GRID_YZ,
-    _check_cuda,
-    _suffix,
-    _torch,
-    _torch_stream,
-    compiled_function,
-    register_fused,
-    to_cupy,
-)
+from camid_gpu._cuda.loader import (KERNEL_DEFINES, MAX_GRID_YZ, CupyLauncher, Launch, Launcher, _check_cuda, _suffix,
+                                    _torch, mismatch, register_fused)
 
-# must match the #defines of mihcak_shrink.cu
-MIHCAK_TILE = 16
-MIHCAK_MAX_RADIUS = 4
+MIHCAK_TILE = KERNEL_DEFINES["MIHCAK_TILE"]
+MIHCAK_MAX_RADIUS = KERNEL_DEFINES["MIHCAK_HALO"]
+#: the deterministic self-check input is drawn from this seed
+SELF_CHECK_SEED = 20240611
 
 
 def window_mask(windows: Sequence[int]) -> int:
@@ -35,6 +33,21 @@ def window_mask(windows: Sequence[int]) -> int:
     if mask == 0:
         raise ValueError("mihcak_shrink needs at least one window")
     return mask
+
+
+def launch_plan(shape: Sequence[int], *, max_grid_yz: int = MAX_GRID_YZ) -> tuple[Launch, ...]:
+    """Every launch of ``mihcak_shrink_*`` for ``shape = (planes, h, w)``, in order.
+
+    One block per ``MIHCAK_TILE`` square tile; planes are gridDim.z, so planes beyond ``max_grid_yz``
+    (65535 on every CUDA device) go to further launches, each told its first plane (``first``).
+    """
+    n_planes, h, w = (int(v) for v in shape)
+    grid_x, grid_y = math.ceil(w / MIHCAK_TILE), math.ceil(h / MIHCAK_TILE)
+    if grid_y > max_grid_yz:
+        raise ValueError(f"mihcak_shrink: planes of {h} rows exceed the grid limit ({max_grid_yz} tiles)")
+    return tuple(Launch("mihcak_shrink", (grid_x, grid_y, min(max_grid_yz, n_planes - first)),
+                        (MIHCAK_TILE, MIHCAK_TILE, 1), 0, first, min(max_grid_yz, n_planes - first))
+                 for first in range(0, n_planes, max_grid_yz))
 
 
 def mihcak_shrink(coeffs: Any, noise_var: float | Any, windows: Sequence[int] = (3, 5, 7, 9)) -> Any:
@@ -52,8 +65,14 @@ def mihcak_shrink(coeffs: Any, noise_var: float | Any, windows: Sequence[int] = 
     torch.Tensor shaped and typed like ``coeffs``:
     ``coeffs * nv / (v + nv)``, ``v = min_w max(0, boxmean_w(coeffs**2) - nv)`` (zero-padded means).
     """
-    torch = _torch()
     _check_cuda("coeffs", coeffs)
+    return run_mihcak_shrink(CupyLauncher(coeffs.device), coeffs, noise_var, windows)
+
+
+def run_mihcak_shrink(launcher: Launcher, coeffs: Any, noise_var: float | Any,
+                      windows: Sequence[int] = (3, 5, 7, 9)) -> Any:
+    """:func:`mihcak_shrink` through any :class:`~camid_gpu._cuda.loader.Launcher` (tensors on its device)."""
+    torch = _torch()
     if coeffs.ndim < 2:
         raise ValueError(f"coeffs: expected (..., h, w), got shape {tuple(coeffs.shape)}")
     suffix = _suffix(coeffs.dtype)
@@ -82,17 +101,34 @@ def mihcak_shrink(coeffs: Any, noise_var: float | Any, windows: Sequence[int] = 
     out = torch.empty_like(planes)
     if out.numel() == 0:
         return out.reshape(coeffs.shape)
-    kernel = compiled_function("mihcak_shrink.cu", f"mihcak_shrink_{suffix}", coeffs.device.index)
-    grid_x = math.ceil(w / MIHCAK_TILE)
-    grid_y = math.ceil(h / MIHCAK_TILE)
-    with _torch_stream(coeffs.device):
-        src, var, dst = to_cupy(planes), to_cupy(nv), to_cupy(out)
-        for first in range(0, n_planes, _MAX_GRID_YZ):
-            count = min(_MAX_GRID_YZ, n_planes - first)
-            kernel((grid_x, grid_y, count), (MIHCAK_TILE, MIHCAK_TILE, 1),
-                   (src, var, dst, np.int32(h), np.int32(w), np.int32(per_plane), np.int32(mask),
-                    np.int32(first)))
+    for launch in launch_plan((n_planes, h, w), max_grid_yz=launcher.max_grid_yz):
+        launcher("mihcak_shrink.cu", f"{launch.function}_{suffix}", launch,
+                 (planes, nv, out, np.int32(h), np.int32(w), np.int32(per_plane), np.int32(mask),
+                  np.int32(launch.first)))
     return out.reshape(coeffs.shape)
 
 
-register_fused("mihcak_shrink", mihcak_shrink)
+def check_against_twin(fused: Callable[..., Any], device: Any) -> str | None:
+    """Self-check: a mismatch description, or None when ``fused`` matches the twin on ``device`` in
+    both dtypes (partial tiles on both axes, scalar and per-plane variances, several windows)."""
+    from camid_gpu.backend import TorchBackend
+    from camid_gpu.prnu.residual import mihcak_shrink as shrink
+
+    rng = np.random.default_rng(SELF_CHECK_SEED)
+    coeffs = rng.normal(size=(3, 37, 53)) * 4.0
+    per_plane = rng.uniform(1.0, 9.0, size=(3, 1, 1))
+    for dtype, rtol in (("float32", 1e-5), ("float64", 1e-12)):
+        twin = TorchBackend(str(device), dtype=dtype, use_kernels=False)
+        c, nv = twin.asarray(coeffs), twin.asarray(per_plane)
+        for noise_var, windows in ((4.0, (3, 5, 7, 9)), (nv, (5,)), (nv, (9, 3))):
+            got = twin.to_numpy(fused(c, noise_var, windows))
+            want = twin.to_numpy(shrink(twin, c, noise_var, windows))
+            err = mismatch(got, want, rtol)
+            if err is not None:
+                per = "per-plane" if noise_var is nv else "scalar"
+                return (f"mihcak_shrink {dtype}, windows {windows}, {per} noise variance: relative error "
+                        f"{err:.3g} > {rtol:g}")
+    return None
+
+
+register_fused("mihcak_shrink", mihcak_shrink, check_against_twin)
