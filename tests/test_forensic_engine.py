@@ -616,3 +616,18 @@ def test_acceptance_hostile_folder(world, tmp_path, capsys):
     assert snapshot(hostile) == before  # inputs byte-identical
     assert sorted(str(p) for p in tmp_path.rglob("*") if "run" not in p.parts) == outside_before
     assert main(["verify", str(out)]) == EXIT_OK
+
+
+def test_evaluate_resume_keeps_its_fingerprints_and_refuses_other_parameters(world, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(world / "data", data)
+    run = tmp_path / "eval"
+    assert main(["evaluate", str(data), "-o", str(run), *FP_ARGS]) == EXIT_OK
+    results, fp = (run / "results.jsonl").read_bytes(), (run / "fingerprints" / "C01.npz").read_bytes()
+    assert main(["evaluate", str(data), "-o", str(run), *FP_ARGS]) == EXIT_FAIL  # no silent overwrite
+    assert main(["evaluate", str(data), "-o", str(run), "--resume", "--pce-threshold", "30", *FP_ARGS]) == EXIT_FAIL
+    assert "params.pce_threshold" in capsys.readouterr().err
+    assert main(["evaluate", str(data), "-o", str(run), "--resume", *FP_ARGS]) == EXIT_OK
+    assert (run / "results.jsonl").read_bytes() == results
+    assert (run / "fingerprints" / "C01.npz").read_bytes() == fp
+    assert json.loads((run / "run.json").read_text())["command"] == "evaluate"

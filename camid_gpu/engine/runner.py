@@ -262,8 +262,9 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
         if os.path.exists(results_path) and not resume:
             raise CamidError(f"{out_dir}: the run folder already holds results; pass --resume to continue that run "
                              f"or choose another folder")
-        if resume and os.path.isdir(fp_dir):
-            # the fingerprints of the run being resumed (rebuilding them would change their hashes' meaning)
+        if resume and os.path.exists(results_path) and os.path.isdir(fp_dir):
+            # the fingerprints of the run being resumed: rebuilding them first would replace the very files the
+            # recorded run used before run.json could be compared (a crash before any result rebuilds them)
             fp_summary = _fingerprints_of(refs, fp_dir, config)
         else:
             fp_summary = _fingerprint_folder(refs, fp_dir, methods, params, config)
