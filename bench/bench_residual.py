@@ -1,19 +1,26 @@
-"""Residual throughput: 1000x1000 green clippings per second, per backend and batch size.
+"""Residual throughput: clippings (or full frames) per second, per backend and batch size.
 
 Prints one JSON object (``--json-out`` also writes it) and a table. Every ratio is measured in the
-same run: ``x numpy`` against the NumPy backend at the same batch size, ``x loop`` against the same
-backend driven one image at a time (the "loop" row: a straightforward ``for`` loop over images, a
-batch of 1 per call, waiting for each result before starting the next), so it shows what batching
-buys. With CUDA and CuPy, ``torch:cuda`` is timed with the fused kernels and with their torch twins
-(``--kernels``). Not collected by pytest.
+same run: ``x ref`` against the reference backend (``--reference``, default ``numpy:float64:reference``:
+the NumPy backend's plain float64 primitives on one thread) at the same mode and batch size, ``x loop``
+against the same backend driven one image at a time (the "loop" row: a straightforward ``for`` loop
+over images, a batch of 1 per call, waiting for each result before starting the next), so it shows
+what batching buys. With CUDA and CuPy, ``torch:cuda`` is timed with the fused kernels and with their
+torch twins (``--kernels``). Not collected by pytest.
 
-    python bench/bench_residual.py [--size 1000] [--batches 1 8 32] [--repeat 3] [--wiener]
-                                   [--backends numpy torch:cpu torch:cuda] [--kernels both|on|off]
+    python bench/bench_residual.py [--size 1000 | --shape H W [3]] [--batches 1 8 32] [--repeat 3]
+                                   [--wiener] [--backends numpy:float64:reference numpy:float64
+                                   numpy:float32 torch:cpu torch:cuda] [--reference SPEC] [--kernels both|on|off]
                                    [--images N] [--threads T] [--json-out FILE]
 
-Rates are best-of-``--repeat`` after one warm-up pass (filter construction, FFT plans, kernel
-compilation are not timed). Residuals stay on the device: host->device transfer of the uint8 input is
-timed, the copy of the result back is not (in camid the residual feeds PCE on the device).
+A backend spec is ``name[:device][:dtype]`` (``numpy:float32``, ``torch:cuda:float64``; the NumPy backend
+uses its host kernels and all CPUs) or ``numpy:float64:reference`` (the plain primitives on one
+thread, bit for bit the float64 code path of earlier versions). After one
+warm-up pass of every row (filter construction, FFT plans, kernel compilation are not timed), the rows
+are timed in turn, ``--repeat`` rounds, so that load from other processes spreads over all rows alike;
+a row's rate is the median of its rounds (the best round is in the JSON). Residuals stay on the device:
+host->device transfer of the uint8 input is timed, the copy of the result back is not (in camid the
+residual feeds PCE on the device).
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ import time
 
 import numpy as np
 
-from camid_gpu.backend import TorchBackend, get_backend, torch_cuda_available
+from camid_gpu.backend import NUMPY_DTYPE, NumpyBackend, TorchBackend, get_backend, torch_cuda_available
 from camid_gpu.prnu.residual import residual_native, wiener_dft
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,7 +75,7 @@ def git_commit() -> str:
 def run_info() -> dict:
     """What every benchmark records besides its rows."""
     info = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%H:%M:%S%z"),
-            "host": platform.node(), "cpu": cpu_name(), "python": platform.python_version(),
+            "host": platform.node(), "cpu": cpu_name(), "nproc": _usable_cpus(), "python": platform.python_version(),
             "numpy": np.__version__, "load_average": _load_average()}
     try:
         import torch
@@ -117,6 +124,14 @@ def add_common_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json-out", default=None, help="also write the JSON object to this file")
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (``nproc``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _load_average() -> list[float] | None:
     """1/5/15-minute load averages: other work on the machine skews CPU figures."""
     try:
@@ -125,13 +140,28 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def parse_spec(spec: str) -> tuple[str, str | None, str | None, bool]:
+    """``name[:device][:dtype][:reference]`` -> (name, device, dtype, reference), e.g. ``numpy:float32``,
+    ``torch:cuda:1:float64``; ``numpy:float64:reference`` is the NumPy reference (plain primitives, one
+    thread)."""
+    parts = spec.split(":")
+    reference = len(parts) > 1 and parts[-1] == "reference"
+    if reference:
+        parts.pop()
+    dtype = parts.pop() if len(parts) > 1 and parts[-1] in ("float32", "float64") else None
+    return parts[0], ":".join(parts[1:]) or None, dtype, reference
+
+
 def backends_from_specs(specs):
-    """Yield ``(spec, backend)`` for ``numpy``, ``torch:cpu``, ``torch:cuda[:N]`` specs; a backend that
-    cannot be made (missing extra, no device) is reported on stderr and skipped."""
+    """Yield ``(spec, backend)`` for the specs of :func:`parse_spec`; a backend that cannot be made
+    (missing extra, no device) is reported on stderr and skipped."""
     for spec in specs:
-        name, _, device = spec.partition(":")
+        name, device, dtype, reference = parse_spec(spec)
         try:
-            bk = get_backend(name, device=device or None)
+            if reference and name != "numpy":
+                raise ValueError("only the numpy backend has a ':reference' variant")
+            bk = (NumpyBackend(dtype or NUMPY_DTYPE, use_kernels=False, workers=1) if reference
+                  else get_backend(name, device=device, dtype=dtype))
         except Exception as exc:  # a missing extra is reported, not fatal
             print(f"skip {spec}: {exc}", file=sys.stderr)
             continue
@@ -146,7 +176,8 @@ def make_backends(specs, kernels: str):
     """
     out = []
     for spec, bk in backends_from_specs(specs):
-        fused = bk.kernel("mihcak_shrink") is not None
+        # the NumPy backend's host kernels are part of its float32 path, not an option: one row
+        fused = bk.name == "torch" and bk.kernel("mihcak_shrink") is not None
         if not fused:
             out.append((spec, bk, None))
             continue
@@ -158,8 +189,8 @@ def make_backends(specs, kernels: str):
     return out
 
 
-def time_backend(bk, images: np.ndarray, batch: int, repeat: int, wiener: bool) -> float:
-    """Best-of-``repeat`` images/s for residuals of ``images`` in batches of ``batch``."""
+def batched_run(bk, images: np.ndarray, batch: int, wiener: bool):
+    """A callable computing the residuals of ``images`` in batches of ``batch``."""
     def run():
         for start in range(0, images.shape[0], batch):
             res = residual_native(bk, images[start:start + batch], sigma=3.0)
@@ -167,11 +198,11 @@ def time_backend(bk, images: np.ndarray, batch: int, repeat: int, wiener: bool) 
                 res = wiener_dft(bk, res)
         bk.synchronize()
 
-    return _best_rate(run, images.shape[0], repeat)
+    return run
 
 
-def time_loop(bk, images: np.ndarray, repeat: int, wiener: bool) -> float:
-    """Best-of-``repeat`` images/s of a plain one-image-at-a-time loop (no batching).
+def loop_run(bk, images: np.ndarray, wiener: bool):
+    """A callable computing residuals in a plain one-image-at-a-time loop (no batching).
 
     Each image is sent on its own, and its residual is finished (``synchronize``) before the next
     one starts, as in a loop that uses every result before going on.
@@ -183,67 +214,87 @@ def time_loop(bk, images: np.ndarray, repeat: int, wiener: bool) -> float:
                 res = wiener_dft(bk, res)
             bk.synchronize()
 
-    return _best_rate(run, images.shape[0], repeat)
+    return run
 
 
-def _best_rate(run, count: int, repeat: int) -> float:
-    run()  # warm-up: filter construction, FFT plans, kernel compilation
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def time_interleaved(runs: list, repeat: int) -> list[list[float]]:
+    """Seconds of ``repeat`` rounds of every callable in ``runs``, one after the other in each round,
+    after one warm-up call each (filter construction, FFT plans, kernel compilation)."""
+    for run in runs:
         run()
-        best = min(best, time.perf_counter() - t0)
-    return count / best
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeat):
+        for k, run in enumerate(runs):
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=1000, help="clipping side in pixels (default 1000)")
+    ap.add_argument("--size", type=int, default=1000, help="square clipping side in pixels (default 1000)")
+    ap.add_argument("--shape", type=int, nargs="+", default=None, metavar="N",
+                    help="H W for gray or H W 3 for RGB images (overrides --size), e.g. 2000 3000 3")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="timed rounds per row; the rate is their median")
     ap.add_argument("--images", type=int, default=None, help="images per timing (default: 2x largest batch)")
     ap.add_argument("--wiener", action="store_true", help="include WienerInDFT")
-    ap.add_argument("--backends", nargs="+", default=None, help="e.g. numpy torch:cpu torch:cuda")
+    ap.add_argument("--backends", nargs="+", default=None,
+                    help="e.g. numpy:float64:reference numpy:float32 torch:cpu torch:cuda (name[:device][:dtype])")
+    ap.add_argument("--reference", default="numpy:float64:reference",
+                    help="the backend whose rows the 'x ref' ratios divide by (default: the NumPy reference)")
     ap.add_argument("--kernels", choices=("on", "off", "both"), default="both",
                     help="on CUDA with CuPy: fused kernels (on), torch twins (off) or both (default)")
     ap.add_argument("--no-loop", action="store_true", help="skip the one-image-at-a-time loop rows")
     add_common_options(ap)
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    if min(args.batches) < 1 or args.repeat < 1 or args.size < 1:
-        ap.error("--batches, --repeat and --size must be positive")
+    shape = tuple(args.shape) if args.shape else (args.size, args.size)
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 3):
+        ap.error("--shape takes H W or H W 3")
+    if min(args.batches) < 1 or args.repeat < 1 or min(shape) < 1:
+        ap.error("--batches, --repeat and the image sides must be positive")
 
-    specs = args.backends or (["numpy", "torch:cpu"] + (["torch:cuda"] if torch_cuda_available() else []))
+    specs = args.backends or (["numpy:float64:reference", "numpy:float64", "numpy:float32", "torch:cpu"]
+                              + (["torch:cuda"] if torch_cuda_available() else []))
     n = args.images or 2 * max(args.batches)
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, args.size, args.size), dtype=np.uint8)
-    rows = []
+    images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    rows, runs = [], []
     for label, bk, kernels in make_backends(specs, args.kernels):
         modes = ([("loop", 1)] if not args.no_loop else []) + [("batched", b) for b in args.batches]
         for mode, batch in modes:
-            if mode == "loop":
-                rate = time_loop(bk, images, args.repeat, args.wiener)
-            else:
-                rate = time_backend(bk, images, batch, args.repeat, args.wiener)
-            rows.append({"backend": label, "device": device_name(bk), "kernels": kernels, "mode": mode,
-                         "batch": batch, "images_per_s": rate})
-            print(f"{label:18s} {mode:7s} batch {batch:3d}: {rate:10.2f} img/s", file=sys.stderr)
-    base = {r["batch"]: r["images_per_s"] for r in rows if r["backend"] == "numpy" and r["mode"] == "batched"}
+            runs.append(loop_run(bk, images, args.wiener) if mode == "loop"
+                        else batched_run(bk, images, batch, args.wiener))
+            rows.append({"backend": label, "describe": bk.describe(), "device": device_name(bk), "kernels": kernels,
+                         "mode": mode, "batch": batch})
+    load_start = _load_average()
+    print(f"timing {len(rows)} rows x {args.repeat} interleaved rounds of {n} images {shape}", file=sys.stderr)
+    for r, seconds in zip(rows, time_interleaved(runs, args.repeat)):
+        r["seconds"] = seconds
+        r["images_per_s"] = n / float(np.median(seconds))
+        r["best_images_per_s"] = n / min(seconds)
+        print(f"{r['backend']:24s} {r['mode']:7s} batch {r['batch']:3d}: {r['images_per_s']:10.2f} img/s",
+              file=sys.stderr)
+    base = {(r["mode"], r["batch"]): r["images_per_s"] for r in rows if r["backend"] == args.reference}
     loops = {r["backend"]: r["images_per_s"] for r in rows if r["mode"] == "loop"}
     for r in rows:
-        r["ratio_vs_numpy"] = (r["images_per_s"] / base[r["batch"]]
-                               if r["mode"] == "batched" and r["batch"] in base else None)
+        ref = base.get((r["mode"], r["batch"]))
+        r["ratio_vs_reference"] = r["images_per_s"] / ref if ref else None
         r["ratio_vs_loop"] = r["images_per_s"] / loops[r["backend"]] if r["backend"] in loops else None
-    result = {"benchmark": "residual", "clip": [args.size, args.size], "wiener": args.wiener, "images": n,
-              "repeat": args.repeat, "kernels": args.kernels, **run_info(), "rows": rows}
+    result = {"benchmark": "residual", "shape": list(shape), "clip": list(shape[:2]), "wiener": args.wiener,
+              "images": n, "repeat": args.repeat, "rate": "median of interleaved rounds", "kernels": args.kernels,
+              "reference": args.reference, **run_info(), "rows": rows}
+    result["load_average"], result["load_average_end"] = load_start, result["load_average"]
     print(json.dumps(result, indent=1))
-    print(f"\n{'backend':18s} {'device':36s} {'mode':7s} {'batch':>5s} {'img/s':>10s} {'x numpy':>8s} "
+    print(f"\n{'backend':24s} {'device':30s} {'mode':7s} {'batch':>5s} {'img/s':>10s} {'x ref':>7s} "
           f"{'x loop':>7s}")
     for r in rows:
-        ratio = f"{r['ratio_vs_numpy']:.2f}" if r["ratio_vs_numpy"] else "-"
+        ratio = f"{r['ratio_vs_reference']:.2f}" if r["ratio_vs_reference"] else "-"
         loop = f"{r['ratio_vs_loop']:.2f}" if r["ratio_vs_loop"] else "-"
-        print(f"{r['backend']:18s} {r['device'][:36]:36s} {r['mode']:7s} {r['batch']:5d} "
-              f"{r['images_per_s']:10.2f} {ratio:>8s} {loop:>7s}")
+        print(f"{r['backend']:24s} {r['device'][:30]:30s} {r['mode']:7s} {r['batch']:5d} "
+              f"{r['images_per_s']:10.2f} {ratio:>7s} {loop:>7s}")
     write_json(result, args.json_out)
     return 0
 

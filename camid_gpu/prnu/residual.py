@@ -113,6 +113,9 @@ def wiener_dft(bk: Backend, x: Array, sigma: float | Array | None = None) -> Arr
     h, w = x.shape[-2:]
     if sigma is None:
         sigma = bk.std(x, (-2, -1))
+    fused = bk.kernel("wiener_dft")
+    if fused is not None:
+        return fused(x, sigma * sigma, MIHCAK_WINDOWS)
     spectrum = bk.fft2(x)
     magnitude = bk.abs(spectrum) / math.sqrt(h * w)
     shrunk = mihcak_shrink(bk, magnitude, sigma * sigma)
