@@ -496,6 +496,27 @@ def test_memory_error_without_a_reason_gets_one():
         error_entry("x", KeyError())["error"]["reason"]
 
 
+def test_out_of_memory_on_one_image_is_that_image_s_error(world, tmp_path, monkeypatch):
+    from camid_gpu.pipeline import identify as ident
+
+    ev = evidence(world, tmp_path)
+    victim = sorted(ev.rglob("*.jpg"))[1]
+    real = ident.identify_chunk
+
+    def chunk(bk, store, items, *args, **kwargs):
+        if any(item.path == str(victim) for item in items):
+            raise MemoryError()  # numpy's MemoryError often has no message at all
+        return real(bk, store, items, *args, **kwargs)
+
+    monkeypatch.setattr(ident, "identify_chunk", chunk)
+    results = tmp_path / "run" / "results.jsonl"
+    identify_files(str(world / "fp"), [str(ev)], str(results), ("pce",), Params(clip=(128, 128)),
+                   RunConfig(backend="numpy", progress=False, chunk=4))
+    records = {r["path"]: r for r in read_results(results)}
+    assert f"out of memory while processing {victim}" in records[str(victim)]["error"]["reason"]
+    assert sum(r["error"] is None for r in records.values()) == len(records) - 1
+
+
 # ------------------------------------------------------------------------------------------------
 # 17. verify
 # ------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from camid_gpu.engine.scheduler import (
     ResultsWriter,
     chunk_size,
     default_gpu_memory,
+    is_out_of_memory,
     default_host_memory,
     ordered_map,
     read_results,
@@ -227,7 +228,13 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     prefetch = max(size + config.workers, 2)
 
     def compute(items):
-        return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
+        try:
+            return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
+        except (MemoryError, RuntimeError) as exc:
+            if len(items) > 1 or not is_out_of_memory(exc):
+                raise  # a chunk is halved and retried by run_chunk_with_retry
+            bk.empty_cache()
+            return [error_entry(items[0].path, exc if isinstance(exc, MemoryError) else MemoryError(str(exc)))]
 
     def flush(pending):
         prepared = [x for x in pending if isinstance(x, prepare.Prepared)]

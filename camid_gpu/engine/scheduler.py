@@ -148,8 +148,10 @@ def _call(func, task):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """A device (torch/CuPy) or host (MemoryError) out-of-memory error, recognised without importing torch."""
     name = type(exc).__name__
-    return name in ("OutOfMemoryError", "OutOfMemoryError_") or "out of memory" in str(exc).lower()
+    return isinstance(exc, MemoryError) or name in ("OutOfMemoryError", "OutOfMemoryError_") \
+        or "out of memory" in str(exc).lower()
 
 
 def run_chunk_with_retry(func: Callable[[Sequence[Any]], list], items: Sequence[Any],
@@ -159,7 +161,7 @@ def run_chunk_with_retry(func: Callable[[Sequence[Any]], list], items: Sequence[
     split the chunk in halves and retry each."""
     try:
         return func(items)
-    except Exception as exc:  # torch.cuda.OutOfMemoryError or CuPy's, without importing either
+    except Exception as exc:  # MemoryError, torch.cuda.OutOfMemoryError or CuPy's, without importing either
         if not is_out_of_memory(exc) or len(items) <= 1:
             raise
         if free_cache is not None:
