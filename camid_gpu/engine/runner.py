@@ -25,13 +25,13 @@ from camid_gpu.engine.scheduler import (
     ResultsWriter,
     chunk_size,
     default_gpu_memory,
-    is_out_of_memory,
     default_host_memory,
+    is_out_of_memory,
     ordered_map,
     read_results,
     run_chunk_with_retry,
 )
-from camid_gpu.errors import CamidError, FingerprintMismatchError
+from camid_gpu.errors import CamidError, FingerprintMismatchError, OutputPathError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
 from camid_gpu.io.geometry import center_clip, green_channel
@@ -62,8 +62,6 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     if not overwrite and os.path.isdir(out_dir):
         existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json")) and f != "manifest.json")
         if existing:
-            from camid_gpu.errors import OutputPathError
-
             raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
                                   f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
                                   f"or choose another folder")
