@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.config import PCE_THRESHOLD
+from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import ImageRecord, error_of, is_error, truth_of
 
 NONE_LABEL = "(none)"
@@ -146,8 +147,8 @@ def _method_summary(records: Sequence[ImageRecord], cameras: Sequence[str], pred
 # Text tables
 # ----------------------------------------------------------------------------------------------
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain fixed-width text table."""
-    cells = [[_fmt(v) for v in row] for row in rows]
+    """A plain fixed-width text table; cells escaped by ``printable`` (a file name cannot fake a row)."""
+    cells = [[printable(_fmt(v)) for v in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(headers)]
     line = lambda values: "  ".join(str(v).rjust(w) for v, w in zip(values, widths))  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
@@ -211,5 +212,5 @@ def format_report(summary: dict[str, Any]) -> str:
     if summary.get("images_with_errors"):
         out.append("")
         out.append(f"{summary['images_with_errors']} file(s) with errors:")
-        out.extend(f"  {e['path']}: {e['reason']}" for e in summary["errors"])
+        out.extend(f"  {printable(e['path'])}: {printable(e['reason'])}" for e in summary["errors"])
     return "\n".join(out)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from camid_gpu.backend import get_backend
 from camid_gpu.cli import EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
 from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.io.decode import read_image
@@ -112,13 +113,20 @@ def test_fatal_errors_are_one_clear_line(tmp_path, capsys):
 
 def test_residual_command_writes_tiff_and_index(data, tmp_path):
     image = sorted((data / "data" / "disputed" / "C01").iterdir())[0]
-    assert main(["residual", str(image), "-o", str(tmp_path), "--backend", "numpy", "--quiet"]) == EXIT_OK
-    index = [json.loads(line) for line in (tmp_path / "residuals.jsonl").read_text().splitlines()]
+    assert main(["residual", str(image), "-o", str(tmp_path / "f64"), "--backend", "numpy", "--precision", "float64",
+                 "--quiet"]) == EXIT_OK
+    index = [json.loads(line) for line in (tmp_path / "f64" / "residuals.jsonl").read_text().splitlines()]
     assert len(index) == 1 and index[0]["params"]["sigma"] == 3.0
     written = tifffile.imread(index[0]["output"])
     pixels, info = read_image(image)
     assert index[0]["sha256"] == info.sha256 and written.dtype == np.float32
-    np.testing.assert_allclose(written, extract_residual(pixels[None], backend="numpy")[0], atol=1e-6)
+    reference = extract_residual(pixels[None], backend=get_backend("numpy", dtype="float64"))[0]
+    np.testing.assert_allclose(written, reference, atol=1e-6)
+    # the default precision (float32) stays within the backends' parity tolerance of the float64 reference
+    assert main(["residual", str(image), "-o", str(tmp_path / "f32"), "--backend", "numpy", "--quiet"]) == EXIT_OK
+    index = [json.loads(line) for line in (tmp_path / "f32" / "residuals.jsonl").read_text().splitlines()]
+    fast = tifffile.imread(index[0]["output"])
+    assert 0 < np.max(np.abs(fast - reference)) < 1e-3
 
 
 def test_synth_command(tmp_path, capsys):

@@ -35,11 +35,11 @@ def test_selftest_passes_and_writes_the_record(tmp_path, capsys):
 
 
 def test_a_wrong_engine_fails_the_selftest(tmp_path, monkeypatch, capsys):
-    """A box mean that is 1% off (a plausible porting bug) must fail the spec comparisons."""
-    from camid_gpu.backend import NumpyBackend
+    """A Mihcak shrink that is 1% off (a plausible porting bug) must fail the spec comparisons."""
+    from camid_gpu.backend import host_kernels
 
-    original = NumpyBackend.box_mean
-    monkeypatch.setattr(NumpyBackend, "box_mean", lambda self, x, size: original(self, x, size) * 1.01)
+    original = host_kernels.mihcak_shrink
+    monkeypatch.setattr(host_kernels, "mihcak_shrink", lambda *args, **kw: original(*args, **kw) * 1.01)
     numpy_only = [case for case in selftest.backend_cases() if case.label == "numpy float64"]
     monkeypatch.setattr(selftest, "backend_cases", lambda: numpy_only)
     assert main(["selftest", "-o", str(tmp_path)]) == EXIT_FAIL
@@ -48,7 +48,7 @@ def test_a_wrong_engine_fails_the_selftest(tmp_path, monkeypatch, capsys):
     assert record["passed"] is False
     status = {c["name"]: c["status"] for c in record["checks"]}
     assert status["residual vs float64 spec"] == "fail" and status["fingerprint vs float64 spec"] == "fail"
-    assert status["PCE known answer"] == "pass"  # no box mean in it
+    assert status["PCE known answer"] == "pass"  # no wavelet shrink in it
 
 
 def test_a_crashing_check_is_a_failed_row(monkeypatch):

@@ -21,8 +21,9 @@ from typing import Sequence
 from camid_gpu import config as cfg
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
-from camid_gpu.cli.output import print_errors, print_identification, write_csv
+from camid_gpu.cli.output import print_errors, print_identification, print_skipped, write_csv
 from camid_gpu.cli.parser import build_parser
+from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
 
 EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
@@ -55,10 +56,11 @@ def _given(args: argparse.Namespace) -> frozenset[str]:
 
 
 def _config(args: argparse.Namespace) -> cfg.RunConfig:
-    config = cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers,
+    config = cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers, precision=args.precision,
                            max_host_memory=_bytes("--max-host-memory", args.max_host_memory),
                            max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
-                           progress=False if args.quiet else None, cluster=getattr(args, "cluster", None))
+                           progress=False if args.quiet else None, cluster=getattr(args, "cluster", None),
+                           limits=_limits(args))
     try:
         config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
     except (RuntimeError, ValueError) as exc:
@@ -74,8 +76,26 @@ def _bytes(option: str, text: str | None) -> int | None:
 
 
 def _print_manifest(path: str, digest: str) -> None:
-    print(f"manifest: {path}  SHA-256 {digest} (also in {os.path.join(os.path.dirname(path), 'manifest.sha256')}; "
-          f"keep it elsewhere and check with: camid verify {path} --expect-sha256 {digest})")
+    print(f"manifest: {printable(path)}  SHA-256 {digest} (also in manifest.sha256 beside it; keep it elsewhere and "
+          f"check with: camid verify {printable(path)} --expect-sha256 {digest})")
+
+
+def _limits(args: argparse.Namespace) -> cfg.InputLimits:
+    """--max-file-size and --max-decoded-size (default: the config's limits)."""
+    given = {"max_file_bytes": getattr(args, "max_file_size", None),
+             "max_decoded_bytes": getattr(args, "max_decoded_size", None)}
+    values = {}
+    for name, text in given.items():
+        if text is None:
+            continue
+        option = "--max-file-size" if name == "max_file_bytes" else "--max-decoded-size"
+        try:
+            values[name] = cfg.parse_bytes(text)
+        except (ValueError, OverflowError):
+            raise ValueError(f"{option} must look like 2G, 512M or a number of bytes; got {text!r}") from None
+        if values[name] is None or values[name] < 1:
+            raise ValueError(f"{option} must be at least 1 byte; got {text!r}")
+    return cfg.InputLimits(**values)
 
 
 def cmd_info(args) -> int:
@@ -132,11 +152,13 @@ def cmd_residual(args) -> int:
 
     def show(record):
         h, w = record["shape"]
-        print(f"{record['path']} -> {record['output']}  ({h}x{w}, std {record['std']:.3f})")
+        print(f"{printable(record['path'])} -> {printable(record['output'])}  ({h}x{w}, std {record['std']:.3f})")
 
+    skipped: list = []
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
-                            config=_config(args), on_record=show, argv=sys.argv)
+                            config=_config(args), on_record=show, argv=sys.argv, skipped=skipped)
+    print_skipped(skipped)
     manifest = os.path.join(args.outdir, "manifest.json")
     with open(os.path.join(args.outdir, "manifest.sha256"), encoding="utf-8") as handle:
         _print_manifest(manifest, handle.read().split()[0])
@@ -152,7 +174,8 @@ def cmd_fingerprint(args) -> int:
     summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args),
                                  argv=sys.argv, overwrite=args.overwrite)
     for cam in summary["cameras"]:
-        print(f"{cam['camera']}: {cam['references']} references -> {cam['metadata']}")
+        print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
+    print_skipped(summary["skipped"])
     print_errors(summary["errors"])
     if not summary["cameras"]:
         print("camid: no fingerprint was built", file=sys.stderr)
@@ -188,10 +211,13 @@ def cmd_identify(args) -> int:
                                 given=_given(args), argv=sys.argv, extra_outputs=write_extra)
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if is_error(r)]
+    print_skipped(run["skipped_inputs"])
     print_errors(errors)
-    print(f"run folder: {args.outdir} (results.jsonl, manifest.json); {run['processed']} processed, "
-          f"{run['skipped_as_done']} already done, {run['retried']} retried, {run['changed']} changed since "
-          f"recorded (flagged), {run['duplicates']} duplicate(s) ignored")
+    found = run["inputs_found"]
+    print(f"run folder: {printable(args.outdir)} (results.jsonl, manifest.json); {found['found']} files found: "
+          f"{found['images']} images, {found['skipped']} skipped (listed above with the reason); "
+          f"{run['processed']} processed, {run['skipped_as_done']} already done, {run['retried']} retried, "
+          f"{run['changed']} changed since recorded (flagged), {len(errors)} with errors")
     _print_manifest(run["manifest"], run["manifest_sha256"])
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -213,14 +239,14 @@ def cmd_verify(args) -> int:
         raise ValueError(f"--expect-sha256 must be 64 hexadecimal digits, got {args.expect_sha256!r}")
     result = verify_manifest(path, expect_sha256=args.expect_sha256)
     for item in result["changed"]:
-        print(f"CHANGED  {item['role']:11s} {item['path']}  recorded {item['recorded'][:16]}..., "
+        print(f"CHANGED  {item['role']:11s} {printable(item['path'])}  recorded {item['recorded'][:16]}..., "
               f"now {item['current'][:16]}...")
     for item in result["missing"]:
-        print(f"MISSING  {item['role']:11s} {item['path']}  {item.get('reason', 'no longer exists')}")
+        print(f"MISSING  {item['role']:11s} {printable(item['path'])}  {item.get('reason', 'no longer exists')}")
     for item in result["unhashed"]:
-        print(f"NO HASH  {item['role']:11s} {item['path']}  the manifest records no SHA-256 and no reason")
+        print(f"NO HASH  {item['role']:11s} {printable(item['path'])}  the manifest records no SHA-256 and no reason")
     for problem in result["problems"]:
-        print(f"INVALID  {problem}")
+        print(f"INVALID  {printable(problem)}")
     print(f"manifest SHA-256 {result['manifest_sha256']}"
           + (" (as expected)" if args.expect_sha256 and result["ok"] else ""))
     print(f"{result['checked']} files checked: "
@@ -237,7 +263,7 @@ def cmd_report(args) -> int:
     output = args.output or os.path.join(args.run_dir, "report.html")
     check_outputs(_recorded_inputs(args.run_dir), files=[output], overwrite=args.overwrite)
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
-    print(f"report: {output}")
+    print(f"report: {printable(output)}")
     return EXIT_OK
 
 
@@ -277,8 +303,9 @@ def cmd_evaluate(args) -> int:
     print(format_report(summary))
     if args.json:
         write_json(args.json, summary)
-    print(f"\nrun folder: {outdir} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
+    print(f"\nrun folder: {printable(outdir)} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
     _print_manifest(summary["manifest"], summary["manifest_sha256"])
+    print_skipped(summary.get("skipped_inputs", []))
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
 
@@ -348,10 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
-        print(f"camid: error: {exc}", file=sys.stderr)
+        print(f"camid: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAIL
     except MemoryError as exc:
-        print(f"camid: error: out of memory{f' ({exc})' if str(exc) else ''}; lower --workers or "
+        print(f"camid: error: out of memory{f' ({printable(exc)})' if str(exc) else ''}; lower --workers or "
               f"--max-host-memory, or use a smaller --clip (results written so far are kept; use --resume)",
               file=sys.stderr)
         return EXIT_FAIL
@@ -362,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("camid: terminated (results written so far are kept; use --resume)", file=sys.stderr)
         return EXIT_TERMINATED
     except Exception as exc:  # a bug: one line, not a traceback on an examiner's screen
-        print(f"camid: internal error: {type(exc).__name__}: {exc} (please report this, with the command line)",
+        print(f"camid: internal error: {type(exc).__name__}: {printable(exc)} (please report this, with the command line)",
               file=sys.stderr)
         return EXIT_FAIL
     finally:

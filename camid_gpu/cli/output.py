@@ -1,16 +1,23 @@
 """What the ``camid`` commands print and write besides the run folder: error lines, text tables, CSV."""
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Sequence
 
+from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import ImageRecord, error_of, is_error, mahalanobis_of, pce_of
 
 
 def print_errors(errors: Sequence[dict[str, Any]]) -> None:
+    """One line per file error on stderr; names and reasons escaped (a file name cannot fake a line)."""
     for e in errors:
-        print(f"camid: error: {e['path']}: {e['error']['reason']}", file=sys.stderr)
+        print(f"camid: error: {printable(e['path'])}: {printable(e['error']['reason'])}", file=sys.stderr)
+
+
+def print_skipped(skipped: Sequence[dict[str, Any]]) -> None:
+    """One line per file found under the inputs and not analysed, with the reason, on stderr."""
+    for s in skipped:
+        print(f"camid: skipped: {printable(s['path'])}: {printable(s['reason'])}", file=sys.stderr)
 
 
 def write_csv(path: str, records: Sequence[ImageRecord]) -> None:
@@ -26,15 +33,15 @@ def write_csv(path: str, records: Sequence[ImageRecord]) -> None:
         for r in records:
             error = error_of(r)
             if error:
-                w.writerow([r["path"], "", "", "", "", "", "", "", "", "", error["reason"]])
+                w.writerow([printable(r["path"]), "", "", "", "", "", "", "", "", "", printable(error["reason"])])
                 continue
             pce, maha = pce_of(r), mahalanobis_of(r)
             cams = list(pce["scores"]) if pce else list(maha["membership"]) if maha else []
             for cam in cams:
                 s = pce["scores"][cam] if pce else None
-                w.writerow([r["path"], r["sha256"], cam, s["pce"] if s else None, s["ncc"] if s else None,
-                            s["log10_p_fa"] if s else None, pce["decision"] if pce else None, r["rotation"],
-                            maha["membership"][cam] if maha else None,
+                w.writerow([printable(r["path"]), r["sha256"], printable(cam), s["pce"] if s else None,
+                            s["ncc"] if s else None, s["log10_p_fa"] if s else None, pce["decision"] if pce else None,
+                            r["rotation"], maha["membership"][cam] if maha else None,
                             ",".join(maha["associated"]) if maha else "", s.get("error", "") if s else ""])
 
 
@@ -44,10 +51,10 @@ def print_identification(records: Sequence[ImageRecord], cameras, methods) -> No
     rows = []
     for r in records:
         if is_error(r):
-            rows.append([os.path.basename(r["path"]), "error", "-", "-", "-"])
+            rows.append([r["path"], "error", "-", "-", "-"])
             continue
         pce, maha = pce_of(r), mahalanobis_of(r)
-        rows.append([os.path.basename(r["path"]),
+        rows.append([r["path"],  # the full path; table() escapes every cell
                      (pce["decision"] or "none") if pce else "-",
                      pce["best_pce"] if pce else "-",
                      r["rotation"],

@@ -24,12 +24,20 @@ USAGE_EXIT = 1
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
-                   help="numpy (pywt/scipy, float64) or torch (CPU/CUDA, float32); auto = torch on CUDA if present")
+                   help="numpy (pywt/scipy) or torch (CPU/CUDA); auto = torch on CUDA if present")
+    g.add_argument("--precision", choices=cfg.PRECISION_CHOICES, default=cfg.PRECISION,
+                   help=f"working precision (default {cfg.PRECISION}; float64 is the reference, slower)")
     g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
     g.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     g.add_argument("--max-host-memory", default=None, help="host memory budget, e.g. 8G (default: half of RAM)")
     g.add_argument("--max-gpu-memory", default=None, help="GPU memory budget, e.g. 20G (default: 80%% of free)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--max-file-size", default=None,
+                   help=f"largest input file read, e.g. 2G (default {cfg.MAX_FILE_BYTES >> 30} GiB); larger files "
+                        "are per-file errors")
+    g.add_argument("--max-decoded-size", default=None,
+                   help=f"largest decoded image, rows x columns x channels x bytes per sample, e.g. 2G (default "
+                        f"{cfg.MAX_DECODED_BYTES >> 30} GiB); checked on the header, before decoding")
 
 
 def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True,

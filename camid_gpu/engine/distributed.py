@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 from camid_gpu._shared.optional import import_optional
 from camid_gpu.backend import get_backend
-from camid_gpu.config import Params, RunConfig
+from camid_gpu.config import InputLimits, Params, RunConfig
 from camid_gpu.engine.scheduler import Progress
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline import identify as ident
@@ -20,15 +20,16 @@ from camid_gpu.store import load_store
 
 
 def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
-                          backend: str, device: str | None, kind: str) -> list[dict[str, Any]]:
+                          backend: str, device: str | None, kind: str, precision: str,
+                          limits: InputLimits | None = None) -> list[dict[str, Any]]:
     """One Dask task: identify ``paths`` in this process and return their records in order."""
     store = load_store(fp_dir, methods=tuple(methods))
     params = Params.from_dict(params_dict)
-    bk = get_backend(backend, device=device)
+    bk = get_backend(backend, device=device, dtype=precision)
     records = []
     for path in paths:
         try:
-            item = prepare.prepare_disputed(path, params, store[0].source_shape, kind)
+            item = prepare.prepare_disputed(path, params, store[0].source_shape, kind, limits)
         except (CamidError, OSError, ValueError) as exc:
             records.append(error_entry(path, exc))
             continue
@@ -46,7 +47,9 @@ def identify_on_cluster(fp_dir: str, todo: Sequence[str], write: Callable[[list[
     client, cluster = _dask_client(distributed, config.cluster)
     try:
         futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
-                                 config.backend, config.device, kind, pure=False) for batch in batches]
+                                 config.backend, config.device, kind, config.precision, config.limits,
+                                 pure=False)
+                   for batch in batches]
         for fut in futures:  # in submission order: deterministic output
             records = fut.result()
             write(records)

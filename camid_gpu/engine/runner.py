@@ -35,7 +35,7 @@ from camid_gpu.errors import CamidError, FingerprintMismatchError, OutputPathErr
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
 from camid_gpu.io.geometry import center_clip, green_channel
-from camid_gpu.io.listing import list_images
+from camid_gpu.io.listing import scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import ImageRecord, error_entry
@@ -72,22 +72,25 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
                 out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
                 [file_entry(p, "reference") for p in summary["files"]], None,
                 [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                extra={"errors": summary["errors"], "methods": list(methods)}, kernels=summary["kernels"])
+                extra={"errors": summary["errors"], "methods": list(methods), "skipped_inputs": summary["skipped"]},
+                kernels=summary["kernels"])
     return summary
 
 
 def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                         config: RunConfig) -> dict[str, Any]:
     bk = config.backend_obj()
-    saved, errors, tried = [], [], []
+    saved, errors, tried, skipped = [], [], [], []
     for camera, folder in prepare.camera_folders(refs_dir):
-        paths = list_images(folder)
+        listing = scan_inputs(folder)
+        paths = listing.images
+        skipped.extend(s.to_dict() for s in listing.skipped)
         tried.extend(paths)
         if not paths:
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(prepare.load_reference, [(p, params.clip) for p in paths], config.workers, prefetch)
+        stream = ordered_map(prepare.load_reference, [(p, params.clip, config.limits) for p in paths], config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
@@ -99,7 +102,7 @@ def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], par
             saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
                           "arrays": os.path.join(out_dir, f"{camera}.npz")})
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
-            "files": tried}
+            "files": tried, "skipped": skipped}
 
 
 #: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
@@ -155,7 +158,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         methods = ("pce",)
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given, given)
-    paths = prepare.disputed_images(inputs)
+    listing = prepare.disputed_listing(inputs)
+    paths = listing.images
     if os.path.exists(results_path) and not resume:
         raise CamidError(f"{results_path}: results file exists; pass --resume to continue it or choose another "
                          f"output")
@@ -179,6 +183,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         writer.close()
     return {"results": results_path, "images": len(paths), "skipped_as_done": plan.done, "processed": len(todo),
             "retried": plan.retried, "changed": len(plan.changed), "duplicates": plan.duplicates,
+            "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
             "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
             "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS}
@@ -201,7 +206,8 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
         outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
         run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
             run_dir, "identify", argv, run["params"], run["backend"], started, input_entries(records), fp_dir,
-            outputs, extra={"methods": list(methods), "resumed": resume}, kernels=run["kernels"])
+            outputs, extra={"methods": list(methods), "resumed": resume, "skipped_inputs": run["skipped_inputs"],
+                            "inputs_found": run["inputs_found"]}, kernels=run["kernels"])
     return run, records
 
 
@@ -222,7 +228,7 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     state = {"size": size}
     fp_cache: dict = {}
     source_shape = store[0].source_shape
-    tasks = [(p, params, source_shape, kind) for p in todo]
+    tasks = [(p, params, source_shape, kind, config.limits) for p in todo]
     prefetch = max(size + config.workers, 2)
 
     def compute(items):
@@ -281,6 +287,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
         records = read_results(results_path)
         summary = summarise(records, run["cameras"], methods, params.pce_threshold)
         summary["fingerprint_errors"] = fp_summary["errors"]
+        skipped_inputs = fp_summary["skipped"] + run["skipped_inputs"]
         summary["params"] = run["params"]
         summary["backend"] = fp_summary["backend"]
         evaluation_path = os.path.join(out_dir, "evaluation.json")
@@ -290,7 +297,9 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             out_dir, "evaluate", argv, run["params"], run["backend"], started,
             input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
             fp_dir, fp_files + [results_path, evaluation_path],
-            extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods)}, kernels=run["kernels"])
+            extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
+                   "skipped_inputs": skipped_inputs}, kernels=run["kernels"])
+        summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
     return summary
 
 
@@ -301,11 +310,12 @@ def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any
                 "arrays": os.path.join(fp_dir, f"{fp.camera}.npz"), "references": len(fp.references)} for fp in store]
     files = [r.get("path") for fp in store for r in fp.references if isinstance(r.get("path"), str)]
     bk = config.backend_obj()
-    return {"cameras": cameras, "errors": [], "backend": bk.describe(), "kernels": kernels_status(bk), "files": files}
+    return {"cameras": cameras, "errors": [], "backend": bk.describe(), "kernels": kernels_status(bk), "files": files,
+            "skipped": []}
 
 
-def _residual_input(path: str, clip: tuple[int, int] | None, channel: str) -> tuple[np.ndarray, Any]:
-    pixels, info = read_image(path)
+def _residual_input(path: str, clip: tuple[int, int] | None, channel: str, limits) -> tuple[np.ndarray, Any]:
+    pixels, info = read_image(path, limits=limits)
     pixels = center_clip(pixels, clip, path)
     return (green_channel(pixels) if channel == "green" else pixels), info
 
@@ -313,25 +323,29 @@ def _residual_input(path: str, clip: tuple[int, int] | None, channel: str) -> tu
 def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels: int, wavelet: str,
                    clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig,
                    on_record: Callable[[dict[str, Any]], None] | None = None,
-                   argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                   argv: Sequence[str] | None = None,
+                   skipped: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Noise residuals of image files as float32 TIFFs ``OUT/<stem>-<sha8>.tif`` (``(H, W)``, 0..255 units),
     with one JSON line per image appended to ``OUT/residuals.jsonl`` and ``OUT/manifest.json``; returns the
     per-file error entries.
 
     ``channel``: "color" (per-channel residuals combined to gray, Binghamton) or "green"; ``wiener`` also
-    applies WienerInDFT.
+    applies WienerInDFT. Files under the inputs that are not images are appended to ``skipped`` (path, reason).
     """
     started = utc_now()
     params = Params(clip=clip, sigma_fingerprint=sigma, levels=levels, wavelet=wavelet)  # checks the values
     run_folder.check_outputs(inputs, folders=[out_dir])
-    paths = list_images(*inputs)
+    listing = scan_inputs(*inputs)
+    paths = listing.images
+    if skipped is not None:
+        skipped.extend(s.to_dict() for s in listing.skipped)
     if not paths:
         raise ValueError(f"no images found in {', '.join(inputs)}")
     errors: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
     index_path = os.path.join(out_dir, "residuals.jsonl")
     bk = config.backend_obj()
-    tasks = [(p, clip, channel) for p in paths]
+    tasks = [(p, clip, channel, config.limits) for p in paths]
     with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
         for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
             if isinstance(result, BaseException):
@@ -360,6 +374,7 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
         inputs_done = [dict(file_entry(r["path"], "input"), sha256=r["sha256"]) for r in records]
         run_folder.write_manifest(out_dir, "residual", argv, dict(params.to_dict(), channel=channel, wiener=wiener),
                                   bk.describe(), started, inputs_done + [dict(file_entry(e["path"], "input"), error=e["error"]) for e in errors], None,
-                                  [index_path] + [r["output"] for r in records], extra={"errors": errors},
+                                  [index_path] + [r["output"] for r in records],
+                                  extra={"errors": errors, "skipped_inputs": [s.to_dict() for s in listing.skipped]},
                                   kernels=kernels_status(bk))
     return errors

@@ -1,32 +1,53 @@
-"""Image decoding: read-only, SHA-256 of the bytes decoded, EXIF facts, size limits.
+"""Image decoding: read-only, regular files only, allow-listed formats, size limits, damage refused.
 
-Evidence files are opened read-only (``"rb"``), read once into memory, hashed and decoded from the
-same bytes, so the recorded SHA-256 is the hash of exactly what was analysed. Pixels are never
-rotated by the EXIF orientation (PRNU lives on the sensor grid); the orientation is only reported.
+Evidence files are opened read-only and non-blocking, checked to be regular files (a FIFO or a device is
+refused before a byte is read) and no larger than the file-size limit, read once into memory, hashed and
+decoded from the same bytes, so the recorded SHA-256 is the hash of exactly what was analysed. The format
+is decided from the leading bytes before any decoder runs, and only JPEG, PNG, TIFF and BMP are decoded
+(never EPS/PostScript, PDF, GIF, ...). The declared decoded size is checked against the limits before the
+pixels are allocated. Pixels are never rotated by the EXIF orientation (PRNU lives on the sensor grid).
 
-Accepted: JPEG, PNG, BMP (Pillow) and TIFF (tifffile), 8- or 16-bit, gray, RGB, RGBA (alpha
-dropped), palette (converted to RGB), gray+alpha. Refused with a reason: CMYK, 1-bit, floating-point
-or 32-bit integer samples, NaN/Inf, empty, truncated and over-large (decompression bomb) files.
+Damage is an error, never a clean result: a JPEG whose entropy-coded data ends early (even with an end
+marker appended), a PNG chunk whose CRC does not match, a truncated file, and any warning a decoder emits
+while decoding (libjpeg's recoverable-error warnings are read through simplejpeg's strict mode, which
+Pillow does not expose).
+
+Accepted: JPEG, PNG, BMP (Pillow) and TIFF (tifffile), 8- or 16-bit (16-bit colour PNG kept at 16 bits),
+gray, RGB, RGBA (alpha dropped), palette (converted to RGB), gray+alpha. Refused with a reason: other
+formats, CMYK, 1-bit, floating-point or 32-bit integer samples, NaN/Inf, empty, truncated, damaged and
+over-large files.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
 import io
+import logging
 import os
+import stat
+import struct
 import warnings
+import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
+from camid_gpu.config import MAX_PIXELS, InputLimits
 from camid_gpu.errors import ImageDecodeError, ImageNotFoundError, ImageUnreadableError
 
-#: largest decoded size accepted, in pixels (a guard against decompression bombs)
-MAX_PIXELS = 250_000_000
+#: the formats camid decodes (decided from the leading bytes, never from the file name)
+ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP")
 
 _EXIF_TAGS = {0x010F: "make", 0x0110: "model", 0x0112: "orientation", 0x0132: "datetime"}
 _EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 0x9003
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: leading bytes of formats that are refused, to name them in the reason
+_OTHER_MAGIC = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"), (b"GIF8", "GIF"),
+                (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
+                (b"\x00\x00\x01\x00", "ICO"), (b"8BPS", "Photoshop PSD"), (b"\x0a", "PCX"))
 
 
 @dataclass(frozen=True)
@@ -47,11 +68,25 @@ class ImageInfo:
         return asdict(self)
 
 
-def _read_bytes(path: str | os.PathLike) -> bytes:
-    path = os.fspath(path)
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_bytes(path: str, max_file_bytes: int) -> bytes:
+    """The whole file, after checking that it is a regular file within the size limit.
+
+    Opened with O_NONBLOCK so that opening a FIFO cannot wait for a writer; the type and size come from
+    ``fstat`` on the open descriptor (no race with a rename), before anything is read. Symbolic links
+    to regular files are followed.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         if os.path.islink(path):
             raise ImageUnreadableError(path, "dangling symbolic link") from None
@@ -63,16 +98,141 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ImageUnreadableError(path, "symbolic link loop") from None
+        raise ImageUnreadableError(path, f"cannot be opened ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageUnreadableError(path, "is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageUnreadableError(path, f"is {_file_kind(st.st_mode)}, not a regular file; not read")
+        if st.st_size > max_file_bytes:
+            raise ImageDecodeError(path, f"file is {st.st_size} bytes, over the file-size limit of {max_file_bytes} "
+                                         f"bytes (raise it with --max-file-size); not read")
+        chunks, total = [], 0
+        while True:  # at most one byte past the limit: a file that grows while read is still bounded
+            block = os.read(fd, min(1 << 24, max_file_bytes + 1 - total))
+            if not block:
+                break
+            chunks.append(block)
+            total += len(block)
+            if total > max_file_bytes:
+                raise ImageDecodeError(path, f"file grew past the file-size limit of {max_file_bytes} bytes "
+                                             f"while it was read")
+        return b"".join(chunks)
+    except OSError as exc:
         raise ImageUnreadableError(path, f"cannot be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
-def _check_pixels(path: str, height: int, width: int, max_pixels: int) -> None:
-    if height * width > max_pixels:
-        raise ImageDecodeError(path, f"declared size {width}x{height} exceeds the limit of {max_pixels} pixels "
-                                     f"(possible decompression bomb)")
+def sniff_format(head: bytes) -> str | None:
+    """``"JPEG"``, ``"PNG"``, ``"TIFF"`` or ``"BMP"`` from a file's leading bytes; None for anything else."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:8] == _PNG_SIGNATURE:
+        return "PNG"
+    if head[:4] in _TIFF_MAGIC:
+        return "TIFF"
+    if head[:2] == b"BM" and len(head) >= 26:
+        return "BMP"
+    return None
 
 
-def _decode_tiff(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
+def _describe_other(head: bytes) -> str:
+    for magic, name in _OTHER_MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[4:8] == b"ftyp":
+        return f"ISO media ({head[8:12].decode('ascii', 'replace')}, e.g. HEIC/AVIF)"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return "unknown"
+
+
+def _check_size(path: str, height: int, width: int, channels: int, sample_bytes: int,
+                limits: InputLimits) -> None:
+    """Refuse a declared size over the limits, before any pixel is allocated."""
+    if height * width > limits.max_pixels:
+        raise ImageDecodeError(path, f"declared size {width}x{height} exceeds the limit of {limits.max_pixels} "
+                                     f"pixels (possible decompression bomb)")
+    decoded = height * width * channels * sample_bytes
+    if decoded > limits.max_decoded_bytes:
+        raise ImageDecodeError(path, f"declared size {width}x{height}x{channels} at {8 * sample_bytes} bits decodes "
+                                     f"to {decoded} bytes, over the decoded-size limit of {limits.max_decoded_bytes} "
+                                     f"bytes (possible decompression bomb; raise it with --max-decoded-size)")
+
+
+@contextmanager
+def _library_messages(path: str) -> Iterator["_PathHandler"]:
+    """Decoder warnings become per-file errors naming ``path``; tifffile's log lines are re-logged with it
+    (and those logged while pixels are decoded are errors: see :func:`_decode_tiff`)."""
+    logger = logging.getLogger("tifffile")
+    handler = _PathHandler(path)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                yield handler
+            except (Warning, ResourceWarning) as w:
+                raise ImageDecodeError(path, f"the decoder reports a problem: {type(w).__name__}: {w}") from None
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+class _PathHandler(logging.Handler):
+    """tifffile's log lines during one decode: kept, and re-logged on ``camid_gpu.io`` with the file name."""
+
+    def __init__(self, path: str):
+        super().__init__(logging.WARNING)
+        self.path = path
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        logging.getLogger("camid_gpu.io").log(record.levelno, "%s: tifffile: %s", self.path, record.getMessage())
+
+
+def check_png_chunks(path: str, data: bytes) -> None:
+    """Walk the PNG chunks: every CRC must match and IEND must be present (Pillow skips IDAT CRCs)."""
+    pos, n = 8, len(data)
+    while True:
+        if pos + 8 > n:
+            raise ImageDecodeError(path, "truncated or damaged PNG: the file ends before the IEND chunk")
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 8 + length + 4
+        name = ctype.decode("latin-1")
+        if length > 0x7FFFFFFF or end > n:
+            raise ImageDecodeError(path, f"truncated or damaged PNG: chunk {name!r} at byte {pos} runs past the end "
+                                         f"of the file")
+        crc = struct.unpack(">I", data[end - 4:end])[0]
+        if zlib.crc32(data[pos + 4:end - 4]) & 0xFFFFFFFF != crc:
+            raise ImageDecodeError(path, f"truncated or damaged PNG: CRC mismatch in chunk {name!r} at byte {pos} "
+                                         f"(the data was altered or corrupted)")
+        if ctype == b"IEND":
+            return
+        pos = end
+
+
+def check_jpeg_stream(path: str, data: bytes) -> None:
+    """Entropy-decode the JPEG (at 1/8 scale: cheap) with libjpeg's warnings as errors.
+
+    libjpeg repairs a scan that ends early (fills the rest with grey) and only warns; Pillow does not
+    expose the warning, simplejpeg's strict mode raises it.
+    """
+    import simplejpeg
+
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, strict=True)
+    except ValueError as exc:
+        raise ImageDecodeError(path, f"truncated or damaged JPEG data: {exc} (the decoder would fill the missing "
+                                     f"part; refused)") from None
+
+
+def _decode_tiff(path: str, data: bytes, limits: InputLimits,
+                 messages: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     import tifffile
 
     try:
@@ -82,14 +242,21 @@ def _decode_tiff(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray, d
             if photometric in ("SEPARATED", "CMYK"):
                 raise ImageDecodeError(path, "CMYK TIFF is not camera output; convert it to RGB explicitly")
             shape = page.shape
-            _check_pixels(path, page.imagelength, page.imagewidth, max_pixels)
+            # the first page's declared samples (tiles x tile size), before tifffile allocates them
+            samples = int(np.prod(shape)) if shape else 0
+            channels = max(samples // max(page.imagelength * page.imagewidth, 1), 1)
+            _check_size(path, page.imagelength, page.imagewidth, channels, page.dtype.itemsize if page.dtype else 1,
+                        limits)
             exif = {}
             for tag, key in (("Make", "make"), ("Model", "model"), ("Orientation", "orientation"),
                              ("DateTime", "datetime")):
                 if tag in page.tags:
                     value = page.tags[tag].value
                     exif[key] = int(value) if key == "orientation" else str(value).strip("\x00 ")
-            array = page.asarray()
+            logged = len(messages) if messages is not None else 0
+            array = page.asarray(maxworkers=1)
+            if messages is not None and len(messages) > logged:  # a problem while decoding the pixels
+                raise ImageDecodeError(path, f"the TIFF decoder reports a problem: {messages[logged]}")
             if photometric == "PALETTE":
                 colormap = np.asarray(page.colormap)  # (3, 2**bits), uint16
                 array = colormap[:, array].transpose(1, 2, 0)
@@ -102,45 +269,84 @@ def _decode_tiff(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray, d
     return array, exif
 
 
-def _decode_pillow(path: str, data: bytes, max_pixels: int) -> tuple[np.ndarray, dict[str, Any], str]:
+#: PNG raw modes of 16-bit colour (Pillow keeps only their high bytes) -> the raw mode that yields the low bytes
+_PNG16_LOW = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+
+
+def _open_pillow(path: str, data: bytes, fmt: str):
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            image = Image.open(io.BytesIO(data))
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limits apply
+            return Image.open(io.BytesIO(data), formats=[fmt])  # the sniffed format's plugin, no other
     except UnidentifiedImageError:
-        raise ImageDecodeError(path, "not a recognised image format") from None
+        raise ImageDecodeError(path, f"not a valid {fmt} file") from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(path, f"declared size too large (possible decompression bomb): {exc}") from None
+    except ImageDecodeError:
+        raise
     except (OSError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(path, f"truncated or damaged image data ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # Pillow plugins raise many types for hostile headers
         raise ImageDecodeError(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def _load_png16_low_bytes(path: str, data: bytes, low_rawmode: str) -> np.ndarray:
+    """The low bytes of a 16-bit colour PNG: Pillow's own decoder, told to unpack the other byte."""
+    image = _open_pillow(path, data, "PNG")
     with image:
-        fmt = image.format or "unknown"
+        image.tile = [t._replace(args=low_rawmode) for t in image.tile]
+        image.load()
+        return np.asarray(image)
+
+
+def _decode_pillow(path: str, data: bytes, fmt: str, limits: InputLimits) -> tuple[np.ndarray, dict[str, Any]]:
+    from PIL import Image, ImageFile
+
+    image = _open_pillow(path, data, fmt)
+    with image:
         width, height = image.size
-        _check_pixels(path, height, width, max_pixels)
         mode = image.mode
+        rawmode = image.tile[0].args if image.tile and isinstance(image.tile[0].args, str) else None
+        # IHDR bit depth 16 with colour (types 2, 4, 6): Pillow would keep only the high bytes
+        sixteen = fmt == "PNG" and data[24] == 16 and data[25] in (2, 4, 6)
+        bands = 3 if mode in ("P", "PA", "YCbCr") else len(image.getbands())
+        _check_size(path, height, width, bands, 2 if (sixteen or mode.startswith("I;16")) else
+                    (4 if mode in ("I", "F") else 1), limits)
         if mode == "CMYK":
             raise ImageDecodeError(path, "CMYK image is not camera output; convert it to RGB explicitly")
         if mode in ("1", "F", "I"):
             raise ImageDecodeError(path, f"unsupported pixel mode {mode!r} (1-bit, float or 32-bit samples)")
+        if sixteen and rawmode not in _PNG16_LOW:
+            raise ImageDecodeError(path, f"16-bit PNG of colour type {data[25]} (raw mode {rawmode}): camid cannot keep "
+                                         f"its 16 bits; convert it to 16-bit gray or RGB")
         exif = _pillow_exif(image)
+        if fmt == "JPEG":
+            check_jpeg_stream(path, data)
+        truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, whatever another caller set
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limits apply
                 image.load()
             if mode in ("P", "PA"):
                 image = image.convert("RGBA" if "transparency" in image.info or mode == "PA" else "RGB")
             if mode == "YCbCr":
                 image = image.convert("RGB")
             array = np.asarray(image)
-        except (OSError, SyntaxError, ValueError) as exc:
+            if sixteen:
+                low = _load_png16_low_bytes(path, data, _PNG16_LOW[rawmode])
+                array = (array.astype(np.uint16) << 8) | low
+        except ImageDecodeError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
             raise ImageDecodeError(path, f"truncated or damaged {fmt} data ({exc})") from None
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = truncated
     if mode.startswith("I;16"):
         array = array.astype(np.uint16)
-    return array, exif, fmt
+    return array, exif
 
 
 def _pillow_exif(image) -> dict[str, Any]:
@@ -192,22 +398,34 @@ def _normalise(path: str, array: np.ndarray) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(array), 8 * array.dtype.itemsize
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+def read_image(path: str | os.PathLike, *, limits: InputLimits | None = None,
+               max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
     """Decode one image file, read-only.
 
     Returns ``(pixels, info)``: pixels ``(H, W)`` or ``(H, W, 3)``, uint8 or uint16, in the file's
-    own pixel order (no EXIF rotation). Raises a subclass of :class:`~camid_gpu.errors.ImageError`
-    that names the path and the reason.
+    own pixel order (no EXIF rotation). ``limits`` (default :class:`~camid_gpu.config.InputLimits`)
+    bound the file size (checked before reading) and the declared decoded size (checked before
+    decoding); ``max_pixels`` overrides its pixel limit. Raises a subclass of
+    :class:`~camid_gpu.errors.ImageError` that names the path and the reason.
     """
     path = os.fspath(path)
-    data = _read_bytes(path)
+    limits = limits or InputLimits()
+    if max_pixels is not None:
+        limits = InputLimits(limits.max_file_bytes, limits.max_decoded_bytes, max_pixels)
+    data = _read_bytes(path, limits.max_file_bytes)
     if not data:
         raise ImageDecodeError(path, "empty file (0 bytes)")
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        array, exif = _decode_tiff(path, data, max_pixels)
-        fmt = "TIFF"
-    else:
-        array, exif, fmt = _decode_pillow(path, data, max_pixels)
+    fmt = sniff_format(data[:32])
+    if fmt is None:
+        raise ImageDecodeError(path, f"not a recognised image format (the content looks like: "
+                                     f"{_describe_other(data[:32])}); camid accepts {', '.join(ALLOWED_FORMATS)} only")
+    with _library_messages(path) as library:
+        if fmt == "PNG":
+            check_png_chunks(path, data)
+        if fmt == "TIFF":
+            array, exif = _decode_tiff(path, data, limits, library.messages)
+        else:
+            array, exif = _decode_pillow(path, data, fmt, limits)
     array, depth = _normalise(path, array)
     info = ImageInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), format=fmt,
                      height=array.shape[0], width=array.shape[1],

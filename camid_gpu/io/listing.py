@@ -1,32 +1,145 @@
-"""Input listing: files and folders expanded (recursively, sorted) into image paths by suffix."""
+"""Input listing: files and folders expanded (recursively, sorted) into image paths, with every file that is
+not used listed as skipped with its reason; and file names made safe to print.
+
+Nothing under an input folder vanishes silently: a file is either an image path of the run or a
+:class:`Skipped` entry (hidden, another suffix, a symbolic link to a folder that is not followed, the
+same file given twice). Paths are ``str``; a name that is not valid UTF-8 keeps its raw bytes as
+surrogate escapes (``os.fsdecode``), so JSON keeps it losslessly and :func:`printable` shows it.
+"""
 from __future__ import annotations
 
 import os
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 
-def list_images(*paths: str | os.PathLike) -> list[str]:
-    """Expand files and folders (recursively, sorted) into image paths by suffix.
+@dataclass(frozen=True)
+class Skipped:
+    """A file or folder under the inputs that is not analysed, and why."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass
+class Listing:
+    """The images of a run (input order, each file once) and everything else found, with reasons."""
+
+    images: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"found": len(self.images) + len(self.skipped), "images": len(self.images),
+                "skipped": len(self.skipped)}
+
+
+def scan_inputs(*paths: str | os.PathLike) -> Listing:
+    """Expand files and folders (recursively, sorted) into image paths; list the rest as skipped.
 
     Files named explicitly are kept whatever their suffix (they are errors later if not images). A
     folder named like an image (``x.jpg/``) is listed as an entry, not walked, so that it is reported
-    as an error instead of vanishing from the run.
+    as an error instead of vanishing from the run. The same file reached twice (given twice, through
+    two spellings, a symbolic link or a hard link) is analysed once; the later mentions are skipped
+    with a reason naming the first.
     """
-    found: list[str] = []
+    listing = Listing()
+    seen: dict[Any, str] = {}
+
+    def add(path: str) -> None:
+        key = _identity(path)
+        if key in seen:
+            listing.skipped.append(Skipped(path, f"duplicate: the same file as {seen[key]}, analysed once"))
+            return
+        seen[key] = path
+        listing.images.append(path)
+
     for p in paths:
         p = os.fspath(p)
+        if isinstance(p, bytes):
+            p = os.fsdecode(p)
         if os.path.isdir(p) and not _looks_like_image(p):
-            for root, dirs, files in os.walk(p):
+            for root, dirs, files in os.walk(p, onerror=lambda exc: listing.skipped.append(
+                    Skipped(exc.filename or p, f"folder cannot be listed ({exc.strerror or exc})"))):
                 dirs.sort()
+                walked = []
+                for d in dirs:
+                    full = os.path.join(root, d)
+                    if _looks_like_image(d):
+                        continue  # listed below as an entry
+                    if d.startswith("."):
+                        listing.skipped.append(Skipped(full, "hidden folder (name starts with '.'); not searched"))
+                    elif os.path.islink(full):
+                        listing.skipped.append(Skipped(full, "symbolic link to a folder; not followed (give its "
+                                                             "target as an input to analyse it)"))
+                    else:
+                        walked.append(d)
                 names = sorted(files + [d for d in dirs if _looks_like_image(d)])
-                dirs[:] = [d for d in dirs if not _looks_like_image(d)]
-                found.extend(os.path.join(root, f) for f in names if _looks_like_image(f))
+                dirs[:] = walked
+                for name in names:
+                    full = os.path.join(root, name)
+                    reason = _skip_reason(name)
+                    if reason:
+                        listing.skipped.append(Skipped(full, reason))
+                    else:
+                        add(full)
         else:
-            found.append(p)
-    return found
+            add(p)
+    return listing
+
+
+def list_images(*paths: str | os.PathLike) -> list[str]:
+    """The image paths of :func:`scan_inputs` (the skipped entries are dropped: use that to report them)."""
+    return scan_inputs(*paths).images
+
+
+def _identity(path: str) -> Any:
+    """The file a path names: (device, inode) when it exists, else the normalised absolute path."""
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        return ("path", os.path.normcase(os.path.abspath(path)))
+
+
+def _skip_reason(name: str) -> str | None:
+    if name.startswith("."):
+        return "hidden file (name starts with '.')"
+    if not name.lower().endswith(IMAGE_SUFFIXES):
+        suffix = os.path.splitext(name)[1]
+        return (f"suffix {printable(suffix)!s} is not an image suffix camid reads "
+                f"({', '.join(IMAGE_SUFFIXES)})" if suffix else "no file suffix (not an image suffix camid reads)")
+    return None
 
 
 def _looks_like_image(name: str) -> bool:
     base = os.path.basename(name.rstrip("/"))
     return base.lower().endswith(IMAGE_SUFFIXES) and not base.startswith(".")
+
+
+def printable(text: Any) -> str:
+    """``text`` safe for a terminal, a CSV cell or a text log: control characters, escape sequences,
+    line and paragraph separators and undecodable bytes (surrogate escapes) become ``\\xNN``,
+    ``\\n``-style or ``\\uNNNN`` escapes; printable text, including non-ASCII letters, is kept."""
+    text = str(text)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogate escape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable() and unicodedata.category(ch) not in ("Cf", "Cs", "Co"):
+            out.append(ch)
+        elif ch in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)

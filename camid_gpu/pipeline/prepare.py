@@ -9,11 +9,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu.config import MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, Params
-from camid_gpu.errors import CamidError, ImageContentError, ImageError
+from camid_gpu.config import MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
+from camid_gpu.errors import CamidError, ImageContentError, ImageError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, read_image
 from camid_gpu.io.geometry import center_clip, green_channel
-from camid_gpu.io.listing import list_images
+from camid_gpu.io.listing import Listing, scan_inputs
 
 KINDS = ("flat", "natural")
 
@@ -38,9 +38,10 @@ def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
     return found
 
 
-def load_reference(path: str, clip: tuple[int, int] | None) -> tuple[np.ndarray, ImageInfo]:
+def load_reference(path: str, clip: tuple[int, int] | None,
+                   limits: InputLimits | None = None) -> tuple[np.ndarray, ImageInfo]:
     """Decode a reference image and clip it: pixels (h, w[, 3]) uint8/uint16."""
-    pixels, info = read_image(path)
+    pixels, info = read_image(path, limits=limits)
     return center_clip(pixels, clip, path), info
 
 
@@ -112,24 +113,27 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
 
 
 def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int],
-                     kind: str = "auto") -> Prepared:
+                     kind: str = "auto", limits: InputLimits | None = None) -> Prepared:
     """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError."""
-    pixels, info = read_image(path)
+    pixels, info = read_image(path, limits=limits)
     if kind == "auto":
         kind, source = guess_kind(path, green_channel(pixels))
     else:
         source = "given"
     rotations, clips = [], []
-    last_error: ImageError | None = None
-    for degrees in rotations_to_try((info.height, info.width), fp_source_shape, params.rotations):
+    tried = rotations_to_try((info.height, info.width), fp_source_shape, params.rotations)
+    for degrees in tried:
         turned = np.rot90(pixels, degrees // 90) if degrees else pixels
         try:
             clips.append(np.ascontiguousarray(center_clip(turned, params.clip, path)))
             rotations.append(degrees)
-        except ImageError as exc:
-            last_error = exc
-    if not clips:
-        raise last_error  # type: ignore[misc]
+        except ImageError:
+            continue
+    if not clips:  # the size as stored in the file, not as turned by the last rotation tried
+        ch, cw = params.clip  # type: ignore[misc]
+        raise ImageTooSmallError(path, f"image is {info.height}x{info.width} (rows x columns, as stored), smaller "
+                                       f"than the {ch}x{cw} clipping (rotations tried: "
+                                       f"{', '.join(map(str, tried))} degrees)")
     problem = content_problem(clips[0], info.bit_depth, reference=False)
     if problem:
         raise ImageContentError(path, problem)
@@ -153,8 +157,14 @@ def dataset_layout(dataset_dir: str) -> tuple[str, str]:
     return refs, disputed
 
 
+def disputed_listing(paths: Sequence[str]) -> Listing:
+    """The disputed images under ``paths`` and the files skipped there (with reasons); at least one image."""
+    listing = scan_inputs(*paths)
+    if not listing.images:
+        raise CamidError(f"no images found in {', '.join(map(str, paths))}"
+                         + (f" ({len(listing.skipped)} other files skipped)" if listing.skipped else ""))
+    return listing
+
+
 def disputed_images(paths: Sequence[str]) -> list[str]:
-    found = list_images(*paths)
-    if not found:
-        raise CamidError(f"no images found in {', '.join(map(str, paths))}")
-    return found
+    return disputed_listing(paths).images

@@ -44,6 +44,7 @@ from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu._version import __version__
 from camid_gpu.config import PCE_THRESHOLD
 from camid_gpu.errors import CamidError, MissingExtraError
+from camid_gpu.io.listing import printable
 
 #: more images than this: no per-image bar charts, heat-maps of the PCE matrix instead
 MAX_IMAGE_CHARTS = 40
@@ -284,7 +285,8 @@ def _check_fingerprints(run: _Run) -> None:
 # small helpers
 # ----------------------------------------------------------------------------------------------
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    # printable(): control characters and undecodable file-name bytes shown as escapes, never raw
+    return html.escape(printable(value), quote=True)
 
 
 def _is_num(v: Any) -> bool:
@@ -491,8 +493,19 @@ def _section_run(run: _Run) -> str:
     if isinstance(params, dict) and params:
         out.append("<h3>Parameters</h3>" + _kv((str(k), _json_value(v)) for k, v in sorted(params.items())))
     out.append(_fingerprint_table(run))
+    out.append(_skipped_table(m))
     out.append("</section>")
     return "\n".join(out)
+
+
+def _skipped_table(manifest: dict[str, Any]) -> str:
+    """Files found under the inputs and not analysed (other suffixes, hidden, duplicates), with the reason."""
+    skipped = [s for s in (manifest.get("skipped_inputs") or []) if isinstance(s, dict)]
+    if not skipped:
+        return ""
+    rows = [[f'<span class="mono">{_e(s.get("path"))}</span>', _e(s.get("reason"))] for s in skipped]
+    return (f"<h3>Files not analysed ({len(skipped)})</h3><p>Found under the inputs and skipped, each with its "
+            "reason; nothing found is left out silently.</p>" + _table(["file", "reason"], rows))
 
 
 def _fingerprint_table(run: _Run) -> str:

@@ -141,7 +141,8 @@ def backend_cases() -> list[_Case]:
     cuda_why = torch_why or ("" if have_cuda else "no CUDA device visible to torch")
     kernels_why = cuda_why or ("" if cuda.cupy_available() else "CuPy not installed (extra 'cuda')")
     return [
-        _Case("numpy float64", lambda: get_backend("numpy"), True),
+        _Case("numpy float64", lambda: get_backend("numpy", dtype="float64"), True),
+        _Case("numpy float32", lambda: get_backend("numpy", dtype="float32"), False),
         _Case("torch cpu float32", (lambda: TorchBackend("cpu", "float32")) if have_torch else None, False, torch_why),
         _Case("torch cpu float64", (lambda: TorchBackend("cpu", "float64")) if have_torch else None, True, torch_why),
         _Case("torch cuda float32 (twins)", (lambda: TorchBackend("cuda", "float32", use_kernels=False))
@@ -310,7 +311,7 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
     started, t0 = utc_now(), time.perf_counter()
     cases = backend_cases() if cases is None else cases
     data = _Data()
-    numpy_bk = get_backend("numpy")
+    numpy_bk = get_backend("numpy", dtype="float64")
     reference = _identify(numpy_bk, data)
     maha_reference = pair_statistics(numpy_bk, data.traces, data.prints, data.mask)
     checks: list[Check] = []
@@ -324,7 +325,7 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
         except Exception as exc:  # noqa: BLE001
             checks.append(Check(case.label, "backend starts", FAIL, detail=f"{type(exc).__name__}: {exc}"))
             continue
-        if getattr(bk, "use_kernels", False):
+        if bk.name == "torch" and bk.use_kernels:
             with warnings.catch_warnings(record=True):  # the fallback is reported as a failed row
                 warnings.simplefilter("always")
                 for name in sorted(cuda.KERNEL_SOURCES):

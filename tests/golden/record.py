@@ -33,10 +33,10 @@ SYNTH_ARGS = ["synth", "data", "--cameras", "4", "--per-model", "2", "--refs", "
 PARAM_ARGS = ["--method", "both", "--clip", "128", "--refs", "4", "--sigma-fingerprint", "3.0",
               "--sigma-query", "2.0", "--sigma-mahalanobis", "2.0", "--pce-threshold", "60.0",
               "--shift-range", "0", "--rotations", "auto", "--natural-mode", "aligned"]
-EXEC_ARGS = ["--backend", "numpy", "--workers", "1", "--max-host-memory", "1G", "--quiet"]
+EXEC_ARGS = ["--backend", "numpy", "--precision", "float64", "--workers", "1", "--max-host-memory", "1G", "--quiet"]
 EVALUATE_ARGS = ["evaluate", "data", "-o", "eval", "--json", "eval.json", *PARAM_ARGS, *EXEC_ARGS]
 RESIDUAL_ARGS = ["residual", "data/disputed/C01", "-o", "res", "--sigma", "3.0", "--levels", "4", "--wavelet", "db4",
-                 "--clip", "128", "--channel", "color", "--wiener", "--backend", "numpy", "--workers", "1",
+                 "--clip", "128", "--channel", "color", "--wiener", "--backend", "numpy", "--precision", "float64", "--workers", "1",
                  "--max-host-memory", "1G", "--quiet"]
 #: residual pixels recorded by value (row, column) in the 128x128 residual
 PIXELS = [(0, 0), (0, 127), (127, 0), (127, 127), (64, 64), (10, 100), (100, 10), (33, 77)]
