@@ -67,6 +67,18 @@ MAX_DECODED_BYTES = 1 << 30
 #: largest decoded image in pixels, whatever the sample size (a second guard against decompression bombs)
 MAX_PIXELS = 250_000_000
 
+# -- blind clustering (camid cluster) --------------------------------------------------------------
+#: side of the centred square compared between images (the largest up to this; smaller frames use their short side)
+CLUSTER_REGION = 1024
+#: smallest region side accepted
+CLUSTER_MIN_REGION = 32
+#: probability of any false link in the whole set
+CLUSTER_PFA = 1e-6
+#: fingerprint merge/attach rounds at most
+CLUSTER_MAX_ROUNDS = 20
+#: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
+GRAM_PRECISIONS = ("auto", "float32", "float16")
+
 # -- choices ---------------------------------------------------------------------------------------
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
 ROTATION_CHOICES = ("auto", "all", "none")
@@ -191,6 +203,43 @@ class InputLimits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """Every parameter that shapes a clustering (``camid cluster``).
+
+    region : side of the centred square compared (the largest up to this); None = the full frame.
+    pfa : probability of any false link in the whole set, Sidak-corrected per comparison.
+    sigma, levels, wavelet : the residual denoiser (as for fingerprints: sigma 3 on the 0..255 scale).
+    precision : Gram products: "auto" (float16 on CUDA, float32 elsewhere), "float32" or "float16".
+    max_rounds : fingerprint merge/attach rounds at most.
+    """
+
+    region: int | None = CLUSTER_REGION
+    pfa: float = CLUSTER_PFA
+    sigma: float = SIGMA_FINGERPRINT
+    levels: int = DEFAULT_LEVELS
+    wavelet: str = DEFAULT_WAVELET
+    precision: str = "auto"
+    max_rounds: int = CLUSTER_MAX_ROUNDS
+
+    def __post_init__(self):
+        if self.region is not None and self.region < CLUSTER_MIN_REGION:
+            raise ValueError(f"region must be 'full' or at least {CLUSTER_MIN_REGION}, got {self.region}")
+        if not 0.0 < self.pfa < 1.0:
+            raise ValueError(f"pfa must lie in (0, 1), got {self.pfa!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
+        if self.precision not in GRAM_PRECISIONS:
+            raise ValueError(f"precision must be one of {GRAM_PRECISIONS}, got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint_params(self) -> dict[str, Any]:
+        """Parameters recorded in the cluster fingerprints (as ``camid fingerprint`` records them)."""
+        return Params(sigma_fingerprint=self.sigma, levels=self.levels, wavelet=self.wavelet).fingerprint_params()
 
 
 @dataclass

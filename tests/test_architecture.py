@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
     {"pipeline"},       # one chunk: prepare, identify, records
     {"provenance", "evaluate"},
     {"engine"},         # scheduler, runner, distributed
+    {"cluster"},        # blind source clustering (Gram, threshold, linkage, its run on the engine)
     {"report", "datasets", "selftest"},  # selftest: known answers on every backend (spec.py: plain float64)
     {"cli"},
 ]

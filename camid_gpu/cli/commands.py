@@ -21,7 +21,7 @@ from typing import Sequence
 from camid_gpu import config as cfg
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
-from camid_gpu.cli.output import print_errors, print_identification, print_skipped, write_csv
+from camid_gpu.cli.output import print_clusters, print_errors, print_identification, print_skipped, write_csv
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
@@ -78,6 +78,12 @@ def _bytes(option: str, text: str | None) -> int | None:
 def _print_manifest(path: str, digest: str) -> None:
     print(f"manifest: {printable(path)}  SHA-256 {digest} (also in manifest.sha256 beside it; keep it elsewhere and "
           f"check with: camid verify {printable(path)} --expect-sha256 {digest})")
+
+
+def _print_run_manifest(run_dir: str) -> None:
+    """:func:`_print_manifest` from the ``manifest.sha256`` the run wrote beside its manifest."""
+    with open(os.path.join(run_dir, "manifest.sha256"), encoding="utf-8") as handle:
+        _print_manifest(os.path.join(run_dir, "manifest.json"), handle.read().split()[0])
 
 
 def _limits(args: argparse.Namespace) -> cfg.InputLimits:
@@ -159,9 +165,7 @@ def cmd_residual(args) -> int:
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
                             config=_config(args), on_record=show, argv=sys.argv, skipped=skipped)
     print_skipped(skipped)
-    manifest = os.path.join(args.outdir, "manifest.json")
-    with open(os.path.join(args.outdir, "manifest.sha256"), encoding="utf-8") as handle:
-        _print_manifest(manifest, handle.read().split()[0])
+    _print_run_manifest(args.outdir)
     print_errors(errors)
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -231,6 +235,23 @@ def methods_in_store(fp_dir: str) -> tuple[str, ...]:
     return tuple(m for m in ("pce", "mahalanobis") if m in common)
 
 
+def cmd_cluster(args) -> int:
+    from camid_gpu.cluster import cluster_images
+
+    if str(args.region).lower() == "full":
+        region = None
+    elif str(args.region).isdigit():
+        region = int(args.region)
+    else:
+        raise ValueError(f"--region must be a number of pixels or 'full', got {args.region!r}")
+    params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
+    result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
+    print_clusters(result, args.outdir)
+    print_errors(result["errors"])
+    _print_run_manifest(args.outdir)
+    return EXIT_PARTIAL if result["errors"] else EXIT_OK
+
+
 def cmd_verify(args) -> int:
     from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
 
@@ -258,7 +279,7 @@ def cmd_verify(args) -> int:
 
 def cmd_report(args) -> int:
     from camid_gpu.engine.run_folder import check_outputs
-    from camid_gpu.report.html import write_report
+    from camid_gpu.report import write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     check_outputs(_recorded_inputs(args.run_dir), files=[output], overwrite=args.overwrite)
@@ -359,8 +380,8 @@ def cmd_selftest(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
-            "identify": cmd_identify, "evaluate": cmd_evaluate, "verify": cmd_verify, "report": cmd_report,
-            "demo": cmd_demo, "selftest": cmd_selftest}
+            "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
+            "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

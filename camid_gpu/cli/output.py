@@ -60,3 +60,16 @@ def print_identification(records: Sequence[ImageRecord], cameras, methods) -> No
                      r["rotation"],
                      ",".join(maha["associated"]) if maha else "-"])
     print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))
+
+
+def print_clusters(result, outdir: str) -> None:
+    """Per group the pairs, the threshold and the links; per cluster its size; the totals."""
+    for g in result["groups"]:
+        t = g["threshold"]
+        print(f"group {g['name']}: {g['images']} images, {g['image_pairs']} pairs, NCC threshold {t['ncc']:.4g} "
+              f"(z {t['z']:.2f} x null spread {t['null_std']:.3g}, {t['null_source']}), PCE >= {t['pce']:.1f}; "
+              f"{g['confirmed_pairs']} linked pairs")
+    for c in result["clusters"]:
+        print(f"{c['id']}: {c['size']} images ({c['group']})")
+    print(f"{len(result['clusters'])} clusters, {len(result['unclustered'])} images unclustered; run folder: "
+          f"{outdir} (clusters.json, clusters.csv, fingerprints/, report: camid report {outdir})")

@@ -143,6 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_param_options(p)
     _add_backend_options(p)
 
+    p = sub.add_parser("cluster", help="which images share a camera, with no camera at hand (blind clustering)")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--outdir", required=True, help="run folder (clusters.json, clusters.csv, fingerprints/, ...)")
+    p.add_argument("--region", default=str(cfg.CLUSTER_REGION),
+                   help=f"side N of the centred square compared (the largest up to N; default {cfg.CLUSTER_REGION}) "
+                        f"or 'full'")
+    p.add_argument("--pfa", type=float, default=cfg.CLUSTER_PFA,
+                   help=f"probability of any false link in the whole set (default {cfg.CLUSTER_PFA:g})")
+    p.add_argument("--sigma", type=float, default=cfg.SIGMA_FINGERPRINT,
+                   help=f"residual denoiser sigma ({cfg.SIGMA_FINGERPRINT:g}, as for fingerprints)")
+    p.add_argument("--gram-precision", choices=cfg.GRAM_PRECISIONS, default="auto",
+                   help="Gram products: auto = float16 on CUDA (measured negligible), float32 elsewhere")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN: skip files done, add new inputs, multiply only the pairs with new images")
+    p.add_argument("--cluster", default=None, help="Gram tiles on Dask: 'local', 'local:N' or tcp://HOST:8786")
+    _add_backend_options(p)
+
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
     p.add_argument("--expect-sha256", default=None, metavar="HEX",

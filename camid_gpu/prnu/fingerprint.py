@@ -100,6 +100,21 @@ class FingerprintAccumulator:
         self._norm = norm if self._norm is None else self._norm + norm
         self.count += n
 
+    def merge(self, other: "FingerprintAccumulator") -> "FingerprintAccumulator":
+        """Add ``other``'s sums into this one (the ML sums of disjoint image sets add); returns self."""
+        if other.count == 0:
+            return self
+        if self.shape is not None and other.shape != self.shape:
+            raise ValueError(f"cannot merge fingerprint sums of shapes {self.shape} and {other.shape}")
+        if self.count == 0:
+            self.shape = other.shape
+            self._weighted, self._norm = other._weighted, other._norm
+        else:
+            self._weighted = self._weighted + other._weighted
+            self._norm = self._norm + other._norm
+        self.count += other.count
+        return self
+
     def channel_estimates(self) -> Array:
         """Per-channel ``K = sum W T / (sum T^2 + 1)``, native ``(C, H, W)`` (before ZeroMeanTotal)."""
         if self.count == 0:

@@ -1,0 +1,207 @@
+"""Clusters from the pair similarities, then merging by cluster fingerprints until stable.
+
+1. :func:`image_similarity`: the image-level NCC matrix from the row Gram (an image stored in portrait
+   has two rows, its 90 and 270 degree turns; a pair scores the best of its combinations).
+2. :func:`average_linkage`: average-linkage hierarchical clustering of the NCCs, cut at the pair
+   threshold, where a pair above the NCC threshold that the PCE did not confirm counts as 0. Two groups
+   join only while the average NCC between them stays above the threshold, so one false pair cannot
+   chain two cameras together (at worst, when it is stronger than its image's true pairs, it takes that one
+   image along; false pairs pass both thresholds at the rate --pfa sets).
+3. :func:`refine`: each cluster's ML fingerprint (from its members' pixels, as ``fingerprint`` does)
+   is compared with every other cluster's and with every unclustered image's residual; the best pair
+   above the thresholds (NCC and zero-shift PCE) is merged or attached, its fingerprint updated (the ML
+   sums add), and this repeats until nothing changes. Fingerprints average out scene content and random
+   noise, so images whose single pairs are too weak to link are still found; singletons stay alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from camid_gpu.cluster.similarity import GramEngine, cross_gram
+from camid_gpu.cluster.threshold import PairThreshold
+from camid_gpu._shared.jsonio import json_number
+
+
+def image_similarity(gram: np.ndarray, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Image-level NCC ``(N, N)`` and the chosen candidate index of each side ``(N, N, 2)``.
+
+    ``gram``: the row Gram; ``rows[i]``: the row indices of image ``i``'s candidates (1 or 2).
+    ``S[i, j] = max_{a, b} gram[rows[i][a], rows[j][b]]``; the diagonal is 1.
+    """
+    n = len(rows)
+    width = max((len(r) for r in rows), default=1)
+    best = np.full((n, n), -np.inf, dtype=np.float32)
+    choice = np.zeros((n, n, 2), dtype=np.int8)
+    for a in range(width):
+        ra = np.array([r[min(a, len(r) - 1)] for r in rows], dtype=np.int64)
+        for b in range(width):
+            rb = np.array([r[min(b, len(r) - 1)] for r in rows], dtype=np.int64)
+            s = gram[np.ix_(ra, rb)]
+            better = s > best
+            best = np.where(better, s, best)
+            choice[better] = (a, b)
+    np.fill_diagonal(best, 1.0)
+    return best, choice
+
+
+def comparisons(rows: Sequence[Sequence[int]]) -> int:
+    """Number of rotation-pair comparisons among images with ``len(rows[i])`` candidates each."""
+    c = np.array([len(r) for r in rows], dtype=np.float64)
+    return int(round((c.sum() ** 2 - (c * c).sum()) / 2))
+
+
+def average_linkage(similarity: np.ndarray, linked: np.ndarray, threshold: float) -> tuple[list[list[int]], np.ndarray]:
+    """Clusters (lists of image indices, size >= 2, sorted) and scipy's linkage matrix ``Z``.
+
+    ``linked[i, j]``: the pair passed both thresholds. Pairs above the NCC threshold but not linked
+    count as similarity 0. Distance ``1 - S``; the dendrogram is cut at ``1 - threshold``.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    n = similarity.shape[0]
+    if n < 2:
+        return [], np.zeros((0, 4))
+    s = np.where(~linked & (similarity > threshold), 0.0, similarity).astype(np.float64)
+    np.fill_diagonal(s, 1.0)
+    s = (s + s.T) / 2
+    dist = np.clip(1.0 - s, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    z = linkage(squareform(dist, checks=False), method="average")
+    labels = fcluster(z, t=1.0 - threshold, criterion="distance")
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(int(label), []).append(i)
+    clusters = sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+    return clusters, z
+
+
+class FingerprintOps(Protocol):
+    """What :func:`refine` needs from the run: ML fingerprints of member sets and residual rows."""
+
+    def accumulate(self, members: Sequence[tuple[int, int]]) -> Any:
+        """ML sums of images ``(index, candidate)``."""
+
+    def absorb(self, into: Any, other: Any) -> Any:
+        """``into`` plus ``other`` (ML sums add)."""
+
+    def fingerprint_row(self, acc: Any) -> np.ndarray:
+        """The finished fingerprint of ``acc``, flattened, zero-mean, unit-norm float32 ``(n,)``."""
+
+    def candidates(self, index: int) -> int:
+        """Number of rotation candidates (rows) of image ``index``."""
+
+    def image_rows(self, index: int) -> np.ndarray:
+        """Normalised residual rows ``(candidates, n)`` of image ``index``."""
+
+    def pce(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Zero-shift PCE of two flattened rows (same region)."""
+
+
+@dataclass
+class Cluster:
+    """A cluster during refinement: members ``(image, candidate)``, its ML sums and evidence."""
+
+    members: list[tuple[int, int]]
+    acc: Any = None
+    row: np.ndarray | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def images(self) -> list[int]:
+        return sorted(i for i, _ in self.members)
+
+
+def refine(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, threshold: PairThreshold,
+           engine: GramEngine, tile: int, max_rounds: int = 20) -> tuple[list[Cluster], list[int], int]:
+    """Merge clusters and attach singletons by cluster fingerprints until stable.
+
+    Returns the clusters, the images left alone and the number of rounds run. Every merge and
+    attachment is recorded in the clusters' ``events`` with the NCC and PCE that justified it.
+    """
+    for c in clusters:
+        c.acc = ops.accumulate(c.members)
+        c.row = ops.fingerprint_row(c.acc)
+    singles = list(singles)
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):
+        changed = _merge_clusters(clusters, ops, threshold, engine, tile)
+        changed |= _attach_singletons(clusters, singles, ops, threshold, engine, tile)
+        if not changed:
+            break
+    return clusters, singles, rounds
+
+
+def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: PairThreshold, engine: GramEngine,
+                    tile: int) -> bool:
+    """Merge the best fingerprint pair above the thresholds, repeatedly; True when anything merged.
+
+    The fingerprint NCC matrix is computed once; after a merge only the merged cluster's row is.
+    """
+    if len(clusters) < 2:
+        return False
+    rows = np.stack([c.row for c in clusters])
+    s = cross_gram(rows, rows, engine, tile).astype(np.float64)
+    np.fill_diagonal(s, -np.inf)
+    changed = False
+    while len(clusters) > 1:
+        a, b = sorted(np.unravel_index(int(np.argmax(s)), s.shape))
+        if s[a, b] <= threshold.ncc:
+            break
+        ncc = float(s[a, b])
+        pce = ops.pce(clusters[a].row, clusters[b].row)
+        if pce <= threshold.pce:
+            s[a, b] = s[b, a] = -np.inf  # not confirmed: never this pair again while both last
+            continue
+        keep, gone = clusters[a], clusters.pop(b)
+        keep.events.append({"kind": "fingerprint-merge", "members_before": keep.images, "merged": gone.images,
+                            "ncc": json_number(ncc), "pce": json_number(pce)})
+        keep.events.extend(gone.events)
+        keep.members += gone.members
+        keep.acc = ops.absorb(keep.acc, gone.acc)
+        keep.row = ops.fingerprint_row(keep.acc)
+        s = np.delete(np.delete(s, b, axis=0), b, axis=1)
+        fresh = cross_gram(keep.row[None], np.stack([c.row for c in clusters]), engine, tile)[0]
+        s[a, :], s[:, a] = fresh, fresh
+        s[a, a] = -np.inf
+        changed = True
+    return changed
+
+
+def _attach_singletons(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, threshold: PairThreshold,
+                       engine: GramEngine, tile: int) -> bool:
+    """Attach each unclustered image to its best cluster fingerprint above the thresholds.
+
+    The unclustered images' rows are read and multiplied ``tile`` at a time (they need not fit in memory).
+    """
+    if not clusters or not singles:
+        return False
+    fp_rows = np.stack([c.row for c in clusters])
+    cand = [(i, k) for i in singles for k in range(ops.candidates(i))]
+    best: dict[int, tuple[float, int, int]] = {}
+    for start in range(0, len(cand), tile):
+        part = cand[start:start + tile]
+        block = np.stack([ops.image_rows(i)[k] for i, k in part])
+        for (i, k), scores in zip(part, cross_gram(block, fp_rows, engine, tile)):
+            c = int(np.argmax(scores))
+            if i not in best or scores[c] > best[i][0]:
+                best[i] = (float(scores[c]), c, k)
+    attached = {}
+    for i, (ncc, c, k) in best.items():
+        if ncc <= threshold.ncc:
+            continue
+        pce = ops.pce(ops.image_rows(i)[k], clusters[c].row)
+        if pce > threshold.pce:
+            attached.setdefault(c, []).append((i, k, ncc, pce))
+    for c, items in attached.items():
+        cluster = clusters[c]
+        for i, k, ncc, pce in items:
+            cluster.events.append({"kind": "attach", "image": i, "ncc": json_number(ncc), "pce": json_number(pce)})
+            cluster.members.append((i, k))
+            singles.remove(i)
+        cluster.acc = ops.absorb(cluster.acc, ops.accumulate([(i, k) for i, k, _, _ in items]))
+        cluster.row = ops.fingerprint_row(cluster.acc)
+    return bool(attached)
