@@ -14,6 +14,7 @@ import numpy as np
 
 from camid_gpu.config import PCE_THRESHOLD
 from camid_gpu.io.listing import printable
+from camid_gpu.mahalanobis.results import summarise_diagnostics
 from camid_gpu.pipeline.records import ImageRecord, error_of, is_error, truth_of
 
 NONE_LABEL = "(none)"
@@ -105,22 +106,9 @@ def summarise(records: Sequence[ImageRecord], cameras: Sequence[str], methods: S
                 "rate": (sum(1 for r in own if r["mahalanobis"]["associated"] == [cam]) / len(own)) if own else None,
                 "mean_membership_own": float(np.mean([r["mahalanobis"]["membership"][cam] for r in own])) if own else None,
             }
-        m["diagnostics"] = _diagnostics_summary([r["mahalanobis"]["diagnostics"] for r in ok])
+        m["diagnostics"] = summarise_diagnostics([r["mahalanobis"]["diagnostics"] for r in ok])
         out["mahalanobis"] = m
     return out
-
-
-def _diagnostics_summary(per_image: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean over images of what drove the Mahalanobis votes (see MahalanobisResult.diagnostics)."""
-    usable = [d for d in per_image if d.get("closer_fraction")]
-    if not usable:
-        return {"images": 0}
-    mean = lambda key, comp: float(np.mean([d[key][comp] for d in usable]))  # noqa: E731
-    drivers = [d["driver"] for d in usable]
-    return {"images": len(usable),
-            "closer_fraction": {c: mean("closer_fraction", c) for c in ("full", "intensity", "prnu")},
-            "vote_agreement_with_full": {c: mean("vote_agreement", c) for c in ("intensity", "prnu")},
-            "driver_counts": {k: drivers.count(k) for k in sorted(set(drivers))}}
 
 
 def _stat(func, values):

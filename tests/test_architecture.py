@@ -162,6 +162,35 @@ def test_backend_itemsize():
     assert get_backend("numpy").itemsize == 8
 
 
+def test_backend_is_a_typed_protocol():
+    import numpy as np
+
+    from camid_gpu.backend import Backend, NumpyBackend, get_backend
+
+    bk = get_backend("numpy")
+    assert isinstance(bk, Backend) and not isinstance("numpy", Backend)
+    assert get_backend(bk) is bk
+    assert NumpyBackend.sum.__annotations__ == {"x": "np.ndarray", "axis": "int | tuple[int, ...]",
+                                                "return": "np.ndarray"}
+    assert bk.sum(np.ones((2, 3)), -1).shape == (2, 1)
+
+
+def test_cli_lists_devices_through_the_backend():
+    """Only backend/ (and the CUDA loader) import torch; the CLI asks the backend for the devices."""
+    from conftest import cuda_available
+
+    from camid_gpu.backend import cuda_devices
+
+    for path in (PACKAGE / "cli").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.split(".")[0] == "torch"], f"{path.name} imports torch"
+    devices = cuda_devices()
+    assert (len(devices) > 0) == cuda_available()
+    assert all(d.total_bytes >= d.free_bytes >= 0 for d in devices)
+
+
 def test_runtime_error_does_not_escape_main(tmp_path, capsys):
     """A CUDA device that is not there is an error message and exit code 1, not a traceback."""
     from conftest import HAVE_TORCH, cuda_available

@@ -505,3 +505,34 @@ def test_validation_errors_name_the_shape():
         M.classify_images(NP, [np.zeros((8, 8))], np.zeros((1, 2, 4, 4)), natural=True, mode="whole")
     with pytest.raises(ValueError, match=r"satisfied/unsatisfied.*\(2, 3\)"):
         M.membership(np.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_result_is_its_pair_statistics_with_names():
+    """MahalanobisResult extends PairStatistics (one declaration of the arrays); take_images keeps the type."""
+    t, f = hand_example("2b")
+    stats = M.PairStatistics.concatenate([M.pair_statistics(NP, t, f)] * 2)
+    result = M.MahalanobisResult.from_statistics(stats, mode="flat", image_names=["a", "b"])
+    assert isinstance(result, M.PairStatistics)
+    for name, array in stats.arrays().items():
+        assert getattr(result, name) is array
+    one = result.take_images(slice(1, 2))
+    assert type(one) is M.MahalanobisResult and one.image_names == ("a", "b")  # names are the caller's
+    np.testing.assert_array_equal(one.satisfied, stats.satisfied[1:2])
+    np.testing.assert_array_equal(one.unsatisfied, stats.unsatisfied[1:2])
+
+
+def test_summarise_diagnostics_known_answer():
+    """One summary for the evaluation and the report: means over usable images, drivers counted."""
+    per_image = [
+        {"closer_fraction": {"full": 0.5, "intensity": 0.75, "prnu": 0.25},
+         "vote_agreement": {"intensity": 1.0, "prnu": 0.5}, "driver": "intensity"},
+        {"closer_fraction": {"full": 0.75, "intensity": 0.25, "prnu": None},
+         "vote_agreement": {"intensity": 0.0, "prnu": 1.0}, "driver": "prnu"},
+        {"closer_fraction": None, "vote_agreement": None, "driver": "undetermined"},  # no pair counted
+    ]
+    assert M.summarise_diagnostics(per_image) == {
+        "images": 2,
+        "closer_fraction": {"full": 0.625, "intensity": 0.5, "prnu": 0.25},
+        "vote_agreement_with_full": {"intensity": 0.5, "prnu": 0.75},
+        "driver_counts": {"intensity": 1, "prnu": 1}}
+    assert M.summarise_diagnostics(per_image[2:]) == {"images": 0}

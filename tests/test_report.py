@@ -13,7 +13,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from camid_gpu.report import html as report  # noqa: E402
+from camid_gpu import report  # noqa: E402
+from camid_gpu.report import pce as pce_section  # noqa: E402
 from camid_gpu.errors import CamidError, MissingExtraError  # noqa: E402
 
 HOSTILE = "natural_<script>alert(1)<_script>&'\"x.jpg"  # no "/" in a file name
@@ -79,12 +80,12 @@ def rendered(runs):
 
     def get(name: str, charts: bool = True) -> str:
         if (name, charts) not in cache:
-            saved = report.MAX_IMAGE_CHARTS
-            report.MAX_IMAGE_CHARTS = saved if charts else 0
+            saved = pce_section.MAX_IMAGE_CHARTS
+            pce_section.MAX_IMAGE_CHARTS = saved if charts else 0
             try:
                 cache[name, charts] = report.render_report(runs[name])
             finally:
-                report.MAX_IMAGE_CHARTS = saved
+                pce_section.MAX_IMAGE_CHARTS = saved
         return cache[name, charts]
 
     return get
@@ -210,7 +211,7 @@ def test_cli_writes_the_same_report(runs, rendered, tmp_path):
 
 
 def test_explicit_fingerprints_folder(runs, monkeypatch):
-    monkeypatch.setattr(report, "MAX_IMAGE_CHARTS", 0)
+    monkeypatch.setattr(pce_section, "MAX_IMAGE_CHARTS", 0)
     fp_dir = os.path.join(runs["pce"], "fingerprints")
     text = report.render_report(runs["bare"], fingerprints_dir=fp_dir)
     assert "per-camera figures are left out" not in text and "hold no Mahalanobis arrays" in text

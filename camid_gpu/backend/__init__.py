@@ -18,10 +18,10 @@ import functools
 from camid_gpu._shared.optional import import_optional, import_pytorch_wavelets, torch_cuda_available
 from camid_gpu.backend.base import Array, Backend
 from camid_gpu.backend.numpy_backend import NumpyBackend
-from camid_gpu.backend.torch_backend import TorchBackend
+from camid_gpu.backend.torch_backend import CudaDevice, TorchBackend, cuda_devices
 
-__all__ = ["Array", "Backend", "BACKEND_NAMES", "NUMPY_DTYPE", "NumpyBackend", "TorchBackend", "get_backend",
-           "import_optional", "import_pytorch_wavelets", "torch_cuda_available"]
+__all__ = ["Array", "Backend", "BACKEND_NAMES", "CudaDevice", "NUMPY_DTYPE", "NumpyBackend", "TorchBackend",
+           "cuda_devices", "get_backend", "import_optional", "import_pytorch_wavelets", "torch_cuda_available"]
 
 BACKEND_NAMES = ("auto", "numpy", "torch")
 #: working dtype of ``get_backend("numpy")`` ("float32": faster, residuals within ~1e-4 of float64)

@@ -6,18 +6,32 @@ batch-first, with the image axes last: ``(..., H, W)``. Implementations: :mod:`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar, Union, runtime_checkable
 
 import numpy as np
 
-Array = Any  # numpy.ndarray or torch.Tensor
+if TYPE_CHECKING:
+    import torch
+
+#: an array of either backend (what the algorithms, written once for both, hand around)
+Array = Union[np.ndarray, "torch.Tensor"]
+#: the native array type of one backend: ``numpy.ndarray`` for NumPy, ``torch.Tensor`` for torch
+ArrayT = TypeVar("ArrayT")
 
 
-class Backend:
-    """Primitives on batch-first arrays ``(..., H, W)``. Subclasses implement every method."""
+@runtime_checkable
+class Backend(Protocol[ArrayT]):
+    """Primitives on batch-first arrays ``(..., H, W)`` of the native type ``ArrayT``.
+
+    A typed protocol: an implementation subclasses it (``NumpyBackend(Backend[np.ndarray])``) and
+    implements every method that raises ``NotImplementedError`` here; ``itemsize``, ``memory_info``,
+    ``empty_cache``, ``kernel``, ``synchronize`` and ``describe`` have host defaults. ``isinstance(x,
+    Backend)`` is true for the implementations (and for any object with the same members).
+    """
 
     name: str = "?"
     device: str = "cpu"
+    dtype: Any  # the compute dtype: numpy.float64, torch.float32 or torch.float64
 
     @property
     def itemsize(self) -> int:
@@ -32,79 +46,79 @@ class Backend:
         """Give cached device memory back (after an out-of-memory error); nothing to do on the host."""
 
     # conversion -----------------------------------------------------------------------------
-    def asarray(self, x: Any) -> Array:
+    def asarray(self, x: Any) -> ArrayT:
         """Native array in the working float dtype on the backend's device (no copy when possible)."""
         raise NotImplementedError
 
-    def to_numpy(self, x: Array) -> np.ndarray:
+    def to_numpy(self, x: ArrayT) -> np.ndarray:
         raise NotImplementedError
 
     # indexing and reductions -----------------------------------------------------------------
-    def take(self, x: Array, index: np.ndarray, axis: int) -> Array:
+    def take(self, x: ArrayT, index: np.ndarray, axis: int) -> ArrayT:
         raise NotImplementedError
 
-    def mean(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+    def mean(self, x: ArrayT, axis: int | tuple[int, ...]) -> ArrayT:
         """Mean over ``axis``, keeping the reduced dimensions."""
         raise NotImplementedError
 
-    def std(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+    def std(self, x: ArrayT, axis: int | tuple[int, ...]) -> ArrayT:
         """Sample standard deviation (N-1, as MATLAB's ``std2``), keeping dimensions."""
         raise NotImplementedError
 
-    def sum(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+    def sum(self, x: ArrayT, axis: int | tuple[int, ...]) -> ArrayT:
         """Sum over ``axis``, keeping the reduced dimensions."""
         raise NotImplementedError
 
-    def amax(self, x: Array, axis: int | tuple[int, ...]) -> Array:
+    def amax(self, x: ArrayT, axis: int | tuple[int, ...]) -> ArrayT:
         """Maximum over ``axis``, keeping the reduced dimensions."""
         raise NotImplementedError
 
-    def argmax_flat(self, x: Array) -> np.ndarray:
+    def argmax_flat(self, x: ArrayT) -> np.ndarray:
         """Host int64 array of the flat index of the maximum of each ``(..., H, W)`` plane."""
         raise NotImplementedError
 
-    def arange(self, n: int) -> Array:
+    def arange(self, n: int) -> ArrayT:
         """0..n-1 as a float array of the working dtype."""
         raise NotImplementedError
 
     # elementwise ----------------------------------------------------------------------------
-    def maximum(self, x: Array, y: Array | float) -> Array:
+    def maximum(self, x: ArrayT, y: ArrayT | float) -> ArrayT:
         raise NotImplementedError
 
-    def minimum(self, x: Array, y: Array | float) -> Array:
+    def minimum(self, x: ArrayT, y: ArrayT | float) -> ArrayT:
         raise NotImplementedError
 
-    def where(self, cond: Array, x: Array | float, y: Array | float) -> Array:
+    def where(self, cond: ArrayT, x: ArrayT | float, y: ArrayT | float) -> ArrayT:
         raise NotImplementedError
 
-    def abs(self, x: Array) -> Array:
+    def abs(self, x: ArrayT) -> ArrayT:
         raise NotImplementedError
 
-    def real(self, x: Array) -> Array:
+    def real(self, x: ArrayT) -> ArrayT:
         raise NotImplementedError
 
-    def exp(self, x: Array) -> Array:
+    def exp(self, x: ArrayT) -> ArrayT:
         raise NotImplementedError
 
-    def sqrt(self, x: Array) -> Array:
+    def sqrt(self, x: ArrayT) -> ArrayT:
         raise NotImplementedError
 
-    def zeros_like(self, x: Array) -> Array:
+    def zeros_like(self, x: ArrayT) -> ArrayT:
         raise NotImplementedError
 
-    def stack(self, xs: Sequence[Array], axis: int) -> Array:
+    def stack(self, xs: Sequence[ArrayT], axis: int) -> ArrayT:
         raise NotImplementedError
 
-    def rot90(self, x: Array, k: int) -> Array:
+    def rot90(self, x: ArrayT, k: int) -> ArrayT:
         """Rotate the last two axes by ``k`` quarter turns counter-clockwise (as ``numpy.rot90``)."""
         raise NotImplementedError
 
-    def roll(self, x: Array, shift: tuple[int, int]) -> Array:
+    def roll(self, x: ArrayT, shift: tuple[int, int]) -> ArrayT:
         """Circular shift of the last two axes."""
         raise NotImplementedError
 
     # transforms ------------------------------------------------------------------------------
-    def wavedec2(self, x: Array, wavelet: str, levels: int) -> tuple[Array, list[Array]]:
+    def wavedec2(self, x: ArrayT, wavelet: str, levels: int) -> tuple[ArrayT, list[ArrayT]]:
         """Periodic 2-D DWT of the last two axes (sizes divisible by ``2**levels``).
 
         Returns ``(approx, details)``: ``approx`` is ``(..., h, w)`` at the coarsest level and
@@ -112,18 +126,18 @@ class Backend:
         """
         raise NotImplementedError
 
-    def waverec2(self, approx: Array, details: list[Array], wavelet: str) -> Array:
+    def waverec2(self, approx: ArrayT, details: list[ArrayT], wavelet: str) -> ArrayT:
         """Inverse of :meth:`wavedec2`."""
         raise NotImplementedError
 
-    def box_mean(self, x: Array, size: int) -> Array:
+    def box_mean(self, x: ArrayT, size: int) -> ArrayT:
         """Mean over a ``size x size`` window (odd size) of the last two axes, zero padding, same size."""
         raise NotImplementedError
 
-    def fft2(self, x: Array) -> Array:
+    def fft2(self, x: ArrayT) -> ArrayT:
         raise NotImplementedError
 
-    def ifft2(self, x: Array) -> Array:
+    def ifft2(self, x: ArrayT) -> ArrayT:
         raise NotImplementedError
 
     # fused kernels ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from camid_gpu.backend import host_kernels
 from camid_gpu.backend.base import Backend
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(Backend[np.ndarray]):
     """pywt + scipy on the host, in ``dtype`` "float64" or "float32".
 
     - ``use_kernels``: the host kernels of :mod:`camid_gpu.backend.host_kernels` replace the plain
@@ -57,61 +57,61 @@ class NumpyBackend(Backend):
     def to_numpy(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x)
 
-    def take(self, x, index, axis):
+    def take(self, x: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
         return np.take(x, index, axis=axis)
 
-    def mean(self, x, axis):
+    def mean(self, x: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
         return x.mean(axis=axis, keepdims=True)
 
-    def std(self, x, axis):
+    def std(self, x: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
         return x.std(axis=axis, keepdims=True, ddof=1)
 
-    def sum(self, x, axis):
+    def sum(self, x: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
         return x.sum(axis=axis, keepdims=True)
 
-    def amax(self, x, axis):
+    def amax(self, x: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
         return x.max(axis=axis, keepdims=True)
 
-    def argmax_flat(self, x):
+    def argmax_flat(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x.reshape(*x.shape[:-2], -1).argmax(axis=-1), dtype=np.int64)
 
-    def arange(self, n):
+    def arange(self, n: int) -> np.ndarray:
         return np.arange(n, dtype=self.dtype)
 
-    def maximum(self, x, y):
+    def maximum(self, x: np.ndarray, y: np.ndarray | float) -> np.ndarray:
         return np.maximum(x, y)
 
-    def minimum(self, x, y):
+    def minimum(self, x: np.ndarray, y: np.ndarray | float) -> np.ndarray:
         return np.minimum(x, y)
 
-    def where(self, cond, x, y):
+    def where(self, cond: np.ndarray, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
         return np.where(cond, x, y)
 
-    def abs(self, x):
+    def abs(self, x: np.ndarray) -> np.ndarray:
         return np.abs(x)
 
-    def real(self, x):
+    def real(self, x: np.ndarray) -> np.ndarray:
         return np.real(x)
 
-    def exp(self, x):
+    def exp(self, x: np.ndarray) -> np.ndarray:
         return np.exp(x)
 
-    def sqrt(self, x):
+    def sqrt(self, x: np.ndarray) -> np.ndarray:
         return np.sqrt(x)
 
-    def zeros_like(self, x):
+    def zeros_like(self, x: np.ndarray) -> np.ndarray:
         return np.zeros_like(x)
 
-    def stack(self, xs, axis):
+    def stack(self, xs: Sequence[np.ndarray], axis: int) -> np.ndarray:
         return np.stack(xs, axis=axis)
 
-    def rot90(self, x, k):
+    def rot90(self, x: np.ndarray, k: int) -> np.ndarray:
         return np.rot90(x, k, axes=(-2, -1))
 
-    def roll(self, x, shift):
+    def roll(self, x: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
         return np.roll(x, shift, axis=(-2, -1))
 
-    def wavedec2(self, x, wavelet, levels):
+    def wavedec2(self, x: np.ndarray, wavelet: str, levels: int) -> tuple[np.ndarray, list[np.ndarray]]:
         with warnings.catch_warnings():
             # pywt warns when the level exceeds its "useful" maximum; with periodization the
             # transform is still exact and invertible, and the reference uses L = 4 regardless.
@@ -148,14 +148,14 @@ class NumpyBackend(Backend):
 
         return plain
 
-    def _threads_for_planes(self, x) -> int:
+    def _threads_for_planes(self, x: np.ndarray) -> int:
         """Threads for a transform of the planes of ``x``: one plane per thread, if large enough."""
         planes = int(np.prod(x.shape[:-2], dtype=np.int64))
         if planes < 2:
             return 1
         return min(planes, host_kernels.threads_for(self._pool, x.size))
 
-    def waverec2(self, approx, details, wavelet):
+    def waverec2(self, approx: np.ndarray, details: list[np.ndarray], wavelet: str) -> np.ndarray:
         import pywt
 
         if self.use_kernels and host_kernels.dwt_fits(2 * details[0].shape[-2], wavelet, len(details)):
@@ -179,23 +179,23 @@ class NumpyBackend(Backend):
         self._pool.map(one, range(approx.shape[0]))
         return out.reshape(*lead, 2 * h, 2 * w)
 
-    def box_mean(self, x, size):
+    def box_mean(self, x: np.ndarray, size: int) -> np.ndarray:
         from scipy import ndimage
 
         window = (1,) * (x.ndim - 2) + (size, size)
         return ndimage.uniform_filter(x, size=window, mode="constant", cval=0.0)
 
-    def fft2(self, x):
+    def fft2(self, x: np.ndarray) -> np.ndarray:
         from scipy import fft
 
         return fft.fft2(x, axes=(-2, -1), workers=self.workers)
 
-    def ifft2(self, x):
+    def ifft2(self, x: np.ndarray) -> np.ndarray:
         from scipy import fft
 
         return fft.ifft2(x, axes=(-2, -1), workers=self.workers)
 
-    def kernel(self, name):
+    def kernel(self, name: str) -> Callable | None:
         if not self.use_kernels:
             return None
         if name in ("mihcak_shrink", "wiener_dft"):

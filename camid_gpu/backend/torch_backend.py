@@ -5,16 +5,37 @@ Computes in float32 by default (float64 on request); on CUDA the fused CuPy kern
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from camid_gpu._shared.optional import _PTW_LOCK, import_optional, import_pytorch_wavelets
+from camid_gpu._shared.optional import _PTW_LOCK, import_optional, import_pytorch_wavelets, torch_cuda_available
 from camid_gpu.backend.base import Backend
 from camid_gpu.backend.numpy_backend import NumpyBackend
 
 
-class TorchBackend(Backend):
+class CudaDevice(NamedTuple):
+    """A CUDA device as torch sees it; memory in bytes."""
+
+    index: int
+    name: str
+    free_bytes: int
+    total_bytes: int
+
+
+def cuda_devices() -> list[CudaDevice]:
+    """The CUDA devices torch sees, in index order; [] without torch or without a device."""
+    if not torch_cuda_available():
+        return []
+    torch = import_optional("torch", "torch", "listing CUDA devices")
+    devices = []
+    for index in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(index)
+        devices.append(CudaDevice(index, torch.cuda.get_device_name(index), int(free), int(total)))
+    return devices
+
+
+class TorchBackend(Backend["torch.Tensor"]):
     """pytorch-wavelets + torch.fft on ``device`` ("cpu", "cuda", "cuda:N"), in ``dtype``."""
 
     name = "torch"

@@ -127,15 +127,12 @@ def cmd_info(args) -> int:
             print(f"{module}: not installed (pip install 'camid_gpu[{extra}]')")
         except Exception as exc:  # a broken optional install must not break `info`
             print(f"{module}: present but fails to import ({type(exc).__name__}: {exc})")
-    from camid_gpu.backend import get_backend, torch_cuda_available
+    from camid_gpu.backend import cuda_devices, get_backend
 
-    if torch_cuda_available():
-        import torch
-
-        for i in range(torch.cuda.device_count()):
-            free, total = torch.cuda.mem_get_info(i)
-            print(f"cuda:{i}: {torch.cuda.get_device_name(i)}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} free)")
-    else:
+    devices = cuda_devices()
+    for dev in devices:
+        print(f"cuda:{dev.index}: {dev.name}, {dev.total_bytes / 2**30:.1f} GiB ({dev.free_bytes / 2**30:.1f} free)")
+    if not devices:
         print("CUDA: no device visible to torch")
     print(f"backend 'auto' -> {get_backend('auto').describe()}")
     return EXIT_OK

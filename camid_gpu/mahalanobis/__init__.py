@@ -89,7 +89,13 @@ from camid_gpu.mahalanobis.constants import (  # noqa: F401
     SCAN_ORDERS,
     SELECTION_SIGMAS,
 )
-from camid_gpu.mahalanobis.results import MahalanobisResult, associate, membership, wins  # noqa: F401
+from camid_gpu.mahalanobis.results import (  # noqa: F401
+    MahalanobisResult,
+    associate,
+    membership,
+    summarise_diagnostics,
+    wins,
+)
 from camid_gpu.mahalanobis.selection import (  # noqa: F401
     intensity_limits,
     scan_fingerprints,

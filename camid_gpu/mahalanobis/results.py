@@ -50,28 +50,49 @@ def associate(won: np.ndarray, camera_names: Sequence[str]) -> list[tuple[str, .
     return [tuple(camera_names[k] for k in np.flatnonzero(row == row.max())) for row in won]
 
 
+def summarise_diagnostics(per_image: Sequence[Any]) -> dict[str, Any]:
+    """Mean over images of :meth:`MahalanobisResult.diagnostics` (one dict per image, as in the records).
+
+    Images with no counted pair (``closer_fraction`` None) or a malformed entry are left out; each mean is
+    over the images where that value is a finite number. Returns ``{"images": 0}`` when none is left, else
+    ``images``, ``closer_fraction`` (full, intensity, prnu), ``vote_agreement_with_full`` (intensity,
+    prnu) and ``driver_counts`` (images per driver, by name). Used by the evaluation and the report.
+    """
+    usable = [d for d in per_image if isinstance(d, dict) and isinstance(d.get("closer_fraction"), dict)
+              and isinstance(d.get("vote_agreement"), dict)]
+    if not usable:
+        return {"images": 0}
+
+    def mean(key: str, component: str) -> float | None:
+        values = [v for d in usable if _is_finite_number(v := d[key].get(component))]
+        return float(np.mean(values)) if values else None
+
+    drivers = [str(d.get("driver")) for d in usable]
+    return {"images": len(usable),
+            "closer_fraction": {c: mean("closer_fraction", c) for c in ("full", "intensity", "prnu")},
+            "vote_agreement_with_full": {c: mean("vote_agreement", c) for c in ("intensity", "prnu")},
+            "driver_counts": {k: drivers.count(k) for k in sorted(set(drivers))}}
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True, eq=False)
-class MahalanobisResult:
+class MahalanobisResult(PairStatistics):
     """Outcome of method 2 for D disputed images and C cameras, shaped for the paper's tables.
 
-    Arrays are NumPy: ``pixels, satisfied, intensity_satisfied, prnu_satisfied`` (D, C, C) int64
-    indexed ``[d, q, j]`` (q: claimed camera, j: compared camera); ``selected`` (D, C) int64,
-    ``covariance`` (D, C, 2, 2) float64, ``valid`` (D, C) bool. Derived: ``unsatisfied``,
-    ``wins`` (D, C), ``membership`` (D, C) percent (Table 5; a row is Table 4), ``associations``
-    (per image a tuple of camera names; more than one name is a tie), :meth:`pairwise` (Tables 2-3),
-    :meth:`effectiveness` (Tables 7-12, needs ``true_cameras``), :meth:`diagnostics`, :meth:`to_dict`.
+    The arrays are those of :class:`PairStatistics` (NumPy, indexed ``[d, q, j]`` with q the claimed
+    camera and j the compared camera), named here by ``camera_names`` and ``image_names``. Derived:
+    ``unsatisfied``, ``wins`` (D, C), ``membership`` (D, C) percent (Table 5; a row is Table 4),
+    ``associations`` (per image a tuple of camera names; more than one name is a tie), :meth:`pairwise`
+    (Tables 2-3), :meth:`effectiveness` (Tables 7-12, needs ``true_cameras``), :meth:`diagnostics`,
+    :meth:`to_dict`.
     """
 
     camera_names: tuple[str, ...]
     image_names: tuple[str, ...]
     mode: str
-    selected: np.ndarray
-    covariance: np.ndarray
-    valid: np.ndarray
-    pixels: np.ndarray
-    satisfied: np.ndarray
-    intensity_satisfied: np.ndarray
-    prnu_satisfied: np.ndarray
     true_cameras: tuple[str | None, ...] | None = None
     n_sigma: float | None = None
     scan_order: str | None = None
@@ -94,14 +115,10 @@ class MahalanobisResult:
                 raise ValueError(f"true_cameras: {unknown} are not among the cameras {list(cams)}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        return cls(cams, images, mode, stats.selected, stats.covariance, stats.valid, stats.pixels,
-                   stats.satisfied, stats.intensity_satisfied, stats.prnu_satisfied, truth, n_sigma, scan_order)
+        return cls(**stats.arrays(), camera_names=cams, image_names=images, mode=mode, true_cameras=truth,
+                   n_sigma=n_sigma, scan_order=scan_order)
 
     # derived -----------------------------------------------------------------------------------
-    @property
-    def unsatisfied(self) -> np.ndarray:
-        return self.pixels - self.satisfied
-
     @property
     def wins(self) -> np.ndarray:
         return wins(self.satisfied, self.unsatisfied)

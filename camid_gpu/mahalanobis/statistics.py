@@ -5,7 +5,7 @@ The method and its notation: see :mod:`camid_gpu.mahalanobis`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -155,6 +155,15 @@ class PairStatistics:
     def unsatisfied(self) -> np.ndarray:
         return self.pixels - self.satisfied
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays above by field name (each indexed by the disputed image first)."""
+        return {f.name: getattr(self, f.name) for f in fields(PairStatistics)}
+
+    def take_images(self, index: slice):
+        """A copy of the same type (a :class:`MahalanobisResult` stays one) holding the images ``index`` of
+        the arrays above; other fields are kept as they are."""
+        return replace(self, **{name: array[index] for name, array in self.arrays().items()})
+
     @classmethod
     def from_counts(cls, n: np.ndarray, cov: np.ndarray, counts: np.ndarray) -> "PairStatistics":
         valid = quadratic_coefficients(n, cov)[..., 0] > 0.5
@@ -165,9 +174,7 @@ class PairStatistics:
     def concatenate(cls, parts: Sequence["PairStatistics"]) -> "PairStatistics":
         if len(parts) == 1:
             return parts[0]
-        return cls(*(np.concatenate([getattr(p, name) for p in parts], 0) for name in
-                     ("selected", "covariance", "valid", "pixels", "satisfied", "intensity_satisfied",
-                      "prnu_satisfied")))
+        return cls(**{name: np.concatenate([p.arrays()[name] for p in parts], 0) for name in parts[0].arrays()})
 
 
 def pair_statistics(bk: Backend, disputed: Any, fingerprints: Any, mask: Any | None = None, *,

@@ -136,11 +136,7 @@ def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, A
     """Compact JSON-ready method-2 result of image ``d``: membership, association (ties listed),
     the pairwise counts (the paper's Tables 2-3) as C x C matrices, pixels used, and the diagnostics
     of what drove the vote for this image alone."""
-    one = replace(outcome, image_names=outcome.image_names[d:d + 1],
-                  **{name: getattr(outcome, name)[d:d + 1] for name in
-                     ("selected", "covariance", "valid", "pixels", "satisfied", "intensity_satisfied",
-                      "prnu_satisfied")},
-                  true_cameras=None)
+    one = replace(outcome.take_images(slice(d, d + 1)), image_names=outcome.image_names[d:d + 1], true_cameras=None)
     cams = outcome.camera_names
     member = one.membership[0]
     return {

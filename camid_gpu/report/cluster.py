@@ -20,8 +20,19 @@ import numpy as np
 
 from camid_gpu._version import __version__
 from camid_gpu.errors import CamidError
-from camid_gpu.report.html import (_CSS, _NONE, _RC, _camera_color, _e, _f, _figure, _json_value, _kv, _matplotlib,
-                                   _png, _symlog, _table)
+from camid_gpu.report.figures import RC as _RC
+from camid_gpu.report.figures import camera_color as _camera_color
+from camid_gpu.report.figures import figure as _figure
+from camid_gpu.report.figures import load_matplotlib as _matplotlib
+from camid_gpu.report.figures import png as _png
+from camid_gpu.report.figures import symlog as _symlog
+from camid_gpu.report.html import _CSS
+from camid_gpu.report.html import NONE as _NONE
+from camid_gpu.report.html import esc as _e
+from camid_gpu.report.html import html_table as _table
+from camid_gpu.report.html import json_value as _json_value
+from camid_gpu.report.html import kv_table as _kv
+from camid_gpu.report.html import num as _f
 
 #: largest matrix drawn cell by cell in the heat-map; bigger ones are reduced by block maxima
 HEATMAP_CELLS = 400
