@@ -13,11 +13,20 @@ subprocess so that peak memory is its own:
   dozens of 1000 x 1000 clippings per chunk), all N are decoded first and then computed at once. To
   see the steady state, use N of several chunks, e.g. ``--images 64 --chunk 8``.
 
+With ``--decoders cpu gpu`` (default) the scheduler run is made once per JPEG decoder (``camid identify
+--decode cpu|gpu``: Pillow in the decode workers, or nvJPEG on the device through torchvision, batched per
+chunk), and a ``decode`` mode times decoding alone (no PRNU work): ``read_image`` one file after another
+in one process for ``cpu``, batches of ``--chunk`` (default 8) files through the GPU decoder for ``gpu``
+(file reading and SHA-256 included in both). GPU rows run only where the GPU decoder is available (torch
+on CUDA and torchvision); elsewhere they are listed as skipped, with the reason. ``gpu decoded`` counts the
+records whose pixels came from the GPU decoder (the rest fell back to the CPU).
+
 Prints one JSON object (``--json-out`` also writes it) and a table. Not collected by pytest.
 
     python bench/bench_identify.py [--images 16] [--cameras 4] [--workers 4] [--height 3000 --width 4000]
                                    [--clip 1000] [--backend auto|numpy|torch] [--device cuda] [--chunk K]
                                    [--data DIR] [--repeat 1] [--threads T] [--json-out FILE]
+                                   [--modes loop scheduler decode] [--decoders cpu gpu]
 
 Per run it reports: wall time and images/s (``x loop``: the same, relative to the loop in this run);
 ``compute``: the share of wall time spent inside ``identify_chunk`` (residuals, PCE, Mahalanobis: the
@@ -39,6 +48,7 @@ and kernel compilation are not timed) and after every file has been read once (p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -53,7 +63,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_residual import add_common_options, run_info, set_threads, write_json  # noqa: E402
 
 METHODS = ("pce", "mahalanobis")
-MODES = ("loop", "scheduler")
+MODES = ("loop", "scheduler", "decode")
+DECODERS = ("cpu", "gpu")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,12 +183,24 @@ def run_phase(spec: dict) -> dict:
     from camid_gpu.engine.scheduler import read_results
     from camid_gpu.store import load_store
 
+    from camid_gpu.io.device_decode import decoder_for
+
     set_threads(spec.get("threads"))
     bk = get_backend(spec["backend"], device=spec["device"])
     on_cuda = bk.device.startswith("cuda")
     torch = None
     if on_cuda:
         import torch
+    decode = spec.get("decode", "cpu")
+    if decode == "gpu":
+        try:
+            from camid_gpu.io.decode import read_file_bytes
+
+            decoder_for("gpu", bk).decode([read_file_bytes(spec["files"][0])])  # warm-up: nvJPEG's state
+        except Exception as exc:  # noqa: BLE001 - no CUDA or no torchvision: the row is skipped, with why
+            return {"mode": spec["mode"], "decode": decode, "skipped": f"{type(exc).__name__}: {exc}"}
+    if spec["mode"] == "decode":
+        return decode_phase(spec, bk)
     params = Params.from_dict(spec["params"])
     store = load_store(spec["fp_dir"], methods=METHODS)
     files = spec["files"]
@@ -219,14 +242,15 @@ def run_phase(spec: dict) -> dict:
                 records.extend(ident.identify_chunk(bk, store, [item], params, METHODS, cache))
         else:
             config = RunConfig(backend=spec["backend"], device=spec["device"], workers=spec["workers"],
-                               progress=False, chunk=spec.get("chunk"))
+                               progress=False, chunk=spec.get("chunk"), decode=decode)
             results = os.path.join(tmp, "results.jsonl")
             identify_files(spec["fp_dir"], files, results, METHODS, params, config)
             records = read_results(results)
         wall = time.perf_counter() - t_start
     ident.identify_chunk = original
     out = {
-        "mode": spec["mode"], "workers": spec["workers"] if spec["mode"] == "scheduler" else 1,
+        "mode": spec["mode"], "decode": decode, "gpu_decoded": sum(1 for r in records if r.get("decoder") == "gpu"),
+        "workers": spec["workers"] if spec["mode"] == "scheduler" else 1,
         "backend": bk.describe(), "images": len(files), "errors": sum(1 for r in records if r.get("error")),
         "wall_s": wall, "images_per_s": len(files) / wall, "compute_s": clock["compute"],
         "compute_calls": clock["calls"], "images_per_call": len(files) / max(clock["calls"], 1),
@@ -244,6 +268,38 @@ def run_phase(spec: dict) -> dict:
         out["gpu_max_memory_reserved_bytes"] = int(torch.cuda.max_memory_reserved(bk.torch_device))
         out["gpu_utilization_mean"] = (sum(sampler.gpu_util) / len(sampler.gpu_util)) if sampler.gpu_util else None
     return out
+
+
+def decode_phase(spec: dict, bk) -> dict:
+    """Decoding alone: the CPU decoder file by file, or the GPU decoder in batches of ``chunk``."""
+    from camid_gpu.io.decode import read_file_bytes, read_image
+    from camid_gpu.io.device_decode import decoder_for
+
+    files, decode = spec["files"], spec["decode"]
+    batch = spec.get("chunk") or 8
+    decoder = decoder_for("gpu", bk) if decode == "gpu" else None
+    if decoder is not None:  # warm-up: nvJPEG handles and buffers
+        decoder.decode([read_file_bytes(files[0])])
+        bk.synchronize()
+    t_start = time.perf_counter()
+    failed = 0
+    if decoder is None:
+        for path in files:
+            read_image(path)
+    else:
+        for start in range(0, len(files), batch):
+            encoded = [read_file_bytes(p) for p in files[start:start + batch]]
+            for data in encoded:
+                hashlib.sha256(data).hexdigest()
+            failed += sum(isinstance(x, BaseException) for x in decoder.decode(encoded))
+        bk.synchronize()
+    wall = time.perf_counter() - t_start
+    return {"mode": "decode", "decode": decode, "workers": 1, "backend": bk.describe(), "images": len(files),
+            "errors": failed, "gpu_decoded": len(files) - failed if decoder is not None else 0, "wall_s": wall,
+            "images_per_s": len(files) / wall, "compute_s": 0.0, "compute_calls": 0,
+            "images_per_call": batch if decoder is not None else 1, "compute_fraction": 0.0, "decode_s": wall,
+            "maxrss_self_bytes": _maxrss_bytes(resource.RUSAGE_SELF),
+            "maxrss_children_bytes": _maxrss_bytes(resource.RUSAGE_CHILDREN), "peak_tree_rss_bytes": None}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -310,8 +366,8 @@ def prepare(spec: dict) -> dict:
     set_threads(spec.get("threads"))
     args = argparse.Namespace(**spec)
     data, _truth = prepare_data(args)
-    clip = min(args.clip, args.height, args.width)
-    params = Params(clip=(clip, clip), refs=args.refs)
+    clip = min(args.clip, args.height, args.width) if args.clip else None  # 0: full frame
+    params = Params(clip=(clip, clip) if clip else None, refs=args.refs)
     print("fingerprinting (not timed) ...", file=sys.stderr)
     summary = fingerprint_folder(os.path.join(data, "refs"), spec["fp_dir"], METHODS, params,
                                  RunConfig(backend=args.backend, device=args.device, progress=False))
@@ -340,7 +396,8 @@ def main(argv=None) -> int:
                          "identification work does not depend on it)")
     ap.add_argument("--height", type=int, default=3000)
     ap.add_argument("--width", type=int, default=4000)
-    ap.add_argument("--clip", type=int, default=1000, help="centre clipping side (default 1000, the paper's)")
+    ap.add_argument("--clip", type=int, default=1000,
+                    help="centre clipping side (default 1000, the paper's); 0 = full frame")
     ap.add_argument("--quality", type=int, default=92, help="JPEG quality of the synthetic images")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                     help="decode processes of the scheduler run (default min(4, CPUs))")
@@ -350,6 +407,9 @@ def main(argv=None) -> int:
                     help="images per device chunk in the scheduler run (default: from the memory budget, as "
                          "camid identify does; with N at most one chunk, decoding and compute cannot overlap)")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--decoders", nargs="+", choices=DECODERS, default=list(DECODERS),
+                    help="JPEG decoders of the scheduler and decode runs (gpu rows are skipped without CUDA "
+                         "and torchvision)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per mode (the best is kept)")
     ap.add_argument("--data", default=None,
                     help="dataset folder: reused when it holds a data set of these parameters, else written "
@@ -365,8 +425,8 @@ def main(argv=None) -> int:
             spec = json.load(handle)
         print(json.dumps(run_phase(spec) if args.phase_spec else prepare(spec)))
         return 0
-    if min(args.images, args.cameras, args.refs, args.workers, args.repeat, args.clip, args.chunk or 1) < 1:
-        ap.error("--images, --cameras, --refs, --workers, --repeat, --clip and --chunk must be positive")
+    if min(args.images, args.cameras, args.refs, args.workers, args.repeat, args.chunk or 1) < 1 or args.clip < 0:
+        ap.error("--images, --cameras, --refs, --workers, --repeat and --chunk must be positive, --clip >= 0")
 
     # Everything heavy (rendering, fingerprinting, torch/CUDA) happens in subprocesses: Linux folds the
     # RSS of the process that starts a child into the child's ru_maxrss, so this one stays small.
@@ -379,35 +439,43 @@ def main(argv=None) -> int:
         prepared = _child("--prepare-spec", prep, tmp, "prepare")
         files, fp_dir, clip = prepared["files"], prepared["fp_dir"], prepared["clip"]
         file_bytes = warm_page_cache(files)
-        runs = []
+        runs, skipped = [], []
         for mode in args.modes:
-            for attempt in range(args.repeat):
-                spec = {"mode": mode, "files": files, "fp_dir": fp_dir, "params": prepared["params"],
-                        "backend": args.backend, "device": args.device, "workers": args.workers,
-                        "threads": args.threads, "chunk": args.chunk}
-                print(f"{mode} run {attempt + 1}/{args.repeat} ...", file=sys.stderr)
-                run = _child("--phase-spec", spec, tmp, f"{mode}-{attempt}")
-                print(f"  {run['images_per_s']:.3f} img/s, compute {100 * run['compute_fraction']:.0f} %",
-                      file=sys.stderr)
-                runs.append(run)
+            for decode in (args.decoders if mode != "loop" else ["cpu"]):
+                for attempt in range(args.repeat):
+                    spec = {"mode": mode, "decode": decode, "files": files, "fp_dir": fp_dir,
+                            "params": prepared["params"], "backend": args.backend, "device": args.device,
+                            "workers": args.workers, "threads": args.threads, "chunk": args.chunk}
+                    print(f"{mode}/{decode} run {attempt + 1}/{args.repeat} ...", file=sys.stderr)
+                    run = _child("--phase-spec", spec, tmp, f"{mode}-{decode}-{attempt}")
+                    if "skipped" in run:
+                        print(f"  skipped: {run['skipped']}", file=sys.stderr)
+                        skipped.append(run)
+                        break
+                    print(f"  {run['images_per_s']:.3f} img/s, compute {100 * run['compute_fraction']:.0f} %",
+                          file=sys.stderr)
+                    runs.append(run)
     best = {}
     for run in runs:
-        if run["mode"] not in best or run["images_per_s"] > best[run["mode"]]["images_per_s"]:
-            best[run["mode"]] = run
+        key = (run["mode"], run["decode"])
+        if key not in best or run["images_per_s"] > best[key]["images_per_s"]:
+            best[key] = run
     rows = list(best.values())
-    loop_rate = best["loop"]["images_per_s"] if "loop" in best else None
+    loop_rate = best[("loop", "cpu")]["images_per_s"] if ("loop", "cpu") in best else None
     for r in rows:
-        r["ratio_vs_loop"] = r["images_per_s"] / loop_rate if loop_rate else None
+        r["ratio_vs_loop"] = r["images_per_s"] / loop_rate if loop_rate and r["mode"] != "decode" else None
     result = {"benchmark": "identify_end_to_end", "methods": list(METHODS), "images": len(files),
-              "cameras": args.cameras, "size": [args.height, args.width], "clip": [clip, clip],
+              "cameras": args.cameras, "size": [args.height, args.width], "clip": [clip, clip] if clip else None,
               "jpeg_bytes": file_bytes, "workers": args.workers, "chunk": args.chunk, "repeat": args.repeat,
-              "device": rows[0]["backend"] if rows else None, **run_info(), "rows": rows, "all_runs": runs}
+              "device": rows[0]["backend"] if rows else None, **run_info(), "rows": rows, "all_runs": runs,
+              "skipped": skipped}
     print(json.dumps(result, indent=1))
     mib = 1 / 2**20
-    print(f"\n{len(files)} images {args.height}x{args.width} JPEG, {args.cameras} cameras, clip {clip}, both methods;"
+    print(f"\n{len(files)} images {args.height}x{args.width} JPEG, {args.cameras} cameras, clip {clip or 'full frame'}, both methods;"
           f" backend: {rows[0]['backend'] if rows else '-'}")
-    print(f"{'mode':10s} {'workers':>7s} {'chunk':>5s} {'wall s':>8s} {'img/s':>8s} {'x loop':>7s} {'compute':>8s} "
-          f"{'decode s':>8s} {'RSS self':>9s} {'RSS child':>9s} {'RSS tree':>9s} {'GPU alloc':>9s} {'GPU util':>8s}")
+    print(f"{'mode':14s} {'workers':>7s} {'chunk':>5s} {'wall s':>8s} {'img/s':>8s} {'x loop':>7s} {'compute':>8s} "
+          f"{'decode s':>8s} {'gpu dec':>7s} {'RSS self':>9s} {'RSS child':>9s} {'RSS tree':>9s} {'GPU alloc':>9s} "
+          f"{'GPU util':>8s}")
     for r in rows:
         tree = f"{r['peak_tree_rss_bytes'] * mib:9.0f}" if r["peak_tree_rss_bytes"] else f"{'-':>9s}"
         gpu = (f"{r['gpu_max_memory_allocated_bytes'] * mib:9.0f}" if "gpu_max_memory_allocated_bytes" in r
@@ -415,12 +483,14 @@ def main(argv=None) -> int:
         util = f"{r['gpu_utilization_mean']:7.0f}%" if r.get("gpu_utilization_mean") is not None else f"{'-':>8s}"
         decode = f"{r['decode_s']:8.2f}" if r["decode_s"] is not None else f"{'-':>8s}"
         ratio = f"{r['ratio_vs_loop']:.2f}" if r["ratio_vs_loop"] else "-"
-        print(f"{r['mode']:10s} {r['workers']:7d} {r['images_per_call']:5.1f} {r['wall_s']:8.2f} "
-              f"{r['images_per_s']:8.3f} {ratio:>7s} {100 * r['compute_fraction']:7.0f}% {decode} "
+        print(f"{r['mode'] + '/' + r['decode']:14s} {r['workers']:7d} {r['images_per_call']:5.1f} {r['wall_s']:8.2f} "
+              f"{r['images_per_s']:8.3f} {ratio:>7s} {100 * r['compute_fraction']:7.0f}% {decode} {r['gpu_decoded']:7d} "
               f"{r['maxrss_self_bytes'] * mib:9.0f} {r['maxrss_children_bytes'] * mib:9.0f} {tree} {gpu} {util}")
     print("(chunk = images per identify_chunk call; RSS and GPU columns in MiB; compute = share of wall time "
           "inside identify_chunk"
           + ("; GPU idle = 1 - compute)" if any("gpu_idle_fraction" in r for r in rows) else ")"))
+    for r in skipped:
+        print(f"{r['mode'] + '/' + r['decode']:14s} skipped: {r['skipped']}")
     write_json(result, args.json_out)
     return 0
 

@@ -90,6 +90,9 @@ BACKEND_CHOICES = ("auto", "numpy", "torch")
 PRECISION = "float32"
 PRECISION_CHOICES = ("float32", "float64")
 KIND_CHOICES = ("auto", "flat", "natural")
+#: JPEG decoder: "auto" = the GPU (nvJPEG via torchvision) when the backend is torch on CUDA and torchvision
+#: is installed, else the CPU; "gpu" insists (an error without CUDA); files the GPU cannot take use the CPU
+DECODE_CHOICES = ("auto", "cpu", "gpu")
 
 
 #: sanity bounds of the numeric parameters (checked at the edge: nothing outside reaches the maths)
@@ -256,6 +259,7 @@ class RunConfig:
     chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
     precision: str = PRECISION
     limits: InputLimits = field(default_factory=InputLimits)  # per input file, before reading/decoding
+    decode: str = "auto"  # JPEG decoder, one of DECODE_CHOICES
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self):

@@ -140,6 +140,29 @@ class Backend(Protocol[ArrayT]):
     def ifft2(self, x: ArrayT) -> ArrayT:
         raise NotImplementedError
 
+    # asynchronous uploads (used by :mod:`camid_gpu.backend.staging`) ------------------------------
+    def host_buffer(self, nbytes: int) -> np.ndarray:
+        """A 1-D uint8 host buffer the device can copy from asynchronously (page-locked on CUDA)."""
+        return np.empty(nbytes, np.uint8)
+
+    def copy_stream(self) -> Any:
+        """A stream for host -> device copies beside the compute stream; None where copies are immediate."""
+        return None
+
+    def upload(self, host: np.ndarray, stream: Any) -> tuple[Array, Any]:
+        """Start copying ``host`` (integer pixels, any shape) to the device on ``stream``.
+
+        Returns the native array (same dtype, not yet float) and an event that marks the end of the copy
+        (None on the host, where the copy is done on return). ``host`` may be overwritten once the event is done.
+        """
+        return host.copy(), None
+
+    def wait_event(self, event: Any) -> None:
+        """Make later device work wait for ``event`` (no-op on the host)."""
+
+    def host_wait_event(self, event: Any) -> None:
+        """Block the host until ``event`` is done (no-op on the host)."""
+
     # fused kernels ---------------------------------------------------------------------------
     def kernel(self, name: str) -> Callable | None:
         """A fused implementation of ``name`` for this backend and device, or None (use the twin)."""

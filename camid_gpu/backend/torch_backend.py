@@ -239,6 +239,37 @@ class TorchBackend(Backend["torch.Tensor"]):
     def ifft2(self, x):
         return self.torch.fft.ifft2(x, dim=(-2, -1))
 
+    def host_buffer(self, nbytes):
+        # numpy view of a (page-locked on CUDA) tensor; the array's base keeps the tensor alive
+        on_cuda = self.torch_device.type == "cuda"
+        return self.torch.empty(nbytes, dtype=self.torch.uint8, pin_memory=on_cuda).numpy()
+
+    def copy_stream(self):
+        return self.torch.cuda.Stream(self.torch_device) if self.torch_device.type == "cuda" else None
+
+    def upload(self, host, stream):
+        torch = self.torch
+        src = torch.from_numpy(host)
+        if stream is None:
+            return src.to(self.torch_device, copy=True), None
+        # allocated on the compute stream, which is where it is used and freed; the copy stream first waits
+        # for the compute stream so that memory the allocator hands back is no longer being read
+        dst = torch.empty(src.shape, dtype=src.dtype, device=self.torch_device)
+        stream.wait_stream(torch.cuda.current_stream(self.torch_device))
+        with torch.cuda.stream(stream):
+            dst.copy_(src, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(stream)
+        return dst, event
+
+    def wait_event(self, event):
+        if event is not None:
+            self.torch.cuda.current_stream(self.torch_device).wait_event(event)
+
+    def host_wait_event(self, event):
+        if event is not None:
+            event.synchronize()
+
     def kernel(self, name):
         if not self.use_kernels:
             return None

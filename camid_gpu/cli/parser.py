@@ -21,8 +21,12 @@ class Parser(argparse.ArgumentParser):
 USAGE_EXIT = 1
 
 
-def _add_backend_options(p: argparse.ArgumentParser) -> None:
+def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> None:
     g = p.add_argument_group("execution")
+    if decode:
+        g.add_argument("--decode", choices=cfg.DECODE_CHOICES, default="auto",
+                       help="JPEG decoder: gpu (nvJPEG via torchvision; needs torch on CUDA), "
+                            "cpu (Pillow), auto (gpu when available, default); files the GPU cannot take use the CPU")
     g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
                    help="numpy (pywt/scipy) or torch (CPU/CUDA); auto = torch on CUDA if present")
     g.add_argument("--precision", choices=cfg.PRECISION_CHOICES, default=cfg.PRECISION,
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--outdir", required=True, help="fingerprint folder")
     p.add_argument("--overwrite", action="store_true", help="replace fingerprint files already in the folder")
     _add_param_options(p)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("identify", help="which camera took each image")
     p.add_argument("fp_dir")
@@ -132,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
                         "full-frame fingerprints (built with --clip full); PCE only")
     _add_param_options(p, with_refs=False, clip_default=None)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
     p.add_argument("dataset_dir")
@@ -141,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run folder's run (see identify --resume)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     _add_param_options(p)
-    _add_backend_options(p)
+    _add_backend_options(p, decode=True)
 
     p = sub.add_parser("cluster", help="which images share a camera, with no camera at hand (blind clustering)")
     p.add_argument("images", nargs="+", help="image files or folders")

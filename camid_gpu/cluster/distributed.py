@@ -33,7 +33,7 @@ def gram_on_dask(path: str, n_rows: int, pixels: int, tile: int, previous: np.nd
     ``previous``: the Gram of the first rows from an earlier run (only tiles with new rows are sent).
     """
     distributed = import_optional("dask.distributed", "dist", "--cluster")
-    from camid_gpu.engine.distributed import _dask_client
+    from camid_gpu.engine.distributed import dask_client
 
     out = np.zeros((n_rows, n_rows), dtype=np.float32)
     start = 0
@@ -41,7 +41,7 @@ def gram_on_dask(path: str, n_rows: int, pixels: int, tile: int, previous: np.nd
         start = previous.shape[0]
         out[:start, :start] = previous
     keys = tile_pairs(n_rows, tile, start)
-    client, cluster = _dask_client(distributed, config.cluster)
+    client, cluster = dask_client(distributed, config.cluster)
     try:
         futures = [client.submit(tile_product, path, n_rows, pixels, key, config.backend, config.device, precision,
                                  pure=False) for key in keys]

@@ -44,7 +44,7 @@ def identify_on_cluster(fp_dir: str, todo: Sequence[str], write: Callable[[list[
     distributed = import_optional("dask.distributed", "dist", "--cluster")
     per_task = config.chunk or 8
     batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
-    client, cluster = _dask_client(distributed, config.cluster)
+    client, cluster = dask_client(distributed, config.cluster)
     try:
         futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
                                  config.backend, config.device, kind, config.precision, config.limits,
@@ -60,8 +60,9 @@ def identify_on_cluster(fp_dir: str, todo: Sequence[str], write: Callable[[list[
             cluster.close()
 
 
-def _dask_client(distributed, address: str):
-    """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes."""
+def dask_client(distributed, address: str):
+    """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes. Local clusters
+    take free ports (dashboard included), so concurrent runs on one machine do not collide."""
     if address == "local":
         try:
             from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
@@ -69,10 +70,10 @@ def _dask_client(distributed, address: str):
             cluster = LocalCUDACluster()
         except ImportError:
             cluster = distributed.LocalCluster(n_workers=max(1, min(4, os.cpu_count() or 1)), threads_per_worker=1,
-                                               processes=True, dashboard_address=None)
+                                               processes=True, dashboard_address=":0")
         return distributed.Client(cluster), cluster
     if address.startswith("local:"):
         n = int(address.split(":", 1)[1])
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
         return distributed.Client(cluster), cluster
     return distributed.Client(address), None

@@ -17,6 +17,7 @@ import tifffile
 from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.files import write_bytes_atomic
 from camid_gpu._shared.jsonio import write_json
+from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.distributed import identify_on_cluster
@@ -34,6 +35,7 @@ from camid_gpu.engine.scheduler import (
 from camid_gpu.errors import CamidError, FingerprintMismatchError, OutputPathError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
+from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import scan_inputs
 from camid_gpu.pipeline import identify as ident
@@ -72,7 +74,8 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
                 out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
                 [file_entry(p, "reference") for p in summary["files"]], None,
                 [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                extra={"errors": summary["errors"], "methods": list(methods), "skipped_inputs": summary["skipped"]},
+                extra={"errors": summary["errors"], "methods": list(methods), "skipped_inputs": summary["skipped"],
+                       "decode": config.decode},
                 kernels=summary["kernels"])
     return summary
 
@@ -80,6 +83,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
 def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                         config: RunConfig) -> dict[str, Any]:
     bk = config.backend_obj()
+    decoder = decoder_for(config.decode, bk)
     saved, errors, tried, skipped = [], [], [], []
     for camera, folder in prepare.camera_folders(refs_dir):
         listing = scan_inputs(folder)
@@ -90,8 +94,11 @@ def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], par
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(prepare.load_reference, [(p, params.clip, config.limits) for p in paths], config.workers, prefetch)
+        stream = ordered_map(prepare.load_reference, [(p, params.clip, config.limits, decoder is not None) for p in paths],
+                             config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
+        if decoder is not None:
+            loaded = prepare.decode_references(loaded, decoder, params.clip)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
         except CamidError as exc:
@@ -156,6 +163,9 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
                                   truth_root, given, command, lock=False)
     if params.search_scales is not None:
         methods = ("pce",)
+    if config.decode == "gpu" and (config.cluster or params.search_scales is not None):
+        raise CamidError(f"--decode gpu is not available with {'--cluster' if config.cluster else '--search-scales'} "
+                         f"(those decode on the CPU); use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given, given)
     listing = prepare.disputed_listing(inputs)
@@ -186,7 +196,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
             "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
             "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
-            "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS}
+            "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS,
+            "decode": config.decode}  # as asked; each record says which decoder made its pixels
 
 
 def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
@@ -207,7 +218,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
         run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
             run_dir, "identify", argv, run["params"], run["backend"], started, input_entries(records), fp_dir,
             outputs, extra={"methods": list(methods), "resumed": resume, "skipped_inputs": run["skipped_inputs"],
-                            "inputs_found": run["inputs_found"]}, kernels=run["kernels"])
+                            "inputs_found": run["inputs_found"], "decode": run["decode"]}, kernels=run["kernels"])
     return run, records
 
 
@@ -220,7 +231,12 @@ def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dic
 
 
 def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
+    """Chunks through the device with one chunk of look-ahead: chunk k+1 is decoded (GPU JPEGs) and its host
+    clips start uploading (:class:`~camid_gpu.backend.staging.UploadStager`) before chunk k computes, so the
+    copy overlaps the computation. Results are still written in input order, chunk by chunk."""
     bk = config.backend_obj()
+    # the scale/crop search works on host pixels: there "auto" decodes on the CPU ("gpu" was refused above)
+    decoder = decoder_for(config.decode, bk) if params.search_scales is None else None
     clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
@@ -228,33 +244,52 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     state = {"size": size}
     fp_cache: dict = {}
     source_shape = store[0].source_shape
-    tasks = [(p, params, source_shape, kind, config.limits) for p in todo]
+    tasks = [(p, params, source_shape, kind, config.limits, decoder is not None) for p in todo]
     prefetch = max(size + config.workers, 2)
+    stager = UploadStager(bk)
 
-    def compute(items):
-        try:
-            return ident.identify_chunk(bk, store, items, params, methods, fp_cache)
-        except (MemoryError, RuntimeError) as exc:
-            if len(items) > 1 or not is_out_of_memory(exc):
-                raise  # a chunk is halved and retried by run_chunk_with_retry
-            bk.empty_cache()
-            return [error_entry(items[0].path, exc if isinstance(exc, MemoryError) else MemoryError(str(exc)))]
-
-    def flush(pending):
+    def stage(pending):
+        if decoder is not None:
+            pending = prepare.decode_on_device(pending, decoder, params, source_shape)
+        pending = [error_entry(x.path, x) if isinstance(x, BaseException) else x for x in pending]
         prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
-        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache) if prepared else [])
+        return pending, prepared, ident.stage_chunk(stager, prepared)
+
+    def finish(staged):
+        pending, prepared, uploads = staged
+
+        def compute(items):  # the staged uploads hold the whole chunk; an out-of-memory retry re-uploads halves
+            try:
+                return ident.identify_chunk(bk, store, items, params, methods, fp_cache,
+                                            uploads if items is prepared else None)
+            except (MemoryError, RuntimeError) as exc:
+                if len(items) > 1 or not is_out_of_memory(exc):
+                    raise  # a chunk is halved and retried by run_chunk_with_retry
+                bk.empty_cache()  # one image that does not fit even alone: that image's error, the run goes on
+                return [error_entry(items[0].path, exc if isinstance(exc, MemoryError) else MemoryError(str(exc)))]
+
+        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache)
+                      if prepared else [])
         records = [next(scored) if isinstance(x, prepare.Prepared) else x for x in pending]
         writer.write(_annotate(records, truth_root))
         progress.advance(len(records))
 
     pending: list = []
+    in_flight = None
     for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
         pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
         if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
-            flush(pending)
-            pending = []
+            staged = stage(pending)
+            if in_flight is not None:
+                finish(in_flight)
+            in_flight, pending = staged, []
     if pending:
-        flush(pending)
+        staged = stage(pending)
+        if in_flight is not None:
+            finish(in_flight)
+        in_flight = staged
+    if in_flight is not None:
+        finish(in_flight)
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
@@ -298,7 +333,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
             fp_dir, fp_files + [results_path, evaluation_path],
             extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
-                   "skipped_inputs": skipped_inputs}, kernels=run["kernels"])
+                   "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
         summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
     return summary
 

@@ -412,9 +412,22 @@ def read_image(path: str | os.PathLike, *, limits: InputLimits | None = None,
     limits = limits or InputLimits()
     if max_pixels is not None:
         limits = InputLimits(limits.max_file_bytes, limits.max_decoded_bytes, max_pixels)
-    data = _read_bytes(path, limits.max_file_bytes)
+    return decode_bytes(path, read_file_bytes(path, limits), limits=limits)
+
+
+def read_file_bytes(path: str | os.PathLike, limits: InputLimits | None = None) -> bytes:
+    """The whole file, opened read-only, within ``limits.max_file_bytes``; raises ImageError for a missing,
+    unreadable, over-large or empty file."""
+    path = os.fspath(path)
+    data = _read_bytes(path, (limits or InputLimits()).max_file_bytes)
     if not data:
         raise ImageDecodeError(path, "empty file (0 bytes)")
+    return data
+
+
+def decode_bytes(path: str, data: bytes, *, limits: InputLimits | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`read_image` on bytes already read (``path`` names them in errors and in the info)."""
+    limits = limits or InputLimits()
     fmt = sniff_format(data[:32])
     if fmt is None:
         raise ImageDecodeError(path, f"not a recognised image format (the content looks like: "
@@ -427,7 +440,33 @@ def read_image(path: str | os.PathLike, *, limits: InputLimits | None = None,
         else:
             array, exif = _decode_pillow(path, data, fmt, limits)
     array, depth = _normalise(path, array)
-    info = ImageInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), format=fmt,
-                     height=array.shape[0], width=array.shape[1],
-                     channels=1 if array.ndim == 2 else array.shape[2], bit_depth=depth, exif=exif)
-    return array, info
+    return array, _info(path, data, fmt, array.shape[0], array.shape[1],
+                        1 if array.ndim == 2 else array.shape[2], depth, exif)
+
+
+def _info(path: str, data: bytes, fmt: str, height: int, width: int, channels: int, depth: int,
+          exif: dict[str, Any]) -> ImageInfo:
+    return ImageInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), format=fmt,
+                     height=height, width=width, channels=channels, bit_depth=depth, exif=exif)
+
+
+def jpeg_header_info(path: str, data: bytes, *, limits: InputLimits | None = None) -> ImageInfo:
+    """The :class:`ImageInfo` of an 8-bit gray or colour JPEG without decoding its pixels, as
+    :func:`decode_bytes` would give it: for files whose pixels another decoder (the GPU's) produces.
+
+    The same refusals apply before any pixel is made: size limits, and a truncated or damaged entropy-coded
+    stream (:func:`check_jpeg_stream`). Raises ImageDecodeError, also when the mode is not L/RGB.
+    """
+    limits = limits or InputLimits()
+    if sniff_format(data[:32]) != "JPEG":
+        raise ImageDecodeError(path, "not a JPEG")
+    image = _open_pillow(path, data, "JPEG")
+    with image:
+        if image.mode not in ("L", "RGB"):
+            raise ImageDecodeError(path, f"not an 8-bit gray/RGB JPEG (mode {image.mode})")
+        width, height = image.size
+        channels = 1 if image.mode == "L" else 3
+        _check_size(path, height, width, channels, 1, limits)
+        exif = _pillow_exif(image)
+    check_jpeg_stream(path, data)
+    return _info(path, data, "JPEG", height, width, channels, 8, exif)

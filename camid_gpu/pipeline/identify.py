@@ -21,7 +21,8 @@ import numpy as np
 
 from camid_gpu import mahalanobis as maha
 from camid_gpu._shared.jsonio import json_float
-from camid_gpu.backend import Backend
+from camid_gpu.backend import Array, Backend
+from camid_gpu.backend.staging import Upload, UploadStager
 from camid_gpu.config import MIN_REFERENCES, Params
 from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
@@ -45,11 +46,14 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     Files that cannot be read, or whose size or orientation differs from the first good one, get an
     error entry and are left out. With fewer than ``params.refs`` good files the camera is refused
     (returns None and an error entry). ``loaded`` may be an iterable of ``(path, result)`` where
-    result is ``(pixels, info)`` or an exception (the scheduler decodes in worker processes).
+    result is ``(pixels, info)``, ``(pixels, info, decoder, note)`` (from
+    :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be device arrays, and each reference's
+    entry records its decoder) or an exception (the scheduler decodes in worker processes).
     """
     check_camera_name(camera)
     errors: list[dict[str, Any]] = []
-    good: list[tuple[np.ndarray, ImageInfo]] = []
+    good: list[tuple[Any, ImageInfo]] = []
+    decoders: dict[str, dict[str, str]] = {}  # per reference path, when a GPU decoder was asked for
     want = params.refs
     stream = loaded if loaded is not None else ((p, _try(load_reference, p, params.clip)) for p in paths)
     source_shape = None
@@ -57,7 +61,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         if isinstance(result, BaseException):
             errors.append(error_entry(path, result))
             continue
-        pixels, info = result
+        pixels, info, *how = result
         problem = content_problem(pixels, info.bit_depth, reference=True)
         if problem:
             errors.append({"path": path, "error": {"kind": "unusable-reference", "reason": f"{problem}; left out"}})
@@ -72,6 +76,8 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                            f"{layout} {depth}-bit; left out"}})
             continue
         good.append((pixels, info))
+        if how:
+            decoders[info.path] = {"decoder": how[0], **({"decoder_note": how[1]} if how[1] else {})}
         if want is not None and len(good) == want:
             break
     if want is not None and len(good) < want:
@@ -87,10 +93,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
         for start in range(0, len(good), batch_size):
-            acc.add(np.stack([p for p, _ in good[start:start + batch_size]]))
+            acc.add(_stack_pixels(bk, [p for p, _ in good[start:start + batch_size]]))
         arrays["k"] = acc.fingerprint()
     if "mahalanobis" in methods:
-        greens = np.stack([to_8bit(green_channel(p)) for p, _ in good])
+        greens = _stack_pixels(bk, [_green_8bit(bk, p) for p, _ in good])
         means = bk.to_numpy(maha.fingerprint(bk, greens, params.sigma_mahalanobis, params.levels, params.wavelet,
                                              batch_size=batch_size))
         arrays["mean_i0"], arrays["mean_prnu"] = means[0].astype(np.float32), means[1].astype(np.float32)
@@ -99,7 +105,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         clip=params.clip, source_shape=source_shape,
         params=dict(params.fingerprint_params(), refs=len(good)),
         references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
-                     "size": [i.height, i.width]} for _, i in good],
+                     "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
         software=software_versions())
     return fp, errors
 
@@ -114,11 +120,48 @@ def _try(func, *args):
 # ----------------------------------------------------------------------------------------------
 # Identification
 # ----------------------------------------------------------------------------------------------
+def clip_batches(items: Sequence[Prepared]) -> dict[tuple, list[tuple[int, int]]]:
+    """The (image, rotation) clips of a chunk grouped into batches of one layout (shape, dtype, host or
+    device), sorted: stacking uint8 with uint16 would upcast and mis-scale the 8-bit clips."""
+    batches: dict[tuple, list[tuple[int, int]]] = {}
+    for i, item in enumerate(items):
+        for r, clip in enumerate(item.clips):
+            layout = (tuple(clip.shape), str(clip.dtype), isinstance(clip, np.ndarray))
+            batches.setdefault(layout, []).append((i, r))
+    return dict(sorted(batches.items()))
+
+
+def stage_chunk(stager: UploadStager, items: Sequence[Prepared]) -> dict[tuple, Upload]:
+    """Start the uploads of a chunk's host clips (one per batch of :func:`clip_batches`), so that they copy
+    while the previous chunk computes; :func:`identify_chunk` takes them as ``uploads``. Device clips (from
+    the GPU decoder) are already there."""
+    return {layout: stager.stage([items[i].clips[r] for i, r in sel])
+            for layout, sel in clip_batches(items).items() if layout[2]}
+
+
+def _stack_pixels(bk: Backend, arrays: Sequence[Any]) -> np.ndarray | Array:
+    """One batch of pixel arrays of one shape: their NumPy stack when all are host arrays (integers travel to
+    the device as they are), else a native float stack on the 0..255 scale (GPU-decoded arrays, possibly with
+    host ones that the CPU decoded)."""
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np.stack(arrays)
+    if not any(isinstance(a, np.ndarray) for a in arrays):
+        return pixels_to_device(bk, bk.stack(arrays, 0))
+    return bk.stack([pixels_to_device(bk, a) for a in arrays], 0)
+
+
+def _green_8bit(bk: Backend, clip: Any) -> Any:
+    """The green plane as 8-bit pixels; device clips (GPU-decoded JPEGs) are 8-bit already."""
+    return to_8bit(green_channel(clip)) if isinstance(clip, np.ndarray) else green_channel(clip)
+
+
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],
-                   params: Params, methods: Sequence[str], fp_device: dict | None = None) -> list[dict[str, Any]]:
+                   params: Params, methods: Sequence[str], fp_device: dict | None = None,
+                   uploads: dict[tuple, Upload] | None = None) -> list[dict[str, Any]]:
     """Score a chunk of prepared disputed images against every fingerprint; one dict per image.
 
-    ``fp_device``: a cache dict for the fingerprints' device arrays (filled on first use).
+    ``fp_device``: a cache dict for the fingerprints' device arrays (filled on first use). ``uploads``: the
+    chunk's host clips already on their way to the device (:func:`stage_chunk` on these very ``items``).
     """
     cams = [fp.camera for fp in store]
     cache = fp_device if fp_device is not None else {}
@@ -134,12 +177,12 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     if params.search_scales is not None:
         return _search_chunk(bk, store, items, params, results)
     if "pce" in methods and flat:
-        # one batch per (shape, dtype): stacking uint8 with uint16 would upcast and mis-scale the 8-bit clip
-        layout_of = lambda i, r: (items[i].clips[r].shape, items[i].clips[r].dtype.str)  # noqa: E731
         scores_by_clip = {}
-        for layout in sorted({layout_of(i, r) for i, r in flat}):
-            sel = [(i, r) for i, r in flat if layout_of(i, r) == layout]
-            pixels = pixels_to_device(bk, np.stack([items[i].clips[r] for i, r in sel]))  # integers travel
+        for layout, sel in clip_batches(items).items():
+            if uploads is not None and layout in uploads:
+                pixels = pixels_to_device(bk, uploads[layout])
+            else:
+                pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in sel]))
             res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
             inten = gray_intensity(bk, pixels)
             scores = pce_scores(bk, res, inten, cache["k"], params.shift_range)
@@ -165,7 +208,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
             if not members:
                 continue
             names = [items[i].path for i in members]
-            clips = np.stack([to_8bit(green_channel(items[i].clips[chosen[i]])) for i in members])
+            clips = _stack_pixels(bk, [_green_8bit(bk, items[i].clips[chosen[i]]) for i in members])
             i0, prnu = maha.traces(bk, clips, params.sigma_mahalanobis, params.levels, params.wavelet)
             if kind == "natural" and params.natural_mode == "paper":
                 outcome = maha.classify_images(bk, [to_8bit(items[i].natural_green) for i in members],
@@ -219,4 +262,4 @@ def with_params(params: Params, **changes: Any) -> Params:
     return replace(params, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["build_fingerprint", "identify_chunk", "with_params"]
+__all__ = ["build_fingerprint", "clip_batches", "identify_chunk", "stage_chunk", "with_params"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from camid_gpu.config import MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
-from camid_gpu.errors import CamidError, ImageContentError, ImageError, ImageTooSmallError
-from camid_gpu.io.decode import ImageInfo, read_image
+from camid_gpu.errors import CamidError, ImageContentError, ImageDecodeError, ImageError, ImageTooSmallError
+from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
+from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
 from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import Listing, scan_inputs
 
@@ -38,11 +39,92 @@ def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
     return found
 
 
-def load_reference(path: str, clip: tuple[int, int] | None,
-                   limits: InputLimits | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """Decode a reference image and clip it: pixels (h, w[, 3]) uint8/uint16."""
-    pixels, info = read_image(path, limits=limits)
-    return center_clip(pixels, clip, path), info
+@dataclass
+class EncodedImage:
+    """A JPEG read, hashed and header-parsed, waiting for the GPU decoder (:func:`decode_references`)."""
+
+    info: ImageInfo
+    data: bytes
+    limits: InputLimits | None = None  # for the CPU decode, should the GPU fail
+
+
+def load_reference(path: str, clip: tuple[int, int] | None, limits: InputLimits | None = None,
+                   defer_jpeg: bool = False) -> tuple[Any, ...] | EncodedImage:
+    """Decode a reference image and clip it: ``(pixels (h, w[, 3]) uint8/uint16, info)``.
+
+    ``defer_jpeg``: a JPEG the GPU decoder takes comes back as an :class:`EncodedImage`; any other file is
+    decoded here and comes back as ``(pixels, info, "cpu", why the GPU did not take it)``.
+    """
+    if not defer_jpeg:
+        pixels, info = read_image(path, limits=limits)
+        return center_clip(pixels, clip, path), info
+    data = read_file_bytes(path, limits)
+    note = device_unsupported(data)
+    if note is None:
+        try:
+            return EncodedImage(jpeg_header_info(path, data, limits=limits), data, limits)
+        except ImageDecodeError as exc:
+            note = exc.reason
+    pixels, info = decode_bytes(path, data, limits=limits)
+    return center_clip(pixels, clip, path), info, "cpu", note
+
+
+def decode_references(loaded: Iterable[tuple[str, Any]], decoder: DeviceJpegDecoder, clip: tuple[int, int] | None,
+                      batch: int = 8) -> Iterator[tuple[str, Any]]:
+    """``(path, load_reference result)`` pairs, in order, with every :class:`EncodedImage` decoded on the device
+    (``batch`` files per call) and clipped: ``(pixels, info, "gpu", None)``, or, where the GPU decoder fails,
+    the CPU's ``(pixels, info, "cpu", why)``, or the ImageError when neither can use the file."""
+    waiting: list[tuple[str, EncodedImage]] = []
+
+    def flush():
+        decoded = decoder.decode([encoded.data for _, encoded in waiting])
+        done = [(path, _reference_pixels(path, encoded, pixels, decoder, clip))
+                for (path, encoded), pixels in zip(waiting, decoded)]
+        waiting.clear()
+        return done
+
+    for path, result in loaded:
+        if isinstance(result, EncodedImage):
+            waiting.append((path, result))
+            if len(waiting) >= batch:
+                yield from flush()
+        else:
+            yield from flush() if waiting else ()
+            yield path, result
+    if waiting:
+        yield from flush()
+
+
+def _reference_pixels(path: str, encoded: EncodedImage, pixels: Any, decoder: DeviceJpegDecoder,
+                      clip: tuple[int, int] | None) -> tuple[Any, ...] | ImageError:
+    note = _device_problem(encoded.info, pixels)
+    try:
+        if note is None:
+            return decoder.contiguous(center_clip(pixels, clip, path)), encoded.info, "gpu", None
+        host, info = decode_bytes(path, encoded.data, limits=encoded.limits)
+        return center_clip(host, clip, path), info, "cpu", note
+    except ImageError as exc:
+        return exc
+
+
+def _device_problem(info: ImageInfo, pixels: Any) -> str | None:
+    """Why the GPU decoder's result for a file is not used (its exception, or a size that disagrees with the
+    header), or None."""
+    if isinstance(pixels, BaseException):
+        return f"GPU decoder failed ({type(pixels).__name__}: {pixels})"
+    if tuple(pixels.shape[:2]) != (info.height, info.width) or (pixels.ndim == 3) != (info.channels == 3):
+        return f"GPU decoder gave shape {tuple(pixels.shape)} for a {info.height}x{info.width} " \
+               f"{info.channels}-channel header"
+    return None
+
+
+def _on_host(pixels: Any) -> np.ndarray:
+    """A host copy of a clip that may live on the device (the GPU JPEG decoder's torch/CuPy arrays)."""
+    if isinstance(pixels, np.ndarray):
+        return pixels
+    if hasattr(pixels, "cpu"):
+        return pixels.cpu().numpy()
+    return pixels.get() if hasattr(pixels, "get") else np.asarray(pixels)
 
 
 def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str | None:
@@ -52,6 +134,7 @@ def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str 
     also: saturated (over ``config.REF_MAX_SATURATED_FRACTION`` of samples at the top code) and too dark
     (mean under ``config.REF_MIN_MEAN``): a reference flat must be lit and not blown out.
     """
+    pixels = _on_host(pixels)
     top = float((1 << bit_depth) - 1) if bit_depth in (8, 16) else float(np.iinfo(pixels.dtype).max)
     values = pixels.astype(np.float32) * (255.0 / top)
     std, mean = float(values.std()), float(values.mean())
@@ -70,30 +153,57 @@ def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str 
 
 @dataclass
 class Prepared:
-    """A decoded disputed image, rotated and clipped for every rotation to try (host arrays)."""
+    """A decoded disputed image, rotated and clipped for every rotation to try.
+
+    ``clips`` are host arrays, or native device arrays when the GPU decoded the file. A JPEG left for the
+    GPU decoder has ``encoded`` (its bytes), no clips yet, and ``kind`` as requested, until
+    :func:`decode_on_device` finishes it.
+    """
 
     path: str
     info: ImageInfo
     kind: str
     kind_source: str
     rotations: list[int]
-    clips: list[np.ndarray]  # per rotation: (h, w[, 3]) pixels
+    clips: list[Any]  # per rotation: (h, w[, 3]) pixels
     natural_green: np.ndarray | None = None  # whole-image green plane (paper mode only)
+    decoder: str = "cpu"  # which decoder made the pixels: cpu or gpu
+    decoder_note: str | None = None  # why the CPU decoded a file when the GPU decoder was asked for
+    encoded: bytes | None = None
+    limits: InputLimits | None = None  # of the CPU decode, should the GPU decoder fail on ``encoded``
 
 
-def guess_kind(path: str, green: np.ndarray) -> tuple[str, str]:
+class _HostArrays:
+    """The array operations :func:`_finish` needs, on NumPy pixels (the GPU decoder has the same methods)."""
+
+    @staticmethod
+    def rot90(pixels, k):
+        return np.rot90(pixels, k) if k % 4 else pixels
+
+    contiguous = staticmethod(np.ascontiguousarray)
+
+    @staticmethod
+    def block_means(green, f):
+        h, w = green.shape
+        return green[: h // f * f, : w // f * f].astype(np.float64).reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+
+    @staticmethod
+    def to_host(pixels):
+        return pixels
+
+
+def guess_kind(path: str, green: Any, block_means=_HostArrays.block_means) -> tuple[str, str]:
     """'flat' or 'natural' from the file name when it says so, else from the content.
 
     Content rule (documented heuristic): a 16x-downsampled copy whose relative spread (std/mean)
-    is under 0.15 is a flat field.
+    is under 0.15 is a flat field. ``block_means(green, f)`` gives that copy as a float64 host array.
     """
     name = os.path.basename(path).lower()
     for kind in KINDS:
         if kind in name:
             return kind, "name"
     h, w = green.shape
-    f = max(1, min(h, w) // 16)
-    small = green[: h // f * f, : w // f * f].astype(np.float64).reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    small = block_means(green, max(1, min(h, w) // 16))
     spread = small.std() / max(small.mean(), 1e-9)
     return ("flat" if spread < 0.15 else "natural"), "content"
 
@@ -113,19 +223,45 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
 
 
 def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int],
-                     kind: str = "auto", limits: InputLimits | None = None) -> Prepared:
-    """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError."""
-    pixels, info = read_image(path, limits=limits)
+                     kind: str = "auto", limits: InputLimits | None = None, defer_jpeg: bool = False) -> Prepared:
+    """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError.
+
+    ``defer_jpeg``: a JPEG the GPU decoder takes (:func:`~camid_gpu.io.device_decode.device_unsupported`)
+    is only read, hashed, its header parsed and its stream checked; :func:`decode_on_device` decodes it
+    later, in the process that holds the device. Other files are decoded here, with the reason in
+    ``decoder_note``.
+    """
+    data = read_file_bytes(path, limits)
+    note = None
+    if defer_jpeg:
+        note = device_unsupported(data)
+        if note is None:
+            try:
+                info = jpeg_header_info(path, data, limits=limits)
+            except ImageDecodeError as exc:
+                note = exc.reason
+            else:
+                return Prepared(path, info, kind, "", [], [], encoded=data, limits=limits)
+    pixels, info = decode_bytes(path, data, limits=limits)
+    item = _finish(path, info, pixels, params, fp_source_shape, kind, _HostArrays)
+    item.decoder_note = note
+    return item
+
+
+def _finish(path: str, info: ImageInfo, pixels: Any, params: Params, fp_source_shape: tuple[int, int], kind: str,
+            ops: Any) -> Prepared:
+    """Decide the kind, rotate and clip decoded pixels (host arrays with ``ops=_HostArrays``, device arrays with
+    the GPU decoder as ``ops``)."""
+    green = green_channel(pixels)
     if kind == "auto":
-        kind, source = guess_kind(path, green_channel(pixels))
+        kind, source = guess_kind(path, green, ops.block_means)
     else:
         source = "given"
     rotations, clips = [], []
     tried = rotations_to_try((info.height, info.width), fp_source_shape, params.rotations)
     for degrees in tried:
-        turned = np.rot90(pixels, degrees // 90) if degrees else pixels
         try:
-            clips.append(np.ascontiguousarray(center_clip(turned, params.clip, path)))
+            clips.append(ops.contiguous(center_clip(ops.rot90(pixels, degrees // 90), params.clip, path)))
             rotations.append(degrees)
         except ImageError:
             continue
@@ -137,8 +273,37 @@ def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int]
     problem = content_problem(clips[0], info.bit_depth, reference=False)
     if problem:
         raise ImageContentError(path, problem)
-    natural = green_channel(pixels) if (kind == "natural" and params.natural_mode == "paper") else None
+    natural = ops.to_host(green) if (kind == "natural" and params.natural_mode == "paper") else None
     return Prepared(path, info, kind, source, rotations, clips, natural)
+
+
+def decode_on_device(pending: Sequence[Any], decoder: DeviceJpegDecoder, params: Params,
+                     fp_source_shape: tuple[int, int]) -> list[Any]:
+    """Finish the deferred JPEGs among ``pending`` (Prepared items and error entries, in input order): one
+    batched GPU decode, then kind, rotations and clips on the device.
+
+    A file the GPU decoder fails on, or whose decoded size disagrees with its header, is decoded on the CPU
+    from the same bytes (``decoder_note`` says why); a file neither can use is replaced by its ImageError.
+    """
+    deferred = [i for i, x in enumerate(pending) if isinstance(x, Prepared) and x.encoded is not None]
+    decoded = decoder.decode([pending[i].encoded for i in deferred])
+    out = list(pending)
+    for i, pixels in zip(deferred, decoded):
+        item = pending[i]
+        note = _device_problem(item.info, pixels)
+        try:
+            if note is None:
+                done = _finish(item.path, item.info, pixels, params, fp_source_shape, item.kind, decoder)
+                done.decoder = "gpu"
+            else:
+                host, info = decode_bytes(item.path, item.encoded, limits=item.limits)
+                done = _finish(item.path, info, host, params, fp_source_shape, item.kind, _HostArrays)
+                done.decoder_note = note
+        except ImageError as exc:
+            out[i] = exc
+            continue
+        out[i] = done
+    return out
 
 
 def ground_truth_of(path: str, disputed_dir: str) -> str | None:

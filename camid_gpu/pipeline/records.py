@@ -72,6 +72,8 @@ class ImageRecord(TypedDict, total=False):
     kind: str                           # flat or natural
     kind_source: str                    # name, content or given
     rotations_tried: list[int]
+    decoder: str                        # which decoder made the pixels: cpu or gpu
+    decoder_note: str                   # only when --decode gpu/auto was asked and the CPU decoded: why
     rotation: int                       # degrees, counter-clockwise, of the best PCE
     pce: PCERecord
     mahalanobis: MahalanobisRecord
@@ -156,7 +158,8 @@ def base_record(item: Prepared) -> dict[str, Any]:
     return {"path": item.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
             "size": [info.height, info.width], "channels": info.channels, "bit_depth": info.bit_depth,
             "exif": info.exif, "kind": item.kind, "kind_source": item.kind_source,
-            "rotations_tried": list(item.rotations), "error": None}
+            "rotations_tried": list(item.rotations), "decoder": item.decoder, "error": None,
+            **({"decoder_note": item.decoder_note} if item.decoder_note else {})}
 
 
 def pce_record(cameras: Sequence[str], scores: dict[str, np.ndarray], threshold: float,

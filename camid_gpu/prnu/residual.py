@@ -25,6 +25,7 @@ import numpy as np
 
 from camid_gpu import config
 from camid_gpu.backend import Array, Backend, get_backend
+from camid_gpu.backend.staging import Upload
 from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS
 
 #: noise std on the 0..255 scale used by Binghamton's examples (the reference side)
@@ -130,13 +131,18 @@ def rgb_to_gray(bk: Backend, channels: Array) -> Array:
     return channels[:, 0] * r + channels[:, 1] * g + channels[:, 2] * b
 
 
-def pixels_to_device(bk: Backend, pixels: np.ndarray | Array) -> Array:
+def pixels_to_device(bk: Backend, pixels: np.ndarray | Array | Upload) -> Array:
     """Native float array on the 0..255 scale from uint8/uint16/float pixels (any shape).
 
     Integer pixels travel to the device as integers (uint8 is 4x smaller than float32) and are
-    converted there; uint16 is scaled by 255/65535. Native arrays are returned as they are.
+    converted there; uint16 is scaled by 255/65535. An :class:`~camid_gpu.backend.staging.Upload`
+    (integers already on their way) is converted the same way. Native arrays are converted to the
+    working dtype (uint8 device pixels, e.g. from the GPU JPEG decoder, keep their 0..255 values).
     """
-    sixteen = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint16
+    if isinstance(pixels, Upload):
+        sixteen, pixels = pixels.host_dtype == np.uint16, pixels.native()
+    else:
+        sixteen = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint16
     x = bk.asarray(pixels)
     return x * (255.0 / 65535.0) if sixteen else x
 
