@@ -9,6 +9,7 @@ Where each default comes from is listed in the README ("Parameters, defaults and
 """
 from __future__ import annotations
 
+import math
 from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any
 
@@ -47,6 +48,20 @@ MAHALANOBIS_CLIP: tuple[int, int] | None = CLIP
 #: reference images per camera (the paper's R)
 REFERENCES = 15
 
+# -- usable references and fingerprints (checked when a fingerprint is built and when it is loaded) ----
+#: a reference clip is "saturated" when more than this fraction of its samples sit at the top code value
+#: (a blown-out flat: clipped pixels carry no PRNU)
+REF_MAX_SATURATED_FRACTION = 0.5
+#: a reference clip is "too dark" when its mean is under this (0..255 scale; lens cap on: the PRNU is
+#: multiplicative, so a dark image carries almost none)
+REF_MIN_MEAN = 5.0
+#: a reference or disputed clip is "constant" when its sample std is under this (0..255 scale)
+MIN_CONTENT_STD = 0.5
+#: fewest usable references a fingerprint may be built from (fewer is refused at build and at load)
+MIN_REFERENCES = 2
+#: a stored fingerprint array whose std is under this is degenerate (all zero or constant)
+MIN_FINGERPRINT_STD = 1e-8
+
 # -- input limits (checked before a file is read and before pixels are allocated) --------------------
 #: largest input file read, in bytes (a 3 GB sparse ".jpg" is refused before it is read)
 MAX_FILE_BYTES = 1 << 30
@@ -82,6 +97,15 @@ KIND_CHOICES = ("auto", "flat", "natural")
 #: JPEG decoder: "auto" = the GPU (nvJPEG via torchvision) when the backend is torch on CUDA and torchvision
 #: is installed, else the CPU; "gpu" insists (an error without CUDA); files the GPU cannot take use the CPU
 DECODE_CHOICES = ("auto", "cpu", "gpu")
+
+
+#: sanity bounds of the numeric parameters (checked at the edge: nothing outside reaches the maths)
+MAX_SIGMA = 255.0
+MAX_PCE_THRESHOLD = 1e9
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -141,11 +165,29 @@ class Params:
             raise ValueError(f"rotations must be 'auto', 'all' or 'none', got {self.rotations!r}")
         if self.natural_mode not in NATURAL_MODES:
             raise ValueError(f"natural_mode must be 'aligned' or 'paper', got {self.natural_mode!r}")
-        if self.refs is not None and self.refs < 1:
-            raise ValueError(f"refs must be >= 1, got {self.refs}")
+        if self.refs is not None and (not isinstance(self.refs, int) or self.refs < 1):
+            raise ValueError(f"refs (--refs) must be a whole number >= 1 or 'all', got {self.refs!r}")
         for name in ("sigma_fingerprint", "sigma_query", "sigma_mahalanobis"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not _finite(value) or not 0 < value <= MAX_SIGMA:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a finite number in (0, {MAX_SIGMA:g}] "
+                                 f"(0..255 scale), got {value!r}")
+        if not _finite(self.pce_threshold) or not 0 < self.pce_threshold <= MAX_PCE_THRESHOLD:
+            raise ValueError(f"pce_threshold (--pce-threshold) must be a finite number in (0, {MAX_PCE_THRESHOLD:g}], "
+                             f"got {self.pce_threshold!r}")
+        if not isinstance(self.levels, int) or not 1 <= self.levels <= 8:
+            raise ValueError(f"levels must be a whole number from 1 to 8, got {self.levels!r}")
+        for name in ("pce_clip", "mahalanobis_clip"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 2 or min(value) < 16):
+                raise ValueError(f"{name} must be two sizes of at least 16 pixels, got {value!r}")
+        if self.shift_range is not None and (len(self.shift_range) != 2 or min(self.shift_range) < 0):
+            raise ValueError(f"shift_range (--shift-range) must be N >= 0, HxW or 'all', got {self.shift_range!r}")
+        if self.search_scales is not None:
+            lo, hi, step = self.search_scales
+            if not all(_finite(v) for v in (lo, hi, step)) or not (0 < lo <= hi <= 1 and step > 0):
+                raise ValueError(f"search_scales (--search-scales) must be LO:HI:STEP with 0 < LO <= HI <= 1 and "
+                                 f"STEP > 0, got {self.search_scales!r}")
 
     def clip_of(self, method: str) -> tuple[int, int] | None:
         """The geometry of ``method`` ("pce" or "mahalanobis"): a centre clipping, or None = full frame."""
@@ -262,6 +304,15 @@ class RunConfig:
     def __post_init__(self):
         if self.precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers (--workers) must be a whole number >= 1, got {self.workers!r}")
+        for name in ("max_host_memory", "max_gpu_memory"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a positive number of bytes, "
+                                 f"got {value!r}")
+        if self.cluster is not None:
+            parse_cluster(self.cluster)
 
     def backend_obj(self) -> Backend:
         return get_backend(self.backend, device=self.device, dtype=self.precision)
@@ -288,7 +339,7 @@ def parse_clip(value: str | int | tuple[int, int] | None) -> tuple[int, int] | N
         try:
             h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
         except ValueError:
-            raise ValueError(f"clip must be N, HxW or 'full', got {value!r}") from None
+            raise ValueError(f"clip (--clip) must be N, HxW or 'full', got {value!r}") from None
     if h < 16 or w < 16:
         raise ValueError(f"clip must be at least 16x16, got {h}x{w}")
     return int(h), int(w)
@@ -300,7 +351,9 @@ def parse_pair(text: str) -> tuple[int, int]:
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise ValueError(f"expected N or HxW, got {text!r}") from None
+        raise ValueError(f"expected N or HxW (whole numbers), got {text!r}") from None
+    if len(values) > 2 or min(values) < 0:
+        raise ValueError(f"expected N or HxW (whole numbers >= 0), got {text!r}")
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
@@ -311,7 +364,24 @@ def parse_shift_range(text: str) -> tuple[int, int] | None:
 
 def parse_refs(text: str | int) -> int | None:
     """``"all"`` -> None (every reference); else the count."""
-    return None if str(text).lower() == "all" else int(text)
+    if str(text).lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--refs must be a whole number or 'all', got {text!r}") from None
+
+
+def parse_cluster(text: str) -> str:
+    """Check a ``--cluster`` address: ``local``, ``local:N`` (N >= 1 workers) or ``tcp://HOST:PORT``."""
+    if text == "local" or text.startswith(("tcp://", "tls://", "ucx://")):
+        return text
+    if text.startswith("local:"):
+        count = text.split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--cluster local:N needs N >= 1 workers, got {text!r}")
+        return text
+    raise ValueError(f"--cluster must be 'local', 'local:N' or tcp://HOST:PORT, got {text!r}")
 
 
 def parse_scales(text: str | None) -> tuple[float, float, float] | None:
@@ -320,6 +390,8 @@ def parse_scales(text: str | None) -> tuple[float, float, float] | None:
         return None
     try:
         lo, hi, step = (float(v) for v in text.split(":"))
+        if not all(math.isfinite(v) for v in (lo, hi, step)) or not (0 < lo <= hi <= 1 and step > 0):
+            raise ValueError
     except ValueError:
         raise ValueError(f"--search-scales must be LO:HI:STEP such as 0.5:1.0:0.01, got {text!r}") from None
     return lo, hi, step
@@ -332,8 +404,10 @@ def parse_bytes(text: str | int | None) -> int | None:
     s = str(text).strip().upper().replace("IB", "").rstrip("B")
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     try:
-        if s and s[-1] in scale:
-            return int(float(s[:-1]) * scale[s[-1]])
-        return int(float(s))
+        value = float(s[:-1]) * scale[s[-1]] if s and s[-1] in scale else float(s)
+        if not math.isfinite(value) or not 0 < value < 2 ** 62:
+            raise ValueError
+        return int(value)
     except ValueError:
-        raise ValueError(f"memory size must look like 8G, 512M or a number of bytes; got {text!r}") from None
+        raise ValueError(f"memory size must look like 8G, 512M or a number of bytes (finite, positive); "
+                         f"got {text!r}") from None

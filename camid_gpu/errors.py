@@ -62,3 +62,24 @@ class FingerprintError(CamidError):
 
 class FingerprintMismatchError(FingerprintError):
     """A stored fingerprint was made with parameters that differ from the ones requested."""
+
+
+class ImageContentError(ImageError):
+    """Decodes, but holds nothing usable for PRNU (constant, saturated or too dark)."""
+
+    kind = "no-usable-content"
+
+
+class ScoreError(ImageError):
+    """A score came out non-finite (NaN or infinite): never a decision, an error for that image."""
+
+    kind = "non-finite-score"
+
+
+class RunFolderError(CamidError):
+    """A run folder cannot be used as asked: locked by another process, or a resume that does not match."""
+
+
+class OutputPathError(CamidError):
+    """An output path would overwrite evidence (an input file, or a file inside an input folder), an existing
+    output without ``--overwrite``, or cannot be written."""

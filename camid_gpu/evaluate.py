@@ -15,6 +15,7 @@ import numpy as np
 from camid_gpu.config import PCE_THRESHOLD
 from camid_gpu.io.listing import printable
 from camid_gpu.mahalanobis.results import summarise_diagnostics
+from camid_gpu.pipeline.records import ImageRecord, error_of, is_error, truth_of
 
 NONE_LABEL = "(none)"
 TIE_LABEL = "(tie)"
@@ -64,13 +65,13 @@ def confusion(truths: Sequence[str], predictions: Sequence[str], cameras: Sequen
     return {"rows": list(cameras), "columns": columns, "counts": [[matrix[t][c] for c in columns] for t in cameras]}
 
 
-def _pce_prediction(record: dict[str, Any]) -> str:
+def _pce_prediction(record: ImageRecord) -> str:
     if not record["pce"]["scores"]:
         return NOT_COMPARABLE_LABEL
     return record["pce"]["decision"] or NONE_LABEL
 
 
-def _maha_prediction(record: dict[str, Any]) -> str:
+def _maha_prediction(record: ImageRecord) -> str:
     if not record["mahalanobis"].get("membership"):
         return NOT_COMPARABLE_LABEL
     assoc = record["mahalanobis"]["associated"]
@@ -93,10 +94,11 @@ def _prediction_of(method: str):
 def summarise(records: Sequence[dict[str, Any]], cameras: Sequence[str], methods: Sequence[str],
               pce_threshold: float = PCE_THRESHOLD) -> dict[str, Any]:
     """Evaluation of records that carry ``truth`` (error records are counted separately)."""
-    ok = [r for r in records if not r.get("error") and r.get("truth")]
+    ok = [r for r in records if not is_error(r) and truth_of(r)]
+    failed = [(r["path"], error_of(r)) for r in records if is_error(r)]
     out: dict[str, Any] = {"cameras": list(cameras), "images_total": len(records),
-                           "images_with_errors": sum(1 for r in records if r.get("error")),
-                           "errors": [{"path": r["path"], **r["error"]} for r in records if r.get("error")]}
+                           "images_with_errors": len(failed),
+                           "errors": [{"path": path, **error} for path, error in failed]}
     if "pce" in methods:
         out["pce"] = _method_summary(ok, cameras, _pce_prediction)
         genuine = [r["pce"]["scores"][r["truth"]]["pce"] for r in ok if r["truth"] in r["pce"]["scores"]]
@@ -139,7 +141,7 @@ def _stat(func, values):
     return float(func(values)) if len(values) else None
 
 
-def _method_summary(records, cameras, predict) -> dict[str, Any]:
+def _method_summary(records: Sequence[ImageRecord], cameras: Sequence[str], predict) -> dict[str, Any]:
     def block(subset):
         preds = [predict(r) for r in subset]
         truths = [r["truth"] for r in subset]
@@ -149,8 +151,8 @@ def _method_summary(records, cameras, predict) -> dict[str, Any]:
                 "confusion": confusion(truths, preds, cameras)}
 
     summary = block(records)
-    summary["per_kind"] = {kind: block([r for r in records if r.get("kind") == kind]) for kind in ("flat", "natural")}
-    summary["images"] = [{"path": r["path"], "truth": r["truth"], "kind": r.get("kind"), "predicted": predict(r),
+    summary["per_kind"] = {kind: block([r for r in records if r["kind"] == kind]) for kind in ("flat", "natural")}
+    summary["images"] = [{"path": r["path"], "truth": r["truth"], "kind": r["kind"], "predicted": predict(r),
                           "correct": predict(r) == r["truth"]} for r in records]
     return summary
 

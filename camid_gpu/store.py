@@ -10,8 +10,11 @@ arrays: ``k`` (method ``pce``: the PRNU fingerprint K) and ``mean_i0``, ``mean_p
 ``mahalanobis``: the pixel-wise means of I0 and PRNU over the R reference flats).
 
 Files are written deterministically (fixed zip timestamps, sorted JSON keys), so the same inputs and
-parameters give byte-identical stores. Loading checks the format, the version, the array hash and,
-when asked, that the parameters equal the ones requested, and refuses mismatches by name.
+parameters give byte-identical stores. Loading checks the format, the version, every metadata field's
+presence and type, the array hash, each array's declared shape (read from the ``.npy`` header before any
+allocation), that arrays are finite and not degenerate (all zero or constant), the number of references,
+that the ``camera`` field equals the file name and is unique in the store, and, when asked, that the
+parameters equal the ones requested; anything else is refused by name. Saving checks the same arrays.
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from camid_gpu._shared.files import read_regular, write_bytes_atomic
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
+from camid_gpu.config import MIN_FINGERPRINT_STD, MIN_REFERENCES
 from camid_gpu.errors import FingerprintError, FingerprintMismatchError
 
 FORMAT = "camid-fingerprint"
@@ -135,11 +140,11 @@ def save_fingerprint(fp: CameraFingerprint, directory: str | os.PathLike) -> str
             if tuple(fp.arrays[name].shape) != want:
                 raise ValueError(f"{fp.camera}: array {name!r} is {fp.arrays[name].shape}, but method {method!r} "
                                  f"has geometry {want} (clip {fp.clips.get(method)}, sensor {fp.source_shape})")
+    check_arrays(fp.arrays, fp.camera)
     os.makedirs(directory, exist_ok=True)
     blob = _npz_bytes(fp.arrays)
     npz_path = os.path.join(directory, f"{fp.camera}.npz")
-    with open(npz_path, "wb") as handle:
-        handle.write(blob)
+    write_bytes_atomic(npz_path, blob)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -168,12 +173,12 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
     """
     json_path = os.fspath(json_path)
     try:
-        with open(json_path, encoding="utf-8") as handle:
-            meta = json.load(handle)
+        meta = json.loads(read_regular(json_path).decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise FingerprintError(f"{json_path}: cannot read fingerprint metadata ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise FingerprintError(f"{json_path}: not a camid fingerprint (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise FingerprintError(f"{json_path}: not a camid fingerprint (format "
+                               f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") not in READABLE_VERSIONS:
         raise FingerprintMismatchError(f"{json_path}: fingerprint format version {meta.get('version')!r}, "
                                        f"this camid reads versions {', '.join(map(str, READABLE_VERSIONS))}; "
@@ -193,16 +198,30 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
         raise FingerprintError(f"{json_path}: fingerprint metadata of version {meta['version']} is incomplete "
                                f"or malformed ({type(exc).__name__}: {exc}); rebuild the fingerprint") from None
     npz_path = os.path.join(os.path.dirname(json_path), arrays_file)
+    stem = os.path.splitext(os.path.basename(json_path))[0]
+    if meta.get("camera") != stem:
+        raise FingerprintError(f"{json_path}: its 'camera' field is {meta.get('camera')!r} but the file is named "
+                               f"{stem!r}; a fingerprint's camera must equal its file name (edited or renamed file)")
+    if not isinstance(meta.get("params"), dict) or not isinstance(meta.get("references", []), list):
+        raise FingerprintError(f"{json_path}: damaged fingerprint metadata: 'params' must be an object and "
+                               f"'references' a list")
     try:
-        with open(npz_path, "rb") as handle:
-            blob = handle.read()
+        blob = read_regular(npz_path)
     except OSError as exc:
         raise FingerprintError(f"{npz_path}: cannot read fingerprint arrays ({exc.strerror or exc})") from None
     if hashlib.sha256(blob).hexdigest() != meta["arrays_sha256"]:
         raise FingerprintError(f"{npz_path}: SHA-256 differs from the one recorded in {json_path} "
                                f"(the arrays were changed or damaged)")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+    arrays = _read_arrays(blob, meta, npz_path)
+    for method in methods:
+        for name in _ARRAYS.get(method, ()):
+            if name not in arrays:
+                raise FingerprintError(f"{npz_path}: method {method!r} needs array {name!r}, which is missing")
+    check_arrays(arrays, f"{npz_path}")
+    refs = meta["params"].get("refs", len(meta.get("references", [])))
+    if not isinstance(refs, int) or refs < MIN_REFERENCES:
+        raise FingerprintError(f"{json_path}: built from {refs!r} reference(s); at least {MIN_REFERENCES} are "
+                               f"needed (config.MIN_REFERENCES)")
     fp = CameraFingerprint(camera=meta["camera"], methods=methods, arrays=arrays, clips=clips,
                            source_shape=source_shape, params=meta["params"],
                            references=meta.get("references", []), software=meta.get("software", {}))
@@ -216,6 +235,53 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
     if expect:
         check_params(fp, expect, json_path)
     return fp
+
+
+def _read_arrays(blob: bytes, meta: dict[str, Any], where: str) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz``, each checked against the metadata's declared shape from its ``.npy`` header
+    before it is allocated (a tampered header declaring 40000x40000 is refused, not loaded)."""
+    declared = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
+    arrays = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            for member in archive.namelist():
+                name = member[:-4] if member.endswith(".npy") else member
+                want = declared.get(name) if isinstance(declared.get(name), dict) else None
+                if want is None:
+                    raise FingerprintError(f"{where}: array {name!r} is not declared in the metadata")
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)(handle)
+                    shape, fortran, dtype = header
+                    if list(shape) != want.get("shape") or dtype != np.dtype(np.float32) or len(shape) != 2:
+                        raise FingerprintError(f"{where}: array {name!r} is {dtype} {list(shape)}, the metadata "
+                                               f"declares float32 {want.get('shape')}")
+                    count = int(np.prod(shape))
+                    data = handle.read(count * 4 + 1)
+                    if len(data) != count * 4:
+                        raise FingerprintError(f"{where}: array {name!r} has {len(data)} bytes of data, "
+                                               f"{count * 4} expected")
+                    arrays[name] = np.frombuffer(data, dtype=np.float32).reshape(shape, order="F" if fortran else "C")
+    except FingerprintError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise FingerprintError(f"{where}: damaged fingerprint arrays ({exc})") from None
+    return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+
+
+def check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
+    """Refuse arrays that hold NaN or infinities, or are degenerate (all zero or constant)."""
+    for name, a in sorted(arrays.items()):
+        if a.size == 0 or a.ndim != 2:
+            raise FingerprintError(f"{where}: fingerprint array {name!r} has shape {a.shape}; a 2-D array is needed")
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise FingerprintError(f"{where}: fingerprint array {name!r} has {bad} non-finite values (NaN or "
+                                   f"infinite); refused")
+        if float(np.std(a, dtype=np.float64)) < MIN_FINGERPRINT_STD:
+            raise FingerprintError(f"{where}: fingerprint array {name!r} is degenerate (constant "
+                                   f"{float(a.flat[0]):g} everywhere: no usable reference content); refused")
 
 
 def check_params(fp: CameraFingerprint, expect: dict[str, Any], where: str = "") -> None:
@@ -253,6 +319,13 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
     store = [load_fingerprint(p, expect) for p in paths]
     if not store:
         raise FingerprintError(f"{directory}: no fingerprints (*.json) found")
+    seen: dict[str, str] = {}
+    for fp, path in zip(store, paths):
+        key = fp.camera.casefold()  # Cam1 and cam1 are one name on case-insensitive disks and to a reader
+        if key in seen:
+            raise FingerprintError(f"{directory}: camera name {fp.camera!r} appears twice ({seen[key]} and {path}); "
+                                   f"camera names must be unique")
+        seen[key] = path
     for fp in store:
         for method in methods:
             fp._array(method, _ARRAYS[method][0])

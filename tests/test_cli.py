@@ -34,7 +34,7 @@ def data(tmp_path_factory):
 
 def test_fingerprint_writes_store_and_manifest(data):
     names = sorted(os.listdir(data / "fp"))
-    assert names == ["C01.json", "C01.npz", "C02.json", "C02.npz", "manifest.json"]
+    assert names == [".camid.lock", "C01.json", "C01.npz", "C02.json", "C02.npz", "manifest.json", "manifest.sha256"]
     manifest = json.loads((data / "fp" / "manifest.json").read_text())
     assert manifest["command"] == "fingerprint"
     assert manifest["params"]["pce_clip"] == manifest["params"]["mahalanobis_clip"] == [192, 192]  # --clip: both
@@ -105,7 +105,7 @@ def test_partial_failure_exit_code_and_messages(data, tmp_path, capsys):
 
 
 def test_fatal_errors_are_one_clear_line(tmp_path, capsys):
-    assert main(["identify", str(tmp_path / "nofp"), str(tmp_path), "-o", str(tmp_path / "r")]) == 1
+    assert main(["identify", str(tmp_path / "nofp"), str(tmp_path / "in"), "-o", str(tmp_path / "r")]) == 1
     assert "fingerprint folder does not exist" in capsys.readouterr().err
     (tmp_path / "refs").mkdir()
     assert main(["fingerprint", str(tmp_path / "refs"), "-o", str(tmp_path / "fp")]) == 1

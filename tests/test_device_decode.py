@@ -102,10 +102,10 @@ def test_decoder_choice_torch_cpu():
 def test_cli_decode_gpu_without_cuda_is_one_clear_error(tmp_path, capsys):
     from camid_gpu.cli import main
 
-    make_dataset(tmp_path / "data", cameras=2, per_model=2, refs=1, disputed_flat=1, disputed_natural=0,
-                 height=64, width=64, seed=1)
+    make_dataset(tmp_path / "data", cameras=2, per_model=2, refs=2, disputed_flat=1, disputed_natural=0,
+                 height=64, width=64, seed=1)  # 2 references: config.MIN_REFERENCES
     assert main(["fingerprint", str(tmp_path / "data" / "refs"), "-o", str(tmp_path / "fp"), "--clip", "32",
-                 "--refs", "1", "--backend", "numpy", "--quiet"]) == 0
+                 "--refs", "2", "--backend", "numpy", "--quiet"]) == 0
     code = main(["identify", str(tmp_path / "fp"), str(tmp_path / "data" / "disputed"), "-o", str(tmp_path / "run"),
                  "--backend", "numpy", "--decode", "gpu", "--quiet"])
     assert code == 1

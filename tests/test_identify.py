@@ -141,7 +141,8 @@ def test_bad_input_is_reported_and_the_run_goes_on(dataset, evaluation, tmp_path
     bad.mkdir()
     good = sorted((dataset / "disputed" / "C01").glob("flat_*.jpg"))[0]
     shutil.copy(good, bad / "a_good.jpg")
-    Image.new("L", (100, 90)).save(bad / "b_small.png")  # smaller than the 256 clipping
+    small = np.random.default_rng(3).integers(20, 230, size=(90, 100), dtype=np.uint8)
+    Image.fromarray(small).save(bad / "b_small.png")  # smaller than the 256 clipping (a constant one is refused)
     (bad / "c_empty.jpg").write_bytes(b"")
     (bad / "d_text.jpg").write_text("hello")
     results = tmp_path / "r.jsonl"

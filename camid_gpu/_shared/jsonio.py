@@ -6,27 +6,19 @@ leaves the old file or the new one, never half of one).
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
 import os
-import stat
-import tempfile
 from typing import Any
+
+from camid_gpu._shared.files import atomic_write, open_regular
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a regular file, read in chunks, opened read-only.
-
-    Opened non-blocking and checked with ``fstat`` first: a FIFO or a device (which would block, or
-    never end) raises :class:`OSError` instead of being read.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file; not read", os.fspath(path))
-        digest = hashlib.sha256()
+    """Hex SHA-256 of a regular file, read in chunks, opened read-only (a FIFO or device raises OSError)."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -43,17 +35,9 @@ def sha256_or_none(path: str | os.PathLike) -> str | None:
 def write_json(path: str | os.PathLike, data: Any) -> str:
     """Write ``data`` as JSON (``indent=1``, sorted keys, final newline), atomically; return the path."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "w") as handle:  # a failure half-way leaves the old file and no temporary
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write("\n")
     return path
 
 

@@ -2,14 +2,17 @@
 
 The parser is in :mod:`camid_gpu.cli.parser`, text tables and CSV in :mod:`camid_gpu.cli.output`.
 
-Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` found changed or
-missing files; 3 completed, but some files had errors (each listed, with the reason, in the output
-and on stderr).
+Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` failed (files changed or
+missing, nothing to check, or the manifest's own SHA-256 not the one expected); 3 completed, but some files
+had errors (each listed, with the reason, in the output and on stderr); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM). Results written before an interruption are kept (``--resume``).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import sys
 import tempfile
 import time
@@ -21,20 +24,35 @@ from camid_gpu._version import __version__
 from camid_gpu.cli.output import print_clusters, print_errors, print_identification, print_skipped, write_csv
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
+from camid_gpu.pipeline.records import is_error
 
 EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
+#: 128 + the signal number, as a shell reports a process killed by it
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 # ------------------------------------------------------------------------------------------------
 def _params(args: argparse.Namespace) -> cfg.Params:
-    shift = cfg.parse_shift_range(args.shift_range)
+    """The parameters from the options, every value checked (finite, in range) before any work."""
+    try:
+        shift = cfg.parse_shift_range(args.shift_range)
+    except ValueError as exc:
+        raise ValueError(f"--shift-range: {exc}") from None
     refs = cfg.parse_refs(getattr(args, "refs", "all"))
     search = cfg.parse_scales(getattr(args, "search_scales", None))
+    sigma_fp = cfg.SIGMA_FINGERPRINT if args.sigma_fingerprint is None else args.sigma_fingerprint
+    sigma_maha = cfg.SIGMA_MAHALANOBIS if args.sigma_mahalanobis is None else args.sigma_mahalanobis
     return cfg.Params(pce_clip=_clip_option(args, "pce"), mahalanobis_clip=_clip_option(args, "mahalanobis"),
-                      sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
-                  sigma_mahalanobis=args.sigma_mahalanobis, refs=refs, pce_threshold=args.pce_threshold,
-                  shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
-                  search_scales=search)
+                      sigma_fingerprint=sigma_fp, sigma_query=args.sigma_query,
+                      sigma_mahalanobis=sigma_maha, refs=refs, pce_threshold=args.pce_threshold,
+                      shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
+                      search_scales=search)
+
+
+def _given(args: argparse.Namespace) -> frozenset[str]:
+    """The fingerprint-side parameters the user set explicitly (identify: they must equal the store's)."""
+    return frozenset(name for name in ("sigma_fingerprint", "sigma_mahalanobis")
+                     if getattr(args, name, None) is not None)
 
 
 def _clip_option(args: argparse.Namespace, method: str):
@@ -52,14 +70,34 @@ def _clip_given(args: argparse.Namespace) -> bool:
 
 
 def _config(args: argparse.Namespace) -> cfg.RunConfig:
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    return cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers, precision=args.precision,
-                     max_host_memory=cfg.parse_bytes(args.max_host_memory),
-                     max_gpu_memory=cfg.parse_bytes(args.max_gpu_memory),
-                     progress=False if args.quiet else None, cluster=getattr(args, "cluster", None),
-                     decode=getattr(args, "decode", "auto"),
-                     limits=_limits(args))
+    config = cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers, precision=args.precision,
+                           max_host_memory=_bytes("--max-host-memory", args.max_host_memory),
+                           max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
+                           progress=False if args.quiet else None, cluster=getattr(args, "cluster", None),
+                           decode=getattr(args, "decode", "auto"), limits=_limits(args))
+    try:
+        config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--backend {args.backend} --device {args.device}: {exc}") from None
+    return config
+
+
+def _bytes(option: str, text: str | None) -> int | None:
+    try:
+        return cfg.parse_bytes(text)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
+
+def _print_manifest(path: str, digest: str) -> None:
+    print(f"manifest: {printable(path)}  SHA-256 {digest} (also in manifest.sha256 beside it; keep it elsewhere and "
+          f"check with: camid verify {printable(path)} --expect-sha256 {digest})")
+
+
+def _print_run_manifest(run_dir: str) -> None:
+    """:func:`_print_manifest` from the ``manifest.sha256`` the run wrote beside its manifest."""
+    with open(os.path.join(run_dir, "manifest.sha256"), encoding="utf-8") as handle:
+        _print_manifest(os.path.join(run_dir, "manifest.json"), handle.read().split()[0])
 
 
 def _limits(args: argparse.Namespace) -> cfg.InputLimits:
@@ -136,8 +174,9 @@ def cmd_residual(args) -> int:
     skipped: list = []
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
-                            config=_config(args), on_record=show, skipped=skipped)
+                            config=_config(args), on_record=show, argv=sys.argv, skipped=skipped)
     print_skipped(skipped)
+    _print_run_manifest(args.outdir)
     print_errors(errors)
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -145,18 +184,10 @@ def cmd_residual(args) -> int:
 def cmd_fingerprint(args) -> int:
     from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import fingerprint_folder
-    from camid_gpu.provenance import file_entry, utc_now, write_manifest
 
-    started = utc_now()
     params = _params(args)
-    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args))
-    if summary["cameras"]:
-        write_manifest(args.outdir, "fingerprint", sys.argv, params.to_dict(), summary["backend"], started,
-                       [file_entry(p, "reference") for p in summary["files"]], None,
-                       [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                       extra={"errors": summary["errors"], "skipped_inputs": summary["skipped"],
-                              "decode": args.decode},
-                       kernels=summary["kernels"])
+    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args),
+                                 argv=sys.argv, overwrite=args.overwrite)
     for cam in summary["cameras"]:
         print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
     print_skipped(summary["skipped"])
@@ -164,45 +195,45 @@ def cmd_fingerprint(args) -> int:
     if not summary["cameras"]:
         print("camid: no fingerprint was built", file=sys.stderr)
         return EXIT_FAIL
+    _print_manifest(summary["manifest"], summary["manifest_sha256"])
     return EXIT_PARTIAL if summary["errors"] else EXIT_OK
 
 
 def cmd_identify(args) -> int:
     from camid_gpu.config import methods_of
-    from camid_gpu.engine.runner import identify_files
-    from camid_gpu.engine.scheduler import read_results
-    from camid_gpu.provenance import input_entries, utc_now, write_manifest
+    from camid_gpu.engine.run_folder import check_outputs
+    from camid_gpu.engine.runner import identify_run
 
-    started = utc_now()
+    params, config = _params(args), _config(args)
+    extra_files = [p for p in (args.json, args.csv) if p]
+    check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
+                  overwrite=args.overwrite)
     methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
         print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
               file=sys.stderr)
-    os.makedirs(args.outdir, exist_ok=True)
-    results = os.path.join(args.outdir, "results.jsonl")
-    run = identify_files(args.fp_dir, args.images, results, methods, _params(args), _config(args),
-                         resume=args.resume, kind=args.kind, clip_given=_clip_given(args))
-    records = read_results(results)
-    if args.json:
-        write_json(args.json, {"run": run, "images": records})
-    if args.csv:
-        write_csv(args.csv, records)
-    outputs = [results] + [p for p in (args.json, args.csv) if p]
-    write_manifest(args.outdir, "identify", sys.argv, run["params"], run["backend"], started, input_entries(records),
-                   args.fp_dir, outputs, extra={"methods": list(methods), "resumed": args.resume,
-                                                "skipped_inputs": run["skipped_inputs"],
-                                                "inputs_found": run["inputs_found"],
-                                                 "decode": run["decode"]},
-                   kernels=run["kernels"])
+
+    def write_extra(records, run) -> list[str]:
+        if args.json:
+            write_json(args.json, {"run": run, "images": records})
+        if args.csv:
+            write_csv(args.csv, records)
+        return extra_files
+
+    run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
+                                resume=args.resume, kind=args.kind, clip_given=_clip_given(args),
+                                given=_given(args), argv=sys.argv, extra_outputs=write_extra)
     print_identification(records, run["cameras"], methods)
-    errors = [r for r in records if r.get("error")]
+    errors = [r for r in records if is_error(r)]
     print_skipped(run["skipped_inputs"])
     print_errors(errors)
     found = run["inputs_found"]
     print(f"run folder: {printable(args.outdir)} (results.jsonl, manifest.json); {found['found']} files found: "
           f"{found['images']} images, {found['skipped']} skipped (listed above with the reason); "
-          f"{run['processed']} processed, {run['skipped_as_done']} already done, {len(errors)} with errors")
+          f"{run['processed']} processed, {run['skipped_as_done']} already done, {run['retried']} retried, "
+          f"{run['changed']} changed since recorded (flagged), {len(errors)} with errors")
+    _print_manifest(run["manifest"], run["manifest_sha256"])
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
@@ -228,6 +259,7 @@ def cmd_cluster(args) -> int:
     result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
     print_clusters(result, args.outdir)
     print_errors(result["errors"])
+    _print_run_manifest(args.outdir)
     return EXIT_PARTIAL if result["errors"] else EXIT_OK
 
 
@@ -235,24 +267,56 @@ def cmd_verify(args) -> int:
     from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
 
     path = os.path.join(args.manifest, MANIFEST_NAME) if os.path.isdir(args.manifest) else args.manifest
-    result = verify_manifest(path)
+    if args.expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.expect_sha256.strip()):
+        raise ValueError(f"--expect-sha256 must be 64 hexadecimal digits, got {args.expect_sha256!r}")
+    result = verify_manifest(path, expect_sha256=args.expect_sha256)
     for item in result["changed"]:
         print(f"CHANGED  {item['role']:11s} {printable(item['path'])}  recorded {item['recorded'][:16]}..., "
               f"now {item['current'][:16]}...")
     for item in result["missing"]:
         print(f"MISSING  {item['role']:11s} {printable(item['path'])}  {item.get('reason', 'no longer exists')}")
+    for item in result["unhashed"]:
+        print(f"NO HASH  {item['role']:11s} {printable(item['path'])}  the manifest records no SHA-256 and no reason")
+    for problem in result["problems"]:
+        print(f"INVALID  {printable(problem)}")
+    print(f"manifest SHA-256 {result['manifest_sha256']}"
+          + (" (as expected)" if args.expect_sha256 and result["ok"] else ""))
     print(f"{result['checked']} files checked: "
-          + ("all unchanged" if result["ok"] else f"{len(result['changed'])} changed, {len(result['missing'])} missing"))
+          + ("all unchanged" if result["ok"] else
+             f"{len(result['changed'])} changed, {len(result['missing'])} missing, {len(result['unhashed'])} without "
+             f"a hash, {len(result['problems'])} other problem(s): FAILED"))
     return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
 
 
 def cmd_report(args) -> int:
+    from camid_gpu.engine.run_folder import check_outputs
     from camid_gpu.report import write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
+    check_outputs(_recorded_inputs(args.run_dir), files=[output], overwrite=args.overwrite)
     write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
     print(f"report: {printable(output)}")
     return EXIT_OK
+
+
+def _recorded_inputs(run_dir: str) -> list[str]:
+    """The files a report reads (results, manifest, evaluation) and the inputs its manifest lists: the report
+    may be written beside them, never over them."""
+    import json
+
+    from camid_gpu.provenance import MANIFEST_NAME
+
+    found = [os.path.join(run_dir, n) for n in ("results.jsonl", MANIFEST_NAME, "evaluation.json", "run.json",
+                                                "manifest.sha256")]
+    try:
+        with open(os.path.join(run_dir, MANIFEST_NAME), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        for key in ("inputs", "fingerprints", "outputs"):
+            found += [e["abspath"] for e in manifest.get(key) or [] if isinstance(e, dict)
+                      and isinstance(e.get("abspath"), str)]
+    except (OSError, ValueError, AttributeError):
+        pass  # no (readable) manifest: the report says so; the run folder's own files are still protected
+    return found
 
 
 def cmd_evaluate(args) -> int:
@@ -260,13 +324,19 @@ def cmd_evaluate(args) -> int:
     from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.evaluate import format_report
 
+    from camid_gpu.engine.run_folder import check_outputs
+
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
-    summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), _params(args), _config(args),
+    params, config = _params(args), _config(args)
+    inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
+    check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite)
+    summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), params, config,
                                resume=args.resume, argv=sys.argv)
     print(format_report(summary))
     if args.json:
         write_json(args.json, summary)
     print(f"\nrun folder: {printable(outdir)} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
+    _print_manifest(summary["manifest"], summary["manifest_sha256"])
     print_skipped(summary.get("skipped_inputs", []))
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
@@ -300,6 +370,7 @@ def cmd_demo(args) -> int:
     print(f"fingerprints + identification of {summary['images_total']} images on {summary['backend']}: "
           f"{t2 - t1:.1f} s\n")
     print(format_report(summary))
+    _print_manifest(summary["manifest"], summary["manifest_sha256"])
     print(f"\nnote: PCE works on the full {size['height']}x{size['width']} frames (Binghamton's method, the default); "
           f"the Mahalanobis method on {size['clip']}x{size['clip']} centre clippings"
           + (" (`camid demo --size paper`: the paper's 1000x1000)." if args.size == "small" else "."))
@@ -332,14 +403,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     from camid_gpu.errors import CamidError
 
+    previous = _terminate_cleanly()
     try:
         return COMMANDS[args.command](args)
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
         print(f"camid: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAIL
+    except MemoryError as exc:
+        print(f"camid: error: out of memory{f' ({printable(exc)})' if str(exc) else ''}; lower --workers or "
+              f"--max-host-memory, or use a smaller --clip (results written so far are kept; use --resume)",
+              file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         print("camid: interrupted (results written so far are kept; use --resume)", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        print("camid: terminated (results written so far are kept; use --resume)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as exc:  # a bug: one line, not a traceback on an examiner's screen
+        print(f"camid: internal error: {type(exc).__name__}: {printable(exc)} (please report this, with the command line)",
+              file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that files are closed and the pool shut down on the way out."""
+
+
+def _terminate_cleanly():
+    """Make SIGTERM unwind like Ctrl-C (results flushed, workers stopped); None outside the main thread."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

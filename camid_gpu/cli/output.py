@@ -5,6 +5,7 @@ import sys
 from typing import Any, Sequence
 
 from camid_gpu.io.listing import printable
+from camid_gpu.pipeline.records import ImageRecord, error_of, is_error, mahalanobis_of, pce_of
 
 
 def print_errors(errors: Sequence[dict[str, Any]]) -> None:
@@ -25,7 +26,9 @@ def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
     read as "below threshold"; crops add the ``offset`` found."""
     import csv
 
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    from camid_gpu._shared.files import atomic_write
+
+    with atomic_write(path, "w") as handle:
         w = csv.writer(handle)
         w.writerow(["path", "sha256", "camera", "pce", "ncc", "log10_p_fa", "pce_decision", "rotation",
                     "mahalanobis_membership", "mahalanobis_associated", "error", "pce_status", "mahalanobis_status",
@@ -50,12 +53,12 @@ def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
                             s.get("match", ""), "x".join(map(str, s["offset"])) if "offset" in s else ""])
 
 
-def print_identification(records, cameras, methods) -> None:
+def print_identification(records: Sequence[ImageRecord], cameras, methods) -> None:
     from camid_gpu.evaluate import table
 
     rows = []
     for r in records:
-        if r.get("error"):
+        if is_error(r):
             rows.append([r["path"], "error", "-", "-", "-"])
             continue
         pce = r.get("pce")
@@ -67,7 +70,7 @@ def print_identification(records, cameras, methods) -> None:
         rows.append([r["path"],  # the full path; table() escapes every cell
                      decision,
                      pce["best_pce"] if pce else "-",
-                     r.get("rotation", 0),
+                     r["rotation"],
                      ",".join(maha["associated"]) if maha else "-"])
     print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))
 

@@ -8,6 +8,19 @@ from camid_gpu import config as cfg
 from camid_gpu._version import __version__
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors exit with ``USAGE_EXIT`` (1), not argparse's 2: code 2 means
+    "``verify`` found changes" and must never be produced by a mistyped option."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(__import__("sys").stderr)
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
+
+
+#: exit code of a usage error (the same as any fatal error; distinct from verify's 2 and partial's 3)
+USAGE_EXIT = 1
+
+
 def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> None:
     g = p.add_argument_group("execution")
     if decode:
@@ -55,12 +68,15 @@ def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_
     if with_refs:
         g.add_argument("--refs", default=str(cfg.REFERENCES),
                        help=f"reference images per camera, or 'all' (default {cfg.REFERENCES}, the paper's R)")
-    g.add_argument("--sigma-fingerprint", type=float, default=cfg.SIGMA_FINGERPRINT,
-                   help=f"PCE reference denoiser sigma ({cfg.SIGMA_FINGERPRINT:g})")
+    # identify: the store fixes these, so no default here (a value given must equal the store's)
+    g.add_argument("--sigma-fingerprint", type=float, default=cfg.SIGMA_FINGERPRINT if with_refs else None,
+                   help=f"PCE reference denoiser sigma ({cfg.SIGMA_FINGERPRINT:g}"
+                        + ("" if with_refs else "; identify: taken from the fingerprints") + ")")
     g.add_argument("--sigma-query", type=float, default=cfg.SIGMA_QUERY,
                    help=f"PCE disputed-image denoiser sigma ({cfg.SIGMA_QUERY:g})")
-    g.add_argument("--sigma-mahalanobis", type=float, default=cfg.SIGMA_MAHALANOBIS,
-                   help=f"Mahalanobis denoiser sigma ({cfg.SIGMA_MAHALANOBIS:g})")
+    g.add_argument("--sigma-mahalanobis", type=float, default=cfg.SIGMA_MAHALANOBIS if with_refs else None,
+                   help=f"Mahalanobis denoiser sigma ({cfg.SIGMA_MAHALANOBIS:g}"
+                        + ("" if with_refs else "; identify: taken from the fingerprints") + ")")
     g.add_argument("--pce-threshold", type=float, default=cfg.PCE_THRESHOLD,
                    help=f"same camera when PCE > this ({cfg.PCE_THRESHOLD:g})")
     g.add_argument("--shift-range", default="0",
@@ -72,7 +88,7 @@ def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="camid", description="Camera identification from sensor PRNU "
+    parser = Parser(prog="camid", description="Camera identification from sensor PRNU "
                                      "(PCE, and the 2-DOF Mahalanobis classifier), on NumPy or torch/CUDA.")
     parser.add_argument("--version", action="version", version=f"camid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -108,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fingerprint", help="build one fingerprint per camera subfolder of REFS_DIR")
     p.add_argument("refs_dir")
     p.add_argument("-o", "--outdir", required=True, help="fingerprint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace fingerprint files already in the folder")
     _add_param_options(p)
     _add_backend_options(p, decode=True)
 
@@ -118,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder: results.jsonl (one record per image) and manifest.json (default camid-run)")
     p.add_argument("--json", default=None, help="also write all results as one JSON file")
     p.add_argument("--csv", default=None, help="also write a CSV table (one row per image and camera)")
-    p.add_argument("--resume", action="store_true", help="continue the run folder's results, skipping files done")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run folder's run (same parameters, fingerprints and inputs only): files done "
+                        "are skipped, files that failed are retried, files changed since are flagged")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
     p.add_argument("--kind", choices=cfg.KIND_CHOICES, default="auto",
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
     p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
@@ -132,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset_dir")
     p.add_argument("-o", "--outdir", default=None, help="run folder (default: DATASET_DIR/camid-eval)")
     p.add_argument("--json", default=None, help="also write the evaluation JSON here")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's run (see identify --resume)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     _add_param_options(p)
     _add_backend_options(p, decode=True)
 
@@ -155,11 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
+    p.add_argument("--expect-sha256", default=None, metavar="HEX",
+                   help="the manifest's own SHA-256 as kept elsewhere (printed by every run, in manifest.sha256)")
 
     p = sub.add_parser("report", help="one self-contained HTML report of a run folder")
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
     p.add_argument("--fingerprints", default=None, help="fingerprint folder (default: from the manifest)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report file")
 
     p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
     p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")

@@ -28,12 +28,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu._cuda.loader import kernels_status
+from camid_gpu._shared.files import atomic_write
 from camid_gpu._shared.jsonio import json_number, sha256_or_none
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.linkage import Cluster, average_linkage, comparisons, image_similarity, refine
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
 from camid_gpu.cluster.threshold import null_summary, pair_threshold, robust_spread
 from camid_gpu.config import CLUSTER_MIN_REGION, ClusterParams, RunConfig
+from camid_gpu.engine import run_folder
+from camid_gpu.engine.runner import CLUSTER_KERNELS
 from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
@@ -51,7 +54,7 @@ from camid_gpu.pipeline.records import error_entry
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import crosscorr, pce
 from camid_gpu.prnu.residual import pixels_to_device, residual_native, wiener_dft
-from camid_gpu.provenance import file_entry, utc_now, write_manifest
+from camid_gpu.provenance import file_entry, utc_now
 from camid_gpu.store import CameraFingerprint, save_fingerprint, software_versions
 
 FORMAT = "camid-clusters"
@@ -426,8 +429,14 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
     Returns the content of ``clusters.json``.
     """
     config = config or RunConfig()
+    run_folder.check_outputs(inputs, folders=[run_dir])  # never into the evidence; before any work
+    with run_folder.locked(run_dir):
+        return _cluster_images(inputs, run_dir, params, config, resume, argv)
+
+
+def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig, resume: bool,
+                    argv: Sequence[str] | None) -> dict[str, Any]:
     started = utc_now()
-    os.makedirs(run_dir, exist_ok=True)
     paths = disputed_images(inputs)
     check_resume_params(run_dir, params, resume)
     timings: dict[str, float] = {}
@@ -456,10 +465,12 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
             e = {"path": r["path"], "abspath": os.path.abspath(r["path"]), "role": "image", "size": r["file_size"],
                  "sha256": r["sha256"], "pixels": r["size"], "format": r["format"], "exif": r.get("exif", {})}
         inputs_manifest.append(e)
-    write_manifest(run_dir, "cluster", argv, params.to_dict(), config.backend_obj().describe()
-                   if not config.cluster else f"dask {config.cluster}", started, inputs_manifest, None, outputs,
-                   extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"]},
-                   kernels=kernels_status(config.backend_obj()))
+    bk = config.backend_obj()
+    run_folder.write_manifest(
+        run_dir, "cluster", argv, params.to_dict(), bk.describe() if not config.cluster else f"dask {config.cluster}",
+        started, inputs_manifest, None, outputs,
+        extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"]},
+        kernels=kernels_status(bk) if not config.cluster else CLUSTER_KERNELS)
     return result
 
 
@@ -514,7 +525,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
               "errors": [{"path": r["path"], "error": r["error"]} for r in errors]}
     # the same inputs and parameters give the same bytes: times go to the manifest, not here
-    with open(os.path.join(run_dir, "clusters.json"), "w", encoding="utf-8") as handle:
+    with atomic_write(os.path.join(run_dir, "clusters.json"), "w") as handle:
         json.dump(result, handle, indent=1, sort_keys=True, allow_nan=False)
         handle.write("\n")
     _write_csv(os.path.join(run_dir, "clusters.csv"), records, cluster_of)
@@ -534,7 +545,7 @@ def _event_paths(event: dict[str, Any], recs: list[dict[str, Any]]) -> dict[str,
 def _write_csv(path: str, records: list[dict[str, Any]], cluster_of: dict[str, str]) -> None:
     import csv
 
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with atomic_write(path, "w") as handle:
         w = csv.writer(handle)
         w.writerow(["path", "sha256", "group", "cluster", "error"])
         for r in records:

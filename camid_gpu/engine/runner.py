@@ -5,6 +5,7 @@ path and the reason, and everything already computed is kept (results are append
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import replace
@@ -14,9 +15,11 @@ import numpy as np
 import tifffile
 
 from camid_gpu._cuda.loader import kernels_status
-from camid_gpu._shared.jsonio import sha256_file, write_json
+from camid_gpu._shared.files import write_bytes_atomic
+from camid_gpu._shared.jsonio import write_json
 from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
+from camid_gpu.engine import run_folder
 from camid_gpu.engine.distributed import identify_on_cluster
 from camid_gpu.engine.scheduler import (
     Progress,
@@ -24,11 +27,12 @@ from camid_gpu.engine.scheduler import (
     chunk_size,
     default_gpu_memory,
     default_host_memory,
+    is_out_of_memory,
     ordered_map,
     read_results,
     run_chunk_with_retry,
 )
-from camid_gpu.errors import CamidError, FingerprintMismatchError
+from camid_gpu.errors import CamidError, FingerprintMismatchError, OutputPathError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
 from camid_gpu.io.device_decode import decoder_for
@@ -36,9 +40,9 @@ from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
-from camid_gpu.pipeline.records import error_entry
+from camid_gpu.pipeline.records import ImageRecord, error_entry
 from camid_gpu.prnu.residual import extract_residual
-from camid_gpu.provenance import file_entry, input_entries, utc_now, write_manifest
+from camid_gpu.provenance import file_entry, input_entries, utc_now
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 
@@ -47,11 +51,37 @@ CLUSTER_KERNELS = "not recorded (dask cluster: each worker self-checks its own d
 
 
 def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
-                       config: RunConfig) -> dict[str, Any]:
-    """Build and save one fingerprint per camera subfolder of ``refs_dir``.
+                       config: RunConfig, argv: Sequence[str] | None = None, manifest: bool = True,
+                       overwrite: bool = False) -> dict[str, Any]:
+    """Build and save one fingerprint per camera subfolder of ``refs_dir``; with ``manifest``, write
+    ``out_dir/manifest.json`` (when a fingerprint was built).
 
-    Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...]}``.
+    Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...], "manifest_sha256"}``.
+    Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``.
     """
+    started = utc_now()
+    run_folder.check_outputs([refs_dir], folders=[out_dir])
+    if not overwrite and os.path.isdir(out_dir):
+        existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json")) and f != "manifest.json")
+        if existing:
+            raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
+                                  f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
+                                  f"or choose another folder")
+    with run_folder.locked(out_dir):
+        summary = _fingerprint_folder(refs_dir, out_dir, methods, params, config)
+        if manifest and summary["cameras"]:
+            summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
+                out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
+                [file_entry(p, "reference") for p in summary["files"]], None,
+                [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
+                extra={"errors": summary["errors"], "methods": list(methods), "skipped_inputs": summary["skipped"],
+                       "decode": config.decode},
+                kernels=summary["kernels"])
+    return summary
+
+
+def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
+                        config: RunConfig) -> dict[str, Any]:
     listed = reference_listing(refs_dir)  # every folder is listed before any image is decoded
     bk = config.backend_obj()
     decoder = decoder_for(config.decode, bk)
@@ -83,6 +113,10 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
             "files": tried, "skipped": skipped}
 
 
+#: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
+STORE_PARAMS = ("sigma_fingerprint", "sigma_mahalanobis", "levels", "wavelet")
+
+
 def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
     """(camera, folder, listing of its images and skipped files) for every camera subfolder of ``refs_dir``;
     camera names are checked here, so a bad folder name is reported before any work."""
@@ -99,8 +133,12 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
 
 
 def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool,
-                    methods: Sequence[str] = ("pce", "mahalanobis")) -> Params:
-    """The fingerprints decide each method's geometry and the fingerprint-side parameters; check the rest."""
+                    methods: Sequence[str] = ("pce", "mahalanobis"), given: frozenset[str] = frozenset()) -> Params:
+    """The fingerprints decide each method's geometry and the fingerprint-side parameters; check the rest.
+
+    ``given``: the names of parameters the user set explicitly; one of :data:`STORE_PARAMS` given with another
+    value than the store's is refused (the store's value is what would be used, and what is recorded).
+    """
     fp = store[0]
     geometry = {m: next((f.clip_of(m) for f in store if m in f.methods), params.clip_of(m))
                 for m in ("pce", "mahalanobis")}
@@ -114,26 +152,37 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_giv
                 raise FingerprintMismatchError(f"requested {m} clip {params.clip_of(m)} but the fingerprints were "
                                                f"built with {m} clip {geometry[m]}")
     for other in store[1:]:
-        if other.params.get("sigma_mahalanobis") != fp.params.get("sigma_mahalanobis") or \
-                other.params.get("levels") != fp.params.get("levels") or \
-                other.params.get("wavelet") != fp.params.get("wavelet"):
+        if any(other.params.get(k) != fp.params.get(k) for k in STORE_PARAMS):
             raise FingerprintMismatchError(f"fingerprints {fp.camera!r} and {other.camera!r} were built with "
                                            f"different parameters: {fp.params} vs {other.params}")
+    stored = {k: fp.params.get(k) for k in STORE_PARAMS}
+    for name in sorted(given & set(STORE_PARAMS)):
+        if stored[name] is not None and getattr(params, name) != stored[name]:
+            raise FingerprintMismatchError(f"--{name.replace('_', '-')} {getattr(params, name)!r} was requested but "
+                                           f"the fingerprints were built with {stored[name]!r}; leave it out (the "
+                                           f"store's value is used) or rebuild the fingerprints")
     # the geometry is set outright: None (full frame) is a value here, not "unchanged"
-    return replace(ident.with_params(params, sigma_mahalanobis=fp.params.get("sigma_mahalanobis"),
-                                     levels=fp.params.get("levels"), wavelet=fp.params.get("wavelet")),
+    return replace(ident.with_params(params, **stored),
                    pce_clip=geometry["pce"], mahalanobis_clip=geometry["mahalanobis"])
 
 
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
                    params: Params, config: RunConfig, resume: bool = False, kind: str = "auto",
-                   clip_given: bool = False, truth_root: str | None = None) -> dict[str, Any]:
+                   clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
+                   command: str = "identify", lock: bool = True) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
-    Records are appended to ``results_path`` (JSON Lines) in input order. With ``truth_root``
-    (a ``disputed/`` folder) each record also gets ``truth`` = its camera subfolder. With
-    ``params.search_scales`` only PCE runs (the scale/crop search).
+    Records are appended to ``results_path`` (JSON Lines) in input order; its folder is the run folder
+    (locked for the run unless ``lock`` is False because the caller holds it; its ``run.json`` is written,
+    or checked on ``resume``: see :mod:`camid_gpu.engine.run_folder`). With ``truth_root`` (a ``disputed/``
+    folder) each record also gets ``truth`` = its camera subfolder. With ``params.search_scales`` only PCE
+    runs (the scale/crop search).
     """
+    run_dir = os.path.dirname(os.path.abspath(results_path))
+    if lock:
+        with run_folder.locked(run_dir):
+            return identify_files(fp_dir, inputs, results_path, methods, params, config, resume, kind, clip_given,
+                                  truth_root, given, command, lock=False)
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
@@ -141,12 +190,20 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         raise CamidError(f"--decode gpu is not available with {'--cluster' if config.cluster else '--search-scales'} "
                          f"(those decode on the CPU); use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
-    params = _resolve_params(store, params, clip_given, methods)
+    params = _resolve_params(store, params, clip_given, methods, given)
     listing = prepare.disputed_listing(inputs)
     paths = listing.images
+    if os.path.exists(results_path) and not resume:
+        raise CamidError(f"{results_path}: results file exists; pass --resume to continue it or choose another "
+                         f"output")
+    run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
+                                                        kind=kind), resume)
+    existing = run_folder.existing_records(results_path) if resume else []
     writer = ResultsWriter(results_path, resume)
-    todo = [p for p in paths if not (p in writer.done and writer.is_done(p, _sha_or_none(p)))]
-    skipped = len(paths) - len(todo)
+    plan = run_folder.plan_resume(paths, existing)
+    if plan.changed:
+        writer.write(plan.changed)
+    todo = plan.todo
     progress = Progress(len(todo), "identify", config.progress)
     try:
         if config.cluster:
@@ -157,7 +214,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     finally:
         progress.close()
         writer.close()
-    return {"results": results_path, "images": len(paths), "skipped_as_done": skipped, "processed": len(todo),
+    return {"results": results_path, "images": len(paths), "skipped_as_done": plan.done, "processed": len(todo),
+            "retried": plan.retried, "changed": len(plan.changed), "duplicates": plan.duplicates,
             "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
             "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
@@ -165,16 +223,32 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
             "decode": config.decode}  # as asked; each record says which decoder made its pixels
 
 
-def _sha_or_none(path: str) -> str | None:
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None
+def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
+                 config: RunConfig, *, resume: bool = False, kind: str = "auto", clip_given: bool = False,
+                 given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
+                 extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
+                 ) -> tuple[dict[str, Any], list[ImageRecord]]:
+    """``camid identify``: :func:`identify_files` into ``run_dir/results.jsonl`` under the run folder's lock,
+    then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
+    manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
+    started = utc_now()
+    results = os.path.join(run_dir, run_folder.RESULTS_NAME)
+    with run_folder.locked(run_dir):
+        run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
+                             clip_given=clip_given, given=given, lock=False)
+        records = read_results(results)
+        outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
+        run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
+            run_dir, "identify", argv, run["params"], run["backend"], started, input_entries(records), fp_dir,
+            outputs, extra={"methods": list(methods), "resumed": resume, "skipped_inputs": run["skipped_inputs"],
+                            "inputs_found": run["inputs_found"], "decode": run["decode"]}, kernels=run["kernels"])
+    return run, records
 
 
 def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dict[str, Any]]:
-    if truth_root:
-        for r in records:
+    for r in records:
+        r["realpath"] = run_folder.canonical(r["path"])
+        if truth_root:
             r["truth"] = prepare.ground_truth_of(r["path"], truth_root)
     return records
 
@@ -209,8 +283,14 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
         pending, prepared, uploads = staged
 
         def compute(items):  # the staged uploads hold the whole chunk; an out-of-memory retry re-uploads halves
-            return ident.identify_chunk(bk, store, items, params, methods, fp_cache,
-                                        uploads if items is prepared else None)
+            try:
+                return ident.identify_chunk(bk, store, items, params, methods, fp_cache,
+                                            uploads if items is prepared else None)
+            except (MemoryError, RuntimeError) as exc:
+                if len(items) > 1 or not is_out_of_memory(exc):
+                    raise  # a chunk is halved and retried by run_chunk_with_retry
+                bk.empty_cache()  # one image that does not fit even alone: that image's error, the run goes on
+                return [error_entry(items[0].path, exc if isinstance(exc, MemoryError) else MemoryError(str(exc)))]
 
         scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache)
                       if prepared else [])
@@ -240,7 +320,8 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                      config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 
-    Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json``.
+    Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json`` (with
+    ``manifest.sha256``), under the run folder's lock.
     """
     started = utc_now()
     refs, disputed = prepare.dataset_layout(dataset_dir)
@@ -250,32 +331,52 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                          f"{params.pce_clip[0]}x{params.pce_clip[1]}")
     reference_listing(refs)
     prepare.disputed_images([disputed])
-    fp_dir = os.path.join(out_dir, "fingerprints")
-    fp_summary = fingerprint_folder(refs, fp_dir, methods, params, config)
-    if not fp_summary["cameras"]:
-        raise CamidError(f"{refs}: no fingerprint could be built: "
-                         + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
-    results_path = os.path.join(out_dir, "results.jsonl")
-    if os.path.exists(results_path) and not resume:
-        os.remove(results_path)
-    run = identify_files(fp_dir, [disputed], results_path, methods, params, config, resume=resume,
-                         truth_root=disputed)
-    records = read_results(results_path)
-    summary = summarise(records, run["cameras"], methods, params.pce_threshold)
-    summary["fingerprint_errors"] = fp_summary["errors"]
-    skipped_inputs = fp_summary["skipped"] + run["skipped_inputs"]
-    summary["params"] = run["params"]
-    summary["backend"] = fp_summary["backend"]
-    evaluation_path = os.path.join(out_dir, "evaluation.json")
-    write_json(evaluation_path, summary)
-    fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
-    write_manifest(out_dir, "evaluate", argv, params.to_dict(), run["backend"], started,
-                   input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
-                   fp_dir, fp_files + [results_path, evaluation_path],
-                   extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
-                          "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
-    summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
+    run_folder.check_outputs([refs, disputed], folders=[out_dir])
+    with run_folder.locked(out_dir):
+        fp_dir = os.path.join(out_dir, "fingerprints")
+        results_path = os.path.join(out_dir, "results.jsonl")
+        if os.path.exists(results_path) and not resume:
+            raise CamidError(f"{out_dir}: the run folder already holds results; pass --resume to continue that run "
+                             f"or choose another folder")
+        if resume and os.path.exists(results_path) and os.path.isdir(fp_dir):
+            # the fingerprints of the run being resumed: rebuilding them first would replace the very files the
+            # recorded run used before run.json could be compared (a crash before any result rebuilds them)
+            fp_summary = _fingerprints_of(refs, fp_dir, config)
+        else:
+            fp_summary = _fingerprint_folder(refs, fp_dir, methods, params, config)
+        if not fp_summary["cameras"]:
+            raise CamidError(f"{refs}: no fingerprint could be built: "
+                             + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
+        run = identify_files(fp_dir, [disputed], results_path, methods, params, config, resume=resume,
+                             truth_root=disputed, command="evaluate", lock=False)
+        records = read_results(results_path)
+        summary = summarise(records, run["cameras"], methods, params.pce_threshold)
+        summary["fingerprint_errors"] = fp_summary["errors"]
+        skipped_inputs = fp_summary["skipped"] + run["skipped_inputs"]
+        summary["params"] = run["params"]
+        summary["backend"] = fp_summary["backend"]
+        evaluation_path = os.path.join(out_dir, "evaluation.json")
+        write_json(evaluation_path, summary)
+        fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
+        summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
+            out_dir, "evaluate", argv, run["params"], run["backend"], started,
+            input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
+            fp_dir, fp_files + [results_path, evaluation_path],
+            extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
+                   "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
+        summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
     return summary
+
+
+def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any]:
+    """The summary :func:`_fingerprint_folder` would give for fingerprints already in ``fp_dir`` (resume)."""
+    store = load_store(fp_dir)
+    cameras = [{"camera": fp.camera, "metadata": os.path.join(fp_dir, f"{fp.camera}.json"),
+                "arrays": os.path.join(fp_dir, f"{fp.camera}.npz"), "references": len(fp.references)} for fp in store]
+    files = [r.get("path") for fp in store for r in fp.references if isinstance(r.get("path"), str)]
+    bk = config.backend_obj()
+    return {"cameras": cameras, "errors": [], "backend": bk.describe(), "kernels": kernels_status(bk), "files": files,
+            "skipped": []}
 
 
 def _residual_input(path: str, clip: tuple[int, int] | None, channel: str, limits) -> tuple[np.ndarray, Any]:
@@ -287,25 +388,30 @@ def _residual_input(path: str, clip: tuple[int, int] | None, channel: str, limit
 def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels: int, wavelet: str,
                    clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig,
                    on_record: Callable[[dict[str, Any]], None] | None = None,
+                   argv: Sequence[str] | None = None,
                    skipped: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Noise residuals of image files as float32 TIFFs ``OUT/<stem>-<sha8>.tif`` (``(H, W)``, 0..255 units),
-    with one JSON line per image appended to ``OUT/residuals.jsonl``; returns the per-file error entries.
+    with one JSON line per image appended to ``OUT/residuals.jsonl`` and ``OUT/manifest.json``; returns the
+    per-file error entries.
 
     ``channel``: "color" (per-channel residuals combined to gray, Binghamton) or "green"; ``wiener`` also
     applies WienerInDFT. Files under the inputs that are not images are appended to ``skipped`` (path, reason).
     """
-    os.makedirs(out_dir, exist_ok=True)
+    started = utc_now()
+    params = Params(clip=clip, sigma_fingerprint=sigma, levels=levels, wavelet=wavelet)  # checks the values
+    run_folder.check_outputs(inputs, folders=[out_dir])
     listing = scan_inputs(*inputs)
     paths = listing.images
     if skipped is not None:
         skipped.extend(s.to_dict() for s in listing.skipped)
     if not paths:
         raise ValueError(f"no images found in {', '.join(inputs)}")
-    errors = []
+    errors: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     index_path = os.path.join(out_dir, "residuals.jsonl")
     bk = config.backend_obj()
     tasks = [(p, clip, channel, config.limits) for p in paths]
-    with open(index_path, "a", encoding="utf-8") as index:
+    with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
         for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
             if isinstance(result, BaseException):
                 errors.append(error_entry(path, result))
@@ -315,13 +421,25 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
                                    backend=bk, wiener=wiener)[0]
             stem = os.path.splitext(os.path.basename(path))[0]
             out = os.path.join(out_dir, f"{stem}-{info.sha256[:8]}.tif")
-            tifffile.imwrite(out, res.astype(np.float32), metadata=None)
+            buffer = io.BytesIO()
+            tifffile.imwrite(buffer, res.astype(np.float32), metadata=None)
+            write_bytes_atomic(out, buffer.getvalue())
             record = {"path": path, "sha256": info.sha256, "shape": list(res.shape), "output": out,
                       "params": {"sigma": sigma, "levels": levels, "wavelet": wavelet,
                                  "clip": list(clip) if clip else None, "channel": channel,
                                  "wiener": wiener, "zero_mean": True},
                       "backend": bk.describe(), "std": float(res.std())}
             index.write(json.dumps(record, sort_keys=True) + "\n")
+            index.flush()
+            os.fsync(index.fileno())
+            records.append(record)
             if on_record is not None:
                 on_record(record)
+        index.close()
+        inputs_done = [dict(file_entry(r["path"], "input"), sha256=r["sha256"]) for r in records]
+        run_folder.write_manifest(out_dir, "residual", argv, dict(params.to_dict(), channel=channel, wiener=wiener),
+                                  bk.describe(), started, inputs_done + [dict(file_entry(e["path"], "input"), error=e["error"]) for e in errors], None,
+                                  [index_path] + [r["output"] for r in records],
+                                  extra={"errors": errors, "skipped_inputs": [s.to_dict() for s in listing.skipped]},
+                                  kernels=kernels_status(bk))
     return errors

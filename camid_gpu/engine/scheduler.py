@@ -6,8 +6,10 @@
 - The chunk size comes from the memory budget and the clipping size; a CUDA out-of-memory error
   halves the chunk and retries it.
 - Results are appended to a JSON Lines file as each chunk finishes, flushed and fsync'ed, in input
-  order. ``resume`` skips every file that already has a record (same path and, for successes, the
-  same SHA-256), so a crash or kill loses at most the chunk in flight and duplicates nothing.
+  order, so a crash or kill loses at most the chunk in flight. What ``--resume`` skips, retries or flags
+  is decided by ``camid_gpu.engine.run_folder`` (records keyed by canonical path and SHA-256).
+- Decode workers ignore Ctrl-C (the parent answers it) and die with the parent (``PR_SET_PDEATHSIG``,
+  plus a watchdog thread where that is not available).
 """
 from __future__ import annotations
 
@@ -19,9 +21,16 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from camid_gpu._shared.jsonio import read_jsonl as read_results  # noqa: F401  (the run folder's reader)
+from camid_gpu._shared.jsonio import read_jsonl
 from camid_gpu.backend import Backend
 from camid_gpu.errors import CamidError
+from camid_gpu.pipeline.records import ImageRecord, final_view
+
+
+def read_results(path: str | os.PathLike) -> list[ImageRecord]:
+    """The run folder's results: one record per input (a retried or flagged file's latest record, in the
+    place of its first), from the complete lines of ``results.jsonl``."""
+    return final_view(read_jsonl(path))  # type: ignore[arg-type]
 
 #: working arrays per channel-pixel during the residual (padded planes, wavelet pyramid, box means);
 #: measured: a 16-image chunk of 1000x1000 RGB clips peaked at ~4.3 GB with NumPy float64
@@ -67,16 +76,68 @@ def ordered_map(func: Callable[..., Any], tasks: Iterable[tuple], workers: int,
         for task in tasks:
             yield task, _call(func, task)
         return
-    with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[tuple, cf.Future]] = deque()
+    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
+    pending: deque[tuple[tuple, cf.Future]] = deque()
+    try:
         for task in tasks:
             pending.append((task, pool.submit(_call, func, task)))
             if len(pending) >= prefetch:
                 done_task, fut = pending.popleft()
-                yield done_task, fut.result()
+                yield done_task, _result(done_task, fut)
         while pending:
             done_task, fut = pending.popleft()
-            yield done_task, fut.result()
+            yield done_task, _result(done_task, fut)
+    finally:
+        # on an interrupt or an error in the consumer: drop what is queued, do not wait for it
+        pool.shutdown(wait=not pending, cancel_futures=True)
+
+
+def _result(task: tuple, fut: cf.Future) -> Any:
+    try:
+        return fut.result()
+    except cf.process.BrokenProcessPool as exc:
+        # a worker killed (e.g. by the out-of-memory killer) while decoding: that file's error, named
+        return MemoryError(f"the decode worker died while reading {task[0]} ({exc})")
+
+
+#: seconds between a worker's checks that its parent is still alive (the fallback where PR_SET_PDEATHSIG
+#: is not available)
+PARENT_WATCH_SECONDS = 1.0
+
+
+def _worker_init(parent_pid: int) -> None:
+    """In each decode worker: die with the parent, and leave Ctrl-C to the parent.
+
+    - SIGINT is ignored: Ctrl-C goes to the whole process group, and only the parent should answer it
+      (one clean message, exit 130), not every worker with a traceback; SIGTERM ends a worker quietly.
+    - On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill the worker when the parent dies
+      (kill -9 included); a watchdog thread that exits when the parent pid changes is the fallback.
+    """
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (inherited by fork): just end
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above ran
+        os._exit(1)
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_WATCH_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="camid-parent-watch", daemon=True).start()
 
 
 def _call(func, task):
@@ -87,8 +148,10 @@ def _call(func, task):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """A device (torch/CuPy) or host (MemoryError) out-of-memory error, recognised without importing torch."""
     name = type(exc).__name__
-    return name in ("OutOfMemoryError", "OutOfMemoryError_") or "out of memory" in str(exc).lower()
+    return isinstance(exc, MemoryError) or name in ("OutOfMemoryError", "OutOfMemoryError_") \
+        or "out of memory" in str(exc).lower()
 
 
 def run_chunk_with_retry(func: Callable[[Sequence[Any]], list], items: Sequence[Any],
@@ -98,7 +161,7 @@ def run_chunk_with_retry(func: Callable[[Sequence[Any]], list], items: Sequence[
     split the chunk in halves and retry each."""
     try:
         return func(items)
-    except Exception as exc:  # torch.cuda.OutOfMemoryError or CuPy's, without importing either
+    except Exception as exc:  # MemoryError, torch.cuda.OutOfMemoryError or CuPy's, without importing either
         if not is_out_of_memory(exc) or len(items) <= 1:
             raise
         if free_cache is not None:

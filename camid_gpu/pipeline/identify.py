@@ -20,13 +20,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu import mahalanobis as maha
+from camid_gpu._shared.jsonio import json_float
 from camid_gpu.backend import Array, Backend
 from camid_gpu.backend.staging import Upload, UploadStager
-from camid_gpu.config import Params
-from camid_gpu.errors import ImageError
+from camid_gpu.config import MIN_REFERENCES, Params
+from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
-from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
+from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, content_problem, load_reference, match_geometry, rotations_to_try
 from camid_gpu.pipeline.records import base_record, camera_score, error_entry, mahalanobis_record, pce_record
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
@@ -62,6 +63,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
             errors.append(error_entry(path, result))
             continue
         pixels, info, *how = result
+        problem = content_problem(pixels, info.bit_depth, reference=True)
+        if problem:
+            errors.append({"path": path, "error": {"kind": "unusable-reference", "reason": f"{problem}; left out"}})
+            continue
         shape = (info.height, info.width)
         if source_shape is None:
             source_shape, layout, depth = shape, pixels.shape, info.bit_depth
@@ -80,9 +85,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         errors.append({"path": camera, "error": {"kind": "too-few-references", "reason":
                        f"camera {camera!r} has {len(good)} usable reference images, {want} required (--refs)"}})
         return None, errors
-    if not good:
-        errors.append({"path": camera, "error": {"kind": "too-few-references",
-                                                 "reason": f"camera {camera!r} has no usable reference images"}})
+    if len(good) < MIN_REFERENCES:
+        errors.append({"path": camera, "error": {"kind": "too-few-references", "reason":
+                       f"camera {camera!r} has {len(good)} usable reference image(s); at least {MIN_REFERENCES} are "
+                       f"needed (config.MIN_REFERENCES)"}})
         return None, errors
     for method in methods:  # every reference has the first one's size: one check per method
         clip = params.clip_of(method)
@@ -203,6 +209,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     """
     cache = fp_device if fp_device is not None else {}
     results = [base_record(item) for item in items]
+    failed: dict[int, dict[str, Any]] = {}  # image index -> error record (every score non-finite)
     if params.search_scales is not None:
         return _search_chunk(bk, store, items, params, results)
     by_name = {fp.camera: fp for fp in store}
@@ -222,21 +229,31 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
             per_camera, by_rotation = {}, {}
             for cam, found in matches.items():
                 options = [(d, scored[(i, d, cam)]) for d, _ in found]
-                degrees, best = max(options, key=lambda o: o[1]["pce"])
+                degrees, best = max(options, key=lambda o: _finite_or_minus_inf(o[1]["pce"]))
                 for d, s in options:
-                    by_rotation[d] = max(by_rotation.get(d, -math.inf), s["pce"])
+                    by_rotation[d] = max(by_rotation.get(d, -math.inf), _finite_or_minus_inf(s["pce"]))
                 per_camera[cam] = camera_score(best, degrees, len(options))
-            results[i]["pce"] = pce_record(per_camera, refused, params.pce_threshold)
+            try:
+                results[i]["pce"] = pce_record(per_camera, refused, params.pce_threshold, item.path)
+            except ScoreError as exc:  # every score non-finite: an error for this image, never a "best"
+                failed[i] = error_entry(item.path, exc)
+                continue
             best_cam = results[i]["pce"]["best"]
             pce_rotation[i] = per_camera[best_cam]["rotation"] if best_cam else None
             results[i]["rotation"] = pce_rotation[i] if best_cam else 0
             if len(by_rotation) > 1:
-                results[i]["pce"]["max_pce_by_rotation"] = {str(d): float(v) for d, v in sorted(by_rotation.items())}
+                results[i]["pce"]["max_pce_by_rotation"] = {str(d): json_float(v) for d, v in sorted(by_rotation.items())}
     if "mahalanobis" in methods and items:
         _mahalanobis_part(bk, store, items, params, results, pce_rotation, cache)
     for i, item in enumerate(items):
         results[i].setdefault("rotation", 0)
-    return results
+    return [failed.get(i, r) for i, r in enumerate(results)]
+
+
+def _finite_or_minus_inf(value: Any) -> float:
+    """A score for comparisons: a NaN or infinite PCE never wins."""
+    v = float(value)
+    return v if math.isfinite(v) else -math.inf
 
 
 def _crop_tasks(matches: dict[str, list[tuple[int, str]]]) -> dict[int, list[str]]:

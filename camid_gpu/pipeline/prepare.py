@@ -11,8 +11,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from camid_gpu.config import InputLimits, Params
-from camid_gpu.errors import CamidError, ImageDecodeError, ImageError, ImageTooSmallError
+from camid_gpu.config import MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
+from camid_gpu.errors import CamidError, ImageContentError, ImageDecodeError, ImageError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
 from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
 from camid_gpu.io.geometry import center_clip, green_channel
@@ -118,6 +118,39 @@ def _device_problem(info: ImageInfo, pixels: Any) -> str | None:
     if tuple(pixels.shape[:2]) != (info.height, info.width) or (pixels.ndim == 3) != (info.channels == 3):
         return f"GPU decoder gave shape {tuple(pixels.shape)} for a {info.height}x{info.width} " \
                f"{info.channels}-channel header"
+    return None
+
+
+def _on_host(pixels: Any) -> np.ndarray:
+    """A host copy of a clip that may live on the device (the GPU JPEG decoder's torch/CuPy arrays)."""
+    if isinstance(pixels, np.ndarray):
+        return pixels
+    if hasattr(pixels, "cpu"):
+        return pixels.cpu().numpy()
+    return pixels.get() if hasattr(pixels, "get") else np.asarray(pixels)
+
+
+def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str | None:
+    """Why a clip ``(h, w[, 3])`` of ``bit_depth``-bit samples carries no usable PRNU, or None.
+
+    Every image: constant (sample std under ``config.MIN_CONTENT_STD`` on the 0..255 scale). References
+    also: saturated (over ``config.REF_MAX_SATURATED_FRACTION`` of samples at the top code) and too dark
+    (mean under ``config.REF_MIN_MEAN``): a reference flat must be lit and not blown out.
+    """
+    pixels = _on_host(pixels)
+    top = float((1 << bit_depth) - 1) if bit_depth in (8, 16) else float(np.iinfo(pixels.dtype).max)
+    values = pixels.astype(np.float32) * (255.0 / top)
+    std, mean = float(values.std()), float(values.mean())
+    if std < MIN_CONTENT_STD:
+        return f"constant image (std {std:.3g} on the 0..255 scale, minimum {MIN_CONTENT_STD:g}): no sensor noise to use"
+    if reference:
+        saturated = float(np.count_nonzero(pixels >= top)) / pixels.size
+        if saturated > REF_MAX_SATURATED_FRACTION:
+            return (f"saturated reference ({saturated:.0%} of samples at the top value, maximum "
+                    f"{REF_MAX_SATURATED_FRACTION:.0%}): blown-out pixels carry no PRNU")
+        if mean < REF_MIN_MEAN:
+            return (f"too dark for a reference (mean {mean:.3g} on the 0..255 scale, minimum {REF_MIN_MEAN:g}): "
+                    f"the PRNU is multiplicative and vanishes in the dark")
     return None
 
 
@@ -282,6 +315,10 @@ def _finish(path: str, info: ImageInfo, pixels: Any, params: Params,
             clips.append(ops.contiguous(center_clip(ops.rot90(pixels, degrees // 90), params.pce_clip, path)))
         except ImageError:  # smaller than the PCE clipping when turned so: comparable with no fingerprint there
             clips.append(None)
+    # a constant image carries no sensor noise: a per-file error, never a (NaN) score
+    problem = content_problem(green, info.bit_depth, reference=False)
+    if problem:
+        raise ImageContentError(path, problem)
     natural = ops.to_host(green) if (kind == "natural" and params.natural_mode == "paper") else None
     return Prepared(path, info, kind, source, rotations, clips, natural, pixels=pixels)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypedDict
 import numpy as np
 
 from camid_gpu._shared.jsonio import json_number
-from camid_gpu.errors import ImageError
+from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.pipeline.prepare import Prepared
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class CameraScore(TypedDict, total=False):
     rotation: int                       # degrees, counter-clockwise, of this camera's best PCE
     offset: list[int]                   # crop only: [rows, columns] of the image's corner in the frame
     positions_searched: int             # crop only: admissible offsets searched
+    error: str                          # only when the PCE came out non-finite: no part in any decision
 
 
 class NotComparable(TypedDict):
@@ -68,7 +69,8 @@ class MahalanobisRecord(TypedDict, total=False):
 
 
 class ImageRecord(TypedDict, total=False):
-    path: str
+    path: str                           # as given on the command line (or found in a given folder)
+    realpath: str                       # canonical path (symlinks and ./ resolved): the key of a record on resume
     error: Optional[ErrorInfo]
     sha256: str
     file_size: int
@@ -86,13 +88,60 @@ class ImageRecord(TypedDict, total=False):
     pce: PCERecord
     mahalanobis: MahalanobisRecord
     truth: Optional[str]
+    mahalanobis_skipped: str            # why the Mahalanobis method did not run (the scale/crop search)
+
+
+def record_key(record: ImageRecord | dict[str, Any]) -> str:
+    """What identifies the input a record is about: its canonical path (older records: the path given)."""
+    return record.get("realpath") or record["path"]
+
+
+# Typed accessors: the fields that are present only for some records (by outcome or by method) are read here,
+# once, so that readers (evaluation, CLI tables, CSV) do not each guess with .get chains.
+def is_error(record: ImageRecord | dict[str, Any]) -> bool:
+    """True for a per-file error record (it has only ``path``, ``realpath`` and ``error``)."""
+    return bool(record.get("error"))
+
+
+def error_of(record: ImageRecord) -> Optional[ErrorInfo]:
+    return record.get("error") or None
+
+
+def pce_of(record: ImageRecord) -> Optional[PCERecord]:
+    """The PCE result of a successful record, or None (an error record, or a run without PCE)."""
+    return None if is_error(record) else record.get("pce")
+
+
+def mahalanobis_of(record: ImageRecord) -> Optional[MahalanobisRecord]:
+    """The Mahalanobis result of a successful record, or None (an error record, a run without the method)."""
+    return None if is_error(record) else record.get("mahalanobis")
+
+
+def truth_of(record: ImageRecord) -> Optional[str]:
+    """The camera the record's image is known to come from (``camid evaluate``), or None."""
+    return record.get("truth")
+
+
+def final_view(records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """One record per input: a later record for the same input (a retried error, a changed file's flag)
+    supersedes an earlier one and takes its place in the order."""
+    latest: dict[str, ImageRecord] = {}
+    for record in records:
+        latest[record_key(record)] = record  # a dict keeps the first position of a key
+    return list(latest.values())
 
 
 def error_entry(path: str, exc: BaseException) -> dict[str, Any]:
-    """A JSON-ready per-file error record."""
+    """A JSON-ready per-file error record (an exception without a message gets one naming what happened)."""
     if isinstance(exc, ImageError):
         return {"path": exc.path, "error": {"kind": exc.kind, "reason": exc.reason}}
-    return {"path": path, "error": {"kind": type(exc).__name__, "reason": str(exc)}}
+    reason = str(exc).strip()
+    if isinstance(exc, MemoryError):
+        reason = (f"out of memory while processing {path}" + (f" ({reason})" if reason else "")
+                  + "; lower --workers or --max-host-memory, or use a smaller --clip")
+    elif not reason:
+        reason = f"{type(exc).__name__} while processing {path} (no further detail from the library)"
+    return {"path": path, "error": {"kind": type(exc).__name__, "reason": reason}}
 
 
 def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, Any]:
@@ -135,14 +184,22 @@ def camera_score(found: dict[str, Any], rotation: int, rotations: int) -> dict[s
     if "offset" in found:
         out["offset"] = [int(v) for v in found["offset"]]
         out["positions_searched"] = int(found["positions_searched"])
+    if out["pce"] is None:
+        out["error"] = "non-finite PCE (NaN or infinite): not used for any decision"
     return out
 
 
 def pce_record(scores: dict[str, dict[str, Any]], not_comparable: dict[str, dict[str, Any]],
-               threshold: float) -> dict[str, Any]:
+               threshold: float, path: str | None = None) -> dict[str, Any]:
     """JSON-ready PCE result of one image: the comparable cameras' scores (:func:`camera_score`, in store
-    order), the cameras that are not comparable (no score, no part in the decision) and the decision."""
+    order), the cameras that are not comparable (no score, no part in the decision) and the decision.
+
+    A non-finite PCE (None here) is never ``best`` and never above the threshold; when every comparable camera's
+    PCE is non-finite, :class:`ScoreError` is raised (the caller makes it a per-image error record).
+    """
     cams = list(scores)
+    if cams and all(scores[c]["pce"] is None for c in cams):
+        raise ScoreError(path or "?", "every PCE came out non-finite (NaN or infinite); no decision is possible")
     values = np.array([scores[c]["pce"] if scores[c]["pce"] is not None else -np.inf for c in cams])
     order = np.argsort(-values, kind="stable")
     above = [cams[int(c)] for c in order if values[int(c)] > threshold]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu.config import PCE_THRESHOLD
 from camid_gpu.errors import CamidError
+from camid_gpu.pipeline.records import final_view
 
 if TYPE_CHECKING:
     from camid_gpu.pipeline.records import ImageRecord
@@ -111,7 +112,7 @@ def _read_records(path: str, notes: list[str]) -> list[dict[str, Any]]:
         records.append(rec)
     if bad:
         notes.append(f"{bad} line(s) of {path} are not complete result records and were skipped.")
-    return records
+    return final_view(records)  # one record per input: a retried or flagged file's latest record
 
 
 def load_run(run_dir: str, fingerprints_dir: str | None) -> Run:

@@ -77,7 +77,8 @@ def run(workdir: str) -> dict[str, Any]:
             "sha256": {"results.jsonl": sha256(os.path.join("eval", "results.jsonl")),
                        "evaluation.json": sha256(os.path.join("eval", "evaluation.json")),
                        "residual.tif": sha256(os.path.join("res", tiffs[0]))},
-            "records": {r["path"]: r for r in records},
+            # "realpath" (the canonical path, the key of a record on resume) depends on the temporary folder
+            "records": {r["path"]: {k: v for k, v in r.items() if k != "realpath"} for r in records},
             "evaluation": evaluation,
             "residual": {"file": tiffs[0], "shape": list(residual.shape), "dtype": str(residual.dtype),
                          "std": float(np.std(residual.astype(np.float64))),

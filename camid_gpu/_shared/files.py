@@ -1,0 +1,96 @@
+"""The two ways camid touches files: read only regular files, and write every file atomically.
+
+- :func:`open_regular` opens a path for reading only if it is a regular file (checked on the open
+  descriptor, so a FIFO or device swapped in after a check is still refused): a FIFO named ``.jpg``
+  would block the run forever and ``/dev/zero`` would never end.
+- :func:`atomic_write` writes through a temporary file in the same folder, flushed and fsync'ed, then
+  renamed over the target: a crash or a full disk leaves the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from typing import IO, Iterator
+
+
+class NotRegularFileError(OSError):
+    """The path exists but is not a regular file (a FIFO, a device, a socket, a folder)."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike) -> IO[bytes]:
+    """Open ``path`` read-only in binary mode; raise :class:`NotRegularFileError` unless it is a regular file.
+
+    ``O_NONBLOCK`` keeps the open of a FIFO from waiting for a writer; the type is checked with ``fstat`` on
+    the descriptor that is then read (no window between a check and the open).
+    """
+    fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{os.fspath(path)}: is {_kind(mode)}, not a regular file; only regular "
+                                      f"files are read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike) -> bytes:
+    """All bytes of a regular file (see :func:`open_regular`)."""
+    with open_regular(path) as handle:
+        return handle.read()
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """``with atomic_write(path) as handle:`` write ``path`` atomically (``mode`` "w" text UTF-8, or "wb").
+
+    The folder is created if needed. The temporary file ``.tmp-*`` lives beside the target and is removed on any error, so nothing half
+    written is ever left under the target's name.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    try:
+        kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+    return os.fspath(path)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename itself durable (best effort: not every file system lets a folder be fsync'ed)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

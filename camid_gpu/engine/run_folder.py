@@ -1,0 +1,264 @@
+"""The run folder: its lock, what it was asked to compute (``run.json``), resume, output checks, the manifest.
+
+A run folder (``camid identify -o RUN``, ``camid evaluate -o RUN``) holds ``results.jsonl`` (one record per
+image, appended), ``run.json`` (the run's specification), ``manifest.json`` with ``manifest.sha256`` beside
+it, and ``.camid.lock``.
+
+- **One process at a time**: :func:`locked` takes an exclusive, non-blocking ``fcntl.flock`` on
+  ``RUN/.camid.lock`` for the whole run; a second process is refused with a message (never interleaved lines).
+- **Resume continues the same run only**: ``run.json`` records the command, the parameters actually used,
+  the methods, the fingerprints (camera -> SHA-256 of metadata and arrays) and the canonical input list
+  (``realpath`` of every file, sorted). ``--resume`` with anything different is refused, naming each
+  difference; the same folder spelled differently (``./data/`` and ``data``) is the same input.
+- **Records are keyed by canonical path and content hash** (:class:`ResumePlan`): a file with a record
+  for the same content is skipped; a file whose content changed since its record gets an error record
+  (``changed-since-recorded``) instead of a second decision; a file whose last record is an error is
+  retried, and its new record supersedes the error (``pipeline.records.final_view``: one record per input).
+- **Evidence is never an output** (:func:`check_outputs`): no output path may be an input file or lie
+  inside an input folder (compared after ``realpath``), existing files are not replaced without
+  ``overwrite``, and every output folder is checked writable before any work.
+- **The manifest** of every command is written here (:func:`write_manifest`), with its own SHA-256 in
+  ``manifest.sha256`` (``sha256sum`` format) so it can be kept elsewhere and checked with
+  ``camid verify --expect-sha256``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+from camid_gpu._shared.files import atomic_write
+from camid_gpu._shared.jsonio import read_jsonl, sha256_or_none, write_json
+from camid_gpu.errors import OutputPathError, RunFolderError
+from camid_gpu.pipeline.records import ImageRecord, is_error, record_key
+from camid_gpu.provenance import MANIFEST_NAME
+from camid_gpu.provenance import write_manifest as _write_manifest_file
+
+LOCK_NAME = ".camid.lock"
+SPEC_NAME = "run.json"
+SPEC_FORMAT = "camid-run"
+RESULTS_NAME = "results.jsonl"
+CHECKSUM_NAME = "manifest.sha256"
+
+
+def checksum_path(manifest_path: str) -> str:
+    """``RUN/manifest.sha256``: the manifest's own SHA-256, beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(manifest_path)), CHECKSUM_NAME)
+
+
+def canonical(path: str | os.PathLike) -> str:
+    """The canonical form of a path: absolute, symbolic links and ``.``/``..`` resolved."""
+    return os.path.realpath(os.fspath(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# The lock
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def locked(run_dir: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (created if needed) for the block; refuse at once if taken."""
+    import fcntl
+
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, LOCK_NAME)
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunFolderError(f"{run_dir}: another camid process is using this run folder (lock {path} is "
+                                 f"held); wait for it to finish or choose another output folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# The run's specification and resume
+# ------------------------------------------------------------------------------------------------
+def fingerprint_hashes(fp_dir: str) -> dict[str, dict[str, str | None]]:
+    """camera -> SHA-256 of its metadata and arrays, for every fingerprint JSON in ``fp_dir``."""
+    out = {}
+    for name in sorted(os.listdir(fp_dir)):
+        if name.endswith(".json") and name != MANIFEST_NAME:
+            stem = name[:-5]
+            out[stem] = {"metadata": sha256_or_none(os.path.join(fp_dir, name)),
+                         "arrays": sha256_or_none(os.path.join(fp_dir, stem + ".npz"))}
+    return out
+
+
+def run_spec(command: str, params: dict[str, Any], methods: Sequence[str], fp_dir: str,
+             inputs: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """What a run computes: everything that must be equal for ``--resume`` to continue it."""
+    return {"format": SPEC_FORMAT, "version": 1, "command": command, "params": params, "methods": list(methods),
+            "fingerprints": fingerprint_hashes(fp_dir), "inputs": sorted({canonical(p) for p in inputs}), **extra}
+
+
+def spec_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Readable lines, one per difference between two run specifications."""
+    lines = []
+    for key in sorted(set(recorded) | set(wanted)):
+        a, b = recorded.get(key), wanted.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                if a.get(sub) != b.get(sub):
+                    lines.append(f"{key}.{sub}: recorded {a.get(sub)!r}, now {b.get(sub)!r}")
+        elif key == "inputs" and isinstance(a, list) and isinstance(b, list):
+            gone, new = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+            lines.append(f"inputs: {len(gone)} file(s) of the run not given now"
+                         + (f" (e.g. {gone[0]})" if gone else "") + f", {len(new)} new file(s)"
+                         + (f" (e.g. {new[0]})" if new else ""))
+        else:
+            lines.append(f"{key}: recorded {a!r}, now {b!r}")
+    return lines
+
+
+def record_spec(run_dir: str, spec: dict[str, Any], resume: bool) -> None:
+    """Write ``run.json``; on resume, first check that the recorded one equals ``spec``."""
+    path = os.path.join(run_dir, SPEC_NAME)
+    results = os.path.join(run_dir, RESULTS_NAME)
+    if resume and os.path.exists(results):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                recorded = json.load(handle)
+        except FileNotFoundError:
+            raise RunFolderError(f"{run_dir}: cannot resume: the run folder has results but no {SPEC_NAME} (made by "
+                                 f"an older camid, or damaged); start a new run folder") from None
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{path}: cannot read the run's specification ({exc})") from None
+        diffs = spec_differences(recorded, spec)
+        if diffs:
+            raise RunFolderError(f"{run_dir}: --resume refused: this run differs from the one recorded in "
+                                 f"{SPEC_NAME}: " + "; ".join(diffs) + ". Use a new run folder for a new run")
+        return
+    write_json(path, spec)
+
+
+@dataclass
+class ResumePlan:
+    """Which inputs to compute, which to flag, from the records already in ``results.jsonl``."""
+
+    todo: list[str] = field(default_factory=list)
+    done: int = 0                                   # already recorded for the same content
+    retried: int = 0                                # last record was an error: computed again
+    changed: list[ImageRecord] = field(default_factory=list)  # flag records to append
+    duplicates: int = 0                             # the same file given more than once
+
+
+def plan_resume(paths: Sequence[str], existing: Sequence[ImageRecord],
+                sha_of: Any = sha256_or_none) -> ResumePlan:
+    """Plan a (resumed) run of ``paths`` given the records already written (oldest first)."""
+    last: dict[str, ImageRecord] = {}
+    last_good_sha: dict[str, str] = {}
+    for record in existing:
+        key = record_key(record)
+        last[key] = record
+        if not is_error(record) and record.get("sha256"):
+            last_good_sha[key] = record["sha256"]
+    plan = ResumePlan()
+    seen: set[str] = set()
+    for path in paths:
+        key = canonical(path)
+        if key in seen:  # one file given twice (two spellings, a symlink): one record
+            plan.duplicates += 1
+            continue
+        seen.add(key)
+        if key not in last:
+            plan.todo.append(path)
+            continue
+        current = sha_of(path) if key in last_good_sha else None
+        if key in last_good_sha and current != last_good_sha[key]:
+            if last[key].get("error", {}) and last[key]["error"].get("kind") == "changed-since-recorded" \
+                    and last[key]["error"].get("current_sha256") == current:
+                plan.done += 1  # already flagged for this very content
+                continue
+            plan.changed.append({"path": path, "realpath": key, "error": {
+                "kind": "changed-since-recorded", "recorded_sha256": last_good_sha[key], "current_sha256": current,
+                "reason": f"the file changed since it was analysed in this run (SHA-256 recorded "
+                          f"{last_good_sha[key][:16]}..., now {(current or 'unreadable')[:16]}...); its earlier "
+                          f"result no longer describes it; analyse it in a new run folder"}})
+        elif is_error(last[key]):
+            plan.todo.append(path)
+            plan.retried += 1
+        else:
+            plan.done += 1
+    return plan
+
+
+def existing_records(results_path: str) -> list[ImageRecord]:
+    return read_jsonl(results_path) if os.path.exists(results_path) else []  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outputs(inputs: Sequence[str], files: Sequence[str] = (), folders: Sequence[str] = (),
+                  overwrite: bool = False) -> None:
+    """Refuse, before any work, outputs that would touch evidence or cannot be written.
+
+    ``inputs``: input files and folders (evidence, references, fingerprints). ``files``: output files to be
+    created (refused when they exist, unless ``overwrite``); ``folders``: output folders (created if needed).
+    No output may be an input file or lie inside an input folder (after ``realpath``).
+    """
+    roots = []
+    for p in inputs:
+        real = canonical(p)
+        roots.append((real, os.path.isdir(real), p))
+    for out in list(files) + list(folders):
+        real = canonical(out)
+        for root, is_dir, given in roots:
+            if real == root or (is_dir and _inside(real, root)):
+                what = "is the input" if real == root else "lies inside the input folder"
+                raise OutputPathError(f"output {out} {what} {given}; camid never writes over or into evidence: "
+                                      f"choose an output outside the inputs")
+    for out in files:
+        if os.path.isdir(out):
+            raise OutputPathError(f"output {out} is a folder; a file name is needed")
+        if os.path.lexists(out) and not overwrite:
+            raise OutputPathError(f"output {out} exists; pass --overwrite to replace it, or choose another name")
+        _check_writable(os.path.dirname(os.path.abspath(out)), out)
+    for folder in folders:
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise OutputPathError(f"output folder {folder} exists and is not a folder")
+        _check_writable(os.path.abspath(folder), folder)
+
+
+def _check_writable(folder: str, out: str) -> None:
+    """The folder (or, when it is still to be made, its nearest existing ancestor) must be a writable folder."""
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputPathError(f"output {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"output {out}: folder {existing} is not writable")
+
+
+# ------------------------------------------------------------------------------------------------
+# The manifest
+# ------------------------------------------------------------------------------------------------
+def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, params: dict[str, Any],
+                   backend: str, started: str, inputs: list[dict[str, Any]], fingerprints_dir: str | None,
+                   outputs: Sequence[str], extra: dict[str, Any] | None = None, *,
+                   kernels: str) -> tuple[str, str]:
+    """Write ``run_dir/manifest.json`` (every command goes through here) and ``manifest.sha256`` beside it;
+    return (manifest path, its SHA-256). ``kernels``: see ``provenance.write_manifest``."""
+    path = _write_manifest_file(run_dir, command, argv, params, backend, started, inputs, fingerprints_dir,
+                                outputs, extra, kernels=kernels)
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    with atomic_write(checksum_path(path), "w") as handle:
+        handle.write(f"{digest}  {os.path.basename(path)}\n")
+    return path, digest
