@@ -90,7 +90,7 @@ def steps(work: Path, python: str) -> list[Step]:
             "--backends", "torch:cuda", "--json-out", str(work / "mahalanobis-gpu.json")], 90,
             json_out=str(work / "mahalanobis-gpu.json")),
         Step("identify-12mp-10cams", bench("bench_identify.py") + [
-            "--images", "40", "--cameras", "10", "--refs", "1", "--chunk", "8", "--modes", "scheduler", "--clip", "0",
+            "--images", "40", "--cameras", "10", "--refs", "2", "--chunk", "8", "--modes", "scheduler", "--clip", "0",
             "--workers", str(max(1, (os.cpu_count() or 2) - 2)), "--data", str(work / "identify-data"),
             "--json-out", str(work / "identify.json")], 240, json_out=str(work / "identify.json")),
         Step("cluster-gram-gpu", bench("bench_cluster.py") + [
