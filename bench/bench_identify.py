@@ -481,7 +481,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=16, help="disputed images identified per run (default 16)")
     ap.add_argument("--cameras", type=int, default=4, help="cameras (fingerprints) C (default 4)")
     ap.add_argument("--refs", type=int, default=2,
-                    help="reference images per camera for the fingerprints (default 2: not timed, and the "
+                    help="reference images per camera for the fingerprints (default 2, the least camid accepts: "
+                         "not timed, and the "
                          "identification work does not depend on it)")
     ap.add_argument("--height", type=int, default=3000)
     ap.add_argument("--width", type=int, default=4000)
@@ -526,6 +527,10 @@ def main(argv=None) -> int:
 
     # Everything heavy (rendering, fingerprinting, torch/CUDA) happens in subprocesses: Linux folds the
     # RSS of the process that starts a child into the child's ru_maxrss, so this one stays small.
+    from camid_gpu.config import MIN_REFERENCES
+
+    if args.refs < MIN_REFERENCES:  # camid refuses such fingerprints when it loads them: fail before rendering
+        ap.error(f"--refs must be at least {MIN_REFERENCES} (config.MIN_REFERENCES)")
     try:
         geometries = [parse_geometry(g) for g in (args.geometries or [f"clip{args.clip}" if args.clip else "full"])]
     except ValueError as exc:
