@@ -59,6 +59,9 @@ CLUSTER_REGION = 1024
 CLUSTER_MIN_REGION = 32
 #: probability of any false link in the whole set
 CLUSTER_PFA = 1e-6
+#: residual RMS (0..255 gray levels) below which an image carries no sensor noise to compare (a constant or
+#: fully saturated frame: its residual is rounding error, identical between such frames, so it would link them)
+CLUSTER_MIN_RESIDUAL_RMS = 1e-2
 #: fingerprint merge/attach rounds at most
 CLUSTER_MAX_ROUNDS = 20
 #: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)

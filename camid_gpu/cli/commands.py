@@ -213,6 +213,7 @@ def cmd_cluster(args) -> int:
     params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
     result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
     print_clusters(result, args.outdir)
+    print_skipped(result["skipped"])
     print_errors(result["errors"])
     return EXIT_PARTIAL if result["errors"] else EXIT_OK
 

@@ -1,0 +1,107 @@
+"""A hostile user of ``camid cluster``: input limits, skipped files, frames with no sensor noise, names that
+are not UTF-8, and outputs written whole. Tiny images (64x80, region 32..64) keep it fast."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from camid_gpu.cli import main
+from camid_gpu.cluster import ClusterParams, cluster_images
+from camid_gpu.config import InputLimits, RunConfig
+
+PIL = pytest.importorskip("PIL.Image")
+CONFIG = RunConfig(backend="numpy", progress=False)
+PARAMS = ClusterParams(region=64)
+
+
+def _png(path, array) -> None:
+    PIL.fromarray(array).save(path)
+
+
+def _noise(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(40, 200, (64, 80, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(3):
+        _png(d / f"n{i}.png", _noise(i))
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_input_limits_are_honoured(folder, tmp_path):
+    config = RunConfig(backend="numpy", progress=False, limits=InputLimits(max_file_bytes=1000))
+    result = cluster_images([str(folder)], str(tmp_path / "run"), PARAMS, config)
+    assert len(result["errors"]) == 3 and not result["unclustered"]
+    assert all("file-size limit" in e["error"]["reason"] for e in result["errors"])
+
+
+def test_cli_max_file_size_reaches_cluster(folder, tmp_path, capsys):
+    main(["cluster", str(folder), "-o", str(tmp_path / "run"), "--region", "64", "--backend", "numpy",
+          "--max-file-size", "1000"])
+    assert "file-size limit" in capsys.readouterr().err
+
+
+def test_skipped_files_are_recorded_and_printed(folder, tmp_path, capsys):
+    os.symlink(folder / "n0.png", folder / "z-link.png")  # the same file twice: analysed once, the other listed
+    run = tmp_path / "run"
+    main(["cluster", str(folder), "-o", str(run), "--region", "64", "--backend", "numpy"])
+    err = capsys.readouterr().err
+    assert "skipped:" in err and "notes.txt" in err and "z-link.png" in err
+    result = json.loads((run / "clusters.json").read_text())
+    assert {os.path.basename(s["path"]) for s in result["skipped"]} == {"notes.txt", "z-link.png"}
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert len(json.dumps(manifest).split("notes.txt")) > 1
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_constant_frames_are_refused_not_linked(tmp_path, precision):
+    # two uniform frames (e.g. saturated skies from two cameras): their residuals are rounding error, the same
+    # in both; normalised, they had NCC 1 and were linked as one camera
+    d = tmp_path / "in"
+    d.mkdir()
+    _png(d / "gray-a.png", np.full((64, 80, 3), 37, np.uint8))
+    _png(d / "gray-b.png", np.full((64, 80, 3), 37, np.uint8)[:, ::-1].copy())
+    _png(d / "white.png", np.full((64, 80, 3), 255, np.uint8))
+    _png(d / "black.png", np.zeros((64, 80, 3), np.uint8))
+    _png(d / "n0.png", _noise(0))
+    config = RunConfig(backend="numpy", progress=False, precision=precision)
+    result = cluster_images([str(d)], str(tmp_path / "run"), PARAMS, config)
+    assert not result["clusters"]
+    kinds = {os.path.basename(e["path"]): e["error"]["kind"] for e in result["errors"]}
+    assert kinds == {"gray-a.png": "no-signal", "gray-b.png": "no-signal", "white.png": "no-signal",
+                     "black.png": "no-signal"}
+    assert [os.path.basename(u["path"]) for u in result["unclustered"]] == ["n0.png"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX byte names")
+def test_name_that_is_not_utf8(folder, tmp_path):
+    raw = os.path.join(os.fsencode(str(folder)), b"bad\xff.png")
+    with open(raw, "wb") as handle:
+        handle.write((folder / "n1.png").read_bytes())
+    run = tmp_path / "run"
+    result = cluster_images([str(folder)], str(run), PARAMS, CONFIG)
+    with open(run / "clusters.csv", encoding="utf-8") as handle:
+        names = [r["path"] for r in csv.DictReader(handle)]
+    assert any(n.endswith("bad\\xff.png") for n in names)
+    assert len(result["groups"][0]["order"]) == 4
+    assert not [f for f in os.listdir(run) if ".tmp" in f]  # nothing left half-written beside the outputs
+
+
+def test_resume_refuses_another_working_precision(folder, tmp_path):
+    run = str(tmp_path / "run")
+    cluster_images([str(folder)], run, PARAMS, RunConfig(backend="numpy", progress=False, precision="float32"))
+    _png(folder / "n9.png", _noise(9))
+    with pytest.raises(Exception, match="residual_precision"):  # float64 rows would be mixed with float32 ones
+        cluster_images([str(folder)], run, PARAMS, RunConfig(backend="numpy", progress=False, precision="float64"),
+                       resume=True)
+    result = cluster_images([str(folder)], run, PARAMS, RunConfig(backend="numpy", progress=False,
+                                                                   precision="float32"), resume=True)
+    assert len(result["groups"][0]["order"]) == 4
