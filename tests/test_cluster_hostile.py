@@ -105,3 +105,14 @@ def test_resume_refuses_another_working_precision(folder, tmp_path):
     result = cluster_images([str(folder)], run, PARAMS, RunConfig(backend="numpy", progress=False,
                                                                    precision="float32"), resume=True)
     assert len(result["groups"][0]["order"]) == 4
+
+
+def test_byte_identical_copies_are_named(folder, tmp_path, capsys):
+    # a copy (not a link: the listing cannot see it) links with NCC 1; the run says the two are one file's bytes
+    (folder / "copy-of-n1.png").write_bytes((folder / "n1.png").read_bytes())
+    run = tmp_path / "run"
+    main(["cluster", str(folder), "-o", str(run), "--region", "64", "--backend", "numpy"])
+    result = json.loads((run / "clusters.json").read_text())
+    assert [sorted(os.path.basename(p) for p in g) for g in result["identical_files"]] == [["copy-of-n1.png",
+                                                                                            "n1.png"]]
+    assert "byte-identical" in capsys.readouterr().out

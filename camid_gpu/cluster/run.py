@@ -524,10 +524,17 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
                            "refine_rounds": g["rounds"],
                            "order": [r["path"] for r in recs]})
     errors = [r for r in records if r.get("error")]
+    by_sha: dict[str, list[str]] = {}
+    for r in records:
+        if not r.get("error"):
+            by_sha.setdefault(r["sha256"], []).append(r["path"])
+    # byte-identical copies link with NCC 1: their link is one image's evidence, not two, so they are named
+    identical = [paths for paths in by_sha.values() if len(paths) > 1]
     result = {"format": FORMAT, "version": VERSION, "params": params.to_dict(), "comparisons": tests,
               "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
-              "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped}
+              "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped,
+              "identical_files": identical}
     # the same inputs and parameters give the same bytes: times go to the manifest, not here
     json.dumps(result, allow_nan=False)  # refuse NaN/Inf before anything is written
     write_json(os.path.join(run_dir, "clusters.json"), result)  # atomic: never half a file over an old one
