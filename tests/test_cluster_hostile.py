@@ -116,3 +116,17 @@ def test_byte_identical_copies_are_named(folder, tmp_path, capsys):
     assert [sorted(os.path.basename(p) for p in g) for g in result["identical_files"]] == [["copy-of-n1.png",
                                                                                             "n1.png"]]
     assert "byte-identical" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "list"])
+def test_resume_without_readable_parameters_is_refused(folder, tmp_path, damage):
+    run = tmp_path / "run"
+    cluster_images([str(folder)], str(run), PARAMS, CONFIG)
+    params = run / "cluster-params.json"
+    if damage == "missing":  # it was written anew: a resume could then mix residuals of another region or sigma
+        params.unlink()
+    else:
+        params.write_text("{not json" if damage == "garbage" else "[]")
+    with pytest.raises(Exception, match="cluster-params.json") as info:
+        cluster_images([str(folder)], str(run), ClusterParams(region=32), CONFIG, resume=True)
+    assert "start a new run folder" in str(info.value)

@@ -171,16 +171,25 @@ def check_resume_params(run_dir: str, params: ClusterParams, resume: bool, preci
     shaping = {k: params.to_dict()[k] for k in ("region", "sigma", "levels", "wavelet")}
     shaping["residual_precision"] = precision
     if resume and os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            stored = json.load(handle)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                stored = json.load(handle)
+            if not isinstance(stored, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise CamidError(f"{path} is damaged ({exc}); the run's residual parameters are unknown, so it cannot "
+                             f"be resumed: start a new run folder") from exc
         stored.setdefault("residual_precision", precision)  # folders written before it was recorded
         diffs = [f"{k}: run {stored.get(k)!r}, requested {v!r}" for k, v in shaping.items() if stored.get(k) != v]
         if diffs:
             raise CamidError(f"{run_dir} was made with other residual parameters ({'; '.join(diffs)}); "
                              f"resume with the same ones or start a new run folder")
         return
-    if os.path.exists(os.path.join(run_dir, "images.jsonl")) and not resume:
-        return  # ResultsWriter refuses this case with its own message
+    if os.path.exists(os.path.join(run_dir, "images.jsonl")):
+        if not resume:
+            return  # ResultsWriter refuses this case with its own message
+        raise CamidError(f"{path} is missing: the residuals in {run_dir} were made with unknown parameters and "
+                         f"cannot be resumed; start a new run folder")
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(shaping, handle, indent=1, sort_keys=True)
         handle.write("\n")
