@@ -130,3 +130,23 @@ def test_resume_without_readable_parameters_is_refused(folder, tmp_path, damage)
     with pytest.raises(Exception, match="cluster-params.json") as info:
         cluster_images([str(folder)], str(run), ClusterParams(region=32), CONFIG, resume=True)
     assert "start a new run folder" in str(info.value)
+
+
+def test_a_nan_residual_is_an_error_not_a_row(folder, tmp_path, monkeypatch):
+    from camid_gpu.cluster import run as cluster_run
+
+    original, calls = cluster_run.wiener_dft, []
+
+    def second_is_nan(bk, x):
+        out = original(bk, x)
+        calls.append(1)
+        if len(calls) == 2:
+            out = out * np.nan
+        return out
+
+    monkeypatch.setattr(cluster_run, "wiener_dft", second_is_nan)
+    config = RunConfig(backend="numpy", progress=False, chunk=1)
+    result = cluster_images([str(folder)], str(tmp_path / "run"), PARAMS, config)
+    assert [(os.path.basename(e["path"]), e["error"]["kind"]) for e in result["errors"]] == [("n1.png", "no-signal")]
+    assert "not finite" in result["errors"][0]["error"]["reason"]
+    assert len(result["unclustered"]) == 2

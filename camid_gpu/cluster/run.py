@@ -236,7 +236,12 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
                 records.append(x)
                 continue
             index += 1
-            flat_rms = max(rows_of[(index - 1, k)][1] for k in range(len(x.clips)))
+            rms = np.array([rows_of[(index - 1, k)][1] for k in range(len(x.clips))])  # one per rotation
+            flat_rms = float(rms.max()) if np.isfinite(rms).all() else float("nan")
+            if not np.isfinite(flat_rms):  # never normalised into a row that looks valid
+                records.append(error_entry(x.path, ImageNoSignalError(
+                    x.path, f"the residual is not finite (RMS {flat_rms}); the backend produced NaN or Inf")))
+                continue
             if not flat_rms >= CLUSTER_MIN_RESIDUAL_RMS:  # normalising rounding error would make it look alike
                 records.append(error_entry(x.path, ImageNoSignalError(
                     x.path, f"no sensor noise to compare: the residual's RMS is {flat_rms:.3g} gray levels (under "
