@@ -150,3 +150,14 @@ def test_a_nan_residual_is_an_error_not_a_row(folder, tmp_path, monkeypatch):
     assert [(os.path.basename(e["path"]), e["error"]["kind"]) for e in result["errors"]] == [("n1.png", "no-signal")]
     assert "not finite" in result["errors"][0]["error"]["reason"]
     assert len(result["unclustered"]) == 2
+
+
+def test_report_lists_skipped_and_identical_files(folder, tmp_path):
+    from camid_gpu.report import write_report
+
+    (folder / "copy-of-n1.png").write_bytes((folder / "n1.png").read_bytes())
+    run = tmp_path / "run"
+    cluster_images([str(folder)], str(run), PARAMS, CONFIG)
+    with open(write_report(str(run), str(tmp_path / "r.html")), encoding="utf-8") as handle:
+        html = handle.read()
+    assert "Files not analysed (1)" in html and "notes.txt" in html and "Byte-identical files" in html
