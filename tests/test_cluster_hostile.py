@@ -161,3 +161,10 @@ def test_report_lists_skipped_and_identical_files(folder, tmp_path):
     with open(write_report(str(run), str(tmp_path / "r.html")), encoding="utf-8") as handle:
         html = handle.read()
     assert "Files not analysed (1)" in html and "notes.txt" in html and "Byte-identical files" in html
+
+
+def test_float16_gram_without_cuda_is_refused_before_any_work(folder, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="CUDA"):
+        cluster_images([str(folder)], str(run), ClusterParams(region=64, precision="float16"), CONFIG)
+    assert not run.exists()

@@ -454,6 +454,8 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
     """
     config = config or RunConfig()
     started = utc_now()
+    if not config.cluster:  # a Gram precision this device cannot do is refused before the residual work
+        resolve_precision(config.backend_obj(), params.precision)
     os.makedirs(run_dir, exist_ok=True)
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
