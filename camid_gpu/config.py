@@ -9,7 +9,7 @@ Where each default comes from is listed in the README ("Parameters, defaults and
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any
 
 from camid_gpu.backend import Backend, get_backend
@@ -38,8 +38,12 @@ PEAK_NEIGHBOURHOOD = 11
 SHIFT_RANGE = (0, 0)
 
 # -- images and references -------------------------------------------------------------------------
-#: centre clipping (rows, columns) of the PeerJ CS paper
+#: centre clipping (rows, columns) of the PeerJ CS paper: the Mahalanobis method's geometry
 CLIP = (1000, 1000)
+#: geometry of the PCE method: the full sensor frame (None), as Binghamton's getFingerprint and PCE
+PCE_CLIP: tuple[int, int] | None = None
+#: geometry of the Mahalanobis method: the paper's centre clipping
+MAHALANOBIS_CLIP: tuple[int, int] | None = CLIP
 #: reference images per camera (the paper's R)
 REFERENCES = 15
 
@@ -87,8 +91,13 @@ DECODE_CHOICES = ("auto", "cpu", "gpu")
 class Params:
     """Every parameter that shapes a result. Defaults follow the two source methods.
 
-    clip : centre clipping (rows, columns) applied to references and disputed images; None = full
-        frame (then all images must have one size).
+    pce_clip : geometry of the PCE method: a centre clipping (rows, columns) of references and disputed
+        images, or None = the full sensor frame (default, as Binghamton's getFingerprint and PCE).
+    mahalanobis_clip : geometry of the Mahalanobis method (default the paper's 1000x1000 centre clipping;
+        None = full frame).
+    clip : (constructor only) one geometry for both methods, e.g. ``Params(clip=(1000, 1000))`` as the
+        command line's ``--clip``; it overrides ``pce_clip`` and ``mahalanobis_clip`` (and reads back as
+        "per-method": the geometry is in the two fields).
     sigma_fingerprint : denoiser noise std (0..255) for reference residuals of the PCE method
         (Binghamton getFingerprint: 3).
     sigma_query : the same for disputed images in the PCE method (Binghamton example: 2).
@@ -104,7 +113,8 @@ class Params:
         ``camid_gpu.prnu.search``) against full-frame fingerprints (``clip=None``); None = no search.
     """
 
-    clip: tuple[int, int] | None = CLIP
+    pce_clip: tuple[int, int] | None = PCE_CLIP
+    mahalanobis_clip: tuple[int, int] | None = MAHALANOBIS_CLIP
     sigma_fingerprint: float = SIGMA_FINGERPRINT
     sigma_query: float = SIGMA_QUERY
     sigma_mahalanobis: float = SIGMA_MAHALANOBIS
@@ -116,8 +126,20 @@ class Params:
     rotations: str = "auto"
     natural_mode: str = "aligned"
     search_scales: tuple[float, float, float] | None = None
+    clip: InitVar[Any] = "per-method"
 
-    def __post_init__(self):
+    def __post_init__(self, clip: Any):
+        if not (isinstance(clip, str) and clip == "per-method"):  # one geometry for both methods
+            object.__setattr__(self, "pce_clip", clip)
+            object.__setattr__(self, "mahalanobis_clip", clip)
+        for name in ("pce_clip", "mahalanobis_clip"):
+            value = getattr(self, name)
+            if isinstance(value, list):  # e.g. read back from JSON
+                value = tuple(value)
+                object.__setattr__(self, name, value)
+            if value is not None and not (isinstance(value, tuple) and len(value) == 2 and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in value)):
+                raise ValueError(f"{name} must be None (full frame) or (rows, columns) >= 16, got {value!r}")
         if self.rotations not in ROTATION_CHOICES:
             raise ValueError(f"rotations must be 'auto', 'all' or 'none', got {self.rotations!r}")
         if self.natural_mode not in NATURAL_MODES:
@@ -128,6 +150,12 @@ class Params:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
+    def clip_of(self, method: str) -> tuple[int, int] | None:
+        """The geometry of ``method`` ("pce" or "mahalanobis"): a centre clipping, or None = full frame."""
+        if method not in ("pce", "mahalanobis"):
+            raise ValueError(f"method must be 'pce' or 'mahalanobis', got {method!r}")
+        return self.pce_clip if method == "pce" else self.mahalanobis_clip
+
     def fingerprint_params(self) -> dict[str, Any]:
         """The parameters recorded in (and checked against) a stored fingerprint."""
         return {"sigma_fingerprint": self.sigma_fingerprint, "sigma_mahalanobis": self.sigma_mahalanobis,
@@ -136,16 +164,25 @@ class Params:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples as lists); :meth:`from_dict` inverts it."""
         d = asdict(self)
-        d["clip"] = list(self.clip) if self.clip else None
+        for name in ("pce_clip", "mahalanobis_clip"):
+            d[name] = list(d[name]) if d[name] else None
         d["shift_range"] = list(self.shift_range) if self.shift_range is not None else None
         d["search_scales"] = list(self.search_scales) if self.search_scales is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Params":
-        """The inverse of :meth:`to_dict`: ``Params.from_dict(p.to_dict()) == p``."""
+        """The inverse of :meth:`to_dict`: ``Params.from_dict(p.to_dict()) == p``.
+
+        A record written before the per-method geometry (one ``clip`` for both methods) is read as that
+        geometry for both methods.
+        """
         d = dict(d)
-        d["clip"] = tuple(d["clip"]) if d.get("clip") else None
+        if "clip" in d:  # the format of camid before the per-method geometry
+            d["clip"] = tuple(d["clip"]) if d.get("clip") else None
+        for name in ("pce_clip", "mahalanobis_clip"):
+            if name in d:
+                d[name] = tuple(d[name]) if d[name] else None
         d["shift_range"] = tuple(d["shift_range"]) if d.get("shift_range") is not None else None
         d["search_scales"] = tuple(d["search_scales"]) if d.get("search_scales") is not None else None
         return cls(**d)

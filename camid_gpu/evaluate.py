@@ -18,6 +18,10 @@ from camid_gpu.mahalanobis.results import summarise_diagnostics
 
 NONE_LABEL = "(none)"
 TIE_LABEL = "(tie)"
+#: prediction of an image that no fingerprint's geometry fits (distinct from "(none)": below threshold)
+NOT_COMPARABLE_LABEL = "(not comparable)"
+#: a cell of a camera that an image is not comparable with (no score), in text tables
+NOT_COMPARABLE_CELL = "n/c"
 
 
 def roc_curve(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
@@ -51,8 +55,8 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def confusion(truths: Sequence[str], predictions: Sequence[str], cameras: Sequence[str]) -> dict[str, Any]:
-    """Confusion counts, rows = true camera, columns = cameras plus '(none)' and '(tie)'."""
-    columns = list(cameras) + [NONE_LABEL, TIE_LABEL]
+    """Confusion counts, rows = true camera, columns = cameras plus '(none)', '(tie)' and '(not comparable)'."""
+    columns = list(cameras) + [NONE_LABEL, TIE_LABEL, NOT_COMPARABLE_LABEL]
     matrix = {t: {c: 0 for c in columns} for t in cameras}
     for t, p in zip(truths, predictions):
         if t in matrix:
@@ -61,12 +65,29 @@ def confusion(truths: Sequence[str], predictions: Sequence[str], cameras: Sequen
 
 
 def _pce_prediction(record: dict[str, Any]) -> str:
+    if not record["pce"]["scores"]:
+        return NOT_COMPARABLE_LABEL
     return record["pce"]["decision"] or NONE_LABEL
 
 
 def _maha_prediction(record: dict[str, Any]) -> str:
+    if not record["mahalanobis"].get("membership"):
+        return NOT_COMPARABLE_LABEL
     assoc = record["mahalanobis"]["associated"]
     return assoc[0] if len(assoc) == 1 else TIE_LABEL
+
+
+def _not_comparable_summary(records: Sequence[dict[str, Any]], method: str) -> dict[str, Any]:
+    """How many images and (image, camera) pairs were not comparable (other geometry), and how many of
+    those pairs were the image's own camera."""
+    pairs = [(r, cam) for r in records for cam in (r[method].get("not_comparable") or {})]
+    return {"pairs": len(pairs), "own_camera_pairs": sum(1 for r, cam in pairs if cam == r["truth"]),
+            "images_with_no_comparable_camera": sum(1 for r in records
+                                                    if _prediction_of(method)(r) == NOT_COMPARABLE_LABEL)}
+
+
+def _prediction_of(method: str):
+    return _pce_prediction if method == "pce" else _maha_prediction
 
 
 def summarise(records: Sequence[dict[str, Any]], cameras: Sequence[str], methods: Sequence[str],
@@ -90,11 +111,15 @@ def summarise(records: Sequence[dict[str, Any]], cameras: Sequence[str], methods
         out["pce"]["frr_at_threshold"] = float(np.mean(np.array(genuine) <= pce_threshold)) if genuine else None
         out["pce"]["genuine_pce"] = {"min": _stat(np.min, genuine), "median": _stat(np.median, genuine)}
         out["pce"]["impostor_pce"] = {"max": _stat(np.max, impostor), "median": _stat(np.median, impostor)}
+        out["pce"]["not_comparable"] = _not_comparable_summary(ok, "pce")
     if "mahalanobis" in methods:
         m = _method_summary(ok, cameras, _maha_prediction)
         m["ties"] = sum(1 for r in ok if len(r["mahalanobis"]["associated"]) > 1)
+        # None where the image was not comparable with the camera (see "comparable")
         m["membership_matrix"] = {"images": [r["path"] for r in ok], "cameras": list(cameras),
-                                  "membership": [[r["mahalanobis"]["membership"][c] for c in cameras] for r in ok]}
+                                  "membership": [[r["mahalanobis"]["membership"].get(c) for c in cameras] for r in ok],
+                                  "comparable": [[c in r["mahalanobis"]["membership"] for c in cameras] for r in ok]}
+        m["not_comparable"] = _not_comparable_summary(ok, "mahalanobis")
         m["effectiveness"] = {}
         for cam in cameras:
             own = [r for r in ok if r["truth"] == cam]
@@ -102,7 +127,8 @@ def summarise(records: Sequence[dict[str, Any]], cameras: Sequence[str], methods
                 "images": len(own),
                 "associated_alone": sum(1 for r in own if r["mahalanobis"]["associated"] == [cam]),
                 "rate": (sum(1 for r in own if r["mahalanobis"]["associated"] == [cam]) / len(own)) if own else None,
-                "mean_membership_own": float(np.mean([r["mahalanobis"]["membership"][cam] for r in own])) if own else None,
+                "mean_membership_own": _stat(np.mean, [r["mahalanobis"]["membership"][cam] for r in own
+                                                       if r["mahalanobis"]["membership"].get(cam) is not None]),
             }
         m["diagnostics"] = summarise_diagnostics([r["mahalanobis"]["diagnostics"] for r in ok])
         out["mahalanobis"] = m
@@ -167,6 +193,11 @@ def format_report(summary: dict[str, Any]) -> str:
                    f"FAR@{p['threshold']:g} {_fmt(p['far_at_threshold'])}  FRR@{p['threshold']:g} "
                    f"{_fmt(p['frr_at_threshold'])}  genuine PCE min {_fmt(p['genuine_pce']['min'])}  "
                    f"impostor PCE max {_fmt(p['impostor_pce']['max'])}")
+        nc = p.get("not_comparable") or {}
+        if nc.get("pairs"):
+            out.append(f"not comparable (other geometry; no score, not below threshold): {nc['pairs']} image-camera "
+                       f"pairs, {nc['own_camera_pairs']} of them the image's own camera; "
+                       f"{nc['images_with_no_comparable_camera']} image(s) with no comparable camera")
         out.append("confusion (rows: true camera)")
         c = p["confusion"]
         out.append(table(["true"] + c["columns"], [[r] + row for r, row in zip(c["rows"], c["counts"])]))
@@ -190,8 +221,12 @@ def format_report(summary: dict[str, Any]) -> str:
                           ", ".join(f"{k} {v}" for k, v in d["driver_counts"].items())))
         mm = m["membership_matrix"]
         out.append("membership matrix, percent (the paper's Table 5)")
+        comparable = mm.get("comparable") or [[True] * len(mm["cameras"]) for _ in mm["images"]]
         out.append(table(["image"] + mm["cameras"],
-                         [[_short(p)] + row for p, row in zip(mm["images"], mm["membership"])]))
+                         [[_short(p)] + [v if ok else NOT_COMPARABLE_CELL for v, ok in zip(row, flags)]
+                          for p, row, flags in zip(mm["images"], mm["membership"], comparable)]))
+        if (m.get("not_comparable") or {}).get("pairs"):
+            out.append(f"{NOT_COMPARABLE_CELL} = not comparable (other geometry), left out of the votes")
         c = m["confusion"]
         out.append("confusion (rows: true camera)")
         out.append(table(["true"] + c["columns"], [[r] + row for r, row in zip(c["rows"], c["counts"])]))

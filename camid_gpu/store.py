@@ -1,8 +1,11 @@
 """The fingerprint store: one ``<camera>.npz`` of arrays plus one ``<camera>.json`` of metadata.
 
-Format ``camid-fingerprint``, version 1. The JSON holds the camera name, the methods present, the
-clipping geometry and orientation, every parameter that shaped the arrays, the software versions,
-the reference files with their SHA-256, and the SHA-256 of the ``.npz``. The ``.npz`` holds float32
+Format ``camid-fingerprint``, version 2. The JSON holds the camera name, the methods present, each
+method's geometry (``geometry``: per method its centre ``clip`` [rows, columns] or null for the full
+frame, and the ``shape`` of its arrays), the sensor size of the references (``source_shape``, rows x
+columns as stored) and its orientation, every parameter that shaped the arrays, the software versions,
+the reference files with their SHA-256, and the SHA-256 of the ``.npz``. Version 1 (one ``clip`` for
+every method) is still read: its clip becomes every method's geometry. The ``.npz`` holds float32
 arrays: ``k`` (method ``pce``: the PRNU fingerprint K) and ``mean_i0``, ``mean_prnu`` (method
 ``mahalanobis``: the pixel-wise means of I0 and PRNU over the R reference flats).
 
@@ -28,7 +31,9 @@ from camid_gpu._version import __version__
 from camid_gpu.errors import FingerprintError, FingerprintMismatchError
 
 FORMAT = "camid-fingerprint"
-VERSION = 1
+VERSION = 2
+#: versions this camid reads (1: one clip for every method)
+READABLE_VERSIONS = (1, 2)
 METHODS = ("pce", "mahalanobis")
 _ARRAYS = {"pce": ("k",), "mahalanobis": ("mean_i0", "mean_prnu")}
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -38,21 +43,28 @@ _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class CameraFingerprint:
     """A camera's fingerprint(s) and everything needed to reproduce and check them.
 
-    Arrays are ``(h, w)`` float32 on the clipping grid (landscape or as the references were).
+    Arrays are ``(h, w)`` float32 on each method's grid: the centre clipping ``clips[method]`` of the
+    sensor frame, or the whole frame (``source_shape``, rows x columns as the references were stored)
+    when that clip is None.
     """
 
     camera: str
     methods: tuple[str, ...]
     arrays: dict[str, np.ndarray]
-    clip: tuple[int, int] | None
+    clips: dict[str, tuple[int, int] | None]
     source_shape: tuple[int, int]
     params: dict[str, Any]
     references: list[dict[str, Any]] = field(default_factory=list)
     software: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(next(iter(self.arrays.values())).shape)  # type: ignore[return-value]
+    def clip_of(self, method: str) -> tuple[int, int] | None:
+        """The centre clipping of ``method``'s arrays, or None = the full sensor frame."""
+        self._array(method, _ARRAYS[method][0])
+        return self.clips.get(method)
+
+    def shape_of(self, method: str) -> tuple[int, int]:
+        """Shape (rows, columns) of ``method``'s arrays."""
+        return tuple(self._array(method, _ARRAYS[method][0]).shape)  # type: ignore[return-value]
 
     @property
     def orientation(self) -> str:
@@ -118,6 +130,11 @@ def save_fingerprint(fp: CameraFingerprint, directory: str | os.PathLike) -> str
         for name in _ARRAYS[method]:
             if name not in fp.arrays:
                 raise ValueError(f"method {method!r} needs array {name!r}")
+        want = tuple(fp.clips.get(method) or fp.source_shape)
+        for name in _ARRAYS[method]:
+            if tuple(fp.arrays[name].shape) != want:
+                raise ValueError(f"{fp.camera}: array {name!r} is {fp.arrays[name].shape}, but method {method!r} "
+                                 f"has geometry {want} (clip {fp.clips.get(method)}, sensor {fp.source_shape})")
     os.makedirs(directory, exist_ok=True)
     blob = _npz_bytes(fp.arrays)
     npz_path = os.path.join(directory, f"{fp.camera}.npz")
@@ -131,7 +148,8 @@ def save_fingerprint(fp: CameraFingerprint, directory: str | os.PathLike) -> str
         "arrays": {name: {"shape": list(a.shape), "dtype": "float32"} for name, a in sorted(fp.arrays.items())},
         "arrays_file": os.path.basename(npz_path),
         "arrays_sha256": hashlib.sha256(blob).hexdigest(),
-        "clip": list(fp.clip) if fp.clip else None,
+        "geometry": {m: {"clip": list(fp.clips[m]) if fp.clips.get(m) else None,
+                         "shape": list(fp.arrays[_ARRAYS[m][0]].shape)} for m in fp.methods},
         "source_shape": list(fp.source_shape),
         "orientation": fp.orientation,
         "params": fp.params,
@@ -156,10 +174,25 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
         raise FingerprintError(f"{json_path}: cannot read fingerprint metadata ({exc})") from None
     if meta.get("format") != FORMAT:
         raise FingerprintError(f"{json_path}: not a camid fingerprint (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise FingerprintMismatchError(f"{json_path}: fingerprint format version {meta.get('version')!r}, "
-                                       f"this camid reads version {VERSION}; rebuild the fingerprint")
-    npz_path = os.path.join(os.path.dirname(json_path), meta["arrays_file"])
+                                       f"this camid reads versions {', '.join(map(str, READABLE_VERSIONS))}; "
+                                       f"rebuild the fingerprint")
+    try:
+        methods = tuple(meta["methods"])
+        source_shape = (int(meta["source_shape"][0]), int(meta["source_shape"][1]))
+        if meta["version"] == 1:  # one clip for every method
+            clips = {m: tuple(meta["clip"]) if meta["clip"] else None for m in methods}
+        else:
+            clips = {m: tuple(meta["geometry"][m]["clip"]) if meta["geometry"][m]["clip"] else None
+                     for m in methods}
+        arrays_file = meta["arrays_file"]
+        if os.path.basename(arrays_file) != arrays_file:
+            raise ValueError(f"arrays_file {arrays_file!r} is not a plain file name")
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise FingerprintError(f"{json_path}: fingerprint metadata of version {meta['version']} is incomplete "
+                               f"or malformed ({type(exc).__name__}: {exc}); rebuild the fingerprint") from None
+    npz_path = os.path.join(os.path.dirname(json_path), arrays_file)
     try:
         with open(npz_path, "rb") as handle:
             blob = handle.read()
@@ -170,18 +203,29 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
                                f"(the arrays were changed or damaged)")
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
-    fp = CameraFingerprint(camera=meta["camera"], methods=tuple(meta["methods"]), arrays=arrays,
-                           clip=tuple(meta["clip"]) if meta["clip"] else None,
-                           source_shape=tuple(meta["source_shape"]), params=meta["params"],
+    fp = CameraFingerprint(camera=meta["camera"], methods=methods, arrays=arrays, clips=clips,
+                           source_shape=source_shape, params=meta["params"],
                            references=meta.get("references", []), software=meta.get("software", {}))
+    for method in methods:
+        want = clips[method] or source_shape
+        for name in _ARRAYS.get(method, ()):
+            if name not in arrays or tuple(arrays[name].shape) != tuple(want):
+                got = tuple(arrays[name].shape) if name in arrays else "missing"
+                raise FingerprintError(f"{npz_path}: array {name!r} of method {method!r} is {got}, expected "
+                                       f"{tuple(want)} (clip {clips[method]}, sensor {source_shape})")
     if expect:
         check_params(fp, expect, json_path)
     return fp
 
 
 def check_params(fp: CameraFingerprint, expect: dict[str, Any], where: str = "") -> None:
-    """Raise FingerprintMismatchError listing every expected parameter that differs."""
-    stored = dict(fp.params, clip=list(fp.clip) if fp.clip else None)
+    """Raise FingerprintMismatchError listing every expected parameter that differs.
+
+    ``pce_clip`` / ``mahalanobis_clip`` are compared with the geometry of those methods (when present).
+    """
+    stored = dict(fp.params)
+    for method in fp.methods:
+        stored[f"{method}_clip"] = list(fp.clips[method]) if fp.clips.get(method) else None
     diffs = []
     for key, value in expect.items():
         want = list(value) if isinstance(value, tuple) else value
@@ -196,9 +240,10 @@ def check_params(fp: CameraFingerprint, expect: dict[str, Any], where: str = "")
 
 def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = None,
                methods: tuple[str, ...] = ()) -> list[CameraFingerprint]:
-    """Every fingerprint in ``directory`` (sorted by camera name), all of one clipping geometry.
+    """Every fingerprint in ``directory`` (sorted by camera name), of any sensor sizes and orientations.
 
-    ``methods``: methods every fingerprint must have.
+    ``methods``: methods every fingerprint must have. Each method must have one clipping geometry across
+    the store (a clip, or the full frame for all), so that a run has one geometry per method.
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -208,11 +253,28 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
     store = [load_fingerprint(p, expect) for p in paths]
     if not store:
         raise FingerprintError(f"{directory}: no fingerprints (*.json) found")
-    shapes = {fp.shape for fp in store}
-    if len(shapes) > 1:
-        raise FingerprintMismatchError(f"{directory}: fingerprints have different shapes "
-                                       f"{sorted(shapes)}; build them with one --clip")
     for fp in store:
         for method in methods:
             fp._array(method, _ARRAYS[method][0])
+    check_geometry(store, directory)
     return sorted(store, key=lambda fp: fp.camera)
+
+
+def check_geometry(store: list[CameraFingerprint], where: str = "") -> None:
+    """Raise FingerprintMismatchError when two fingerprints of a store use different geometries (clips) for
+    one method, or have one camera name twice; sensor sizes may differ."""
+    names = [fp.camera for fp in store]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise FingerprintMismatchError(f"{where}: camera name(s) {twice} appear more than once")
+    for method in METHODS:
+        having = [fp for fp in store if method in fp.methods]
+        clips = {fp.clips.get(method) for fp in having}
+        if len(clips) > 1:
+            first = having[0]
+            other = next(fp for fp in having if fp.clips.get(method) != first.clips.get(method))
+            show = lambda c: "full frame" if c is None else f"{c[0]}x{c[1]} clip"  # noqa: E731
+            raise FingerprintMismatchError(
+                f"{where}: the {method} fingerprints of {first.camera!r} ({show(first.clips.get(method))}) and "
+                f"{other.camera!r} ({show(other.clips.get(method))}) have different geometries; rebuild them with "
+                f"one --{method}-clip")

@@ -36,7 +36,8 @@ def test_fingerprint_writes_store_and_manifest(data):
     names = sorted(os.listdir(data / "fp"))
     assert names == ["C01.json", "C01.npz", "C02.json", "C02.npz", "manifest.json"]
     manifest = json.loads((data / "fp" / "manifest.json").read_text())
-    assert manifest["command"] == "fingerprint" and manifest["params"]["clip"] == [192, 192]
+    assert manifest["command"] == "fingerprint"
+    assert manifest["params"]["pce_clip"] == manifest["params"]["mahalanobis_clip"] == [192, 192]  # --clip: both
     assert len([e for e in manifest["inputs"] if e["role"] == "reference"]) == 8
     assert {os.path.basename(o["path"]) for o in manifest["outputs"]} == {"C01.json", "C01.npz", "C02.json", "C02.npz"}
     assert manifest["kernels"] == "not used"  # no CUDA here; on a GPU: "verified" or "fallback (reason)"
@@ -58,7 +59,7 @@ def test_identify_run_folder_outputs_and_verify(data, tmp_path, capsys):
     assert len(csv_lines) == 1 + 8 * 2  # one row per image and camera
     manifest = json.loads((run / "manifest.json").read_text())
     assert {e["sha256"] for e in manifest["inputs"]} == {r["sha256"] for r in records}
-    assert manifest["params"]["clip"] == [192, 192]  # taken from the fingerprints
+    assert manifest["params"]["pce_clip"] == [192, 192]  # taken from the fingerprints
     assert manifest["kernels"] == "not used"
     assert main(["verify", str(run)]) == EXIT_OK
 
@@ -177,7 +178,7 @@ def test_full_frame_fingerprints_and_scale_search_from_the_command_line(data, tm
     assert main(["identify", str(fp), str(data / "data" / "disputed" / "C01"), "-o", str(run), "--quiet"]) == EXIT_OK
     records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     assert all(r["error"] is None for r in records)  # full frame: no 1000x1000 default clip imposed
-    assert json.loads((run / "manifest.json").read_text())["params"]["clip"] is None
+    assert json.loads((run / "manifest.json").read_text())["params"]["pce_clip"] is None
     search = tmp_path / "search"
     assert main(["identify", str(fp), str(data / "data" / "disputed" / "C01"), "-o", str(search), "--quiet",
                  "--search-scales", "0.9:1.0:0.1"]) == EXIT_OK

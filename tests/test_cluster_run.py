@@ -230,7 +230,7 @@ def test_full_frame_region_and_a_one_image_group(known, tmp_path):
     groups = {g["name"]: g for g in result["groups"]}
     assert groups["512x576"]["region"] == [512, 576] and groups["512x640"]["image_pairs"] == 0
     assert [c["size"] for c in result["clusters"]] == [3]
-    assert load_store(os.path.dirname(result["clusters"][0]["fingerprint"]["metadata"]))[0].clip is None
+    assert load_store(os.path.dirname(result["clusters"][0]["fingerprint"]["metadata"]))[0].clip_of("pce") is None
     assert [u["group"] for u in result["unclustered"]] == ["512x640"]
 
 

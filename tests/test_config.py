@@ -55,3 +55,30 @@ def test_parse_scales_and_refs():
     with pytest.raises(ValueError, match="LO:HI:STEP"):
         config.parse_scales("0.5-1.0")
     assert config.parse_refs("all") is None and config.parse_refs("7") == 7
+
+
+def test_geometry_per_method():
+    p = Params()
+    assert p.pce_clip is None and p.mahalanobis_clip == (1000, 1000)  # Binghamton's full frame, the paper's clip
+    assert p.clip_of("pce") is None and p.clip_of("mahalanobis") == (1000, 1000)
+    both = Params(clip=(128, 128))  # one geometry for both methods, as --clip
+    assert both.pce_clip == both.mahalanobis_clip == (128, 128)
+    assert Params.from_dict(both.to_dict()) == both and "clip" not in both.to_dict()
+    old = Params.from_dict({"clip": [1000, 1000], "shift_range": [0, 0]})  # a record written before issue 10
+    assert old.pce_clip == old.mahalanobis_clip == (1000, 1000)
+    assert Params(pce_clip=[32, 48]).pce_clip == (32, 48)
+    for bad in ((8, 8), (True, 20), "full"):
+        with pytest.raises(ValueError, match="pce_clip must be None"):
+            Params(pce_clip=bad)
+    with pytest.raises(ValueError, match="method must be"):
+        p.clip_of("both")
+
+
+def test_clip_options_per_method_win_over_clip():
+    parse = lambda *a: _params(build_parser().parse_args(["evaluate", "DATA", *a]))  # noqa: E731
+    assert (parse().pce_clip, parse().mahalanobis_clip) == (None, (1000, 1000))
+    p = parse("--clip", "512", "--pce-clip", "full")
+    assert p.pce_clip is None and p.mahalanobis_clip == (512, 512)
+    p = parse("--mahalanobis-clip", "768x1024")
+    assert p.pce_clip is None and p.mahalanobis_clip == (768, 1024)
+    assert parse("--clip", "full").mahalanobis_clip is None

@@ -63,7 +63,7 @@ def test_evaluation_json_has_the_issue_keys(evaluation):
         assert 0.0 <= block["accuracy"] <= 1.0
         assert len(block["images"]) == 12 and set(block["per_kind"]) == {"flat", "natural"}
         counts = np.array(block["confusion"]["counts"])
-        assert counts.sum() == 12 and counts.shape == (3, 5)
+        assert counts.sum() == 12 and counts.shape == (3, 6)  # + (none), (tie), (not comparable)
 
 
 def test_mahalanobis_tables_have_the_paper_structure(evaluation):
@@ -150,7 +150,12 @@ def test_bad_input_is_reported_and_the_run_goes_on(dataset, evaluation, tmp_path
     records = read_results(str(results))
     assert [os.path.basename(r["path"]) for r in records] == ["a_good.jpg", "b_small.png", "c_empty.jpg", "d_text.jpg"]
     assert records[0]["error"] is None and records[0]["pce"]["decision"] == "C01"
-    assert records[1]["error"]["kind"] == "too-small" and "smaller than the 256x256 clipping" in records[1]["error"]["reason"]
+    # smaller than every sensor frame, and the fingerprints are 256x256 clips: comparable with none of them
+    assert records[1]["error"] is None and records[1]["pce"]["scores"] == {} and records[1]["pce"]["decision"] is None
+    assert "a crop needs a full-frame fingerprint" in records[1]["pce"]["not_comparable"]["C01"]["reason"]
+    assert records[1]["pce"]["not_comparable"]["C01"]["image_size"] == [90, 100]
+    assert records[1]["mahalanobis"]["membership"] == {} and set(records[1]["mahalanobis"]["not_comparable"]) == {
+        "C01", "C02", "C03"}
     assert records[2]["error"]["kind"] == "decode" and "empty file" in records[2]["error"]["reason"]
     assert records[3]["error"]["kind"] == "decode"
     assert run["processed"] == 4
@@ -190,7 +195,7 @@ def test_fingerprint_errors(dataset, tmp_path):
 
 def test_mismatched_parameters_are_refused(evaluation, dataset, tmp_path):
     out, _ = evaluation
-    with pytest.raises(FingerprintMismatchError, match=r"requested clip \(300, 300\)"):
+    with pytest.raises(FingerprintMismatchError, match=r"requested pce clip \(300, 300\)"):
         identify_files(str(out / "fingerprints"), [str(dataset / "disputed")], str(tmp_path / "x.jsonl"), ("pce",),
                        Params(clip=(300, 300)), RunConfig(backend="numpy"), clip_given=True)
 

@@ -29,12 +29,26 @@ EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
 def _params(args: argparse.Namespace) -> cfg.Params:
     shift = cfg.parse_shift_range(args.shift_range)
     refs = cfg.parse_refs(getattr(args, "refs", "all"))
-    clip = cfg.parse_clip(args.clip) if args.clip is not None else cfg.CLIP
     search = cfg.parse_scales(getattr(args, "search_scales", None))
-    return cfg.Params(clip=clip, sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
+    return cfg.Params(pce_clip=_clip_option(args, "pce"), mahalanobis_clip=_clip_option(args, "mahalanobis"),
+                      sigma_fingerprint=args.sigma_fingerprint, sigma_query=args.sigma_query,
                   sigma_mahalanobis=args.sigma_mahalanobis, refs=refs, pce_threshold=args.pce_threshold,
                   shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
                   search_scales=search)
+
+
+def _clip_option(args: argparse.Namespace, method: str):
+    """--<method>-clip, else --clip, else the method's default geometry."""
+    own = getattr(args, f"{method}_clip")
+    if own is not None:
+        return cfg.parse_clip(own)
+    if args.clip is not None:
+        return cfg.parse_clip(args.clip)
+    return cfg.PCE_CLIP if method == "pce" else cfg.MAHALANOBIS_CLIP
+
+
+def _clip_given(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.clip, args.pce_clip, args.mahalanobis_clip))
 
 
 def _config(args: argparse.Namespace) -> cfg.RunConfig:
@@ -168,7 +182,7 @@ def cmd_identify(args) -> int:
     os.makedirs(args.outdir, exist_ok=True)
     results = os.path.join(args.outdir, "results.jsonl")
     run = identify_files(args.fp_dir, args.images, results, methods, _params(args), _config(args),
-                         resume=args.resume, kind=args.kind, clip_given=args.clip is not None)
+                         resume=args.resume, kind=args.kind, clip_given=_clip_given(args))
     records = read_results(results)
     if args.json:
         write_json(args.json, {"run": run, "images": records})
@@ -259,6 +273,7 @@ def cmd_evaluate(args) -> int:
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
 
 
+#: the demo's image sizes and Mahalanobis clippings; PCE works on the full frames (the default geometry)
 DEMO_SIZES = {"small": dict(height=640, width=768, clip="512"), "paper": dict(height=1000, width=1200, clip="1000")}
 
 
@@ -280,16 +295,15 @@ def cmd_demo(args) -> int:
     print(f"camid demo: {len(truth['cameras'])} synthetic cameras (twins share model artefacts: {', '.join(twins)}), "
           f"{len(truth['images'])} JPEGs {size['height']}x{size['width']} in {t1 - t0:.1f} s -> {data}")
     config = _config(args)
-    params = Params(clip=cfg.parse_clip(size["clip"]))
+    params = Params(mahalanobis_clip=cfg.parse_clip(size["clip"]))
     summary = evaluate_dataset(data, os.path.join(root, "run"), methods_of("both"), params, config)
     t2 = time.perf_counter()
     print(f"fingerprints + identification of {summary['images_total']} images on {summary['backend']}: "
           f"{t2 - t1:.1f} s\n")
     print(format_report(summary))
-    if args.size == "small":
-        print("\nnote: the small demo uses 512x512 clippings; natural images carry less PRNU per pixel than flats, "
-              "so some fall below PCE 60 here (no false accusation: other cameras stay low). "
-              "`camid demo --size paper` uses the paper's 1000x1000 clippings.")
+    print(f"\nnote: PCE works on the full {size['height']}x{size['width']} frames (Binghamton's method, the default); "
+          f"the Mahalanobis method on {size['clip']}x{size['clip']} centre clippings"
+          + (" (`camid demo --size paper`: the paper's 1000x1000)." if args.size == "small" else "."))
     print(f"\n{'kept in' if keep else 'temporary folder'}: {root}")
     return EXIT_OK
 

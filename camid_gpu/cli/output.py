@@ -20,25 +20,34 @@ def print_skipped(skipped: Sequence[dict[str, Any]]) -> None:
 
 
 def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
+    """One row per image and camera. ``pce_status`` / ``mahalanobis_status``: "scored", or "not comparable"
+    (another geometry: no score, no part in the decision; ``not_comparable_reason`` says why), never to be
+    read as "below threshold"; crops add the ``offset`` found."""
     import csv
 
     with open(path, "w", newline="", encoding="utf-8") as handle:
         w = csv.writer(handle)
         w.writerow(["path", "sha256", "camera", "pce", "ncc", "log10_p_fa", "pce_decision", "rotation",
-                    "mahalanobis_membership", "mahalanobis_associated", "error"])
+                    "mahalanobis_membership", "mahalanobis_associated", "error", "pce_status", "mahalanobis_status",
+                    "not_comparable_reason", "match", "offset"])
         for r in records:
             if r.get("error"):
-                w.writerow([printable(r["path"]), "", "", "", "", "", "", "", "", "", printable(r["error"]["reason"])])
+                w.writerow([printable(r["path"]), "", "", "", "", "", "", "", "", "", printable(r["error"]["reason"]),
+                            "", "", "", "", ""])
                 continue
-            pce = r.get("pce", {}).get("scores", {})
-            maha = r.get("mahalanobis", {})
-            cams = list(pce) or list(maha.get("membership", {}))
+            pce = r.get("pce") or {}
+            maha = r.get("mahalanobis") or {}
+            scores, membership = pce.get("scores", {}), maha.get("membership", {})
+            refused = {**(maha.get("not_comparable") or {}), **(pce.get("not_comparable") or {})}
+            cams = list(dict.fromkeys([*scores, *membership, *refused]))
             for cam in cams:
-                s = pce.get(cam, {})
+                s = scores.get(cam, {})
+                status = lambda part, have: ("" if not part else "scored" if have else "not comparable")  # noqa: E731
                 w.writerow([printable(r["path"]), r["sha256"], printable(cam), s.get("pce"), s.get("ncc"),
-                            s.get("log10_p_fa"),
-                            r.get("pce", {}).get("decision"), r.get("rotation"),
-                            maha.get("membership", {}).get(cam), ",".join(maha.get("associated", [])), ""])
+                            s.get("log10_p_fa"), pce.get("decision"), s.get("rotation", r.get("rotation")),
+                            membership.get(cam), ",".join(maha.get("associated", [])), "", status(pce, cam in scores),
+                            status(maha, cam in membership), printable(refused.get(cam, {}).get("reason", "")),
+                            s.get("match", ""), "x".join(map(str, s["offset"])) if "offset" in s else ""])
 
 
 def print_identification(records, cameras, methods) -> None:
@@ -51,8 +60,12 @@ def print_identification(records, cameras, methods) -> None:
             continue
         pce = r.get("pce")
         maha = r.get("mahalanobis")
+        if pce and not pce.get("scores"):
+            decision = "not comparable"
+        else:
+            decision = (pce["decision"] or "none") if pce else "-"
         rows.append([r["path"],  # the full path; table() escapes every cell
-                     (pce["decision"] or "none") if pce else "-",
+                     decision,
                      pce["best_pce"] if pce else "-",
                      r.get("rotation", 0),
                      ",".join(maha["associated"]) if maha else "-"])

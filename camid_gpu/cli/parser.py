@@ -31,8 +31,11 @@ def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> No
                         f"{cfg.MAX_DECODED_BYTES >> 30} GiB); checked on the header, before decoding")
 
 
-def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True,
-                       clip_default: Any = "x".join(map(str, cfg.CLIP))) -> None:
+def _clip_text(clip: Any) -> str:
+    return "full" if clip is None else f"{clip[0]}x{clip[1]}"
+
+
+def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_store: bool = False) -> None:
     g = p.add_argument_group("method parameters")
     if with_refs:
         g.add_argument("--method", choices=cfg.METHOD_CHOICES, default="both",
@@ -40,8 +43,15 @@ def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True,
     else:
         g.add_argument("--method", choices=cfg.METHOD_CHOICES, default=None,
                        help="pce, mahalanobis or both (default: every method the fingerprints have)")
-    g.add_argument("--clip", default=clip_default,
-                   help=f"centre clipping: N, HxW (rows x columns) or 'full' (default {cfg.CLIP[0]}x{cfg.CLIP[1]})")
+    pce_default = "the fingerprints'" if from_store else f"{_clip_text(cfg.PCE_CLIP)}, Binghamton's whole frame"
+    maha_default = "the fingerprints'" if from_store else f"{_clip_text(cfg.MAHALANOBIS_CLIP)}, the paper's clipping"
+    g.add_argument("--pce-clip", default=None, metavar="N|HxW|full",
+                   help=f"geometry of the PCE method: a centre clipping N or HxW (rows x columns), or 'full' "
+                        f"(the whole sensor frame); default {pce_default}")
+    g.add_argument("--mahalanobis-clip", default=None, metavar="N|HxW|full",
+                   help=f"geometry of the Mahalanobis method; default {maha_default}")
+    g.add_argument("--clip", default=None, metavar="N|HxW|full",
+                   help="one geometry for both methods (--pce-clip / --mahalanobis-clip win over it)")
     if with_refs:
         g.add_argument("--refs", default=str(cfg.REFERENCES),
                        help=f"reference images per camera, or 'all' (default {cfg.REFERENCES}, the paper's R)")
@@ -56,7 +66,7 @@ def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True,
     g.add_argument("--shift-range", default="0",
                    help="PCE peak search: 0 (no shift), N or HxW (shifts 0..N), or 'all'")
     g.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default="auto",
-                   help="auto: try 0/90/180/270 when the orientation differs from the fingerprint's")
+                   help="auto: try 0/90/180/270 against a fingerprint whose orientation differs from the image's")
     g.add_argument("--natural-mode", choices=cfg.NATURAL_MODES, default="aligned",
                    help="Mahalanobis pixel selection for natural images (default aligned)")
 
@@ -114,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
                    help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
-                        "full-frame fingerprints (built with --clip full); PCE only")
-    _add_param_options(p, with_refs=False, clip_default=None)
+                        "full-frame PCE fingerprints (the default geometry); PCE only")
+    _add_param_options(p, with_refs=False, from_store=True)
     _add_backend_options(p, decode=True)
 
     p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
@@ -154,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
     p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")
     p.add_argument("--size", choices=("small", "paper"), default="small",
-                   help="small: 640x768 images, 512 clipping (about a minute); paper: 1000x1200, 1000 clipping")
+                   help="small: 640x768 images (about a minute); paper: 1000x1200 images; PCE on full frames, "
+                        "Mahalanobis on 512x512 (small) or the paper's 1000x1000 clippings")
     p.add_argument("--seed", type=int, default=0)
     _add_backend_options(p)
 

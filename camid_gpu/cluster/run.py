@@ -511,7 +511,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
             member_info = [{"path": recs[i]["path"], "sha256": recs[i]["sha256"],
                             "rotation": recs[i]["rotations"][k], "size": recs[i]["size"]} for i, k in members]
             store_fp = CameraFingerprint(
-                camera=cid, methods=("pce",), arrays={"k": fp}, clip=clip, source_shape=group,
+                camera=cid, methods=("pce",), arrays={"k": fp}, clips={"pce": clip}, source_shape=group,
                 params=dict(params.fingerprint_params(), refs=len(members)),
                 references=[{"path": m["path"], "abspath": os.path.abspath(m["path"]), "sha256": m["sha256"],
                              "size": m["size"]} for m in member_info],

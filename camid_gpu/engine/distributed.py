@@ -26,10 +26,11 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
     store = load_store(fp_dir, methods=tuple(methods))
     params = Params.from_dict(params_dict)
     bk = get_backend(backend, device=device, dtype=precision)
+    sensor_shapes = sorted({fp.source_shape for fp in store})
     records = []
     for path in paths:
         try:
-            item = prepare.prepare_disputed(path, params, store[0].source_shape, kind, limits)
+            item = prepare.prepare_disputed(path, params, sensor_shapes, kind, limits)
         except (CamidError, OSError, ValueError) as exc:
             records.append(error_entry(path, exc))
             continue

@@ -33,7 +33,7 @@ from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
 from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.io.geometry import center_clip, green_channel
-from camid_gpu.io.listing import scan_inputs
+from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import error_entry
@@ -52,11 +52,11 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
 
     Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...]}``.
     """
+    listed = reference_listing(refs_dir)  # every folder is listed before any image is decoded
     bk = config.backend_obj()
     decoder = decoder_for(config.decode, bk)
     saved, errors, tried, skipped = [], [], [], []
-    for camera, folder in prepare.camera_folders(refs_dir):
-        listing = scan_inputs(folder)
+    for camera, folder, listing in listed:
         paths = listing.images
         skipped.extend(s.to_dict() for s in listing.skipped)
         tried.extend(paths)
@@ -64,11 +64,12 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
             continue
         prefetch = max(2 * config.workers, 2)
-        stream = ordered_map(prepare.load_reference, [(p, params.clip, config.limits, decoder is not None) for p in paths],
+        # whole frames: build_fingerprint clips per method
+        stream = ordered_map(prepare.load_reference, [(p, None, config.limits, decoder is not None) for p in paths],
                              config.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:
-            loaded = prepare.decode_references(loaded, decoder, params.clip)
+            loaded = prepare.decode_references(loaded, decoder, None)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
         except CamidError as exc:
@@ -82,24 +83,46 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
             "files": tried, "skipped": skipped}
 
 
-def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool) -> Params:
-    """The fingerprints decide the clipping and the fingerprint-side parameters; check the rest."""
+def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
+    """(camera, folder, listing of its images and skipped files) for every camera subfolder of ``refs_dir``;
+    camera names are checked here, so a bad folder name is reported before any work."""
+    from camid_gpu.store import check_camera_name
+
+    listed = []
+    for camera, folder in prepare.camera_folders(refs_dir):
+        try:
+            check_camera_name(camera)
+        except ValueError as exc:
+            raise CamidError(f"{folder}: {exc}") from None
+        listed.append((camera, folder, scan_inputs(folder)))
+    return listed
+
+
+def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool,
+                    methods: Sequence[str] = ("pce", "mahalanobis")) -> Params:
+    """The fingerprints decide each method's geometry and the fingerprint-side parameters; check the rest."""
     fp = store[0]
-    if params.search_scales is not None and fp.clip is not None:
-        raise FingerprintMismatchError(f"the scale/crop search needs full-frame fingerprints, but {fp.camera!r} was "
-                                       f"built with clip {fp.clip}; rebuild the fingerprints with --clip full")
-    if clip_given and (list(params.clip) if params.clip else None) != (list(fp.clip) if fp.clip else None):
-        raise FingerprintMismatchError(f"requested clip {params.clip} but the fingerprints were built with "
-                                       f"clip {fp.clip}")
+    geometry = {m: next((f.clip_of(m) for f in store if m in f.methods), params.clip_of(m))
+                for m in ("pce", "mahalanobis")}
+    if params.search_scales is not None and geometry["pce"] is not None:
+        raise FingerprintMismatchError(f"the scale/crop search needs full-frame fingerprints, but the PCE fingerprints "
+                                       f"are {geometry['pce'][0]}x{geometry['pce'][1]} clips; rebuild them with "
+                                       f"--pce-clip full")
+    if clip_given:
+        for m in methods:
+            if params.clip_of(m) != geometry[m]:
+                raise FingerprintMismatchError(f"requested {m} clip {params.clip_of(m)} but the fingerprints were "
+                                               f"built with {m} clip {geometry[m]}")
     for other in store[1:]:
         if other.params.get("sigma_mahalanobis") != fp.params.get("sigma_mahalanobis") or \
                 other.params.get("levels") != fp.params.get("levels") or \
                 other.params.get("wavelet") != fp.params.get("wavelet"):
             raise FingerprintMismatchError(f"fingerprints {fp.camera!r} and {other.camera!r} were built with "
                                            f"different parameters: {fp.params} vs {other.params}")
-    # the clip is set outright: None (full frame) is a value here, not "unchanged"
+    # the geometry is set outright: None (full frame) is a value here, not "unchanged"
     return replace(ident.with_params(params, sigma_mahalanobis=fp.params.get("sigma_mahalanobis"),
-                                     levels=fp.params.get("levels"), wavelet=fp.params.get("wavelet")), clip=fp.clip)
+                                     levels=fp.params.get("levels"), wavelet=fp.params.get("wavelet")),
+                   pce_clip=geometry["pce"], mahalanobis_clip=geometry["mahalanobis"])
 
 
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
@@ -113,11 +136,12 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     """
     if params.search_scales is not None:
         methods = ("pce",)
+    # everything is checked before any residual: the store, the geometry, the parameters, the inputs
     if config.decode == "gpu" and (config.cluster or params.search_scales is not None):
         raise CamidError(f"--decode gpu is not available with {'--cluster' if config.cluster else '--search-scales'} "
                          f"(those decode on the CPU); use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
-    params = _resolve_params(store, params, clip_given)
+    params = _resolve_params(store, params, clip_given, methods)
     listing = prepare.disputed_listing(inputs)
     paths = listing.images
     writer = ResultsWriter(results_path, resume)
@@ -162,20 +186,21 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     bk = config.backend_obj()
     # the scale/crop search works on host pixels: there "auto" decodes on the CPU ("gpu" was refused above)
     decoder = decoder_for(config.decode, bk) if params.search_scales is None else None
-    clip_pixels = int(np.prod(params.clip)) if params.clip else int(np.prod(store[0].shape))
+    # the largest frame any method works on bounds a chunk's working set (fingerprints travel per camera chunk)
+    frames = [int(np.prod(fp.shape_of(m))) for fp in store for m in methods if m in fp.methods]
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
-    size = config.chunk or chunk_size(clip_pixels, len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
+    size = config.chunk or chunk_size(max(frames), len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
     state = {"size": size}
     fp_cache: dict = {}
-    source_shape = store[0].source_shape
-    tasks = [(p, params, source_shape, kind, config.limits, decoder is not None) for p in todo]
+    sensor_shapes = sorted({fp.source_shape for fp in store})
+    tasks = [(p, params, sensor_shapes, kind, config.limits, decoder is not None) for p in todo]
     prefetch = max(size + config.workers, 2)
     stager = UploadStager(bk)
 
     def stage(pending):
         if decoder is not None:
-            pending = prepare.decode_on_device(pending, decoder, params, source_shape)
+            pending = prepare.decode_on_device(pending, decoder, params, sensor_shapes)
         pending = [error_entry(x.path, x) if isinstance(x, BaseException) else x for x in pending]
         prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
         return pending, prepared, ident.stage_chunk(stager, prepared)
@@ -219,6 +244,12 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     """
     started = utc_now()
     refs, disputed = prepare.dataset_layout(dataset_dir)
+    # fail early: folders, names and inputs are checked before any fingerprint is computed
+    if params.search_scales is not None and params.pce_clip is not None:
+        raise CamidError(f"the scale/crop search needs full-frame PCE fingerprints; --pce-clip is "
+                         f"{params.pce_clip[0]}x{params.pce_clip[1]}")
+    reference_listing(refs)
+    prepare.disputed_images([disputed])
     fp_dir = os.path.join(out_dir, "fingerprints")
     fp_summary = fingerprint_folder(refs, fp_dir, methods, params, config)
     if not fp_summary["cameras"]:

@@ -2,7 +2,7 @@
 not used listed as skipped with its reason; and file names made safe to print.
 
 Nothing under an input folder vanishes silently: a file is either an image path of the run or a
-:class:`Skipped` entry (hidden, another suffix, a symbolic link to a folder that is not followed, the
+:class:`Skipped` entry (hidden, another suffix, a symbolic link to a folder already searched, the
 same file given twice). Paths are ``str``; a name that is not valid UTF-8 keeps its raw bytes as
 surrogate escapes (``os.fsdecode``), so JSON keeps it losslessly and :func:`printable` shows it.
 """
@@ -46,7 +46,10 @@ def scan_inputs(*paths: str | os.PathLike) -> Listing:
     folder named like an image (``x.jpg/``) is listed as an entry, not walked, so that it is reported
     as an error instead of vanishing from the run. The same file reached twice (given twice, through
     two spellings, a symbolic link or a hard link) is analysed once; the later mentions are skipped
-    with a reason naming the first.
+    with a reason naming the first. Symbolic links to folders are followed, as the named folders
+    themselves are (references and disputed images alike); a real folder is searched once per input
+    (plain subfolders before links), so a link loop ends, and a link to a folder already searched is
+    skipped with that reason.
     """
     listing = Listing()
     seen: dict[Any, str] = {}
@@ -64,8 +67,16 @@ def scan_inputs(*paths: str | os.PathLike) -> Listing:
         if isinstance(p, bytes):
             p = os.fsdecode(p)
         if os.path.isdir(p) and not _looks_like_image(p):
-            for root, dirs, files in os.walk(p, onerror=lambda exc: listing.skipped.append(
+            searched: set[str] = set()
+            for root, dirs, files in os.walk(p, followlinks=True, onerror=lambda exc: listing.skipped.append(
                     Skipped(exc.filename or p, f"folder cannot be listed ({exc.strerror or exc})"))):
+                real = os.path.realpath(root)
+                if real in searched:  # a link to a folder already searched: a loop, or a second way in
+                    listing.skipped.append(Skipped(root, "symbolic link to a folder already searched "
+                                                         f"({printable(real)}); not searched again"))
+                    dirs[:] = []
+                    continue
+                searched.add(real)
                 dirs.sort()
                 walked = []
                 for d in dirs:
@@ -74,13 +85,11 @@ def scan_inputs(*paths: str | os.PathLike) -> Listing:
                         continue  # listed below as an entry
                     if d.startswith("."):
                         listing.skipped.append(Skipped(full, "hidden folder (name starts with '.'); not searched"))
-                    elif os.path.islink(full):
-                        listing.skipped.append(Skipped(full, "symbolic link to a folder; not followed (give its "
-                                                             "target as an input to analyse it)"))
                     else:
                         walked.append(d)
                 names = sorted(files + [d for d in dirs if _looks_like_image(d)])
-                dirs[:] = walked
+                # plain subfolders first: a link into one of them is then the second way in, and skipped
+                dirs[:] = sorted(walked, key=lambda d: os.path.islink(os.path.join(root, d)))
                 for name in names:
                     full = os.path.join(root, name)
                     reason = _skip_reason(name)

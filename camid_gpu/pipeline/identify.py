@@ -25,12 +25,13 @@ from camid_gpu.backend.staging import Upload, UploadStager
 from camid_gpu.config import Params
 from camid_gpu.errors import ImageError
 from camid_gpu.io.decode import ImageInfo
-from camid_gpu.io.geometry import green_channel, to_8bit
-from camid_gpu.pipeline.prepare import KINDS, Prepared, load_reference
-from camid_gpu.pipeline.records import base_record, error_entry, mahalanobis_record, pce_record
+from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
+from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
+from camid_gpu.pipeline.records import base_record, camera_score, error_entry, mahalanobis_record, pce_record
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
 from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
+from camid_gpu.prnu.search import search_scale_crop
 from camid_gpu.store import CameraFingerprint, check_camera_name, software_versions
 
 
@@ -54,7 +55,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     good: list[tuple[Any, ImageInfo]] = []
     decoders: dict[str, dict[str, str]] = {}  # per reference path, when a GPU decoder was asked for
     want = params.refs
-    stream = loaded if loaded is not None else ((p, _try(load_reference, p, params.clip)) for p in paths)
+    stream = loaded if loaded is not None else ((p, _try(load_reference, p)) for p in paths)
     source_shape = None
     for path, result in stream:
         if isinstance(result, BaseException):
@@ -83,20 +84,28 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         errors.append({"path": camera, "error": {"kind": "too-few-references",
                                                  "reason": f"camera {camera!r} has no usable reference images"}})
         return None, errors
+    for method in methods:  # every reference has the first one's size: one check per method
+        clip = params.clip_of(method)
+        if clip is not None and (source_shape[0] < clip[0] or source_shape[1] < clip[1]):
+            errors.append({"path": camera, "error": {"kind": "too-small", "reason":
+                           f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller than "
+                           f"the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)"}})
+            return None, errors
     arrays: dict[str, np.ndarray] = {}
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
         for start in range(0, len(good), batch_size):
-            acc.add(_stack_pixels(bk, [p for p, _ in good[start:start + batch_size]]))
+            acc.add(_stack_pixels(bk, [center_clip(p, params.pce_clip, i.path) for p, i in good[start:start + batch_size]]))
         arrays["k"] = acc.fingerprint()
     if "mahalanobis" in methods:
-        greens = _stack_pixels(bk, [_green_8bit(bk, p) for p, _ in good])
+        greens = _stack_pixels(bk, [_green_8bit(bk, center_clip(p, params.mahalanobis_clip, i.path)) for p, i in good])
         means = bk.to_numpy(maha.fingerprint(bk, greens, params.sigma_mahalanobis, params.levels, params.wavelet,
                                              batch_size=batch_size))
         arrays["mean_i0"], arrays["mean_prnu"] = means[0].astype(np.float32), means[1].astype(np.float32)
+    kept = tuple(m for m in ("pce", "mahalanobis") if m in methods)
     fp = CameraFingerprint(
-        camera=camera, methods=tuple(m for m in ("pce", "mahalanobis") if m in methods), arrays=arrays,
-        clip=params.clip, source_shape=source_shape,
+        camera=camera, methods=kept, arrays=arrays, clips={m: params.clip_of(m) for m in kept},
+        source_shape=source_shape,
         params=dict(params.fingerprint_params(), refs=len(good)),
         references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
                      "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
@@ -120,6 +129,8 @@ def clip_batches(items: Sequence[Prepared]) -> dict[tuple, list[tuple[int, int]]
     batches: dict[tuple, list[tuple[int, int]]] = {}
     for i, item in enumerate(items):
         for r, clip in enumerate(item.clips):
+            if clip is None:  # smaller than the PCE clipping at this rotation
+                continue
             layout = (tuple(clip.shape), str(clip.dtype), isinstance(clip, np.ndarray))
             batches.setdefault(layout, []).append((i, r))
     return dict(sorted(batches.items()))
@@ -149,89 +160,227 @@ def _green_8bit(bk: Backend, clip: Any) -> Any:
     return to_8bit(green_channel(clip)) if isinstance(clip, np.ndarray) else green_channel(clip)
 
 
+def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
+                params: Params) -> tuple[dict[str, list[tuple[int, str]]], dict[str, dict[str, Any]]]:
+    """Which fingerprints of a (mixed) store image ``item`` can be compared with by ``method``, and how.
+
+    Returns ``(matches, refused)``: ``matches[camera]`` lists ``(degrees, relation)`` for every rotation
+    tried (``params.rotations``) at which the image matches the camera's sensor frame (relation
+    ``FULL``), or, for PCE with full-frame fingerprints only, fits inside it (``CROP``; used only when no
+    rotation matches in full); ``refused[camera]`` is the "not comparable" entry: reason, image and
+    fingerprint sizes (rows, columns), rotations tried.
+    """
+    matches: dict[str, list[tuple[int, str]]] = {}
+    refused: dict[str, dict[str, Any]] = {}
+    h, w = item.shape_at(0)
+    for fp in store:
+        tried = rotations_to_try((h, w), fp.source_shape, params.rotations)
+        found, reasons = [], []
+        for degrees in tried:
+            relation, why = match_geometry(item.shape_at(degrees), fp.source_shape, fp.clip_of(method),
+                                           crops=method == "pce")
+            (found.append((degrees, relation)) if relation else reasons.append(why))
+        if found:
+            full = [f for f in found if f[1] == FULL]
+            matches[fp.camera] = full or found
+        else:
+            refused[fp.camera] = {"reason": reasons[0], "image_size": [h, w],
+                                  "fingerprint_size": list(fp.source_shape), "rotations_tried": list(tried)}
+    return matches, refused
+
+
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],
                    params: Params, methods: Sequence[str], fp_device: dict | None = None,
                    uploads: dict[tuple, Upload] | None = None) -> list[dict[str, Any]]:
-    """Score a chunk of prepared disputed images against every fingerprint; one dict per image.
+    """Score a chunk of prepared disputed images against the fingerprints of their geometry; one dict per image.
 
-    ``fp_device``: a cache dict for the fingerprints' device arrays (filled on first use). ``uploads``: the
-    chunk's host clips already on their way to the device (:func:`stage_chunk` on these very ``items``).
+    Each image is scored against every fingerprint it is comparable with (:func:`comparisons`); the others
+    are listed under the method's ``not_comparable``, with no score and no part in the decision.
+    ``fp_device``: a cache dict for the Mahalanobis fingerprints' device arrays (filled on first use); the PCE
+    fingerprints stay on the host and travel one camera chunk at a time (full frames of many cameras).
+    ``uploads``: the chunk's host clips already on their way to the device (:func:`stage_chunk` on these very
+    ``items``).
     """
-    cams = [fp.camera for fp in store]
     cache = fp_device if fp_device is not None else {}
-    if "k" not in cache and "pce" in methods:
-        cache["k"] = bk.asarray(np.stack([fp.k for fp in store]))
-    if "maha" not in cache and "mahalanobis" in methods:
-        cache["maha"] = bk.asarray(np.stack([np.stack([fp.mean_i0, fp.mean_prnu]) for fp in store]))
-    # every (image, rotation) clip in one batch
-    flat = [(i, r) for i, item in enumerate(items) for r in range(len(item.rotations))]
     results = [base_record(item) for item in items]
-    chosen = [0] * len(items)
     if params.search_scales is not None:
         return _search_chunk(bk, store, items, params, results)
-    if "pce" in methods and flat:
-        scores_by_clip = {}
-        for layout, sel in clip_batches(items).items():
-            if uploads is not None and layout in uploads:
-                pixels = pixels_to_device(bk, uploads[layout])
-            else:
-                pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in sel]))
-            res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
-            inten = gray_intensity(bk, pixels)
-            scores = pce_scores(bk, res, inten, cache["k"], params.shift_range)
-            for j, key in enumerate(sel):
-                scores_by_clip[key] = {name: getattr(scores, name)[j] for name in ("pce", "ncc", "log10_p_fa",
-                                                                                     "peak_shift")}
+    by_name = {fp.camera: fp for fp in store}
+    pce_rotation: list[int | None] = [None] * len(items)
+    if "pce" in methods:
+        plans = [comparisons(item, store, "pce", params) for item in items]
+        scored = _pce_full_frames(bk, by_name, items, plans, params, uploads)
         for i, item in enumerate(items):
-            best_r = max(range(len(item.rotations)), key=lambda r: float(np.max(scores_by_clip[(i, r)]["pce"])))
-            chosen[i] = best_r
-            results[i]["pce"] = pce_record(cams, scores_by_clip[(i, best_r)], params.pce_threshold)
-            results[i]["rotation"] = item.rotations[best_r]
-            if len(item.rotations) > 1:
-                results[i]["pce"]["max_pce_by_rotation"] = {
-                    str(item.rotations[r]): float(np.max(scores_by_clip[(i, r)]["pce"]))
-                    for r in range(len(item.rotations))}
+            matches, refused = plans[i]
+            for degrees, cams in _crop_tasks(matches).items():
+                found = search_scale_crop(bk, _host(item.view(degrees)), [(c, by_name[c].k) for c in cams], scales=[1.0],
+                                          sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet)
+                for res in found:
+                    scored[(i, degrees, res.camera)] = {
+                        "pce": res.pce, "ncc": None, "log10_p_fa": res.log10_p_fa, "peak_shift": list(res.offset),
+                        "match": CROP, "offset": list(res.offset), "positions_searched": res.positions_searched}
+            per_camera, by_rotation = {}, {}
+            for cam, found in matches.items():
+                options = [(d, scored[(i, d, cam)]) for d, _ in found]
+                degrees, best = max(options, key=lambda o: o[1]["pce"])
+                for d, s in options:
+                    by_rotation[d] = max(by_rotation.get(d, -math.inf), s["pce"])
+                per_camera[cam] = camera_score(best, degrees, len(options))
+            results[i]["pce"] = pce_record(per_camera, refused, params.pce_threshold)
+            best_cam = results[i]["pce"]["best"]
+            pce_rotation[i] = per_camera[best_cam]["rotation"] if best_cam else None
+            results[i]["rotation"] = pce_rotation[i] if best_cam else 0
+            if len(by_rotation) > 1:
+                results[i]["pce"]["max_pce_by_rotation"] = {str(d): float(v) for d, v in sorted(by_rotation.items())}
     if "mahalanobis" in methods and items:
-        for kind in KINDS:
-            members = [i for i, item in enumerate(items) if item.kind == kind]
-            if not members:
-                continue
-            names = [items[i].path for i in members]
-            clips = _stack_pixels(bk, [_green_8bit(bk, items[i].clips[chosen[i]]) for i in members])
-            i0, prnu = maha.traces(bk, clips, params.sigma_mahalanobis, params.levels, params.wavelet)
-            if kind == "natural" and params.natural_mode == "paper":
-                outcome = maha.classify_images(bk, [to_8bit(items[i].natural_green) for i in members],
-                                               cache["maha"], natural=True, mode="paper", order=PAPER_SCAN_ORDER,
-                                               sigma=params.sigma_mahalanobis, levels=params.levels,
-                                               wavelet=params.wavelet, camera_names=cams, image_names=names)
-            else:
-                outcome = maha.compare_traces(bk, maha.trace_vectors(bk, i0, prnu), cache["maha"],
-                                              natural=kind == "natural", camera_names=cams, image_names=names)
-            summaries = maha.trace_summary(bk, i0, prnu)
-            for d, i in enumerate(members):
-                results[i]["mahalanobis"] = mahalanobis_record(outcome, d)
-                results[i]["mahalanobis"]["trace"] = summaries[d]
+        _mahalanobis_part(bk, store, items, params, results, pce_rotation, cache)
     for i, item in enumerate(items):
-        results[i].setdefault("rotation", item.rotations[chosen[i]])
+        results[i].setdefault("rotation", 0)
     return results
+
+
+def _crop_tasks(matches: dict[str, list[tuple[int, str]]]) -> dict[int, list[str]]:
+    tasks: dict[int, list[str]] = {}
+    for cam, found in matches.items():
+        for degrees, relation in found:
+            if relation == CROP:
+                tasks.setdefault(degrees, []).append(cam)
+    return tasks
+
+
+def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: Sequence[Prepared], plans: list,
+                     params: Params, uploads: dict[tuple, Upload] | None) -> dict[tuple[int, int, str], dict[str, Any]]:
+    """PCE of every (image, rotation, camera) whose sizes match, batched by layout (:func:`clip_batches`, the
+    batches :func:`stage_chunk` uploads): one residual per (image, rotation) clip of the PCE geometry,
+    correlated with the fingerprints of that sensor size, camera chunk by camera chunk."""
+    scored: dict[tuple[int, int, str], dict[str, Any]] = {}
+    match = "full-frame" if params.pce_clip is None else "clip"
+    for layout, sel in clip_batches(items).items():
+        wanted = {(i, items[i].rotations[r], cam) for i, r in sel for cam, found in plans[i][0].items()
+                  if (items[i].rotations[r], FULL) in found}
+        cams = sorted({cam for _, _, cam in wanted})
+        if not cams:  # no fingerprint of this geometry (e.g. a rotation that fits none)
+            continue
+        if uploads is not None and layout in uploads:
+            pixels = pixels_to_device(bk, uploads[layout])
+        else:
+            pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in sel]))
+        res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
+        inten = gray_intensity(bk, pixels)
+        del pixels
+        # host float32 (h, w) each; pce_scores moves one camera chunk at a time to the device
+        scores = pce_scores(bk, res, inten, [by_name[c].k for c in cams], params.shift_range)
+        del res, inten
+        for j, (i, r) in enumerate(sel):
+            d = items[i].rotations[r]
+            for c, cam in enumerate(cams):
+                if (i, d, cam) in wanted:  # a pair of another sensor size in the same batch is dropped
+                    scored[(i, d, cam)] = {"pce": float(scores.pce[j, c]), "ncc": float(scores.ncc[j, c]),
+                                           "log10_p_fa": float(scores.log10_p_fa[j, c]),
+                                           "peak_shift": [int(v) for v in scores.peak_shift[j, c]], "match": match}
+    return scored
+
+
+def _host(pixels: Any) -> np.ndarray:
+    """Host pixels of a view (the scale/crop search works on the host); device arrays are copied back."""
+    return pixels if isinstance(pixels, np.ndarray) else pixels.cpu().numpy()
+
+
+def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
+                      results: list[dict[str, Any]], pce_rotation: list[int | None], cache: dict) -> None:
+    """The Mahalanobis method, per image against the cameras of its sensor size at one rotation (the PCE
+    decision's when it is one of them): its pairwise votes only ever compare cameras of one geometry."""
+    cams_all = [fp.camera for fp in store]
+    plan: dict[tuple, list[int]] = {}
+    chosen: dict[int, int] = {}
+    refused_of: dict[int, dict[str, dict[str, Any]]] = {}
+    for i, item in enumerate(items):
+        matches, refused = comparisons(item, store, "mahalanobis", params)
+        rotations = sorted({d for found in matches.values() for d, _ in found},
+                           key=lambda d: (d != pce_rotation[i], item.rotations.index(d)))
+        if not rotations:
+            refused_of[i] = refused
+            results[i]["mahalanobis"] = {"membership": {}, "associated": [], "tie": False, "not_comparable": refused}
+            continue
+        degrees = rotations[0]
+        members = tuple(c for c in cams_all if any(d == degrees for d, _ in matches.get(c, [])))
+        for cam in cams_all:
+            if cam not in members and cam not in refused:
+                h, w = item.shape_at(0)
+                fp_shape = next(fp.source_shape for fp in store if fp.camera == cam)
+                refused[cam] = {"reason": f"image {h}x{w}, fingerprint {fp_shape[0]}x{fp_shape[1]}: compared at "
+                                          f"another rotation ({degrees} degrees here)", "image_size": [h, w],
+                                "fingerprint_size": list(fp_shape), "rotations_tried": [degrees]}
+        chosen[i], refused_of[i] = degrees, refused
+        plan.setdefault((item.kind, members), []).append(i)
+    for (kind, members), indices in plan.items():
+        key = ("maha", members)
+        if key not in cache:
+            by_name = {fp.camera: fp for fp in store}
+            cache[key] = bk.asarray(np.stack([np.stack([by_name[c].mean_i0, by_name[c].mean_prnu]) for c in members]))
+        names = [items[i].path for i in indices]
+        clips = _stack_pixels(bk, [_green_8bit(bk, items[i].view(chosen[i], params.mahalanobis_clip)) for i in indices])
+        i0, prnu = maha.traces(bk, clips, params.sigma_mahalanobis, params.levels, params.wavelet)
+        if kind == "natural" and params.natural_mode == "paper":
+            outcome = maha.classify_images(bk, [to_8bit(items[i].natural_green) for i in indices], cache[key],
+                                           natural=True, mode="paper", order=PAPER_SCAN_ORDER,
+                                           sigma=params.sigma_mahalanobis, levels=params.levels,
+                                           wavelet=params.wavelet, camera_names=list(members), image_names=names)
+        else:
+            outcome = maha.compare_traces(bk, maha.trace_vectors(bk, i0, prnu), cache[key],
+                                          natural=kind == "natural", camera_names=list(members), image_names=names)
+        summaries = maha.trace_summary(bk, i0, prnu)
+        for d, i in enumerate(indices):
+            results[i]["mahalanobis"] = mahalanobis_record(outcome, d)
+            results[i]["mahalanobis"]["trace"] = summaries[d]
+            results[i]["mahalanobis"]["not_comparable"] = refused_of[i]
+            if "pce" not in results[i]:
+                results[i]["rotation"] = chosen[i]
 
 
 def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
                   results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """PCE with the scale and crop search, per image and rotation tried; the best rotation is kept."""
-    from camid_gpu.prnu.search import scale_grid, search_record, search_scale_crop
+    """PCE with the scale and crop search, per image and rotation tried, against the fingerprints the image
+    fits inside at the largest scale; the best rotation is kept, the other cameras are not comparable."""
+    from camid_gpu.prnu.search import scale_grid, scaled_size, search_record
 
     grid = scale_grid(*params.search_scales)
-    prints = [(fp.camera, fp.k) for fp in store]
+    top = float(np.max(grid))
     for i, item in enumerate(items):
-        best = None
+        best, refused = None, {}
+        h, w = item.shape_at(0)
         for r, degrees in enumerate(item.rotations):
-            found = search_scale_crop(bk, item.clips[r], prints, scales=grid, sigma=params.sigma_query,
+            shape = item.shape_at(degrees)
+            prints = []
+            for fp in store:
+                size = scaled_size(fp.source_shape, top)
+                if shape[0] <= size[0] and shape[1] <= size[1]:
+                    prints.append((fp.camera, fp.k))
+                elif fp.camera not in refused:
+                    refused[fp.camera] = {"reason": f"image {h}x{w}, fingerprint {fp.source_shape[0]}x"
+                                                    f"{fp.source_shape[1]}: larger than the fingerprint at scale {top:g}",
+                                          "image_size": [h, w], "fingerprint_size": list(fp.source_shape),
+                                          "rotations_tried": list(item.rotations)}
+            if not prints:
+                continue
+            found = search_scale_crop(bk, _host(item.view(degrees)), prints, scales=grid, sigma=params.sigma_query,
                                       levels=params.levels, wavelet=params.wavelet)
             record = search_record(found, params.pce_threshold)
             if best is None or (record["best_pce"] or -math.inf) > (best[1]["best_pce"] or -math.inf):
                 best = (degrees, record)
+        if best is None:
+            best = (0, {"method": "pce-scale-crop-search", "threshold": float(params.pce_threshold), "scores": {},
+                        "best": None, "best_pce": None, "decision": None, "above_threshold": []})
+        for cam in [c for c in refused if c in best[1]["scores"]]:
+            del refused[cam]  # comparable at the rotation that won
+        for fp in store:
+            if fp.camera not in best[1]["scores"] and fp.camera not in refused:
+                refused[fp.camera] = {"reason": f"image {h}x{w}, fingerprint {fp.source_shape[0]}x"
+                                                f"{fp.source_shape[1]}: compared at another rotation",
+                                      "image_size": [h, w], "fingerprint_size": list(fp.source_shape),
+                                      "rotations_tried": list(item.rotations)}
         results[i]["rotation"], results[i]["pce"] = best
+        results[i]["pce"]["not_comparable"] = refused
         results[i]["mahalanobis_skipped"] = "the Mahalanobis method has no scale/crop search"
     return results
 
@@ -244,4 +393,4 @@ def with_params(params: Params, **changes: Any) -> Params:
     return replace(params, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["build_fingerprint", "clip_batches", "identify_chunk", "stage_chunk", "with_params"]
+__all__ = ["build_fingerprint", "clip_batches", "comparisons", "identify_chunk", "stage_chunk", "with_params"]

@@ -1,5 +1,7 @@
-"""Host work before the device: reference folders, the dataset layout, and disputed images decoded,
-classified (flat/natural), rotated and clipped (:class:`Prepared`). Pure host work that worker processes run.
+"""Host work before the device: reference folders, the dataset layout, and disputed images decoded and
+classified (flat/natural), with the rotations to try (:class:`Prepared`), and the geometry rule that says
+which fingerprints an image can be compared with (:func:`match_geometry`). Pure host work that worker
+processes run.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from camid_gpu.errors import CamidError, ImageDecodeError, ImageError, ImageTooS
 from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
 from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
 from camid_gpu.io.geometry import center_clip, green_channel
-from camid_gpu.io.listing import Listing, scan_inputs
+from camid_gpu.io.listing import IMAGE_SUFFIXES, Listing, scan_inputs
+from camid_gpu.prnu.search import MIN_SIDE  # the smallest side any comparison (the crop search too) needs
 
 KINDS = ("flat", "natural")
 
@@ -29,7 +32,7 @@ class CameraRefs:
 
 
 def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
-    """(camera, folder) for every subfolder of ``refs_dir`` (sorted)."""
+    """(camera, folder) for every subfolder of ``refs_dir`` (sorted; symbolic links to folders count)."""
     if not os.path.isdir(refs_dir):
         raise CamidError(f"{refs_dir}: reference folder does not exist")
     found = [(name, os.path.join(refs_dir, name)) for name in sorted(os.listdir(refs_dir))
@@ -48,7 +51,7 @@ class EncodedImage:
     limits: InputLimits | None = None  # for the CPU decode, should the GPU fail
 
 
-def load_reference(path: str, clip: tuple[int, int] | None, limits: InputLimits | None = None,
+def load_reference(path: str, clip: tuple[int, int] | None = None, limits: InputLimits | None = None,
                    defer_jpeg: bool = False) -> tuple[Any, ...] | EncodedImage:
     """Decode a reference image and clip it: ``(pixels (h, w[, 3]) uint8/uint16, info)``.
 
@@ -120,11 +123,12 @@ def _device_problem(info: ImageInfo, pixels: Any) -> str | None:
 
 @dataclass
 class Prepared:
-    """A decoded disputed image, rotated and clipped for every rotation to try.
+    """A decoded disputed image and the rotations to try.
 
-    ``clips`` are host arrays, or native device arrays when the GPU decoded the file. A JPEG left for the
-    GPU decoder has ``encoded`` (its bytes), no clips yet, and ``kind`` as requested, until
-    :func:`decode_on_device` finishes it.
+    ``pixels`` is the whole image as stored; ``clips`` are its views for the PCE geometry, one per rotation
+    (None where the turned image is smaller than the PCE clipping). Both are host arrays, or native device
+    arrays when the GPU decoded the file. A JPEG left for the GPU decoder has ``encoded`` (its bytes), no
+    pixels yet, and ``kind`` as requested, until :func:`decode_on_device` finishes it.
     """
 
     path: str
@@ -132,12 +136,51 @@ class Prepared:
     kind: str
     kind_source: str
     rotations: list[int]
-    clips: list[Any]  # per rotation: (h, w[, 3]) pixels
+    clips: list[Any]  # per rotation: (h, w[, 3]) pixels of the PCE geometry, or None
     natural_green: np.ndarray | None = None  # whole-image green plane (paper mode only)
     decoder: str = "cpu"  # which decoder made the pixels: cpu or gpu
     decoder_note: str | None = None  # why the CPU decoded a file when the GPU decoder was asked for
     encoded: bytes | None = None
     limits: InputLimits | None = None  # of the CPU decode, should the GPU decoder fail on ``encoded``
+    pixels: Any = None  # (H, W[, 3]) as stored
+
+    def shape_at(self, degrees: int) -> tuple[int, int]:
+        """(rows, columns) of the image turned by ``degrees`` (counter-clockwise)."""
+        h, w = self.info.height, self.info.width
+        return (w, h) if degrees % 180 else (h, w)
+
+    def view(self, degrees: int, clip: tuple[int, int] | None = None) -> Any:
+        """The pixels turned by ``degrees`` and centre-clipped to ``clip`` (None = whole): a contiguous copy
+        (a host array, or a device array for a GPU-decoded file)."""
+        k = degrees // 90
+        if isinstance(self.pixels, np.ndarray):
+            return np.ascontiguousarray(center_clip(np.rot90(self.pixels, k) if k else self.pixels, clip, self.path))
+        turned = self.pixels.rot90(k, (0, 1)) if k else self.pixels  # a device array (the GPU decoder's)
+        return center_clip(turned, clip, self.path).contiguous()
+
+
+#: how an image relates to a fingerprint's sensor frame (see :func:`match_geometry`)
+FULL, CROP = "full-frame", "crop"
+
+
+def match_geometry(shape: tuple[int, int], sensor: tuple[int, int], clip: tuple[int, int] | None,
+                   crops: bool) -> tuple[str | None, str]:
+    """How an image of ``shape`` (rows, columns, after rotation) compares with a fingerprint of a ``sensor``
+    frame whose method uses ``clip`` (None = full frame): ``(FULL, "")`` when the sizes are equal;
+    ``(CROP, "")`` when ``crops`` (the method searches crop offsets, which needs a full-frame fingerprint)
+    and the image fits inside the frame; else ``(None, reason)``: not comparable, and why.
+    """
+    h, w = shape
+    if tuple(shape) == tuple(sensor):
+        return FULL, ""
+    where = f"image {h}x{w}, fingerprint {sensor[0]}x{sensor[1]}"
+    if h <= sensor[0] and w <= sensor[1]:
+        if crops and clip is None:
+            return CROP, ""
+        if crops:
+            return None, f"{where}: a crop needs a full-frame fingerprint (this one is a {clip[0]}x{clip[1]} clip)"
+        return None, f"{where}: smaller than the sensor frame (a crop), and this method has no crop search"
+    return None, f"{where}: other sensor size"
 
 
 class _HostArrays:
@@ -189,9 +232,11 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
     return [0] if o == fo or o == 0 or fo == 0 else [0, 90, 180, 270]
 
 
-def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int],
+def prepare_disputed(path: str, params: Params, sensor_shapes: Sequence[tuple[int, int]] | tuple[int, int],
                      kind: str = "auto", limits: InputLimits | None = None, defer_jpeg: bool = False) -> Prepared:
-    """Host work for one disputed image: decode, decide the kind, rotate, clip. Raises ImageError.
+    """Host work for one disputed image: decode, decide the kind, list the rotations to try against the
+    fingerprints' sensor frames ``sensor_shapes`` (one (rows, columns) or several), rotate and clip to the
+    PCE geometry. Raises ImageError.
 
     ``defer_jpeg``: a JPEG the GPU decoder takes (:func:`~camid_gpu.io.device_decode.device_unsupported`)
     is only read, hashed, its header parsed and its stream checked; :func:`decode_on_device` decodes it
@@ -210,39 +255,39 @@ def prepare_disputed(path: str, params: Params, fp_source_shape: tuple[int, int]
             else:
                 return Prepared(path, info, kind, "", [], [], encoded=data, limits=limits)
     pixels, info = decode_bytes(path, data, limits=limits)
-    item = _finish(path, info, pixels, params, fp_source_shape, kind, _HostArrays)
+    item = _finish(path, info, pixels, params, sensor_shapes, kind, _HostArrays)
     item.decoder_note = note
     return item
 
 
-def _finish(path: str, info: ImageInfo, pixels: Any, params: Params, fp_source_shape: tuple[int, int], kind: str,
-            ops: Any) -> Prepared:
-    """Decide the kind, rotate and clip decoded pixels (host arrays with ``ops=_HostArrays``, device arrays with
-    the GPU decoder as ``ops``)."""
+def _finish(path: str, info: ImageInfo, pixels: Any, params: Params,
+            sensor_shapes: Sequence[tuple[int, int]] | tuple[int, int], kind: str, ops: Any) -> Prepared:
+    """Decide the kind, list the rotations and clip decoded pixels to the PCE geometry (host arrays with
+    ``ops=_HostArrays``, device arrays with the GPU decoder as ``ops``)."""
+    if min(info.height, info.width) < MIN_SIDE:  # too small for any residual, whatever the fingerprints
+        raise ImageTooSmallError(path, f"image is {info.height}x{info.width} (rows x columns, as stored), smaller "
+                                       f"than the {MIN_SIDE}x{MIN_SIDE} that any comparison needs")
     green = green_channel(pixels)
     if kind == "auto":
         kind, source = guess_kind(path, green, ops.block_means)
     else:
         source = "given"
-    rotations, clips = [], []
-    tried = rotations_to_try((info.height, info.width), fp_source_shape, params.rotations)
-    for degrees in tried:
+    if len(sensor_shapes) == 2 and all(isinstance(v, (int, np.integer)) for v in sensor_shapes):
+        sensor_shapes = [sensor_shapes]  # type: ignore[list-item]
+    wanted = {d for s in sensor_shapes for d in rotations_to_try((info.height, info.width), s, params.rotations)}
+    rotations = [d for d in (0, 90, 180, 270) if d in wanted]
+    clips = []
+    for degrees in rotations:
         try:
-            clips.append(ops.contiguous(center_clip(ops.rot90(pixels, degrees // 90), params.clip, path)))
-            rotations.append(degrees)
-        except ImageError:
-            continue
-    if not clips:  # the size as stored in the file, not as turned by the last rotation tried
-        ch, cw = params.clip  # type: ignore[misc]
-        raise ImageTooSmallError(path, f"image is {info.height}x{info.width} (rows x columns, as stored), smaller "
-                                       f"than the {ch}x{cw} clipping (rotations tried: "
-                                       f"{', '.join(map(str, tried))} degrees)")
+            clips.append(ops.contiguous(center_clip(ops.rot90(pixels, degrees // 90), params.pce_clip, path)))
+        except ImageError:  # smaller than the PCE clipping when turned so: comparable with no fingerprint there
+            clips.append(None)
     natural = ops.to_host(green) if (kind == "natural" and params.natural_mode == "paper") else None
-    return Prepared(path, info, kind, source, rotations, clips, natural)
+    return Prepared(path, info, kind, source, rotations, clips, natural, pixels=pixels)
 
 
 def decode_on_device(pending: Sequence[Any], decoder: DeviceJpegDecoder, params: Params,
-                     fp_source_shape: tuple[int, int]) -> list[Any]:
+                     sensor_shapes: Sequence[tuple[int, int]] | tuple[int, int]) -> list[Any]:
     """Finish the deferred JPEGs among ``pending`` (Prepared items and error entries, in input order): one
     batched GPU decode, then kind, rotations and clips on the device.
 
@@ -257,11 +302,11 @@ def decode_on_device(pending: Sequence[Any], decoder: DeviceJpegDecoder, params:
         note = _device_problem(item.info, pixels)
         try:
             if note is None:
-                done = _finish(item.path, item.info, pixels, params, fp_source_shape, item.kind, decoder)
+                done = _finish(item.path, item.info, pixels, params, sensor_shapes, item.kind, decoder)
                 done.decoder = "gpu"
             else:
                 host, info = decode_bytes(item.path, item.encoded, limits=item.limits)
-                done = _finish(item.path, info, host, params, fp_source_shape, item.kind, _HostArrays)
+                done = _finish(item.path, info, host, params, sensor_shapes, item.kind, _HostArrays)
                 done.decoder_note = note
         except ImageError as exc:
             out[i] = exc
@@ -287,7 +332,13 @@ def dataset_layout(dataset_dir: str) -> tuple[str, str]:
 
 
 def disputed_listing(paths: Sequence[str]) -> Listing:
-    """The disputed images under ``paths`` and the files skipped there (with reasons); at least one image."""
+    """The disputed images under ``paths`` (files and folders, links followed) and the files skipped there
+    (with reasons); at least one image. A missing path without an image suffix (a folder, surely) fails
+    here, before any work; a missing image file gets its own error record later."""
+    for p in paths:
+        p = os.fsdecode(os.fspath(p))
+        if not os.path.exists(p) and not p.lower().endswith(IMAGE_SUFFIXES):
+            raise CamidError(f"{p}: disputed-image folder does not exist")
     listing = scan_inputs(*paths)
     if not listing.images:
         raise CamidError(f"no images found in {', '.join(map(str, paths))}"

@@ -9,7 +9,7 @@ camera is known from the folder (``camid evaluate``). Scores are rounded by ``js
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional, Sequence, TypedDict
+from typing import TYPE_CHECKING, Any, Optional, TypedDict
 
 import numpy as np
 
@@ -26,16 +26,28 @@ class ErrorInfo(TypedDict):
     reason: str  # a sentence naming what is wrong
 
 
-class CameraScore(TypedDict):
+class CameraScore(TypedDict, total=False):
     pce: Optional[float]
-    ncc: Optional[float]
-    log10_p_fa: Optional[float]
-    peak_shift: list[int]  # [rows, columns]
+    ncc: Optional[float]                # None for a crop (the search reports PCE and P_FA)
+    log10_p_fa: Optional[float]         # counts every shift (and rotation) searched
+    peak_shift: list[int]               # [rows, columns]
+    match: str                          # full-frame, clip (both methods' centre clipping) or crop
+    rotation: int                       # degrees, counter-clockwise, of this camera's best PCE
+    offset: list[int]                   # crop only: [rows, columns] of the image's corner in the frame
+    positions_searched: int             # crop only: admissible offsets searched
+
+
+class NotComparable(TypedDict):
+    reason: str                         # e.g. "image 512x384, fingerprint 384x512: other sensor size"
+    image_size: list[int]               # [rows, columns] as stored
+    fingerprint_size: list[int]         # the fingerprint's sensor frame [rows, columns]
+    rotations_tried: list[int]
 
 
 class PCERecord(TypedDict, total=False):
-    scores: dict[str, CameraScore]      # per camera
-    best: str
+    scores: dict[str, CameraScore]      # per comparable camera
+    not_comparable: dict[str, NotComparable]  # per camera of another geometry: no score, no part in the decision
+    best: Optional[str]                 # None when no camera is comparable
     best_pce: Optional[float]
     decision: Optional[str]             # the best camera above the threshold, else None
     above_threshold: list[str]          # by decreasing PCE
@@ -52,6 +64,7 @@ class MahalanobisRecord(TypedDict, total=False):
     selected_pixels: dict[str, int]
     diagnostics: dict[str, Any]
     trace: dict[str, Any]               # the disputed trace's mean, covariance, I0 histogram
+    not_comparable: dict[str, NotComparable]  # cameras left out of the votes (other geometry)
 
 
 class ImageRecord(TypedDict, total=False):
@@ -110,15 +123,30 @@ def base_record(item: Prepared) -> dict[str, Any]:
             **({"decoder_note": item.decoder_note} if item.decoder_note else {})}
 
 
-def pce_record(cameras: Sequence[str], scores: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
-    """JSON-ready PCE result of one image: per-camera statistics and the decision."""
-    per_camera = {}
-    for c, cam in enumerate(cameras):
-        per_camera[cam] = {"pce": json_number(scores["pce"][c]), "ncc": json_number(scores["ncc"][c]),
-                           "log10_p_fa": json_number(scores["log10_p_fa"][c]),
-                           "peak_shift": [int(v) for v in scores["peak_shift"][c]]}
-    order = np.argsort(-np.asarray(scores["pce"]), kind="stable")
-    best = cameras[int(order[0])]
-    above = [cameras[int(c)] for c in order if scores["pce"][int(c)] > threshold]
-    return {"scores": per_camera, "best": best, "best_pce": json_number(scores["pce"][int(order[0])]),
+def camera_score(found: dict[str, Any], rotation: int, rotations: int) -> dict[str, Any]:
+    """JSON-ready score of one camera at its best rotation. With ``rotations`` > 1 tried, the false-alarm
+    probability is bounded by the union over them (``rotations`` times the one-rotation value, at most 1)."""
+    log_pfa = found["log10_p_fa"]
+    if rotations > 1 and log_pfa is not None and np.isfinite(log_pfa):
+        log_pfa = min(0.0, float(log_pfa) + float(np.log10(rotations)))
+    out = {"pce": json_number(found["pce"]), "ncc": json_number(found["ncc"]) if found["ncc"] is not None else None,
+           "log10_p_fa": json_number(log_pfa), "peak_shift": [int(v) for v in found["peak_shift"]],
+           "match": found["match"], "rotation": int(rotation)}
+    if "offset" in found:
+        out["offset"] = [int(v) for v in found["offset"]]
+        out["positions_searched"] = int(found["positions_searched"])
+    return out
+
+
+def pce_record(scores: dict[str, dict[str, Any]], not_comparable: dict[str, dict[str, Any]],
+               threshold: float) -> dict[str, Any]:
+    """JSON-ready PCE result of one image: the comparable cameras' scores (:func:`camera_score`, in store
+    order), the cameras that are not comparable (no score, no part in the decision) and the decision."""
+    cams = list(scores)
+    values = np.array([scores[c]["pce"] if scores[c]["pce"] is not None else -np.inf for c in cams])
+    order = np.argsort(-values, kind="stable")
+    above = [cams[int(c)] for c in order if values[int(c)] > threshold]
+    best = cams[int(order[0])] if cams else None
+    return {"scores": scores, "not_comparable": dict(sorted(not_comparable.items())), "best": best,
+            "best_pce": scores[best]["pce"] if best else None,
             "decision": above[0] if above else None, "above_threshold": above, "threshold": threshold}

@@ -121,17 +121,22 @@ def pce_scores(bk: Backend, residuals: Array, intensities: Array, fingerprints: 
 
     residuals : (N, H, W) Wiener-filtered residuals of the disputed images (0..255 units).
     intensities : (N, H, W) gray intensity of the same images on the 0..255 scale.
-    fingerprints : (C, H, W) fingerprints K (dimensionless).
+    fingerprints : (C, H, W) fingerprints K (dimensionless): a device array, or a host array or a list of C
+        host (H, W) arrays, moved to the device one camera chunk at a time (so C full-frame fingerprints
+        never sit there together, and a list is never stacked whole).
     camera_chunk : fingerprints correlated per step (bounds device memory to ~N * chunk planes).
     """
     n, h, w = residuals.shape
-    c = fingerprints.shape[0]
-    if intensities.shape != residuals.shape or fingerprints.shape[1:] != (h, w):
+    c = len(fingerprints)
+    k_shapes = {tuple(k.shape) for k in fingerprints} if isinstance(fingerprints, (list, tuple)) \
+        else {tuple(fingerprints.shape[1:])}
+    if intensities.shape != residuals.shape or k_shapes != {(h, w)}:
         raise ValueError(f"shape mismatch: residuals {tuple(residuals.shape)}, intensities "
-                         f"{tuple(intensities.shape)}, fingerprints {tuple(fingerprints.shape)}")
+                         f"{tuple(intensities.shape)}, fingerprints {sorted(k_shapes)} (C = {c})")
     parts = []
     for start in range(0, c, camera_chunk):
-        k = fingerprints[start:start + camera_chunk]
+        part = fingerprints[start:start + camera_chunk]
+        k = bk.asarray(np.stack(part) if isinstance(part, (list, tuple)) else part)
         templates = intensities[:, None] * k[None]  # (N, c, H, W)
         corr = crosscorr(bk, residuals[:, None], templates)
         stats = pce(bk, corr, shift_range)

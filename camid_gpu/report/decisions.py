@@ -13,6 +13,9 @@ def _pce_cells(r: dict[str, Any]) -> list[str]:
         return [NONE, NONE, NONE]
     decision = pce.get("decision")
     best, best_pce = pce.get("best"), pce.get("best_pce")
+    if not pce.get("scores") and pce.get("not_comparable"):
+        return ['<span class="bad">not comparable</span> <span class="muted">(no fingerprint of this geometry)</span>',
+                NONE, NONE]
     if decision:
         dec = f"<b>{esc(decision)}</b>"
         above = [c for c in pce.get("above_threshold") or [] if c != decision]
@@ -32,6 +35,8 @@ def maha_cell(r: dict[str, Any]) -> str:
         return NONE
     assoc = [str(c) for c in maha.get("associated") or []]
     member = maha.get("membership") if isinstance(maha.get("membership"), dict) else {}
+    if not assoc and not member and maha.get("not_comparable"):
+        return '<span class="bad">not comparable</span>'
     if not assoc:
         return '<span class="muted">none</span>'
     text = ", ".join(f"{esc(c)} {pct(member.get(c))}" for c in assoc)

@@ -180,13 +180,16 @@ def _fingerprints_dir(run_dir: str, manifest: dict[str, Any] | None, given: str 
 
 
 def _cameras(records, evaluation, store, manifest) -> list[str]:
+    # a mixed store scores each image against some cameras only: the union, scored or not comparable
+    found: dict[str, None] = {}
     for r in records:
-        scores = (r.get("pce") or {}).get("scores") if isinstance(r.get("pce"), dict) else None
-        if isinstance(scores, dict) and scores:
-            return [str(c) for c in scores]
-        maha = r.get("mahalanobis")
-        if isinstance(maha, dict) and isinstance(maha.get("membership"), dict) and maha["membership"]:
-            return [str(c) for c in maha["membership"]]
+        for method, key in (("pce", "scores"), ("pce", "not_comparable"), ("mahalanobis", "membership"),
+                            ("mahalanobis", "not_comparable")):
+            part = r.get(method) if isinstance(r.get(method), dict) else {}
+            if isinstance(part.get(key), dict):
+                found.update((str(c), None) for c in part[key])
+    if found:
+        return sorted(found) if store is None else [fp.camera for fp in store if fp.camera in found] or sorted(found)
     if evaluation and isinstance(evaluation.get("cameras"), list):
         return [str(c) for c in evaluation["cameras"]]
     if store:

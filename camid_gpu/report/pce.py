@@ -116,15 +116,21 @@ def _pce_heatmaps(run: Run, items: list[tuple[int, dict[str, Any]]]) -> list[str
 
 def _pce_detail(run: Run, i: int, r: dict[str, Any]) -> str:
     scores = dig(r, "pce", "scores", default={})
+    refused = dig(r, "pce", "not_comparable", default={}) or {}
     thr = run.threshold
     rows = []
     for c in run.cameras:
+        if c in refused and c not in scores:  # another geometry: no score, which is not "below threshold"
+            reason = dig(refused, c, "reason", default="")
+            rows.append([esc(c), f'<td colspan="4"><span class="bad">not comparable</span>: {esc(reason)}</td>'])
+            continue
         s = dig(scores, c, default={})
         above = is_num(s.get("pce")) and s["pce"] > thr
         rows.append([esc(c) + (" (decision)" if c == dig(r, "pce", "decision") else ""),
                      f'<td class="num">{"<b>" if above else ""}{num(s.get("pce"))}{"</b>" if above else ""}</td>',
                      f'<td class="num">{num(s.get("ncc"))}</td>', f'<td class="num">{num(s.get("log10_p_fa"))}</td>',
-                     esc(s.get("peak_shift", NONE))])
+                     esc(s.get("peak_shift", NONE)) + (f' <span class="muted">(crop offset, {esc(s.get("positions_searched"))} '
+                                                      f'offsets searched)</span>' if "offset" in s else "")])
     exif = r.get("exif") if isinstance(r.get("exif"), dict) else {}
     meta = [("SHA-256", f'<span class="mono">{esc(r.get("sha256") or NONE)}</span>'),
             ("file", f'{esc(r.get("format") or NONE)}, {num(r.get("file_size"))} bytes, '
@@ -157,7 +163,9 @@ def section(run: Run, mpl) -> str:
                    f"linear for |PCE| &lt; {PCE_LINTHRESH:g} (noise; PCE can be negative), logarithmic above. The "
                    f"dashed red line is the decision threshold ({run.threshold:g}); blue bars exceed it. "
                    f"{'A black outline marks the true camera. ' if run.has_truth else ''}"
-                   f"Image numbers (#) are those of the decision table.</p>")
+                   f"Image numbers (#) are those of the decision table. A fingerprint of another geometry (sensor "
+                   f"size) than the image is <b>not comparable</b>: it has no bar or cell (blank), which is not the "
+                   f"same as a score below the threshold; the per-image tables give the reason.</p>")
         with_pce = [(i, r) for i, r in ok if isinstance(r.get("pce"), dict)]
         if len(with_pce) <= MAX_IMAGE_CHARTS:
             figs = [f'<figure>{_pce_bar_figure(run, i, r)}<figcaption>{img_label(i)} '

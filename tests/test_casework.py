@@ -1,0 +1,183 @@
+"""Issue 10's acceptance: casework with cameras of three sensor sizes (one portrait), twins, JPEG q90 and
+full-frame fingerprints from 10 references, in one store; crops found by offset; early failure; symlinks.
+
+The synthetic sensors are small (about 0.2 MP) so the default suite stays quick; their PRNU is set to 2 %
+(natural scenes a little brighter than the default) so that a 0.2 MP frame carries about as much PRNU
+evidence as a few-megapixel real one: genuine natural images measured PCE 124-258, unrelated cameras <= 6.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from camid_gpu.cli import main
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.datasets.synthetic import SensorModel, make_dataset
+from camid_gpu.engine.runner import evaluate_dataset, identify_files
+from camid_gpu.engine.scheduler import read_results
+from camid_gpu.errors import CamidError, FingerprintError
+from camid_gpu.evaluate import NOT_COMPARABLE_LABEL, format_report
+
+#: sensor sizes (rows, columns): landscape, portrait, wide
+SENSORS = {"A": (384, 512), "P": (512, 384), "W": (320, 576)}
+SENSOR = SensorModel(prnu_std=0.02, natural_level_range=(0.2, 0.4))
+PARAMS = Params(refs=10, mahalanobis_clip=(256, 256))  # PCE: the default full frame
+CROP = (64, 96, 288, 352)  # top, left, rows, columns of the crop of a natural image of A-C01
+
+
+@pytest.fixture(scope="module")
+def casework(tmp_path_factory):
+    """Three synthetic datasets (two twin cameras each) joined into one case through symbolic links."""
+    root = tmp_path_factory.mktemp("casework")
+    for i, (tag, (h, w)) in enumerate(SENSORS.items()):
+        make_dataset(root / f"src{tag}", cameras=2, per_model=2, refs=10, disputed_flat=2, disputed_natural=3,
+                     height=h, width=w, jpeg_quality=90, seed=11 + i, sensor=SENSOR)
+        for part in ("refs", "disputed"):
+            (root / "case" / part).mkdir(parents=True, exist_ok=True)
+            for cam in ("C01", "C02"):  # folders reached through links, for references and disputed images alike
+                os.symlink(root / f"src{tag}" / part / cam, root / "case" / part / f"{tag}-{cam}")
+    summary = evaluate_dataset(str(root / "case"), str(root / "run"), ("pce", "mahalanobis"), PARAMS,
+                               RunConfig(backend="numpy", progress=False))
+    return root, summary, read_results(str(root / "run" / "results.jsonl"))
+
+
+def _sensor_of(camera: str) -> tuple[int, int]:
+    return SENSORS[camera.split("-")[0]]
+
+
+def test_every_image_is_scored_only_against_its_geometry(casework):
+    _, summary, records = casework
+    assert len(records) == 30 and not summary["images_with_errors"] and not summary["fingerprint_errors"]
+    cameras = {f"{t}-{c}" for t in SENSORS for c in ("C01", "C02")}
+    for r in records:
+        shape = tuple(r["size"])
+        comparable = {c for c in cameras if _sensor_of(c) in (shape, shape[::-1])}
+        assert set(r["pce"]["scores"]) == comparable
+        assert set(r["pce"]["not_comparable"]) == cameras - comparable
+        for cam, entry in r["pce"]["not_comparable"].items():
+            assert entry["image_size"] == list(shape) and entry["fingerprint_size"] == list(_sensor_of(cam))
+            assert "other sensor size" in entry["reason"]
+        for cam, s in r["pce"]["scores"].items():
+            assert s["match"] == "full-frame"
+            assert s["rotation"] in ((0,) if _sensor_of(cam) == shape else (90, 270))
+        # the Mahalanobis votes compare cameras of the image's own geometry only
+        assert set(r["mahalanobis"]["membership"]) == {c for c in cameras if _sensor_of(c) == shape}
+        assert r["truth"] in r["pce"]["scores"] and r["truth"] in r["mahalanobis"]["membership"]
+
+
+def test_decisions_flats_naturals_and_no_false_accusation(casework):
+    _, summary, records = casework
+    per_kind = summary["pce"]["per_kind"]
+    assert per_kind["flat"]["count"] == 12 and per_kind["flat"]["accuracy"] == 1.0
+    assert per_kind["natural"]["count"] == 18 and per_kind["natural"]["accuracy"] >= 0.95
+    impostor = [s["pce"] for r in records for cam, s in r["pce"]["scores"].items() if cam != r["truth"]]
+    assert len(impostor) == 20 * 3 + 10 * 1 and max(impostor) < 60 / 4  # (A and P are 90 degrees apart); measured <= 6
+    genuine = [r["pce"]["scores"][r["truth"]]["pce"] for r in records]
+    assert min(genuine) > 60 * 1.5  # measured 124: a comfortable margin over the threshold
+
+
+def test_not_comparable_is_distinct_in_tables_and_csv(casework, tmp_path):
+    root, summary, _ = casework
+    assert summary["pce"]["not_comparable"] == {"pairs": 80, "own_camera_pairs": 0,
+                                                "images_with_no_comparable_camera": 0}
+    text = format_report(summary)
+    assert "not comparable (other geometry; no score, not below threshold): 80 image-camera pairs" in text
+    assert "n/c" in text and NOT_COMPARABLE_LABEL in summary["pce"]["confusion"]["columns"]
+    csv_path = tmp_path / "run.csv"
+    code = main(["identify", str(root / "run" / "fingerprints"), str(root / "case" / "disputed" / "P-C01"),
+                 "-o", str(tmp_path / "run"), "--csv", str(csv_path), "--backend", "numpy", "--quiet"])
+    assert code == 0
+    import csv
+
+    with csv_path.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 5 * 6
+    nc = [r for r in rows if r["pce_status"] == "not comparable"]
+    assert len(nc) == 5 * 2 and all(r["pce"] == "" and "other sensor size" in r["not_comparable_reason"] for r in nc)
+    assert {r["pce_status"] for r in rows} == {"scored", "not comparable"}
+
+
+def test_crop_is_found_at_its_true_offset(casework, tmp_path):
+    root, _, _ = casework
+    top, left, h, w = CROP
+    pixels = np.asarray(Image.open(root / "srcA" / "disputed" / "C01" / "natural_001.jpg"))
+    Image.fromarray(pixels[top:top + h, left:left + w]).save(tmp_path / "crop.png")
+    results = tmp_path / "r.jsonl"
+    identify_files(str(root / "run" / "fingerprints"), [str(tmp_path / "crop.png")], str(results), ("pce",),
+                   Params(), RunConfig(backend="numpy", progress=False))
+    (r,) = read_results(str(results))
+    own = r["pce"]["scores"]["A-C01"]
+    assert r["pce"]["decision"] == "A-C01" and own["match"] == "crop" and own["offset"] == [top, left]
+    assert own["positions_searched"] == (384 - h + 1) * (512 - w + 1)
+    others = [s["pce"] for cam, s in r["pce"]["scores"].items() if cam != "A-C01"]
+    assert others and max(others) < 60  # every other camera the crop fits in was searched too, and stays low
+
+
+def test_early_failure_before_any_residual(casework, tmp_path, monkeypatch):
+    """A bad store, a missing folder or a bad parameter fails before any residual is computed."""
+    root, _, _ = casework
+    import sys
+
+    import camid_gpu.mahalanobis.traces  # noqa: F401  (every module that holds the denoiser is loaded)
+    import camid_gpu.prnu.fingerprint  # noqa: F401
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a residual was computed before the error")
+
+    # noise_extract is the wavelet denoiser under every residual (PCE, fingerprints, Mahalanobis traces)
+    holders = [m for name, m in list(sys.modules.items()) if name.startswith("camid_gpu") and
+               getattr(m, "noise_extract", None) is not None]
+    assert len(holders) >= 3
+    for module in holders:
+        monkeypatch.setattr(module, "noise_extract", forbidden)
+    fp_dir = str(root / "run" / "fingerprints")
+    with pytest.raises(CamidError, match="nothing: disputed-image folder does not exist"):
+        identify_files(fp_dir, [str(tmp_path / "nothing")], str(tmp_path / "a.jsonl"), ("pce",), Params(),
+                       RunConfig(backend="numpy"))
+    bad_store = tmp_path / "store"
+    bad_store.mkdir()
+    (bad_store / "X.json").write_text("{not json")
+    with pytest.raises(FingerprintError, match="X.json: cannot read fingerprint metadata"):
+        identify_files(str(bad_store), [str(root / "case" / "disputed")], str(tmp_path / "b.jsonl"), ("pce",),
+                       Params(), RunConfig(backend="numpy"))
+    with pytest.raises(CamidError, match="needs full-frame"):
+        evaluate_dataset(str(root / "case"), str(tmp_path / "e"), ("pce",),
+                         Params(pce_clip=(128, 128), search_scales=(0.5, 1.0, 0.1)), RunConfig(backend="numpy"))
+    empty = tmp_path / "empty_case"
+    (empty / "refs" / "C01").mkdir(parents=True)
+    (empty / "disputed").mkdir()
+    with pytest.raises(CamidError, match="no images found"):  # before the references are fingerprinted
+        evaluate_dataset(str(empty), str(tmp_path / "f"), ("pce",), PARAMS, RunConfig(backend="numpy"))
+    assert main(["identify", fp_dir, str(root / "case" / "disputed"), "-o", str(tmp_path / "g"),
+                 "--pce-clip", "8x8"]) == 1  # a bad parameter: refused by the parser's check, no work done
+    assert not (tmp_path / "g" / "results.jsonl").exists()
+
+
+def test_symlink_loops_end(tmp_path):
+    from camid_gpu.io.listing import list_images
+
+    real = tmp_path / "real" / "sub"
+    real.mkdir(parents=True)
+    Image.new("RGB", (20, 20)).save(tmp_path / "real" / "a.png")
+    Image.new("RGB", (20, 20)).save(real / "b.png")
+    (tmp_path / "top").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "top" / "cam")
+    os.symlink(tmp_path / "top", real / "loop")  # top/cam/sub/loop -> top: a loop
+    found = list_images(tmp_path / "top")
+    assert [os.path.relpath(p, tmp_path) for p in found] == ["top/cam/a.png", "top/cam/sub/b.png"]
+
+
+def test_html_report_shows_not_comparable_apart_from_below_threshold(casework, tmp_path):
+    pytest.importorskip("matplotlib")
+    from camid_gpu.report import write_report
+
+    root, _, _ = casework
+    html = (tmp_path / "r.html")
+    write_report(root / "run", html)
+    text = html.read_text(encoding="utf-8")
+    assert ('<span class="bad">not comparable</span>: image 384x512, fingerprint 320x576: other sensor size'
+            in text)
+    assert "which is not the same as a score below the threshold" in text
