@@ -190,9 +190,7 @@ def check_resume_params(run_dir: str, params: ClusterParams, resume: bool, preci
             return  # ResultsWriter refuses this case with its own message
         raise CamidError(f"{path} is missing: the residuals in {run_dir} were made with unknown parameters and "
                          f"cannot be resumed; start a new run folder")
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(shaping, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    write_json(path, shaping)  # atomic: an interrupted write never leaves a damaged file
 
 
 def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig,
