@@ -87,6 +87,13 @@ KIND_CHOICES = ("auto", "flat", "natural")
 DECODE_CHOICES = ("auto", "cpu", "gpu")
 
 
+def check_sigma(name: str, value: float) -> None:
+    """A denoiser noise std on the 0..255 scale: finite, positive, at most the scale (inf gave NaN residuals,
+    1e300 an OverflowError)."""
+    if not 0 < value <= 255:  # also refuses NaN
+        raise ValueError(f"{name} must lie in (0, 255] (gray levels of the 0..255 scale), got {value!r}")
+
+
 @dataclass(frozen=True)
 class Params:
     """Every parameter that shapes a result. Defaults follow the two source methods.
@@ -147,8 +154,7 @@ class Params:
         if self.refs is not None and self.refs < 1:
             raise ValueError(f"refs must be >= 1, got {self.refs}")
         for name in ("sigma_fingerprint", "sigma_query", "sigma_mahalanobis"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+            check_sigma(name, getattr(self, name))
 
     def clip_of(self, method: str) -> tuple[int, int] | None:
         """The geometry of ``method`` ("pce" or "mahalanobis"): a centre clipping, or None = full frame."""
@@ -232,8 +238,7 @@ class ClusterParams:
             raise ValueError(f"region must be 'full' or at least {CLUSTER_MIN_REGION}, got {self.region}")
         if not 0.0 < self.pfa < 1.0:
             raise ValueError(f"pfa must lie in (0, 1), got {self.pfa!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
+        check_sigma("sigma", self.sigma)
         if self.precision not in GRAM_PRECISIONS:
             raise ValueError(f"precision must be one of {GRAM_PRECISIONS}, got {self.precision!r}")
 

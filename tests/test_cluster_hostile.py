@@ -11,7 +11,7 @@ import pytest
 
 from camid_gpu.cli import main
 from camid_gpu.cluster import ClusterParams, cluster_images
-from camid_gpu.config import InputLimits, RunConfig
+from camid_gpu.config import InputLimits, Params, RunConfig
 
 PIL = pytest.importorskip("PIL.Image")
 CONFIG = RunConfig(backend="numpy", progress=False)
@@ -168,3 +168,13 @@ def test_float16_gram_without_cuda_is_refused_before_any_work(folder, tmp_path):
     with pytest.raises(ValueError, match="CUDA"):
         cluster_images([str(folder)], str(run), ClusterParams(region=64, precision="float16"), CONFIG)
     assert not run.exists()
+
+
+@pytest.mark.parametrize("sigma", ["inf", "nan", "1e300", "0", "-1"])
+def test_sigma_out_of_range_is_a_clear_error(folder, tmp_path, capsys, sigma):
+    # inf made NaN residuals and a JSON error; 1e300 an OverflowError traceback; the same for identify's sigmas
+    assert main(["cluster", str(folder), "-o", str(tmp_path / "run"), "--region", "64", "--backend", "numpy",
+                 "--sigma", sigma]) != 0
+    assert "sigma must lie in (0, 255]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="sigma_query must lie"):
+        Params(sigma_query=float(sigma))
