@@ -178,3 +178,10 @@ def test_sigma_out_of_range_is_a_clear_error(folder, tmp_path, capsys, sigma):
     assert "sigma must lie in (0, 255]" in capsys.readouterr().err
     with pytest.raises(ValueError, match="sigma_query must lie"):
         Params(sigma_query=float(sigma))
+
+
+def test_residual_command_refuses_an_infinite_sigma(folder, tmp_path, capsys):
+    assert main(["residual", str(folder / "n0.png"), "-o", str(tmp_path / "res"), "--backend", "numpy",
+                 "--sigma", "inf"]) != 0
+    assert "--sigma must lie in (0, 255]" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()

@@ -133,6 +133,7 @@ def cmd_residual(args) -> int:
         h, w = record["shape"]
         print(f"{printable(record['path'])} -> {printable(record['output'])}  ({h}x{w}, std {record['std']:.3f})")
 
+    cfg.check_sigma("--sigma", args.sigma)  # inf wrote NaN residual files with exit 0
     skipped: list = []
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
