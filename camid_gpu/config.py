@@ -155,6 +155,8 @@ class Params:
             raise ValueError(f"refs must be >= 1, got {self.refs}")
         for name in ("sigma_fingerprint", "sigma_query", "sigma_mahalanobis"):
             check_sigma(name, getattr(self, name))
+        if not 0 < self.pce_threshold < float("inf"):  # NaN or inf decided "none" for all, <= 0 accused by chance
+            raise ValueError(f"pce_threshold must be a positive finite number, got {self.pce_threshold!r}")
 
     def clip_of(self, method: str) -> tuple[int, int] | None:
         """The geometry of ``method`` ("pce" or "mahalanobis"): a centre clipping, or None = full frame."""

@@ -185,3 +185,10 @@ def test_residual_command_refuses_an_infinite_sigma(folder, tmp_path, capsys):
                  "--sigma", "inf"]) != 0
     assert "--sigma must lie in (0, 255]" in capsys.readouterr().err
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -5.0])
+def test_pce_threshold_must_be_positive_and_finite(value):
+    # NaN or inf made every decision "none" (no PCE exceeds it); <= 0 names a camera for chance correlations
+    with pytest.raises(ValueError, match="pce_threshold"):
+        Params(pce_threshold=value)
