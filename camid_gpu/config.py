@@ -87,6 +87,10 @@ KIND_CHOICES = ("auto", "flat", "natural")
 DECODE_CHOICES = ("auto", "cpu", "gpu")
 
 
+#: smallest memory budget accepted (--max-host-memory, --max-gpu-memory), bytes
+MIN_MEMORY_BUDGET = 1 << 20
+
+
 def check_sigma(name: str, value: float) -> None:
     """A denoiser noise std on the 0..255 scale: finite, positive, at most the scale (inf gave NaN residuals,
     1e300 an OverflowError)."""
@@ -270,6 +274,11 @@ class RunConfig:
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        for name in ("max_host_memory", "max_gpu_memory"):
+            value = getattr(self, name)
+            if value is not None and value < MIN_MEMORY_BUDGET:  # under it, chunk sizing had no budget left
+                raise ValueError(f"{name.replace('_', '-')} must be at least {MIN_MEMORY_BUDGET >> 20}M, "
+                                 f"got {value} bytes")
         if self.precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
 
@@ -342,8 +351,9 @@ def parse_bytes(text: str | int | None) -> int | None:
     s = str(text).strip().upper().replace("IB", "").rstrip("B")
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     try:
-        if s and s[-1] in scale:
-            return int(float(s[:-1]) * scale[s[-1]])
-        return int(float(s))
-    except ValueError:
+        value = int(float(s[:-1]) * scale[s[-1]]) if s and s[-1] in scale else int(float(s))
+    except (ValueError, OverflowError):  # OverflowError: 'inf', '1e400' (a traceback before)
         raise ValueError(f"memory size must look like 8G, 512M or a number of bytes; got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"memory size must not be negative; got {text!r}")
+    return value

@@ -192,3 +192,12 @@ def test_pce_threshold_must_be_positive_and_finite(value):
     # NaN or inf made every decision "none" (no PCE exceeds it); <= 0 names a camera for chance correlations
     with pytest.raises(ValueError, match="pce_threshold"):
         Params(pce_threshold=value)
+
+
+@pytest.mark.parametrize("text, message", [("1", "at least 1M"), ("inf", "must look like"), ("1e400", "must look like"),
+                                           ("-1", "negative"), ("0", "at least 1M")])
+def test_memory_budgets_are_checked(folder, tmp_path, capsys, text, message):
+    # '1' crashed in chunk sizing ('min() arg is an empty sequence'); 'inf' was an OverflowError traceback
+    assert main(["cluster", str(folder), "-o", str(tmp_path / "run"), "--region", "64", "--backend", "numpy",
+                 "--max-host-memory", text]) != 0
+    assert message in capsys.readouterr().err
