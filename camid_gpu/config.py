@@ -78,6 +78,9 @@ CLUSTER_REGION = 1024
 CLUSTER_MIN_REGION = 32
 #: probability of any false link in the whole set
 CLUSTER_PFA = 1e-6
+#: residual RMS (0..255 gray levels) below which an image carries no sensor noise to compare (a constant or
+#: fully saturated frame: its residual is rounding error, identical between such frames, so it would link them)
+CLUSTER_MIN_RESIDUAL_RMS = 1e-2
 #: fingerprint merge/attach rounds at most
 CLUSTER_MAX_ROUNDS = 20
 #: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
@@ -106,6 +109,18 @@ MAX_PCE_THRESHOLD = 1e9
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: smallest memory budget accepted (--max-host-memory, --max-gpu-memory), bytes
+MIN_MEMORY_BUDGET = 1 << 20
+
+
+def check_sigma(name: str, value: Any) -> None:
+    """A denoiser noise std on the 0..255 scale: finite, in (0, MAX_SIGMA] (inf gave NaN residuals, 1e300 an
+    OverflowError)."""
+    if not _finite(value) or not 0 < value <= MAX_SIGMA:
+        raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a finite number in (0, {MAX_SIGMA:g}] "
+                         f"(0..255 scale), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -168,10 +183,7 @@ class Params:
         if self.refs is not None and (not isinstance(self.refs, int) or self.refs < 1):
             raise ValueError(f"refs (--refs) must be a whole number >= 1 or 'all', got {self.refs!r}")
         for name in ("sigma_fingerprint", "sigma_query", "sigma_mahalanobis"):
-            value = getattr(self, name)
-            if not _finite(value) or not 0 < value <= MAX_SIGMA:
-                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a finite number in (0, {MAX_SIGMA:g}] "
-                                 f"(0..255 scale), got {value!r}")
+            check_sigma(name, getattr(self, name))
         if not _finite(self.pce_threshold) or not 0 < self.pce_threshold <= MAX_PCE_THRESHOLD:
             raise ValueError(f"pce_threshold (--pce-threshold) must be a finite number in (0, {MAX_PCE_THRESHOLD:g}], "
                              f"got {self.pce_threshold!r}")
@@ -271,8 +283,7 @@ class ClusterParams:
             raise ValueError(f"region must be 'full' or at least {CLUSTER_MIN_REGION}, got {self.region}")
         if not 0.0 < self.pfa < 1.0:
             raise ValueError(f"pfa must lie in (0, 1), got {self.pfa!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
+        check_sigma("sigma", self.sigma)
         if self.precision not in GRAM_PRECISIONS:
             raise ValueError(f"precision must be one of {GRAM_PRECISIONS}, got {self.precision!r}")
 
@@ -302,6 +313,11 @@ class RunConfig:
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        for name in ("max_host_memory", "max_gpu_memory"):
+            value = getattr(self, name)
+            if value is not None and value < MIN_MEMORY_BUDGET:  # under it, chunk sizing had no budget left
+                raise ValueError(f"{name.replace('_', '-')} must be at least {MIN_MEMORY_BUDGET >> 20}M, "
+                                 f"got {value} bytes")
         if self.precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
         if not isinstance(self.workers, int) or self.workers < 1:

@@ -56,6 +56,12 @@ class ImageTooSmallError(ImageError):
     kind = "too-small"
 
 
+class ImageNoSignalError(ImageError):
+    """The image's noise residual is (numerically) zero: a constant or saturated frame, nothing to compare."""
+
+    kind = "no-signal"
+
+
 class FingerprintError(CamidError):
     """A fingerprint cannot be built, loaded or used."""
 

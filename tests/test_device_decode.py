@@ -70,6 +70,21 @@ def test_what_the_gpu_does_not_take_is_named():
     assert device_unsupported(plain[:2] + app14 + plain[2:]) == "RGB-coded JPEG (Adobe transform 0)"
 
 
+def test_rgb_named_components_go_to_the_cpu():
+    """RGB components named R, G, B with no Adobe or JFIF segment: libjpeg decodes RGB from the names alone."""
+    rgb = io.BytesIO()
+    Image.fromarray(RGB).save(rgb, "JPEG", quality=90, keep_rgb=True)  # Pillow >= 10.2 writes RGB as is
+    data = rgb.getvalue()
+    if b"\xff\xee" not in data:
+        pytest.skip("this Pillow has no keep_rgb")
+    plain = _jpeg(RGB)
+    at = data.index(b"\xff\xee")
+    named = data[:at] + data[at + 2 + struct.unpack(">H", data[at + 2:at + 4])[0]:]
+    assert jpeg_frame(named).adobe_transform is None and jpeg_frame(named).component_ids == tuple(b"RGB")
+    assert device_unsupported(named) == "RGB-coded JPEG (components named R, G, B)"
+    assert jpeg_frame(plain).jfif and device_unsupported(plain) is None  # YCbCr with JFIF: the GPU takes it
+
+
 def test_header_info_matches_the_full_decode():
     for pixels in (RGB, RGB[..., 2]):
         data = _jpeg(pixels)

@@ -168,3 +168,10 @@ def test_auto_backend_without_cuda_is_numpy():
         pytest.skip("CUDA present: auto picks torch")
     assert get_backend("auto").name == "numpy"
     assert HAVE_TORCH or get_backend("auto").name == "numpy"
+
+
+@pytest.mark.parametrize("sigma", [float("inf"), float("nan"), 0.0, -1.0, 1e300])
+def test_extract_residual_refuses_a_sigma_outside_the_scale(sigma):
+    # inf gave NaN residuals from the Python API (the command line already refused it)
+    with pytest.raises(ValueError, match=r"sigma \(--sigma\) must be a finite number in \(0, 255\]"):
+        extract_residual(np.zeros((1, 32, 32), np.uint8), sigma=sigma, backend="numpy")

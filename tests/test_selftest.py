@@ -86,3 +86,35 @@ def test_fused_backend_rows_report_the_kernel_self_check(monkeypatch):
     assert bad.status == "fail" and bad.value == "fallback (counts differ)"
     assert rows["residual vs float64 spec"].status == "pass" and not report.passed
     assert np.isfinite(report.seconds)
+
+
+def test_a_nan_in_any_output_fails_the_spec_checks(monkeypatch):
+    """NaN never passes: Python's max()/min() skip a NaN that is not first, np.nanmax skips them all."""
+    import dataclasses
+
+    import camid_gpu.mahalanobis as maha
+    from camid_gpu.backend import get_backend
+    from camid_gpu.prnu import residual
+
+    bk = get_backend("numpy", dtype="float64")
+    data = selftest._Data()
+    original = residual.extract_residual
+    calls = []
+
+    def second_is_nan(img, **kw):
+        out = original(img, **kw)
+        calls.append(1)
+        if len(calls) == 2:  # the colour image, after a clean gray one
+            out = out.copy()
+            out[0, 0, 0] = np.nan
+        return out
+
+    monkeypatch.setattr(residual, "extract_residual", second_is_nan)
+    assert selftest._check_residual(bk, data, True)[2] is False
+    monkeypatch.setattr(residual, "extract_residual", original)
+
+    reference = maha.pair_statistics(bk, data.traces, data.prints, data.mask)
+    cov = reference.covariance.copy()
+    cov.flat[1] = np.nan
+    monkeypatch.setattr(maha, "pair_statistics", lambda *a, **k: dataclasses.replace(reference, covariance=cov))
+    assert selftest._check_mahalanobis_parity(bk, data, True, reference)[2] is False

@@ -72,6 +72,8 @@ def test_mixed_shapes_are_refused():
         stager.stage([np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8)])
     with pytest.raises(ValueError, match="slots"):
         UploadStager(get_backend("numpy"), slots=0)
+    with pytest.raises(ValueError, match="nothing to upload"):  # was an IndexError
+        stager.stage([])
 
 
 @pytest.mark.gpu

@@ -19,7 +19,8 @@ class NotRegularFileError(OSError):
     """The path exists but is not a regular file (a FIFO, a device, a socket, a folder)."""
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its ``st_mode`` (for error messages)."""
     for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
         if test(mode):
@@ -37,7 +38,7 @@ def open_regular(path: str | os.PathLike) -> IO[bytes]:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotRegularFileError(f"{os.fspath(path)}: is {_kind(mode)}, not a regular file; only regular "
+            raise NotRegularFileError(f"{os.fspath(path)}: is {file_kind(mode)}, not a regular file; only regular "
                                       f"files are read")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)

@@ -47,6 +47,8 @@ class UploadStager:
 
     def stage(self, arrays: Sequence[np.ndarray]) -> Upload:
         """Stack ``arrays`` (equal shapes, one integer dtype) into the next slot and start their upload."""
+        if len(arrays) == 0:
+            raise ValueError("stage: nothing to upload (an empty chunk)")
         first = arrays[0]
         shape, dtype = (len(arrays), *first.shape), first.dtype
         if any(a.shape != first.shape or a.dtype != dtype for a in arrays):

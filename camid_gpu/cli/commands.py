@@ -171,6 +171,7 @@ def cmd_residual(args) -> int:
         h, w = record["shape"]
         print(f"{printable(record['path'])} -> {printable(record['output'])}  ({h}x{w}, std {record['std']:.3f})")
 
+    cfg.check_sigma("sigma", args.sigma)  # inf wrote NaN residual files with exit 0
     skipped: list = []
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
@@ -258,6 +259,7 @@ def cmd_cluster(args) -> int:
     params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
     result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
     print_clusters(result, args.outdir)
+    print_skipped(result["skipped"])
     print_errors(result["errors"])
     _print_run_manifest(args.outdir)
     return EXIT_PARTIAL if result["errors"] else EXIT_OK

@@ -84,5 +84,8 @@ def print_clusters(result, outdir: str) -> None:
               f"{g['confirmed_pairs']} linked pairs")
     for c in result["clusters"]:
         print(f"{c['id']}: {c['size']} images ({c['group']})")
+    for paths in result.get("identical_files", []):
+        print(f"note: byte-identical files (same SHA-256; their link is one image's evidence): "
+              f"{', '.join(printable(p) for p in paths)}")
     print(f"{len(result['clusters'])} clusters, {len(result['unclustered'])} images unclustered; run folder: "
           f"{outdir} (clusters.json, clusters.csv, fingerprints/, report: camid report {outdir})")

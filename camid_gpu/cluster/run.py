@@ -29,12 +29,12 @@ import numpy as np
 
 from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.files import atomic_write
-from camid_gpu._shared.jsonio import json_number, sha256_or_none
+from camid_gpu._shared.jsonio import json_number, sha256_or_none, write_json
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.linkage import Cluster, average_linkage, comparisons, image_similarity, refine
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
 from camid_gpu.cluster.threshold import null_summary, pair_threshold, robust_spread
-from camid_gpu.config import CLUSTER_MIN_REGION, ClusterParams, RunConfig
+from camid_gpu.config import CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams, InputLimits, RunConfig
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.runner import CLUSTER_KERNELS
 from camid_gpu.engine.scheduler import (
@@ -47,9 +47,10 @@ from camid_gpu.engine.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
-from camid_gpu.errors import CamidError, ImageTooSmallError
+from camid_gpu.errors import CamidError, ImageNoSignalError, ImageTooSmallError
 from camid_gpu.io import ImageInfo, center_clip, read_image
-from camid_gpu.pipeline.prepare import disputed_images
+from camid_gpu.io.listing import printable
+from camid_gpu.pipeline.prepare import disputed_listing
 from camid_gpu.pipeline.records import error_entry
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import crosscorr, pce
@@ -99,9 +100,9 @@ class PreparedImage:
     clips: list[np.ndarray]
 
 
-def prepare_image(path: str, region: int | None) -> PreparedImage:
-    """Host work for one image (worker processes): decode, turn portrait frames both ways, clip."""
-    pixels, info = read_image(path)
+def prepare_image(path: str, region: int | None, limits: InputLimits | None = None) -> PreparedImage:
+    """Host work for one image (worker processes): decode within ``limits``, turn portrait frames both ways, clip."""
+    pixels, info = read_image(path, limits=limits)
     group = group_key(info.height, info.width)
     if group[0] < CLUSTER_MIN_REGION:
         raise ImageTooSmallError(path, f"image is {info.height}x{info.width}; clustering needs at least "
@@ -113,12 +114,14 @@ def prepare_image(path: str, region: int | None) -> PreparedImage:
     return PreparedImage(path, info, group, rotations, clips)
 
 
-def residual_rows(bk: Backend, clips: Sequence[np.ndarray], params: ClusterParams) -> np.ndarray:
-    """Normalised Wiener-filtered gray residuals of clips of one shape and dtype -> ``(m, h*w)`` float32."""
+def residual_rows(bk: Backend, clips: Sequence[np.ndarray], params: ClusterParams) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised Wiener-filtered gray residuals of clips of one shape and dtype -> ``(m, h*w)`` float32,
+    and each residual's RMS before normalising ``(m,)`` float64 (0..255 gray levels)."""
     pixels = pixels_to_device(bk, np.stack(clips))
     res = wiener_dft(bk, residual_native(bk, pixels, params.sigma, params.levels, params.wavelet))
-    host = bk.to_numpy(res)
-    return normalise_rows(host.reshape(host.shape[0], -1))
+    host = bk.to_numpy(res).reshape(len(clips), -1).astype(np.float64)
+    rms = np.sqrt(np.mean((host - host.mean(axis=1, keepdims=True)) ** 2, axis=1))
+    return normalise_rows(host), rms
 
 
 class RowStore:
@@ -164,23 +167,33 @@ def _stores_from_records(run_dir: str, records: list[dict[str, Any]]) -> dict[st
     return stores
 
 
-def check_resume_params(run_dir: str, params: ClusterParams, resume: bool) -> None:
-    """Refuse to continue a run made with other residual parameters (its rows would not be comparable)."""
+def check_resume_params(run_dir: str, params: ClusterParams, resume: bool, precision: str) -> None:
+    """Refuse to continue a run made with other residual parameters or working precision (``--precision``):
+    its rows would not be comparable, or the run would mix float32 and float64 residuals."""
     path = os.path.join(run_dir, "cluster-params.json")
     shaping = {k: params.to_dict()[k] for k in ("region", "sigma", "levels", "wavelet")}
+    shaping["residual_precision"] = precision
     if resume and os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            stored = json.load(handle)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                stored = json.load(handle)
+            if not isinstance(stored, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise CamidError(f"{path} is damaged ({exc}); the run's residual parameters are unknown, so it cannot "
+                             f"be resumed: start a new run folder") from exc
+        stored.setdefault("residual_precision", precision)  # folders written before it was recorded
         diffs = [f"{k}: run {stored.get(k)!r}, requested {v!r}" for k, v in shaping.items() if stored.get(k) != v]
         if diffs:
             raise CamidError(f"{run_dir} was made with other residual parameters ({'; '.join(diffs)}); "
                              f"resume with the same ones or start a new run folder")
         return
-    if os.path.exists(os.path.join(run_dir, "images.jsonl")) and not resume:
-        return  # ResultsWriter refuses this case with its own message
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(shaping, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    if os.path.exists(os.path.join(run_dir, "images.jsonl")):
+        if not resume:
+            return  # ResultsWriter refuses this case with its own message
+        raise CamidError(f"{path} is missing: the residuals in {run_dir} were made with unknown parameters and "
+                         f"cannot be resumed; start a new run folder")
+    write_json(path, shaping)  # atomic: an interrupted write never leaves a damaged file
 
 
 def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig,
@@ -205,8 +218,9 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
     state = {"size": size}
     progress = Progress(len(todo), "residuals", config.progress)
 
-    def compute(items: list[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
-        return list(residual_rows(bk, [c for _, _, c in items], params))
+    def compute(items: list[tuple[int, int, np.ndarray]]) -> list[tuple[np.ndarray, float]]:
+        rows, rms = residual_rows(bk, [c for _, _, c in items], params)
+        return list(zip(rows, rms))
 
     def flush(pending: list) -> None:
         prepared = [x for x in pending if isinstance(x, PreparedImage)]
@@ -222,25 +236,36 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
             if not isinstance(x, PreparedImage):
                 records.append(x)
                 continue
+            index += 1
+            rms = np.array([rows_of[(index - 1, k)][1] for k in range(len(x.clips))])  # one per rotation
+            flat_rms = float(rms.max()) if np.isfinite(rms).all() else float("nan")
+            if not np.isfinite(flat_rms):  # never normalised into a row that looks valid
+                records.append(error_entry(x.path, ImageNoSignalError(
+                    x.path, f"the residual is not finite (RMS {flat_rms}); the backend produced NaN or Inf")))
+                continue
+            if not flat_rms >= CLUSTER_MIN_RESIDUAL_RMS:  # normalising rounding error would make it look alike
+                records.append(error_entry(x.path, ImageNoSignalError(
+                    x.path, f"no sensor noise to compare: the residual's RMS is {flat_rms:.3g} gray levels (under "
+                            f"{CLUSTER_MIN_RESIDUAL_RMS:g}); a constant or saturated frame")))
+                continue
             name = group_name(x.group)
             clip_shape = x.clips[0].shape[:2]
             if name not in stores:
                 stores[name] = RowStore(os.path.join(run_dir, "residuals", f"{name}.f32"),
                                         clip_shape[0] * clip_shape[1], 0)
-            rows = stores[name].append(np.stack([rows_of[(index, k)] for k in range(len(x.clips))]))
+            rows = stores[name].append(np.stack([rows_of[(index - 1, k)][0] for k in range(len(x.clips))]))
             info = x.info
             records.append({"path": x.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
                             "size": [info.height, info.width], "channels": info.channels, "bit_depth": info.bit_depth,
                             "exif": info.exif, "group": name, "region": list(clip_shape), "rotations": x.rotations,
                             "rows": rows, "error": None})
-            index += 1
         writer.write(records)
         progress.advance(len(records))
 
     pending: list = []
     try:
-        tasks = [(p, params.region) for p in todo]
-        for (path, _), result in ordered_map(prepare_image, tasks, config.workers, max(size + config.workers, 2)):
+        tasks = [(p, params.region, config.limits) for p in todo]
+        for (path, *_), result in ordered_map(prepare_image, tasks, config.workers, max(size + config.workers, 2)):
             pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
             if sum(isinstance(x, PreparedImage) for x in pending) >= state["size"]:
                 flush(pending)
@@ -267,9 +292,9 @@ class GroupOps:
     def accumulate(self, members: Sequence[tuple[int, int]]) -> FingerprintAccumulator:
         p = self.params
         acc = FingerprintAccumulator(p.sigma, p.levels, p.wavelet, self.bk)
-        tasks = [(self.records[i]["path"], p.region) for i, _ in members]
+        tasks = [(self.records[i]["path"], p.region, self.config.limits) for i, _ in members]
         batch: list[np.ndarray] = []
-        for ((path, _), result), (i, k) in zip(ordered_map(prepare_image, tasks, self.config.workers,
+        for ((path, *_), result), (i, k) in zip(ordered_map(prepare_image, tasks, self.config.workers,
                                                            max(2 * self.config.workers, 2)), members):
             if isinstance(result, BaseException):
                 raise CamidError(f"{path}: cannot be read again to build its cluster's fingerprint ({result})")
@@ -430,6 +455,8 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
     """
     config = config or RunConfig()
     run_folder.check_outputs(inputs, folders=[run_dir])  # never into the evidence; before any work
+    if not config.cluster:  # a Gram precision this device cannot do is refused before the run folder is made
+        resolve_precision(config.backend_obj(), params.precision)
     with run_folder.locked(run_dir):
         return _cluster_images(inputs, run_dir, params, config, resume, argv)
 
@@ -437,8 +464,9 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
 def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig, resume: bool,
                     argv: Sequence[str] | None) -> dict[str, Any]:
     started = utc_now()
-    paths = disputed_images(inputs)
-    check_resume_params(run_dir, params, resume)
+    listing = disputed_listing(inputs)
+    paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
+    check_resume_params(run_dir, params, resume, config.precision)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     records, processed = compute_residuals(paths, run_dir, params, config, resume)
@@ -451,7 +479,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     tests = sum(comparisons([r["rows"] for r in g]) for g in by_group.values())
     groups = [cluster_group(run_dir, name, by_group[name], stores[name], tests, params, config, resume, timings)
               for name in sorted(by_group)]
-    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings)
+    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
                                                    "clusters.csv")]
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]
@@ -469,12 +497,13 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     run_folder.write_manifest(
         run_dir, "cluster", argv, params.to_dict(), bk.describe() if not config.cluster else f"dask {config.cluster}",
         started, inputs_manifest, None, outputs,
-        extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"]},
+        extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"],
+               "skipped_inputs": skipped, "inputs_found": listing.counts()},
         kernels=kernels_status(bk) if not config.cluster else CLUSTER_KERNELS)
     return result
 
 
-def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings) -> dict[str, Any]:
+def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped) -> dict[str, Any]:
     clusters_out, unclustered = [], []
     cluster_of: dict[str, str] = {}
     number = 0
@@ -520,10 +549,17 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
                            "refine_rounds": g["rounds"],
                            "order": [r["path"] for r in recs]})
     errors = [r for r in records if r.get("error")]
+    by_sha: dict[str, list[str]] = {}
+    for r in records:
+        if not r.get("error"):
+            by_sha.setdefault(r["sha256"], []).append(r["path"])
+    # byte-identical copies link with NCC 1: their link is one image's evidence, not two, so they are named
+    identical = [paths for paths in by_sha.values() if len(paths) > 1]
     result = {"format": FORMAT, "version": VERSION, "params": params.to_dict(), "comparisons": tests,
               "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
-              "errors": [{"path": r["path"], "error": r["error"]} for r in errors]}
+              "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped,
+              "identical_files": identical}
     # the same inputs and parameters give the same bytes: times go to the manifest, not here
     with atomic_write(os.path.join(run_dir, "clusters.json"), "w") as handle:
         json.dump(result, handle, indent=1, sort_keys=True, allow_nan=False)
@@ -545,11 +581,12 @@ def _event_paths(event: dict[str, Any], recs: list[dict[str, Any]]) -> dict[str,
 def _write_csv(path: str, records: list[dict[str, Any]], cluster_of: dict[str, str]) -> None:
     import csv
 
+    # names escaped as on the terminal (a name that is not UTF-8 cannot be written raw)
     with atomic_write(path, "w") as handle:
         w = csv.writer(handle)
         w.writerow(["path", "sha256", "group", "cluster", "error"])
         for r in records:
             if r.get("error"):
-                w.writerow([r["path"], "", "", "", r["error"]["reason"]])
+                w.writerow([printable(r["path"]), "", "", "", printable(r["error"]["reason"])])
             else:
-                w.writerow([r["path"], r["sha256"], r["group"], cluster_of.get(r["path"], ""), ""])
+                w.writerow([printable(r["path"]), r["sha256"], r["group"], cluster_of.get(r["path"], ""), ""])

@@ -34,6 +34,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from camid_gpu._shared.files import file_kind
 from camid_gpu.config import MAX_PIXELS, InputLimits
 from camid_gpu.errors import ImageDecodeError, ImageNotFoundError, ImageUnreadableError
 
@@ -68,15 +69,6 @@ class ImageInfo:
         return asdict(self)
 
 
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
 def _read_bytes(path: str, max_file_bytes: int) -> bytes:
     """The whole file, after checking that it is a regular file within the size limit.
 
@@ -104,7 +96,7 @@ def _read_bytes(path: str, max_file_bytes: int) -> bytes:
         if stat.S_ISDIR(st.st_mode):
             raise ImageUnreadableError(path, "is a directory, not an image file")
         if not stat.S_ISREG(st.st_mode):
-            raise ImageUnreadableError(path, f"is {_file_kind(st.st_mode)}, not a regular file; not read")
+            raise ImageUnreadableError(path, f"is {file_kind(st.st_mode)}, not a regular file; not read")
         if st.st_size > max_file_bytes:
             raise ImageDecodeError(path, f"file is {st.st_size} bytes, over the file-size limit of {max_file_bytes} "
                                          f"bytes (raise it with --max-file-size); not read")

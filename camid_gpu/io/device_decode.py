@@ -35,7 +35,8 @@ _OTHER_SOF = {0xC2: "progressive", 0xC3: "lossless", 0xC5: "differential sequent
 @dataclass(frozen=True)
 class JpegFrame:
     """What the start-of-frame segment says: coding process, sample precision (bits), size, components,
-    and the Adobe APP14 colour transform (None without an Adobe segment)."""
+    the Adobe APP14 colour transform (None without an Adobe segment), whether a JFIF APP0 segment came
+    first, and the component identifiers (bytes of the frame header)."""
 
     process: str
     precision: int
@@ -43,13 +44,15 @@ class JpegFrame:
     width: int
     components: int
     adobe_transform: int | None
+    jfif: bool = False
+    component_ids: tuple[int, ...] = ()
 
 
 def jpeg_frame(data: bytes) -> JpegFrame | None:
     """Parse the markers of a JPEG up to its start-of-frame; None when ``data`` is not a readable JPEG."""
     if data[:2] != b"\xff\xd8":
         return None
-    pos, adobe = 2, None
+    pos, adobe, jfif = 2, None, False
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return None
@@ -68,12 +71,15 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
             return None
         if marker == 0xEE and body[:5] == b"Adobe" and len(body) >= 12:
             adobe = body[11]
+        if marker == 0xE0 and body[:5] == b"JFIF\0":
+            jfif = True
         if marker in _SEQUENTIAL or marker in _OTHER_SOF:
             if len(body) < 6:
                 return None
             precision, height, width, components = struct.unpack(">BHHB", body[:6])
+            ids = tuple(body[6 + 3 * c] for c in range(components) if 6 + 3 * c < len(body))
             return JpegFrame(_SEQUENTIAL.get(marker) or _OTHER_SOF[marker], precision, height, width, components,
-                             adobe)
+                             adobe, jfif, ids)
         if marker == 0xDA:  # start of scan before any frame header
             return None
         pos += 2 + length
@@ -93,6 +99,11 @@ def device_unsupported(data: bytes) -> str | None:
         return f"{frame.components}-component JPEG (CMYK/YCCK)"
     if frame.components == 3 and frame.adobe_transform == 0:
         return "RGB-coded JPEG (Adobe transform 0)"
+    if (frame.components == 3 and frame.adobe_transform is None and not frame.jfif
+            and frame.component_ids == tuple(b"RGB")):
+        # libjpeg reads such a file as RGB from its component names alone; a decoder that assumes YCbCr
+        # would turn its colours, so the CPU decodes it
+        return "RGB-coded JPEG (components named R, G, B)"
     if frame.height == 0 or frame.width == 0:
         return "JPEG with the height defined later (DNL marker)"
     return None

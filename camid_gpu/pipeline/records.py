@@ -9,7 +9,7 @@ camera is known from the folder (``camid evaluate``). Scores are rounded by ``js
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional, TypedDict
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TypedDict
 
 import numpy as np
 

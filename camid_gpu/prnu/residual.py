@@ -26,7 +26,7 @@ import numpy as np
 from camid_gpu import config
 from camid_gpu.backend import Array, Backend, get_backend
 from camid_gpu.backend.staging import Upload
-from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS
+from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS, check_sigma
 
 #: noise std on the 0..255 scale used by Binghamton's examples (the reference side)
 DEFAULT_SIGMA = config.SIGMA_FINGERPRINT
@@ -222,8 +222,7 @@ def extract_residual(images: np.ndarray, sigma: float = DEFAULT_SIGMA, levels: i
     images = validate_images(images)
     if not (isinstance(levels, int) and levels >= 1):
         raise ValueError(f"levels must be a positive integer, got {levels!r}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    check_sigma("sigma", sigma)  # inf gave NaN residuals
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     import pywt

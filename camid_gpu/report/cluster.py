@@ -33,6 +33,7 @@ from camid_gpu.report.html import html_table as _table
 from camid_gpu.report.html import json_value as _json_value
 from camid_gpu.report.html import kv_table as _kv
 from camid_gpu.report.html import num as _f
+from camid_gpu.report.overview import _skipped_table
 
 #: largest matrix drawn cell by cell in the heat-map; bigger ones are reduced by block maxima
 HEATMAP_CELLS = 400
@@ -297,5 +298,11 @@ def _section_unclustered(result: dict[str, Any]) -> str:
                f'<td class="err">{_e(e["error"]["reason"])}</td>'] for e in result["errors"]]
     if failed:
         out.append("<h3>Files that could not be used</h3>" + _table(["path", "kind", "reason"], failed))
+    identical = [[f'<span class="mono wrap">{_e(", ".join(paths))}</span>'] for paths in
+                 result.get("identical_files") or []]
+    if identical:
+        out.append("<h3>Byte-identical files</h3><p>The same bytes under several names: they link with NCC 1, "
+                   "and their link is one image's evidence, not several.</p>" + _table(["files"], identical))
+    out.append(_skipped_table({"skipped_inputs": result.get("skipped")}))
     out.append("</section>")
     return "\n".join(out)

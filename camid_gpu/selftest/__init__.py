@@ -194,8 +194,9 @@ def _check_residual(bk: Backend, data: _Data, float64: bool) -> tuple[str, str, 
         corrs.append(float(np.corrcoef(got.ravel(), want.ravel())[0, 1]))
     # the public result is float32: a float64 engine is held to float32 rounding of 0..255 values
     limit = 1e-4 if float64 else 1e-3
-    ok = max(errs) <= limit and min(corrs) >= 0.99999
-    return f"max |err| {max(errs):.2e}, corr {min(corrs):.7f}", f"<= {limit:g}, corr >= 0.99999", ok
+    err, corr = float(np.max(errs)), float(np.min(corrs))  # NaN-propagating: max() would skip a later NaN
+    ok = err <= limit and corr >= 0.99999
+    return f"max |err| {err:.2e}, corr {corr:.7f}", f"<= {limit:g}, corr >= 0.99999", ok
 
 
 def _check_fingerprint(bk: Backend, data: _Data, float64: bool) -> tuple[str, str, bool]:
@@ -278,7 +279,11 @@ def _check_mahalanobis_parity(bk: Backend, data: _Data, float64: bool,
         mask = bk.torch.as_tensor(mask, device=bk.torch_device)
     got = pair_statistics(bk, bk.asarray(data.traces), bk.asarray(data.prints), mask)
     flips = int(np.abs(got.satisfied - reference.satisfied).max())
-    cov = float(np.nanmax(np.abs(got.covariance - reference.covariance) / np.abs(reference.covariance)))
+    # NaN only where the reference has 0/0 (a zero covariance term); a NaN the engine made is a failure
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(got.covariance - reference.covariance) / np.abs(reference.covariance)
+    made_nan = ~np.isfinite(got.covariance) & np.isfinite(reference.covariance)
+    cov = float("nan") if made_nan.any() else float(np.nanmax(ratio))
     allowed = 0 if float64 else 5  # float32 distances may flip a near-tie
     ok = (np.array_equal(got.pixels, reference.pixels) and np.array_equal(got.valid, reference.valid)
           and flips <= allowed and cov <= (1e-9 if float64 else 1e-4))
