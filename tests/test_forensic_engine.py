@@ -408,6 +408,37 @@ def test_decode_workers_die_with_the_parent(tmp_path):
     assert not alive, f"workers {alive} outlived their parent"
 
 
+def test_sigterm_to_the_group_while_workers_send_large_results_does_not_hang(tmp_path):
+    """A service manager's SIGTERM reaches every process of the group. A worker killed by it while
+    writing a decoded image to the pool's pipe left a partial message there, and the pool's reader
+    thread, joined at interpreter exit, waited for the rest for ever: workers leave SIGTERM to the parent."""
+    code = ("import signal, sys, time\n"
+            "from camid_gpu.engine.scheduler import ordered_map\n"
+            "def big(i):\n    return bytes(80_000_000)\n"
+            "class Stop(BaseException):\n    pass\n"
+            "def stop(signum, frame):\n    raise Stop()\n"
+            "if __name__ == '__main__':\n"
+            "    signal.signal(signal.SIGTERM, stop)\n"
+            "    try:\n"
+            "        for n, _ in enumerate(ordered_map(big, [(i,) for i in range(40)], 2, 4)):\n"
+            "            if n == 1:\n                print('running', flush=True)\n"
+            "            time.sleep(0.05)\n"
+            "    except Stop:\n        print('stopped', flush=True)\n")
+    script = tmp_path / "parent.py"
+    script.write_text(code)
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        assert proc.stdout.readline().strip() == "running"
+        time.sleep(0.3)  # results of 80 MB are being written to the pipe now
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("the interrupted process did not exit within 60 s")
+    assert proc.returncode == 0 and out.strip() == "stopped"
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:

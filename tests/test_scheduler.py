@@ -90,6 +90,24 @@ def test_ordered_map_keeps_input_order_and_returns_errors(workers):
     assert isinstance(out[3][1], ImageDecodeError) and out[3][1].reason == "broken"
 
 
+def _square_or_die(x):
+    if x == 5:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+    return x * x
+
+
+def test_ordered_map_survives_a_worker_killed_mid_batch():
+    """A dead worker breaks the whole pool: the file that killed it is named, every other file still gets
+    its result (in order), and the calls after it run in a fresh pool."""
+    out = list(ordered_map(_square_or_die, [(i,) for i in range(12)], workers=2, prefetch=4))
+    assert [task[0] for task, _ in out] == list(range(12))
+    assert [r for _, r in out if not isinstance(r, Exception)] == [i * i for i in range(12) if i != 5]
+    assert isinstance(out[5][1], MemoryError) and "died while reading 5" in str(out[5][1])
+
+
 def test_results_writer_resume_and_partial_line(tmp_path):
     path = tmp_path / "r.jsonl"
     with ResultsWriter(str(path), resume=False) as w:

@@ -8,7 +8,7 @@
 - Results are appended to a JSON Lines file as each chunk finishes, flushed and fsync'ed, in input
   order, so a crash or kill loses at most the chunk in flight. What ``--resume`` skips, retries or flags
   is decided by ``camid_gpu.engine.run_folder`` (records keyed by canonical path and SHA-256).
-- Decode workers ignore Ctrl-C (the parent answers it) and die with the parent (``PR_SET_PDEATHSIG``,
+- Decode workers ignore Ctrl-C and SIGTERM (the parent answers them) and die with the parent (``PR_SET_PDEATHSIG``,
   plus a watchdog thread where that is not available).
 """
 from __future__ import annotations
@@ -70,34 +70,57 @@ def ordered_map(func: Callable[..., Any], tasks: Iterable[tuple], workers: int,
     """Yield ``(task, func(*task) or the exception it raised)`` in input order.
 
     With ``workers > 1`` the calls run in a process pool; at most ``prefetch`` are in flight or
-    waiting, so decoded images never pile up in memory.
+    waiting, so decoded images never pile up in memory. A worker that dies (the out-of-memory killer,
+    a decoder crash) breaks the whole pool, so every call in flight then is run again alone in a fresh
+    process: the file that kills that one too gets a ``MemoryError`` naming it, the others their
+    results, and the batch goes on in a new pool.
     """
     if workers <= 1:
         for task in tasks:
             yield task, _call(func, task)
         return
-    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
+    pool = _new_pool(workers)
     pending: deque[tuple[tuple, cf.Future]] = deque()
     try:
         for task in tasks:
-            pending.append((task, pool.submit(_call, func, task)))
+            try:
+                future = pool.submit(_call, func, task)
+            except cf.process.BrokenProcessPool:  # broken by a call still pending: its result says which
+                pool.shutdown(wait=False)
+                pool = _new_pool(workers)
+                future = pool.submit(_call, func, task)
+            pending.append((task, future))
             if len(pending) >= prefetch:
                 done_task, fut = pending.popleft()
-                yield done_task, _result(done_task, fut)
+                yield done_task, _result(func, done_task, fut)
         while pending:
             done_task, fut = pending.popleft()
-            yield done_task, _result(done_task, fut)
+            yield done_task, _result(func, done_task, fut)
     finally:
         # on an interrupt or an error in the consumer: drop what is queued, do not wait for it
         pool.shutdown(wait=not pending, cancel_futures=True)
 
 
-def _result(task: tuple, fut: cf.Future) -> Any:
+def _new_pool(workers: int) -> cf.ProcessPoolExecutor:
+    return cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
+
+
+def _result(func: Callable[..., Any], task: tuple, fut: cf.Future) -> Any:
     try:
         return fut.result()
-    except cf.process.BrokenProcessPool as exc:
-        # a worker killed (e.g. by the out-of-memory killer) while decoding: that file's error, named
-        return MemoryError(f"the decode worker died while reading {task[0]} ({exc})")
+    except cf.process.BrokenProcessPool:
+        return _call_alone(func, task)
+
+
+def _call_alone(func: Callable[..., Any], task: tuple) -> Any:
+    """``func(*task)`` in a process of its own, after a pool broke: the one call that kills it again is
+    named, and no other call shares its fate."""
+    with _new_pool(1) as pool:
+        try:
+            return pool.submit(_call, func, task).result()
+        except cf.process.BrokenProcessPool as exc:
+            return MemoryError(f"the decode worker died while reading {task[0]} (killed, e.g. by the "
+                               f"out-of-memory killer: {exc})")
 
 
 #: seconds between a worker's checks that its parent is still alive (the fallback where PR_SET_PDEATHSIG
@@ -108,8 +131,11 @@ PARENT_WATCH_SECONDS = 1.0
 def _worker_init(parent_pid: int) -> None:
     """In each decode worker: die with the parent, and leave Ctrl-C to the parent.
 
-    - SIGINT is ignored: Ctrl-C goes to the whole process group, and only the parent should answer it
-      (one clean message, exit 130), not every worker with a traceback; SIGTERM ends a worker quietly.
+    - SIGINT and SIGTERM are ignored: a terminal's Ctrl-C and a service manager's SIGTERM go to the whole
+      process group, and only the parent should answer them (one clean message, exit 130 / 143). A worker
+      that died of the signal while sending a decoded image would leave a partial message in the result
+      pipe, on which the pool's reader thread (and so the interpreter's exit) would wait for ever; the
+      parent's shutdown lets each worker finish its current file and exit instead.
     - On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill the worker when the parent dies
       (kill -9 included); a watchdog thread that exits when the parent pid changes is the fallback.
     """
@@ -117,7 +143,7 @@ def _worker_init(parent_pid: int) -> None:
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (inherited by fork): just end
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
