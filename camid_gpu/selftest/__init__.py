@@ -30,12 +30,11 @@ import numpy as np
 
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu.backend import Backend, TorchBackend, get_backend, torch_cuda_available
+from camid_gpu.config import PCE_THRESHOLD, SIGMA_QUERY
 from camid_gpu.selftest import spec
 
 FORMAT = "camid-selftest"
 VERSION = 1
-#: PCE above this says "same camera" (the method's threshold)
-PCE_THRESHOLD = 60.0
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
 
@@ -233,7 +232,7 @@ def _identify(bk: Backend, data: _Data) -> tuple[list[int], np.ndarray]:
     from camid_gpu.prnu.residual import extract_residual
 
     fps = np.stack([estimate_fingerprint(refs, backend=bk) for refs in data.camera_refs])
-    res = extract_residual(data.disputed, sigma=2.0, wiener=True, backend=bk)
+    res = extract_residual(data.disputed, sigma=SIGMA_QUERY, wiener=True, backend=bk)
     scores = pce_scores(bk, bk.asarray(res), bk.asarray(data.disputed.astype(np.float64)), bk.asarray(fps))
     decisions = [int(np.argmax(row)) if row.max() > PCE_THRESHOLD else -1 for row in scores.pce]
     return decisions, scores.pce
