@@ -1,4 +1,4 @@
-"""Everything a lent GPU should run, in one call, within a time budget (default 9 minutes).
+"""Everything a lent GPU should run, in one call, within a time budget (default 7 minutes).
 
 Started by ``bench/gpu_suite.sh`` (which first installs camid from the working tree if needed). Runs,
 in order, each in a subprocess with its own time limit cut to what is left of the budget:
@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FORMAT = "camid-gpu-suite"
 #: seconds kept back at the end for writing the record
 RESERVE_S = 15
+#: the whole suite: a GPU lent for 15 minutes must also pay its start and leave room to run the failed
+#: steps again (--only) after a fix
+DEFAULT_BUDGET_S = 420.0
 
 
 @dataclass
@@ -293,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", default=None,
                     help="scratch folder for the steps (default TMP/camid-gpu-suite-<date>; the 12 MP data set "
                          "rendered there is reused by a second run on the same machine)")
-    ap.add_argument("--budget", type=float, default=540.0, help="seconds for the whole suite (default 540)")
+    ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
+                    help=f"seconds for the whole suite (default {DEFAULT_BUDGET_S:g})")
     ap.add_argument("--only", nargs="+", default=None, help="run only these steps (names as in the record)")
     ap.add_argument("--dry-run", action="store_true", help="run nothing; write the record of what would run")
     ap.add_argument("--python", default=sys.executable, help="interpreter with camid installed")
