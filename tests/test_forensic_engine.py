@@ -314,6 +314,64 @@ def test_existing_outputs_need_overwrite(world, tmp_path, capsys):
     assert "already holds fingerprint files" in capsys.readouterr().err
 
 
+def test_outputs_never_replace_each_other_or_the_run_folders_own_files(world, tmp_path, capsys):
+    """--csv RUN/results.jsonl replaced the results with the CSV (and the manifest hashed the CSV as the
+    results); --json RUN/manifest.json was replaced by the manifest; --csv X --json X kept only one."""
+    ev, run = evidence(world, tmp_path), tmp_path / "run"
+    for extra in (["--csv", str(run / "results.jsonl")], ["--json", str(run / "manifest.json")],
+                  ["--csv", str(run / "run.json")], ["--csv", str(tmp_path / "t"), "--json", str(tmp_path / "t")]):
+        assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), *extra, "--overwrite",
+                     *RUN_ARGS]) == EXIT_FAIL
+        err = capsys.readouterr().err
+        assert "run folder's own" in err or "are the same file" in err, err
+        assert not (run / "results.jsonl").exists()
+    assert main(["evaluate", str(world / "data"), "-o", str(tmp_path / "ev"), "--json",
+                 str(tmp_path / "ev" / "manifest.json"), *FP_ARGS]) == EXIT_FAIL
+    assert "run folder's own 'manifest.json'" in capsys.readouterr().err
+    # a file of the user's own inside the run folder is fine
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--csv", str(run / "t.csv"),
+                 *RUN_ARGS]) == EXIT_OK
+
+
+def test_a_run_folder_holds_one_commands_run(world, tmp_path, capsys):
+    """identify -o INTO a fingerprint store replaced the store's manifest with its own; residual -o into an
+    identify run folder replaced that run's manifest; a second residual run appended to the first one's
+    residuals.jsonl (two sigmas in one index) and replaced the TIFFs the first one listed."""
+    ev, store = evidence(world, tmp_path), copy_store(world, tmp_path)
+    before = snapshot(store)
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(store), *RUN_ARGS]) == EXIT_FAIL
+    assert "holds the manifest of a 'camid fingerprint' run" in capsys.readouterr().err
+    assert snapshot(store) == before
+    run = tmp_path / "run"
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), *RUN_ARGS]) == EXIT_OK
+    manifest = (run / "manifest.json").read_bytes()
+    for command in (["residual", str(ev)], ["cluster", str(ev)]):
+        assert main([*command, "-o", str(run), *RUN_ARGS]) == EXIT_FAIL
+        assert "holds the manifest of a 'camid identify' run" in capsys.readouterr().err
+    assert (run / "manifest.json").read_bytes() == manifest
+    res = tmp_path / "res"
+    assert main(["residual", str(ev), "-o", str(res), *RUN_ARGS]) == EXIT_OK
+    index = (res / "residuals.jsonl").read_bytes()
+    assert main(["residual", str(ev), "-o", str(res), "--sigma", "5", *RUN_ARGS]) == EXIT_FAIL
+    assert "already holds residuals" in capsys.readouterr().err
+    assert (res / "residuals.jsonl").read_bytes() == index
+
+
+def test_residual_refuses_an_image_too_small_for_a_residual(tmp_path, capsys):
+    """camid residual on a 1x160 or 128x1 PNG wrote an all-zero residual TIFF (std 0) as a clean result, after
+    numpy's 'Mean of empty slice' warnings that named no file (identify and cluster refused such images)."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, shape in (("row.png", (1, 160)), ("col.png", (128, 1)), ("ok.png", (64, 80))):
+        Image.fromarray((rng.random(shape) * 200 + 20).astype(np.uint8)).save(folder / name)
+    assert main(["residual", str(folder), "-o", str(tmp_path / "res"), *RUN_ARGS]) == EXIT_PARTIAL
+    err = capsys.readouterr().err
+    assert "row.png: image is 1x160" in err and "col.png: image is 128x1" in err
+    lines = (tmp_path / "res" / "residuals.jsonl").read_text().splitlines()
+    assert [os.path.basename(json.loads(line)["path"]) for line in lines] == ["ok.png"]
+
+
 # ------------------------------------------------------------------------------------------------
 # 7. parameters
 # ------------------------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ def cmd_identify(args) -> int:
     params, config = _params(args), _config(args)
     extra_files = [p for p in (args.json, args.csv) if p]
     check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, command="identify")
     methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
@@ -331,7 +331,8 @@ def cmd_evaluate(args) -> int:
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
     params, config = _params(args), _config(args)
     inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
-    check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite)
+    check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite,
+                  command="evaluate")
     summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), params, config,
                                resume=args.resume, argv=sys.argv)
     print(format_report(summary))

@@ -32,7 +32,7 @@ from camid_gpu.engine.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
-from camid_gpu.errors import CamidError, FingerprintMismatchError, OutputPathError
+from camid_gpu.errors import CamidError, FingerprintMismatchError, ImageTooSmallError, OutputPathError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
 from camid_gpu.io.device_decode import decoder_for
@@ -60,7 +60,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``.
     """
     started = utc_now()
-    run_folder.check_outputs([refs_dir], folders=[out_dir])
+    run_folder.check_outputs([refs_dir], folders=[out_dir], command="fingerprint")
     if not overwrite and os.path.isdir(out_dir):
         existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json")) and f != "manifest.json")
         if existing:
@@ -232,6 +232,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
     manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
     started = utc_now()
+    run_folder.check_outputs(list(inputs) + [fp_dir], folders=[run_dir], command="identify")
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
     with run_folder.locked(run_dir):
         run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
@@ -331,7 +332,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                          f"{params.pce_clip[0]}x{params.pce_clip[1]}")
     reference_listing(refs)
     prepare.disputed_images([disputed])
-    run_folder.check_outputs([refs, disputed], folders=[out_dir])
+    run_folder.check_outputs([refs, disputed], folders=[out_dir], command="evaluate")
     with run_folder.locked(out_dir):
         fp_dir = os.path.join(out_dir, "fingerprints")
         results_path = os.path.join(out_dir, "results.jsonl")
@@ -382,6 +383,10 @@ def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any
 def _residual_input(path: str, clip: tuple[int, int] | None, channel: str, limits) -> tuple[np.ndarray, Any]:
     pixels, info = read_image(path, limits=limits)
     pixels = center_clip(pixels, clip, path)
+    if min(pixels.shape[:2]) < prepare.MIN_SIDE:  # a 1xN image gave an all-zero "residual" and NaN warnings
+        raise ImageTooSmallError(path, f"image{' clip' if clip else ''} is {pixels.shape[0]}x{pixels.shape[1]} "
+                                       f"(rows x columns), smaller than the {prepare.MIN_SIDE}x{prepare.MIN_SIDE} a "
+                                       f"residual needs")
     return (green_channel(pixels) if channel == "green" else pixels), info
 
 
@@ -399,7 +404,10 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
     """
     started = utc_now()
     params = Params(clip=clip, sigma_fingerprint=sigma, levels=levels, wavelet=wavelet)  # checks the values
-    run_folder.check_outputs(inputs, folders=[out_dir])
+    run_folder.check_outputs(inputs, folders=[out_dir], command="residual")
+    index_path = os.path.join(out_dir, "residuals.jsonl")
+    if os.path.lexists(index_path):  # appending would mix two runs' records (and replace TIFFs the first lists)
+        raise OutputPathError(f"{out_dir} already holds residuals ({index_path}); choose a new output folder")
     listing = scan_inputs(*inputs)
     paths = listing.images
     if skipped is not None:
@@ -408,7 +416,6 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
         raise ValueError(f"no images found in {', '.join(inputs)}")
     errors: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
-    index_path = os.path.join(out_dir, "residuals.jsonl")
     bk = config.backend_obj()
     tasks = [(p, clip, channel, config.limits) for p in paths]
     with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
