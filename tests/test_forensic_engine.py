@@ -104,6 +104,28 @@ def test_resume_with_other_parameters_or_fingerprints_is_refused(world, tmp_path
     assert (run / "results.jsonl").read_bytes() == before  # nothing mixed in
 
 
+def test_resume_on_another_backend_or_precision_is_refused(world, tmp_path, capsys):
+    """A resume with --precision float64 (or --backend torch) after a numpy float32 start went through: one
+    results.jsonl held records of two computations, and the manifest named only the last backend."""
+    ev, run = evidence(world, tmp_path), tmp_path / "run"
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), *RUN_ARGS]) == EXIT_OK
+    lines = (run / "results.jsonl").read_text().splitlines()
+    failed = json.loads(lines[-1])
+    failed["error"] = {"kind": "simulated", "reason": "an earlier failure"}  # so a resume has work to do
+    (run / "results.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(failed)]) + "\n")
+    before = (run / "results.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", *RUN_ARGS,
+                 "--precision", "float64"]) == EXIT_FAIL
+    assert "computed_by.precision: recorded 'float32', now 'float64'" in capsys.readouterr().err
+    pytest.importorskip("torch")
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", "--quiet",
+                 "--backend", "torch"]) == EXIT_FAIL
+    assert "computed_by.backend: recorded 'numpy', now 'torch'" in capsys.readouterr().err
+    assert (run / "results.jsonl").read_bytes() == before
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", *RUN_ARGS]) == EXIT_OK
+
+
 def test_resume_with_the_folder_spelled_differently_adds_nothing(world, tmp_path, monkeypatch):
     ev, run = evidence(world, tmp_path), tmp_path / "run"
     monkeypatch.chdir(tmp_path)

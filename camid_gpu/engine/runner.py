@@ -196,8 +196,11 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     if os.path.exists(results_path) and not resume:
         raise CamidError(f"{results_path}: results file exists; pass --resume to continue it or choose another "
                          f"output")
+    # the backend and working precision shape every number: a resume on another one would mix two computations
+    # in one results.jsonl under one manifest "backend" line
+    computed_by = {"backend": "dask" if config.cluster else config.backend_obj().name, "precision": config.precision}
     run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
-                                                        kind=kind), resume)
+                                                        kind=kind, computed_by=computed_by), resume)
     existing = run_folder.existing_records(results_path) if resume else []
     writer = ResultsWriter(results_path, resume)
     plan = run_folder.plan_resume(paths, existing)
