@@ -355,6 +355,20 @@ def test_outputs_never_replace_each_other_or_the_run_folders_own_files(world, tm
                  *RUN_ARGS]) == EXIT_OK
 
 
+def test_report_is_never_written_into_a_folder_of_evidence(world, tmp_path, capsys):
+    """camid report RUN -o EVIDENCE/C01/report.html (or into the fingerprint folder) wrote there: only the
+    input files themselves were protected, not the folders the run read them from."""
+    pytest.importorskip("matplotlib")
+    ev, store, run = evidence(world, tmp_path), copy_store(world, tmp_path), tmp_path / "run"
+    assert main(["identify", str(store), str(ev), "-o", str(run), *RUN_ARGS]) == EXIT_OK
+    before, store_before = snapshot(ev), snapshot(store)
+    for target in (ev / "C01" / "report.html", store / "report.html"):
+        assert main(["report", str(run), "-o", str(target)]) == EXIT_FAIL
+        assert "never writes over or into evidence" in capsys.readouterr().err
+    assert snapshot(ev) == before and snapshot(store) == store_before
+    assert main(["report", str(run)]) == EXIT_OK and (run / "report.html").exists()
+
+
 def test_a_run_folder_holds_one_commands_run(world, tmp_path, capsys):
     """identify -o INTO a fingerprint store replaced the store's manifest with its own; residual -o into an
     identify run folder replaced that run's manifest; a second residual run appended to the first one's

@@ -302,8 +302,9 @@ def cmd_report(args) -> int:
 
 
 def _recorded_inputs(run_dir: str) -> list[str]:
-    """The files a report reads (results, manifest, evaluation) and the inputs its manifest lists: the report
-    may be written beside them, never over them."""
+    """The files a report reads (results, manifest, evaluation), the files its manifest lists, and the folders
+    of the run's inputs, references and fingerprints: the report may be written beside the run's own files,
+    never over them, and never into a folder of evidence (``report RUN -o seized/report.html`` wrote there)."""
     import json
 
     from camid_gpu.provenance import MANIFEST_NAME
@@ -313,9 +314,24 @@ def _recorded_inputs(run_dir: str) -> list[str]:
     try:
         with open(os.path.join(run_dir, MANIFEST_NAME), encoding="utf-8") as handle:
             manifest = json.load(handle)
+        evidence: list[str] = []
         for key in ("inputs", "fingerprints", "outputs"):
-            found += [e["abspath"] for e in manifest.get(key) or [] if isinstance(e, dict)
-                      and isinstance(e.get("abspath"), str)]
+            for e in manifest.get(key) or []:
+                if isinstance(e, dict) and isinstance(e.get("abspath"), str):
+                    found.append(e["abspath"])
+                    if key != "outputs":
+                        evidence.append(os.path.dirname(e["abspath"]))
+                for ref in (e.get("references") if isinstance(e, dict) else None) or []:
+                    if isinstance(ref, dict) and isinstance(ref.get("path"), str):
+                        evidence.append(os.path.dirname(os.path.abspath(ref["path"])))
+        for key in ("fingerprints_dir", "dataset"):
+            if isinstance(manifest.get(key), str):
+                evidence.append(manifest[key])
+        run_home = os.path.realpath(run_dir)
+        # a folder of evidence that is the run folder itself (an evaluate run's fingerprints/ lies inside it)
+        # leaves the run folder's own files protected above, and the rest of it writable
+        found += sorted({f for f in evidence if os.path.realpath(f) != run_home
+                         and not run_home.startswith(os.path.realpath(f).rstrip(os.sep) + os.sep)})
     except (OSError, ValueError, AttributeError):
         pass  # no (readable) manifest: the report says so; the run folder's own files are still protected
     return found
