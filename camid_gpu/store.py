@@ -119,10 +119,18 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+#: stems a camera may not take: its ``<camera>.json`` would be the store's run manifest (``manifest.json``),
+#: which the fingerprint run writes after the cameras (the camera's metadata was silently replaced)
+_RESERVED_NAMES = frozenset({"manifest"})
+
+
 def check_camera_name(name: str) -> str:
     if not _NAME_OK.match(name):
         raise ValueError(f"camera name {name!r} must start with a letter or digit and contain only "
                          f"letters, digits, '.', '_' and '-'")
+    if name.casefold() in _RESERVED_NAMES:
+        raise ValueError(f"camera name {name!r} is reserved ({name}.json would be the fingerprint folder's "
+                         f"manifest); rename the camera folder")
     return name
 
 

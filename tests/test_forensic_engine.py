@@ -355,6 +355,40 @@ def test_outputs_never_replace_each_other_or_the_run_folders_own_files(world, tm
                  *RUN_ARGS]) == EXIT_OK
 
 
+def test_camera_folders_that_would_collide_in_the_store_are_refused_before_work(world, tmp_path, capsys):
+    """A camera folder named 'manifest' had its manifest.json replaced by the run manifest (exit 0, the camera
+    gone); 'Cam' and 'cam' were both built, into a store that every later load refuses (and that a
+    case-insensitive disk holds only one of)."""
+    refs = world / "data" / "refs"
+    for names, expected in ((("manifest", "C02"), "is reserved"), (("Cam", "cam"), "differ only in case")):
+        folder = tmp_path / "-".join(names)
+        for name, source in zip(names, sorted(refs.iterdir())):
+            shutil.copytree(source, folder / name)
+        out = tmp_path / f"fp-{names[0]}"
+        assert main(["fingerprint", str(folder), "-o", str(out), *FP_ARGS]) == EXIT_FAIL
+        assert expected in capsys.readouterr().err
+        assert not out.exists() or not list(out.glob("*.npz"))
+
+
+def test_fingerprint_overwrite_never_leaves_another_runs_cameras_in_the_store(world, tmp_path, capsys):
+    """--overwrite into a store with cameras this run does not build left them beside the new ones (not in the
+    new manifest, yet scored by every identify); a camera that failed this time kept its old fingerprint."""
+    store = copy_store(world, tmp_path)
+    refs = tmp_path / "refs"
+    shutil.copytree(world / "data" / "refs" / "C01", refs / "C03")
+    assert main(["fingerprint", str(refs), "-o", str(store), *FP_ARGS, "--overwrite"]) == EXIT_FAIL
+    assert "cameras this run does not build (C01, C02)" in capsys.readouterr().err
+    assert not (store / "C03.json").exists()
+    refs = tmp_path / "refs2"
+    shutil.copytree(world / "data" / "refs", refs)
+    for extra in sorted((refs / "C02").iterdir())[1:]:
+        extra.unlink()  # C02 now has one reference: no fingerprint this time
+    assert main(["fingerprint", str(refs), "-o", str(store), *FP_ARGS, "--overwrite"]) == EXIT_PARTIAL
+    assert "C02.npz" in capsys.readouterr().err
+    assert sorted(p.name for p in store.glob("*.npz")) == ["C01.npz"]
+    assert [fp.camera for fp in load_store(store)] == ["C01"]
+
+
 def test_report_is_never_written_into_a_folder_of_evidence(world, tmp_path, capsys):
     """camid report RUN -o EVIDENCE/C01/report.html (or into the fingerprint folder) wrote there: only the
     input files themselves were protected, not the folders the run read them from."""

@@ -61,14 +61,32 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     """
     started = utc_now()
     run_folder.check_outputs([refs_dir], folders=[out_dir], command="fingerprint")
-    if not overwrite and os.path.isdir(out_dir):
-        existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json")) and f != "manifest.json")
-        if existing:
-            raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
-                                  f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
-                                  f"or choose another folder")
+    existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json"))
+                      and f != "manifest.json") if os.path.isdir(out_dir) else []
+    if existing and not overwrite:
+        raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
+                              f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
+                              f"or choose another folder")
+    cameras = {camera for camera, _, _ in reference_listing(refs_dir)}
+    # --overwrite replaces this run's cameras; a camera it does not build would stay beside them, unlisted in
+    # the new manifest, and every later identify would score it as part of this store
+    strangers = sorted({os.path.splitext(f)[0] for f in existing} - cameras)
+    if strangers:
+        raise OutputPathError(f"{out_dir} holds fingerprints of cameras this run does not build ("
+                              f"{', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); one store holds "
+                              f"one run's cameras: choose another folder or remove them")
     with run_folder.locked(out_dir):
         summary = _fingerprint_folder(refs_dir, out_dir, methods, params, config)
+        built = {c["camera"] for c in summary["cameras"]}
+        for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
+            for suffix in (".json", ".npz"):
+                stale = os.path.join(out_dir, camera + suffix)
+                if os.path.lexists(stale):
+                    os.remove(stale)
+                    summary["errors"].append({"path": stale, "error": {
+                        "kind": "stale-fingerprint-removed",
+                        "reason": f"camera {camera!r} got no fingerprint in this run; its earlier {camera}{suffix} "
+                                  f"(from another run, replaced under --overwrite) was removed"}})
         if manifest and summary["cameras"]:
             summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
                 out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
@@ -123,11 +141,16 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
     from camid_gpu.store import check_camera_name
 
     listed = []
+    seen: dict[str, str] = {}
     for camera, folder in prepare.camera_folders(refs_dir):
         try:
             check_camera_name(camera)
         except ValueError as exc:
             raise CamidError(f"{folder}: {exc}") from None
+        if camera.casefold() in seen:  # the store refuses them at load; on a case-insensitive disk one replaces
+            raise CamidError(f"{folder}: camera {camera!r} and {seen[camera.casefold()]!r} differ only in case; "
+                             f"a fingerprint store holds one of them (rename one folder)")
+        seen[camera.casefold()] = camera
         listed.append((camera, folder, scan_inputs(folder)))
     return listed
 
