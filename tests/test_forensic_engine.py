@@ -693,6 +693,23 @@ def test_verify_fails_when_nothing_is_checked(world, tmp_path, capsys, edit):
     assert "FAILED" in out and "all unchanged" not in out
 
 
+def test_verify_prints_a_hostile_manifests_fields_escaped(world, tmp_path, capsys):
+    """verify printed a manifest's 'role' and recorded hash raw: a terminal escape or a newline in them faked
+    lines of the verdict (the recorded hash was checked for its length only, not for hex digits)."""
+    ev, run = evidence(world, tmp_path), tmp_path / "run"
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), *RUN_ARGS]) == EXIT_OK
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["inputs"][0]["role"] = "x\x1b[2J\nall unchanged"
+    manifest["inputs"][0]["sha256"] = "0" * 64  # reported as changed, with its role
+    manifest["inputs"][1]["sha256"] = "\x1b[31m" + "a" * 59
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["verify", str(run)]) == EXIT_VERIFY_FAILED
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\nall unchanged" not in out
+    assert "CHANGED  x\\x1b[2J\\nall unchanged" in out and "is not a SHA-256" in out
+
+
 def test_verify_usage_error_is_not_the_changed_code(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["verify"])

@@ -272,13 +272,16 @@ def cmd_verify(args) -> int:
     if args.expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.expect_sha256.strip()):
         raise ValueError(f"--expect-sha256 must be 64 hexadecimal digits, got {args.expect_sha256!r}")
     result = verify_manifest(path, expect_sha256=args.expect_sha256)
+    # every field below comes from the manifest, which may be hostile: printable() keeps escapes off the terminal
     for item in result["changed"]:
-        print(f"CHANGED  {item['role']:11s} {printable(item['path'])}  recorded {item['recorded'][:16]}..., "
-              f"now {item['current'][:16]}...")
+        print(f"CHANGED  {printable(item['role']):11s} {printable(item['path'])}  recorded "
+              f"{printable(item['recorded'][:16])}..., now {item['current'][:16]}...")
     for item in result["missing"]:
-        print(f"MISSING  {item['role']:11s} {printable(item['path'])}  {item.get('reason', 'no longer exists')}")
+        print(f"MISSING  {printable(item['role']):11s} {printable(item['path'])}  "
+              f"{printable(item.get('reason', 'no longer exists'))}")
     for item in result["unhashed"]:
-        print(f"NO HASH  {item['role']:11s} {printable(item['path'])}  the manifest records no SHA-256 and no reason")
+        print(f"NO HASH  {printable(item['role']):11s} {printable(item['path'])}  the manifest records no SHA-256 "
+              f"and no reason")
     for problem in result["problems"]:
         print(f"INVALID  {printable(problem)}")
     print(f"manifest SHA-256 {result['manifest_sha256']}"
