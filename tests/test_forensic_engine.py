@@ -300,10 +300,49 @@ def test_camera_field_must_equal_the_file_name(world, tmp_path):
 def test_duplicate_camera_names_are_refused(world, tmp_path):
     store = copy_store(world, tmp_path)
     meta = json.loads((store / "C01.json").read_text())
-    meta["camera"] = "c01"
+    meta.update(camera="c01", arrays_file="c01.npz")  # a camera keeps its arrays in <camera>.npz
+    shutil.copy(store / "C01.npz", store / "c01.npz")
     (store / "c01.json").write_text(json.dumps(meta))  # the same camera under a second name
     with pytest.raises(FingerprintError, match="appears twice"):
         load_store(store)
+
+
+def test_a_camera_never_scores_another_cameras_arrays(world, tmp_path, capsys):
+    """C01.json naming C02.npz as its arrays file (with C02's recorded hash, no rehash needed) loaded C02's K as
+    C01's: C02's image was attributed to C01, exit 0. A copy of one camera's arrays under a second name tied
+    the two cameras, the first name winning."""
+    store = copy_store(world, tmp_path)
+    c01, c02 = (json.loads((store / f"{c}.json").read_text()) for c in ("C01", "C02"))
+    c01.update(arrays_file=c02["arrays_file"], arrays_sha256=c02["arrays_sha256"])
+    (store / "C01.json").write_text(json.dumps(c01))
+    with pytest.raises(FingerprintError, match="camera 'C01' keeps its arrays in C01.npz"):
+        load_store(store)
+    store = copy_store(world, tmp_path, "twice")
+    shutil.copy(store / "C01.npz", store / "C03.npz")
+    meta = json.loads((store / "C01.json").read_text())
+    meta.update(camera="C03", arrays_file="C03.npz")
+    (store / "C03.json").write_text(json.dumps(meta))
+    assert main(["identify", str(store), str(evidence(world, tmp_path)), "-o", str(tmp_path / "run"),
+                 *RUN_ARGS]) == EXIT_FAIL
+    assert "'C01' and 'C03' have byte-identical fingerprint arrays" in capsys.readouterr().err
+
+
+def test_a_fingerprint_declaring_more_samples_than_any_image_is_not_read(world, tmp_path):
+    """Metadata and .npy header agreeing on 40000 x 40000 passed the shape check, and the array was read with
+    read(6.4 GB): a deflated bomb of that size would have been inflated whole."""
+    store = copy_store(world, tmp_path)
+    meta = json.loads((store / "C01.json").read_text())
+    meta["source_shape"] = [40000, 40000]
+    meta["geometry"]["pce"].update(clip=None, shape=[40000, 40000])
+    meta["arrays"]["k"]["shape"] = [40000, 40000]
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (40000, 40000)})
+    with zipfile.ZipFile(store / "C01.npz", "w") as archive:
+        archive.writestr("k.npy", header.getvalue() + b"\0" * 16)
+    (store / "C01.json").write_text(json.dumps(meta))
+    rehash(store / "C01.json")
+    with pytest.raises(FingerprintError, match="over the 250000000-pixel limit"):
+        load_fingerprint(store / "C01.json")
 
 
 # ------------------------------------------------------------------------------------------------
