@@ -178,8 +178,8 @@ def verify_manifest(path: str, expect_sha256: str | None = None) -> dict[str, An
             if not (entry.get("unreadable") or entry.get("error")):
                 unhashed.append({"path": entry["path"], "role": role})
             continue  # recorded as unreadable at the time, with its reason: nothing to compare
-        if not isinstance(recorded, str) or len(recorded) != 64:
-            problems.append(f"{entry['path']}: recorded SHA-256 {recorded!r} is not a SHA-256")
+        if not isinstance(recorded, str) or len(recorded) != 64 or recorded.strip("0123456789abcdefABCDEF"):
+            problems.append(f"{entry['path']}: recorded SHA-256 {str(recorded)[:80]!r} is not a SHA-256")
             continue
         where = entry.get("abspath") if isinstance(entry.get("abspath"), str) else entry["path"]
         checked += 1

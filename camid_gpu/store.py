@@ -32,7 +32,7 @@ import numpy as np
 from camid_gpu._shared.files import read_regular, write_bytes_atomic
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
-from camid_gpu.config import MIN_FINGERPRINT_STD, MIN_REFERENCES
+from camid_gpu.config import MAX_PIXELS, MIN_FINGERPRINT_STD, MIN_REFERENCES
 from camid_gpu.errors import FingerprintError, FingerprintMismatchError
 
 FORMAT = "camid-fingerprint"
@@ -61,6 +61,7 @@ class CameraFingerprint:
     params: dict[str, Any]
     references: list[dict[str, Any]] = field(default_factory=list)
     software: dict[str, str] = field(default_factory=dict)
+    arrays_sha256: str = ""  # of the .npz it was loaded from ("" when built in memory)
 
     def clip_of(self, method: str) -> tuple[int, int] | None:
         """The centre clipping of ``method``'s arrays, or None = the full sensor frame."""
@@ -119,10 +120,18 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+#: stems a camera may not take: its ``<camera>.json`` would be the store's run manifest (``manifest.json``),
+#: which the fingerprint run writes after the cameras (the camera's metadata was silently replaced)
+_RESERVED_NAMES = frozenset({"manifest"})
+
+
 def check_camera_name(name: str) -> str:
     if not _NAME_OK.match(name):
         raise ValueError(f"camera name {name!r} must start with a letter or digit and contain only "
                          f"letters, digits, '.', '_' and '-'")
+    if name.casefold() in _RESERVED_NAMES:
+        raise ValueError(f"camera name {name!r} is reserved ({name}.json would be the fingerprint folder's "
+                         f"manifest); rename the camera folder")
     return name
 
 
@@ -192,7 +201,7 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
             clips = {m: tuple(meta["geometry"][m]["clip"]) if meta["geometry"][m]["clip"] else None
                      for m in methods}
         arrays_file = meta["arrays_file"]
-        if os.path.basename(arrays_file) != arrays_file:
+        if not isinstance(arrays_file, str) or os.path.basename(arrays_file) != arrays_file:
             raise ValueError(f"arrays_file {arrays_file!r} is not a plain file name")
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise FingerprintError(f"{json_path}: fingerprint metadata of version {meta['version']} is incomplete "
@@ -202,6 +211,9 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
     if meta.get("camera") != stem:
         raise FingerprintError(f"{json_path}: its 'camera' field is {meta.get('camera')!r} but the file is named "
                                f"{stem!r}; a fingerprint's camera must equal its file name (edited or renamed file)")
+    if arrays_file != f"{stem}.npz":  # C01.json pointing at C02.npz (with C02's hash) scored C02's K as C01's
+        raise FingerprintError(f"{json_path}: its arrays file is {arrays_file!r}; camera {stem!r} keeps its arrays "
+                               f"in {stem}.npz (another camera's arrays, or an edited file)")
     if not isinstance(meta.get("params"), dict) or not isinstance(meta.get("references", []), list):
         raise FingerprintError(f"{json_path}: damaged fingerprint metadata: 'params' must be an object and "
                                f"'references' a list")
@@ -224,7 +236,8 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
                                f"needed (config.MIN_REFERENCES)")
     fp = CameraFingerprint(camera=meta["camera"], methods=methods, arrays=arrays, clips=clips,
                            source_shape=source_shape, params=meta["params"],
-                           references=meta.get("references", []), software=meta.get("software", {}))
+                           references=meta.get("references", []), software=meta.get("software", {}),
+                           arrays_sha256=meta["arrays_sha256"])
     for method in methods:
         want = clips[method] or source_shape
         for name in _ARRAYS.get(method, ()):
@@ -258,6 +271,10 @@ def _read_arrays(blob: bytes, meta: dict[str, Any], where: str) -> dict[str, np.
                         raise FingerprintError(f"{where}: array {name!r} is {dtype} {list(shape)}, the metadata "
                                                f"declares float32 {want.get('shape')}")
                     count = int(np.prod(shape))
+                    if count > MAX_PIXELS:  # consistent metadata too: a deflated bomb would be inflated whole
+                        raise FingerprintError(f"{where}: array {name!r} declares {list(shape)} = {count} samples, "
+                                               f"over the {MAX_PIXELS}-pixel limit of any image (config.MAX_PIXELS); "
+                                               f"not read")
                     data = handle.read(count * 4 + 1)
                     if len(data) != count * 4:
                         raise FingerprintError(f"{where}: array {name!r} has {len(data)} bytes of data, "
@@ -320,11 +337,19 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
     if not store:
         raise FingerprintError(f"{directory}: no fingerprints (*.json) found")
     seen: dict[str, str] = {}
+    same_arrays: dict[str, str] = {}
     for fp, path in zip(store, paths):
         key = fp.camera.casefold()  # Cam1 and cam1 are one name on case-insensitive disks and to a reader
         if key in seen:
             raise FingerprintError(f"{directory}: camera name {fp.camera!r} appears twice ({seen[key]} and {path}); "
                                    f"camera names must be unique")
+        seen[key] = path
+        # one camera's arrays under two names: the decision between them would be a tie broken by name order
+        if fp.arrays_sha256 in same_arrays:
+            raise FingerprintError(f"{directory}: cameras {same_arrays[fp.arrays_sha256]!r} and {fp.camera!r} have "
+                                   f"byte-identical fingerprint arrays (one camera under two names, or a copied "
+                                   f"file); a store holds each camera once")
+        same_arrays[fp.arrays_sha256] = fp.camera
         seen[key] = path
     for fp in store:
         for method in methods:

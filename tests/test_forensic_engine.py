@@ -104,6 +104,28 @@ def test_resume_with_other_parameters_or_fingerprints_is_refused(world, tmp_path
     assert (run / "results.jsonl").read_bytes() == before  # nothing mixed in
 
 
+def test_resume_on_another_backend_or_precision_is_refused(world, tmp_path, capsys):
+    """A resume with --precision float64 (or --backend torch) after a numpy float32 start went through: one
+    results.jsonl held records of two computations, and the manifest named only the last backend."""
+    ev, run = evidence(world, tmp_path), tmp_path / "run"
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), *RUN_ARGS]) == EXIT_OK
+    lines = (run / "results.jsonl").read_text().splitlines()
+    failed = json.loads(lines[-1])
+    failed["error"] = {"kind": "simulated", "reason": "an earlier failure"}  # so a resume has work to do
+    (run / "results.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(failed)]) + "\n")
+    before = (run / "results.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", *RUN_ARGS,
+                 "--precision", "float64"]) == EXIT_FAIL
+    assert "computed_by.precision: recorded 'float32', now 'float64'" in capsys.readouterr().err
+    pytest.importorskip("torch")
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", "--quiet",
+                 "--backend", "torch"]) == EXIT_FAIL
+    assert "computed_by.backend: recorded 'numpy', now 'torch'" in capsys.readouterr().err
+    assert (run / "results.jsonl").read_bytes() == before
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", *RUN_ARGS]) == EXIT_OK
+
+
 def test_resume_with_the_folder_spelled_differently_adds_nothing(world, tmp_path, monkeypatch):
     ev, run = evidence(world, tmp_path), tmp_path / "run"
     monkeypatch.chdir(tmp_path)
@@ -278,10 +300,49 @@ def test_camera_field_must_equal_the_file_name(world, tmp_path):
 def test_duplicate_camera_names_are_refused(world, tmp_path):
     store = copy_store(world, tmp_path)
     meta = json.loads((store / "C01.json").read_text())
-    meta["camera"] = "c01"
+    meta.update(camera="c01", arrays_file="c01.npz")  # a camera keeps its arrays in <camera>.npz
+    shutil.copy(store / "C01.npz", store / "c01.npz")
     (store / "c01.json").write_text(json.dumps(meta))  # the same camera under a second name
     with pytest.raises(FingerprintError, match="appears twice"):
         load_store(store)
+
+
+def test_a_camera_never_scores_another_cameras_arrays(world, tmp_path, capsys):
+    """C01.json naming C02.npz as its arrays file (with C02's recorded hash, no rehash needed) loaded C02's K as
+    C01's: C02's image was attributed to C01, exit 0. A copy of one camera's arrays under a second name tied
+    the two cameras, the first name winning."""
+    store = copy_store(world, tmp_path)
+    c01, c02 = (json.loads((store / f"{c}.json").read_text()) for c in ("C01", "C02"))
+    c01.update(arrays_file=c02["arrays_file"], arrays_sha256=c02["arrays_sha256"])
+    (store / "C01.json").write_text(json.dumps(c01))
+    with pytest.raises(FingerprintError, match="camera 'C01' keeps its arrays in C01.npz"):
+        load_store(store)
+    store = copy_store(world, tmp_path, "twice")
+    shutil.copy(store / "C01.npz", store / "C03.npz")
+    meta = json.loads((store / "C01.json").read_text())
+    meta.update(camera="C03", arrays_file="C03.npz")
+    (store / "C03.json").write_text(json.dumps(meta))
+    assert main(["identify", str(store), str(evidence(world, tmp_path)), "-o", str(tmp_path / "run"),
+                 *RUN_ARGS]) == EXIT_FAIL
+    assert "'C01' and 'C03' have byte-identical fingerprint arrays" in capsys.readouterr().err
+
+
+def test_a_fingerprint_declaring_more_samples_than_any_image_is_not_read(world, tmp_path):
+    """Metadata and .npy header agreeing on 40000 x 40000 passed the shape check, and the array was read with
+    read(6.4 GB): a deflated bomb of that size would have been inflated whole."""
+    store = copy_store(world, tmp_path)
+    meta = json.loads((store / "C01.json").read_text())
+    meta["source_shape"] = [40000, 40000]
+    meta["geometry"]["pce"].update(clip=None, shape=[40000, 40000])
+    meta["arrays"]["k"]["shape"] = [40000, 40000]
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (40000, 40000)})
+    with zipfile.ZipFile(store / "C01.npz", "w") as archive:
+        archive.writestr("k.npy", header.getvalue() + b"\0" * 16)
+    (store / "C01.json").write_text(json.dumps(meta))
+    rehash(store / "C01.json")
+    with pytest.raises(FingerprintError, match="over the 250000000-pixel limit"):
+        load_fingerprint(store / "C01.json")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,6 +373,112 @@ def test_existing_outputs_need_overwrite(world, tmp_path, capsys):
     assert table.read_text().startswith("path,sha256,camera")
     assert main(["fingerprint", str(world / "data" / "refs"), "-o", str(world / "fp"), *FP_ARGS]) == EXIT_FAIL
     assert "already holds fingerprint files" in capsys.readouterr().err
+
+
+def test_outputs_never_replace_each_other_or_the_run_folders_own_files(world, tmp_path, capsys):
+    """--csv RUN/results.jsonl replaced the results with the CSV (and the manifest hashed the CSV as the
+    results); --json RUN/manifest.json was replaced by the manifest; --csv X --json X kept only one."""
+    ev, run = evidence(world, tmp_path), tmp_path / "run"
+    for extra in (["--csv", str(run / "results.jsonl")], ["--json", str(run / "manifest.json")],
+                  ["--csv", str(run / "run.json")], ["--csv", str(tmp_path / "t"), "--json", str(tmp_path / "t")]):
+        assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), *extra, "--overwrite",
+                     *RUN_ARGS]) == EXIT_FAIL
+        err = capsys.readouterr().err
+        assert "run folder's own" in err or "are the same file" in err, err
+        assert not (run / "results.jsonl").exists()
+    assert main(["evaluate", str(world / "data"), "-o", str(tmp_path / "ev"), "--json",
+                 str(tmp_path / "ev" / "manifest.json"), *FP_ARGS]) == EXIT_FAIL
+    assert "run folder's own 'manifest.json'" in capsys.readouterr().err
+    # a file of the user's own inside the run folder is fine
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--csv", str(run / "t.csv"),
+                 *RUN_ARGS]) == EXIT_OK
+
+
+def test_camera_folders_that_would_collide_in_the_store_are_refused_before_work(world, tmp_path, capsys):
+    """A camera folder named 'manifest' had its manifest.json replaced by the run manifest (exit 0, the camera
+    gone); 'Cam' and 'cam' were both built, into a store that every later load refuses (and that a
+    case-insensitive disk holds only one of)."""
+    refs = world / "data" / "refs"
+    for names, expected in ((("manifest", "C02"), "is reserved"), (("Cam", "cam"), "differ only in case")):
+        folder = tmp_path / "-".join(names)
+        for name, source in zip(names, sorted(refs.iterdir())):
+            shutil.copytree(source, folder / name)
+        out = tmp_path / f"fp-{names[0]}"
+        assert main(["fingerprint", str(folder), "-o", str(out), *FP_ARGS]) == EXIT_FAIL
+        assert expected in capsys.readouterr().err
+        assert not out.exists() or not list(out.glob("*.npz"))
+
+
+def test_fingerprint_overwrite_never_leaves_another_runs_cameras_in_the_store(world, tmp_path, capsys):
+    """--overwrite into a store with cameras this run does not build left them beside the new ones (not in the
+    new manifest, yet scored by every identify); a camera that failed this time kept its old fingerprint."""
+    store = copy_store(world, tmp_path)
+    refs = tmp_path / "refs"
+    shutil.copytree(world / "data" / "refs" / "C01", refs / "C03")
+    assert main(["fingerprint", str(refs), "-o", str(store), *FP_ARGS, "--overwrite"]) == EXIT_FAIL
+    assert "cameras this run does not build (C01, C02)" in capsys.readouterr().err
+    assert not (store / "C03.json").exists()
+    refs = tmp_path / "refs2"
+    shutil.copytree(world / "data" / "refs", refs)
+    for extra in sorted((refs / "C02").iterdir())[1:]:
+        extra.unlink()  # C02 now has one reference: no fingerprint this time
+    assert main(["fingerprint", str(refs), "-o", str(store), *FP_ARGS, "--overwrite"]) == EXIT_PARTIAL
+    assert "C02.npz" in capsys.readouterr().err
+    assert sorted(p.name for p in store.glob("*.npz")) == ["C01.npz"]
+    assert [fp.camera for fp in load_store(store)] == ["C01"]
+
+
+def test_report_is_never_written_into_a_folder_of_evidence(world, tmp_path, capsys):
+    """camid report RUN -o EVIDENCE/C01/report.html (or into the fingerprint folder) wrote there: only the
+    input files themselves were protected, not the folders the run read them from."""
+    pytest.importorskip("matplotlib")
+    ev, store, run = evidence(world, tmp_path), copy_store(world, tmp_path), tmp_path / "run"
+    assert main(["identify", str(store), str(ev), "-o", str(run), *RUN_ARGS]) == EXIT_OK
+    before, store_before = snapshot(ev), snapshot(store)
+    for target in (ev / "C01" / "report.html", store / "report.html"):
+        assert main(["report", str(run), "-o", str(target)]) == EXIT_FAIL
+        assert "never writes over or into evidence" in capsys.readouterr().err
+    assert snapshot(ev) == before and snapshot(store) == store_before
+    assert main(["report", str(run)]) == EXIT_OK and (run / "report.html").exists()
+
+
+def test_a_run_folder_holds_one_commands_run(world, tmp_path, capsys):
+    """identify -o INTO a fingerprint store replaced the store's manifest with its own; residual -o into an
+    identify run folder replaced that run's manifest; a second residual run appended to the first one's
+    residuals.jsonl (two sigmas in one index) and replaced the TIFFs the first one listed."""
+    ev, store = evidence(world, tmp_path), copy_store(world, tmp_path)
+    before = snapshot(store)
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(store), *RUN_ARGS]) == EXIT_FAIL
+    assert "holds the manifest of a 'camid fingerprint' run" in capsys.readouterr().err
+    assert snapshot(store) == before
+    run = tmp_path / "run"
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), *RUN_ARGS]) == EXIT_OK
+    manifest = (run / "manifest.json").read_bytes()
+    for command in (["residual", str(ev)], ["cluster", str(ev)]):
+        assert main([*command, "-o", str(run), *RUN_ARGS]) == EXIT_FAIL
+        assert "holds the manifest of a 'camid identify' run" in capsys.readouterr().err
+    assert (run / "manifest.json").read_bytes() == manifest
+    res = tmp_path / "res"
+    assert main(["residual", str(ev), "-o", str(res), *RUN_ARGS]) == EXIT_OK
+    index = (res / "residuals.jsonl").read_bytes()
+    assert main(["residual", str(ev), "-o", str(res), "--sigma", "5", *RUN_ARGS]) == EXIT_FAIL
+    assert "already holds residuals" in capsys.readouterr().err
+    assert (res / "residuals.jsonl").read_bytes() == index
+
+
+def test_residual_refuses_an_image_too_small_for_a_residual(tmp_path, capsys):
+    """camid residual on a 1x160 or 128x1 PNG wrote an all-zero residual TIFF (std 0) as a clean result, after
+    numpy's 'Mean of empty slice' warnings that named no file (identify and cluster refused such images)."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, shape in (("row.png", (1, 160)), ("col.png", (128, 1)), ("ok.png", (64, 80))):
+        Image.fromarray((rng.random(shape) * 200 + 20).astype(np.uint8)).save(folder / name)
+    assert main(["residual", str(folder), "-o", str(tmp_path / "res"), *RUN_ARGS]) == EXIT_PARTIAL
+    err = capsys.readouterr().err
+    assert "row.png: image is 1x160" in err and "col.png: image is 128x1" in err
+    lines = (tmp_path / "res" / "residuals.jsonl").read_text().splitlines()
+    assert [os.path.basename(json.loads(line)["path"]) for line in lines] == ["ok.png"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -594,6 +761,23 @@ def test_verify_fails_when_nothing_is_checked(world, tmp_path, capsys, edit):
     assert main(["verify", str(run / "manifest.json")]) == EXIT_VERIFY_FAILED
     out = capsys.readouterr().out
     assert "FAILED" in out and "all unchanged" not in out
+
+
+def test_verify_prints_a_hostile_manifests_fields_escaped(world, tmp_path, capsys):
+    """verify printed a manifest's 'role' and recorded hash raw: a terminal escape or a newline in them faked
+    lines of the verdict (the recorded hash was checked for its length only, not for hex digits)."""
+    ev, run = evidence(world, tmp_path), tmp_path / "run"
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), *RUN_ARGS]) == EXIT_OK
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["inputs"][0]["role"] = "x\x1b[2J\nall unchanged"
+    manifest["inputs"][0]["sha256"] = "0" * 64  # reported as changed, with its role
+    manifest["inputs"][1]["sha256"] = "\x1b[31m" + "a" * 59
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["verify", str(run)]) == EXIT_VERIFY_FAILED
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\nall unchanged" not in out
+    assert "CHANGED  x\\x1b[2J\\nall unchanged" in out and "is not a SHA-256" in out
 
 
 def test_verify_usage_error_is_not_the_changed_code(tmp_path, capsys):

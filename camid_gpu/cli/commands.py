@@ -208,7 +208,7 @@ def cmd_identify(args) -> int:
     params, config = _params(args), _config(args)
     extra_files = [p for p in (args.json, args.csv) if p]
     check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, command="identify")
     methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
@@ -272,13 +272,16 @@ def cmd_verify(args) -> int:
     if args.expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.expect_sha256.strip()):
         raise ValueError(f"--expect-sha256 must be 64 hexadecimal digits, got {args.expect_sha256!r}")
     result = verify_manifest(path, expect_sha256=args.expect_sha256)
+    # every field below comes from the manifest, which may be hostile: printable() keeps escapes off the terminal
     for item in result["changed"]:
-        print(f"CHANGED  {item['role']:11s} {printable(item['path'])}  recorded {item['recorded'][:16]}..., "
-              f"now {item['current'][:16]}...")
+        print(f"CHANGED  {printable(item['role']):11s} {printable(item['path'])}  recorded "
+              f"{printable(item['recorded'][:16])}..., now {item['current'][:16]}...")
     for item in result["missing"]:
-        print(f"MISSING  {item['role']:11s} {printable(item['path'])}  {item.get('reason', 'no longer exists')}")
+        print(f"MISSING  {printable(item['role']):11s} {printable(item['path'])}  "
+              f"{printable(item.get('reason', 'no longer exists'))}")
     for item in result["unhashed"]:
-        print(f"NO HASH  {item['role']:11s} {printable(item['path'])}  the manifest records no SHA-256 and no reason")
+        print(f"NO HASH  {printable(item['role']):11s} {printable(item['path'])}  the manifest records no SHA-256 "
+              f"and no reason")
     for problem in result["problems"]:
         print(f"INVALID  {printable(problem)}")
     print(f"manifest SHA-256 {result['manifest_sha256']}"
@@ -302,8 +305,9 @@ def cmd_report(args) -> int:
 
 
 def _recorded_inputs(run_dir: str) -> list[str]:
-    """The files a report reads (results, manifest, evaluation) and the inputs its manifest lists: the report
-    may be written beside them, never over them."""
+    """The files a report reads (results, manifest, evaluation), the files its manifest lists, and the folders
+    of the run's inputs, references and fingerprints: the report may be written beside the run's own files,
+    never over them, and never into a folder of evidence (``report RUN -o seized/report.html`` wrote there)."""
     import json
 
     from camid_gpu.provenance import MANIFEST_NAME
@@ -313,9 +317,24 @@ def _recorded_inputs(run_dir: str) -> list[str]:
     try:
         with open(os.path.join(run_dir, MANIFEST_NAME), encoding="utf-8") as handle:
             manifest = json.load(handle)
+        evidence: list[str] = []
         for key in ("inputs", "fingerprints", "outputs"):
-            found += [e["abspath"] for e in manifest.get(key) or [] if isinstance(e, dict)
-                      and isinstance(e.get("abspath"), str)]
+            for e in manifest.get(key) or []:
+                if isinstance(e, dict) and isinstance(e.get("abspath"), str):
+                    found.append(e["abspath"])
+                    if key != "outputs":
+                        evidence.append(os.path.dirname(e["abspath"]))
+                for ref in (e.get("references") if isinstance(e, dict) else None) or []:
+                    if isinstance(ref, dict) and isinstance(ref.get("path"), str):
+                        evidence.append(os.path.dirname(os.path.abspath(ref["path"])))
+        for key in ("fingerprints_dir", "dataset"):
+            if isinstance(manifest.get(key), str):
+                evidence.append(manifest[key])
+        run_home = os.path.realpath(run_dir)
+        # a folder of evidence that is the run folder itself (an evaluate run's fingerprints/ lies inside it)
+        # leaves the run folder's own files protected above, and the rest of it writable
+        found += sorted({f for f in evidence if os.path.realpath(f) != run_home
+                         and not run_home.startswith(os.path.realpath(f).rstrip(os.sep) + os.sep)})
     except (OSError, ValueError, AttributeError):
         pass  # no (readable) manifest: the report says so; the run folder's own files are still protected
     return found
@@ -331,7 +350,8 @@ def cmd_evaluate(args) -> int:
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
     params, config = _params(args), _config(args)
     inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
-    check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite)
+    check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite,
+                  command="evaluate")
     summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), params, config,
                                resume=args.resume, argv=sys.argv)
     print(format_report(summary))

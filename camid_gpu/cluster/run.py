@@ -454,7 +454,7 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
     Returns the content of ``clusters.json``.
     """
     config = config or RunConfig()
-    run_folder.check_outputs(inputs, folders=[run_dir])  # never into the evidence; before any work
+    run_folder.check_outputs(inputs, folders=[run_dir], command="cluster")  # never into the evidence; before any work
     if not config.cluster:  # a Gram precision this device cannot do is refused before the run folder is made
         resolve_precision(config.backend_obj(), params.precision)
     with run_folder.locked(run_dir):

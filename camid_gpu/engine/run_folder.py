@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from camid_gpu._shared.files import atomic_write
+from camid_gpu._shared.files import atomic_write, open_regular
 from camid_gpu._shared.jsonio import read_jsonl, sha256_or_none, write_json
 from camid_gpu.errors import OutputPathError, RunFolderError
 from camid_gpu.pipeline.records import ImageRecord, is_error, record_key
@@ -204,13 +204,24 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+#: what camid itself writes at the top of a run folder (any command's): an extra output file (``--csv``,
+#: ``--json``, ``report -o``) given inside an output folder may not take one of these names
+RUN_FOLDER_ENTRIES = frozenset({RESULTS_NAME, SPEC_NAME, MANIFEST_NAME, CHECKSUM_NAME, LOCK_NAME, "evaluation.json",
+                                "residuals.jsonl", "images.jsonl", "cluster-params.json", "clusters.json",
+                                "clusters.csv", "fingerprints", "residuals", "similarity", "gram"})
+
+
 def check_outputs(inputs: Sequence[str], files: Sequence[str] = (), folders: Sequence[str] = (),
-                  overwrite: bool = False) -> None:
+                  overwrite: bool = False, command: str | None = None) -> None:
     """Refuse, before any work, outputs that would touch evidence or cannot be written.
 
     ``inputs``: input files and folders (evidence, references, fingerprints). ``files``: output files to be
     created (refused when they exist, unless ``overwrite``); ``folders``: output folders (created if needed).
-    No output may be an input file or lie inside an input folder (after ``realpath``).
+    No output may be an input file or lie inside an input folder (after ``realpath``); no two outputs may be
+    one file, and no output file may take the name of a file camid writes in an output folder
+    (:data:`RUN_FOLDER_ENTRIES`: ``--csv RUN/results.jsonl`` would replace the results). With ``command``, an
+    output folder that already holds the manifest of another command's run (a fingerprint store, an identify
+    run) is refused: one folder holds one run, and its manifest is never replaced by another's.
     """
     roots = []
     for p in inputs:
@@ -223,6 +234,24 @@ def check_outputs(inputs: Sequence[str], files: Sequence[str] = (), folders: Seq
                 what = "is the input" if real == root else "lies inside the input folder"
                 raise OutputPathError(f"output {out} {what} {given}; camid never writes over or into evidence: "
                                       f"choose an output outside the inputs")
+    seen: dict[str, str] = {}
+    for out in list(files) + list(folders):
+        real = canonical(out)
+        if real in seen:
+            raise OutputPathError(f"outputs {seen[real]} and {out} are the same file; give each output its own name")
+        seen[real] = out
+    for out in files:
+        real = canonical(out)
+        for folder in folders:
+            home = canonical(folder)
+            if _inside(real, home) and real != home:
+                top = os.path.relpath(real, home).split(os.sep)[0]
+                if top in RUN_FOLDER_ENTRIES:
+                    raise OutputPathError(f"output {out} would replace the run folder's own {top!r} in {folder}; "
+                                          f"choose another name")
+    if command is not None:
+        for folder in folders:
+            _check_folder_command(folder, command)
     for out in files:
         if os.path.isdir(out):
             raise OutputPathError(f"output {out} is a folder; a file name is needed")
@@ -233,6 +262,22 @@ def check_outputs(inputs: Sequence[str], files: Sequence[str] = (), folders: Seq
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise OutputPathError(f"output folder {folder} exists and is not a folder")
         _check_writable(os.path.abspath(folder), folder)
+
+
+def _check_folder_command(folder: str, command: str) -> None:
+    """An output folder with a manifest of another command (or an unreadable one) is another run's folder."""
+    path = os.path.join(folder, MANIFEST_NAME)
+    if not os.path.lexists(path):
+        return
+    try:
+        with open_regular(path) as handle:
+            recorded = json.loads(handle.read().decode("utf-8")).get("command")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded != command:
+        what = f"the manifest of a 'camid {recorded}' run" if isinstance(recorded, str) else "a manifest camid cannot read"
+        raise OutputPathError(f"output folder {folder} holds {what} ({path}); a 'camid {command}' run there would "
+                              f"replace it: choose another output folder")
 
 
 def _check_writable(folder: str, out: str) -> None:

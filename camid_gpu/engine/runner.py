@@ -32,7 +32,7 @@ from camid_gpu.engine.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
-from camid_gpu.errors import CamidError, FingerprintMismatchError, OutputPathError
+from camid_gpu.errors import CamidError, FingerprintMismatchError, ImageTooSmallError, OutputPathError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.decode import read_image
 from camid_gpu.io.device_decode import decoder_for
@@ -60,15 +60,33 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``.
     """
     started = utc_now()
-    run_folder.check_outputs([refs_dir], folders=[out_dir])
-    if not overwrite and os.path.isdir(out_dir):
-        existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json")) and f != "manifest.json")
-        if existing:
-            raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
-                                  f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
-                                  f"or choose another folder")
+    run_folder.check_outputs([refs_dir], folders=[out_dir], command="fingerprint")
+    existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json"))
+                      and f != "manifest.json") if os.path.isdir(out_dir) else []
+    if existing and not overwrite:
+        raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
+                              f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
+                              f"or choose another folder")
+    cameras = {camera for camera, _, _ in reference_listing(refs_dir)}
+    # --overwrite replaces this run's cameras; a camera it does not build would stay beside them, unlisted in
+    # the new manifest, and every later identify would score it as part of this store
+    strangers = sorted({os.path.splitext(f)[0] for f in existing} - cameras)
+    if strangers:
+        raise OutputPathError(f"{out_dir} holds fingerprints of cameras this run does not build ("
+                              f"{', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); one store holds "
+                              f"one run's cameras: choose another folder or remove them")
     with run_folder.locked(out_dir):
         summary = _fingerprint_folder(refs_dir, out_dir, methods, params, config)
+        built = {c["camera"] for c in summary["cameras"]}
+        for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
+            for suffix in (".json", ".npz"):
+                stale = os.path.join(out_dir, camera + suffix)
+                if os.path.lexists(stale):
+                    os.remove(stale)
+                    summary["errors"].append({"path": stale, "error": {
+                        "kind": "stale-fingerprint-removed",
+                        "reason": f"camera {camera!r} got no fingerprint in this run; its earlier {camera}{suffix} "
+                                  f"(from another run, replaced under --overwrite) was removed"}})
         if manifest and summary["cameras"]:
             summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
                 out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
@@ -123,11 +141,16 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
     from camid_gpu.store import check_camera_name
 
     listed = []
+    seen: dict[str, str] = {}
     for camera, folder in prepare.camera_folders(refs_dir):
         try:
             check_camera_name(camera)
         except ValueError as exc:
             raise CamidError(f"{folder}: {exc}") from None
+        if camera.casefold() in seen:  # the store refuses them at load; on a case-insensitive disk one replaces
+            raise CamidError(f"{folder}: camera {camera!r} and {seen[camera.casefold()]!r} differ only in case; "
+                             f"a fingerprint store holds one of them (rename one folder)")
+        seen[camera.casefold()] = camera
         listed.append((camera, folder, scan_inputs(folder)))
     return listed
 
@@ -196,8 +219,11 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     if os.path.exists(results_path) and not resume:
         raise CamidError(f"{results_path}: results file exists; pass --resume to continue it or choose another "
                          f"output")
+    # the backend and working precision shape every number: a resume on another one would mix two computations
+    # in one results.jsonl under one manifest "backend" line
+    computed_by = {"backend": "dask" if config.cluster else config.backend_obj().name, "precision": config.precision}
     run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
-                                                        kind=kind), resume)
+                                                        kind=kind, computed_by=computed_by), resume)
     existing = run_folder.existing_records(results_path) if resume else []
     writer = ResultsWriter(results_path, resume)
     plan = run_folder.plan_resume(paths, existing)
@@ -232,6 +258,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
     manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
     started = utc_now()
+    run_folder.check_outputs(list(inputs) + [fp_dir], folders=[run_dir], command="identify")
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
     with run_folder.locked(run_dir):
         run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
@@ -331,7 +358,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                          f"{params.pce_clip[0]}x{params.pce_clip[1]}")
     reference_listing(refs)
     prepare.disputed_images([disputed])
-    run_folder.check_outputs([refs, disputed], folders=[out_dir])
+    run_folder.check_outputs([refs, disputed], folders=[out_dir], command="evaluate")
     with run_folder.locked(out_dir):
         fp_dir = os.path.join(out_dir, "fingerprints")
         results_path = os.path.join(out_dir, "results.jsonl")
@@ -382,6 +409,10 @@ def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any
 def _residual_input(path: str, clip: tuple[int, int] | None, channel: str, limits) -> tuple[np.ndarray, Any]:
     pixels, info = read_image(path, limits=limits)
     pixels = center_clip(pixels, clip, path)
+    if min(pixels.shape[:2]) < prepare.MIN_SIDE:  # a 1xN image gave an all-zero "residual" and NaN warnings
+        raise ImageTooSmallError(path, f"image{' clip' if clip else ''} is {pixels.shape[0]}x{pixels.shape[1]} "
+                                       f"(rows x columns), smaller than the {prepare.MIN_SIDE}x{prepare.MIN_SIDE} a "
+                                       f"residual needs")
     return (green_channel(pixels) if channel == "green" else pixels), info
 
 
@@ -399,7 +430,10 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
     """
     started = utc_now()
     params = Params(clip=clip, sigma_fingerprint=sigma, levels=levels, wavelet=wavelet)  # checks the values
-    run_folder.check_outputs(inputs, folders=[out_dir])
+    run_folder.check_outputs(inputs, folders=[out_dir], command="residual")
+    index_path = os.path.join(out_dir, "residuals.jsonl")
+    if os.path.lexists(index_path):  # appending would mix two runs' records (and replace TIFFs the first lists)
+        raise OutputPathError(f"{out_dir} already holds residuals ({index_path}); choose a new output folder")
     listing = scan_inputs(*inputs)
     paths = listing.images
     if skipped is not None:
@@ -408,7 +442,6 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
         raise ValueError(f"no images found in {', '.join(inputs)}")
     errors: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
-    index_path = os.path.join(out_dir, "residuals.jsonl")
     bk = config.backend_obj()
     tasks = [(p, clip, channel, config.limits) for p in paths]
     with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
