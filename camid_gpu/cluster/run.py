@@ -324,6 +324,9 @@ class GroupOps:
     def pce(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(pair_pce(self.bk, a[None], b[None], self.shape)[0])
 
+    def turn_row(self, row: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(row.reshape(self.shape), 2)).reshape(-1)
+
 
 def pair_pce(bk: Backend, a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Zero-shift PCE of row pairs ``a[i]``, ``b[i]`` (``(m, h*w)`` each) reshaped to ``shape``."""
@@ -382,19 +385,36 @@ def confirm_pairs(bk: Backend, store: RowStore, records: list[dict[str, Any]], p
 
 
 def member_candidates(cluster: list[int], sim_rows: np.ndarray, rows: list[list[int]]) -> list[tuple[int, int]]:
-    """For each member, the rotation candidate that agrees best with the other members (summed NCC)."""
-    out = []
-    for i in cluster:
-        if len(rows[i]) == 1:
-            out.append((i, 0))
-            continue
-        others = [j for j in cluster if j != i]
-        width = max(len(rows[j]) for j in others)
-        # (candidates of i, other members, candidates of each other member), padded with the last candidate
-        cols = np.array([[rows[j][min(b, len(rows[j]) - 1)] for b in range(width)] for j in others])
-        scores = sim_rows[np.asarray(rows[i])[:, None, None], cols[None]].max(axis=2).sum(axis=1)
-        out.append((i, int(np.argmax(scores))))
-    return out
+    """For each member, the rotation candidate that agrees best with the members already placed (summed NCC).
+
+    The turns are chosen jointly, so that every member lies in one frame: landscape members (one candidate)
+    are placed first; with none, the first member is placed at its last turn (270 degrees: a portrait frame
+    stored turned 90 degrees counter-clockwise, as a camera held with its grip up writes it, is then in the
+    sensor's frame; the other way round, the whole cluster is a half turn off and ``frame_known`` says so).
+    Then, repeatedly, the member
+    and turn with the highest summed row NCC against the placed members are placed. (Choosing each member's
+    turn on its own does not: a portrait frame turned 90 and one turned 270 degrees are 180 degrees apart, and
+    each agrees equally with the other in either of its turns, so independent choices mix the two frames and
+    the cluster fingerprint averages a pattern with its own half turn.)
+    """
+    placed: dict[int, int] = {i: 0 for i in cluster if len(rows[i]) == 1}
+    if not placed and cluster:
+        placed[cluster[0]] = len(rows[cluster[0]]) - 1
+    pending = [i for i in cluster if i not in placed]
+    width = max((len(rows[i]) for i in pending), default=1)
+    # score[p, a]: summed NCC of pending member p's turn a with the placed members' chosen rows
+    cand = np.array([[rows[i][min(a, len(rows[i]) - 1)] for a in range(width)] for i in pending], dtype=np.int64)
+    chosen = np.array([rows[j][k] for j, k in placed.items()], dtype=np.int64)
+    score = (sim_rows[cand.reshape(-1)][:, chosen].astype(np.float64).sum(axis=1).reshape(len(pending), width)
+             if pending else np.zeros((0, width)))
+    while pending:
+        p, a = np.unravel_index(int(np.argmax(score)), score.shape)
+        i = pending.pop(int(p))
+        placed[i] = int(a)
+        row = rows[i][int(a)]
+        cand = np.delete(cand, p, axis=0)
+        score = np.delete(score, p, axis=0) + sim_rows[cand, row].astype(np.float64)
+    return [(i, placed[i]) for i in cluster]
 
 
 def cluster_group(run_dir: str, name: str, records: list[dict[str, Any]], store: RowStore, tests: int,
@@ -531,7 +551,10 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
             links = [dict(l, a=recs[l["a"]]["path"], b=recs[l["b"]]["path"]) for l in g["links"]
                      if l["a"] in index and l["b"] in index]
             events = [_event_paths(e, recs) for e in c.events]
+            # with portrait members only, the frame is known up to a half turn (see member_candidates)
+            frame_known = any(m["rotation"] == 0 for m in member_info)
             clusters_out.append({"id": cid, "group": name, "size": len(members), "members": member_info,
+                                 "frame_known": frame_known,
                                  "links": links, "events": events,
                                  "fingerprint": {"metadata": meta, "arrays": os.path.join(fp_dir, f"{cid}.npz")}})
             for m in member_info:
