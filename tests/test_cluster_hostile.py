@@ -201,3 +201,18 @@ def test_memory_budgets_are_checked(folder, tmp_path, capsys, text, message):
     assert main(["cluster", str(folder), "-o", str(tmp_path / "run"), "--region", "64", "--backend", "numpy",
                  "--max-host-memory", text]) != 0
     assert message in capsys.readouterr().err
+
+
+def test_resume_with_another_spelling_of_a_file_already_in_the_run(folder, tmp_path):
+    """A resumed run names the folder another way (here through a link): its files are the run's own, not new
+    ones (a second record of one file links with the first at NCC 1, a "cluster" of one image)."""
+    run = str(tmp_path / "run")
+    cluster_images([str(folder)], run, PARAMS, CONFIG)
+    _png(folder / "n9.png", _noise(9))
+    os.symlink(folder, tmp_path / "link")
+    result = cluster_images([str(tmp_path / "link")], run, PARAMS, CONFIG, resume=True)
+    order = result["groups"][0]["order"]
+    assert len(order) == 4 and sorted(os.path.basename(p) for p in order) == ["n0.png", "n1.png", "n2.png", "n9.png"]
+    assert result["identical_files"] == [] and result["clusters"] == []
+    again = [s for s in result["skipped"] if "already in the run" in s["reason"]]
+    assert len(again) == 3

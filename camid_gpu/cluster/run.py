@@ -49,7 +49,7 @@ from camid_gpu.engine.scheduler import (
 )
 from camid_gpu.errors import CamidError, ImageNoSignalError, ImageTooSmallError
 from camid_gpu.io import ImageInfo, center_clip, read_image
-from camid_gpu.io.listing import printable
+from camid_gpu.io.listing import file_identity, printable
 from camid_gpu.pipeline.prepare import disputed_listing
 from camid_gpu.pipeline.records import error_entry
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
@@ -194,6 +194,24 @@ def check_resume_params(run_dir: str, params: ClusterParams, resume: bool, preci
         raise CamidError(f"{path} is missing: the residuals in {run_dir} were made with unknown parameters and "
                          f"cannot be resumed; start a new run folder")
     write_json(path, shaping)  # atomic: an interrupted write never leaves a damaged file
+
+
+def already_in_run(paths: Sequence[str], records_path: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Split new ``paths`` into those to add and those naming a file already in the run under another spelling
+    (a relative and an absolute path, a link, a hard link): a second record of one file would link with its
+    first at NCC 1 and make a "cluster" of one image. Returns (paths to keep, skipped entries)."""
+    if not os.path.exists(records_path):
+        return list(paths), []
+    known = {r["path"] for r in read_results(records_path)}
+    first = {file_identity(p): p for p in sorted(known)}
+    keep, skipped = [], []
+    for p in paths:
+        twin = None if p in known else first.get(file_identity(p))
+        if twin is None:
+            keep.append(p)
+        else:
+            skipped.append({"path": p, "reason": f"duplicate: the same file as {printable(twin)}, already in the run"})
+    return keep, skipped
 
 
 def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig,
@@ -487,6 +505,9 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
     check_resume_params(run_dir, params, resume, config.precision)
+    if resume:
+        paths, again = already_in_run(paths, os.path.join(run_dir, "images.jsonl"))
+        skipped += again
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     records, processed = compute_residuals(paths, run_dir, params, config, resume)
