@@ -216,3 +216,24 @@ def test_resume_with_another_spelling_of_a_file_already_in_the_run(folder, tmp_p
     assert result["identical_files"] == [] and result["clusters"] == []
     again = [s for s in result["skipped"] if "already in the run" in s["reason"]]
     assert len(again) == 3
+
+
+@pytest.mark.parametrize("stored", ["float16", None])
+def test_resume_never_tops_up_a_gram_of_another_precision(folder, tmp_path, stored):
+    """A Gram made in float16 (CUDA) is not completed with float32 pairs (or the other way round) under one
+    precision's name: a resumed run in another Gram precision, or of unknown precision, multiplies all pairs."""
+    run = tmp_path / "run"
+    first = cluster_images([str(folder)], str(run), PARAMS, CONFIG)
+    name = first["groups"][0]["name"]
+    info = run / "gram" / f"{name}.json"
+    assert json.loads(info.read_text()) == {"precision": "float32", "rows": 3}
+    if stored is None:
+        info.unlink()  # a run folder from before the precision was recorded
+    else:
+        info.write_text(json.dumps({"precision": stored, "rows": 3}))
+    _png(folder / "n9.png", _noise(9))
+    grown = cluster_images([str(folder)], str(run), PARAMS, CONFIG, resume=True)
+    assert grown["groups"][0]["gram"]["rows_reused"] == 0 and grown["groups"][0]["gram"]["precision"] == "float32"
+    _png(folder / "n8.png", _noise(8))
+    again = cluster_images([str(folder)], str(run), PARAMS, CONFIG, resume=True)
+    assert again["groups"][0]["gram"]["rows_reused"] == 4  # the same precision: reused

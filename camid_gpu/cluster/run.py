@@ -361,12 +361,21 @@ def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, 
     """The row Gram of a group (only new rows multiplied when an earlier Gram is there)."""
     bk = config.backend_obj()
     gram_path = os.path.join(run_dir, "gram", f"{name}.npy")
+    info_path = os.path.join(run_dir, "gram", f"{name}.json")
+    precision = resolve_precision(bk, params.precision)
     previous = None
     if resume and os.path.exists(gram_path):
-        previous = np.load(gram_path)
-        if previous.shape[0] > store.count:
-            previous = None  # rows were dropped since (an interrupted run): recompute
-    precision = resolve_precision(bk, params.precision)
+        # reused only when made in this precision (a float16 Gram is never topped up with float32 pairs, or the
+        # other way round, under one precision's name) and no rows were dropped since (an interrupted run)
+        try:
+            with open(info_path, encoding="utf-8") as handle:
+                made = json.load(handle)
+            previous = np.load(gram_path)
+        except (OSError, ValueError):
+            made, previous = {}, None  # unknown or damaged: recompute
+        if (previous is None or not isinstance(made, dict) or made.get("precision") != precision
+                or made.get("rows") != previous.shape[0] or previous.shape[0] > store.count):
+            previous = None
     host = (config.max_host_memory or default_host_memory()) // 4  # the float32 row blocks read from the file
     device = config.max_gpu_memory or default_gpu_memory(bk)
     tile = tile_rows(store.pixels, host, 4)
@@ -380,7 +389,10 @@ def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, 
     else:
         gram = gram_matrix(store.read, store.count, GramEngine(bk, precision), tile, previous)
     os.makedirs(os.path.dirname(gram_path), exist_ok=True)
+    if os.path.exists(info_path):
+        os.remove(info_path)  # never a description of another Gram, should the write below be interrupted
     np.save(gram_path, gram)
+    write_json(info_path, {"precision": precision, "rows": int(store.count)})
     new_pairs = store.count * (store.count - 1) // 2 - start * (start - 1) // 2
     return gram, {"tile_rows": tile, "precision": precision, "rows": store.count, "rows_reused": start,
                   "row_pairs_computed": new_pairs}
