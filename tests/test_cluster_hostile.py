@@ -84,8 +84,10 @@ def test_constant_frames_are_refused_not_linked(tmp_path, precision):
 @pytest.mark.skipif(os.name == "nt", reason="POSIX byte names")
 def test_name_that_is_not_utf8(folder, tmp_path):
     raw = os.path.join(os.fsencode(str(folder)), b"bad\xff.png")
-    with open(raw, "wb") as handle:
-        handle.write((folder / "n1.png").read_bytes())
+    _png(folder / "n7.png", _noise(7))
+    with open(raw, "wb") as handle:  # its own content (a copy of another file would be compared once, as that one)
+        handle.write((folder / "n7.png").read_bytes())
+    os.remove(folder / "n7.png")
     run = tmp_path / "run"
     result = cluster_images([str(folder)], str(run), PARAMS, CONFIG)
     with open(run / "clusters.csv", encoding="utf-8") as handle:
@@ -237,3 +239,15 @@ def test_resume_never_tops_up_a_gram_of_another_precision(folder, tmp_path, stor
     _png(folder / "n8.png", _noise(8))
     again = cluster_images([str(folder)], str(run), PARAMS, CONFIG, resume=True)
     assert again["groups"][0]["gram"]["rows_reused"] == 4  # the same precision: reused
+
+
+def test_copies_of_one_image_are_not_a_cluster(folder, tmp_path):
+    """Two files with the same bytes are one image: they are compared once, so they never make a "camera" of
+    their own (nor a fingerprint said to have two references); the copy is listed beside its first file."""
+    (folder / "copy-of-n1.png").write_bytes((folder / "n1.png").read_bytes())
+    result = cluster_images([str(folder)], str(tmp_path / "run"), PARAMS, CONFIG)
+    assert result["clusters"] == [] and result["groups"][0]["images"] == 3
+    (copy,) = [u for u in result["unclustered"] if "identical_to" in u]  # the later of the two in the listing
+    assert {os.path.basename(copy["path"]), os.path.basename(copy["identical_to"])} == {"copy-of-n1.png", "n1.png"}
+    assert len(result["unclustered"]) == 4
+    assert not os.path.exists(tmp_path / "run" / "fingerprints")

@@ -295,3 +295,19 @@ def test_portrait_frames_turned_both_ways_form_one_frame(tmp_path):
     identify_files(store, [str(tmp_path / "p" / "disputed" / "C01" / "natural_006.jpg")], str(out), ("pce",),
                    Params(), CONFIG)
     assert read_results(str(out))[0]["pce"]["best_pce"] > 60
+
+
+def test_a_copy_follows_its_image_into_the_cluster(known, tmp_path):
+    _, inputs, _, _ = known
+    files = tmp_path / "files"
+    shutil.copytree(inputs / "B" / "disputed" / "C02", files)
+    first = sorted(files.iterdir())[0]
+    shutil.copy(first, files / "zz-copy.jpg")
+    result = cluster_images([str(files)], str(tmp_path / "run"), ClusterParams(region=512), CONFIG)
+    (cluster,) = result["clusters"]
+    assert cluster["size"] == 3 and cluster["copies"] == 1 and len(cluster["members"]) == 4
+    copy = next(m for m in cluster["members"] if m["path"].endswith("zz-copy.jpg"))
+    assert copy["identical_to"] == str(first)
+    assert load_store(os.path.dirname(cluster["fingerprint"]["metadata"]))[0].params["refs"] == 3
+    rows = (tmp_path / "run" / "clusters.csv").read_text().splitlines()
+    assert sum(line.endswith(",cluster-001,") for line in rows) == 4

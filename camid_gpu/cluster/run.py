@@ -525,14 +525,21 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     records, processed = compute_residuals(paths, run_dir, params, config, resume)
     timings["residuals"] = time.perf_counter() - t0
     ok = [r for r in records if not r.get("error")]
+    # byte-identical copies are one image: compared once (the first), and they follow it into its cluster
+    first_of: dict[str, str] = {}
+    copies: dict[str, str] = {}
     by_group: dict[str, list[dict[str, Any]]] = {}
     for r in ok:
+        if r["sha256"] in first_of:
+            copies[r["path"]] = first_of[r["sha256"]]
+            continue
+        first_of[r["sha256"]] = r["path"]
         by_group.setdefault(r["group"], []).append(r)
     stores = _stores_from_records(run_dir, ok)
     tests = sum(comparisons([r["rows"] for r in g]) for g in by_group.values())
     groups = [cluster_group(run_dir, name, by_group[name], stores[name], tests, params, config, resume, timings)
               for name in sorted(by_group)]
-    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped)
+    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped, copies)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
                                                    "clusters.csv")]
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]
@@ -556,7 +563,12 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     return result
 
 
-def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped) -> dict[str, Any]:
+def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped,
+                   copies: dict[str, str]) -> dict[str, Any]:
+    """``copies``: path of a byte-identical copy -> the path of the first file with its bytes (the one compared)."""
+    copies_of: dict[str, list[str]] = {}
+    for copy, first in copies.items():
+        copies_of.setdefault(first, []).append(copy)
     clusters_out, unclustered = [], []
     cluster_of: dict[str, str] = {}
     number = 0
@@ -590,9 +602,15 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
                                  "frame_known": frame_known,
                                  "links": links, "events": events,
                                  "fingerprint": {"metadata": meta, "arrays": os.path.join(fp_dir, f"{cid}.npz")}})
+            member_info += [dict(m, path=copy, identical_to=m["path"]) for m in list(member_info)
+                            for copy in copies_of.get(m["path"], [])]
+            clusters_out[-1]["copies"] = len(member_info) - len(members)
             for m in member_info:
                 cluster_of[m["path"]] = cid
-        unclustered += [{"path": recs[i]["path"], "sha256": recs[i]["sha256"], "group": name} for i in g["singles"]]
+        for i in g["singles"]:
+            unclustered.append({"path": recs[i]["path"], "sha256": recs[i]["sha256"], "group": name})
+            unclustered += [dict(unclustered[-1], path=copy, identical_to=recs[i]["path"])
+                            for copy in copies_of.get(recs[i]["path"], [])]
     groups_out = []
     for g in groups:
         t = g["threshold"]
