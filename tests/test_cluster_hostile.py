@@ -84,8 +84,10 @@ def test_constant_frames_are_refused_not_linked(tmp_path, precision):
 @pytest.mark.skipif(os.name == "nt", reason="POSIX byte names")
 def test_name_that_is_not_utf8(folder, tmp_path):
     raw = os.path.join(os.fsencode(str(folder)), b"bad\xff.png")
-    with open(raw, "wb") as handle:
-        handle.write((folder / "n1.png").read_bytes())
+    _png(folder / "n7.png", _noise(7))
+    with open(raw, "wb") as handle:  # its own content (a copy of another file would be compared once, as that one)
+        handle.write((folder / "n7.png").read_bytes())
+    os.remove(folder / "n7.png")
     run = tmp_path / "run"
     result = cluster_images([str(folder)], str(run), PARAMS, CONFIG)
     with open(run / "clusters.csv", encoding="utf-8") as handle:
@@ -201,3 +203,51 @@ def test_memory_budgets_are_checked(folder, tmp_path, capsys, text, message):
     assert main(["cluster", str(folder), "-o", str(tmp_path / "run"), "--region", "64", "--backend", "numpy",
                  "--max-host-memory", text]) != 0
     assert message in capsys.readouterr().err
+
+
+def test_resume_with_another_spelling_of_a_file_already_in_the_run(folder, tmp_path):
+    """A resumed run names the folder another way (here through a link): its files are the run's own, not new
+    ones (a second record of one file links with the first at NCC 1, a "cluster" of one image)."""
+    run = str(tmp_path / "run")
+    cluster_images([str(folder)], run, PARAMS, CONFIG)
+    _png(folder / "n9.png", _noise(9))
+    os.symlink(folder, tmp_path / "link")
+    result = cluster_images([str(tmp_path / "link")], run, PARAMS, CONFIG, resume=True)
+    order = result["groups"][0]["order"]
+    assert len(order) == 4 and sorted(os.path.basename(p) for p in order) == ["n0.png", "n1.png", "n2.png", "n9.png"]
+    assert result["identical_files"] == [] and result["clusters"] == []
+    again = [s for s in result["skipped"] if "already in the run" in s["reason"]]
+    assert len(again) == 3
+
+
+@pytest.mark.parametrize("stored", ["float16", None])
+def test_resume_never_tops_up_a_gram_of_another_precision(folder, tmp_path, stored):
+    """A Gram made in float16 (CUDA) is not completed with float32 pairs (or the other way round) under one
+    precision's name: a resumed run in another Gram precision, or of unknown precision, multiplies all pairs."""
+    run = tmp_path / "run"
+    first = cluster_images([str(folder)], str(run), PARAMS, CONFIG)
+    name = first["groups"][0]["name"]
+    info = run / "gram" / f"{name}.json"
+    assert json.loads(info.read_text()) == {"precision": "float32", "rows": 3}
+    if stored is None:
+        info.unlink()  # a run folder from before the precision was recorded
+    else:
+        info.write_text(json.dumps({"precision": stored, "rows": 3}))
+    _png(folder / "n9.png", _noise(9))
+    grown = cluster_images([str(folder)], str(run), PARAMS, CONFIG, resume=True)
+    assert grown["groups"][0]["gram"]["rows_reused"] == 0 and grown["groups"][0]["gram"]["precision"] == "float32"
+    _png(folder / "n8.png", _noise(8))
+    again = cluster_images([str(folder)], str(run), PARAMS, CONFIG, resume=True)
+    assert again["groups"][0]["gram"]["rows_reused"] == 4  # the same precision: reused
+
+
+def test_copies_of_one_image_are_not_a_cluster(folder, tmp_path):
+    """Two files with the same bytes are one image: they are compared once, so they never make a "camera" of
+    their own (nor a fingerprint said to have two references); the copy is listed beside its first file."""
+    (folder / "copy-of-n1.png").write_bytes((folder / "n1.png").read_bytes())
+    result = cluster_images([str(folder)], str(tmp_path / "run"), PARAMS, CONFIG)
+    assert result["clusters"] == [] and result["groups"][0]["images"] == 3
+    (copy,) = [u for u in result["unclustered"] if "identical_to" in u]  # the later of the two in the listing
+    assert {os.path.basename(copy["path"]), os.path.basename(copy["identical_to"])} == {"copy-of-n1.png", "n1.png"}
+    assert len(result["unclustered"]) == 4
+    assert not os.path.exists(tmp_path / "run" / "fingerprints")

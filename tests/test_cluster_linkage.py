@@ -61,3 +61,28 @@ def test_fingerprint_sums_add():
     np.testing.assert_allclose(merged.fingerprint(), whole.fingerprint(), atol=1e-6)
     empty = FingerprintAccumulator(backend="numpy")
     np.testing.assert_allclose(empty.merge(left).fingerprint(), left.fingerprint())
+
+
+def _turned_gram(frames_of: list[list[int]], strength: float = 0.05) -> np.ndarray:
+    """Row Gram of images whose candidate rows lie in the given frames: rows in one frame correlate."""
+    frames = [f for fs in frames_of for f in fs]
+    g = np.array([[strength if a == b else 0.0 for b in frames] for a in frames], dtype=np.float32)
+    np.fill_diagonal(g, 1.0)
+    return g
+
+
+def test_member_turns_are_chosen_in_one_frame():
+    """Portrait members turned 90 and 270 degrees (180 apart) agree equally in either turn with each other;
+    the turns must still put every member in one frame, else the fingerprint mixes a pattern with its half turn."""
+    from camid_gpu.cluster.run import member_candidates
+
+    # four portrait images (two candidate rows each), stored turned one way (frames 0, 1) or the other (1, 0)
+    frames_of = [[0, 1], [1, 0], [0, 1], [1, 0]]
+    rows = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    chosen = member_candidates([0, 1, 2, 3], _turned_gram(frames_of), rows)
+    assert len({frames_of[i][k] for i, k in chosen}) == 1, chosen
+    # with a landscape member (one candidate, frame 0), every portrait member is put in its frame
+    frames_of = [[0], [1, 0], [0, 1], [1, 0]]
+    rows = [[0], [1, 2], [3, 4], [5, 6]]
+    chosen = member_candidates([0, 1, 2, 3], _turned_gram(frames_of), rows)
+    assert {frames_of[i][k] for i, k in chosen} == {0}, chosen

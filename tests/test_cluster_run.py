@@ -270,3 +270,44 @@ def test_cli_cluster_and_report(known, tmp_path, capsys):
     assert main(["cluster", str(inputs / "B"), "-o", str(tmp_path / "x"), "--region", "8", "--quiet"]) != EXIT_OK
     assert main(["cluster", str(inputs / "B"), "-o", str(tmp_path / "y"), "--region", "big", "--quiet"]) != EXIT_OK
     assert "--region must be" in capsys.readouterr().err
+
+
+def test_portrait_frames_turned_both_ways_form_one_frame(tmp_path):
+    """One camera's portrait images, some stored turned 90 and some 270 degrees (180 apart): every member is
+    put in one frame, so the cluster fingerprint identifies a landscape image of the camera."""
+    from PIL import Image
+
+    make_dataset(tmp_path / "p", cameras=2, per_model=2, refs=1, disputed_flat=0, disputed_natural=7, height=256,
+                 width=320, jpeg_quality=95, seed=11, sensor=SENSOR, portrait=6)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(6):
+        image = Image.open(tmp_path / "p" / "disputed" / "C01" / f"natural_{i:03d}.jpg")
+        (image.rotate(180) if i % 2 else image).save(inputs / f"img{i}.png")
+    result = cluster_images([str(inputs)], str(tmp_path / "run"), ClusterParams(region=256), CONFIG)
+    assert [c["size"] for c in result["clusters"]] == [6]
+    cluster = result["clusters"][0]
+    frames = {(int(m["path"][-5]) % 2 * 180 + m["rotation"]) % 360 for m in cluster["members"]}
+    assert len(frames) == 1, cluster["members"]
+    assert cluster["frame_known"] is False  # no landscape member: known up to a half turn
+    out = tmp_path / "id.jsonl"
+    store = os.path.dirname(cluster["fingerprint"]["metadata"])
+    identify_files(store, [str(tmp_path / "p" / "disputed" / "C01" / "natural_006.jpg")], str(out), ("pce",),
+                   Params(), CONFIG)
+    assert read_results(str(out))[0]["pce"]["best_pce"] > 60
+
+
+def test_a_copy_follows_its_image_into_the_cluster(known, tmp_path):
+    _, inputs, _, _ = known
+    files = tmp_path / "files"
+    shutil.copytree(inputs / "B" / "disputed" / "C02", files)
+    first = sorted(files.iterdir())[0]
+    shutil.copy(first, files / "zz-copy.jpg")
+    result = cluster_images([str(files)], str(tmp_path / "run"), ClusterParams(region=512), CONFIG)
+    (cluster,) = result["clusters"]
+    assert cluster["size"] == 3 and cluster["copies"] == 1 and len(cluster["members"]) == 4
+    copy = next(m for m in cluster["members"] if m["path"].endswith("zz-copy.jpg"))
+    assert copy["identical_to"] == str(first)
+    assert load_store(os.path.dirname(cluster["fingerprint"]["metadata"]))[0].params["refs"] == 3
+    rows = (tmp_path / "run" / "clusters.csv").read_text().splitlines()
+    assert sum(line.endswith(",cluster-001,") for line in rows) == 4

@@ -100,6 +100,9 @@ class FingerprintOps(Protocol):
     def pce(self, a: np.ndarray, b: np.ndarray) -> float:
         """Zero-shift PCE of two flattened rows (same region)."""
 
+    def turn_row(self, row: np.ndarray) -> np.ndarray:
+        """A flattened row of the region turned 180 degrees (the other frame of a portrait image)."""
+
 
 @dataclass
 class Cluster:
@@ -113,6 +116,19 @@ class Cluster:
     @property
     def images(self) -> list[int]:
         return sorted(i for i, _ in self.members)
+
+
+def _free(cluster: Cluster, ops: FingerprintOps) -> bool:
+    """True when every member is a portrait frame (two turns): the cluster's frame is then only known up to a
+    half turn (90 and 270 degree frames are 180 apart), and it may meet its camera's other clusters turned."""
+    return all(ops.candidates(i) > 1 for i, _ in cluster.members)
+
+
+def _flip(cluster: Cluster, ops: FingerprintOps) -> None:
+    """Put every member of a free cluster in its other turn (the frame turned 180 degrees); new ML sums."""
+    cluster.members = [(i, ops.candidates(i) - 1 - k) for i, k in cluster.members]
+    cluster.acc = ops.accumulate(cluster.members)
+    cluster.row = ops.fingerprint_row(cluster.acc)
 
 
 def refine(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, threshold: PairThreshold,
@@ -139,12 +155,23 @@ def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: Pai
                     tile: int) -> bool:
     """Merge the best fingerprint pair above the thresholds, repeatedly; True when anything merged.
 
-    The fingerprint NCC matrix is computed once; after a merge only the merged cluster's row is.
+    The fingerprint NCC matrix is computed once; after a merge only the merged cluster's row is. A pair
+    where either cluster is free (portrait members only) is also compared with one fingerprint turned 180
+    degrees; when that turn is the better one, the free cluster's members are put in the other's frame.
     """
     if len(clusters) < 2:
         return False
-    rows = np.stack([c.row for c in clusters])
-    s = cross_gram(rows, rows, engine, tile).astype(np.float64)
+    free = [_free(c, ops) for c in clusters]
+
+    def scores(fp: np.ndarray, fp_free: bool) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.stack([c.row for c in clusters])
+        plain = cross_gram(fp, rows, engine, tile).astype(np.float64)
+        turned = cross_gram(fp, np.stack([ops.turn_row(r) for r in rows]), engine, tile).astype(np.float64)
+        allowed = np.asarray(free)[None, :] | np.asarray(fp_free)[:, None]
+        turned = np.where(allowed, turned, -np.inf)
+        return np.maximum(plain, turned), turned > plain
+
+    s, turn = scores(np.stack([c.row for c in clusters]), np.asarray(free))
     np.fill_diagonal(s, -np.inf)
     changed = False
     while len(clusters) > 1:
@@ -152,10 +179,13 @@ def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: Pai
         if s[a, b] <= threshold.ncc:
             break
         ncc = float(s[a, b])
-        pce = ops.pce(clusters[a].row, clusters[b].row)
+        other = ops.turn_row(clusters[b].row) if turn[a, b] else clusters[b].row
+        pce = ops.pce(clusters[a].row, other)
         if pce <= threshold.pce:
             s[a, b] = s[b, a] = -np.inf  # not confirmed: never this pair again while both last
             continue
+        if turn[a, b]:  # one frame for the merged cluster: turn the free one (the merged-in one when both are)
+            _flip(clusters[b] if free[b] else clusters[a], ops)
         keep, gone = clusters[a], clusters.pop(b)
         keep.events.append({"kind": "fingerprint-merge", "members_before": keep.images, "merged": gone.images,
                             "ncc": json_number(ncc), "pce": json_number(pce)})
@@ -163,9 +193,13 @@ def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: Pai
         keep.members += gone.members
         keep.acc = ops.absorb(keep.acc, gone.acc)
         keep.row = ops.fingerprint_row(keep.acc)
+        gone_free = free.pop(b)
+        free[a] = free[a] and gone_free
         s = np.delete(np.delete(s, b, axis=0), b, axis=1)
-        fresh = cross_gram(keep.row[None], np.stack([c.row for c in clusters]), engine, tile)[0]
-        s[a, :], s[:, a] = fresh, fresh
+        turn = np.delete(np.delete(turn, b, axis=0), b, axis=1)
+        fresh, fresh_turn = scores(keep.row[None], np.asarray([free[a]]))
+        s[a, :], s[:, a] = fresh[0], fresh[0]
+        turn[a, :], turn[:, a] = fresh_turn[0], fresh_turn[0]
         s[a, a] = -np.inf
         changed = True
     return changed
@@ -176,32 +210,48 @@ def _attach_singletons(clusters: list[Cluster], singles: list[int], ops: Fingerp
     """Attach each unclustered image to its best cluster fingerprint above the thresholds.
 
     The unclustered images' rows are read and multiplied ``tile`` at a time (they need not fit in memory).
+    A portrait image tries both its turns; a landscape image is also compared with the fingerprint of a free
+    cluster (portrait members only) turned 180 degrees, and when it attaches that way the cluster is turned
+    to its frame (the landscape frame is the sensor's).
     """
     if not clusters or not singles:
         return False
+    free = np.array([_free(c, ops) for c in clusters])
     fp_rows = np.stack([c.row for c in clusters])
+    turned_rows = np.stack([ops.turn_row(r) for r in fp_rows]) if free.any() else None
     cand = [(i, k) for i in singles for k in range(ops.candidates(i))]
-    best: dict[int, tuple[float, int, int]] = {}
+    best: dict[int, tuple[float, int, int, bool]] = {}
     for start in range(0, len(cand), tile):
         part = cand[start:start + tile]
         block = np.stack([ops.image_rows(i)[k] for i, k in part])
-        for (i, k), scores in zip(part, cross_gram(block, fp_rows, engine, tile)):
-            c = int(np.argmax(scores))
-            if i not in best or scores[c] > best[i][0]:
-                best[i] = (float(scores[c]), c, k)
-    attached = {}
-    for i, (ncc, c, k) in best.items():
+        plain = cross_gram(block, fp_rows, engine, tile)
+        turned = (cross_gram(block, turned_rows, engine, tile) if turned_rows is not None
+                  else np.full_like(plain, -np.inf))
+        for (i, k), p_scores, t_scores in zip(part, plain, turned):
+            # a portrait image's other turn is the turned comparison already
+            t_scores = np.where(free & (ops.candidates(i) == 1), t_scores, -np.inf)
+            for scores, is_turned in ((p_scores, False), (t_scores, True)):
+                c = int(np.argmax(scores))
+                if i not in best or scores[c] > best[i][0]:
+                    best[i] = (float(scores[c]), c, k, is_turned)
+    attached: dict[int, list[tuple[int, int, float, float, bool]]] = {}
+    for i, (ncc, c, k, is_turned) in best.items():
         if ncc <= threshold.ncc:
             continue
-        pce = ops.pce(ops.image_rows(i)[k], clusters[c].row)
+        fp = ops.turn_row(clusters[c].row) if is_turned else clusters[c].row
+        pce = ops.pce(ops.image_rows(i)[k], fp)
         if pce > threshold.pce:
-            attached.setdefault(c, []).append((i, k, ncc, pce))
+            attached.setdefault(c, []).append((i, k, ncc, pce, is_turned))
     for c, items in attached.items():
         cluster = clusters[c]
-        for i, k, ncc, pce in items:
+        if any(t for *_, t in items):  # landscape images met the cluster turned: turn it to their frame
+            _flip(cluster, ops)
+            items = [(i, ops.candidates(i) - 1 - k if ops.candidates(i) > 1 else k, ncc, pce, t)
+                     for i, k, ncc, pce, t in items if t or ops.candidates(i) > 1]  # a frame contradiction waits
+        for i, k, ncc, pce, _ in items:
             cluster.events.append({"kind": "attach", "image": i, "ncc": json_number(ncc), "pce": json_number(pce)})
             cluster.members.append((i, k))
             singles.remove(i)
-        cluster.acc = ops.absorb(cluster.acc, ops.accumulate([(i, k) for i, k, _, _ in items]))
+        cluster.acc = ops.absorb(cluster.acc, ops.accumulate([(i, k) for i, k, *_ in items]))
         cluster.row = ops.fingerprint_row(cluster.acc)
     return bool(attached)

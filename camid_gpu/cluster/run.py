@@ -49,7 +49,7 @@ from camid_gpu.engine.scheduler import (
 )
 from camid_gpu.errors import CamidError, ImageNoSignalError, ImageTooSmallError
 from camid_gpu.io import ImageInfo, center_clip, read_image
-from camid_gpu.io.listing import printable
+from camid_gpu.io.listing import file_identity, printable
 from camid_gpu.pipeline.prepare import disputed_listing
 from camid_gpu.pipeline.records import error_entry
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
@@ -196,6 +196,24 @@ def check_resume_params(run_dir: str, params: ClusterParams, resume: bool, preci
     write_json(path, shaping)  # atomic: an interrupted write never leaves a damaged file
 
 
+def already_in_run(paths: Sequence[str], records_path: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Split new ``paths`` into those to add and those naming a file already in the run under another spelling
+    (a relative and an absolute path, a link, a hard link): a second record of one file would link with its
+    first at NCC 1 and make a "cluster" of one image. Returns (paths to keep, skipped entries)."""
+    if not os.path.exists(records_path):
+        return list(paths), []
+    known = {r["path"] for r in read_results(records_path)}
+    first = {file_identity(p): p for p in sorted(known)}
+    keep, skipped = [], []
+    for p in paths:
+        twin = None if p in known else first.get(file_identity(p))
+        if twin is None:
+            keep.append(p)
+        else:
+            skipped.append({"path": p, "reason": f"duplicate: the same file as {printable(twin)}, already in the run"})
+    return keep, skipped
+
+
 def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig,
                       resume: bool) -> tuple[list[dict[str, Any]], int]:
     """Residual rows of every new image appended to the group stores; returns (all records, processed)."""
@@ -324,6 +342,9 @@ class GroupOps:
     def pce(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(pair_pce(self.bk, a[None], b[None], self.shape)[0])
 
+    def turn_row(self, row: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(row.reshape(self.shape), 2)).reshape(-1)
+
 
 def pair_pce(bk: Backend, a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Zero-shift PCE of row pairs ``a[i]``, ``b[i]`` (``(m, h*w)`` each) reshaped to ``shape``."""
@@ -340,12 +361,21 @@ def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, 
     """The row Gram of a group (only new rows multiplied when an earlier Gram is there)."""
     bk = config.backend_obj()
     gram_path = os.path.join(run_dir, "gram", f"{name}.npy")
+    info_path = os.path.join(run_dir, "gram", f"{name}.json")
+    precision = resolve_precision(bk, params.precision)
     previous = None
     if resume and os.path.exists(gram_path):
-        previous = np.load(gram_path)
-        if previous.shape[0] > store.count:
-            previous = None  # rows were dropped since (an interrupted run): recompute
-    precision = resolve_precision(bk, params.precision)
+        # reused only when made in this precision (a float16 Gram is never topped up with float32 pairs, or the
+        # other way round, under one precision's name) and no rows were dropped since (an interrupted run)
+        try:
+            with open(info_path, encoding="utf-8") as handle:
+                made = json.load(handle)
+            previous = np.load(gram_path)
+        except (OSError, ValueError):
+            made, previous = {}, None  # unknown or damaged: recompute
+        if (previous is None or not isinstance(made, dict) or made.get("precision") != precision
+                or made.get("rows") != previous.shape[0] or previous.shape[0] > store.count):
+            previous = None
     host = (config.max_host_memory or default_host_memory()) // 4  # the float32 row blocks read from the file
     device = config.max_gpu_memory or default_gpu_memory(bk)
     tile = tile_rows(store.pixels, host, 4)
@@ -359,7 +389,10 @@ def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, 
     else:
         gram = gram_matrix(store.read, store.count, GramEngine(bk, precision), tile, previous)
     os.makedirs(os.path.dirname(gram_path), exist_ok=True)
+    if os.path.exists(info_path):
+        os.remove(info_path)  # never a description of another Gram, should the write below be interrupted
     np.save(gram_path, gram)
+    write_json(info_path, {"precision": precision, "rows": int(store.count)})
     new_pairs = store.count * (store.count - 1) // 2 - start * (start - 1) // 2
     return gram, {"tile_rows": tile, "precision": precision, "rows": store.count, "rows_reused": start,
                   "row_pairs_computed": new_pairs}
@@ -382,19 +415,36 @@ def confirm_pairs(bk: Backend, store: RowStore, records: list[dict[str, Any]], p
 
 
 def member_candidates(cluster: list[int], sim_rows: np.ndarray, rows: list[list[int]]) -> list[tuple[int, int]]:
-    """For each member, the rotation candidate that agrees best with the other members (summed NCC)."""
-    out = []
-    for i in cluster:
-        if len(rows[i]) == 1:
-            out.append((i, 0))
-            continue
-        others = [j for j in cluster if j != i]
-        width = max(len(rows[j]) for j in others)
-        # (candidates of i, other members, candidates of each other member), padded with the last candidate
-        cols = np.array([[rows[j][min(b, len(rows[j]) - 1)] for b in range(width)] for j in others])
-        scores = sim_rows[np.asarray(rows[i])[:, None, None], cols[None]].max(axis=2).sum(axis=1)
-        out.append((i, int(np.argmax(scores))))
-    return out
+    """For each member, the rotation candidate that agrees best with the members already placed (summed NCC).
+
+    The turns are chosen jointly, so that every member lies in one frame: landscape members (one candidate)
+    are placed first; with none, the first member is placed at its last turn (270 degrees: a portrait frame
+    stored turned 90 degrees counter-clockwise, as a camera held with its grip up writes it, is then in the
+    sensor's frame; the other way round, the whole cluster is a half turn off and ``frame_known`` says so).
+    Then, repeatedly, the member
+    and turn with the highest summed row NCC against the placed members are placed. (Choosing each member's
+    turn on its own does not: a portrait frame turned 90 and one turned 270 degrees are 180 degrees apart, and
+    each agrees equally with the other in either of its turns, so independent choices mix the two frames and
+    the cluster fingerprint averages a pattern with its own half turn.)
+    """
+    placed: dict[int, int] = {i: 0 for i in cluster if len(rows[i]) == 1}
+    if not placed and cluster:
+        placed[cluster[0]] = len(rows[cluster[0]]) - 1
+    pending = [i for i in cluster if i not in placed]
+    width = max((len(rows[i]) for i in pending), default=1)
+    # score[p, a]: summed NCC of pending member p's turn a with the placed members' chosen rows
+    cand = np.array([[rows[i][min(a, len(rows[i]) - 1)] for a in range(width)] for i in pending], dtype=np.int64)
+    chosen = np.array([rows[j][k] for j, k in placed.items()], dtype=np.int64)
+    score = (sim_rows[cand.reshape(-1)][:, chosen].astype(np.float64).sum(axis=1).reshape(len(pending), width)
+             if pending else np.zeros((0, width)))
+    while pending:
+        p, a = np.unravel_index(int(np.argmax(score)), score.shape)
+        i = pending.pop(int(p))
+        placed[i] = int(a)
+        row = rows[i][int(a)]
+        cand = np.delete(cand, p, axis=0)
+        score = np.delete(score, p, axis=0) + sim_rows[cand, row].astype(np.float64)
+    return [(i, placed[i]) for i in cluster]
 
 
 def cluster_group(run_dir: str, name: str, records: list[dict[str, Any]], store: RowStore, tests: int,
@@ -467,19 +517,29 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
     check_resume_params(run_dir, params, resume, config.precision)
+    if resume:
+        paths, again = already_in_run(paths, os.path.join(run_dir, "images.jsonl"))
+        skipped += again
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     records, processed = compute_residuals(paths, run_dir, params, config, resume)
     timings["residuals"] = time.perf_counter() - t0
     ok = [r for r in records if not r.get("error")]
+    # byte-identical copies are one image: compared once (the first), and they follow it into its cluster
+    first_of: dict[str, str] = {}
+    copies: dict[str, str] = {}
     by_group: dict[str, list[dict[str, Any]]] = {}
     for r in ok:
+        if r["sha256"] in first_of:
+            copies[r["path"]] = first_of[r["sha256"]]
+            continue
+        first_of[r["sha256"]] = r["path"]
         by_group.setdefault(r["group"], []).append(r)
     stores = _stores_from_records(run_dir, ok)
     tests = sum(comparisons([r["rows"] for r in g]) for g in by_group.values())
     groups = [cluster_group(run_dir, name, by_group[name], stores[name], tests, params, config, resume, timings)
               for name in sorted(by_group)]
-    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped)
+    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped, copies)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
                                                    "clusters.csv")]
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]
@@ -503,7 +563,12 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     return result
 
 
-def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped) -> dict[str, Any]:
+def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped,
+                   copies: dict[str, str]) -> dict[str, Any]:
+    """``copies``: path of a byte-identical copy -> the path of the first file with its bytes (the one compared)."""
+    copies_of: dict[str, list[str]] = {}
+    for copy, first in copies.items():
+        copies_of.setdefault(first, []).append(copy)
     clusters_out, unclustered = [], []
     cluster_of: dict[str, str] = {}
     number = 0
@@ -531,12 +596,21 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
             links = [dict(l, a=recs[l["a"]]["path"], b=recs[l["b"]]["path"]) for l in g["links"]
                      if l["a"] in index and l["b"] in index]
             events = [_event_paths(e, recs) for e in c.events]
+            # with portrait members only, the frame is known up to a half turn (see member_candidates)
+            frame_known = any(m["rotation"] == 0 for m in member_info)
             clusters_out.append({"id": cid, "group": name, "size": len(members), "members": member_info,
+                                 "frame_known": frame_known,
                                  "links": links, "events": events,
                                  "fingerprint": {"metadata": meta, "arrays": os.path.join(fp_dir, f"{cid}.npz")}})
+            member_info += [dict(m, path=copy, identical_to=m["path"]) for m in list(member_info)
+                            for copy in copies_of.get(m["path"], [])]
+            clusters_out[-1]["copies"] = len(member_info) - len(members)
             for m in member_info:
                 cluster_of[m["path"]] = cid
-        unclustered += [{"path": recs[i]["path"], "sha256": recs[i]["sha256"], "group": name} for i in g["singles"]]
+        for i in g["singles"]:
+            unclustered.append({"path": recs[i]["path"], "sha256": recs[i]["sha256"], "group": name})
+            unclustered += [dict(unclustered[-1], path=copy, identical_to=recs[i]["path"])
+                            for copy in copies_of.get(recs[i]["path"], [])]
     groups_out = []
     for g in groups:
         t = g["threshold"]

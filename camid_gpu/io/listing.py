@@ -116,6 +116,10 @@ def _identity(path: str) -> Any:
         return ("path", os.path.normcase(os.path.abspath(path)))
 
 
+#: the identity of the file a path names (what makes two spellings, links or hard links one input)
+file_identity = _identity
+
+
 def _skip_reason(name: str) -> str | None:
     if name.startswith("."):
         return "hidden file (name starts with '.')"
