@@ -76,8 +76,14 @@ MAX_PIXELS = 250_000_000
 CLUSTER_REGION = 1024
 #: smallest region side accepted
 CLUSTER_MIN_REGION = 32
-#: probability of any false link in the whole set
+#: probability of any false link in the whole set (both stages: the image pairs and the fingerprint refinement)
 CLUSTER_PFA = 1e-6
+#: the pair stage's share of --pfa; the fingerprint refinement (merges and attachments) gets the rest. The split is
+#: of the expected number of false links ``-ln(1 - pfa)`` (Sidak's composition): the pair stage spends
+#: ``pfa_pairs = 1 - (1 - pfa)^share``, the refinement ``pfa_refine = 1 - (1 - pfa)^(1 - share)``, so that
+#: ``1 - (1 - pfa_pairs)(1 - pfa_refine) = pfa`` exactly (``pfa_pairs + pfa_refine`` exceeds ``pfa`` only by their
+#: product, 2.5e-13 at the default). Fixed before any comparison is made: see camid_gpu/cluster/threshold.py
+CLUSTER_PFA_PAIRS_SHARE = 0.5
 #: residual RMS (0..255 gray levels) below which an image carries no sensor noise to compare (a constant or
 #: fully saturated frame: its residual is rounding error, identical between such frames, so it would link them)
 CLUSTER_MIN_RESIDUAL_RMS = 1e-2
@@ -264,7 +270,9 @@ class ClusterParams:
     """Every parameter that shapes a clustering (``camid cluster``).
 
     region : side of the centred square compared (the largest up to this); None = the full frame.
-    pfa : probability of any false link in the whole set, Sidak-corrected per comparison.
+    pfa : probability of any false link in the whole set, Sidak-corrected per comparison: split between the pair
+          stage and the fingerprint refinement (:data:`CLUSTER_PFA_PAIRS_SHARE`), each with its own count of
+          comparisons (the refinement's an upper bound fixed before it starts).
     sigma, levels, wavelet : the residual denoiser (as for fingerprints: sigma 3 on the 0..255 scale).
     precision : Gram products: "auto" (float16 on CUDA, float32 elsewhere), "float32" or "float16".
     max_rounds : fingerprint merge/attach rounds at most.

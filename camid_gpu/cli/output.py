@@ -82,6 +82,15 @@ def print_clusters(result, outdir: str) -> None:
         print(f"group {g['name']}: {g['images']} images, {g['image_pairs']} pairs, NCC threshold {t['ncc']:.4g} "
               f"(z {t['z']:.2f} x null spread {t['null_std']:.3g}, {t['null_source']}), PCE >= {t['pce']:.1f}; "
               f"{g['confirmed_pairs']} linked pairs")
+        r = g.get("refine_threshold")
+        if r:  # the fingerprint merges and attachments: their own share of --pfa, over a bound fixed beforehand
+            print(f"  refinement: NCC threshold {r['ncc']:.4g} (z {r['z']:.2f}), PCE >= {r['pce']:.1f}; "
+                  f"{g['refine_rounds']} rounds")
+    if result["groups"] and result["groups"][0].get("refine_threshold"):
+        t, r = result["groups"][0]["threshold"], result["groups"][0]["refine_threshold"]
+        print(f"--pfa {t['pfa']:g} for the whole run: pairs {t['stage_pfa']:.3g} over {t['tests']} comparisons "
+              f"(alpha {t['alpha']:.3g}), refinement {r['stage_pfa']:.3g} over at most {r['tests']} "
+              f"(alpha {r['alpha']:.3g})")
     for c in result["clusters"]:
         print(f"{c['id']}: {c['size']} images ({c['group']})")
     for paths in result.get("identical_files", []):

@@ -12,6 +12,8 @@
    above the thresholds (NCC and zero-shift PCE) is merged or attached, its fingerprint updated (the ML
    sums add), and this repeats until nothing changes. Fingerprints average out scene content and random
    noise, so images whose single pairs are too weak to link are still found; singletons stay alone.
+   These are the refinement stage's thresholds, not the pair stage's: its own share of --pfa over
+   :func:`refine_comparisons`, an upper bound of the comparisons it can make, fixed before it starts.
 """
 from __future__ import annotations
 
@@ -51,6 +53,26 @@ def comparisons(rows: Sequence[Sequence[int]]) -> int:
     """Number of rotation-pair comparisons among images with ``len(rows[i])`` candidates each."""
     c = np.array([len(r) for r in rows], dtype=np.float64)
     return int(round((c.sum() ** 2 - (c * c).sum()) / 2))
+
+
+def refine_comparisons(clusters: int, singles: int, rotations: int, max_rounds: int) -> int:
+    """Upper bound of the fingerprint comparisons :func:`refine` can make in one group, from the pair stage's
+    outcome only (``clusters`` C and unclustered images S after average linkage), before any is made.
+
+    Each comparison (an NCC against the threshold; the PCE only confirms) tries at most ``rotations`` R
+    turns: 2 in a group with portrait frames (a pair with a free cluster is also compared turned 180
+    degrees; a portrait image tries both its turns, a landscape one a free cluster turned), else 1. One
+    round with ``c <= C`` clusters and ``s <= S`` images makes at most
+    ``R * [c(c-1)/2 + (c-2) + (c-3) + ... + 0] <= R (c-1)^2`` merge comparisons (the full matrix, then the
+    merged row against the rest after each merge) and ``R * s * c`` attach comparisons. Clusters and images
+    only decrease; a round that changes anything merges two clusters or attaches an image, so at most
+    ``C - 1 + S`` rounds change and one more ends, and never more than ``max_rounds``:
+    ``T = R * min(max_rounds, C + S) * ((C - 1)^2 + C * S)`` (0 with no cluster: nothing is compared).
+    """
+    c, s, r = int(clusters), int(singles), int(rotations)
+    if c < 1 or max_rounds < 1:
+        return 0
+    return r * min(int(max_rounds), c + s) * ((c - 1) ** 2 + c * s)
 
 
 def average_linkage(similarity: np.ndarray, linked: np.ndarray, threshold: float) -> tuple[list[list[int]], np.ndarray]:
@@ -135,6 +157,8 @@ def refine(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, thr
            engine: GramEngine, tile: int, max_rounds: int = 20) -> tuple[list[Cluster], list[int], int]:
     """Merge clusters and attach singletons by cluster fingerprints until stable.
 
+    ``threshold``: the refinement stage's (its share of --pfa over :func:`refine_comparisons` of the
+    ``clusters`` and ``singles`` given here), never the pair stage's: these comparisons are counted there.
     Returns the clusters, the images left alone and the number of rounds run. Every merge and
     attachment is recorded in the clusters' ``events`` with the NCC and PCE that justified it.
     """

@@ -31,10 +31,12 @@ from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.files import atomic_write
 from camid_gpu._shared.jsonio import json_number, sha256_or_none, write_json
 from camid_gpu.backend import Backend
-from camid_gpu.cluster.linkage import Cluster, average_linkage, comparisons, image_similarity, refine
+from camid_gpu.cluster.linkage import (Cluster, average_linkage, comparisons, image_similarity, refine,
+                                      refine_comparisons)
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
-from camid_gpu.cluster.threshold import null_summary, pair_threshold, robust_spread
-from camid_gpu.config import CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams, InputLimits, RunConfig
+from camid_gpu.cluster.threshold import null_summary, pair_threshold, robust_spread, split_pfa
+from camid_gpu.config import (CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, CLUSTER_PFA_PAIRS_SHARE, ClusterParams,
+                              InputLimits, RunConfig)
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.runner import CLUSTER_KERNELS
 from camid_gpu.engine.scheduler import (
@@ -447,9 +449,14 @@ def member_candidates(cluster: list[int], sim_rows: np.ndarray, rows: list[list[
     return [(i, placed[i]) for i in cluster]
 
 
-def cluster_group(run_dir: str, name: str, records: list[dict[str, Any]], store: RowStore, tests: int,
-                  params: ClusterParams, config: RunConfig, resume: bool, timings: dict[str, float]) -> dict[str, Any]:
-    """Gram, threshold, links, average linkage and fingerprint refinement of one group."""
+def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: RowStore, tests: int,
+               params: ClusterParams, config: RunConfig, resume: bool, timings: dict[str, float]) -> dict[str, Any]:
+    """Gram, pair threshold, links and average linkage of one group: the first clusters, before refinement.
+
+    ``tests``: the image comparisons of the whole run (every group's pairs times rotations), over which the
+    pair stage's share of ``--pfa`` is spread. The result carries :func:`refine_comparisons` of the group,
+    the bound its refinement is held to, fixed here before any refinement comparison is made.
+    """
     bk = config.backend_obj()
     t0 = time.perf_counter()
     gram, gram_info = group_gram(run_dir, name, store, params, config, resume)
@@ -458,8 +465,10 @@ def cluster_group(run_dir: str, name: str, records: list[dict[str, Any]], store:
     sim, choice = image_similarity(gram, rows)
     n = len(records)
     iu = np.triu_indices(n, 1)
-    threshold = pair_threshold(params.pfa, max(tests, 1), records[0]["region"][0] * records[0]["region"][1],
-                               robust_spread(sim[iu]))
+    pixels = records[0]["region"][0] * records[0]["region"][1]
+    spread = robust_spread(sim[iu])
+    split = split_pfa(params.pfa, CLUSTER_PFA_PAIRS_SHARE)
+    threshold = pair_threshold(params.pfa, max(tests, 1), pixels, spread, share=split["pairs"][0], stage="pairs")
     candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sim > threshold.ncc, 1)))]
     shape = tuple(records[0]["region"])
     budget = config.max_gpu_memory or default_gpu_memory(bk) or (config.max_host_memory or
@@ -477,20 +486,39 @@ def cluster_group(run_dir: str, name: str, records: list[dict[str, Any]], store:
                         events=[{"kind": "pairs", "members": c}]) for c in first]
     clustered = {i for c in first for i in c}
     singles = [i for i in range(n) if i not in clustered]
-    ops = GroupOps(records, store, params, config)
-    final, singles, rounds = refine(clusters, singles, ops, threshold, GramEngine(bk, resolve_precision(
-        bk, params.precision)), gram_info["tile_rows"], params.max_rounds)
-    t3 = time.perf_counter()
+    rotations = max(len(r) for r in rows)
+    bound = {"clusters": len(clusters), "unclustered": len(singles), "rotations": rotations,
+             "rounds": min(params.max_rounds, len(clusters) + len(singles)) if clusters else 0,
+             "comparisons": refine_comparisons(len(clusters), len(singles), rotations, params.max_rounds)}
     timings["products"] = timings.get("products", 0.0) + t1 - t0
     timings["pce_confirmation"] = timings.get("pce_confirmation", 0.0) + t2 - t1
-    timings["clustering"] = timings.get("clustering", 0.0) + t3 - t2
+    timings["clustering"] = timings.get("clustering", 0.0) + time.perf_counter() - t2
+    return {"name": name, "threshold": threshold, "clusters": clusters, "singles": singles, "links": link_list,
+            "linked": linked, "sim": sim, "tree": tree, "gram_info": gram_info, "pixels": pixels, "spread": spread,
+            "refine_bound": bound}
+
+
+def refine_stage(run_dir: str, stage: dict[str, Any], records: list[dict[str, Any]], store: RowStore,
+                 refine_tests: int, params: ClusterParams, config: RunConfig,
+                 timings: dict[str, float]) -> dict[str, Any]:
+    """Fingerprint refinement of one group at the refinement's thresholds: its share of ``--pfa`` over
+    ``refine_tests``, the whole run's bound (every group's :func:`refine_comparisons`, summed before any
+    group is refined)."""
+    bk = config.backend_obj()
+    t0 = time.perf_counter()
+    split = split_pfa(params.pfa, CLUSTER_PFA_PAIRS_SHARE)
+    threshold = pair_threshold(params.pfa, max(refine_tests, 1), stage["pixels"], stage["spread"],
+                               share=split["refine"][0], stage="refine")
+    ops = GroupOps(records, store, params, config)
+    final, singles, rounds = refine(stage["clusters"], stage["singles"], ops, threshold, GramEngine(bk, resolve_precision(
+        bk, params.precision)), stage["gram_info"]["tile_rows"], params.max_rounds)
+    timings["clustering"] = timings.get("clustering", 0.0) + time.perf_counter() - t0
+    name, sim, iu = stage["name"], stage["sim"], np.triu_indices(len(records), 1)
     os.makedirs(os.path.join(run_dir, "similarity"), exist_ok=True)
     np.save(os.path.join(run_dir, "similarity", f"{name}.npy"), sim)
-    np.save(os.path.join(run_dir, "similarity", f"{name}-linkage.npy"), tree)
-    null = null_summary(sim[iu], threshold.pixels, threshold.ncc)
-    return {"name": name, "threshold": threshold, "final": final, "singles": singles, "rounds": rounds,
-            "links": link_list,
-            "linked": linked, "sim": sim, "gram_info": gram_info, "null": null, "ops": ops}
+    np.save(os.path.join(run_dir, "similarity", f"{name}-linkage.npy"), stage["tree"])
+    null = null_summary(sim[iu], stage["threshold"].pixels, stage["threshold"].ncc)
+    return dict(stage, refine_threshold=threshold, final=final, singles=singles, rounds=rounds, null=null, ops=ops)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -537,9 +565,15 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
         by_group.setdefault(r["group"], []).append(r)
     stores = _stores_from_records(run_dir, ok)
     tests = sum(comparisons([r["rows"] for r in g]) for g in by_group.values())
-    groups = [cluster_group(run_dir, name, by_group[name], stores[name], tests, params, config, resume, timings)
+    # the pair stage of every group first: the refinement's bound is then fixed, for the whole run, from the
+    # pair stage's outcome alone, before any refinement comparison is made (a count made later would void --pfa)
+    firsts = [pair_stage(run_dir, name, by_group[name], stores[name], tests, params, config, resume, timings)
               for name in sorted(by_group)]
-    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped, copies)
+    refine_tests = sum(g["refine_bound"]["comparisons"] for g in firsts)
+    groups = [refine_stage(run_dir, g, by_group[g["name"]], stores[g["name"]], refine_tests, params, config, timings)
+              for g in firsts]
+    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped, copies,
+                            refine_tests)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
                                                    "clusters.csv")]
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]
@@ -564,7 +598,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
 
 
 def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped,
-                   copies: dict[str, str]) -> dict[str, Any]:
+                   copies: dict[str, str], refine_tests: int) -> dict[str, Any]:
     """``copies``: path of a byte-identical copy -> the path of the first file with its bytes (the one compared)."""
     copies_of: dict[str, list[str]] = {}
     for copy, first in copies.items():
@@ -617,7 +651,8 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
         recs = by_group[g["name"]]
         groups_out.append({"name": g["name"], "images": len(recs), "region": recs[0]["region"],
                            "image_pairs": len(recs) * (len(recs) - 1) // 2,
-                           "threshold": t.to_dict(), "null": g["null"], "gram": g["gram_info"],
+                           "threshold": t.to_dict(), "refine_threshold": g["refine_threshold"].to_dict(),
+                           "refine_bound": g["refine_bound"], "null": g["null"], "gram": g["gram_info"],
                            "candidate_pairs": len(g["links"]),
                            "confirmed_pairs": sum(link["confirmed"] for link in g["links"]),
                            "refine_rounds": g["rounds"],
@@ -630,6 +665,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
     # byte-identical copies link with NCC 1: their link is one image's evidence, not two, so they are named
     identical = [paths for paths in by_sha.values() if len(paths) > 1]
     result = {"format": FORMAT, "version": VERSION, "params": params.to_dict(), "comparisons": tests,
+              "refine_comparisons": refine_tests,
               "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
               "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped,

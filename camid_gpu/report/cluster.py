@@ -1,7 +1,7 @@
 """The report of a clustering run (``camid report RUN`` where RUN holds ``clusters.json``).
 
-Sections: the run (command, software, parameters, timings); per geometry group the threshold and the
-null actually observed, the similarity matrix ordered by cluster (heat-map), the average-linkage
+Sections: the run (command, software, parameters, timings); per geometry group the thresholds of both
+stages (pairs, fingerprint refinement) and the null actually observed, the similarity matrix ordered by cluster (heat-map), the average-linkage
 dendrogram cut at the threshold, the cluster sizes and the null histogram with the threshold; then every
 cluster with its members (SHA-256) and the evidence of every link, merge and attachment, and the images
 left unclustered or failed. Same conventions as the identification report (:mod:`camid_gpu.report.html`):
@@ -105,6 +105,8 @@ def _section_run(result: dict[str, Any], manifest: dict[str, Any] | None) -> str
              ("clusters", f"{len(result['clusters'])} holding {clustered} images; "
                           f"{len(result['unclustered'])} images unclustered"),
              ("comparisons in the whole set", _f(result.get("comparisons"), "d")),
+             ("refinement comparisons (upper bound, fixed before refining)",
+              _f(result.get("refine_comparisons"), "d") if "refine_comparisons" in result else _NONE),
              ("time (s)", _json_value(m.get("timings_s")))]
     out = ['<section id="run"><h2>1. The run</h2>',
            '<p class="lead"><b>How to read this report.</b> Two images are <b>linked</b> when the normalised '
@@ -112,6 +114,9 @@ def _section_run(result: dict[str, Any], manifest: dict[str, Any] | None) -> str
            "<i>for the whole set</i> (--pfa, corrected for the number of comparisons) <b>and</b> the zero-shift "
            "PCE confirms it. Clusters are built from the linked pairs by average linkage, then merged and "
            "extended by the ML fingerprints of the clusters; every step is listed with its evidence below. "
+           "--pfa covers both stages together: the pairs spend one share of it over their comparisons, the "
+           "fingerprint merges and attachments the other share over an upper bound of theirs, fixed before "
+           "the first of them (table below). "
            "A cluster says the images share a sensor; it does not name the camera.</p>", _kv(pairs)]
     params = result.get("params") or {}
     out.append("<h3>Parameters</h3>" + _kv((str(k), _json_value(v)) for k, v in sorted(params.items())))
@@ -135,6 +140,22 @@ def _section_groups(run_dir: str, result: dict[str, Any], notes: list[str]) -> s
     out.append(_table(["group", "images", "region", "pairs", "NCC threshold", "z", "null std (model 1/sqrt n)",
                        "null std observed", "spread used", "PCE threshold", "pairs above NCC",
                        "pairs linked", "refine rounds"], rows))
+    stages = []
+    for g in result["groups"]:
+        for label, t in (("pairs", g["threshold"]), ("refinement", g.get("refine_threshold"))):
+            if not t:
+                continue
+            stages.append([_e(g["name"]), _e(label), _f(t.get("share"), ".3g"), _f(t.get("stage_pfa"), ".3g"),
+                           _f(t["tests"], "d"), _f(t["alpha"], ".3g"), _f(t["z"], ".3g"), _f(t["ncc"]),
+                           _f(t["pce"], ".3g")])
+    if any(g.get("refine_threshold") for g in result["groups"]):
+        out.append("<h3>The two stages' thresholds</h3><p>Each stage has its own share of --pfa "
+                   f"({_f(result['groups'][0]['threshold']['pfa'], '.3g')} for the whole run, both stages "
+                   "together: 1 - (1 - pfa_pairs)(1 - pfa_refinement) = pfa) and its own Sidak level over its "
+                   "comparisons (the pairs: counted; the refinement: an upper bound from the clusters and "
+                   "unclustered images after the pair stage, the turns tried and the rounds allowed).</p>")
+        out.append(_table(["group", "stage", "share of --pfa", "pfa spent", "comparisons", "alpha", "z",
+                           "NCC threshold", "PCE threshold"], stages))
     cluster_index = {c["id"]: k for k, c in enumerate(result["clusters"])}
     for k, g in enumerate(result["groups"]):
         if k >= MAX_GROUP_FIGURES:
@@ -244,7 +265,10 @@ def _null_histogram(group: dict[str, Any]) -> str | None:
                              (group["threshold"]["null_std"], "null used", "-")):
         pdf = total * width * np.exp(-0.5 * (centres / std) ** 2) / (std * math.sqrt(2 * math.pi))
         ax.plot(centres, np.maximum(pdf, 0.5), style, color="#333333", linewidth=1, label=name)
-    ax.axvline(group["threshold"]["ncc"], color="#d62728", linestyle="--", linewidth=1, label="threshold")
+    ax.axvline(group["threshold"]["ncc"], color="#d62728", linestyle="--", linewidth=1, label="pair threshold")
+    if group.get("refine_threshold"):
+        ax.axvline(group["refine_threshold"]["ncc"], color="#9467bd", linestyle=":", linewidth=1,
+                   label="refinement threshold")
     ax.set_yscale("log")
     _symlog(ax.yaxis)  # plain-number tick labels (mathtext is off)
     ax.set_ylim(0.5, max(total, 1) * 1.5)
