@@ -3,6 +3,7 @@ pair cannot chain, and ML fingerprint sums that add."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from camid_gpu.cluster.linkage import average_linkage, comparisons, image_similarity
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
@@ -86,3 +87,113 @@ def test_member_turns_are_chosen_in_one_frame():
     rows = [[0], [1, 2], [3, 4], [5, 6]]
     chosen = member_candidates([0, 1, 2, 3], _turned_gram(frames_of), rows)
     assert {frames_of[i][k] for i, k in chosen} == {0}, chosen
+
+
+# -- the refinement at its own thresholds ------------------------------------------------------------------
+def test_refine_comparisons_bound():
+    from camid_gpu.cluster.linkage import refine_comparisons
+
+    assert refine_comparisons(0, 50, 2, 20) == 0  # no cluster: nothing to compare with
+    assert refine_comparisons(1, 0, 1, 20) == 0  # one cluster, no image: nothing either
+    # C=3, S=4, R=1: rounds min(20, 7) = 7; per round (3-1)^2 merge + 3*4 attach comparisons
+    assert refine_comparisons(3, 4, 1, 20) == 7 * (4 + 12)
+    assert refine_comparisons(3, 4, 2, 20) == 2 * 7 * 16  # two turns per comparison with portrait frames
+    assert refine_comparisons(29, 35, 1, 20) == 20 * (28 ** 2 + 29 * 35)  # max_rounds caps the rounds
+    # a round's merge comparisons: the full matrix c(c-1)/2, then the merged row against the rest after each
+    # of at most c-1 merges, (c-2) + ... + 0: together (c-1)^2
+    for c in range(1, 12):
+        assert c * (c - 1) // 2 + sum(c - k - 1 for k in range(1, c)) == (c - 1) ** 2
+
+
+class _RowOps:
+    """Fake refinement ops on synthetic unit rows: a fingerprint is the normalised sum of its members' rows,
+    the PCE of white rows is ``n NCC^2``."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
+
+    def accumulate(self, members):
+        return sum((self.rows[i] for i, _ in members), np.zeros(self.rows.shape[1]))
+
+    def absorb(self, into, other):
+        return into + other
+
+    def fingerprint_row(self, acc):
+        v = acc - acc.mean()
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    def candidates(self, index):
+        return 1
+
+    def image_rows(self, index):
+        return self.fingerprint_row(self.rows[index])[None]
+
+    def pce(self, a, b):
+        return float(a.size * float(a @ b) ** 2)
+
+    def turn_row(self, row):
+        return row[::-1].copy()
+
+
+def _unit(v):
+    v = v - v.mean()
+    return v / np.linalg.norm(v)
+
+
+def _planted(n: int, rho_merge: float, rho_attach: float):
+    """Clusters {0, 1} and {2, 3} whose fingerprints correlate at exactly ``rho_merge``, and an image 4 whose
+    row correlates with the first fingerprint at exactly ``rho_attach``."""
+    g = np.random.default_rng(0).standard_normal((n, 5))
+    p, w, e, u, x = np.linalg.qr(g - g.mean(axis=0))[0].T  # orthonormal and zero-mean
+    q = rho_merge * p + np.sqrt(1 - rho_merge ** 2) * w
+    image = rho_attach * p + np.sqrt(1 - rho_attach ** 2) * x
+    return np.stack([p + 0.5 * e, p - 0.5 * e, q + 0.5 * u, q - 0.5 * u, image])
+
+
+def test_a_fingerprint_pair_between_the_pair_and_the_refine_threshold_is_not_merged_any_more():
+    """The refinement used the pair threshold (all of --pfa, its comparisons uncounted). A fingerprint pair,
+    and an image against a fingerprint, that correlate above that threshold but below the refinement's own
+    (its share of --pfa over its bound) are no longer merged or attached."""
+    from camid_gpu.backend import get_backend
+    from camid_gpu.cluster.linkage import Cluster, refine, refine_comparisons
+    from camid_gpu.cluster.similarity import GramEngine
+    from camid_gpu.cluster.threshold import pair_threshold, stage_thresholds
+
+    n, pfa, pair_tests = 4096, 1e-6, 10_000
+    refine_tests = refine_comparisons(30, 40, 1, 20)  # the whole run's bound: 30 clusters, 40 images left
+    new = stage_thresholds(pfa, pair_tests, refine_tests, n)
+    old = pair_threshold(pfa, pair_tests, n)  # what the refinement used before
+    assert new["refine"].ncc > old.ncc
+    rho = (old.ncc + new["refine"].ncc) / 2  # in between, in NCC and so in PCE (n NCC^2)
+    assert old.pce < n * rho ** 2 < new["refine"].pce
+    ops = _RowOps(_planted(n, rho, rho))
+    engine = GramEngine(get_backend("numpy"))
+    fa = ops.fingerprint_row(ops.accumulate([(0, 0), (1, 0)]))
+    fb = ops.fingerprint_row(ops.accumulate([(2, 0), (3, 0)]))
+    assert float(fa @ fb) == pytest.approx(rho, rel=1e-4)  # the planted correlations are what refine sees
+    assert float(ops.image_rows(4)[0] @ fa) == pytest.approx(rho, rel=1e-4)
+
+    def merge(threshold):
+        clusters = [Cluster([(0, 0), (1, 0)], events=[{"kind": "pairs"}]),
+                    Cluster([(2, 0), (3, 0)], events=[{"kind": "pairs"}])]
+        return refine(clusters, [], ops, threshold, engine, tile=8, max_rounds=20)
+
+    def attach(threshold):
+        return refine([Cluster([(0, 0), (1, 0)], events=[{"kind": "pairs"}])], [4], ops, threshold, engine,
+                      tile=8, max_rounds=20)
+
+    # before: merged and attached, on evidence the guarantee did not cover
+    merged, _, _ = merge(old)
+    assert [c.images for c in merged] == [[0, 1, 2, 3]] and merged[0].events[1]["kind"] == "fingerprint-merge"
+    grown, singles, _ = attach(old)
+    assert [c.images for c in grown] == [[0, 1, 4]] and singles == []
+    # now: neither
+    kept, _, rounds = merge(new["refine"])
+    assert [c.images for c in kept] == [[0, 1], [2, 3]] and rounds == 1
+    assert all(len(c.events) == 1 for c in kept)
+    alone, singles, rounds = attach(new["refine"])
+    assert [c.images for c in alone] == [[0, 1]] and singles == [4] and rounds == 1
+    # well above the refinement threshold both still happen
+    ops.rows = _planted(n, 1.3 * new["refine"].ncc, 1.3 * new["refine"].ncc)
+    assert [c.images for c in merge(new["refine"])[0]] == [[0, 1, 2, 3]]
+    assert attach(new["refine"])[1] == []

@@ -153,6 +153,44 @@ def test_outputs_evidence_and_provenance(known):
     assert main(["verify", str(run)]) == EXIT_OK
 
 
+def test_clusters_json_records_both_stages_thresholds(known):
+    """--pfa covers the pairs and the fingerprint refinement together: each group records both stages' share,
+    comparisons, alpha, z, NCC and PCE; the refinement's bound is the whole run's sum of the groups' bounds,
+    each from its clusters and unclustered images after the pair stage; merges and attachments passed the
+    refinement's thresholds."""
+    from camid_gpu.cluster.linkage import refine_comparisons
+    from camid_gpu.cluster.threshold import split_pfa, stage_thresholds
+    from camid_gpu.config import CLUSTER_MAX_ROUNDS, CLUSTER_PFA_PAIRS_SHARE
+
+    root, _, _, result = known
+    saved = json.loads((root / "run" / "clusters.json").read_text())
+    records = read_results(str(root / "run" / "images.jsonl"))
+    split = split_pfa(1e-6)
+    assert saved["refine_comparisons"] == sum(g["refine_bound"]["comparisons"] for g in saved["groups"]) > 0
+    for g in saved["groups"]:
+        t, r, b = g["threshold"], g["refine_threshold"], g["refine_bound"]
+        assert (t["stage"], r["stage"]) == ("pairs", "refine") and t["pfa"] == r["pfa"] == 1e-6
+        assert t["share"] == CLUSTER_PFA_PAIRS_SHARE and t["share"] + r["share"] == 1.0
+        assert (t["stage_pfa"], r["stage_pfa"]) == (split["pairs"][1], split["refine"][1])
+        assert t["tests"] == saved["comparisons"] and r["tests"] == saved["refine_comparisons"]
+        assert b["comparisons"] == refine_comparisons(b["clusters"], b["unclustered"], b["rotations"],
+                                                      CLUSTER_MAX_ROUNDS)
+        turns = {len(x["rows"]) for x in records if not x.get("error") and x["group"] == g["name"]}
+        assert b["rotations"] == max(turns) == 2  # each group holds a portrait image (two turns)
+        assert b["clusters"] >= len([c for c in saved["clusters"] if c["group"] == g["name"]])  # only merged away
+        assert g["refine_rounds"] <= b["rounds"] <= CLUSTER_MAX_ROUNDS
+        expected = stage_thresholds(1e-6, t["tests"], r["tests"], t["pixels"],
+                                    t["null_std"] if t["null_source"] == "observed" else None)
+        for stage, record in (("pairs", t), ("refine", r)):
+            assert record == pytest.approx(expected[stage].to_dict())
+        assert r["null_std"] == t["null_std"]  # the same region, the same null spread
+    for c in saved["clusters"]:
+        r = next(g for g in saved["groups"] if g["name"] == c["group"])["refine_threshold"]
+        for e in c["events"]:
+            if e["kind"] in ("fingerprint-merge", "attach"):
+                assert e["ncc"] > r["ncc"] and e["pce"] > r["pce"]
+
+
 def test_cluster_fingerprints_identify_held_back_images(known, tmp_path):
     root, _, held, result = known
     for c in result["clusters"]:
@@ -254,10 +292,11 @@ def test_cli_cluster_and_report(known, tmp_path, capsys):
     assert rc == EXIT_PARTIAL  # two hostile files, reported
     out = capsys.readouterr()
     assert "2 clusters" in out.out and "truncated.jpg" in out.err
+    assert "refinement: NCC threshold" in out.out and "--pfa 1e-06 for the whole run" in out.out
     assert main(["report", str(run)]) == EXIT_OK
     html = (run / "report.html").read_text()
     for text in ("similarity heat-map of group", "dendrogram of group", "cluster sizes of group",
-                 "null histogram of group", "cluster-002", "not-an-image.jpg"):
+                 "null histogram of group", "cluster-002", "not-an-image.jpg", "The two stages' thresholds"):
         assert text in html
     again = tmp_path / "again"  # the same inputs and parameters give the same bytes
     main(["cluster", str(inputs / "B"), str(inputs / "hostile"), "-o", str(again), "--region", "512",
