@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"side N of the centred square compared (the largest up to N; default {cfg.CLUSTER_REGION}) "
                         f"or 'full'")
     p.add_argument("--pfa", type=float, default=cfg.CLUSTER_PFA,
-                   help=f"probability of any false link in the whole set (default {cfg.CLUSTER_PFA:g})")
+                   help=f"probability of any false link in the whole set, pairs and fingerprint refinement "
+                        f"together (default {cfg.CLUSTER_PFA:g})")
     p.add_argument("--sigma", type=float, default=cfg.SIGMA_FINGERPRINT,
                    help=f"residual denoiser sigma ({cfg.SIGMA_FINGERPRINT:g}, as for fingerprints)")
     p.add_argument("--gram-precision", choices=cfg.GRAM_PRECISIONS, default="auto",

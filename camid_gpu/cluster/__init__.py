@@ -4,7 +4,7 @@
 >>> result = cluster_images(["seized/"], "RUN", ClusterParams(pfa=1e-6))
 
 Stages (one module each): :mod:`~camid_gpu.cluster.similarity` (NCC of all pairs as a tiled Gram),
-:mod:`~camid_gpu.cluster.threshold` (pair threshold from the false-alarm probability, null check),
+:mod:`~camid_gpu.cluster.threshold` (both stages' thresholds from the false-alarm probability, null check),
 :mod:`~camid_gpu.cluster.linkage` (average linkage, then merging by cluster fingerprints),
 :mod:`~camid_gpu.cluster.run` (the run folder on the scheduler), :mod:`~camid_gpu.cluster.distributed`
 (Gram tiles as Dask tasks); the HTML report of a clustering run is :mod:`camid_gpu.report.cluster`, and the

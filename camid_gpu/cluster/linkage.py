@@ -6,7 +6,7 @@
    threshold, where a pair above the NCC threshold that the PCE did not confirm counts as 0. Two groups
    join only while the average NCC between them stays above the threshold, so one false pair cannot
    chain two cameras together (at worst, when it is stronger than its image's true pairs, it takes that one
-   image along; false pairs pass both thresholds at the rate --pfa sets).
+   image along; false pairs pass both thresholds at the rate the pair stage's share of --pfa sets).
 3. :func:`refine`: each cluster's ML fingerprint (from its members' pixels, as ``fingerprint`` does)
    is compared with every other cluster's and with every unclustered image's residual; the best pair
    above the thresholds (NCC and zero-shift PCE) is merged or attached, its fingerprint updated (the ML

@@ -510,8 +510,9 @@ def refine_stage(run_dir: str, stage: dict[str, Any], records: list[dict[str, An
     threshold = pair_threshold(params.pfa, max(refine_tests, 1), stage["pixels"], stage["spread"],
                                share=split["refine"][0], stage="refine")
     ops = GroupOps(records, store, params, config)
-    final, singles, rounds = refine(stage["clusters"], stage["singles"], ops, threshold, GramEngine(bk, resolve_precision(
-        bk, params.precision)), stage["gram_info"]["tile_rows"], params.max_rounds)
+    engine = GramEngine(bk, resolve_precision(bk, params.precision))
+    final, singles, rounds = refine(stage["clusters"], stage["singles"], ops, threshold, engine,
+                                    stage["gram_info"]["tile_rows"], params.max_rounds)
     timings["clustering"] = timings.get("clustering", 0.0) + time.perf_counter() - t0
     name, sim, iu = stage["name"], stage["sim"], np.triu_indices(len(records), 1)
     os.makedirs(os.path.join(run_dir, "similarity"), exist_ok=True)
