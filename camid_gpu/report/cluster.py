@@ -5,7 +5,8 @@ stages (pairs, fingerprint refinement) and the null actually observed, the simil
 cluster (heat-map), the average-linkage dendrogram cut at the threshold, the cluster sizes and the null
 histogram with both thresholds; then every cluster with its members (SHA-256) and the evidence of every
 link, merge and attachment, and the images left unclustered or failed. Same conventions as the
-identification report (:mod:`camid_gpu.report.html`): one self-contained HTML file, every string from the run escaped, figures carry numbers, not file names.
+identification report (:mod:`camid_gpu.report.html`): one self-contained HTML file, every string from the
+run escaped, figures carry numbers, not file names.
 """
 from __future__ import annotations
 
