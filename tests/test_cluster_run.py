@@ -210,6 +210,9 @@ def test_all_singletons_give_no_cluster(tmp_path):
                  width=320, jpeg_quality=90, seed=7, sensor=SENSOR)
     result = cluster_images([str(tmp_path / "d" / "disputed")], str(tmp_path / "run"), ClusterParams(), CONFIG)
     assert result["clusters"] == [] and len(result["unclustered"]) == 10
+    # no cluster after the pairs: the refinement can compare nothing, and its bound says so
+    assert result["refine_comparisons"] == 0
+    assert [g["refine_bound"]["comparisons"] for g in result["groups"]] == [0]
     assert not os.path.exists(tmp_path / "run" / "fingerprints")
 
 

@@ -488,7 +488,7 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     singles = [i for i in range(n) if i not in clustered]
     rotations = max(len(r) for r in rows)
     bound = {"clusters": len(clusters), "unclustered": len(singles), "rotations": rotations,
-             "rounds": min(params.max_rounds, len(clusters) + len(singles)) if clusters else 0,
+             "rounds": min(params.max_rounds, max(len(clusters) + len(singles), 1)),
              "comparisons": refine_comparisons(len(clusters), len(singles), rotations, params.max_rounds)}
     timings["products"] = timings.get("products", 0.0) + t1 - t0
     timings["pce_confirmation"] = timings.get("pce_confirmation", 0.0) + t2 - t1
