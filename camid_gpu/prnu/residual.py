@@ -9,7 +9,8 @@ The spec (Binghamton CameraFingerprint, Lukas/Fridrich/Goljan):
 
 1. mirror-pad each channel (symmetric, edge sample included) to ``nr = ceil((M+2)/2^L)*2^L`` rows
    and likewise columns, ``ceil`` of half the padding on top/left;
-2. ``L`` levels of the periodic 2-D DWT with the 8-tap Daubechies filter (pywt ``db4``);
+2. ``L`` levels of the periodic 2-D DWT with the 8-tap Daubechies filter (pywt ``db4``), on the sampling
+   grid of the Rice Wavelet Toolbox's ``mdwt`` that Binghamton's code calls (see :func:`dwt_lag`);
 3. every detail subband: ``v = min_w max(0, boxmean_w(c^2) - sigma^2)`` over ``w in {3,5,7,9}``
    (zero-padded box means), then ``c <- c * sigma^2 / (v + sigma^2)`` (Mihcak's estimate of the noise);
 4. the coarsest approximation set to 0, inverse DWT, padding cropped;
@@ -48,6 +49,21 @@ def mirror_index(size: int, before: int, after: int) -> np.ndarray:
     return np.pad(np.arange(size), (before, after), mode="symmetric")
 
 
+def dwt_lag(wavelet: str) -> int:
+    """Samples by which pywt's periodic DWT lags the Rice Wavelet Toolbox's ``mdwt`` (Binghamton's).
+
+    ``mdwt`` computes ``low[k] = sum_m h[m] x[(2k + m) mod n]``; pywt's periodization centres the filter
+    ``s = len(h)/2 - 1`` samples earlier (3 for db4), so each level keeps the other parity of samples.
+    Shifting the input by ``s`` shifts every level's coefficients by ``s``:
+    ``pywt(roll(x, s)) = roll(mdwt(x), s)``. The zero-padded local variances of Mihcak's shrink do not
+    commute with that shift, so the two grids give different residuals (on JPEGs the PCE moved by a factor
+    of about 2 either way, with the size's alignment to the 8x8 block grid); camid works on mdwt's grid.
+    """
+    import pywt
+
+    return pywt.Wavelet(wavelet).dec_len // 2 - 1
+
+
 def mihcak_shrink(bk: Backend, coeffs: Array, noise_var: float | Array,
                   windows: Sequence[int] = MIHCAK_WINDOWS) -> Array:
     """Mihcak's locally adaptive shrink, returning the noise part of ``coeffs``.
@@ -77,12 +93,18 @@ def noise_extract(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA,
     h, w = images.shape[-2:]
     top, bottom = padding(h, levels)
     left, right = padding(w, levels)
-    padded = bk.take(bk.take(images, mirror_index(h, top, bottom), -2), mirror_index(w, left, right), -1)
-    approx, details = bk.wavedec2(padded, wavelet, levels)
+    lag = dwt_lag(wavelet)
+    # the padded planes shifted by the lag, in the same gather: pywt's bands are then mdwt's, shifted by it
+    rows, cols = np.roll(mirror_index(h, top, bottom), lag), np.roll(mirror_index(w, left, right), lag)
+    approx, details = bk.wavedec2(bk.take(bk.take(images, rows, -2), cols, -1), wavelet, levels)
     noise_var = float(sigma) ** 2
-    details = [mihcak_shrink(bk, band, noise_var) for band in details]
+    details = [bk.roll(mihcak_shrink(bk, bk.roll(band, (-lag, -lag)), noise_var), (lag, lag)) if lag
+               else mihcak_shrink(bk, band, noise_var) for band in details]
     residual = bk.waverec2(bk.zeros_like(approx), details, wavelet)
-    return residual[..., top:top + h, left:left + w]
+    # undo the lag and crop the padding, in one gather
+    rows = (np.arange(h) + top + lag) % rows.size
+    cols = (np.arange(w) + left + lag) % cols.size
+    return bk.take(bk.take(residual, rows, -2), cols, -1)
 
 
 def zero_mean_total(bk: Backend, x: Array) -> Array:

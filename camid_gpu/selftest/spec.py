@@ -2,8 +2,10 @@
 
 One 2-D image at a time, explicit padding blocks as in the MATLAB code, box sums from an integral
 image, ``numpy.fft``, loops where the spec reads as loops. Slow is fine: this is what ``camid
-selftest`` and the tests compare every backend against, so it shares no code with the engine
-(only pywt's DWT, the spec's own transform). Images are on the 0..255 scale.
+selftest`` and the tests compare every backend against, so it shares no code with the engine: its
+wavelet transform is the Rice Wavelet Toolbox's periodic ``mdwt``/``midwt`` (which Binghamton's
+NoiseExtract calls) written out from their definition, with pywt only supplying the filter taps
+(WaveLab's "Daubechies 8" = pywt ``db4``). Images are on the 0..255 scale.
 """
 from __future__ import annotations
 
@@ -36,6 +38,57 @@ def mihcak_shrink(c: np.ndarray, nv: float, windows=(3, 5, 7, 9)) -> np.ndarray:
     return c * nv / (var + nv)
 
 
+def _filters(wavelet: str) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal lowpass ``h`` and the toolbox's highpass ``g[m] = (-1)^m h[len-1-m]``."""
+    h = np.asarray(pywt.Wavelet(wavelet).rec_lo, dtype=np.float64)
+    g = np.array([(-1) ** m * h[len(h) - 1 - m] for m in range(len(h))])
+    return h, g
+
+
+def mdwt_axis(x: np.ndarray, h: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    """One periodic analysis step along ``axis``: ``[low | high]``, ``low[k] = sum_m h[m] x[(2k+m) mod n]``."""
+    x = np.moveaxis(x, axis, -1)
+    n = x.shape[-1]
+    k = np.arange(n // 2)
+    low = sum(h[m] * x[..., (2 * k + m) % n] for m in range(len(h)))
+    high = sum(g[m] * x[..., (2 * k + m) % n] for m in range(len(h)))
+    return np.moveaxis(np.concatenate([low, high], -1), -1, axis)
+
+
+def midwt_axis(y: np.ndarray, h: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    """The inverse of :func:`mdwt_axis` (the transpose of an orthonormal step)."""
+    y = np.moveaxis(y, axis, -1)
+    n = y.shape[-1]
+    k = np.arange(n // 2)
+    low, high = y[..., :n // 2], y[..., n // 2:]
+    x = np.zeros_like(y)
+    for m in range(len(h)):
+        x[..., (2 * k + m) % n] += h[m] * low + g[m] * high
+    return np.moveaxis(x, -1, axis)
+
+
+def mdwt(x: np.ndarray, L: int, wavelet: str = "db4") -> np.ndarray:
+    """The toolbox's in-place layout: level ``j``'s bands in the top-left ``(nr/2^(j-1), nc/2^(j-1))``."""
+    h, g = _filters(wavelet)
+    y = x.astype(np.float64).copy()
+    r, c = y.shape
+    for _ in range(L):
+        y[:r, :c] = mdwt_axis(mdwt_axis(y[:r, :c], h, g, 1), h, g, 0)
+        r, c = r // 2, c // 2
+    return y
+
+
+def midwt(y: np.ndarray, L: int, wavelet: str = "db4") -> np.ndarray:
+    """The inverse of :func:`mdwt`."""
+    h, g = _filters(wavelet)
+    x = y.copy()
+    r, c = x.shape[0] >> (L - 1), x.shape[1] >> (L - 1)
+    for _ in range(L):
+        x[:r, :c] = midwt_axis(midwt_axis(x[:r, :c], h, g, 0), h, g, 1)
+        r, c = r * 2, c * 2
+    return x
+
+
 def noise_extract(im: np.ndarray, sigma: float, L: int = 4, wavelet: str = "db4") -> np.ndarray:
     """NoiseExtract of one 2-D plane: mirror padding, L-level DWT, Mihcak shrink, inverse, crop."""
     M, N = im.shape
@@ -50,12 +103,16 @@ def noise_extract(im: np.ndarray, sigma: float, L: int = 4, wavelet: str = "db4"
     right = cols[:, N - 1:N - pcr - 1:-1] if pcr else cols[:, :0]
     padded = np.hstack([left, cols, right])
     assert padded.shape == (nr, nc)
-    with warnings.catch_warnings():  # pywt's "level too high" note; periodization is still exact
-        warnings.simplefilter("ignore", UserWarning)
-        coeffs = pywt.wavedec2(padded, wavelet, mode="periodization", level=L)
-    coeffs[0] = np.zeros_like(coeffs[0])
-    coeffs[1:] = [tuple(mihcak_shrink(b, sigma**2) for b in bands) for bands in coeffs[1:]]
-    return pywt.waverec2(coeffs, wavelet, mode="periodization")[pr:pr + M, pc:pc + N]
+    t = mdwt(padded, L, wavelet)
+    r, c = nr, nc
+    for _ in range(L):  # NoiseExtract's loop: the three detail bands of each level, finest first
+        h2, w2 = r // 2, c // 2
+        t[:h2, w2:c] = mihcak_shrink(t[:h2, w2:c], sigma**2)
+        t[h2:r, :w2] = mihcak_shrink(t[h2:r, :w2], sigma**2)
+        t[h2:r, w2:c] = mihcak_shrink(t[h2:r, w2:c], sigma**2)
+        r, c = h2, w2
+    t[:r, :c] = 0  # the coarsest approximation
+    return midwt(t, L, wavelet)[pr:pr + M, pc:pc + N]
 
 
 def zero_mean_total(x: np.ndarray) -> np.ndarray:
