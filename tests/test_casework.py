@@ -181,3 +181,33 @@ def test_html_report_shows_not_comparable_apart_from_below_threshold(casework, t
     assert ('<span class="bad">not comparable</span>: image 384x512, fingerprint 320x576: other sensor size'
             in text)
     assert "which is not the same as a score below the threshold" in text
+
+
+def test_scale_search_scores_every_camera_at_its_own_rotations(casework, tmp_path):
+    """--search-scales in a mixed store: a portrait image is searched against the portrait cameras as it is and
+    against the landscape ones turned; every camera searched keeps its score (none is called "not comparable"
+    because another camera won at another rotation), and the false-alarm probability counts the rotations."""
+    import math
+
+    from camid_gpu.prnu.search import search_scale_crop
+
+    root, _, _ = casework
+    image = root / "case" / "disputed" / "P-C01" / "flat_000.jpg"
+    results = tmp_path / "r.jsonl"
+    identify_files(str(root / "run" / "fingerprints"), [str(image)], str(results), ("pce",),
+                   Params(search_scales=(1.0, 1.0, 0.5)), RunConfig(backend="numpy", progress=False))
+    (r,) = read_results(str(results))
+    pce = r["pce"]
+    assert pce["decision"] == "P-C01" and r["rotation"] == 0
+    assert set(pce["scores"]) == {"P-C01", "P-C02", "A-C01", "A-C02"}  # A: 384x512, the image turned by 90/270
+    assert set(pce["not_comparable"]) == {"W-C01", "W-C02"}
+    assert pce["scores"]["P-C01"]["rotation"] == 0 and pce["scores"]["A-C01"]["rotation"] in (90, 270)
+    # the landscape cameras were searched at two rotations: their P_FA is the union bound over both
+    from camid_gpu.store import load_fingerprint
+
+    k = load_fingerprint(root / "run" / "fingerprints" / "A-C02.json").k
+    pixels = np.asarray(Image.open(image))
+    d = pce["scores"]["A-C02"]["rotation"]
+    (one,) = search_scale_crop("numpy", np.ascontiguousarray(np.rot90(pixels, d // 90)), [("A-C02", k)], scales=[1.0])
+    assert pce["scores"]["A-C02"]["pce"] == pytest.approx(one.pce, rel=1e-4)
+    assert pce["scores"]["A-C02"]["log10_p_fa"] == pytest.approx(min(0.0, one.log10_p_fa + math.log10(2)), abs=1e-4)

@@ -357,47 +357,60 @@ def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Se
 
 def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
                   results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """PCE with the scale and crop search, per image and rotation tried, against the fingerprints the image
-    fits inside at the largest scale; the best rotation is kept, the other cameras are not comparable."""
+    """PCE with the scale and crop search, per image: every camera is searched at each of its rotations
+    (:func:`~camid_gpu.pipeline.prepare.rotations_to_try`) at which the image fits inside its fingerprint at the
+    largest scale, and keeps its best rotation, as the full-frame path does; the false-alarm probability of a
+    camera searched at several rotations is the union bound over them. Cameras the image fits at no rotation
+    are not comparable."""
     from camid_gpu.prnu.search import scale_grid, scaled_size, search_record
 
     grid = scale_grid(*params.search_scales)
     top = float(np.max(grid))
     for i, item in enumerate(items):
-        best, refused = None, {}
         h, w = item.shape_at(0)
-        for r, degrees in enumerate(item.rotations):
-            shape = item.shape_at(degrees)
-            prints = []
-            for fp in store:
-                size = scaled_size(fp.source_shape, top)
-                if shape[0] <= size[0] and shape[1] <= size[1]:
-                    prints.append((fp.camera, fp.k))
-                elif fp.camera not in refused:
-                    refused[fp.camera] = {"reason": f"image {h}x{w}, fingerprint {fp.source_shape[0]}x"
-                                                    f"{fp.source_shape[1]}: larger than the fingerprint at scale {top:g}",
-                                          "image_size": [h, w], "fingerprint_size": list(fp.source_shape),
-                                          "rotations_tried": list(item.rotations)}
-            if not prints:
-                continue
-            found = search_scale_crop(bk, _host(item.view(degrees)), prints, scales=grid, sigma=params.sigma_query,
-                                      levels=params.levels, wavelet=params.wavelet)
-            record = search_record(found, params.pce_threshold)
-            if best is None or (record["best_pce"] or -math.inf) > (best[1]["best_pce"] or -math.inf):
-                best = (degrees, record)
-        if best is None:
-            best = (0, {"method": "pce-scale-crop-search", "threshold": float(params.pce_threshold), "scores": {},
-                        "best": None, "best_pce": None, "decision": None, "above_threshold": []})
-        for cam in [c for c in refused if c in best[1]["scores"]]:
-            del refused[cam]  # comparable at the rotation that won
+        refused: dict[str, dict[str, Any]] = {}
+        plan: dict[int, list[tuple[str, np.ndarray]]] = {}
         for fp in store:
-            if fp.camera not in best[1]["scores"] and fp.camera not in refused:
+            tried = [d for d in rotations_to_try((h, w), fp.source_shape, params.rotations) if d in item.rotations]
+            size = scaled_size(fp.source_shape, top)
+            fits = [d for d in tried if item.shape_at(d)[0] <= size[0] and item.shape_at(d)[1] <= size[1]]
+            for d in fits:
+                plan.setdefault(d, []).append((fp.camera, fp.k))
+            if not fits:
                 refused[fp.camera] = {"reason": f"image {h}x{w}, fingerprint {fp.source_shape[0]}x"
-                                                f"{fp.source_shape[1]}: compared at another rotation",
+                                                f"{fp.source_shape[1]}: larger than the fingerprint at scale {top:g}",
                                       "image_size": [h, w], "fingerprint_size": list(fp.source_shape),
-                                      "rotations_tried": list(item.rotations)}
-        results[i]["rotation"], results[i]["pce"] = best
-        results[i]["pce"]["not_comparable"] = refused
+                                      "rotations_tried": tried}
+        found: dict[str, list[tuple[int, Any]]] = {}
+        for degrees in sorted(plan, key=item.rotations.index):
+            for res in search_scale_crop(bk, _host(item.view(degrees)), plan[degrees], scales=grid,
+                                         sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet):
+                found.setdefault(res.camera, []).append((degrees, res))
+        chosen, best_results, by_rotation = {}, [], {}
+        for fp in store:  # store order
+            if fp.camera not in found:
+                continue
+            options = found[fp.camera]
+            degrees, res = max(options, key=lambda o: _finite_or_minus_inf(o[1].pce))
+            for d, r in options:
+                by_rotation[d] = max(by_rotation.get(d, -math.inf), _finite_or_minus_inf(r.pce))
+            if len(options) > 1 and math.isfinite(res.log10_p_fa):  # union bound over the rotations searched
+                res = replace(res, log10_p_fa=min(0.0, res.log10_p_fa + math.log10(len(options))))
+            chosen[fp.camera] = (degrees, len(options))
+            best_results.append(res)
+        if best_results:
+            record = search_record(best_results, params.pce_threshold)
+            for cam, (degrees, count) in chosen.items():
+                record["scores"][cam]["rotation"] = int(degrees)
+                record["scores"][cam]["rotations_searched"] = int(count)
+        else:
+            record = {"method": "pce-scale-crop-search", "threshold": float(params.pce_threshold), "scores": {},
+                      "best": None, "best_pce": None, "decision": None, "above_threshold": []}
+        record["not_comparable"] = dict(sorted(refused.items()))
+        if len(by_rotation) > 1:
+            record["max_pce_by_rotation"] = {str(d): json_float(v) for d, v in sorted(by_rotation.items())}
+        results[i]["rotation"] = chosen[record["best"]][0] if record["best"] else 0
+        results[i]["pce"] = record
         results[i]["mahalanobis_skipped"] = "the Mahalanobis method has no scale/crop search"
     return results
 
