@@ -211,3 +211,31 @@ def test_scale_search_scores_every_camera_at_its_own_rotations(casework, tmp_pat
     (one,) = search_scale_crop("numpy", np.ascontiguousarray(np.rot90(pixels, d // 90)), [("A-C02", k)], scales=[1.0])
     assert pce["scores"]["A-C02"]["pce"] == pytest.approx(one.pce, rel=1e-4)
     assert pce["scores"]["A-C02"]["log10_p_fa"] == pytest.approx(min(0.0, one.log10_p_fa + math.log10(2)), abs=1e-4)
+
+
+def test_mahalanobis_with_one_camera_of_the_geometry_is_no_vote_not_a_tie(casework, tmp_path):
+    """With a single camera of the image's geometry the pairwise votes have no competitor: the record says so,
+    and the evaluation counts the image as "(none)", never as a tie."""
+    import shutil
+
+    from camid_gpu.evaluate import NONE_LABEL, summarise
+
+    root, _, _ = casework
+    store = tmp_path / "store"
+    store.mkdir()
+    for cam in ("A-C01", "P-C01", "P-C02"):
+        for ext in ("json", "npz"):
+            shutil.copy(root / "run" / "fingerprints" / f"{cam}.{ext}", store)
+    results = tmp_path / "r.jsonl"
+    identify_files(str(store), [str(root / "case" / "disputed" / "A-C01" / "flat_000.jpg")], str(results),
+                   ("pce", "mahalanobis"), Params(), RunConfig(backend="numpy", progress=False),
+                   truth_root=str(root / "case" / "disputed"))
+    (r,) = read_results(str(results))
+    maha = r["mahalanobis"]
+    assert list(maha["membership"]) == ["A-C01"] and maha["associated"] == [] and not maha["tie"]
+    assert "only one camera" in maha["undetermined"]
+    summary = summarise([r], ["A-C01", "P-C01", "P-C02"], ("pce", "mahalanobis"))
+    m = summary["mahalanobis"]
+    row = m["confusion"]["counts"][0]
+    assert row[m["confusion"]["columns"].index(NONE_LABEL)] == 1 and m["ties"] == 0
+    assert row[m["confusion"]["columns"].index("(tie)")] == 0

@@ -351,6 +351,10 @@ def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Se
             results[i]["mahalanobis"] = mahalanobis_record(outcome, d)
             results[i]["mahalanobis"]["trace"] = summaries[d]
             results[i]["mahalanobis"]["not_comparable"] = refused_of[i]
+            if len(members) == 1:  # no competitor: the pairwise test is vacuous (membership undefined)
+                results[i]["mahalanobis"]["undetermined"] = (
+                    f"only one camera ({members[0]}) has this image's geometry: the pairwise votes need at least "
+                    f"two, so the method gives no association")
             if "pce" not in results[i]:
                 results[i]["rotation"] = chosen[i]
 
