@@ -239,3 +239,30 @@ def test_mahalanobis_with_one_camera_of_the_geometry_is_no_vote_not_a_tie(casewo
     row = m["confusion"]["counts"][0]
     assert row[m["confusion"]["columns"].index(NONE_LABEL)] == 1 and m["ties"] == 0
     assert row[m["confusion"]["columns"].index("(tie)")] == 0
+
+
+def test_one_reference_folder_under_two_camera_names_is_refused(tmp_path):
+    """Two camera folders that are one real folder (links), or share a reference file (a hard link, a nested
+    folder), would give two identical fingerprints and a decision for whichever name sorts first: refused, naming
+    both cameras and the file, before any reference is decoded."""
+    from camid_gpu.engine.runner import fingerprint_folder
+
+    real = tmp_path / "real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(60, 200, (32, 32, 3), dtype=np.uint8)).save(real / f"ref_{i}.png")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    os.symlink(real, refs / "A")
+    os.symlink(real, refs / "B")
+    with pytest.raises(CamidError, match=r"cameras 'A' and 'B'.*ref_0\.png"):
+        fingerprint_folder(str(refs), str(tmp_path / "fp"), ("pce",), Params(refs=2, clip=None),
+                           RunConfig(backend="numpy", progress=False))
+    os.unlink(refs / "B")
+    (refs / "B").mkdir()
+    os.link(real / "ref_1.png", refs / "B" / "other.png")  # the same file by another name
+    with pytest.raises(CamidError, match=r"cameras 'A' and 'B'"):
+        fingerprint_folder(str(refs), str(tmp_path / "fp"), ("pce",), Params(refs=2, clip=None),
+                           RunConfig(backend="numpy", progress=False))
+    assert not list((tmp_path / "fp").glob("*.json")) and not list((tmp_path / "fp").glob("*.npz"))

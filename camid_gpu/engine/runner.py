@@ -123,12 +123,24 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
     from camid_gpu.store import check_camera_name
 
     listed = []
+    owner: dict[tuple[int, int], tuple[str, str]] = {}  # (device, inode) of a reference file -> (camera, path)
     for camera, folder in prepare.camera_folders(refs_dir):
         try:
             check_camera_name(camera)
         except ValueError as exc:
             raise CamidError(f"{folder}: {exc}") from None
-        listed.append((camera, folder, scan_inputs(folder)))
+        listing = scan_inputs(folder)
+        for path in listing.images:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # a missing or unreadable file gets its own error entry when it is read
+            first = owner.setdefault((st.st_dev, st.st_ino), (camera, path))
+            if first[0] != camera:  # one folder under two names (links), a nested folder or a hard link
+                raise CamidError(f"{refs_dir}: cameras {first[0]!r} and {camera!r} share the reference file "
+                                 f"{first[1]} (also reached as {path}); their fingerprints would be the same "
+                                 f"and a decision would name either: give each camera its own references")
+        listed.append((camera, folder, listing))
     return listed
 
 
