@@ -266,3 +266,32 @@ def test_one_reference_folder_under_two_camera_names_is_refused(tmp_path):
         fingerprint_folder(str(refs), str(tmp_path / "fp"), ("pce",), Params(refs=2, clip=None),
                            RunConfig(backend="numpy", progress=False))
     assert not list((tmp_path / "fp").glob("*.json")) and not list((tmp_path / "fp").glob("*.npz"))
+
+
+def test_residual_batches_hold_no_more_clips_than_the_chunk_has_images(casework, monkeypatch):
+    """The chunk size is planned per image (config memory budget); an image tried at several rotations must not
+    multiply the residual batch (a 24 MP portrait frame against landscape fingerprints doubled the working set),
+    and a rotation that no fingerprint matches gets no residual at all."""
+    from camid_gpu.pipeline import identify as ident
+    from camid_gpu.pipeline.prepare import prepare_disputed
+    from camid_gpu.store import load_store
+
+    root, _, _ = casework
+    store = load_store(str(root / "run" / "fingerprints"))
+    params = Params(pce_clip=None, mahalanobis_clip=(256, 256))
+    shapes = sorted({fp.source_shape for fp in store})
+    item = prepare_disputed(str(root / "case" / "disputed" / "P-C01" / "flat_000.jpg"), params, shapes)
+    assert item.rotations == [0, 90, 180, 270]  # 0 for the portrait cameras, 90/270 for the landscape ones
+    batches = []
+    real = ident.residual_native
+
+    def spy(bk, pixels, *args, **kwargs):
+        batches.append(tuple(pixels.shape[:3]))
+        return real(bk, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(ident, "residual_native", spy)
+    from camid_gpu.backend import get_backend
+
+    (r,) = ident.identify_chunk(get_backend("numpy"), store, [item], params, ("pce",))
+    assert sorted(batches) == [(1, 384, 512), (1, 384, 512), (1, 512, 384)]  # 90, 270 and 0; never 180
+    assert r["pce"]["decision"] == "P-C01" and r["pce"]["scores"]["A-C01"]["rotation"] in (90, 270)

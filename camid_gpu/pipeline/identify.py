@@ -268,33 +268,46 @@ def _crop_tasks(matches: dict[str, list[tuple[int, str]]]) -> dict[int, list[str
 def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: Sequence[Prepared], plans: list,
                      params: Params, uploads: dict[tuple, Upload] | None) -> dict[tuple[int, int, str], dict[str, Any]]:
     """PCE of every (image, rotation, camera) whose sizes match, batched by layout (:func:`clip_batches`, the
-    batches :func:`stage_chunk` uploads): one residual per (image, rotation) clip of the PCE geometry,
-    correlated with the fingerprints of that sensor size, camera chunk by camera chunk."""
+    batches :func:`stage_chunk` uploads): one residual per (image, rotation) clip of the PCE geometry that some
+    fingerprint matches, correlated with the fingerprints of that sensor size, camera chunk by camera chunk.
+
+    A residual batch holds at most ``len(items)`` clips: the chunk size is planned per image from the memory
+    budget, and an image tried at two or four rotations must not multiply the working set."""
     scored: dict[tuple[int, int, str], dict[str, Any]] = {}
     match = "full-frame" if params.pce_clip is None else "clip"
+    step = max(1, len(items))
     for layout, sel in clip_batches(items).items():
         wanted = {(i, items[i].rotations[r], cam) for i, r in sel for cam, found in plans[i][0].items()
                   if (items[i].rotations[r], FULL) in found}
-        cams = sorted({cam for _, _, cam in wanted})
-        if not cams:  # no fingerprint of this geometry (e.g. a rotation that fits none)
+        # the clips some fingerprint matches (a rotation that matches none gets no residual), by position in sel
+        keep = [j for j, (i, r) in enumerate(sel) if any(w[0] == i and w[1] == items[i].rotations[r] for w in wanted)]
+        if not keep:  # no fingerprint of this geometry (e.g. a rotation that fits none)
             continue
-        if uploads is not None and layout in uploads:
-            pixels = pixels_to_device(bk, uploads[layout])
-        else:
-            pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in sel]))
-        res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
-        inten = gray_intensity(bk, pixels)
-        del pixels
-        # host float32 (h, w) each; pce_scores moves one camera chunk at a time to the device
-        scores = pce_scores(bk, res, inten, [by_name[c].k for c in cams], params.shift_range)
-        del res, inten
-        for j, (i, r) in enumerate(sel):
-            d = items[i].rotations[r]
-            for c, cam in enumerate(cams):
-                if (i, d, cam) in wanted:  # a pair of another sensor size in the same batch is dropped
-                    scored[(i, d, cam)] = {"pce": float(scores.pce[j, c]), "ncc": float(scores.ncc[j, c]),
-                                           "log10_p_fa": float(scores.log10_p_fa[j, c]),
-                                           "peak_shift": [int(v) for v in scores.peak_shift[j, c]], "match": match}
+        staged = pixels_to_device(bk, uploads[layout]) if uploads is not None and layout in uploads else None
+        for start in range(0, len(keep), step):
+            part = keep[start:start + step]
+            members = [sel[j] for j in part]
+            cams = sorted({cam for i, d, cam in wanted
+                           if any(i == m_i and d == items[m_i].rotations[m_r] for m_i, m_r in members)})
+            if staged is not None:
+                pixels = staged if len(part) == len(sel) else staged[np.asarray(part)]
+            else:
+                pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in members]))
+            res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
+            inten = gray_intensity(bk, pixels)
+            del pixels
+            # host float32 (h, w) each; pce_scores moves one camera chunk at a time to the device
+            scores = pce_scores(bk, res, inten, [by_name[c].k for c in cams], params.shift_range)
+            del res, inten
+            for j, (i, r) in enumerate(members):
+                d = items[i].rotations[r]
+                for c, cam in enumerate(cams):
+                    if (i, d, cam) in wanted:  # a pair of another sensor size in the same batch is dropped
+                        scored[(i, d, cam)] = {"pce": float(scores.pce[j, c]), "ncc": float(scores.ncc[j, c]),
+                                               "log10_p_fa": float(scores.log10_p_fa[j, c]),
+                                               "peak_shift": [int(v) for v in scores.peak_shift[j, c]],
+                                               "match": match}
+        del staged
     return scored
 
 
