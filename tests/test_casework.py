@@ -295,3 +295,20 @@ def test_residual_batches_hold_no_more_clips_than_the_chunk_has_images(casework,
     (r,) = ident.identify_chunk(get_backend("numpy"), store, [item], params, ("pce",))
     assert sorted(batches) == [(1, 384, 512), (1, 384, 512), (1, 512, 384)]  # 90, 270 and 0; never 180
     assert r["pce"]["decision"] == "P-C01" and r["pce"]["scores"]["A-C01"]["rotation"] in (90, 270)
+
+
+def test_an_image_no_fingerprint_can_be_compared_with_is_reported_as_such(casework, tmp_path, capsys):
+    """An image of a geometry no fingerprint has: "not comparable" in the table, a note naming it on stderr and
+    a count in the last line, so that it is not read as "no camera above the threshold"."""
+    root, _, _ = casework
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(40, 220, (100, 700, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    code = main(["identify", str(root / "run" / "fingerprints"), str(tmp_path / "wide.png"), "-o",
+                 str(tmp_path / "run"), "--backend", "numpy", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "not comparable" in out and "1 not comparable with any fingerprint" in out
+    assert "wide.png: not comparable with any of the 6 fingerprints (no fingerprint of its geometry): image 100x700" \
+        in err
+    (r,) = read_results(str(tmp_path / "run" / "results.jsonl"))
+    assert r["pce"]["scores"] == {} and r["pce"]["decision"] is None and len(r["pce"]["not_comparable"]) == 6
