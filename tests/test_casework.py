@@ -312,3 +312,23 @@ def test_an_image_no_fingerprint_can_be_compared_with_is_reported_as_such(casewo
         in err
     (r,) = read_results(str(tmp_path / "run" / "results.jsonl"))
     assert r["pce"]["scores"] == {} and r["pce"]["decision"] is None and len(r["pce"]["not_comparable"]) == 6
+
+
+def test_a_camera_smaller_than_a_clipping_fails_at_its_first_reference(tmp_path, monkeypatch):
+    """The clipping check needs only the first reference's size: the other references are not decoded."""
+    from camid_gpu.engine.runner import fingerprint_folder
+    from camid_gpu.pipeline import prepare
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "refs" / "C01").mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(rng.integers(60, 200, (64, 80, 3), dtype=np.uint8)).save(tmp_path / "refs" / "C01" / f"{i}.png")
+    calls = []
+    real = prepare.load_reference
+    monkeypatch.setattr(prepare, "load_reference", lambda path, *a: calls.append(path) or real(path, *a))
+    summary = fingerprint_folder(str(tmp_path / "refs"), str(tmp_path / "fp"), ("pce", "mahalanobis"),
+                                 Params(refs=5, pce_clip=None, mahalanobis_clip=(128, 128)),
+                                 RunConfig(backend="numpy", workers=1, progress=False))
+    assert not summary["cameras"] and len(calls) == 1
+    (error,) = summary["errors"]
+    assert "references are 64x80, smaller than the mahalanobis method's 128x128 clipping" in error["error"]["reason"]

@@ -70,6 +70,9 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         shape = (info.height, info.width)
         if source_shape is None:
             source_shape, layout, depth = shape, pixels.shape, info.bit_depth
+            small = _too_small(camera, source_shape, params, methods)  # at the first reference, not after all
+            if small:
+                return None, errors + [small]
         if shape != source_shape or pixels.shape != layout or info.bit_depth != depth:
             errors.append({"path": path, "error": {"kind": "mismatch", "reason":
                            f"size/channels/bit depth {info.height}x{info.width}x{info.channels} {info.bit_depth}-bit "
@@ -90,13 +93,6 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                        f"camera {camera!r} has {len(good)} usable reference image(s); at least {MIN_REFERENCES} are "
                        f"needed (config.MIN_REFERENCES)"}})
         return None, errors
-    for method in methods:  # every reference has the first one's size: one check per method
-        clip = params.clip_of(method)
-        if clip is not None and (source_shape[0] < clip[0] or source_shape[1] < clip[1]):
-            errors.append({"path": camera, "error": {"kind": "too-small", "reason":
-                           f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller than "
-                           f"the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)"}})
-            return None, errors
     arrays: dict[str, np.ndarray] = {}
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
@@ -117,6 +113,19 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                      "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
         software=software_versions())
     return fp, errors
+
+
+def _too_small(camera: str, source_shape: tuple[int, int], params: Params,
+               methods: Sequence[str]) -> dict[str, Any] | None:
+    """The error entry of a camera whose references (all of the first one's size) are smaller than some method's
+    clipping, or None."""
+    for method in methods:
+        clip = params.clip_of(method)
+        if clip is not None and (source_shape[0] < clip[0] or source_shape[1] < clip[1]):
+            return {"path": camera, "error": {"kind": "too-small", "reason":
+                    f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller than "
+                    f"the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)"}}
+    return None
 
 
 def _try(func, *args):
