@@ -347,8 +347,10 @@ def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Se
             if cam not in members and cam not in refused:
                 h, w = item.shape_at(0)
                 fp_shape = next(fp.source_shape for fp in store if fp.camera == cam)
-                refused[cam] = {"reason": f"image {h}x{w}, fingerprint {fp_shape[0]}x{fp_shape[1]}: compared at "
-                                          f"another rotation ({degrees} degrees here)", "image_size": [h, w],
+                refused[cam] = {"reason": f"image {h}x{w}, fingerprint {fp_shape[0]}x{fp_shape[1]}: matches only at "
+                                          f"another rotation; the votes ran at {degrees} degrees (the PCE decision's "
+                                          f"rotation where it has one), among the cameras of that geometry only, "
+                                          f"and this camera took no part", "image_size": [h, w],
                                 "fingerprint_size": list(fp_shape), "rotations_tried": [degrees]}
         chosen[i], refused_of[i] = degrees, refused
         plan.setdefault((item.kind, members), []).append(i)
