@@ -332,3 +332,15 @@ def test_a_camera_smaller_than_a_clipping_fails_at_its_first_reference(tmp_path,
     assert not summary["cameras"] and len(calls) == 1
     (error,) = summary["errors"]
     assert "references are 64x80, smaller than the mahalanobis method's 128x128 clipping" in error["error"]["reason"]
+
+
+def test_rotations_none_says_a_turned_image_would_be_comparable(casework, tmp_path):
+    root, _, _ = casework
+    results = tmp_path / "r.jsonl"
+    identify_files(str(root / "run" / "fingerprints"), [str(root / "case" / "disputed" / "P-C01" / "flat_000.jpg")],
+                   str(results), ("pce",), Params(rotations="none"), RunConfig(backend="numpy", progress=False))
+    (r,) = read_results(str(results))
+    assert set(r["pce"]["scores"]) == {"P-C01", "P-C02"}
+    reason = r["pce"]["not_comparable"]["A-C01"]["reason"]
+    assert reason.startswith("image 512x384, fingerprint 384x512: other sensor size") and "--rotations auto" in reason
+    assert "--rotations" not in r["pce"]["not_comparable"]["W-C01"]["reason"]

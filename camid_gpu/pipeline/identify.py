@@ -199,7 +199,10 @@ def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
             full = [f for f in found if f[1] == FULL]
             matches[fp.camera] = full or found
         else:
-            refused[fp.camera] = {"reason": reasons[0], "image_size": [h, w],
+            reason = reasons[0]
+            if 90 not in tried and match_geometry((w, h), fp.source_shape, fp.clip_of(method), method == "pce")[0]:
+                reason += " (turned by 90 degrees it would be comparable: --rotations auto or all)"
+            refused[fp.camera] = {"reason": reason, "image_size": [h, w],
                                   "fingerprint_size": list(fp.source_shape), "rotations_tried": list(tried)}
     return matches, refused
 
