@@ -295,14 +295,17 @@ def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: 
         keep = [j for j, (i, r) in enumerate(sel) if any(w[0] == i and w[1] == items[i].rotations[r] for w in wanted)]
         if not keep:  # no fingerprint of this geometry (e.g. a rotation that fits none)
             continue
-        staged = pixels_to_device(bk, uploads[layout]) if uploads is not None and layout in uploads else None
+        upload = uploads.get(layout) if uploads is not None else None
+        staged = upload.native() if upload is not None else None  # integers, ordered after their copy
         for start in range(0, len(keep), step):
             part = keep[start:start + step]
             members = [sel[j] for j in part]
             cams = sorted({cam for i, d, cam in wanted
                            if any(i == m_i and d == items[m_i].rotations[m_r] for m_i, m_r in members)})
-            if staged is not None:
-                pixels = staged if len(part) == len(sel) else staged[np.asarray(part)]
+            if staged is not None:  # converted to floats part by part, as pixels_to_device converts an Upload
+                pixels = bk.asarray(staged if len(part) == len(sel) else staged[np.asarray(part)])
+                if upload.host_dtype == np.uint16:
+                    pixels = pixels * (255.0 / 65535.0)
             else:
                 pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in members]))
             res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
@@ -319,7 +322,7 @@ def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: 
                                                "log10_p_fa": float(scores.log10_p_fa[j, c]),
                                                "peak_shift": [int(v) for v in scores.peak_shift[j, c]],
                                                "match": match}
-        del staged
+        del staged, upload
     return scored
 
 
