@@ -344,3 +344,30 @@ def test_rotations_none_says_a_turned_image_would_be_comparable(casework, tmp_pa
     reason = r["pce"]["not_comparable"]["A-C01"]["reason"]
     assert reason.startswith("image 512x384, fingerprint 384x512: other sensor size") and "--rotations auto" in reason
     assert "--rotations" not in r["pce"]["not_comparable"]["W-C01"]["reason"]
+
+
+def test_fingerprint_batches_follow_the_host_memory_budget(tmp_path, monkeypatch):
+    """References are accumulated in batches the memory budget allows (fixed batches of 4 full 24 MP frames
+    needed ~14 GB whatever --max-host-memory said); the fingerprint does not depend on the batch."""
+    from camid_gpu.engine.runner import fingerprint_folder
+    from camid_gpu.prnu import fingerprint as fpmod
+    from camid_gpu.store import load_fingerprint
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "refs" / "C01").mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(rng.integers(60, 200, (64, 80, 3), dtype=np.uint8)).save(tmp_path / "refs" / "C01" / f"{i}.png")
+    sizes = []
+    real = fpmod.FingerprintAccumulator.add
+    monkeypatch.setattr(fpmod.FingerprintAccumulator, "add", lambda self, x: sizes.append(len(x)) or real(self, x))
+    params = Params(refs=5, pce_clip=None, mahalanobis_clip=(32, 32))
+    small = fingerprint_folder(str(tmp_path / "refs"), str(tmp_path / "a"), ("pce", "mahalanobis"), params,
+                               RunConfig(backend="numpy", max_host_memory=1 << 20, progress=False))
+    assert small["cameras"] and sizes == [1] * 5  # 64x80x3 frames: ~0.7 MB of working set each, 0.5 MB budget
+    sizes.clear()
+    large = fingerprint_folder(str(tmp_path / "refs"), str(tmp_path / "b"), ("pce", "mahalanobis"), params,
+                               RunConfig(backend="numpy", progress=False))
+    assert large["cameras"] and sizes == [4, 1]
+    a, b = load_fingerprint(tmp_path / "a" / "C01.json"), load_fingerprint(tmp_path / "b" / "C01.json")
+    np.testing.assert_allclose(a.k, b.k, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a.mean_prnu, b.mean_prnu, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
@@ -86,6 +87,14 @@ def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], par
     bk = config.backend_obj()
     decoder = decoder_for(config.decode, bk)
     saved, errors, tried, skipped = [], [], [], []
+    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
+    host_budget = config.max_host_memory or default_host_memory()
+
+    def batches(sensor: tuple[int, int]) -> int:
+        """References per residual batch within the memory budgets (at most 4, as before budgets applied)."""
+        frames = [math.prod(params.clip_of(m) or sensor) for m in methods]
+        return chunk_size(max(frames), 0, gpu_budget, host_budget, value_bytes=bk.itemsize, limit=4)
+
     for camera, folder, listing in listed:
         paths = listing.images
         skipped.extend(s.to_dict() for s in listing.skipped)
@@ -101,7 +110,8 @@ def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], par
         if decoder is not None:
             loaded = prepare.decode_references(loaded, decoder, None)
         try:
-            fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
+            fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
+                                               batch_size=batches)
         except CamidError as exc:
             fp, errs = None, [{"path": folder, "error": {"kind": type(exc).__name__, "reason": str(exc)}}]
         errors.extend(errs)

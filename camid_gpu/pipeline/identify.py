@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from camid_gpu.store import CameraFingerprint, check_camera_name, software_versi
 # Fingerprints
 # ----------------------------------------------------------------------------------------------
 def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Params,
-                      methods: Sequence[str], batch_size: int = 4,
+                      methods: Sequence[str], batch_size: int | Callable[[tuple[int, int]], int] = 4,
                       loaded: Any = None) -> tuple[CameraFingerprint | None, list[dict[str, Any]]]:
     """Fingerprint of one camera from its reference files.
 
@@ -49,7 +49,9 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     (returns None and an error entry). ``loaded`` may be an iterable of ``(path, result)`` where
     result is ``(pixels, info)``, ``(pixels, info, decoder, note)`` (from
     :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be device arrays, and each reference's
-    entry records its decoder) or an exception (the scheduler decodes in worker processes).
+    entry records its decoder) or an exception (the scheduler decodes in worker processes). ``batch_size``:
+    references per residual batch, or a function of the references' sensor size (rows, columns) that gives it
+    (the engine's memory budget).
     """
     check_camera_name(camera)
     errors: list[dict[str, Any]] = []
@@ -93,6 +95,9 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                        f"camera {camera!r} has {len(good)} usable reference image(s); at least {MIN_REFERENCES} are "
                        f"needed (config.MIN_REFERENCES)"}})
         return None, errors
+    if callable(batch_size):
+        batch_size = batch_size(source_shape)
+    batch_size = max(1, int(batch_size))
     arrays: dict[str, np.ndarray] = {}
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
