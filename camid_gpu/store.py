@@ -326,6 +326,14 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
             raise FingerprintError(f"{directory}: camera name {fp.camera!r} appears twice ({seen[key]} and {path}); "
                                    f"camera names must be unique")
         seen[key] = path
+    arrays_of: dict[str, str] = {}
+    for fp, path in zip(store, paths):  # the hashes were checked against the files by load_fingerprint
+        digest = json.loads(read_regular(path).decode("utf-8"))["arrays_sha256"]
+        if digest in arrays_of:
+            raise FingerprintError(f"{directory}: cameras {arrays_of[digest]!r} and {fp.camera!r} have identical arrays "
+                                   f"(SHA-256 {digest[:16]}...): one sensor pattern under two names (the same "
+                                   f"references fingerprinted twice, or a copied file); a decision would name either")
+        arrays_of[digest] = fp.camera
     for fp in store:
         for method in methods:
             fp._array(method, _ARRAYS[method][0])
