@@ -75,6 +75,8 @@ def _maha_prediction(record: ImageRecord) -> str:
     if not record["mahalanobis"].get("membership"):
         return NOT_COMPARABLE_LABEL
     assoc = record["mahalanobis"]["associated"]
+    if not assoc:  # no association (a single camera of the image's geometry: no vote), which is not a tie
+        return NONE_LABEL
     return assoc[0] if len(assoc) == 1 else TIE_LABEL
 
 

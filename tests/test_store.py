@@ -118,3 +118,14 @@ def test_version_1_store_loads_with_one_clip_for_both_methods(tmp_path):
     (tmp_path / "C01.json").write_text(json.dumps(meta))
     with pytest.raises(FingerprintError, match="C01.json: fingerprint metadata of version 1 is incomplete"):
         load_fingerprint(path)
+
+
+def test_two_cameras_with_identical_arrays_are_refused(tmp_path):
+    """A reference folder copied under a second name gives a byte-identical fingerprint (the build is
+    deterministic): two names for one sensor pattern, and a decision for whichever sorts first. Refused."""
+    save_fingerprint(make_fp("C01"), tmp_path)
+    save_fingerprint(make_fp("C02", seed=1), tmp_path)
+    load_store(tmp_path)
+    save_fingerprint(make_fp("C03"), tmp_path)  # C01's arrays under another name
+    with pytest.raises(FingerprintError, match=r"'C01' and 'C03' have byte-identical fingerprint arrays"):
+        load_store(tmp_path)

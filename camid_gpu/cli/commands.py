@@ -21,7 +21,14 @@ from typing import Sequence
 from camid_gpu import config as cfg
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
-from camid_gpu.cli.output import print_clusters, print_errors, print_identification, print_skipped, write_csv
+from camid_gpu.cli.output import (
+    print_clusters,
+    print_errors,
+    print_identification,
+    print_not_comparable,
+    print_skipped,
+    write_csv,
+)
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
@@ -229,11 +236,13 @@ def cmd_identify(args) -> int:
     errors = [r for r in records if is_error(r)]
     print_skipped(run["skipped_inputs"])
     print_errors(errors)
+    lone = print_not_comparable(records, len(run["cameras"]))
     found = run["inputs_found"]
     print(f"run folder: {printable(args.outdir)} (results.jsonl, manifest.json); {found['found']} files found: "
           f"{found['images']} images, {found['skipped']} skipped (listed above with the reason); "
           f"{run['processed']} processed, {run['skipped_as_done']} already done, {run['retried']} retried, "
-          f"{run['changed']} changed since recorded (flagged), {len(errors)} with errors")
+          f"{run['changed']} changed since recorded (flagged), {len(errors)} with errors, "
+          f"{lone} not comparable with any fingerprint")
     _print_manifest(run["manifest"], run["manifest_sha256"])
     return EXIT_PARTIAL if errors else EXIT_OK
 

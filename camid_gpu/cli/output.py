@@ -20,6 +20,21 @@ def print_skipped(skipped: Sequence[dict[str, Any]]) -> None:
         print(f"camid: skipped: {printable(s['path'])}: {printable(s['reason'])}", file=sys.stderr)
 
 
+def print_not_comparable(records: Sequence[ImageRecord], cameras: int) -> int:
+    """One note on stderr per image that no fingerprint's geometry fits (PCE compared it with nothing: not "below
+    threshold"), with the first camera's reason; returns how many."""
+    count = 0
+    for r in records:
+        pce = pce_of(r)
+        if pce is None or pce.get("scores") or not pce.get("not_comparable"):
+            continue
+        count += 1
+        first = next(iter(pce["not_comparable"].values()))
+        print(f"camid: note: {printable(r['path'])}: not comparable with any of the {cameras} fingerprints (no "
+              f"fingerprint of its geometry): {printable(first['reason'])}", file=sys.stderr)
+    return count
+
+
 def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
     """One row per image and camera. ``pce_status`` / ``mahalanobis_status``: "scored", or "not comparable"
     (another geometry: no score, no part in the decision; ``not_comparable_reason`` says why), never to be

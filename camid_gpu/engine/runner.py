@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
@@ -104,6 +105,14 @@ def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], par
     bk = config.backend_obj()
     decoder = decoder_for(config.decode, bk)
     saved, errors, tried, skipped = [], [], [], []
+    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
+    host_budget = config.max_host_memory or default_host_memory()
+
+    def batches(sensor: tuple[int, int]) -> int:
+        """References per residual batch within the memory budgets (at most 4, as before budgets applied)."""
+        frames = [math.prod(params.clip_of(m) or sensor) for m in methods]
+        return chunk_size(max(frames), 0, gpu_budget, host_budget, value_bytes=bk.itemsize, limit=4)
+
     for camera, folder, listing in listed:
         paths = listing.images
         skipped.extend(s.to_dict() for s in listing.skipped)
@@ -119,7 +128,8 @@ def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], par
         if decoder is not None:
             loaded = prepare.decode_references(loaded, decoder, None)
         try:
-            fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded)
+            fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
+                                               batch_size=batches)
         except CamidError as exc:
             fp, errs = None, [{"path": folder, "error": {"kind": type(exc).__name__, "reason": str(exc)}}]
         errors.extend(errs)
@@ -142,6 +152,7 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
 
     listed = []
     seen: dict[str, str] = {}
+    owner: dict[tuple[int, int], tuple[str, str]] = {}  # (device, inode) of a reference file -> (camera, path)
     for camera, folder in prepare.camera_folders(refs_dir):
         try:
             check_camera_name(camera)
@@ -151,7 +162,18 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
             raise CamidError(f"{folder}: camera {camera!r} and {seen[camera.casefold()]!r} differ only in case; "
                              f"a fingerprint store holds one of them (rename one folder)")
         seen[camera.casefold()] = camera
-        listed.append((camera, folder, scan_inputs(folder)))
+        listing = scan_inputs(folder)
+        for path in listing.images:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # a missing or unreadable file gets its own error entry when it is read
+            first = owner.setdefault((st.st_dev, st.st_ino), (camera, path))
+            if first[0] != camera:  # one folder under two names (links), a nested folder or a hard link
+                raise CamidError(f"{refs_dir}: cameras {first[0]!r} and {camera!r} share the reference file "
+                                 f"{first[1]} (also reached as {path}); their fingerprints would be the same "
+                                 f"and a decision would name either: give each camera its own references")
+        listed.append((camera, folder, listing))
     return listed
 
 

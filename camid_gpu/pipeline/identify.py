@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from camid_gpu.store import CameraFingerprint, check_camera_name, software_versi
 # Fingerprints
 # ----------------------------------------------------------------------------------------------
 def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Params,
-                      methods: Sequence[str], batch_size: int = 4,
+                      methods: Sequence[str], batch_size: int | Callable[[tuple[int, int]], int] = 4,
                       loaded: Any = None) -> tuple[CameraFingerprint | None, list[dict[str, Any]]]:
     """Fingerprint of one camera from its reference files.
 
@@ -49,7 +49,9 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     (returns None and an error entry). ``loaded`` may be an iterable of ``(path, result)`` where
     result is ``(pixels, info)``, ``(pixels, info, decoder, note)`` (from
     :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be device arrays, and each reference's
-    entry records its decoder) or an exception (the scheduler decodes in worker processes).
+    entry records its decoder) or an exception (the scheduler decodes in worker processes). ``batch_size``:
+    references per residual batch, or a function of the references' sensor size (rows, columns) that gives it
+    (the engine's memory budget).
     """
     check_camera_name(camera)
     errors: list[dict[str, Any]] = []
@@ -70,6 +72,9 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         shape = (info.height, info.width)
         if source_shape is None:
             source_shape, layout, depth = shape, pixels.shape, info.bit_depth
+            small = _too_small(camera, source_shape, params, methods)  # at the first reference, not after all
+            if small:
+                return None, errors + [small]
         if shape != source_shape or pixels.shape != layout or info.bit_depth != depth:
             errors.append({"path": path, "error": {"kind": "mismatch", "reason":
                            f"size/channels/bit depth {info.height}x{info.width}x{info.channels} {info.bit_depth}-bit "
@@ -90,13 +95,9 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                        f"camera {camera!r} has {len(good)} usable reference image(s); at least {MIN_REFERENCES} are "
                        f"needed (config.MIN_REFERENCES)"}})
         return None, errors
-    for method in methods:  # every reference has the first one's size: one check per method
-        clip = params.clip_of(method)
-        if clip is not None and (source_shape[0] < clip[0] or source_shape[1] < clip[1]):
-            errors.append({"path": camera, "error": {"kind": "too-small", "reason":
-                           f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller than "
-                           f"the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)"}})
-            return None, errors
+    if callable(batch_size):
+        batch_size = batch_size(source_shape)
+    batch_size = max(1, int(batch_size))
     arrays: dict[str, np.ndarray] = {}
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
@@ -117,6 +118,19 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                      "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
         software=software_versions())
     return fp, errors
+
+
+def _too_small(camera: str, source_shape: tuple[int, int], params: Params,
+               methods: Sequence[str]) -> dict[str, Any] | None:
+    """The error entry of a camera whose references (all of the first one's size) are smaller than some method's
+    clipping, or None."""
+    for method in methods:
+        clip = params.clip_of(method)
+        if clip is not None and (source_shape[0] < clip[0] or source_shape[1] < clip[1]):
+            return {"path": camera, "error": {"kind": "too-small", "reason":
+                    f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller than "
+                    f"the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)"}}
+    return None
 
 
 def _try(func, *args):
@@ -190,7 +204,10 @@ def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
             full = [f for f in found if f[1] == FULL]
             matches[fp.camera] = full or found
         else:
-            refused[fp.camera] = {"reason": reasons[0], "image_size": [h, w],
+            reason = reasons[0]
+            if 90 not in tried and match_geometry((w, h), fp.source_shape, fp.clip_of(method), method == "pce")[0]:
+                reason += " (turned by 90 degrees it would be comparable: --rotations auto or all)"
+            refused[fp.camera] = {"reason": reason, "image_size": [h, w],
                                   "fingerprint_size": list(fp.source_shape), "rotations_tried": list(tried)}
     return matches, refused
 
@@ -268,33 +285,49 @@ def _crop_tasks(matches: dict[str, list[tuple[int, str]]]) -> dict[int, list[str
 def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: Sequence[Prepared], plans: list,
                      params: Params, uploads: dict[tuple, Upload] | None) -> dict[tuple[int, int, str], dict[str, Any]]:
     """PCE of every (image, rotation, camera) whose sizes match, batched by layout (:func:`clip_batches`, the
-    batches :func:`stage_chunk` uploads): one residual per (image, rotation) clip of the PCE geometry,
-    correlated with the fingerprints of that sensor size, camera chunk by camera chunk."""
+    batches :func:`stage_chunk` uploads): one residual per (image, rotation) clip of the PCE geometry that some
+    fingerprint matches, correlated with the fingerprints of that sensor size, camera chunk by camera chunk.
+
+    A residual batch holds at most ``len(items)`` clips: the chunk size is planned per image from the memory
+    budget, and an image tried at two or four rotations must not multiply the working set."""
     scored: dict[tuple[int, int, str], dict[str, Any]] = {}
     match = "full-frame" if params.pce_clip is None else "clip"
+    step = max(1, len(items))
     for layout, sel in clip_batches(items).items():
         wanted = {(i, items[i].rotations[r], cam) for i, r in sel for cam, found in plans[i][0].items()
                   if (items[i].rotations[r], FULL) in found}
-        cams = sorted({cam for _, _, cam in wanted})
-        if not cams:  # no fingerprint of this geometry (e.g. a rotation that fits none)
+        # the clips some fingerprint matches (a rotation that matches none gets no residual), by position in sel
+        keep = [j for j, (i, r) in enumerate(sel) if any(w[0] == i and w[1] == items[i].rotations[r] for w in wanted)]
+        if not keep:  # no fingerprint of this geometry (e.g. a rotation that fits none)
             continue
-        if uploads is not None and layout in uploads:
-            pixels = pixels_to_device(bk, uploads[layout])
-        else:
-            pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in sel]))
-        res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
-        inten = gray_intensity(bk, pixels)
-        del pixels
-        # host float32 (h, w) each; pce_scores moves one camera chunk at a time to the device
-        scores = pce_scores(bk, res, inten, [by_name[c].k for c in cams], params.shift_range)
-        del res, inten
-        for j, (i, r) in enumerate(sel):
-            d = items[i].rotations[r]
-            for c, cam in enumerate(cams):
-                if (i, d, cam) in wanted:  # a pair of another sensor size in the same batch is dropped
-                    scored[(i, d, cam)] = {"pce": float(scores.pce[j, c]), "ncc": float(scores.ncc[j, c]),
-                                           "log10_p_fa": float(scores.log10_p_fa[j, c]),
-                                           "peak_shift": [int(v) for v in scores.peak_shift[j, c]], "match": match}
+        upload = uploads.get(layout) if uploads is not None else None
+        staged = upload.native() if upload is not None else None  # integers, ordered after their copy
+        for start in range(0, len(keep), step):
+            part = keep[start:start + step]
+            members = [sel[j] for j in part]
+            cams = sorted({cam for i, d, cam in wanted
+                           if any(i == m_i and d == items[m_i].rotations[m_r] for m_i, m_r in members)})
+            if staged is not None:  # converted to floats part by part, as pixels_to_device converts an Upload
+                pixels = bk.asarray(staged if len(part) == len(sel) else staged[np.asarray(part)])
+                if upload.host_dtype == np.uint16:
+                    pixels = pixels * (255.0 / 65535.0)
+            else:
+                pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in members]))
+            res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
+            inten = gray_intensity(bk, pixels)
+            del pixels
+            # host float32 (h, w) each; pce_scores moves one camera chunk at a time to the device
+            scores = pce_scores(bk, res, inten, [by_name[c].k for c in cams], params.shift_range)
+            del res, inten
+            for j, (i, r) in enumerate(members):
+                d = items[i].rotations[r]
+                for c, cam in enumerate(cams):
+                    if (i, d, cam) in wanted:  # a pair of another sensor size in the same batch is dropped
+                        scored[(i, d, cam)] = {"pce": float(scores.pce[j, c]), "ncc": float(scores.ncc[j, c]),
+                                               "log10_p_fa": float(scores.log10_p_fa[j, c]),
+                                               "peak_shift": [int(v) for v in scores.peak_shift[j, c]],
+                                               "match": match}
+        del staged, upload
     return scored
 
 
@@ -325,8 +358,10 @@ def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Se
             if cam not in members and cam not in refused:
                 h, w = item.shape_at(0)
                 fp_shape = next(fp.source_shape for fp in store if fp.camera == cam)
-                refused[cam] = {"reason": f"image {h}x{w}, fingerprint {fp_shape[0]}x{fp_shape[1]}: compared at "
-                                          f"another rotation ({degrees} degrees here)", "image_size": [h, w],
+                refused[cam] = {"reason": f"image {h}x{w}, fingerprint {fp_shape[0]}x{fp_shape[1]}: matches only at "
+                                          f"another rotation; the votes ran at {degrees} degrees (the PCE decision's "
+                                          f"rotation where it has one), among the cameras of that geometry only, "
+                                          f"and this camera took no part", "image_size": [h, w],
                                 "fingerprint_size": list(fp_shape), "rotations_tried": [degrees]}
         chosen[i], refused_of[i] = degrees, refused
         plan.setdefault((item.kind, members), []).append(i)
@@ -351,53 +386,70 @@ def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Se
             results[i]["mahalanobis"] = mahalanobis_record(outcome, d)
             results[i]["mahalanobis"]["trace"] = summaries[d]
             results[i]["mahalanobis"]["not_comparable"] = refused_of[i]
+            if len(members) == 1:  # no competitor: the pairwise test is vacuous (membership undefined)
+                results[i]["mahalanobis"]["undetermined"] = (
+                    f"only one camera ({members[0]}) has this image's geometry: the pairwise votes need at least "
+                    f"two, so the method gives no association")
             if "pce" not in results[i]:
                 results[i]["rotation"] = chosen[i]
 
 
 def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
                   results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """PCE with the scale and crop search, per image and rotation tried, against the fingerprints the image
-    fits inside at the largest scale; the best rotation is kept, the other cameras are not comparable."""
+    """PCE with the scale and crop search, per image: every camera is searched at each of its rotations
+    (:func:`~camid_gpu.pipeline.prepare.rotations_to_try`) at which the image fits inside its fingerprint at the
+    largest scale, and keeps its best rotation, as the full-frame path does; the false-alarm probability of a
+    camera searched at several rotations is the union bound over them. Cameras the image fits at no rotation
+    are not comparable."""
     from camid_gpu.prnu.search import scale_grid, scaled_size, search_record
 
     grid = scale_grid(*params.search_scales)
     top = float(np.max(grid))
     for i, item in enumerate(items):
-        best, refused = None, {}
         h, w = item.shape_at(0)
-        for r, degrees in enumerate(item.rotations):
-            shape = item.shape_at(degrees)
-            prints = []
-            for fp in store:
-                size = scaled_size(fp.source_shape, top)
-                if shape[0] <= size[0] and shape[1] <= size[1]:
-                    prints.append((fp.camera, fp.k))
-                elif fp.camera not in refused:
-                    refused[fp.camera] = {"reason": f"image {h}x{w}, fingerprint {fp.source_shape[0]}x"
-                                                    f"{fp.source_shape[1]}: larger than the fingerprint at scale {top:g}",
-                                          "image_size": [h, w], "fingerprint_size": list(fp.source_shape),
-                                          "rotations_tried": list(item.rotations)}
-            if not prints:
-                continue
-            found = search_scale_crop(bk, _host(item.view(degrees)), prints, scales=grid, sigma=params.sigma_query,
-                                      levels=params.levels, wavelet=params.wavelet)
-            record = search_record(found, params.pce_threshold)
-            if best is None or (record["best_pce"] or -math.inf) > (best[1]["best_pce"] or -math.inf):
-                best = (degrees, record)
-        if best is None:
-            best = (0, {"method": "pce-scale-crop-search", "threshold": float(params.pce_threshold), "scores": {},
-                        "best": None, "best_pce": None, "decision": None, "above_threshold": []})
-        for cam in [c for c in refused if c in best[1]["scores"]]:
-            del refused[cam]  # comparable at the rotation that won
+        refused: dict[str, dict[str, Any]] = {}
+        plan: dict[int, list[tuple[str, np.ndarray]]] = {}
         for fp in store:
-            if fp.camera not in best[1]["scores"] and fp.camera not in refused:
+            tried = [d for d in rotations_to_try((h, w), fp.source_shape, params.rotations) if d in item.rotations]
+            size = scaled_size(fp.source_shape, top)
+            fits = [d for d in tried if item.shape_at(d)[0] <= size[0] and item.shape_at(d)[1] <= size[1]]
+            for d in fits:
+                plan.setdefault(d, []).append((fp.camera, fp.k))
+            if not fits:
                 refused[fp.camera] = {"reason": f"image {h}x{w}, fingerprint {fp.source_shape[0]}x"
-                                                f"{fp.source_shape[1]}: compared at another rotation",
+                                                f"{fp.source_shape[1]}: larger than the fingerprint at scale {top:g}",
                                       "image_size": [h, w], "fingerprint_size": list(fp.source_shape),
-                                      "rotations_tried": list(item.rotations)}
-        results[i]["rotation"], results[i]["pce"] = best
-        results[i]["pce"]["not_comparable"] = refused
+                                      "rotations_tried": tried}
+        found: dict[str, list[tuple[int, Any]]] = {}
+        for degrees in sorted(plan, key=item.rotations.index):
+            for res in search_scale_crop(bk, _host(item.view(degrees)), plan[degrees], scales=grid,
+                                         sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet):
+                found.setdefault(res.camera, []).append((degrees, res))
+        chosen, best_results, by_rotation = {}, [], {}
+        for fp in store:  # store order
+            if fp.camera not in found:
+                continue
+            options = found[fp.camera]
+            degrees, res = max(options, key=lambda o: _finite_or_minus_inf(o[1].pce))
+            for d, r in options:
+                by_rotation[d] = max(by_rotation.get(d, -math.inf), _finite_or_minus_inf(r.pce))
+            if len(options) > 1 and math.isfinite(res.log10_p_fa):  # union bound over the rotations searched
+                res = replace(res, log10_p_fa=min(0.0, res.log10_p_fa + math.log10(len(options))))
+            chosen[fp.camera] = (degrees, len(options))
+            best_results.append(res)
+        if best_results:
+            record = search_record(best_results, params.pce_threshold)
+            for cam, (degrees, count) in chosen.items():
+                record["scores"][cam]["rotation"] = int(degrees)
+                record["scores"][cam]["rotations_searched"] = int(count)
+        else:
+            record = {"method": "pce-scale-crop-search", "threshold": float(params.pce_threshold), "scores": {},
+                      "best": None, "best_pce": None, "decision": None, "above_threshold": []}
+        record["not_comparable"] = dict(sorted(refused.items()))
+        if len(by_rotation) > 1:
+            record["max_pce_by_rotation"] = {str(d): json_float(v) for d, v in sorted(by_rotation.items())}
+        results[i]["rotation"] = chosen[record["best"]][0] if record["best"] else 0
+        results[i]["pce"] = record
         results[i]["mahalanobis_skipped"] = "the Mahalanobis method has no scale/crop search"
     return results
 

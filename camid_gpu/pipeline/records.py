@@ -66,6 +66,7 @@ class MahalanobisRecord(TypedDict, total=False):
     diagnostics: dict[str, Any]
     trace: dict[str, Any]               # the disputed trace's mean, covariance, I0 histogram
     not_comparable: dict[str, NotComparable]  # cameras left out of the votes (other geometry)
+    undetermined: str                   # only when a single camera has the image's geometry: why no association
 
 
 class ImageRecord(TypedDict, total=False):

@@ -37,6 +37,8 @@ def maha_cell(r: dict[str, Any]) -> str:
     member = maha.get("membership") if isinstance(maha.get("membership"), dict) else {}
     if not assoc and not member and maha.get("not_comparable"):
         return '<span class="bad">not comparable</span>'
+    if not assoc and maha.get("undetermined"):
+        return '<span class="muted">none (one camera of this geometry: no vote)</span>'
     if not assoc:
         return '<span class="muted">none</span>'
     text = ", ".join(f"{esc(c)} {pct(member.get(c))}" for c in assoc)
