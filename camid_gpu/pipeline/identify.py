@@ -301,16 +301,13 @@ def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: 
         if not keep:  # no fingerprint of this geometry (e.g. a rotation that fits none)
             continue
         upload = uploads.get(layout) if uploads is not None else None
-        staged = upload.native() if upload is not None else None  # integers, ordered after their copy
         for start in range(0, len(keep), step):
             part = keep[start:start + step]
             members = [sel[j] for j in part]
             cams = sorted({cam for i, d, cam in wanted
                            if any(i == m_i and d == items[m_i].rotations[m_r] for m_i, m_r in members)})
-            if staged is not None:  # converted to floats part by part, as pixels_to_device converts an Upload
-                pixels = bk.asarray(staged if len(part) == len(sel) else staged[np.asarray(part)])
-                if upload.host_dtype == np.uint16:
-                    pixels = pixels * (255.0 / 65535.0)
+            if upload is not None:  # converted to floats part by part
+                pixels = pixels_to_device(bk, upload, None if len(part) == len(sel) else part)
             else:
                 pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in members]))
             res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
@@ -327,7 +324,6 @@ def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: 
                                                "log10_p_fa": float(scores.log10_p_fa[j, c]),
                                                "peak_shift": [int(v) for v in scores.peak_shift[j, c]],
                                                "match": match}
-        del staged, upload
     return scored
 
 

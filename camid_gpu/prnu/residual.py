@@ -153,18 +153,21 @@ def rgb_to_gray(bk: Backend, channels: Array) -> Array:
     return channels[:, 0] * r + channels[:, 1] * g + channels[:, 2] * b
 
 
-def pixels_to_device(bk: Backend, pixels: np.ndarray | Array | Upload) -> Array:
+def pixels_to_device(bk: Backend, pixels: np.ndarray | Array | Upload, rows: Sequence[int] | None = None) -> Array:
     """Native float array on the 0..255 scale from uint8/uint16/float pixels (any shape).
 
     Integer pixels travel to the device as integers (uint8 is 4x smaller than float32) and are
     converted there; uint16 is scaled by 255/65535. An :class:`~camid_gpu.backend.staging.Upload`
     (integers already on their way) is converted the same way. Native arrays are converted to the
     working dtype (uint8 device pixels, e.g. from the GPU JPEG decoder, keep their 0..255 values).
+    ``rows``: convert only these images of the batch (a large upload converted part by part).
     """
     if isinstance(pixels, Upload):
         sixteen, pixels = pixels.host_dtype == np.uint16, pixels.native()
     else:
         sixteen = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint16
+    if rows is not None:
+        pixels = pixels[np.asarray(rows)]
     x = bk.asarray(pixels)
     return x * (255.0 / 65535.0) if sixteen else x
 
