@@ -68,7 +68,8 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
         raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
                               f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
                               f"or choose another folder")
-    cameras = {camera for camera, _, _ in reference_listing(refs_dir)}
+    listed = reference_listing(refs_dir)  # every folder is listed before any image is decoded
+    cameras = {camera for camera, _, _ in listed}
     # --overwrite replaces this run's cameras; a camera it does not build would stay beside them, unlisted in
     # the new manifest, and every later identify would score it as part of this store
     strangers = sorted({os.path.splitext(f)[0] for f in existing} - cameras)
@@ -77,7 +78,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
                               f"{', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); one store holds "
                               f"one run's cameras: choose another folder or remove them")
     with run_folder.locked(out_dir):
-        summary = _fingerprint_folder(refs_dir, out_dir, methods, params, config)
+        summary = _fingerprint_folder(listed, out_dir, methods, params, config)
         built = {c["camera"] for c in summary["cameras"]}
         for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
             for suffix in (".json", ".npz"):
@@ -99,9 +100,9 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     return summary
 
 
-def _fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
+def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, methods: Sequence[str], params: Params,
                         config: RunConfig) -> dict[str, Any]:
-    listed = reference_listing(refs_dir)  # every folder is listed before any image is decoded
+    """Fingerprint each camera of ``listed`` (:func:`reference_listing`) into ``out_dir``."""
     bk = config.backend_obj()
     decoder = decoder_for(config.decode, bk)
     saved, errors, tried, skipped = [], [], [], []
@@ -378,7 +379,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
     if params.search_scales is not None and params.pce_clip is not None:
         raise CamidError(f"the scale/crop search needs full-frame PCE fingerprints; --pce-clip is "
                          f"{params.pce_clip[0]}x{params.pce_clip[1]}")
-    reference_listing(refs)
+    listed = reference_listing(refs)
     prepare.disputed_images([disputed])
     run_folder.check_outputs([refs, disputed], folders=[out_dir], command="evaluate")
     with run_folder.locked(out_dir):
@@ -392,7 +393,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             # recorded run used before run.json could be compared (a crash before any result rebuilds them)
             fp_summary = _fingerprints_of(refs, fp_dir, config)
         else:
-            fp_summary = _fingerprint_folder(refs, fp_dir, methods, params, config)
+            fp_summary = _fingerprint_folder(listed, fp_dir, methods, params, config)
         if not fp_summary["cameras"]:
             raise CamidError(f"{refs}: no fingerprint could be built: "
                              + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
