@@ -34,8 +34,8 @@ from camid_gpu.backend import Backend
 from camid_gpu.cluster.linkage import (Cluster, average_linkage, comparisons, image_similarity, refine,
                                       refine_comparisons)
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
-from camid_gpu.cluster.threshold import null_summary, pair_threshold, robust_spread, split_pfa
-from camid_gpu.config import (CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, CLUSTER_PFA_PAIRS_SHARE, ClusterParams,
+from camid_gpu.cluster.threshold import null_summary, robust_spread, stage_threshold
+from camid_gpu.config import (CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams,
                               InputLimits, RunConfig)
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.runner import CLUSTER_KERNELS
@@ -467,8 +467,7 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     iu = np.triu_indices(n, 1)
     pixels = records[0]["region"][0] * records[0]["region"][1]
     spread = robust_spread(sim[iu])
-    split = split_pfa(params.pfa, CLUSTER_PFA_PAIRS_SHARE)
-    threshold = pair_threshold(params.pfa, max(tests, 1), pixels, spread, share=split["pairs"][0], stage="pairs")
+    threshold = stage_threshold("pairs", params.pfa, tests, pixels, spread)
     candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sim > threshold.ncc, 1)))]
     shape = tuple(records[0]["region"])
     budget = config.max_gpu_memory or default_gpu_memory(bk) or (config.max_host_memory or
@@ -506,9 +505,7 @@ def refine_stage(run_dir: str, stage: dict[str, Any], records: list[dict[str, An
     group is refined)."""
     bk = config.backend_obj()
     t0 = time.perf_counter()
-    split = split_pfa(params.pfa, CLUSTER_PFA_PAIRS_SHARE)
-    threshold = pair_threshold(params.pfa, max(refine_tests, 1), stage["pixels"], stage["spread"],
-                               share=split["refine"][0], stage="refine")
+    threshold = stage_threshold("refine", params.pfa, refine_tests, stage["pixels"], stage["spread"])
     ops = GroupOps(records, store, params, config)
     engine = GramEngine(bk, resolve_precision(bk, params.precision))
     final, singles, rounds = refine(stage["clusters"], stage["singles"], ops, threshold, engine,

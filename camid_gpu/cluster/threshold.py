@@ -129,13 +129,22 @@ def pair_threshold(pfa: float, tests: int, pixels: int, observed_std: float | No
                          stage=stage, share=float(share), stage_pfa=spent)
 
 
+def stage_threshold(stage: str, pfa: float, tests: int, pixels: int, observed_std: float | None = None,
+                    pairs_share: float = CLUSTER_PFA_PAIRS_SHARE) -> PairThreshold:
+    """One stage's thresholds (``stage`` in :data:`STAGES`): its share of the run's ``pfa``
+    (:func:`split_pfa`) over its ``tests`` comparisons in the whole run (at least 1)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    share = split_pfa(pfa, pairs_share)[stage][0]
+    return pair_threshold(pfa, max(int(tests), 1), pixels, observed_std, share=share, stage=stage)
+
+
 def stage_thresholds(pfa: float, pair_tests: int, refine_tests: int, pixels: int,
                      observed_std: float | None = None,
                      pairs_share: float = CLUSTER_PFA_PAIRS_SHARE) -> dict[str, PairThreshold]:
     """Both stages' thresholds of one group: ``pair_tests`` image comparisons in the whole run (exact) and
     ``refine_tests`` refinement comparisons in the whole run (an upper bound, fixed before refining)."""
-    split = split_pfa(pfa, pairs_share)
-    return {stage: pair_threshold(pfa, max(int(tests), 1), pixels, observed_std, share=split[stage][0], stage=stage)
+    return {stage: stage_threshold(stage, pfa, tests, pixels, observed_std, pairs_share)
             for stage, tests in (("pairs", pair_tests), ("refine", refine_tests))}
 
 

@@ -55,7 +55,7 @@ def scan_inputs(*paths: str | os.PathLike) -> Listing:
     seen: dict[Any, str] = {}
 
     def add(path: str) -> None:
-        key = _identity(path)
+        key = file_identity(path)
         if key in seen:
             listing.skipped.append(Skipped(path, f"duplicate: the same file as {seen[key]}, analysed once"))
             return
@@ -107,17 +107,14 @@ def list_images(*paths: str | os.PathLike) -> list[str]:
     return scan_inputs(*paths).images
 
 
-def _identity(path: str) -> Any:
-    """The file a path names: (device, inode) when it exists, else the normalised absolute path."""
+def file_identity(path: str) -> Any:
+    """The file a path names: (device, inode) when it exists, else the normalised absolute path (what makes
+    two spellings, links or hard links one input)."""
     try:
         st = os.stat(path)
         return ("inode", st.st_dev, st.st_ino)
     except (OSError, ValueError):
         return ("path", os.path.normcase(os.path.abspath(path)))
-
-
-#: the identity of the file a path names (what makes two spellings, links or hard links one input)
-file_identity = _identity
 
 
 def _skip_reason(name: str) -> str | None:

@@ -10,7 +10,6 @@ NoiseExtract calls) written out from their definition, with pywt only supplying 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pywt
