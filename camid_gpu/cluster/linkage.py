@@ -190,8 +190,10 @@ def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: Pai
     def scores(fp: np.ndarray, fp_free: bool) -> tuple[np.ndarray, np.ndarray]:
         rows = np.stack([c.row for c in clusters])
         plain = cross_gram(fp, rows, engine, tile).astype(np.float64)
-        turned = cross_gram(fp, np.stack([ops.turn_row(r) for r in rows]), engine, tile).astype(np.float64)
         allowed = np.asarray(free)[None, :] | np.asarray(fp_free)[:, None]
+        if not allowed.any():  # no free cluster on either side (landscape frames): no turned products
+            return plain, np.zeros(plain.shape, dtype=bool)
+        turned = cross_gram(fp, np.stack([ops.turn_row(r) for r in rows]), engine, tile).astype(np.float64)
         turned = np.where(allowed, turned, -np.inf)
         return np.maximum(plain, turned), turned > plain
 
