@@ -350,7 +350,6 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
                                    f"byte-identical fingerprint arrays (one camera under two names, or a copied "
                                    f"file); a store holds each camera once")
         same_arrays[fp.arrays_sha256] = fp.camera
-        seen[key] = path
     for fp in store:
         for method in methods:
             fp._array(method, _ARRAYS[method][0])
