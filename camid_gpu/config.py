@@ -313,7 +313,7 @@ class RunConfig:
     max_host_memory: int | None = None
     max_gpu_memory: int | None = None
     progress: bool | None = None
-    cluster: str | None = None
+    dask: str | None = None  # Dask scheduler (--dask): 'local', 'local:N' or an address; None = this process
     chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
     precision: str = PRECISION
     limits: InputLimits = field(default_factory=InputLimits)  # per input file, before reading/decoding
@@ -335,8 +335,8 @@ class RunConfig:
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a positive number of bytes, "
                                  f"got {value!r}")
-        if self.cluster is not None:
-            parse_cluster(self.cluster)
+        if self.dask is not None:
+            parse_dask(self.dask)
 
     def backend_obj(self) -> Backend:
         return get_backend(self.backend, device=self.device, dtype=self.precision)
@@ -396,16 +396,16 @@ def parse_refs(text: str | int) -> int | None:
         raise ValueError(f"--refs must be a whole number or 'all', got {text!r}") from None
 
 
-def parse_cluster(text: str) -> str:
-    """Check a ``--cluster`` address: ``local``, ``local:N`` (N >= 1 workers) or ``tcp://HOST:PORT``."""
+def parse_dask(text: str) -> str:
+    """Check a ``--dask`` scheduler: ``local``, ``local:N`` (N >= 1 workers) or ``tcp://HOST:PORT``."""
     if text == "local" or text.startswith(("tcp://", "tls://", "ucx://")):
         return text
     if text.startswith("local:"):
         count = text.split(":", 1)[1]
         if not count.isdigit() or int(count) < 1:
-            raise ValueError(f"--cluster local:N needs N >= 1 workers, got {text!r}")
+            raise ValueError(f"--dask local:N needs N >= 1 workers, got {text!r}")
         return text
-    raise ValueError(f"--cluster must be 'local', 'local:N' or tcp://HOST:PORT, got {text!r}")
+    raise ValueError(f"--dask must be 'local', 'local:N' or tcp://HOST:PORT, got {text!r}")
 
 
 def parse_scales(text: str | None) -> tuple[float, float, float] | None:

@@ -284,7 +284,7 @@ def test_full_frame_region_and_a_one_image_group(known, tmp_path):
 
 def test_dask_gives_the_same_clusters(known, tmp_path):
     _, inputs, _, full = known
-    config = RunConfig(backend="numpy", progress=False, cluster="local:2")
+    config = RunConfig(backend="numpy", progress=False, dask="local:2")
     result = cluster_images([str(inputs / "B")], str(tmp_path / "dask"), ClusterParams(region=512), config)
     local = cluster_images([str(inputs / "B")], str(tmp_path / "local"), ClusterParams(region=512), CONFIG)
     gram_dask = np.load(tmp_path / "dask" / "gram" / "512x576.npy")

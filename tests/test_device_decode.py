@@ -146,7 +146,7 @@ def test_a_torchvision_that_does_not_load_is_named(monkeypatch):
 
 
 def test_decode_gpu_is_refused_with_cluster_or_search(tmp_path):
-    cases = [(RunConfig(decode="gpu", cluster="local"), Params(), "--cluster"),
+    cases = [(RunConfig(decode="gpu", dask="local"), Params(), "--dask"),
              (RunConfig(decode="gpu"), Params(clip=None, search_scales=(0.5, 1.0, 0.1)), "--search-scales")]
     for config, params, option in cases:
         with pytest.raises(CamidError, match=f"--decode gpu is not available with {option}"):

@@ -489,7 +489,7 @@ def test_residual_refuses_an_image_too_small_for_a_residual(tmp_path, capsys):
                                           ("--pce-threshold", "-1000"), ("--shift-range", "-3"),
                                           ("--max-host-memory", "inf"), ("--max-host-memory", "1e400"),
                                           ("--max-gpu-memory", "-1G"), ("--workers", "0"),
-                                          ("--cluster", "local:0"), ("--cluster", "local:x"),
+                                          ("--dask", "local:0"), ("--dask", "local:x"),
                                           ("--device", "banana"), ("--device", "cuda:7")])
 def test_bad_parameters_are_one_clear_line(world, tmp_path, capsys, option, value):
     assert main(["identify", str(world / "fp"), str(world / "data" / "disputed"), "-o", str(tmp_path / "r"),

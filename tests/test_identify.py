@@ -209,7 +209,7 @@ def test_dask_local_cluster_matches_single_process(evaluation, dataset, tmp_path
     identify_files(str(out / "fingerprints"), files, str(single), ("pce", "mahalanobis"), Params(),
                    RunConfig(backend="numpy", progress=False))
     identify_files(str(out / "fingerprints"), files, str(multi), ("pce", "mahalanobis"), Params(),
-                   RunConfig(backend="numpy", progress=False, cluster="local:2", chunk=2))
+                   RunConfig(backend="numpy", progress=False, dask="local:2", chunk=2))
     assert multi.read_bytes() == single.read_bytes()
 
 

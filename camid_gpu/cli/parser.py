@@ -44,6 +44,13 @@ def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> No
                         f"{cfg.MAX_DECODED_BYTES >> 30} GiB); checked on the header, before decoding")
 
 
+def _add_dask_option(p: argparse.ArgumentParser, work: str) -> None:
+    """``--dask``, the one definition every command that can run on Dask takes (``work``: what runs there)."""
+    p.add_argument("--dask", default=None, metavar="SCHEDULER",
+                   help=f"{work} on Dask: 'local' (one worker per GPU with dask-cuda, else per core up to 4), "
+                        f"'local:N' (N worker processes) or a scheduler address tcp://HOST:8786")
+
+
 def _clip_text(clip: Any) -> str:
     return "full" if clip is None else f"{clip[0]}x{clip[1]}"
 
@@ -141,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
     p.add_argument("--kind", choices=cfg.KIND_CHOICES, default="auto",
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
-    p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
+    _add_dask_option(p, "identification (batches of images)")
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
                    help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
                         "full-frame PCE fingerprints (the default geometry); PCE only")
@@ -172,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gram products: auto = float16 on CUDA (measured negligible), float32 elsewhere")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN: skip files done, add new inputs, multiply only the pairs with new images")
-    p.add_argument("--cluster", default=None, help="Gram tiles on Dask: 'local', 'local:N' or tcp://HOST:8786")
+    _add_dask_option(p, "the Gram tiles")
     _add_backend_options(p)
 
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")

@@ -6,7 +6,7 @@
 Stages (one module each): :mod:`~camid_gpu.cluster.similarity` (NCC of all pairs as a tiled Gram),
 :mod:`~camid_gpu.cluster.threshold` (both stages' thresholds from the false-alarm probability, null check),
 :mod:`~camid_gpu.cluster.linkage` (average linkage, then merging by cluster fingerprints),
-:mod:`~camid_gpu.cluster.run` (the run folder on the scheduler), :mod:`~camid_gpu.cluster.distributed`
+:mod:`~camid_gpu.cluster.run` (the run folder on the scheduler), :mod:`~camid_gpu.cluster.dask_gram`
 (Gram tiles as Dask tasks); the HTML report of a clustering run is :mod:`camid_gpu.report.cluster`, and the
 parameters (:class:`~camid_gpu.config.ClusterParams`) and their defaults are in :mod:`camid_gpu.config`.
 """

@@ -38,7 +38,7 @@ from camid_gpu.cluster.threshold import null_summary, robust_spread, stage_thres
 from camid_gpu.config import (CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams,
                               InputLimits, RunConfig)
 from camid_gpu.engine import run_folder
-from camid_gpu.engine.runner import CLUSTER_KERNELS
+from camid_gpu.engine.runner import DASK_KERNELS
 from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
@@ -384,8 +384,8 @@ def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, 
     if device:
         tile = min(tile, tile_rows(store.pixels, device, 2 if precision == "float16" else 4))
     start = 0 if previous is None else previous.shape[0]
-    if config.cluster:
-        from camid_gpu.cluster.distributed import gram_on_dask
+    if config.dask:
+        from camid_gpu.cluster.dask_gram import gram_on_dask
 
         gram = gram_on_dask(store.path, store.count, store.pixels, tile, previous, config, precision)
     else:
@@ -531,7 +531,7 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
     """
     config = config or RunConfig()
     run_folder.check_outputs(inputs, folders=[run_dir], command="cluster")  # never into the evidence; before any work
-    if not config.cluster:  # a Gram precision this device cannot do is refused before the run folder is made
+    if not config.dask:  # a Gram precision this device cannot do is refused before the run folder is made
         resolve_precision(config.backend_obj(), params.precision)
     with run_folder.locked(run_dir):
         return _cluster_images(inputs, run_dir, params, config, resume, argv)
@@ -587,11 +587,11 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
         inputs_manifest.append(e)
     bk = config.backend_obj()
     run_folder.write_manifest(
-        run_dir, "cluster", argv, params.to_dict(), bk.describe() if not config.cluster else f"dask {config.cluster}",
+        run_dir, "cluster", argv, params.to_dict(), bk.describe() if not config.dask else f"dask {config.dask}",
         started, inputs_manifest, None, outputs,
         extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"],
                "skipped_inputs": skipped, "inputs_found": listing.counts()},
-        kernels=kernels_status(bk) if not config.cluster else CLUSTER_KERNELS)
+        kernels=kernels_status(bk) if not config.dask else DASK_KERNELS)
     return result
 
 
@@ -664,7 +664,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
     identical = [paths for paths in by_sha.values() if len(paths) > 1]
     result = {"format": FORMAT, "version": VERSION, "params": params.to_dict(), "comparisons": tests,
               "refine_comparisons": refine_tests,
-              "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
+              "backend": config.backend_obj().describe() if not config.dask else f"dask {config.dask}",
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
               "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped,
               "identical_files": identical}

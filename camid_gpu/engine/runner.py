@@ -21,7 +21,7 @@ from camid_gpu._shared.jsonio import write_json
 from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
-from camid_gpu.engine.distributed import identify_on_cluster
+from camid_gpu.engine.dask import identify_on_dask
 from camid_gpu.engine.scheduler import (
     Progress,
     ResultsWriter,
@@ -48,7 +48,7 @@ from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
 
 #: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
-CLUSTER_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
+DASK_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
 
 
 def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
@@ -232,8 +232,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
-    if config.decode == "gpu" and (config.cluster or params.search_scales is not None):
-        raise CamidError(f"--decode gpu is not available with {'--cluster' if config.cluster else '--search-scales'} "
+    if config.decode == "gpu" and (config.dask or params.search_scales is not None):
+        raise CamidError(f"--decode gpu is not available with {'--dask' if config.dask else '--search-scales'} "
                          f"(those decode on the CPU); use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given, methods, given)
@@ -244,7 +244,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
                          f"output")
     # the backend and working precision shape every number: a resume on another one would mix two computations
     # in one results.jsonl under one manifest "backend" line
-    computed_by = {"backend": "dask" if config.cluster else config.backend_obj().name, "precision": config.precision}
+    computed_by = {"backend": "dask" if config.dask else config.backend_obj().name, "precision": config.precision}
     run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
                                                         kind=kind, computed_by=computed_by), resume)
     existing = run_folder.existing_records(results_path) if resume else []
@@ -255,8 +255,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     todo = plan.todo
     progress = Progress(len(todo), "identify", config.progress)
     try:
-        if config.cluster:
-            identify_on_cluster(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
+        if config.dask:
+            identify_on_dask(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
                                 params, config, kind, progress)
         else:
             _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress)
@@ -267,8 +267,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
             "retried": plan.retried, "changed": len(plan.changed), "duplicates": plan.duplicates,
             "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
-            "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
-            "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS,
+            "backend": config.backend_obj().describe() if not config.dask else f"dask {config.dask}",
+            "kernels": kernels_status(config.backend_obj()) if not config.dask else DASK_KERNELS,
             "decode": config.decode}  # as asked; each record says which decoder made its pixels
 
 

@@ -28,12 +28,12 @@ def tile_product(path: str, n_rows: int, pixels: int, key: tuple[int, int, int, 
 
 def gram_on_dask(path: str, n_rows: int, pixels: int, tile: int, previous: np.ndarray | None, config,
                  precision: str) -> np.ndarray:
-    """The symmetric Gram ``(n_rows, n_rows)`` float32 from tile tasks on ``config.cluster``.
+    """The symmetric Gram ``(n_rows, n_rows)`` float32 from tile tasks on ``config.dask``.
 
     ``previous``: the Gram of the first rows from an earlier run (only tiles with new rows are sent).
     """
-    distributed = import_optional("dask.distributed", "dist", "--cluster")
-    from camid_gpu.engine.distributed import dask_client
+    distributed = import_optional("dask.distributed", "dist", "--dask")
+    from camid_gpu.engine.dask import dask_client
 
     out = np.zeros((n_rows, n_rows), dtype=np.float32)
     start = 0
@@ -41,7 +41,7 @@ def gram_on_dask(path: str, n_rows: int, pixels: int, tile: int, previous: np.nd
         start = previous.shape[0]
         out[:start, :start] = previous
     keys = tile_pairs(n_rows, tile, start)
-    client, cluster = dask_client(distributed, config.cluster)
+    client, cluster = dask_client(distributed, config.dask)
     try:
         futures = [client.submit(tile_product, path, n_rows, pixels, key, config.backend, config.device, precision,
                                  pure=False) for key in keys]

@@ -1,4 +1,4 @@
-"""Running identification on a Dask cluster (``--cluster local|local:N|tcp://HOST:8786``).
+"""Running identification on a Dask cluster (``--dask local|local:N|tcp://HOST:8786``).
 
 One task identifies a batch of paths in a worker process (:func:`identify_paths_worker`) and returns its
 records; the results come back in submission order, so the output does not depend on the cluster.
@@ -38,14 +38,14 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
     return records
 
 
-def identify_on_cluster(fp_dir: str, todo: Sequence[str], write: Callable[[list[dict[str, Any]]], None],
+def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dict[str, Any]]], None],
                         methods: Sequence[str], params: Params, config: RunConfig, kind: str, progress: Progress) -> None:
-    """Identify ``todo`` on a Dask cluster (``config.cluster``), in batches of ``config.chunk or 8`` images;
+    """Identify ``todo`` on a Dask cluster (``config.dask``), in batches of ``config.chunk or 8`` images;
     ``write`` receives each batch's records in input order."""
-    distributed = import_optional("dask.distributed", "dist", "--cluster")
+    distributed = import_optional("dask.distributed", "dist", "--dask")
     per_task = config.chunk or 8
     batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
-    client, cluster = dask_client(distributed, config.cluster)
+    client, cluster = dask_client(distributed, config.dask)
     try:
         futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
                                  config.backend, config.device, kind, config.precision, config.limits,
