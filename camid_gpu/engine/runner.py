@@ -5,18 +5,14 @@ path and the reason, and everything already computed is kept (results are append
 """
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import tifffile
 
 from camid_gpu._cuda.loader import kernels_status
-from camid_gpu._shared.files import write_bytes_atomic
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
@@ -33,18 +29,18 @@ from camid_gpu.engine.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
-from camid_gpu.errors import CamidError, FingerprintMismatchError, ImageTooSmallError, OutputPathError
+from camid_gpu.errors import CamidError, FingerprintMismatchError, OutputPathError
 from camid_gpu.evaluate import summarise
-from camid_gpu.io.decode import read_image
 from camid_gpu.io.device_decode import decoder_for
-from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import ImageRecord, error_entry
-from camid_gpu.prnu.residual import extract_residual
 from camid_gpu.provenance import file_entry, input_entries, utc_now
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
+
+# the entry points of the commands live in one module per command; they are re-exported here
+from camid_gpu.engine.residuals import residual_files  # noqa: E402,F401
 
 
 #: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
@@ -427,75 +423,3 @@ def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any
     bk = config.backend_obj()
     return {"cameras": cameras, "errors": [], "backend": bk.describe(), "kernels": kernels_status(bk), "files": files,
             "skipped": []}
-
-
-def _residual_input(path: str, clip: tuple[int, int] | None, channel: str, limits) -> tuple[np.ndarray, Any]:
-    pixels, info = read_image(path, limits=limits)
-    pixels = center_clip(pixels, clip, path)
-    if min(pixels.shape[:2]) < prepare.MIN_SIDE:  # a 1xN image gave an all-zero "residual" and NaN warnings
-        raise ImageTooSmallError(path, f"image{' clip' if clip else ''} is {pixels.shape[0]}x{pixels.shape[1]} "
-                                       f"(rows x columns), smaller than the {prepare.MIN_SIDE}x{prepare.MIN_SIDE} a "
-                                       f"residual needs")
-    return (green_channel(pixels) if channel == "green" else pixels), info
-
-
-def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels: int, wavelet: str,
-                   clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig,
-                   on_record: Callable[[dict[str, Any]], None] | None = None,
-                   argv: Sequence[str] | None = None,
-                   skipped: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Noise residuals of image files as float32 TIFFs ``OUT/<stem>-<sha8>.tif`` (``(H, W)``, 0..255 units),
-    with one JSON line per image appended to ``OUT/residuals.jsonl`` and ``OUT/manifest.json``; returns the
-    per-file error entries.
-
-    ``channel``: "color" (per-channel residuals combined to gray, Binghamton) or "green"; ``wiener`` also
-    applies WienerInDFT. Files under the inputs that are not images are appended to ``skipped`` (path, reason).
-    """
-    started = utc_now()
-    params = Params(clip=clip, sigma_fingerprint=sigma, levels=levels, wavelet=wavelet)  # checks the values
-    run_folder.check_outputs(inputs, folders=[out_dir], command="residual")
-    index_path = os.path.join(out_dir, "residuals.jsonl")
-    if os.path.lexists(index_path):  # appending would mix two runs' records (and replace TIFFs the first lists)
-        raise OutputPathError(f"{out_dir} already holds residuals ({index_path}); choose a new output folder")
-    listing = scan_inputs(*inputs)
-    paths = listing.images
-    if skipped is not None:
-        skipped.extend(s.to_dict() for s in listing.skipped)
-    if not paths:
-        raise ValueError(f"no images found in {', '.join(inputs)}")
-    errors: list[dict[str, Any]] = []
-    records: list[dict[str, Any]] = []
-    bk = config.backend_obj()
-    tasks = [(p, clip, channel, config.limits) for p in paths]
-    with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
-        for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
-            if isinstance(result, BaseException):
-                errors.append(error_entry(path, result))
-                continue
-            pixels, info = result
-            res = extract_residual(pixels[None], sigma=sigma, levels=levels, wavelet=wavelet,
-                                   backend=bk, wiener=wiener)[0]
-            stem = os.path.splitext(os.path.basename(path))[0]
-            out = os.path.join(out_dir, f"{stem}-{info.sha256[:8]}.tif")
-            buffer = io.BytesIO()
-            tifffile.imwrite(buffer, res.astype(np.float32), metadata=None)
-            write_bytes_atomic(out, buffer.getvalue())
-            record = {"path": path, "sha256": info.sha256, "shape": list(res.shape), "output": out,
-                      "params": {"sigma": sigma, "levels": levels, "wavelet": wavelet,
-                                 "clip": list(clip) if clip else None, "channel": channel,
-                                 "wiener": wiener, "zero_mean": True},
-                      "backend": bk.describe(), "std": float(res.std())}
-            index.write(json.dumps(record, sort_keys=True) + "\n")
-            index.flush()
-            os.fsync(index.fileno())
-            records.append(record)
-            if on_record is not None:
-                on_record(record)
-        index.close()
-        inputs_done = [dict(file_entry(r["path"], "input"), sha256=r["sha256"]) for r in records]
-        run_folder.write_manifest(out_dir, "residual", argv, dict(params.to_dict(), channel=channel, wiener=wiener),
-                                  bk.describe(), started, inputs_done + [dict(file_entry(e["path"], "input"), error=e["error"]) for e in errors], None,
-                                  [index_path] + [r["output"] for r in records],
-                                  extra={"errors": errors, "skipped_inputs": [s.to_dict() for s in listing.skipped]},
-                                  kernels=kernels_status(bk))
-    return errors
