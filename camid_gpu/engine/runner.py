@@ -5,7 +5,6 @@ path and the reason, and everything already computed is kept (results are append
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
@@ -29,149 +28,34 @@ from camid_gpu.engine.scheduler import (
     read_results,
     run_chunk_with_retry,
 )
-from camid_gpu.errors import CamidError, FingerprintMismatchError, OutputPathError
+from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.evaluate import summarise
 from camid_gpu.io.device_decode import decoder_for
-from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import ImageRecord, error_entry
 from camid_gpu.provenance import file_entry, input_entries, utc_now
-from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
+from camid_gpu.store import CameraFingerprint, load_store
 
 # the entry points of the commands live in one module per command; they are re-exported here
-from camid_gpu.engine.residuals import residual_files  # noqa: E402,F401
+from camid_gpu.engine.fingerprinting import (  # noqa: E402
+    _fingerprint_folder,
+    _fingerprints_of,
+    fingerprint_folder,
+    reference_listing,
+)
+from camid_gpu.engine.residuals import residual_files  # noqa: E402
+
+__all__ = ["evaluate_dataset", "fingerprint_folder", "identify_files", "identify_run", "reference_listing",
+           "residual_files"]
 
 
 #: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
 DASK_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
 
 
-def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
-                       config: RunConfig, argv: Sequence[str] | None = None, manifest: bool = True,
-                       overwrite: bool = False) -> dict[str, Any]:
-    """Build and save one fingerprint per camera subfolder of ``refs_dir``; with ``manifest``, write
-    ``out_dir/manifest.json`` (when a fingerprint was built).
-
-    Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...], "manifest_sha256"}``.
-    Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``.
-    """
-    started = utc_now()
-    run_folder.check_outputs([refs_dir], folders=[out_dir], command="fingerprint")
-    existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json"))
-                      and f != "manifest.json") if os.path.isdir(out_dir) else []
-    if existing and not overwrite:
-        raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
-                              f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
-                              f"or choose another folder")
-    listed = reference_listing(refs_dir)  # every folder is listed before any image is decoded
-    cameras = {camera for camera, _, _ in listed}
-    # --overwrite replaces this run's cameras; a camera it does not build would stay beside them, unlisted in
-    # the new manifest, and every later identify would score it as part of this store
-    strangers = sorted({os.path.splitext(f)[0] for f in existing} - cameras)
-    if strangers:
-        raise OutputPathError(f"{out_dir} holds fingerprints of cameras this run does not build ("
-                              f"{', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); one store holds "
-                              f"one run's cameras: choose another folder or remove them")
-    with run_folder.locked(out_dir):
-        summary = _fingerprint_folder(listed, out_dir, methods, params, config)
-        built = {c["camera"] for c in summary["cameras"]}
-        for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
-            for suffix in (".json", ".npz"):
-                stale = os.path.join(out_dir, camera + suffix)
-                if os.path.lexists(stale):
-                    os.remove(stale)
-                    summary["errors"].append({"path": stale, "error": {
-                        "kind": "stale-fingerprint-removed",
-                        "reason": f"camera {camera!r} got no fingerprint in this run; its earlier {camera}{suffix} "
-                                  f"(from another run, replaced under --overwrite) was removed"}})
-        if manifest and summary["cameras"]:
-            summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
-                out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
-                [file_entry(p, "reference") for p in summary["files"]], None,
-                [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
-                extra={"errors": summary["errors"], "methods": list(methods), "skipped_inputs": summary["skipped"],
-                       "decode": config.decode},
-                kernels=summary["kernels"])
-    return summary
-
-
-def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, methods: Sequence[str], params: Params,
-                        config: RunConfig) -> dict[str, Any]:
-    """Fingerprint each camera of ``listed`` (:func:`reference_listing`) into ``out_dir``."""
-    bk = config.backend_obj()
-    decoder = decoder_for(config.decode, bk)
-    saved, errors, tried, skipped = [], [], [], []
-    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
-    host_budget = config.max_host_memory or default_host_memory()
-
-    def batches(sensor: tuple[int, int]) -> int:
-        """References per residual batch within the memory budgets (at most 4, as before budgets applied)."""
-        frames = [math.prod(params.clip_of(m) or sensor) for m in methods]
-        return chunk_size(max(frames), 0, gpu_budget, host_budget, value_bytes=bk.itemsize, limit=4)
-
-    for camera, folder, listing in listed:
-        paths = listing.images
-        skipped.extend(s.to_dict() for s in listing.skipped)
-        tried.extend(paths)
-        if not paths:
-            errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
-            continue
-        prefetch = max(2 * config.workers, 2)
-        # whole frames: build_fingerprint clips per method
-        stream = ordered_map(prepare.load_reference, [(p, None, config.limits, decoder is not None) for p in paths],
-                             config.workers, prefetch)
-        loaded = ((task[0], result) for task, result in stream)
-        if decoder is not None:
-            loaded = prepare.decode_references(loaded, decoder, None)
-        try:
-            fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
-                                               batch_size=batches)
-        except CamidError as exc:
-            fp, errs = None, [{"path": folder, "error": {"kind": type(exc).__name__, "reason": str(exc)}}]
-        errors.extend(errs)
-        if fp is not None:
-            path = save_fingerprint(fp, out_dir)
-            saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
-                          "arrays": os.path.join(out_dir, f"{camera}.npz")})
-    return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
-            "files": tried, "skipped": skipped}
-
-
 #: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
 STORE_PARAMS = ("sigma_fingerprint", "sigma_mahalanobis", "levels", "wavelet")
-
-
-def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
-    """(camera, folder, listing of its images and skipped files) for every camera subfolder of ``refs_dir``;
-    camera names are checked here, so a bad folder name is reported before any work."""
-    from camid_gpu.store import check_camera_name
-
-    listed = []
-    seen: dict[str, str] = {}
-    owner: dict[tuple[int, int], tuple[str, str]] = {}  # (device, inode) of a reference file -> (camera, path)
-    for camera, folder in prepare.camera_folders(refs_dir):
-        try:
-            check_camera_name(camera)
-        except ValueError as exc:
-            raise CamidError(f"{folder}: {exc}") from None
-        if camera.casefold() in seen:  # the store refuses them at load; on a case-insensitive disk one replaces
-            raise CamidError(f"{folder}: camera {camera!r} and {seen[camera.casefold()]!r} differ only in case; "
-                             f"a fingerprint store holds one of them (rename one folder)")
-        seen[camera.casefold()] = camera
-        listing = scan_inputs(folder)
-        for path in listing.images:
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue  # a missing or unreadable file gets its own error entry when it is read
-            first = owner.setdefault((st.st_dev, st.st_ino), (camera, path))
-            if first[0] != camera:  # one folder under two names (links), a nested folder or a hard link
-                raise CamidError(f"{refs_dir}: cameras {first[0]!r} and {camera!r} share the reference file "
-                                 f"{first[1]} (also reached as {path}); their fingerprints would be the same "
-                                 f"and a decision would name either: give each camera its own references")
-        listed.append((camera, folder, listing))
-    return listed
 
 
 def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool,
@@ -412,14 +296,3 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                    "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
         summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
     return summary
-
-
-def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any]:
-    """The summary :func:`_fingerprint_folder` would give for fingerprints already in ``fp_dir`` (resume)."""
-    store = load_store(fp_dir)
-    cameras = [{"camera": fp.camera, "metadata": os.path.join(fp_dir, f"{fp.camera}.json"),
-                "arrays": os.path.join(fp_dir, f"{fp.camera}.npz"), "references": len(fp.references)} for fp in store]
-    files = [r.get("path") for fp in store for r in fp.references if isinstance(r.get("path"), str)]
-    bk = config.backend_obj()
-    return {"cameras": cameras, "errors": [], "backend": bk.describe(), "kernels": kernels_status(bk), "files": files,
-            "skipped": []}
