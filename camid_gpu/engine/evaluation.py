@@ -1,0 +1,69 @@
+"""``camid evaluate``: fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/`` and score the decisions
+against the folders, into one run folder (fingerprints, results, evaluation, manifest)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from camid_gpu._shared.jsonio import write_json
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.engine import run_folder
+from camid_gpu.engine.fingerprinting import _fingerprint_folder, _fingerprints_of, reference_listing
+from camid_gpu.engine.identification import identify_files
+from camid_gpu.engine.scheduler import read_results
+from camid_gpu.errors import CamidError
+from camid_gpu.evaluate import summarise
+from camid_gpu.pipeline import prepare
+from camid_gpu.provenance import file_entry, input_entries, utc_now
+
+
+def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
+                     config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
+
+    Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json`` (with
+    ``manifest.sha256``), under the run folder's lock.
+    """
+    started = utc_now()
+    refs, disputed = prepare.dataset_layout(dataset_dir)
+    # fail early: folders, names and inputs are checked before any fingerprint is computed
+    if params.search_scales is not None and params.pce_clip is not None:
+        raise CamidError(f"the scale/crop search needs full-frame PCE fingerprints; --pce-clip is "
+                         f"{params.pce_clip[0]}x{params.pce_clip[1]}")
+    listed = reference_listing(refs)
+    prepare.disputed_images([disputed])
+    run_folder.check_outputs([refs, disputed], folders=[out_dir], command="evaluate")
+    with run_folder.locked(out_dir):
+        fp_dir = os.path.join(out_dir, "fingerprints")
+        results_path = os.path.join(out_dir, "results.jsonl")
+        if os.path.exists(results_path) and not resume:
+            raise CamidError(f"{out_dir}: the run folder already holds results; pass --resume to continue that run "
+                             f"or choose another folder")
+        if resume and os.path.exists(results_path) and os.path.isdir(fp_dir):
+            # the fingerprints of the run being resumed: rebuilding them first would replace the very files the
+            # recorded run used before run.json could be compared (a crash before any result rebuilds them)
+            fp_summary = _fingerprints_of(refs, fp_dir, config)
+        else:
+            fp_summary = _fingerprint_folder(listed, fp_dir, methods, params, config)
+        if not fp_summary["cameras"]:
+            raise CamidError(f"{refs}: no fingerprint could be built: "
+                             + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
+        run = identify_files(fp_dir, [disputed], results_path, methods, params, config, resume=resume,
+                             truth_root=disputed, command="evaluate", lock=False)
+        records = read_results(results_path)
+        summary = summarise(records, run["cameras"], methods, params.pce_threshold)
+        summary["fingerprint_errors"] = fp_summary["errors"]
+        skipped_inputs = fp_summary["skipped"] + run["skipped_inputs"]
+        summary["params"] = run["params"]
+        summary["backend"] = fp_summary["backend"]
+        evaluation_path = os.path.join(out_dir, "evaluation.json")
+        write_json(evaluation_path, summary)
+        fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
+        summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
+            out_dir, "evaluate", argv, run["params"], run["backend"], started,
+            input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
+            fp_dir, fp_files + [results_path, evaluation_path],
+            extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
+                   "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
+        summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
+    return summary

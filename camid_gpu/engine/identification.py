@@ -1,0 +1,234 @@
+"""``camid identify``: identify image files against a fingerprint store into a run folder.
+
+Records are appended to ``results.jsonl`` in input order as each chunk finishes; a file that cannot be
+used gets an error record naming the path and the reason, and everything already computed is kept.
+Locally the chunks stream through the device with one chunk of look-ahead (:class:`LocalIdentify`); with
+``--dask`` the batches go to Dask workers (:mod:`camid_gpu.engine.dask`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from camid_gpu._cuda.loader import kernels_status
+from camid_gpu.backend.staging import UploadStager
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.engine import run_folder
+from camid_gpu.engine.dask import identify_on_dask
+from camid_gpu.engine.scheduler import (
+    Progress,
+    ResultsWriter,
+    chunk_size,
+    default_gpu_memory,
+    default_host_memory,
+    is_out_of_memory,
+    ordered_map,
+    read_results,
+    run_chunk_with_retry,
+)
+from camid_gpu.errors import CamidError, FingerprintMismatchError
+from camid_gpu.io.device_decode import decoder_for
+from camid_gpu.pipeline import identify as ident
+from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.records import ImageRecord, error_entry
+from camid_gpu.provenance import input_entries, utc_now
+from camid_gpu.store import CameraFingerprint, load_store
+
+
+#: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
+DASK_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
+
+
+#: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
+STORE_PARAMS = ("sigma_fingerprint", "sigma_mahalanobis", "levels", "wavelet")
+
+
+def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_given: bool,
+                    methods: Sequence[str] = ("pce", "mahalanobis"), given: frozenset[str] = frozenset()) -> Params:
+    """The fingerprints decide each method's geometry and the fingerprint-side parameters; check the rest.
+
+    ``given``: the names of parameters the user set explicitly; one of :data:`STORE_PARAMS` given with another
+    value than the store's is refused (the store's value is what would be used, and what is recorded).
+    """
+    fp = store[0]
+    geometry = {m: next((f.clip_of(m) for f in store if m in f.methods), params.clip_of(m))
+                for m in ("pce", "mahalanobis")}
+    if params.search_scales is not None and geometry["pce"] is not None:
+        raise FingerprintMismatchError(f"the scale/crop search needs full-frame fingerprints, but the PCE fingerprints "
+                                       f"are {geometry['pce'][0]}x{geometry['pce'][1]} clips; rebuild them with "
+                                       f"--pce-clip full")
+    if clip_given:
+        for m in methods:
+            if params.clip_of(m) != geometry[m]:
+                raise FingerprintMismatchError(f"requested {m} clip {params.clip_of(m)} but the fingerprints were "
+                                               f"built with {m} clip {geometry[m]}")
+    for other in store[1:]:
+        if any(other.params.get(k) != fp.params.get(k) for k in STORE_PARAMS):
+            raise FingerprintMismatchError(f"fingerprints {fp.camera!r} and {other.camera!r} were built with "
+                                           f"different parameters: {fp.params} vs {other.params}")
+    stored = {k: fp.params.get(k) for k in STORE_PARAMS}
+    for name in sorted(given & set(STORE_PARAMS)):
+        if stored[name] is not None and getattr(params, name) != stored[name]:
+            raise FingerprintMismatchError(f"--{name.replace('_', '-')} {getattr(params, name)!r} was requested but "
+                                           f"the fingerprints were built with {stored[name]!r}; leave it out (the "
+                                           f"store's value is used) or rebuild the fingerprints")
+    # the geometry is set outright: None (full frame) is a value here, not "unchanged"
+    return replace(ident.with_params(params, **stored),
+                   pce_clip=geometry["pce"], mahalanobis_clip=geometry["mahalanobis"])
+
+
+def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
+                   params: Params, config: RunConfig, resume: bool = False, kind: str = "auto",
+                   clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
+                   command: str = "identify", lock: bool = True) -> dict[str, Any]:
+    """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
+
+    Records are appended to ``results_path`` (JSON Lines) in input order; its folder is the run folder
+    (locked for the run unless ``lock`` is False because the caller holds it; its ``run.json`` is written,
+    or checked on ``resume``: see :mod:`camid_gpu.engine.run_folder`). With ``truth_root`` (a ``disputed/``
+    folder) each record also gets ``truth`` = its camera subfolder. With ``params.search_scales`` only PCE
+    runs (the scale/crop search).
+    """
+    run_dir = os.path.dirname(os.path.abspath(results_path))
+    if lock:
+        with run_folder.locked(run_dir):
+            return identify_files(fp_dir, inputs, results_path, methods, params, config, resume, kind, clip_given,
+                                  truth_root, given, command, lock=False)
+    if params.search_scales is not None:
+        methods = ("pce",)
+    # everything is checked before any residual: the store, the geometry, the parameters, the inputs
+    if config.decode == "gpu" and (config.dask or params.search_scales is not None):
+        raise CamidError(f"--decode gpu is not available with {'--dask' if config.dask else '--search-scales'} "
+                         f"(those decode on the CPU); use --decode auto or cpu")
+    store = load_store(fp_dir, methods=tuple(methods))
+    params = _resolve_params(store, params, clip_given, methods, given)
+    listing = prepare.disputed_listing(inputs)
+    paths = listing.images
+    if os.path.exists(results_path) and not resume:
+        raise CamidError(f"{results_path}: results file exists; pass --resume to continue it or choose another "
+                         f"output")
+    # the backend and working precision shape every number: a resume on another one would mix two computations
+    # in one results.jsonl under one manifest "backend" line
+    computed_by = {"backend": "dask" if config.dask else config.backend_obj().name, "precision": config.precision}
+    run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
+                                                        kind=kind, computed_by=computed_by), resume)
+    existing = run_folder.existing_records(results_path) if resume else []
+    writer = ResultsWriter(results_path, resume)
+    plan = run_folder.plan_resume(paths, existing)
+    if plan.changed:
+        writer.write(plan.changed)
+    todo = plan.todo
+    progress = Progress(len(todo), "identify", config.progress)
+    try:
+        if config.dask:
+            identify_on_dask(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
+                                params, config, kind, progress)
+        else:
+            _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress)
+    finally:
+        progress.close()
+        writer.close()
+    return {"results": results_path, "images": len(paths), "skipped_as_done": plan.done, "processed": len(todo),
+            "retried": plan.retried, "changed": len(plan.changed), "duplicates": plan.duplicates,
+            "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
+            "cameras": [fp.camera for fp in store], "params": params.to_dict(),
+            "backend": config.backend_obj().describe() if not config.dask else f"dask {config.dask}",
+            "kernels": kernels_status(config.backend_obj()) if not config.dask else DASK_KERNELS,
+            "decode": config.decode}  # as asked; each record says which decoder made its pixels
+
+
+def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
+                 config: RunConfig, *, resume: bool = False, kind: str = "auto", clip_given: bool = False,
+                 given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
+                 extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
+                 ) -> tuple[dict[str, Any], list[ImageRecord]]:
+    """``camid identify``: :func:`identify_files` into ``run_dir/results.jsonl`` under the run folder's lock,
+    then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
+    manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
+    started = utc_now()
+    run_folder.check_outputs(list(inputs) + [fp_dir], folders=[run_dir], command="identify")
+    results = os.path.join(run_dir, run_folder.RESULTS_NAME)
+    with run_folder.locked(run_dir):
+        run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
+                             clip_given=clip_given, given=given, lock=False)
+        records = read_results(results)
+        outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
+        run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
+            run_dir, "identify", argv, run["params"], run["backend"], started, input_entries(records), fp_dir,
+            outputs, extra={"methods": list(methods), "resumed": resume, "skipped_inputs": run["skipped_inputs"],
+                            "inputs_found": run["inputs_found"], "decode": run["decode"]}, kernels=run["kernels"])
+    return run, records
+
+
+def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dict[str, Any]]:
+    for r in records:
+        r["realpath"] = run_folder.canonical(r["path"])
+        if truth_root:
+            r["truth"] = prepare.ground_truth_of(r["path"], truth_root)
+    return records
+
+
+def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
+    """Chunks through the device with one chunk of look-ahead: chunk k+1 is decoded (GPU JPEGs) and its host
+    clips start uploading (:class:`~camid_gpu.backend.staging.UploadStager`) before chunk k computes, so the
+    copy overlaps the computation. Results are still written in input order, chunk by chunk."""
+    bk = config.backend_obj()
+    # the scale/crop search works on host pixels: there "auto" decodes on the CPU ("gpu" was refused above)
+    decoder = decoder_for(config.decode, bk) if params.search_scales is None else None
+    # the largest frame any method works on bounds a chunk's working set (fingerprints travel per camera chunk)
+    frames = [int(np.prod(fp.shape_of(m))) for fp in store for m in methods if m in fp.methods]
+    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
+    host_budget = config.max_host_memory or default_host_memory()
+    size = config.chunk or chunk_size(max(frames), len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
+    state = {"size": size}
+    fp_cache: dict = {}
+    sensor_shapes = sorted({fp.source_shape for fp in store})
+    tasks = [(p, params, sensor_shapes, kind, config.limits, decoder is not None) for p in todo]
+    prefetch = max(size + config.workers, 2)
+    stager = UploadStager(bk)
+
+    def stage(pending):
+        if decoder is not None:
+            pending = prepare.decode_on_device(pending, decoder, params, sensor_shapes)
+        pending = [error_entry(x.path, x) if isinstance(x, BaseException) else x for x in pending]
+        prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
+        return pending, prepared, ident.stage_chunk(stager, prepared)
+
+    def finish(staged):
+        pending, prepared, uploads = staged
+
+        def compute(items):  # the staged uploads hold the whole chunk; an out-of-memory retry re-uploads halves
+            try:
+                return ident.identify_chunk(bk, store, items, params, methods, fp_cache,
+                                            uploads if items is prepared else None)
+            except (MemoryError, RuntimeError) as exc:
+                if len(items) > 1 or not is_out_of_memory(exc):
+                    raise  # a chunk is halved and retried by run_chunk_with_retry
+                bk.empty_cache()  # one image that does not fit even alone: that image's error, the run goes on
+                return [error_entry(items[0].path, exc if isinstance(exc, MemoryError) else MemoryError(str(exc)))]
+
+        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache)
+                      if prepared else [])
+        records = [next(scored) if isinstance(x, prepare.Prepared) else x for x in pending]
+        writer.write(_annotate(records, truth_root))
+        progress.advance(len(records))
+
+    pending: list = []
+    in_flight = None
+    for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
+        pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
+        if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
+            staged = stage(pending)
+            if in_flight is not None:
+                finish(in_flight)
+            in_flight, pending = staged, []
+    if pending:
+        staged = stage(pending)
+        if in_flight is not None:
+            finish(in_flight)
+        in_flight = staged
+    if in_flight is not None:
+        finish(in_flight)
