@@ -19,7 +19,7 @@ from PIL import Image
 
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.datasets.synthetic import make_dataset
-from camid_gpu.engine import runner
+from camid_gpu.engine import context, runner
 from camid_gpu.engine.scheduler import read_results
 from camid_gpu.errors import CamidError
 from camid_gpu.io.decode import decode_bytes, jpeg_header_info
@@ -204,7 +204,7 @@ def cpu_records(data, tmp_path_factory):
 
 def _identify(data, tmp_path, name, decode, stand_in=None, monkeypatch=None, chunk=3):
     if stand_in is not None:
-        monkeypatch.setattr(runner, "decoder_for",
+        monkeypatch.setattr(context, "decoder_for",
                             lambda choice, bk: None if choice == "cpu" else DeviceJpegDecoder(bk, stand_in))
     out = tmp_path / f"{name}.jsonl"
     runner.identify_files(str(data / "fp"), [str(data / "data" / "disputed")], str(out), ("pce", "mahalanobis"),
@@ -257,7 +257,7 @@ def test_a_file_neither_decoder_can_use_is_an_error_record(data, tmp_path, monke
     shutil.copytree(data / "data" / "disputed" / "C02", broken / "C02")
     good = sorted((broken / "C02").iterdir())[0].read_bytes()
     (broken / "C02" / "cut.jpg").write_bytes(good[: len(good) // 3])  # header intact, scan cut short
-    monkeypatch.setattr(runner, "decoder_for", lambda choice, bk: DeviceJpegDecoder(bk, pillow_stand_in()))
+    monkeypatch.setattr(context, "decoder_for", lambda choice, bk: DeviceJpegDecoder(bk, pillow_stand_in()))
     out = tmp_path / "broken.jsonl"
     runner.identify_files(str(data / "fp"), [str(broken)], str(out), ("pce",), Params(clip=CLIP),
                           RunConfig(backend="torch", device="cpu", progress=False, chunk=2, decode="gpu"))
@@ -299,7 +299,7 @@ def test_fingerprints_with_the_gpu_path(data, tmp_path, monkeypatch):
     params = Params(clip=CLIP, refs=REFS)
     cpu_cfg = RunConfig(backend="torch", device="cpu", progress=False, decode="cpu")
     runner.fingerprint_folder(str(refs), str(tmp_path / "fp-cpu"), ("pce", "mahalanobis"), params, cpu_cfg)
-    monkeypatch.setattr(runner, "decoder_for", lambda choice, bk: DeviceJpegDecoder(bk, pillow_stand_in()))
+    monkeypatch.setattr(context, "decoder_for", lambda choice, bk: DeviceJpegDecoder(bk, pillow_stand_in()))
     runner.fingerprint_folder(str(refs), str(tmp_path / "fp-gpu"), ("pce", "mahalanobis"), params,
                               RunConfig(backend="torch", device="cpu", progress=False, decode="gpu"))
     from camid_gpu.store import load_store

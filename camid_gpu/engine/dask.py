@@ -1,60 +1,68 @@
 """Running identification on a Dask cluster (``--dask local|local:N|tcp://HOST:8786``).
 
-One task identifies a batch of paths in a worker process (:func:`identify_paths_worker`) and returns its
-records; the results come back in submission order, so the output does not depend on the cluster.
+One task identifies a batch of paths in a worker process (:func:`identify_paths_worker`), within the run's
+memory budget as in one process, and returns its records; the results come back in submission order, so the
+output does not depend on the cluster.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 from camid_gpu._shared.optional import import_optional
-from camid_gpu.backend import get_backend
-from camid_gpu.config import InputLimits, Params, RunConfig
-from camid_gpu.engine.scheduler import Progress
+from camid_gpu.config import Params, RunConfig
+from camid_gpu.engine.context import RunContext, run_context
+from camid_gpu.engine.scoring import ChunkScorer
 from camid_gpu.errors import CamidError
-from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import error_entry
 from camid_gpu.store import load_store
 
+#: disputed images per Dask task (``--chunk`` when fixed); a task scores them in chunks within the budget
+IMAGES_PER_TASK = 8
+
 
 def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
-                          backend: str, device: str | None, kind: str, precision: str,
-                          limits: InputLimits | None = None) -> list[dict[str, Any]]:
-    """One Dask task: identify ``paths`` in this process and return their records in order."""
+                          kind: str, config: RunConfig) -> list[dict[str, Any]]:
+    """One Dask task: identify ``paths`` in this process and return their records in order.
+
+    The worker builds its own run context from the run's options: its backend and device, and the budgets as
+    given (``--max-host-memory``, ``--max-gpu-memory``) or this machine's defaults; the images are scored in
+    chunks within them, a chunk that runs out of memory halved and retried, as in one process."""
+    ctx = run_context(config)
     store = load_store(fp_dir, methods=tuple(methods))
     params = Params.from_dict(params_dict)
-    bk = get_backend(backend, device=device, dtype=precision)
+    scorer = ChunkScorer(ctx, store, params, methods)
     sensor_shapes = sorted({fp.source_shape for fp in store})
-    records = []
+    records: list[dict[str, Any]] = []
+    pending: list = []
     for path in paths:
         try:
-            item = prepare.prepare_disputed(path, params, sensor_shapes, kind, limits)
+            pending.append(prepare.prepare_disputed(path, params, sensor_shapes, kind, ctx.limits))
         except (CamidError, OSError, ValueError) as exc:
-            records.append(error_entry(path, exc))
-            continue
-        records.extend(ident.identify_chunk(bk, store, [item], params, methods))
-    return records
+            pending.append(error_entry(path, exc))
+        if sum(isinstance(x, prepare.Prepared) for x in pending) >= scorer.size:
+            records += scorer.records(pending)
+            pending = []
+    return records + scorer.records(pending)
 
 
 def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dict[str, Any]]], None],
-                        methods: Sequence[str], params: Params, config: RunConfig, kind: str, progress: Progress) -> None:
-    """Identify ``todo`` on a Dask cluster (``config.dask``), in batches of ``config.chunk or 8`` images;
-    ``write`` receives each batch's records in input order."""
+                     methods: Sequence[str], params: Params, ctx: RunContext, kind: str) -> None:
+    """Identify ``todo`` on Dask (``ctx.dask``), in tasks of ``--chunk`` or :data:`IMAGES_PER_TASK` images;
+    ``write`` receives each task's records in input order."""
     distributed = import_optional("dask.distributed", "dist", "--dask")
-    per_task = config.chunk or 8
+    per_task = ctx.config.chunk or IMAGES_PER_TASK
     batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
-    client, cluster = dask_client(distributed, config.dask)
+    worker_config = replace(ctx.config, dask=None, progress=False)  # a worker runs its share in its own process
+    client, cluster = dask_client(distributed, ctx.dask)
     try:
-        futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
-                                 config.backend, config.device, kind, config.precision, config.limits,
-                                 pure=False)
+        futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(), kind,
+                                 worker_config, pure=False)
                    for batch in batches]
         for fut in futures:  # in submission order: deterministic output
-            records = fut.result()
-            write(records)
-            progress.advance(len(records))
+            write(fut.result())
     finally:
         client.close()
         if cluster is not None:

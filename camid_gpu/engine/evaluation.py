@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
+from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine.fingerprinting import _fingerprint_folder, _fingerprints_of, reference_listing
 from camid_gpu.engine.identification import identify_files
 from camid_gpu.engine.scheduler import read_results
@@ -18,13 +19,14 @@ from camid_gpu.provenance import file_entry, input_entries, utc_now
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
-                     config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
+                     config: RunConfig | RunContext, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json`` (with
     ``manifest.sha256``), under the run folder's lock.
     """
     started = utc_now()
+    ctx = run_context(config)  # one context for the fingerprints and the identification
     refs, disputed = prepare.dataset_layout(dataset_dir)
     # fail early: folders, names and inputs are checked before any fingerprint is computed
     if params.search_scales is not None and params.pce_clip is not None:
@@ -42,13 +44,13 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
         if resume and os.path.exists(results_path) and os.path.isdir(fp_dir):
             # the fingerprints of the run being resumed: rebuilding them first would replace the very files the
             # recorded run used before run.json could be compared (a crash before any result rebuilds them)
-            fp_summary = _fingerprints_of(refs, fp_dir, config)
+            fp_summary = _fingerprints_of(refs, fp_dir, ctx)
         else:
-            fp_summary = _fingerprint_folder(listed, fp_dir, methods, params, config)
+            fp_summary = _fingerprint_folder(listed, fp_dir, methods, params, ctx)
         if not fp_summary["cameras"]:
             raise CamidError(f"{refs}: no fingerprint could be built: "
                              + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
-        run = identify_files(fp_dir, [disputed], results_path, methods, params, config, resume=resume,
+        run = identify_files(fp_dir, [disputed], results_path, methods, params, ctx, resume=resume,
                              truth_root=disputed, command="evaluate", lock=False)
         records = read_results(results_path)
         summary = summarise(records, run["cameras"], methods, params.pce_threshold)

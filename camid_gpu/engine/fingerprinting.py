@@ -12,9 +12,9 @@ from typing import Any, Sequence
 from camid_gpu._cuda.loader import kernels_status
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
-from camid_gpu.engine.scheduler import chunk_size, default_gpu_memory, default_host_memory, ordered_map
+from camid_gpu.engine.context import RunContext, run_context
+from camid_gpu.engine.scheduler import ordered_map
 from camid_gpu.errors import CamidError, OutputPathError
-from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
@@ -23,7 +23,7 @@ from camid_gpu.store import load_store, save_fingerprint
 
 
 def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
-                       config: RunConfig, argv: Sequence[str] | None = None, manifest: bool = True,
+                       config: RunConfig | RunContext, argv: Sequence[str] | None = None, manifest: bool = True,
                        overwrite: bool = False) -> dict[str, Any]:
     """Build and save one fingerprint per camera subfolder of ``refs_dir``; with ``manifest``, write
     ``out_dir/manifest.json`` (when a fingerprint was built).
@@ -32,6 +32,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``.
     """
     started = utc_now()
+    ctx = run_context(config)
     run_folder.check_outputs([refs_dir], folders=[out_dir], command="fingerprint")
     existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json"))
                       and f != "manifest.json") if os.path.isdir(out_dir) else []
@@ -49,53 +50,51 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
                               f"{', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); one store holds "
                               f"one run's cameras: choose another folder or remove them")
     with run_folder.locked(out_dir):
-        summary = _fingerprint_folder(listed, out_dir, methods, params, config)
+        summary = _fingerprint_folder(listed, out_dir, methods, params, ctx)
         built = {c["camera"] for c in summary["cameras"]}
         for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
             for suffix in (".json", ".npz"):
                 stale = os.path.join(out_dir, camera + suffix)
                 if os.path.lexists(stale):
                     os.remove(stale)
-                    summary["errors"].append({"path": stale, "error": {
-                        "kind": "stale-fingerprint-removed",
-                        "reason": f"camera {camera!r} got no fingerprint in this run; its earlier {camera}{suffix} "
-                                  f"(from another run, replaced under --overwrite) was removed"}})
+                    summary["errors"].append(ctx.error(
+                        stale, "stale-fingerprint-removed",
+                        f"camera {camera!r} got no fingerprint in this run; its earlier {camera}{suffix} "
+                        f"(from another run, replaced under --overwrite) was removed"))
         if manifest and summary["cameras"]:
             summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
                 out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
                 [file_entry(p, "reference") for p in summary["files"]], None,
                 [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
                 extra={"errors": summary["errors"], "methods": list(methods), "skipped_inputs": summary["skipped"],
-                       "decode": config.decode},
+                       "decode": ctx.config.decode},
                 kernels=summary["kernels"])
     return summary
 
 
 def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, methods: Sequence[str], params: Params,
-                        config: RunConfig) -> dict[str, Any]:
-    """Fingerprint each camera of ``listed`` (:func:`reference_listing`) into ``out_dir``."""
-    bk = config.backend_obj()
-    decoder = decoder_for(config.decode, bk)
+                        ctx: RunContext) -> dict[str, Any]:
+    """Fingerprint each camera of ``listed`` (:func:`reference_listing`) into ``out_dir`` (always in this process:
+    fingerprints are not built on Dask)."""
+    bk = ctx.backend
+    decoder = ctx.jpeg_decoder()
     saved, errors, tried, skipped = [], [], [], []
-    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
-    host_budget = config.max_host_memory or default_host_memory()
 
     def batches(sensor: tuple[int, int]) -> int:
-        """References per residual batch within the memory budgets (at most 4, as before budgets applied)."""
-        frames = [math.prod(params.clip_of(m) or sensor) for m in methods]
-        return chunk_size(max(frames), 0, gpu_budget, host_budget, value_bytes=bk.itemsize, limit=4)
+        """References per residual batch within the memory budgets."""
+        return ctx.fingerprint_batch(max(math.prod(params.clip_of(m) or sensor) for m in methods))
 
     for camera, folder, listing in listed:
         paths = listing.images
         skipped.extend(s.to_dict() for s in listing.skipped)
         tried.extend(paths)
         if not paths:
-            errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
+            errors.append(ctx.error(folder, "empty", f"camera {camera!r}: no images"))
             continue
-        prefetch = max(2 * config.workers, 2)
+        prefetch = max(2 * ctx.workers, 2)
         # whole frames: build_fingerprint clips per method
-        stream = ordered_map(prepare.load_reference, [(p, None, config.limits, decoder is not None) for p in paths],
-                             config.workers, prefetch)
+        stream = ordered_map(prepare.load_reference, [(p, None, ctx.limits, decoder is not None) for p in paths],
+                             ctx.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:
             loaded = prepare.decode_references(loaded, decoder, None)
@@ -103,7 +102,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
                                                batch_size=batches)
         except CamidError as exc:
-            fp, errs = None, [{"path": folder, "error": {"kind": type(exc).__name__, "reason": str(exc)}}]
+            fp, errs = None, [ctx.error(folder, type(exc).__name__, str(exc))]
         errors.extend(errs)
         if fp is not None:
             path = save_fingerprint(fp, out_dir)
@@ -145,12 +144,12 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
     return listed
 
 
-def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any]:
+def _fingerprints_of(refs: str, fp_dir: str, ctx: RunContext) -> dict[str, Any]:
     """The summary :func:`_fingerprint_folder` would give for fingerprints already in ``fp_dir`` (resume)."""
     store = load_store(fp_dir)
     cameras = [{"camera": fp.camera, "metadata": os.path.join(fp_dir, f"{fp.camera}.json"),
                 "arrays": os.path.join(fp_dir, f"{fp.camera}.npz"), "references": len(fp.references)} for fp in store]
     files = [r.get("path") for fp in store for r in fp.references if isinstance(r.get("path"), str)]
-    bk = config.backend_obj()
+    bk = ctx.backend
     return {"cameras": cameras, "errors": [], "backend": bk.describe(), "kernels": kernels_status(bk), "files": files,
             "skipped": []}

@@ -11,35 +11,19 @@ import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from camid_gpu._cuda.loader import kernels_status
 from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
+from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine.dask import identify_on_dask
-from camid_gpu.engine.scheduler import (
-    Progress,
-    ResultsWriter,
-    chunk_size,
-    default_gpu_memory,
-    default_host_memory,
-    is_out_of_memory,
-    ordered_map,
-    read_results,
-    run_chunk_with_retry,
-)
+from camid_gpu.engine.scheduler import Progress, ResultsWriter, ordered_map, read_results
+from camid_gpu.engine.scoring import ChunkScorer
 from camid_gpu.errors import CamidError, FingerprintMismatchError
-from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import ImageRecord, error_entry
 from camid_gpu.provenance import input_entries, utc_now
 from camid_gpu.store import CameraFingerprint, load_store
-
-
-#: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
-DASK_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
 
 
 #: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
@@ -81,7 +65,7 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_giv
 
 
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
-                   params: Params, config: RunConfig, resume: bool = False, kind: str = "auto",
+                   params: Params, config: RunConfig | RunContext, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
                    command: str = "identify", lock: bool = True) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
@@ -93,15 +77,16 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     runs (the scale/crop search).
     """
     run_dir = os.path.dirname(os.path.abspath(results_path))
+    ctx = run_context(config)
     if lock:
         with run_folder.locked(run_dir):
-            return identify_files(fp_dir, inputs, results_path, methods, params, config, resume, kind, clip_given,
+            return identify_files(fp_dir, inputs, results_path, methods, params, ctx, resume, kind, clip_given,
                                   truth_root, given, command, lock=False)
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
-    if config.decode == "gpu" and (config.dask or params.search_scales is not None):
-        raise CamidError(f"--decode gpu is not available with {'--dask' if config.dask else '--search-scales'} "
+    if ctx.config.decode == "gpu" and (ctx.dask or params.search_scales is not None):
+        raise CamidError(f"--decode gpu is not available with {'--dask' if ctx.dask else '--search-scales'} "
                          f"(those decode on the CPU); use --decode auto or cpu")
     store = load_store(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given, methods, given)
@@ -112,22 +97,25 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
                          f"output")
     # the backend and working precision shape every number: a resume on another one would mix two computations
     # in one results.jsonl under one manifest "backend" line
-    computed_by = {"backend": "dask" if config.dask else config.backend_obj().name, "precision": config.precision}
     run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
-                                                        kind=kind, computed_by=computed_by), resume)
+                                                        kind=kind, computed_by=ctx.computed_by()), resume)
     existing = run_folder.existing_records(results_path) if resume else []
     writer = ResultsWriter(results_path, resume)
     plan = run_folder.plan_resume(paths, existing)
     if plan.changed:
         writer.write(plan.changed)
     todo = plan.todo
-    progress = Progress(len(todo), "identify", config.progress)
+    progress = Progress(len(todo), "identify", ctx.progress)
+
+    def write(records: list[dict[str, Any]]) -> None:
+        writer.write(_annotate(records, truth_root))
+        progress.advance(len(records))
+
     try:
-        if config.dask:
-            identify_on_dask(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
-                                params, config, kind, progress)
+        if ctx.dask:
+            identify_on_dask(fp_dir, todo, write, methods, params, ctx, kind)
         else:
-            _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress)
+            LocalIdentify(ctx, store, params, methods, kind, write).run(todo)
     finally:
         progress.close()
         writer.close()
@@ -135,13 +123,12 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
             "retried": plan.retried, "changed": len(plan.changed), "duplicates": plan.duplicates,
             "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
-            "backend": config.backend_obj().describe() if not config.dask else f"dask {config.dask}",
-            "kernels": kernels_status(config.backend_obj()) if not config.dask else DASK_KERNELS,
-            "decode": config.decode}  # as asked; each record says which decoder made its pixels
+            "backend": ctx.describe(), "kernels": ctx.kernels(),
+            "decode": ctx.config.decode}  # as asked; each record says which decoder made its pixels
 
 
 def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
-                 config: RunConfig, *, resume: bool = False, kind: str = "auto", clip_given: bool = False,
+                 config: RunConfig | RunContext, *, resume: bool = False, kind: str = "auto", clip_given: bool = False,
                  given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
                  extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
                  ) -> tuple[dict[str, Any], list[ImageRecord]]:
@@ -171,64 +158,50 @@ def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dic
     return records
 
 
-def _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress) -> None:
-    """Chunks through the device with one chunk of look-ahead: chunk k+1 is decoded (GPU JPEGs) and its host
-    clips start uploading (:class:`~camid_gpu.backend.staging.UploadStager`) before chunk k computes, so the
-    copy overlaps the computation. Results are still written in input order, chunk by chunk."""
-    bk = config.backend_obj()
-    # the scale/crop search works on host pixels: there "auto" decodes on the CPU ("gpu" was refused above)
-    decoder = decoder_for(config.decode, bk) if params.search_scales is None else None
-    # the largest frame any method works on bounds a chunk's working set (fingerprints travel per camera chunk)
-    frames = [int(np.prod(fp.shape_of(m))) for fp in store for m in methods if m in fp.methods]
-    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
-    host_budget = config.max_host_memory or default_host_memory()
-    size = config.chunk or chunk_size(max(frames), len(store), gpu_budget, host_budget, value_bytes=bk.itemsize)
-    state = {"size": size}
-    fp_cache: dict = {}
-    sensor_shapes = sorted({fp.source_shape for fp in store})
-    tasks = [(p, params, sensor_shapes, kind, config.limits, decoder is not None) for p in todo]
-    prefetch = max(size + config.workers, 2)
-    stager = UploadStager(bk)
+class LocalIdentify:
+    """Identification in this process: chunks through the device with one chunk of look-ahead: chunk k+1 is
+    decoded (GPU JPEGs) and its host clips start uploading (:class:`~camid_gpu.backend.staging.UploadStager`)
+    before chunk k computes, so the copy overlaps the computation. Records go to ``write`` in input order,
+    chunk by chunk."""
 
-    def stage(pending):
-        if decoder is not None:
-            pending = prepare.decode_on_device(pending, decoder, params, sensor_shapes)
+    def __init__(self, ctx: RunContext, store: Sequence[CameraFingerprint], params: Params, methods: Sequence[str],
+                 kind: str, write: Callable[[list[dict[str, Any]]], None]):
+        self.ctx, self.params, self.kind, self.write = ctx, params, kind, write
+        self.scorer = ChunkScorer(ctx, store, params, methods)
+        # the scale/crop search works on host pixels: there "auto" decodes on the CPU ("gpu" was refused above)
+        self.decoder = ctx.jpeg_decoder() if params.search_scales is None else None
+        self.sensor_shapes = sorted({fp.source_shape for fp in store})
+        self.stager = UploadStager(ctx.backend)
+
+    def run(self, todo: Sequence[str]) -> None:
+        ctx = self.ctx
+        tasks = [(p, self.params, self.sensor_shapes, self.kind, ctx.limits, self.decoder is not None) for p in todo]
+        prefetch = max(self.scorer.size + ctx.workers, 2)
+        pending: list = []
+        in_flight = None
+        for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, ctx.workers, prefetch):
+            pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
+            if sum(isinstance(x, prepare.Prepared) for x in pending) >= self.scorer.size:
+                in_flight, pending = self._stage_then_finish(pending, in_flight), []
+        if pending:
+            in_flight = self._stage_then_finish(pending, in_flight)
+        if in_flight is not None:
+            self._finish(in_flight)
+
+    def _stage_then_finish(self, pending: list, in_flight: tuple | None) -> tuple:
+        """Stage ``pending`` (the next chunk), then finish the chunk in flight; returns the staged chunk."""
+        staged = self._stage(pending)
+        if in_flight is not None:
+            self._finish(in_flight)
+        return staged
+
+    def _stage(self, pending: list) -> tuple[list, Any]:
+        if self.decoder is not None:
+            pending = prepare.decode_on_device(pending, self.decoder, self.params, self.sensor_shapes)
         pending = [error_entry(x.path, x) if isinstance(x, BaseException) else x for x in pending]
         prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
-        return pending, prepared, ident.stage_chunk(stager, prepared)
+        return pending, ident.stage_chunk(self.stager, prepared)
 
-    def finish(staged):
-        pending, prepared, uploads = staged
-
-        def compute(items):  # the staged uploads hold the whole chunk; an out-of-memory retry re-uploads halves
-            try:
-                return ident.identify_chunk(bk, store, items, params, methods, fp_cache,
-                                            uploads if items is prepared else None)
-            except (MemoryError, RuntimeError) as exc:
-                if len(items) > 1 or not is_out_of_memory(exc):
-                    raise  # a chunk is halved and retried by run_chunk_with_retry
-                bk.empty_cache()  # one image that does not fit even alone: that image's error, the run goes on
-                return [error_entry(items[0].path, exc if isinstance(exc, MemoryError) else MemoryError(str(exc)))]
-
-        scored = iter(run_chunk_with_retry(compute, prepared, lambda n: state.update(size=n), bk.empty_cache)
-                      if prepared else [])
-        records = [next(scored) if isinstance(x, prepare.Prepared) else x for x in pending]
-        writer.write(_annotate(records, truth_root))
-        progress.advance(len(records))
-
-    pending: list = []
-    in_flight = None
-    for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
-        pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
-        if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
-            staged = stage(pending)
-            if in_flight is not None:
-                finish(in_flight)
-            in_flight, pending = staged, []
-    if pending:
-        staged = stage(pending)
-        if in_flight is not None:
-            finish(in_flight)
-        in_flight = staged
-    if in_flight is not None:
-        finish(in_flight)
+    def _finish(self, staged: tuple[list, Any]) -> None:
+        pending, uploads = staged
+        self.write(self.scorer.records(pending, uploads))

@@ -16,6 +16,7 @@ from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.files import write_bytes_atomic
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
+from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine.scheduler import ordered_map
 from camid_gpu.errors import ImageTooSmallError, OutputPathError
 from camid_gpu.io.decode import read_image
@@ -38,7 +39,7 @@ def _residual_input(path: str, clip: tuple[int, int] | None, channel: str, limit
 
 
 def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels: int, wavelet: str,
-                   clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig,
+                   clip: tuple[int, int] | None, channel: str, wiener: bool, config: RunConfig | RunContext,
                    on_record: Callable[[dict[str, Any]], None] | None = None,
                    argv: Sequence[str] | None = None,
                    skipped: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -63,10 +64,11 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
         raise ValueError(f"no images found in {', '.join(inputs)}")
     errors: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
-    bk = config.backend_obj()
-    tasks = [(p, clip, channel, config.limits) for p in paths]
+    ctx = run_context(config)
+    bk = ctx.backend  # one image per call: the smallest working set there is, whatever the budget
+    tasks = [(p, clip, channel, ctx.limits) for p in paths]
     with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
-        for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
+        for (path, *_), result in ordered_map(_residual_input, tasks, ctx.workers, 2 * ctx.workers):
             if isinstance(result, BaseException):
                 errors.append(error_entry(path, result))
                 continue

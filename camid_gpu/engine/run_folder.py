@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 from camid_gpu._shared.files import atomic_write, open_regular
 from camid_gpu._shared.jsonio import read_jsonl, sha256_or_none, write_json
 from camid_gpu.errors import OutputPathError, RunFolderError
-from camid_gpu.pipeline.records import ImageRecord, is_error, record_key
+from camid_gpu.pipeline.records import ImageRecord, error_record, is_error, record_key
 from camid_gpu.provenance import MANIFEST_NAME
 from camid_gpu.provenance import write_manifest as _write_manifest_file
 
@@ -180,11 +180,11 @@ def plan_resume(paths: Sequence[str], existing: Sequence[ImageRecord],
                     and last[key]["error"].get("current_sha256") == current:
                 plan.done += 1  # already flagged for this very content
                 continue
-            plan.changed.append({"path": path, "realpath": key, "error": {
-                "kind": "changed-since-recorded", "recorded_sha256": last_good_sha[key], "current_sha256": current,
-                "reason": f"the file changed since it was analysed in this run (SHA-256 recorded "
-                          f"{last_good_sha[key][:16]}..., now {(current or 'unreadable')[:16]}...); its earlier "
-                          f"result no longer describes it; analyse it in a new run folder"}})
+            plan.changed.append(dict(error_record(
+                path, "changed-since-recorded",
+                f"the file changed since it was analysed in this run (SHA-256 recorded {last_good_sha[key][:16]}..., "
+                f"now {(current or 'unreadable')[:16]}...); its earlier result no longer describes it; analyse it in "
+                f"a new run folder", recorded_sha256=last_good_sha[key], current_sha256=current), realpath=key))
         elif is_error(last[key]):
             plan.todo.append(path)
             plan.retried += 1

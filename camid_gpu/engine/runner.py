@@ -10,9 +10,10 @@ path and the reason, and everything already computed is kept (results are append
 """
 from __future__ import annotations
 
+from camid_gpu.engine.context import DASK_KERNELS
 from camid_gpu.engine.evaluation import evaluate_dataset
 from camid_gpu.engine.fingerprinting import fingerprint_folder, reference_listing
-from camid_gpu.engine.identification import DASK_KERNELS, identify_files, identify_run
+from camid_gpu.engine.identification import identify_files, identify_run
 from camid_gpu.engine.residuals import residual_files
 
 __all__ = ["DASK_KERNELS", "evaluate_dataset", "fingerprint_folder", "identify_files", "identify_run",

@@ -28,7 +28,8 @@ from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
 from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, content_problem, load_reference, match_geometry, rotations_to_try
-from camid_gpu.pipeline.records import base_record, camera_score, error_entry, mahalanobis_record, pce_record
+from camid_gpu.pipeline.records import (base_record, camera_score, error_entry, error_record, mahalanobis_record,
+                                        pce_record)
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
 from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
@@ -67,7 +68,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         pixels, info, *how = result
         problem = content_problem(pixels, info.bit_depth, reference=True)
         if problem:
-            errors.append({"path": path, "error": {"kind": "unusable-reference", "reason": f"{problem}; left out"}})
+            errors.append(error_record(path, "unusable-reference", f"{problem}; left out"))
             continue
         shape = (info.height, info.width)
         if source_shape is None:
@@ -76,10 +77,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
             if small:
                 return None, errors + [small]
         if shape != source_shape or pixels.shape != layout or info.bit_depth != depth:
-            errors.append({"path": path, "error": {"kind": "mismatch", "reason":
-                           f"size/channels/bit depth {info.height}x{info.width}x{info.channels} {info.bit_depth}-bit "
-                           f"differ from the camera's first reference {source_shape[0]}x{source_shape[1]} "
-                           f"{layout} {depth}-bit; left out"}})
+            errors.append(error_record(path, "mismatch",
+                          f"size/channels/bit depth {info.height}x{info.width}x{info.channels} {info.bit_depth}-bit "
+                          f"differ from the camera's first reference {source_shape[0]}x{source_shape[1]} "
+                          f"{layout} {depth}-bit; left out"))
             continue
         good.append((pixels, info))
         if how:
@@ -87,13 +88,13 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         if want is not None and len(good) == want:
             break
     if want is not None and len(good) < want:
-        errors.append({"path": camera, "error": {"kind": "too-few-references", "reason":
-                       f"camera {camera!r} has {len(good)} usable reference images, {want} required (--refs)"}})
+        errors.append(error_record(camera, "too-few-references",
+                      f"camera {camera!r} has {len(good)} usable reference images, {want} required (--refs)"))
         return None, errors
     if len(good) < MIN_REFERENCES:
-        errors.append({"path": camera, "error": {"kind": "too-few-references", "reason":
-                       f"camera {camera!r} has {len(good)} usable reference image(s); at least {MIN_REFERENCES} are "
-                       f"needed (config.MIN_REFERENCES)"}})
+        errors.append(error_record(camera, "too-few-references",
+                      f"camera {camera!r} has {len(good)} usable reference image(s); at least {MIN_REFERENCES} are "
+                      f"needed (config.MIN_REFERENCES)"))
         return None, errors
     if callable(batch_size):
         batch_size = batch_size(source_shape)
@@ -127,9 +128,9 @@ def _too_small(camera: str, source_shape: tuple[int, int], params: Params,
     for method in methods:
         clip = params.clip_of(method)
         if clip is not None and (source_shape[0] < clip[0] or source_shape[1] < clip[1]):
-            return {"path": camera, "error": {"kind": "too-small", "reason":
-                    f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller than "
-                    f"the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)"}}
+            return error_record(camera, "too-small",
+                                f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller "
+                                f"than the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)")
     return None
 
 

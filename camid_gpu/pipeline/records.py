@@ -132,17 +132,23 @@ def final_view(records: Sequence[ImageRecord]) -> list[ImageRecord]:
     return list(latest.values())
 
 
+def error_record(path: str, kind: str, reason: str, **facts: Any) -> dict[str, Any]:
+    """The one shape of an error record: ``{"path", "error": {"kind", "reason", **facts}}`` (a file, a folder or a
+    camera that could not be used; ``facts``: further JSON values, e.g. the SHA-256s of a changed file)."""
+    return {"path": path, "error": {"kind": kind, "reason": reason, **facts}}
+
+
 def error_entry(path: str, exc: BaseException) -> dict[str, Any]:
     """A JSON-ready per-file error record (an exception without a message gets one naming what happened)."""
     if isinstance(exc, ImageError):
-        return {"path": exc.path, "error": {"kind": exc.kind, "reason": exc.reason}}
+        return error_record(exc.path, exc.kind, exc.reason)
     reason = str(exc).strip()
     if isinstance(exc, MemoryError):
         reason = (f"out of memory while processing {path}" + (f" ({reason})" if reason else "")
                   + "; lower --workers or --max-host-memory, or use a smaller --clip")
     elif not reason:
         reason = f"{type(exc).__name__} while processing {path} (no further detail from the library)"
-    return {"path": path, "error": {"kind": type(exc).__name__, "reason": reason}}
+    return error_record(path, type(exc).__name__, reason)
 
 
 def mahalanobis_record(outcome: "maha.MahalanobisResult", d: int) -> dict[str, Any]:
