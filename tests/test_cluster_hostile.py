@@ -135,7 +135,7 @@ def test_resume_without_readable_parameters_is_refused(folder, tmp_path, damage)
 
 
 def test_a_nan_residual_is_an_error_not_a_row(folder, tmp_path, monkeypatch):
-    from camid_gpu.cluster import run as cluster_run
+    from camid_gpu.cluster import residuals as cluster_run
 
     original, calls = cluster_run.wiener_dft, []
 
