@@ -30,88 +30,26 @@ from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.files import atomic_write
 from camid_gpu._shared.jsonio import json_number, write_json
 from camid_gpu.backend import Backend
+from camid_gpu.cluster.group_ops import GroupOps, pair_pce
 from camid_gpu.cluster.linkage import (Cluster, average_linkage, comparisons, image_similarity, refine,
                                       refine_comparisons)
-from camid_gpu.cluster.residuals import (already_in_run, check_resume_params, compute_residuals, prepare_image,
-                                        region_clip)
+from camid_gpu.cluster.residuals import already_in_run, check_resume_params, compute_residuals, region_clip
 from camid_gpu.cluster.rows import RowStore, _stores_from_records
-from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
+from camid_gpu.cluster.similarity import GramEngine, gram_matrix, resolve_precision, tile_rows
 from camid_gpu.cluster.threshold import null_summary, robust_spread, stage_threshold
 from camid_gpu.config import ClusterParams, RunConfig
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.runner import DASK_KERNELS
-from camid_gpu.engine.scheduler import default_gpu_memory, default_host_memory, ordered_map
-from camid_gpu.errors import CamidError
+from camid_gpu.engine.scheduler import default_gpu_memory, default_host_memory
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.prepare import disputed_listing
-from camid_gpu.prnu.fingerprint import FingerprintAccumulator
-from camid_gpu.prnu.pce import crosscorr, pce
 from camid_gpu.provenance import file_entry, utc_now
 from camid_gpu.store import CameraFingerprint, save_fingerprint, software_versions
 
 FORMAT = "camid-clusters"
 VERSION = 1
-#: member images per ML accumulation step of a cluster fingerprint (as the pipeline's build_fingerprint)
-FINGERPRINT_BATCH = 4
 #: values per pixel of one pair's zero-shift PCE (two planes, two complex spectra, the correlation)
 PCE_VALUES_PER_PIXEL = 10
-
-
-# ----------------------------------------------------------------------------------------------
-# fingerprints of clusters (the refine step's view of the run)
-# ----------------------------------------------------------------------------------------------
-class GroupOps:
-    """ML fingerprints of member sets (members re-decoded, SHA-256 checked) and rows of one group."""
-
-    def __init__(self, records: list[dict[str, Any]], store: RowStore, params: ClusterParams, config: RunConfig):
-        self.records, self.store, self.params, self.config = records, store, params, config
-        self.bk = config.backend_obj()
-        self.shape = tuple(records[0]["region"])
-
-    def accumulate(self, members: Sequence[tuple[int, int]]) -> FingerprintAccumulator:
-        p = self.params
-        acc = FingerprintAccumulator(p.sigma, p.levels, p.wavelet, self.bk)
-        tasks = [(self.records[i]["path"], p.region, self.config.limits) for i, _ in members]
-        batch: list[np.ndarray] = []
-        for ((path, *_), result), (i, k) in zip(ordered_map(prepare_image, tasks, self.config.workers,
-                                                           max(2 * self.config.workers, 2)), members):
-            if isinstance(result, BaseException):
-                raise CamidError(f"{path}: cannot be read again to build its cluster's fingerprint ({result})")
-            if result.info.sha256 != self.records[i]["sha256"]:
-                raise CamidError(f"{path}: the file changed during the run (SHA-256 {result.info.sha256[:16]}..., "
-                                 f"was {self.records[i]['sha256'][:16]}...)")
-            batch.append(result.clips[k])
-            if len(batch) == FINGERPRINT_BATCH:
-                acc.add(np.stack(batch))
-                batch = []
-        if batch:
-            acc.add(np.stack(batch))
-        return acc
-
-    def absorb(self, into: FingerprintAccumulator, other: FingerprintAccumulator) -> FingerprintAccumulator:
-        return into.merge(other)
-
-    def fingerprint_row(self, acc: FingerprintAccumulator) -> np.ndarray:
-        return normalise_rows(acc.fingerprint().reshape(1, -1))[0]
-
-    def candidates(self, index: int) -> int:
-        return len(self.records[index]["rows"])
-
-    def image_rows(self, index: int) -> np.ndarray:
-        return np.stack([self.store.read(r, r + 1)[0] for r in self.records[index]["rows"]])
-
-    def pce(self, a: np.ndarray, b: np.ndarray) -> float:
-        return float(pair_pce(self.bk, a[None], b[None], self.shape)[0])
-
-    def turn_row(self, row: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.rot90(row.reshape(self.shape), 2)).reshape(-1)
-
-
-def pair_pce(bk: Backend, a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Zero-shift PCE of row pairs ``a[i]``, ``b[i]`` (``(m, h*w)`` each) reshaped to ``shape``."""
-    h, w = shape
-    corr = crosscorr(bk, bk.asarray(a.reshape(-1, h, w)), bk.asarray(b.reshape(-1, h, w)))
-    return pce(bk, corr, (0, 0))["pce"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""A geometry group's view for the refinement (:func:`camid_gpu.cluster.linkage.refine`): ML fingerprints of
+member sets (members re-decoded, SHA-256 checked, in batches sized from the run's memory budget), the rows of
+an image, and the zero-shift PCE of row pairs."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from camid_gpu.backend import Backend
+from camid_gpu.cluster.residuals import prepare_image
+from camid_gpu.cluster.rows import RowStore
+from camid_gpu.cluster.similarity import normalise_rows
+from camid_gpu.config import ClusterParams, RunConfig
+from camid_gpu.engine.scheduler import ordered_map
+from camid_gpu.errors import CamidError
+from camid_gpu.prnu.fingerprint import FingerprintAccumulator
+from camid_gpu.prnu.pce import crosscorr, pce
+
+
+#: member images per ML accumulation step of a cluster fingerprint (as the pipeline's build_fingerprint)
+FINGERPRINT_BATCH = 4
+
+
+class GroupOps:
+    """ML fingerprints of member sets (members re-decoded, SHA-256 checked) and rows of one group."""
+
+    def __init__(self, records: list[dict[str, Any]], store: RowStore, params: ClusterParams, config: RunConfig):
+        self.records, self.store, self.params, self.config = records, store, params, config
+        self.bk = config.backend_obj()
+        self.shape = tuple(records[0]["region"])
+
+    def accumulate(self, members: Sequence[tuple[int, int]]) -> FingerprintAccumulator:
+        p = self.params
+        acc = FingerprintAccumulator(p.sigma, p.levels, p.wavelet, self.bk)
+        tasks = [(self.records[i]["path"], p.region, self.config.limits) for i, _ in members]
+        batch: list[np.ndarray] = []
+        for ((path, *_), result), (i, k) in zip(ordered_map(prepare_image, tasks, self.config.workers,
+                                                           max(2 * self.config.workers, 2)), members):
+            if isinstance(result, BaseException):
+                raise CamidError(f"{path}: cannot be read again to build its cluster's fingerprint ({result})")
+            if result.info.sha256 != self.records[i]["sha256"]:
+                raise CamidError(f"{path}: the file changed during the run (SHA-256 {result.info.sha256[:16]}..., "
+                                 f"was {self.records[i]['sha256'][:16]}...)")
+            batch.append(result.clips[k])
+            if len(batch) == FINGERPRINT_BATCH:
+                acc.add(np.stack(batch))
+                batch = []
+        if batch:
+            acc.add(np.stack(batch))
+        return acc
+
+    def absorb(self, into: FingerprintAccumulator, other: FingerprintAccumulator) -> FingerprintAccumulator:
+        return into.merge(other)
+
+    def fingerprint_row(self, acc: FingerprintAccumulator) -> np.ndarray:
+        return normalise_rows(acc.fingerprint().reshape(1, -1))[0]
+
+    def candidates(self, index: int) -> int:
+        return len(self.records[index]["rows"])
+
+    def image_rows(self, index: int) -> np.ndarray:
+        return np.stack([self.store.read(r, r + 1)[0] for r in self.records[index]["rows"]])
+
+    def pce(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(pair_pce(self.bk, a[None], b[None], self.shape)[0])
+
+    def turn_row(self, row: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(row.reshape(self.shape), 2)).reshape(-1)
+
+
+def pair_pce(bk: Backend, a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Zero-shift PCE of row pairs ``a[i]``, ``b[i]`` (``(m, h*w)`` each) reshaped to ``shape``."""
+    h, w = shape
+    corr = crosscorr(bk, bk.asarray(a.reshape(-1, h, w)), bk.asarray(b.reshape(-1, h, w)))
+    return pce(bk, corr, (0, 0))["pce"]
