@@ -75,7 +75,7 @@ def _turned_gram(frames_of: list[list[int]], strength: float = 0.05) -> np.ndarr
 def test_member_turns_are_chosen_in_one_frame():
     """Portrait members turned 90 and 270 degrees (180 apart) agree equally in either turn with each other;
     the turns must still put every member in one frame, else the fingerprint mixes a pattern with its half turn."""
-    from camid_gpu.cluster.run import member_candidates
+    from camid_gpu.cluster.linkage import member_candidates
 
     # four portrait images (two candidate rows each), stored turned one way (frames 0, 1) or the other (1, 0)
     frames_of = [[0, 1], [1, 0], [0, 1], [1, 0]]

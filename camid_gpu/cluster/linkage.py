@@ -281,3 +281,36 @@ def _attach_singletons(clusters: list[Cluster], singles: list[int], ops: Fingerp
         cluster.acc = ops.absorb(cluster.acc, ops.accumulate([(i, k) for i, k, *_ in items]))
         cluster.row = ops.fingerprint_row(cluster.acc)
     return bool(attached)
+
+
+def member_candidates(cluster: list[int], sim_rows: np.ndarray, rows: list[list[int]]) -> list[tuple[int, int]]:
+    """For each member, the rotation candidate that agrees best with the members already placed (summed NCC).
+
+    The turns are chosen jointly, so that every member lies in one frame: landscape members (one candidate)
+    are placed first; with none, the first member is placed at its last turn (270 degrees: a portrait frame
+    stored turned 90 degrees counter-clockwise, as a camera held with its grip up writes it, is then in the
+    sensor's frame; the other way round, the whole cluster is a half turn off and ``frame_known`` says so).
+    Then, repeatedly, the member
+    and turn with the highest summed row NCC against the placed members are placed. (Choosing each member's
+    turn on its own does not: a portrait frame turned 90 and one turned 270 degrees are 180 degrees apart, and
+    each agrees equally with the other in either of its turns, so independent choices mix the two frames and
+    the cluster fingerprint averages a pattern with its own half turn.)
+    """
+    placed: dict[int, int] = {i: 0 for i in cluster if len(rows[i]) == 1}
+    if not placed and cluster:
+        placed[cluster[0]] = len(rows[cluster[0]]) - 1
+    pending = [i for i in cluster if i not in placed]
+    width = max((len(rows[i]) for i in pending), default=1)
+    # score[p, a]: summed NCC of pending member p's turn a with the placed members' chosen rows
+    cand = np.array([[rows[i][min(a, len(rows[i]) - 1)] for a in range(width)] for i in pending], dtype=np.int64)
+    chosen = np.array([rows[j][k] for j, k in placed.items()], dtype=np.int64)
+    score = (sim_rows[cand.reshape(-1)][:, chosen].astype(np.float64).sum(axis=1).reshape(len(pending), width)
+             if pending else np.zeros((0, width)))
+    while pending:
+        p, a = np.unravel_index(int(np.argmax(score)), score.shape)
+        i = pending.pop(int(p))
+        placed[i] = int(a)
+        row = rows[i][int(a)]
+        cand = np.delete(cand, p, axis=0)
+        score = np.delete(score, p, axis=0) + sim_rows[cand, row].astype(np.float64)
+    return [(i, placed[i]) for i in cluster]

@@ -31,8 +31,8 @@ from camid_gpu._shared.files import atomic_write
 from camid_gpu._shared.jsonio import json_number, write_json
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.group_ops import GroupOps, pair_pce
-from camid_gpu.cluster.linkage import (Cluster, average_linkage, comparisons, image_similarity, refine,
-                                      refine_comparisons)
+from camid_gpu.cluster.linkage import (Cluster, average_linkage, comparisons, image_similarity, member_candidates,
+                                      refine, refine_comparisons)
 from camid_gpu.cluster.residuals import already_in_run, check_resume_params, compute_residuals, region_clip
 from camid_gpu.cluster.rows import RowStore, _stores_from_records
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, resolve_precision, tile_rows
@@ -111,39 +111,6 @@ def confirm_pairs(bk: Backend, store: RowStore, records: list[dict[str, Any]], p
         b = np.stack([store.read(r, r + 1)[0] for r in rb])
         out[s:s + batch] = pair_pce(bk, a, b, shape)
     return out
-
-
-def member_candidates(cluster: list[int], sim_rows: np.ndarray, rows: list[list[int]]) -> list[tuple[int, int]]:
-    """For each member, the rotation candidate that agrees best with the members already placed (summed NCC).
-
-    The turns are chosen jointly, so that every member lies in one frame: landscape members (one candidate)
-    are placed first; with none, the first member is placed at its last turn (270 degrees: a portrait frame
-    stored turned 90 degrees counter-clockwise, as a camera held with its grip up writes it, is then in the
-    sensor's frame; the other way round, the whole cluster is a half turn off and ``frame_known`` says so).
-    Then, repeatedly, the member
-    and turn with the highest summed row NCC against the placed members are placed. (Choosing each member's
-    turn on its own does not: a portrait frame turned 90 and one turned 270 degrees are 180 degrees apart, and
-    each agrees equally with the other in either of its turns, so independent choices mix the two frames and
-    the cluster fingerprint averages a pattern with its own half turn.)
-    """
-    placed: dict[int, int] = {i: 0 for i in cluster if len(rows[i]) == 1}
-    if not placed and cluster:
-        placed[cluster[0]] = len(rows[cluster[0]]) - 1
-    pending = [i for i in cluster if i not in placed]
-    width = max((len(rows[i]) for i in pending), default=1)
-    # score[p, a]: summed NCC of pending member p's turn a with the placed members' chosen rows
-    cand = np.array([[rows[i][min(a, len(rows[i]) - 1)] for a in range(width)] for i in pending], dtype=np.int64)
-    chosen = np.array([rows[j][k] for j, k in placed.items()], dtype=np.int64)
-    score = (sim_rows[cand.reshape(-1)][:, chosen].astype(np.float64).sum(axis=1).reshape(len(pending), width)
-             if pending else np.zeros((0, width)))
-    while pending:
-        p, a = np.unravel_index(int(np.argmax(score)), score.shape)
-        i = pending.pop(int(p))
-        placed[i] = int(a)
-        row = rows[i][int(a)]
-        cand = np.delete(cand, p, axis=0)
-        score = np.delete(score, p, axis=0) + sim_rows[cand, row].astype(np.float64)
-    return [(i, placed[i]) for i in cluster]
 
 
 def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: RowStore, tests: int,
