@@ -11,39 +11,39 @@ from camid_gpu.backend import Backend
 from camid_gpu.cluster.residuals import prepare_image
 from camid_gpu.cluster.rows import RowStore
 from camid_gpu.cluster.similarity import normalise_rows
-from camid_gpu.config import ClusterParams, RunConfig
+from camid_gpu.config import ClusterParams
+from camid_gpu.engine.context import RunContext
 from camid_gpu.engine.scheduler import ordered_map
 from camid_gpu.errors import CamidError
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import crosscorr, pce
 
 
-#: member images per ML accumulation step of a cluster fingerprint (as the pipeline's build_fingerprint)
-FINGERPRINT_BATCH = 4
-
-
 class GroupOps:
     """ML fingerprints of member sets (members re-decoded, SHA-256 checked) and rows of one group."""
 
-    def __init__(self, records: list[dict[str, Any]], store: RowStore, params: ClusterParams, config: RunConfig):
-        self.records, self.store, self.params, self.config = records, store, params, config
-        self.bk = config.backend_obj()
+    def __init__(self, records: list[dict[str, Any]], store: RowStore, params: ClusterParams, ctx: RunContext):
+        self.records, self.store, self.params, self.ctx = records, store, params, ctx
+        self.bk = ctx.backend
         self.shape = tuple(records[0]["region"])
+        # member clips per accumulation step: within the budget for this group's region (a full frame with
+        # --region full), as a camera fingerprint's references
+        self.batch = ctx.fingerprint_batch(self.shape[0] * self.shape[1])
 
     def accumulate(self, members: Sequence[tuple[int, int]]) -> FingerprintAccumulator:
         p = self.params
         acc = FingerprintAccumulator(p.sigma, p.levels, p.wavelet, self.bk)
-        tasks = [(self.records[i]["path"], p.region, self.config.limits) for i, _ in members]
+        tasks = [(self.records[i]["path"], p.region, self.ctx.limits) for i, _ in members]
         batch: list[np.ndarray] = []
-        for ((path, *_), result), (i, k) in zip(ordered_map(prepare_image, tasks, self.config.workers,
-                                                           max(2 * self.config.workers, 2)), members):
+        for ((path, *_), result), (i, k) in zip(ordered_map(prepare_image, tasks, self.ctx.workers,
+                                                           max(2 * self.ctx.workers, 2)), members):
             if isinstance(result, BaseException):
                 raise CamidError(f"{path}: cannot be read again to build its cluster's fingerprint ({result})")
             if result.info.sha256 != self.records[i]["sha256"]:
                 raise CamidError(f"{path}: the file changed during the run (SHA-256 {result.info.sha256[:16]}..., "
                                  f"was {self.records[i]['sha256'][:16]}...)")
             batch.append(result.clips[k])
-            if len(batch) == FINGERPRINT_BATCH:
+            if len(batch) == self.batch:
                 acc.add(np.stack(batch))
                 batch = []
         if batch:

@@ -19,7 +19,7 @@ FORMAT = "camid-clusters"
 VERSION = 1
 
 
-def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped,
+def _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timings, skipped,
                    copies: dict[str, str], refine_tests: int) -> dict[str, Any]:
     """``copies``: path of a byte-identical copy -> the path of the first file with its bytes (the one compared)."""
     copies_of: dict[str, list[str]] = {}
@@ -88,7 +88,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
     identical = [paths for paths in by_sha.values() if len(paths) > 1]
     result = {"format": FORMAT, "version": VERSION, "params": params.to_dict(), "comparisons": tests,
               "refine_comparisons": refine_tests,
-              "backend": config.backend_obj().describe() if not config.dask else f"dask {config.dask}",
+              "backend": ctx.describe(),
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
               "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped,
               "identical_files": identical}

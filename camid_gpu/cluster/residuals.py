@@ -17,18 +17,9 @@ from camid_gpu._shared.jsonio import sha256_or_none, write_json
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.rows import RowStore, _stores_from_records
 from camid_gpu.cluster.similarity import normalise_rows
-from camid_gpu.config import (CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams,
-                              InputLimits, RunConfig)
-from camid_gpu.engine.scheduler import (
-    Progress,
-    ResultsWriter,
-    chunk_size,
-    default_gpu_memory,
-    default_host_memory,
-    ordered_map,
-    read_results,
-    run_chunk_with_retry,
-)
+from camid_gpu.config import CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams, InputLimits
+from camid_gpu.engine.context import RunContext
+from camid_gpu.engine.scheduler import Progress, ResultsWriter, ordered_map, read_results, run_chunk_with_retry
 from camid_gpu.errors import CamidError, ImageNoSignalError, ImageTooSmallError
 from camid_gpu.io import ImageInfo, center_clip, read_image
 from camid_gpu.io.listing import file_identity, printable
@@ -140,7 +131,7 @@ def already_in_run(paths: Sequence[str], records_path: str) -> tuple[list[str], 
     return keep, skipped
 
 
-def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig,
+def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams, ctx: RunContext,
                       resume: bool) -> tuple[list[dict[str, Any]], int]:
     """Residual rows of every new image appended to the group stores; returns (all records, processed)."""
     records_path = os.path.join(run_dir, "images.jsonl")
@@ -153,14 +144,11 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
         raise CamidError(f"{len(changed)} file(s) changed since they were added to {run_dir}, e.g. {changed[0]}: "
                          f"their residuals no longer match them; start a new run folder")
     todo = [p for p in paths if not writer.is_done(p)]
-    bk = config.backend_obj()
+    bk = ctx.backend
     pixels = params.region ** 2 if params.region else FULL_FRAME_PIXELS
-    gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
-    host_budget = config.max_host_memory or default_host_memory()
-    value_bytes = bk.itemsize
-    size = config.chunk or chunk_size(pixels, 0, gpu_budget, host_budget, rotations=2, value_bytes=value_bytes)
+    size = ctx.chunk(pixels, rotations=2)
     state = {"size": size}
-    progress = Progress(len(todo), "residuals", config.progress)
+    progress = Progress(len(todo), "residuals", ctx.progress)
 
     def compute(items: list[tuple[int, int, np.ndarray]]) -> list[tuple[np.ndarray, float]]:
         rows, rms = residual_rows(bk, [c for _, _, c in items], params)
@@ -208,8 +196,8 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
 
     pending: list = []
     try:
-        tasks = [(p, params.region, config.limits) for p in todo]
-        for (path, *_), result in ordered_map(prepare_image, tasks, config.workers, max(size + config.workers, 2)):
+        tasks = [(p, params.region, ctx.limits) for p in todo]
+        for (path, *_), result in ordered_map(prepare_image, tasks, ctx.workers, max(size + ctx.workers, 2)):
             pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
             if sum(isinstance(x, PreparedImage) for x in pending) >= state["size"]:
                 flush(pending)

@@ -23,7 +23,6 @@ import os
 import time
 from typing import Any, Sequence
 
-from camid_gpu._cuda.loader import kernels_status
 from camid_gpu.cluster.linkage import comparisons
 from camid_gpu.cluster.outputs import _write_outputs
 from camid_gpu.cluster.residuals import already_in_run, check_resume_params, compute_residuals
@@ -32,38 +31,38 @@ from camid_gpu.cluster.similarity import resolve_precision
 from camid_gpu.cluster.stages import pair_stage, refine_stage
 from camid_gpu.config import ClusterParams, RunConfig
 from camid_gpu.engine import run_folder
-from camid_gpu.engine.runner import DASK_KERNELS
+from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.pipeline.prepare import disputed_listing
 from camid_gpu.provenance import file_entry, utc_now
 
 
 def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = ClusterParams(),
-                   config: RunConfig | None = None, resume: bool = False,
+                   config: RunConfig | RunContext | None = None, resume: bool = False,
                    argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Cluster the images in ``inputs`` (files or folders) by camera; writes ``run_dir`` (see module doc).
 
     Returns the content of ``clusters.json``.
     """
-    config = config or RunConfig()
+    ctx = run_context(config)
     run_folder.check_outputs(inputs, folders=[run_dir], command="cluster")  # never into the evidence; before any work
-    if not config.dask:  # a Gram precision this device cannot do is refused before the run folder is made
-        resolve_precision(config.backend_obj(), params.precision)
+    if not ctx.dask:  # a Gram precision this device cannot do is refused before the run folder is made
+        resolve_precision(ctx.backend, params.precision)
     with run_folder.locked(run_dir):
-        return _cluster_images(inputs, run_dir, params, config, resume, argv)
+        return _cluster_images(inputs, run_dir, params, ctx, resume, argv)
 
 
-def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, config: RunConfig, resume: bool,
+def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, ctx: RunContext, resume: bool,
                     argv: Sequence[str] | None) -> dict[str, Any]:
     started = utc_now()
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
-    check_resume_params(run_dir, params, resume, config.precision)
+    check_resume_params(run_dir, params, resume, ctx.config.precision)
     if resume:
         paths, again = already_in_run(paths, os.path.join(run_dir, "images.jsonl"))
         skipped += again
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    records, processed = compute_residuals(paths, run_dir, params, config, resume)
+    records, processed = compute_residuals(paths, run_dir, params, ctx, resume)
     timings["residuals"] = time.perf_counter() - t0
     ok = [r for r in records if not r.get("error")]
     # byte-identical copies are one image: compared once (the first), and they follow it into its cluster
@@ -80,12 +79,12 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     tests = sum(comparisons([r["rows"] for r in g]) for g in by_group.values())
     # the pair stage of every group first: the refinement's bound is then fixed, for the whole run, from the
     # pair stage's outcome alone, before any refinement comparison is made (a count made later would void --pfa)
-    firsts = [pair_stage(run_dir, name, by_group[name], stores[name], tests, params, config, resume, timings)
+    firsts = [pair_stage(run_dir, name, by_group[name], stores[name], tests, params, ctx, resume, timings)
               for name in sorted(by_group)]
     refine_tests = sum(g["refine_bound"]["comparisons"] for g in firsts)
-    groups = [refine_stage(run_dir, g, by_group[g["name"]], stores[g["name"]], refine_tests, params, config, timings)
+    groups = [refine_stage(run_dir, g, by_group[g["name"]], stores[g["name"]], refine_tests, params, ctx, timings)
               for g in firsts]
-    result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped, copies,
+    result = _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timings, skipped, copies,
                             refine_tests)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
                                                    "clusters.csv")]
@@ -100,11 +99,10 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
             e = {"path": r["path"], "abspath": os.path.abspath(r["path"]), "role": "image", "size": r["file_size"],
                  "sha256": r["sha256"], "pixels": r["size"], "format": r["format"], "exif": r.get("exif", {})}
         inputs_manifest.append(e)
-    bk = config.backend_obj()
     run_folder.write_manifest(
-        run_dir, "cluster", argv, params.to_dict(), bk.describe() if not config.dask else f"dask {config.dask}",
+        run_dir, "cluster", argv, params.to_dict(), ctx.describe(),
         started, inputs_manifest, None, outputs,
         extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"],
                "skipped_inputs": skipped, "inputs_found": listing.counts()},
-        kernels=kernels_status(bk) if not config.dask else DASK_KERNELS)
+        kernels=ctx.kernels())
     return result

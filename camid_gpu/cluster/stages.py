@@ -24,18 +24,18 @@ from camid_gpu.cluster.linkage import (
 from camid_gpu.cluster.rows import RowStore
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, resolve_precision, tile_rows
 from camid_gpu.cluster.threshold import null_summary, robust_spread, stage_threshold
-from camid_gpu.config import ClusterParams, RunConfig
-from camid_gpu.engine.scheduler import default_gpu_memory, default_host_memory
+from camid_gpu.config import ClusterParams
+from camid_gpu.engine.context import RunContext
 
 
 #: values per pixel of one pair's zero-shift PCE (two planes, two complex spectra, the correlation)
 PCE_VALUES_PER_PIXEL = 10
 
 
-def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, config: RunConfig,
+def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, ctx: RunContext,
                resume: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """The row Gram of a group (only new rows multiplied when an earlier Gram is there)."""
-    bk = config.backend_obj()
+    bk = ctx.backend
     gram_path = os.path.join(run_dir, "gram", f"{name}.npy")
     info_path = os.path.join(run_dir, "gram", f"{name}.json")
     precision = resolve_precision(bk, params.precision)
@@ -52,16 +52,16 @@ def group_gram(run_dir: str, name: str, store: RowStore, params: ClusterParams, 
         if (previous is None or not isinstance(made, dict) or made.get("precision") != precision
                 or made.get("rows") != previous.shape[0] or previous.shape[0] > store.count):
             previous = None
-    host = (config.max_host_memory or default_host_memory()) // 4  # the float32 row blocks read from the file
-    device = config.max_gpu_memory or default_gpu_memory(bk)
+    host = ctx.host_budget // 4  # the float32 row blocks read from the file
+    device = ctx.gpu_budget
     tile = tile_rows(store.pixels, host, 4)
     if device:
         tile = min(tile, tile_rows(store.pixels, device, 2 if precision == "float16" else 4))
     start = 0 if previous is None else previous.shape[0]
-    if config.dask:
+    if ctx.dask:
         from camid_gpu.cluster.dask_gram import gram_on_dask
 
-        gram = gram_on_dask(store.path, store.count, store.pixels, tile, previous, config, precision)
+        gram = gram_on_dask(store.path, store.count, store.pixels, tile, previous, ctx.config, precision)
     else:
         gram = gram_matrix(store.read, store.count, GramEngine(bk, precision), tile, previous)
     os.makedirs(os.path.dirname(gram_path), exist_ok=True)
@@ -91,16 +91,16 @@ def confirm_pairs(bk: Backend, store: RowStore, records: list[dict[str, Any]], p
 
 
 def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: RowStore, tests: int,
-               params: ClusterParams, config: RunConfig, resume: bool, timings: dict[str, float]) -> dict[str, Any]:
+               params: ClusterParams, ctx: RunContext, resume: bool, timings: dict[str, float]) -> dict[str, Any]:
     """Gram, pair threshold, links and average linkage of one group: the first clusters, before refinement.
 
     ``tests``: the image comparisons of the whole run (every group's pairs times rotations), over which the
     pair stage's share of ``--pfa`` is spread. The result carries :func:`refine_comparisons` of the group,
     the bound its refinement is held to, fixed here before any refinement comparison is made.
     """
-    bk = config.backend_obj()
+    bk = ctx.backend
     t0 = time.perf_counter()
-    gram, gram_info = group_gram(run_dir, name, store, params, config, resume)
+    gram, gram_info = group_gram(run_dir, name, store, params, ctx, resume)
     t1 = time.perf_counter()
     rows = [r["rows"] for r in records]
     sim, choice = image_similarity(gram, rows)
@@ -111,8 +111,7 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     threshold = stage_threshold("pairs", params.pfa, tests, pixels, spread)
     candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sim > threshold.ncc, 1)))]
     shape = tuple(records[0]["region"])
-    budget = config.max_gpu_memory or default_gpu_memory(bk) or (config.max_host_memory or
-                                                                         default_host_memory()) // 4
+    budget = ctx.gpu_budget or ctx.host_budget // 4
     pces = confirm_pairs(bk, store, records, candidates, choice, shape, budget)
     linked = np.zeros((n, n), dtype=bool)
     link_list = []
@@ -139,15 +138,15 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
 
 
 def refine_stage(run_dir: str, stage: dict[str, Any], records: list[dict[str, Any]], store: RowStore,
-                 refine_tests: int, params: ClusterParams, config: RunConfig,
+                 refine_tests: int, params: ClusterParams, ctx: RunContext,
                  timings: dict[str, float]) -> dict[str, Any]:
     """Fingerprint refinement of one group at the refinement's thresholds: its share of ``--pfa`` over
     ``refine_tests``, the whole run's bound (every group's :func:`refine_comparisons`, summed before any
     group is refined)."""
-    bk = config.backend_obj()
+    bk = ctx.backend
     t0 = time.perf_counter()
     threshold = stage_threshold("refine", params.pfa, refine_tests, stage["pixels"], stage["spread"])
-    ops = GroupOps(records, store, params, config)
+    ops = GroupOps(records, store, params, ctx)
     engine = GramEngine(bk, resolve_precision(bk, params.precision))
     final, singles, rounds = refine(stage["clusters"], stage["singles"], ops, threshold, engine,
                                     stage["gram_info"]["tile_rows"], params.max_rounds)
