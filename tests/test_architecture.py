@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"store"},          # fingerprint files (the pipeline loads them)
     {"pipeline"},       # one chunk: prepare, identify, records
     {"provenance", "evaluate"},
-    {"engine"},         # scheduler, runner, distributed
+    {"engine"},         # context, scheduler, one module per command, dask
     {"cluster"},        # blind source clustering (Gram, threshold, linkage, its run on the engine)
     {"report", "datasets", "selftest"},  # selftest: known answers on every backend (spec.py: plain float64)
     {"cli"},
