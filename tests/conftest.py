@@ -39,3 +39,30 @@ def torch_backend(request):
 
 #: a natural-looking uint8 test image (shared with ``camid selftest``)
 natural_image = spec.natural_image
+
+
+@pytest.fixture(scope="session")
+def two_camera_store(tmp_path_factory):
+    """A factory of the small two-camera world most end-to-end tests start from: ``ROOT/data`` (two synthetic
+    cameras, one per model, 3 references each, ``disputed_flat`` flat disputed images per camera) and ``ROOT/fp``
+    (their PCE fingerprints, built by ``camid fingerprint --clip CLIP --refs 3 --method pce``). Built once per
+    distinct set of arguments in a session; read-only: a test that changes files copies them first."""
+    from camid_gpu.cli import main
+    from camid_gpu.datasets.synthetic import make_dataset
+
+    built = {}
+
+    def make(seed: int = 5, disputed_flat: int = 1, size: tuple[int, int] = (160, 192), clip: str = "128",
+             backend: str | None = None):
+        key = (seed, disputed_flat, size, clip, backend)
+        if key not in built:
+            root = tmp_path_factory.mktemp("two-cameras")
+            make_dataset(root / "data", cameras=2, per_model=1, refs=3, disputed_flat=disputed_flat,
+                         disputed_natural=0, height=size[0], width=size[1], seed=seed)
+            args = ["fingerprint", str(root / "data" / "refs"), "-o", str(root / "fp"), "--clip", clip, "--refs", "3",
+                    "--method", "pce", "--quiet"] + (["--backend", backend] if backend else [])
+            assert main(args) == 0
+            built[key] = root
+        return built[key]
+
+    return make

@@ -13,6 +13,9 @@ from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine.runner import evaluate_dataset
 from camid_gpu.datasets.synthetic import make_dataset
 
+#: 1000x1200 frames: the module took 122 s on the shared 2-core machine (pytest --durations); run with -m slow
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def paper_size(tmp_path_factory):

@@ -23,7 +23,6 @@ from PIL import Image
 
 from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
 from camid_gpu.config import MIN_REFERENCES, Params, RunConfig, parse_bytes
-from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.runner import identify_files
 from camid_gpu.engine.scheduler import read_results
@@ -37,12 +36,10 @@ RUN_ARGS = ["--quiet", "--backend", "numpy"]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, two_camera_store):
     """Two synthetic cameras (3 references each, 160x192), their PCE fingerprints, and disputed images."""
     root = tmp_path_factory.mktemp("forensic")
-    make_dataset(root / "data", cameras=2, per_model=1, refs=3, disputed_flat=2, disputed_natural=0,
-                 height=160, width=192, seed=11)
-    assert main(["fingerprint", str(root / "data" / "refs"), "-o", str(root / "fp"), *FP_ARGS]) == EXIT_OK
+    shutil.copytree(two_camera_store(seed=11, disputed_flat=2, backend="numpy"), root, dirs_exist_ok=True)
     return root
 
 
@@ -546,6 +543,7 @@ def test_fifo_fingerprint_arrays_and_manifest_entries_do_not_hang(world, tmp_pat
     assert done.returncode == EXIT_VERIFY_FAILED and "MISSING" in done.stdout and "FIFO" in done.stdout
 
 
+@pytest.mark.slow  # 4 s on the shared 2-core machine (pytest --durations)
 def test_decode_workers_die_with_the_parent(tmp_path):
     """kill -9 of the parent: its decode workers go too (PR_SET_PDEATHSIG / the watchdog)."""
     code = ("import os, sys, time\n"
@@ -575,6 +573,7 @@ def test_decode_workers_die_with_the_parent(tmp_path):
     assert not alive, f"workers {alive} outlived their parent"
 
 
+@pytest.mark.slow  # 7 s on the shared 2-core machine (pytest --durations)
 def test_sigterm_to_the_group_while_workers_send_large_results_does_not_hang(tmp_path):
     """A service manager's SIGTERM reaches every process of the group. A worker killed by it while
     writing a decoded image to the pool's pipe left a partial message there, and the pool's reader
@@ -638,6 +637,7 @@ def test_damaged_fingerprint_metadata_is_a_clear_error(world, tmp_path, capsys, 
     assert err.startswith("camid: error:") and "C01.json" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # 8-10 s per signal on the shared 2-core machine (pytest --durations)
 @pytest.mark.parametrize("signum,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_sigint_with_workers_is_a_clean_exit_130(world, tmp_path, signum, code, word):
     many = tmp_path / "many"

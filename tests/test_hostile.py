@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import struct
 import zlib
 
@@ -18,7 +19,6 @@ from PIL import Image
 
 from camid_gpu.cli import EXIT_PARTIAL, main
 from camid_gpu.config import Params
-from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.errors import ImageError
 from camid_gpu.io.decode import read_image
 from camid_gpu.pipeline.prepare import prepare_disputed
@@ -37,12 +37,9 @@ def png_with_declared_size(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, two_camera_store):
     root = tmp_path_factory.mktemp("hostile")
-    make_dataset(root / "data", cameras=2, per_model=1, refs=3, disputed_flat=1, disputed_natural=0,
-                 height=160, width=192, seed=5)
-    assert main(["fingerprint", str(root / "data" / "refs"), "-o", str(root / "fp"), "--clip", "128",
-                 "--refs", "3", "--method", "pce", "--quiet"]) == 0
+    shutil.copytree(two_camera_store(), root, dirs_exist_ok=True)
     bad = root / "bad"
     bad.mkdir()
     good = sorted((root / "data" / "disputed" / "C01").iterdir())[0]

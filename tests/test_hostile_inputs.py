@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -283,12 +284,9 @@ def test_too_small_message_gives_the_stored_size(tmp_path):
 
 # -- the command line: a mixed hostile folder ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def fingerprints(tmp_path_factory):
+def fingerprints(tmp_path_factory, two_camera_store):
     root = tmp_path_factory.mktemp("h9io")
-    make_dataset(root / "data", cameras=2, per_model=1, refs=3, disputed_flat=1, disputed_natural=0,
-                 height=160, width=192, seed=5)
-    assert main(["fingerprint", str(root / "data" / "refs"), "-o", str(root / "fp"), "--clip", "128",
-                 "--refs", "3", "--method", "pce", "--quiet"]) == 0
+    shutil.copytree(two_camera_store(), root, dirs_exist_ok=True)
     return root
 
 

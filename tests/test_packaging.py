@@ -120,6 +120,7 @@ def _setuptools_can_build_here() -> bool:
     return major >= 71 or (major >= 69 and importlib.util.find_spec("wheel") is not None)
 
 
+@pytest.mark.slow  # builds a wheel: 6 s on the shared 2-core machine (pytest --durations)
 def test_wheel_ships_cuda_kernels(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camid_gpu.cli import main
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.cluster.group_ops import GroupOps
 from camid_gpu.cluster.residuals import prepare_image
@@ -103,16 +102,9 @@ def test_cluster_fingerprints_follow_the_host_budget(full_frames, monkeypatch):
 
 # -- Dask identification ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def full_frame_store(tmp_path_factory):
+def full_frame_store(two_camera_store):
     """Two cameras' full-frame PCE fingerprints (192x256) and their four disputed images."""
-    from camid_gpu.datasets.synthetic import make_dataset
-
-    root = tmp_path_factory.mktemp("dask-budget")
-    make_dataset(root / "data", cameras=2, per_model=1, refs=3, disputed_flat=2, disputed_natural=0,
-                 height=192, width=256, seed=5)
-    assert main(["fingerprint", str(root / "data" / "refs"), "-o", str(root / "fp"), "--clip", "full",
-                 "--refs", "3", "--method", "pce", "--quiet", "--backend", "numpy"]) == 0
-    return root
+    return two_camera_store(disputed_flat=2, size=(192, 256), clip="full", backend="numpy")
 
 
 class _InlineClient:

@@ -33,7 +33,7 @@ class GroupOps:
     def accumulate(self, members: Sequence[tuple[int, int]]) -> FingerprintAccumulator:
         p = self.params
         acc = FingerprintAccumulator(p.sigma, p.levels, p.wavelet, self.bk)
-        tasks = [(self.records[i]["path"], p.region, self.ctx.limits) for i, _ in members]
+        tasks = [(self.records[i]["path"], p.region, self.ctx.config.limits) for i, _ in members]
         batch: list[np.ndarray] = []
         for ((path, *_), result), (i, k) in zip(ordered_map(prepare_image, tasks, self.ctx.workers,
                                                            max(2 * self.ctx.workers, 2)), members):

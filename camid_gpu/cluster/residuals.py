@@ -148,7 +148,7 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
     pixels = params.region ** 2 if params.region else FULL_FRAME_PIXELS
     size = ctx.chunk(pixels, rotations=2)
     state = {"size": size}
-    progress = Progress(len(todo), "residuals", ctx.progress)
+    progress = Progress(len(todo), "residuals", ctx.config.progress)
 
     def compute(items: list[tuple[int, int, np.ndarray]]) -> list[tuple[np.ndarray, float]]:
         rows, rms = residual_rows(bk, [c for _, _, c in items], params)
@@ -196,7 +196,7 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
 
     pending: list = []
     try:
-        tasks = [(p, params.region, ctx.limits) for p in todo]
+        tasks = [(p, params.region, ctx.config.limits) for p in todo]
         for (path, *_), result in ordered_map(prepare_image, tasks, ctx.workers, max(size + ctx.workers, 2)):
             pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
             if sum(isinstance(x, PreparedImage) for x in pending) >= state["size"]:

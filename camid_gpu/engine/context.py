@@ -15,7 +15,7 @@ from typing import Any
 
 from camid_gpu._cuda.loader import kernels_status
 from camid_gpu.backend import Backend
-from camid_gpu.config import InputLimits, RunConfig
+from camid_gpu.config import RunConfig
 from camid_gpu.engine.scheduler import chunk_size, default_gpu_memory, default_host_memory
 from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.pipeline.records import error_record
@@ -45,14 +45,6 @@ class RunContext:
     def dask(self) -> str | None:
         """The Dask scheduler (``--dask``), or None: everything runs in this process."""
         return self.config.dask
-
-    @property
-    def limits(self) -> InputLimits:
-        return self.config.limits
-
-    @property
-    def progress(self) -> bool | None:
-        return self.config.progress
 
     def chunk(self, pixels: int, cameras: int = 0, rotations: int = 1) -> int:
         """Images per chunk of a streamed computation on frames of ``pixels`` (``--chunk`` when fixed)."""

@@ -39,7 +39,7 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
     pending: list = []
     for path in paths:
         try:
-            pending.append(prepare.prepare_disputed(path, params, sensor_shapes, kind, ctx.limits))
+            pending.append(prepare.prepare_disputed(path, params, sensor_shapes, kind, ctx.config.limits))
         except (CamidError, OSError, ValueError) as exc:
             pending.append(error_entry(path, exc))
         if sum(isinstance(x, prepare.Prepared) for x in pending) >= scorer.size:

@@ -19,7 +19,8 @@ from camid_gpu.provenance import file_entry, input_entries, utc_now
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
-                     config: RunConfig | RunContext, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
+                     config: RunConfig | RunContext, resume: bool = False,
+                     argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json`` (with

@@ -93,7 +93,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
             continue
         prefetch = max(2 * ctx.workers, 2)
         # whole frames: build_fingerprint clips per method
-        stream = ordered_map(prepare.load_reference, [(p, None, ctx.limits, decoder is not None) for p in paths],
+        stream = ordered_map(prepare.load_reference, [(p, None, ctx.config.limits, decoder is not None) for p in paths],
                              ctx.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:

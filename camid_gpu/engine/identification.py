@@ -105,7 +105,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     if plan.changed:
         writer.write(plan.changed)
     todo = plan.todo
-    progress = Progress(len(todo), "identify", ctx.progress)
+    progress = Progress(len(todo), "identify", ctx.config.progress)
 
     def write(records: list[dict[str, Any]]) -> None:
         writer.write(_annotate(records, truth_root))
@@ -175,7 +175,8 @@ class LocalIdentify:
 
     def run(self, todo: Sequence[str]) -> None:
         ctx = self.ctx
-        tasks = [(p, self.params, self.sensor_shapes, self.kind, ctx.limits, self.decoder is not None) for p in todo]
+        on_device = self.decoder is not None
+        tasks = [(p, self.params, self.sensor_shapes, self.kind, ctx.config.limits, on_device) for p in todo]
         prefetch = max(self.scorer.size + ctx.workers, 2)
         pending: list = []
         in_flight = None

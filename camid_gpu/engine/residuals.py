@@ -66,7 +66,7 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
     records: list[dict[str, Any]] = []
     ctx = run_context(config)
     bk = ctx.backend  # one image per call: the smallest working set there is, whatever the budget
-    tasks = [(p, clip, channel, ctx.limits) for p in paths]
+    tasks = [(p, clip, channel, ctx.config.limits) for p in paths]
     with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
         for (path, *_), result in ordered_map(_residual_input, tasks, ctx.workers, 2 * ctx.workers):
             if isinstance(result, BaseException):
