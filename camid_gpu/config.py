@@ -119,6 +119,12 @@ def _finite(value: Any) -> bool:
 
 #: smallest memory budget accepted (--max-host-memory, --max-gpu-memory), bytes
 MIN_MEMORY_BUDGET = 1 << 20
+#: images per step of a fingerprint's ML accumulation (camera and cluster fingerprints), at most: the count
+#: before budgets applied (a step holds that many whole frames; a smaller budget gives smaller steps)
+FINGERPRINT_BATCH = 4
+#: disputed images per Dask task of ``identify --dask`` (``--chunk`` when fixed); a task scores them in chunks
+#: within the budget
+DASK_IMAGES_PER_TASK = 8
 
 
 def check_sigma(name: str, value: Any) -> None:

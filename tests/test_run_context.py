@@ -11,9 +11,9 @@ from PIL import Image
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.cluster.group_ops import GroupOps
 from camid_gpu.cluster.residuals import prepare_image
-from camid_gpu.config import ClusterParams, Params, RunConfig
+from camid_gpu.config import FINGERPRINT_BATCH, ClusterParams, Params, RunConfig
 from camid_gpu.engine import dask as engine_dask
-from camid_gpu.engine.context import FINGERPRINT_BATCH, RunContext, run_context
+from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine.identification import identify_files
 from camid_gpu.engine.scheduler import read_results
 from camid_gpu.pipeline import identify as ident

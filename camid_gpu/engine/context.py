@@ -15,16 +15,13 @@ from typing import Any
 
 from camid_gpu._cuda.loader import kernels_status
 from camid_gpu.backend import Backend
-from camid_gpu.config import RunConfig
+from camid_gpu.config import FINGERPRINT_BATCH, RunConfig
 from camid_gpu.engine.scheduler import chunk_size, default_gpu_memory, default_host_memory
 from camid_gpu.io.device_decode import decoder_for
 from camid_gpu.pipeline.records import error_record
 
 #: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
 DASK_KERNELS = "not recorded (dask cluster: each worker self-checks its own device and warns on a fallback)"
-#: images per step of a fingerprint's ML accumulation, at most (the count before budgets applied: larger
-#: steps do not run faster, and a step holds that many whole frames)
-FINGERPRINT_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,7 @@ class RunContext:
 
     def fingerprint_batch(self, pixels: int) -> int:
         """Images per step of a fingerprint's accumulation on frames of ``pixels`` (camera and cluster
-        fingerprints alike): within the budgets, at most :data:`FINGERPRINT_BATCH`."""
+        fingerprints alike): within the budgets, at most :data:`~camid_gpu.config.FINGERPRINT_BATCH`."""
         return chunk_size(pixels, 0, self.gpu_budget, self.host_budget, value_bytes=self.backend.itemsize,
                           limit=FINGERPRINT_BATCH)
 

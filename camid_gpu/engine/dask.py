@@ -11,17 +11,13 @@ from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 from camid_gpu._shared.optional import import_optional
-from camid_gpu.config import Params, RunConfig
+from camid_gpu.config import DASK_IMAGES_PER_TASK, Params, RunConfig
 from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine.scoring import ChunkScorer
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import error_entry
 from camid_gpu.store import load_store
-
-#: disputed images per Dask task (``--chunk`` when fixed); a task scores them in chunks within the budget
-IMAGES_PER_TASK = 8
-
 
 def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
                           kind: str, config: RunConfig) -> list[dict[str, Any]]:
@@ -50,10 +46,10 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
 
 def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dict[str, Any]]], None],
                      methods: Sequence[str], params: Params, ctx: RunContext, kind: str) -> None:
-    """Identify ``todo`` on Dask (``ctx.dask``), in tasks of ``--chunk`` or :data:`IMAGES_PER_TASK` images;
+    """Identify ``todo`` on Dask (``ctx.dask``), in tasks of ``--chunk`` or :data:`~camid_gpu.config.DASK_IMAGES_PER_TASK` images;
     ``write`` receives each task's records in input order."""
     distributed = import_optional("dask.distributed", "dist", "--dask")
-    per_task = ctx.config.chunk or IMAGES_PER_TASK
+    per_task = ctx.config.chunk or DASK_IMAGES_PER_TASK
     batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
     worker_config = replace(ctx.config, dask=None, progress=False)  # a worker runs its share in its own process
     client, cluster = dask_client(distributed, ctx.dask)
