@@ -163,3 +163,17 @@ def test_dask_worker_halves_a_chunk_that_runs_out_of_memory(full_frame_store, tm
                    Params(), config)
     assert calls == [4, 2, 2]
     assert [r["pce"] for r in read_results(str(out))] == [r["pce"] for r in expected]
+
+
+def test_a_dask_worker_takes_its_share_of_the_machine(monkeypatch):
+    """Without --max-host-memory a Dask worker's host budget is half of its own memory limit (a local cluster of
+    four workers gives each a quarter of the machine), not half of the machine's memory in every worker."""
+    distributed = pytest.importorskip("distributed")
+    worker = type("Worker", (), {"memory_manager": type("Memory", (), {"memory_limit": 4 << 30})()})()
+    monkeypatch.setattr(distributed, "get_worker", lambda: worker)
+    config = RunConfig(backend="numpy")
+    assert engine_dask.worker_config(config).max_host_memory == 2 << 30
+    given = RunConfig(backend="numpy", max_host_memory=SMALL_BUDGET)
+    assert engine_dask.worker_config(given) is given  # --max-host-memory as given, on every worker
+    monkeypatch.setattr(distributed, "get_worker", lambda: (_ for _ in ()).throw(ValueError("no worker")))
+    assert engine_dask.worker_config(config) is config  # outside a worker: this machine's default

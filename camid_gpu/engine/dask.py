@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 from camid_gpu._shared.optional import import_optional
-from camid_gpu.config import DASK_IMAGES_PER_TASK, Params, RunConfig
+from camid_gpu.config import DASK_IMAGES_PER_TASK, MIN_MEMORY_BUDGET, Params, RunConfig
 from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine.scoring import ChunkScorer
 from camid_gpu.errors import CamidError
@@ -24,9 +24,10 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
     """One Dask task: identify ``paths`` in this process and return their records in order.
 
     The worker builds its own run context from the run's options: its backend and device, and the budgets as
-    given (``--max-host-memory``, ``--max-gpu-memory``) or this machine's defaults; the images are scored in
-    chunks within them, a chunk that runs out of memory halved and retried, as in one process."""
-    ctx = run_context(config)
+    given (``--max-host-memory``, ``--max-gpu-memory``) or this worker's defaults (:func:`worker_config`); the
+    images are scored in chunks within them, a chunk that runs out of memory halved and retried, as in one
+    process."""
+    ctx = run_context(worker_config(config))
     store = load_store(fp_dir, methods=tuple(methods))
     params = Params.from_dict(params_dict)
     scorer = ChunkScorer(ctx, store, params, methods)
@@ -42,6 +43,22 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
             records += scorer.records(pending)
             pending = []
     return records + scorer.records(pending)
+
+
+def worker_config(config: RunConfig) -> RunConfig:
+    """The run's options as a Dask worker applies them: without ``--max-host-memory``, the host budget is half
+    of this worker's Dask memory limit (a local cluster gives each worker its share of the machine's memory),
+    as one process takes half of the machine's; several workers each taking half of the machine's memory
+    would overcommit it."""
+    if config.max_host_memory is not None:
+        return config
+    try:
+        from distributed import get_worker  # type: ignore[import-not-found]
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):  # not in a Dask worker (or no memory manager)
+        return config
+    return replace(config, max_host_memory=max(int(limit) // 2, MIN_MEMORY_BUDGET)) if limit else config
 
 
 def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dict[str, Any]]], None],
