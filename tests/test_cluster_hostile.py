@@ -135,9 +135,9 @@ def test_resume_without_readable_parameters_is_refused(folder, tmp_path, damage)
 
 
 def test_a_nan_residual_is_an_error_not_a_row(folder, tmp_path, monkeypatch):
-    from camid_gpu.cluster import residuals as cluster_run
+    from camid_gpu.cluster import residuals as cluster_residuals
 
-    original, calls = cluster_run.wiener_dft, []
+    original, calls = cluster_residuals.wiener_dft, []
 
     def second_is_nan(bk, x):
         out = original(bk, x)
@@ -146,7 +146,7 @@ def test_a_nan_residual_is_an_error_not_a_row(folder, tmp_path, monkeypatch):
             out = out * np.nan
         return out
 
-    monkeypatch.setattr(cluster_run, "wiener_dft", second_is_nan)
+    monkeypatch.setattr(cluster_residuals, "wiener_dft", second_is_nan)
     config = RunConfig(backend="numpy", progress=False, chunk=1)
     result = cluster_images([str(folder)], str(tmp_path / "run"), PARAMS, config)
     assert [(os.path.basename(e["path"]), e["error"]["kind"]) for e in result["errors"]] == [("n1.png", "no-signal")]
