@@ -29,6 +29,7 @@ from camid_gpu.cli.output import (
     print_skipped,
     write_csv,
 )
+from camid_gpu.cli.defaults import chosen_methods, scoring_options
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
@@ -41,8 +42,9 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 # ------------------------------------------------------------------------------------------------
 def _params(args: argparse.Namespace) -> cfg.Params:
     """The parameters from the options, every value checked (finite, in range) before any work."""
+    scoring = scoring_options(args)  # fingerprint has none of them: the defaults
     try:
-        shift = cfg.parse_shift_range(args.shift_range)
+        shift = cfg.parse_shift_range(scoring.shift_range)
     except ValueError as exc:
         raise ValueError(f"--shift-range: {exc}") from None
     refs = cfg.parse_refs(getattr(args, "refs", "all"))
@@ -50,9 +52,9 @@ def _params(args: argparse.Namespace) -> cfg.Params:
     sigma_fp = cfg.SIGMA_FINGERPRINT if args.sigma_fingerprint is None else args.sigma_fingerprint
     sigma_maha = cfg.SIGMA_MAHALANOBIS if args.sigma_mahalanobis is None else args.sigma_mahalanobis
     return cfg.Params(pce_clip=_clip_option(args, "pce"), mahalanobis_clip=_clip_option(args, "mahalanobis"),
-                      sigma_fingerprint=sigma_fp, sigma_query=args.sigma_query,
-                      sigma_mahalanobis=sigma_maha, refs=refs, pce_threshold=args.pce_threshold,
-                      shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
+                      sigma_fingerprint=sigma_fp, sigma_query=scoring.sigma_query,
+                      sigma_mahalanobis=sigma_maha, refs=refs, pce_threshold=scoring.pce_threshold,
+                      shift_range=shift, rotations=scoring.rotations, natural_mode=scoring.natural_mode,
                       search_scales=search)
 
 
@@ -128,12 +130,11 @@ def _limits(args: argparse.Namespace) -> cfg.InputLimits:
 def cmd_info(args) -> int:
     import platform
 
-    import numpy
-    import pywt
-    import scipy
+    from camid_gpu._shared.versions import installed_version
 
     print(f"camid {__version__}  (python {platform.python_version()}, {platform.machine()})")
-    print(f"numpy {numpy.__version__}, scipy {scipy.__version__}, pywavelets {pywt.__version__}")
+    print(f"numpy {installed_version('numpy')}, scipy {installed_version('scipy')}, "
+          f"pywavelets {installed_version('pywt')}")
     for module, extra in (("torch", "torch"), ("pytorch_wavelets", "torch"), ("cupy", "cuda"),
                           ("dask", "dist"), ("matplotlib", "report")):
         try:
@@ -143,7 +144,7 @@ def cmd_info(args) -> int:
                 mod = import_pytorch_wavelets()
             else:
                 mod = __import__(module)
-            print(f"{module}: {getattr(mod, '__version__', 'installed')}")
+            print(f"{module}: {installed_version(module) or getattr(mod, '__version__', 'installed')}")
         except ImportError:
             print(f"{module}: not installed (pip install 'camid_gpu[{extra}]')")
         except Exception as exc:  # a broken optional install must not break `info`
@@ -190,12 +191,11 @@ def cmd_residual(args) -> int:
 
 
 def cmd_fingerprint(args) -> int:
-    from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import fingerprint_folder
 
     params = _params(args)
-    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args),
-                                 argv=sys.argv, overwrite=args.overwrite)
+    summary = fingerprint_folder(args.refs_dir, args.outdir, chosen_methods(args), params, _config(args),
+                                 argv=sys.argv, overwrite=args.overwrite, add=args.add)
     for cam in summary["cameras"]:
         print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
     print_skipped(summary["skipped"])
@@ -208,7 +208,6 @@ def cmd_fingerprint(args) -> int:
 
 
 def cmd_identify(args) -> int:
-    from camid_gpu.config import methods_of
     from camid_gpu.engine.run_folder import check_outputs
     from camid_gpu.engine.runner import identify_run
 
@@ -216,7 +215,7 @@ def cmd_identify(args) -> int:
     extra_files = [p for p in (args.json, args.csv) if p]
     check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
-    methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
+    methods = chosen_methods(args, methods_in_store(args.fp_dir))
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
         print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
@@ -350,18 +349,18 @@ def _recorded_inputs(run_dir: str) -> list[str]:
 
 
 def cmd_evaluate(args) -> int:
-    from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.evaluate import format_report
 
     from camid_gpu.engine.run_folder import check_outputs
 
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
+    methods = chosen_methods(args)  # --paper: both methods on the paper's clipping
     params, config = _params(args), _config(args)
     inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
     check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite,
                   command="evaluate")
-    summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), params, config,
+    summary = evaluate_dataset(args.dataset_dir, outdir, methods, params, config,
                                resume=args.resume, argv=sys.argv)
     print(format_report(summary))
     if args.json:

@@ -20,7 +20,7 @@ from camid_gpu._shared.files import write_bytes_atomic
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
-from camid_gpu.engine import run_folder
+from camid_gpu.engine import run_folder, store_add
 from camid_gpu.engine.distributed import identify_on_cluster
 from camid_gpu.engine.scheduler import (
     Progress,
@@ -41,6 +41,7 @@ from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline import references
 from camid_gpu.pipeline.records import ImageRecord, error_entry
 from camid_gpu.prnu.residual import extract_residual
 from camid_gpu.provenance import file_entry, input_entries, utc_now
@@ -53,18 +54,19 @@ CLUSTER_KERNELS = "not recorded (dask cluster: each worker self-checks its own d
 
 def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                        config: RunConfig, argv: Sequence[str] | None = None, manifest: bool = True,
-                       overwrite: bool = False) -> dict[str, Any]:
+                       overwrite: bool = False, add: bool = False) -> dict[str, Any]:
     """Build and save one fingerprint per camera subfolder of ``refs_dir``; with ``manifest``, write
     ``out_dir/manifest.json`` (when a fingerprint was built).
 
     Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...], "manifest_sha256"}``.
-    Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``.
+    Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``, or ``add`` (the cameras join the
+    store there: :mod:`camid_gpu.engine.store_add`).
     """
     started = utc_now()
     run_folder.check_outputs([refs_dir], folders=[out_dir], command="fingerprint")
     existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json"))
                       and f != "manifest.json") if os.path.isdir(out_dir) else []
-    if existing and not overwrite:
+    if existing and not overwrite and not add:
         raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
                               f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
                               f"or choose another folder")
@@ -73,11 +75,12 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     # --overwrite replaces this run's cameras; a camera it does not build would stay beside them, unlisted in
     # the new manifest, and every later identify would score it as part of this store
     strangers = sorted({os.path.splitext(f)[0] for f in existing} - cameras)
-    if strangers:
+    if strangers and not add:
         raise OutputPathError(f"{out_dir} holds fingerprints of cameras this run does not build ("
                               f"{', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); one store holds "
                               f"one run's cameras: choose another folder or remove them")
     with run_folder.locked(out_dir):
+        kept = store_add.kept_cameras(out_dir, sorted(cameras), methods, params, overwrite) if add else None
         summary = _fingerprint_folder(listed, out_dir, methods, params, config)
         built = {c["camera"] for c in summary["cameras"]}
         for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
@@ -92,10 +95,11 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
         if manifest and summary["cameras"]:
             summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
                 out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
-                [file_entry(p, "reference") for p in summary["files"]], None,
-                [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
+                (kept.inputs if kept else []) + [file_entry(p, "reference") for p in summary["files"]], None,
+                [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])] + (kept.outputs if kept else []),
                 extra={"errors": summary["errors"], "methods": list(methods), "skipped_inputs": summary["skipped"],
-                       "decode": config.decode},
+                       "decode": config.decode, "warnings": summary["warnings"],
+                       **({"added_to_store": kept.record()} if kept and kept.cameras else {})},
                 kernels=summary["kernels"])
     return summary
 
@@ -105,7 +109,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
     """Fingerprint each camera of ``listed`` (:func:`reference_listing`) into ``out_dir``."""
     bk = config.backend_obj()
     decoder = decoder_for(config.decode, bk)
-    saved, errors, tried, skipped = [], [], [], []
+    saved, errors, tried, skipped, warnings = [], [], [], [], []
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
 
@@ -114,12 +118,18 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
         frames = [math.prod(params.clip_of(m) or sensor) for m in methods]
         return chunk_size(max(frames), 0, gpu_budget, host_budget, value_bytes=bk.itemsize, limit=4)
 
+    # every camera's count against --refs before any image is decoded (a refusal after minutes of decoding helps no one)
+    short = {camera: references.count_problem(camera, len(listing.images), params.refs)
+             for camera, _, listing in listed if listing.images}
     for camera, folder, listing in listed:
         paths = listing.images
         skipped.extend(s.to_dict() for s in listing.skipped)
         tried.extend(paths)
         if not paths:
             errors.append({"path": folder, "error": {"kind": "empty", "reason": f"camera {camera!r}: no images"}})
+            continue
+        if short[camera]:
+            errors.append(short[camera])
             continue
         prefetch = max(2 * config.workers, 2)
         # whole frames: build_fingerprint clips per method
@@ -138,8 +148,9 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
             path = save_fingerprint(fp, out_dir)
             saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
                           "arrays": os.path.join(out_dir, f"{camera}.npz")})
+            warnings.extend(w for w in [references.few_references_warning(camera, len(fp.references))] if w)
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
-            "files": tried, "skipped": skipped}
+            "files": tried, "skipped": skipped, "warnings": warnings}
 
 
 #: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
@@ -413,8 +424,10 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
             fp_dir, fp_files + [results_path, evaluation_path],
             extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
-                   "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
+                   "skipped_inputs": skipped_inputs, "decode": run["decode"],
+                   "warnings": fp_summary.get("warnings", [])}, kernels=run["kernels"])
         summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
+        summary["fingerprint_warnings"] = fp_summary.get("warnings", [])  # (not in evaluation.json)
     return summary
 
 
