@@ -24,12 +24,13 @@ from camid_gpu._version import __version__
 from camid_gpu.cli.output import (
     print_clusters,
     print_errors,
-    print_identification,
     print_not_comparable,
     print_skipped,
     write_csv,
 )
+from camid_gpu.cli import answers
 from camid_gpu.cli.defaults import chosen_methods, scoring_options
+from camid_gpu.cli.hints import print_hints
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
@@ -198,6 +199,7 @@ def cmd_fingerprint(args) -> int:
                                  argv=sys.argv, overwrite=args.overwrite, add=args.add)
     for cam in summary["cameras"]:
         print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
+    answers.print_warnings(summary.get("warnings", []))
     print_skipped(summary["skipped"])
     print_errors(summary["errors"])
     if not summary["cameras"]:
@@ -230,8 +232,10 @@ def cmd_identify(args) -> int:
 
     run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=_clip_given(args),
-                                given=_given(args), argv=sys.argv, extra_outputs=write_extra)
-    print_identification(records, run["cameras"], methods)
+                                given=_given(args), argv=sys.argv, extra_outputs=write_extra,
+                                on_records=answers.live_lines(args.quiet))
+    answers.print_answers(records, methods)
+    print_hints(records, args.fp_dir, run["params"])
     errors = [r for r in records if is_error(r)]
     print_skipped(run["skipped_inputs"])
     print_errors(errors)
@@ -307,7 +311,7 @@ def cmd_report(args) -> int:
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     check_outputs(_recorded_inputs(args.run_dir), files=[output], overwrite=args.overwrite)
-    write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
+    write_report(args.run_dir, output, fingerprints_dir=args.fingerprints, progress=False if args.quiet else None)
     print(f"report: {printable(output)}")
     return EXIT_OK
 
@@ -368,6 +372,7 @@ def cmd_evaluate(args) -> int:
     print(f"\nrun folder: {printable(outdir)} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
     _print_manifest(summary["manifest"], summary["manifest_sha256"])
     print_skipped(summary.get("skipped_inputs", []))
+    answers.print_warnings(summary.get("fingerprint_warnings", []))
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
 

@@ -194,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
     p.add_argument("--fingerprints", default=None, help="fingerprint folder (default: from the manifest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
     p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")

@@ -109,7 +109,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
     """Fingerprint each camera of ``listed`` (:func:`reference_listing`) into ``out_dir``."""
     bk = config.backend_obj()
     decoder = decoder_for(config.decode, bk)
-    saved, errors, tried, skipped, warnings = [], [], [], [], []
+    saved, errors, tried, skipped = [], [], [], []
     gpu_budget = config.max_gpu_memory or default_gpu_memory(bk)
     host_budget = config.max_host_memory or default_host_memory()
 
@@ -121,6 +121,8 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
     # every camera's count against --refs before any image is decoded (a refusal after minutes of decoding helps no one)
     short = {camera: references.count_problem(camera, len(listing.images), params.refs)
              for camera, _, listing in listed if listing.images}
+    progress = Progress(sum(len(listing.images) for camera, _, listing in listed if not short.get(camera)),
+                        "fingerprint references", config.progress)
     for camera, folder, listing in listed:
         paths = listing.images
         skipped.extend(s.to_dict() for s in listing.skipped)
@@ -138,6 +140,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:
             loaded = prepare.decode_references(loaded, decoder, None)
+        loaded = _counted(loaded, progress)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
                                                batch_size=batches)
@@ -148,9 +151,17 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
             path = save_fingerprint(fp, out_dir)
             saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
                           "arrays": os.path.join(out_dir, f"{camera}.npz")})
-            warnings.extend(w for w in [references.few_references_warning(camera, len(fp.references))] if w)
+    progress.close()
+    warnings = [w for w in [references.few_references_warning({c["camera"]: c["references"] for c in saved})] if w]
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
             "files": tried, "skipped": skipped, "warnings": warnings}
+
+
+def _counted(items: Any, progress: Progress) -> Any:
+    """``items`` as they are, advancing ``progress`` by one per item."""
+    for item in items:
+        progress.advance()
+        yield item
 
 
 #: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
@@ -226,20 +237,22 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_giv
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
                    params: Params, config: RunConfig, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
-                   command: str = "identify", lock: bool = True) -> dict[str, Any]:
+                   command: str = "identify", lock: bool = True,
+                   on_records: Callable[[list[ImageRecord], Progress], None] | None = None) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
     Records are appended to ``results_path`` (JSON Lines) in input order; its folder is the run folder
     (locked for the run unless ``lock`` is False because the caller holds it; its ``run.json`` is written,
     or checked on ``resume``: see :mod:`camid_gpu.engine.run_folder`). With ``truth_root`` (a ``disputed/``
     folder) each record also gets ``truth`` = its camera subfolder. With ``params.search_scales`` only PCE
-    runs (the scale/crop search).
+    runs (the scale/crop search). ``on_records(records, progress)``: called as records are written (each image's
+    decision can be shown as it is done, above the progress bar).
     """
     run_dir = os.path.dirname(os.path.abspath(results_path))
     if lock:
         with run_folder.locked(run_dir):
             return identify_files(fp_dir, inputs, results_path, methods, params, config, resume, kind, clip_given,
-                                  truth_root, given, command, lock=False)
+                                  truth_root, given, command, lock=False, on_records=on_records)
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
@@ -265,6 +278,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         writer.write(plan.changed)
     todo = plan.todo
     progress = Progress(len(todo), "identify", config.progress)
+    if on_records is not None:
+        writer.on_write = lambda records: on_records(records, progress)
     try:
         if config.cluster:
             identify_on_cluster(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
@@ -287,6 +302,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
                  config: RunConfig, *, resume: bool = False, kind: str = "auto", clip_given: bool = False,
                  given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
                  extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
+                 on_records: Callable[[list[ImageRecord], Progress], None] | None = None,
                  ) -> tuple[dict[str, Any], list[ImageRecord]]:
     """``camid identify``: :func:`identify_files` into ``run_dir/results.jsonl`` under the run folder's lock,
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
@@ -296,7 +312,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
     with run_folder.locked(run_dir):
         run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
-                             clip_given=clip_given, given=given, lock=False)
+                             clip_given=clip_given, given=given, lock=False, on_records=on_records)
         records = read_results(results)
         outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
         run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
@@ -362,6 +378,7 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
     pending: list = []
     in_flight = None
     for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers, prefetch):
+        progress.started()  # the bar moves per image decoded, while chunks compute
         pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
         if sum(isinstance(x, prepare.Prepared) for x in pending) >= state["size"]:
             staged = stage(pending)
@@ -480,8 +497,10 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
     records: list[dict[str, Any]] = []
     bk = config.backend_obj()
     tasks = [(p, clip, channel, config.limits) for p in paths]
-    with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
+    with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index, \
+            Progress(len(paths), "residual", config.progress) as progress:
         for (path, *_), result in ordered_map(_residual_input, tasks, config.workers, 2 * config.workers):
+            progress.advance()
             if isinstance(result, BaseException):
                 errors.append(error_entry(path, result))
                 continue

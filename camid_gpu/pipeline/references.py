@@ -40,14 +40,17 @@ def count_problem(camera: str, found: int, wanted: int | None, where: str = "lis
     return None
 
 
-def few_references_warning(camera: str, used: int) -> str | None:
-    """The warning of a fingerprint built from fewer than the recommended references, or None."""
-    if used >= RECOMMENDED_REFERENCES:
+def few_references_warning(counts: dict[str, int]) -> str | None:
+    """One warning naming the cameras (camera -> references used) whose fingerprints were built from fewer than
+    the recommended references, or None."""
+    few = {camera: n for camera, n in counts.items() if n < RECOMMENDED_REFERENCES}
+    if not few:
         return None
-    return (f"camera {camera!r}: fingerprint built from {used} references, fewer than the {RECOMMENDED_REFERENCES} "
-            f"recommended: its estimation noise is higher (it falls roughly as 1/N), so genuine images score a lower "
-            f"PCE and more of them may fall under the threshold; add flat references (about "
-            f"{RECOMMENDED_REFERENCES - used} more) and rebuild it")
+    named = ", ".join(f"{camera!r} ({n})" for camera, n in sorted(few.items()))
+    return (f"fingerprint(s) built from fewer than the {RECOMMENDED_REFERENCES} recommended references: {named}. "
+            f"Fewer references leave more estimation noise in a fingerprint (it falls roughly as 1/N), so genuine "
+            f"images score a lower PCE and more of them may fall under the threshold; add flat references and "
+            f"rebuild (camid fingerprint --overwrite)")
 
 
 def is_turned(shape: tuple[int, int], sensor: tuple[int, int], layout: tuple[int, ...],
