@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 
 class Progress:
@@ -64,6 +64,12 @@ class Progress:
         rate = f"{self.done / elapsed:.2f} {self.label.split()[-1] if ' ' in self.label else 'img'}/s" \
             if self.done and elapsed > 0 else ""
         self._bar.update(self._task, advance=units, count=self._count(), rate=rate)
+
+    def counted(self, items: Iterable[Any]) -> Iterator[Any]:
+        """``items`` as they are, one image done per item."""
+        for item in items:
+            self.advance()
+            yield item
 
     def note(self, text: str) -> None:
         """Print ``text`` on stdout (above the bar when one is shown)."""

@@ -140,7 +140,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:
             loaded = prepare.decode_references(loaded, decoder, None)
-        loaded = _counted(loaded, progress)
+        loaded = progress.counted(loaded)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
                                                batch_size=batches)
@@ -155,13 +155,6 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
     warnings = [w for w in [references.few_references_warning({c["camera"]: c["references"] for c in saved})] if w]
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
             "files": tried, "skipped": skipped, "warnings": warnings}
-
-
-def _counted(items: Any, progress: Progress) -> Any:
-    """``items`` as they are, advancing ``progress`` by one per item."""
-    for item in items:
-        progress.advance()
-        yield item
 
 
 #: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)

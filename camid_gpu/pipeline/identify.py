@@ -80,27 +80,22 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                 return None, errors + [small]
         if info.bit_depth == depth and refs.is_turned(shape, source_shape, pixels.shape, layout):
             turned.append((pixels, info))  # turned back (or left out) once every reference is in
-            _note_decoder(decoders, info, how)
-            if want is not None and len(good) + len(turned) == want:
-                break
-            continue
-        if shape != source_shape or pixels.shape != layout or info.bit_depth != depth:
+        elif shape != source_shape or pixels.shape != layout or info.bit_depth != depth:
             errors.append({"path": path, "error": {"kind": "mismatch", "reason":
                            f"size/channels/bit depth {info.height}x{info.width}x{info.channels} {info.bit_depth}-bit "
                            f"differ from the camera's first reference {source_shape[0]}x{source_shape[1]} "
                            f"{layout} {depth}-bit; left out"}})
             continue
-        good.append((pixels, info))
-        _note_decoder(decoders, info, how)
+        else:
+            good.append((pixels, info))
+        if how:
+            decoders[info.path] = {"decoder": how[0], **({"decoder_note": how[1]} if how[1] else {})}
         if want is not None and len(good) + len(turned) == want:
             break
     if turned:  # frames of both orientations: the majority is the sensor's, the others are turned back
-        good, back, errs = refs.settle_orientation(camera, good, turned, bk, params)
+        good, errs = refs.settle_orientation(camera, good, turned, bk, params, decoders)
         errors.extend(errs)
         source_shape = (good[0][1].height, good[0][1].width)
-        for pixels, info, degrees in back:
-            good.append((pixels, info))
-            decoders.setdefault(info.path, {})["turned_back_degrees"] = degrees
         small = _too_small(camera, source_shape, params, methods)
         if small:
             return None, errors + [small]
@@ -130,12 +125,6 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                      "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
         software=software_versions())
     return fp, errors
-
-
-def _note_decoder(decoders: dict[str, dict[str, Any]], info: ImageInfo, how: Sequence[Any]) -> None:
-    """Record which decoder made a reference's pixels (when a GPU decoder was asked for)."""
-    if how:
-        decoders[info.path] = {"decoder": how[0], **({"decoder_note": how[1]} if how[1] else {})}
 
 
 def _too_small(camera: str, source_shape: tuple[int, int], params: Params,

@@ -60,18 +60,18 @@ def is_turned(shape: tuple[int, int], sensor: tuple[int, int], layout: tuple[int
             and tuple(layout[:2][::-1]) + tuple(layout[2:]) == tuple(sensor_layout))
 
 
-def settle_orientation(camera: str, upright: list, turned: list, bk: Backend, params: Params
-                       ) -> tuple[list, list[tuple[Any, Any, int]], list[dict[str, Any]]]:
-    """(references in the sensor's orientation, turned-back ones as (pixels, info, degrees), error entries).
+def settle_orientation(camera: str, upright: list, turned: list, bk: Backend, params: Params,
+                       notes: dict[str, dict[str, Any]]) -> tuple[list, list[dict[str, Any]]]:
+    """(the references as (pixels, info) in the sensor's orientation, turned-back ones last; error entries).
 
     ``upright`` and ``turned``: lists of (pixels, info) in the first reference's orientation and turned from
-    it. The larger list is the sensor's orientation."""
+    it. The larger list is the sensor's orientation. ``notes[path]["turned_back_degrees"]`` records each turn
+    (counter-clockwise) for the fingerprint's reference entries."""
     if len(turned) > len(upright):
         upright, turned = turned, upright
     if len(upright) < MIN_REFERENCES:
-        return upright, [], [_left_out(info, f"the camera has fewer than {MIN_REFERENCES} references in the "
-                                             f"sensor's orientation to decide which way to turn it back")
-                             for _, info in turned]
+        return upright, [_left_out(info, f"the camera has fewer than {MIN_REFERENCES} references in the sensor's "
+                                         f"orientation to decide which way to turn it back") for _, info in turned]
     acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
     for start in range(0, len(upright), 4):
         acc.add(_host_stack(bk, [p for p, _ in upright[start:start + 4]]))
@@ -85,13 +85,14 @@ def settle_orientation(camera: str, upright: list, turned: list, bk: Backend, pa
                   for quarter in (1, 3)}
         degrees = max(scores, key=scores.get)
         if scores[degrees] > params.pce_threshold and scores[degrees] > 4 * max(scores[360 - degrees], 0.0):
-            back.append((np.ascontiguousarray(np.rot90(host, degrees // 90)), info, degrees))
+            back.append((np.ascontiguousarray(np.rot90(host, degrees // 90)), info))
+            notes.setdefault(info.path, {})["turned_back_degrees"] = degrees
         else:
             errors.append(_left_out(info, f"neither way of turning it back correlates with the fingerprint of the "
                                           f"{len(upright)} references in the sensor's orientation (NCC^2 x pixels "
                                           f"{scores[90]:.1f} at 90, {scores[270]:.1f} at 270 degrees; threshold "
                                           f"{params.pce_threshold:g})"))
-    return upright, back, errors
+    return upright + back, errors
 
 
 def _left_out(info: Any, why: str) -> dict[str, Any]:
