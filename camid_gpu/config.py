@@ -47,6 +47,9 @@ PCE_CLIP: tuple[int, int] | None = None
 MAHALANOBIS_CLIP: tuple[int, int] | None = CLIP
 #: reference images per camera (the paper's R)
 REFERENCES = 15
+#: usable references per camera under which ``camid fingerprint`` warns (every usable one is used by default):
+#: a fingerprint's estimation noise falls roughly as 1/N, so fewer flats give lower PCE to genuine matches
+RECOMMENDED_REFERENCES = REFERENCES
 
 # -- usable references and fingerprints (checked when a fingerprint is built and when it is loaded) ----
 #: a reference clip is "saturated" when more than this fraction of its samples sit at the top code value
@@ -91,6 +94,13 @@ CLUSTER_MIN_RESIDUAL_RMS = 1e-2
 CLUSTER_MAX_ROUNDS = 20
 #: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
 GRAM_PRECISIONS = ("auto", "float32", "float16")
+
+# -- console answers (camid identify) --------------------------------------------------------------
+#: a best PCE at or above this fraction of the threshold, with no decision, is printed as a "near miss"
+NEAR_MISS_FRACTION = 0.5
+#: relative difference of aspect ratios (rows/columns) under which a smaller image is "the sensor's frame
+#: resized or cropped" for the --search-scales hint
+HINT_ASPECT_TOLERANCE = 0.02
 
 # -- choices ---------------------------------------------------------------------------------------
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
@@ -151,7 +161,7 @@ class Params:
     sigma_query : the same for disputed images in the PCE method (Binghamton example: 2).
     sigma_mahalanobis : the same for both sides of the Mahalanobis method (the paper: 2).
     refs : reference images per camera (first ``refs`` in sorted order; the paper's R = 15);
-        None = all of them.
+        None = all of them (default; fewer than RECOMMENDED_REFERENCES gives a warning).
     pce_threshold : "same camera" when PCE exceeds it (60).
     shift_range : peak search range (rows, columns) of the PCE; (0, 0) = no shift; None = all.
     rotations : "auto" (0 degrees when the orientation matches the fingerprint's, else 0/90/180/270),
@@ -168,7 +178,7 @@ class Params:
     sigma_mahalanobis: float = SIGMA_MAHALANOBIS
     levels: int = DEFAULT_LEVELS
     wavelet: str = DEFAULT_WAVELET
-    refs: int | None = REFERENCES
+    refs: int | None = None
     pce_threshold: float = PCE_THRESHOLD
     shift_range: tuple[int, int] | None = SHIFT_RANGE
     rotations: str = "auto"

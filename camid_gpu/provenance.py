@@ -35,12 +35,14 @@ def utc_now() -> str:
 
 
 def environment() -> dict[str, Any]:
-    """Software and library versions, including the optional ones that are loaded."""
+    """Software and library versions (of the installed distributions), including the optional ones loaded."""
+    from camid_gpu._shared.versions import installed_version
+
     info = dict(software_versions())
     for name in ("torch", "pytorch_wavelets", "cupy", "dask", "tifffile", "PIL"):
         module = sys.modules.get(name)
         if module is not None:
-            info[name] = getattr(module, "__version__", "loaded")
+            info[name] = installed_version(name) or "loaded"
     info["platform"] = platform.platform()
     return info
 

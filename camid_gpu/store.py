@@ -99,11 +99,11 @@ class CameraFingerprint:
 def software_versions() -> dict[str, str]:
     import platform
 
-    import pywt
-    import scipy
+    from camid_gpu._shared.versions import installed_version
 
-    return {"camid_gpu": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "pywavelets": pywt.__version__, "python": platform.python_version()}
+    # the installed distributions' versions: a module attribute can lag them (pywt said 1.8.0 under 1.9.0)
+    return {"camid_gpu": __version__, "numpy": installed_version("numpy"), "scipy": installed_version("scipy"),
+            "pywavelets": installed_version("pywt"), "python": platform.python_version()}
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -49,7 +49,8 @@ def test_identify_run_folder_outputs_and_verify(data, tmp_path, capsys):
                "--json", str(tmp_path / "all.json"), "--csv", str(tmp_path / "all.csv")])
     assert rc == EXIT_OK
     out = capsys.readouterr().out
-    assert "PCE decision" in out and "Mahalanobis (beside PCE)" in out
+    # PCE only by default (the store was built with the default --method): no Mahalanobis column
+    assert "PCE decision" in out and "runner-up" in out and "Mahalanobis (beside PCE)" not in out
     records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     assert len(records) == 8
     flats = [r for r in records if r["kind"] == "flat"]

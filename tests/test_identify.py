@@ -191,7 +191,9 @@ def test_fingerprint_errors(dataset, tmp_path):
     assert [c["camera"] for c in summary["cameras"]] == ["C01", "C02"]  # C02 still has 5 good references
     reasons = {os.path.basename(e["path"]): e["error"]["reason"] for e in summary["errors"]}
     assert "ref_000.jpg" in reasons and "empty_cam" in reasons
-    assert reasons["C03"] == "camera 'C03' has 2 usable reference images, 5 required (--refs)"
+    # counted on the listing, before any decoding, and the message names the fix
+    assert reasons["C03"] == ("camera 'C03' has 2 listed reference images, 5 required (--refs 5); pass --refs all "
+                              "to use every usable one (or --refs 2), or add flat references to its folder")
 
 
 def test_mismatched_parameters_are_refused(evaluation, dataset, tmp_path):

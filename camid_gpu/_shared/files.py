@@ -68,6 +68,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
+        # mkstemp creates 0600 whatever the umask: give the file the mode open() would (a colleague in the
+        # lab's group could not read the evidence outputs)
+        os.fchmod(fd, 0o666 & ~current_umask())
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -79,6 +82,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             os.remove(tmp)
         raise
     _fsync_folder(folder)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux), else set and reset."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:

@@ -24,11 +24,13 @@ from camid_gpu._version import __version__
 from camid_gpu.cli.output import (
     print_clusters,
     print_errors,
-    print_identification,
     print_not_comparable,
     print_skipped,
     write_csv,
 )
+from camid_gpu.cli import answers
+from camid_gpu.cli.defaults import chosen_methods, scoring_options
+from camid_gpu.cli.hints import print_hints
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
@@ -41,8 +43,9 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 # ------------------------------------------------------------------------------------------------
 def _params(args: argparse.Namespace) -> cfg.Params:
     """The parameters from the options, every value checked (finite, in range) before any work."""
+    scoring = scoring_options(args)  # fingerprint has none of them: the defaults
     try:
-        shift = cfg.parse_shift_range(args.shift_range)
+        shift = cfg.parse_shift_range(scoring.shift_range)
     except ValueError as exc:
         raise ValueError(f"--shift-range: {exc}") from None
     refs = cfg.parse_refs(getattr(args, "refs", "all"))
@@ -50,9 +53,9 @@ def _params(args: argparse.Namespace) -> cfg.Params:
     sigma_fp = cfg.SIGMA_FINGERPRINT if args.sigma_fingerprint is None else args.sigma_fingerprint
     sigma_maha = cfg.SIGMA_MAHALANOBIS if args.sigma_mahalanobis is None else args.sigma_mahalanobis
     return cfg.Params(pce_clip=_clip_option(args, "pce"), mahalanobis_clip=_clip_option(args, "mahalanobis"),
-                      sigma_fingerprint=sigma_fp, sigma_query=args.sigma_query,
-                      sigma_mahalanobis=sigma_maha, refs=refs, pce_threshold=args.pce_threshold,
-                      shift_range=shift, rotations=args.rotations, natural_mode=args.natural_mode,
+                      sigma_fingerprint=sigma_fp, sigma_query=scoring.sigma_query,
+                      sigma_mahalanobis=sigma_maha, refs=refs, pce_threshold=scoring.pce_threshold,
+                      shift_range=shift, rotations=scoring.rotations, natural_mode=scoring.natural_mode,
                       search_scales=search)
 
 
@@ -128,12 +131,11 @@ def _limits(args: argparse.Namespace) -> cfg.InputLimits:
 def cmd_info(args) -> int:
     import platform
 
-    import numpy
-    import pywt
-    import scipy
+    from camid_gpu._shared.versions import installed_version
 
     print(f"camid {__version__}  (python {platform.python_version()}, {platform.machine()})")
-    print(f"numpy {numpy.__version__}, scipy {scipy.__version__}, pywavelets {pywt.__version__}")
+    print(f"numpy {installed_version('numpy')}, scipy {installed_version('scipy')}, "
+          f"pywavelets {installed_version('pywt')}")
     for module, extra in (("torch", "torch"), ("pytorch_wavelets", "torch"), ("cupy", "cuda"),
                           ("dask", "dist"), ("matplotlib", "report")):
         try:
@@ -143,7 +145,7 @@ def cmd_info(args) -> int:
                 mod = import_pytorch_wavelets()
             else:
                 mod = __import__(module)
-            print(f"{module}: {getattr(mod, '__version__', 'installed')}")
+            print(f"{module}: {installed_version(module) or getattr(mod, '__version__', 'installed')}")
         except ImportError:
             print(f"{module}: not installed (pip install 'camid_gpu[{extra}]')")
         except Exception as exc:  # a broken optional install must not break `info`
@@ -190,14 +192,14 @@ def cmd_residual(args) -> int:
 
 
 def cmd_fingerprint(args) -> int:
-    from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import fingerprint_folder
 
     params = _params(args)
-    summary = fingerprint_folder(args.refs_dir, args.outdir, methods_of(args.method), params, _config(args),
-                                 argv=sys.argv, overwrite=args.overwrite)
+    summary = fingerprint_folder(args.refs_dir, args.outdir, chosen_methods(args), params, _config(args),
+                                 argv=sys.argv, overwrite=args.overwrite, add=args.add)
     for cam in summary["cameras"]:
         print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
+    answers.print_warnings(summary.get("warnings", []))
     print_skipped(summary["skipped"])
     print_errors(summary["errors"])
     if not summary["cameras"]:
@@ -208,7 +210,6 @@ def cmd_fingerprint(args) -> int:
 
 
 def cmd_identify(args) -> int:
-    from camid_gpu.config import methods_of
     from camid_gpu.engine.run_folder import check_outputs
     from camid_gpu.engine.runner import identify_run
 
@@ -216,7 +217,7 @@ def cmd_identify(args) -> int:
     extra_files = [p for p in (args.json, args.csv) if p]
     check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
-    methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
+    methods = chosen_methods(args, methods_in_store(args.fp_dir))
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
         print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
@@ -231,8 +232,10 @@ def cmd_identify(args) -> int:
 
     run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=_clip_given(args),
-                                given=_given(args), argv=sys.argv, extra_outputs=write_extra)
-    print_identification(records, run["cameras"], methods)
+                                given=_given(args), argv=sys.argv, extra_outputs=write_extra,
+                                on_records=answers.live_lines(args.quiet))
+    answers.print_answers(records, methods)
+    print_hints(records, args.fp_dir, run["params"])
     errors = [r for r in records if is_error(r)]
     print_skipped(run["skipped_inputs"])
     print_errors(errors)
@@ -308,7 +311,7 @@ def cmd_report(args) -> int:
 
     output = args.output or os.path.join(args.run_dir, "report.html")
     check_outputs(_recorded_inputs(args.run_dir), files=[output], overwrite=args.overwrite)
-    write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
+    write_report(args.run_dir, output, fingerprints_dir=args.fingerprints, progress=False if args.quiet else None)
     print(f"report: {printable(output)}")
     return EXIT_OK
 
@@ -350,18 +353,18 @@ def _recorded_inputs(run_dir: str) -> list[str]:
 
 
 def cmd_evaluate(args) -> int:
-    from camid_gpu.config import methods_of
     from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.evaluate import format_report
 
     from camid_gpu.engine.run_folder import check_outputs
 
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
+    methods = chosen_methods(args)  # --paper: both methods on the paper's clipping
     params, config = _params(args), _config(args)
     inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
     check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite,
                   command="evaluate")
-    summary = evaluate_dataset(args.dataset_dir, outdir, methods_of(args.method), params, config,
+    summary = evaluate_dataset(args.dataset_dir, outdir, methods, params, config,
                                resume=args.resume, argv=sys.argv)
     print(format_report(summary))
     if args.json:
@@ -369,6 +372,7 @@ def cmd_evaluate(args) -> int:
     print(f"\nrun folder: {printable(outdir)} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
     _print_manifest(summary["manifest"], summary["manifest_sha256"])
     print_skipped(summary.get("skipped_inputs", []))
+    answers.print_warnings(summary.get("fingerprint_warnings", []))
     print_errors(summary["fingerprint_errors"])
     return EXIT_PARTIAL if summary["images_with_errors"] or summary["fingerprint_errors"] else EXIT_OK
 

@@ -55,14 +55,13 @@ def _clip_text(clip: Any) -> str:
     return "full" if clip is None else f"{clip[0]}x{clip[1]}"
 
 
-def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_store: bool = False) -> None:
+def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_store: bool = False,
+                       scoring: bool = True) -> None:
+    """``scoring``: also the options that only matter when disputed images are scored (fingerprint has none)."""
     g = p.add_argument_group("method parameters")
-    if with_refs:
-        g.add_argument("--method", choices=cfg.METHOD_CHOICES, default="both",
-                       help="pce (primary), mahalanobis (PeerJ CS 2024) or both (default)")
-    else:
-        g.add_argument("--method", choices=cfg.METHOD_CHOICES, default=None,
-                       help="pce, mahalanobis or both (default: every method the fingerprints have)")
+    g.add_argument("--method", choices=cfg.METHOD_CHOICES, default=None,
+                   help="pce (default: the primary decision), mahalanobis (PeerJ CS 2024) or both (the "
+                        "Mahalanobis method beside PCE, on request)")
     pce_default = "the fingerprints'" if from_store else f"{_clip_text(cfg.PCE_CLIP)}, Binghamton's whole frame"
     maha_default = "the fingerprints'" if from_store else f"{_clip_text(cfg.MAHALANOBIS_CLIP)}, the paper's clipping"
     g.add_argument("--pce-clip", default=None, metavar="N|HxW|full",
@@ -73,17 +72,20 @@ def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_
     g.add_argument("--clip", default=None, metavar="N|HxW|full",
                    help="one geometry for both methods (--pce-clip / --mahalanobis-clip win over it)")
     if with_refs:
-        g.add_argument("--refs", default=str(cfg.REFERENCES),
-                       help=f"reference images per camera, or 'all' (default {cfg.REFERENCES}, the paper's R)")
+        g.add_argument("--refs", default="all",
+                       help=f"reference images per camera, or 'all' (default: every usable one; fewer than "
+                            f"{cfg.RECOMMENDED_REFERENCES} gives a warning)")
     # identify: the store fixes these, so no default here (a value given must equal the store's)
     g.add_argument("--sigma-fingerprint", type=float, default=cfg.SIGMA_FINGERPRINT if with_refs else None,
                    help=f"PCE reference denoiser sigma ({cfg.SIGMA_FINGERPRINT:g}"
                         + ("" if with_refs else "; identify: taken from the fingerprints") + ")")
-    g.add_argument("--sigma-query", type=float, default=cfg.SIGMA_QUERY,
-                   help=f"PCE disputed-image denoiser sigma ({cfg.SIGMA_QUERY:g})")
     g.add_argument("--sigma-mahalanobis", type=float, default=cfg.SIGMA_MAHALANOBIS if with_refs else None,
                    help=f"Mahalanobis denoiser sigma ({cfg.SIGMA_MAHALANOBIS:g}"
                         + ("" if with_refs else "; identify: taken from the fingerprints") + ")")
+    if not scoring:
+        return
+    g.add_argument("--sigma-query", type=float, default=cfg.SIGMA_QUERY,
+                   help=f"PCE disputed-image denoiser sigma ({cfg.SIGMA_QUERY:g})")
     g.add_argument("--pce-threshold", type=float, default=cfg.PCE_THRESHOLD,
                    help=f"same camera when PCE > this ({cfg.PCE_THRESHOLD:g})")
     g.add_argument("--shift-range", default="0",
@@ -102,19 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="versions, backends and visible devices")
 
-    p = sub.add_parser("synth", help="write a synthetic camera dataset (refs/, disputed/, ground_truth.json)")
-    p.add_argument("outdir")
-    p.add_argument("--cameras", type=int, default=4)
+    p = sub.add_parser("synth", help="write a synthetic camera dataset (refs/, disputed/, ground_truth.json)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("outdir", help="dataset folder to write")
+    p.add_argument("--cameras", type=int, default=4, help="cameras")
     p.add_argument("--per-model", type=int, default=2, help="cameras per model (twins share model artefacts)")
-    p.add_argument("--refs", type=int, default=15)
+    p.add_argument("--refs", type=int, default=15, help="flat reference images per camera")
     p.add_argument("--flat", type=int, default=3, help="disputed flat images per camera")
     p.add_argument("--natural", type=int, default=3, help="disputed natural images per camera")
-    p.add_argument("--height", type=int, default=1000)
-    p.add_argument("--width", type=int, default=1200)
+    p.add_argument("--height", type=int, default=1000, help="image rows")
+    p.add_argument("--width", type=int, default=1200, help="image columns")
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")
-    p.add_argument("--format", choices=("jpeg", "png", "tiff"), default="jpeg")
+    p.add_argument("--format", choices=("jpeg", "png", "tiff"), default="jpeg", help="image file format")
     p.add_argument("--portrait", type=int, default=0, help="disputed natural images per camera stored rotated 90")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
 
     p = sub.add_parser("residual", help="noise residuals as float32 TIFF + one JSON line per image")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -132,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("refs_dir")
     p.add_argument("-o", "--outdir", required=True, help="fingerprint folder")
     p.add_argument("--overwrite", action="store_true", help="replace fingerprint files already in the folder")
-    _add_param_options(p)
+    p.add_argument("--add", action="store_true",
+                   help="add the cameras of REFS_DIR to the existing store in OUTDIR (same parameters; the cameras "
+                        "already there are kept, checked against its manifest, and listed in the new manifest)")
+    _add_param_options(p, scoring=False)
     _add_backend_options(p, decode=True)
 
     p = sub.add_parser("identify", help="which camera took each image")
@@ -161,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the evaluation JSON here")
     p.add_argument("--resume", action="store_true", help="continue the run folder's run (see identify --resume)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--paper", action="store_true",
+                   help="the PeerJ CS paper's comparison: both methods (PCE and Mahalanobis) on 1000x1000 centre "
+                        "clippings (a --clip/--*-clip given wins)")
     _add_param_options(p)
     _add_backend_options(p, decode=True)
 
@@ -192,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
     p.add_argument("--fingerprints", default=None, help="fingerprint folder (default: from the manifest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
     p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")

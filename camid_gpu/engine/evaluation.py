@@ -67,6 +67,8 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
             fp_dir, fp_files + [results_path, evaluation_path],
             extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
-                   "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
+                   "skipped_inputs": skipped_inputs, "decode": run["decode"],
+                   "warnings": fp_summary.get("warnings", [])}, kernels=run["kernels"])
         summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
+        summary["fingerprint_warnings"] = fp_summary.get("warnings", [])  # (not in evaluation.json)
     return summary

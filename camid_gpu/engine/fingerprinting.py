@@ -11,32 +11,34 @@ from typing import Any, Sequence
 
 from camid_gpu._cuda.loader import kernels_status
 from camid_gpu.config import Params, RunConfig
-from camid_gpu.engine import run_folder
+from camid_gpu.engine import run_folder, store_add
 from camid_gpu.engine.context import RunContext, run_context
-from camid_gpu.engine.scheduler import ordered_map
+from camid_gpu.engine.scheduler import Progress, ordered_map
 from camid_gpu.errors import CamidError, OutputPathError
 from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline import references
 from camid_gpu.provenance import file_entry, utc_now
 from camid_gpu.store import load_store, save_fingerprint
 
 
 def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                        config: RunConfig | RunContext, argv: Sequence[str] | None = None, manifest: bool = True,
-                       overwrite: bool = False) -> dict[str, Any]:
+                       overwrite: bool = False, add: bool = False) -> dict[str, Any]:
     """Build and save one fingerprint per camera subfolder of ``refs_dir``; with ``manifest``, write
     ``out_dir/manifest.json`` (when a fingerprint was built).
 
     Returns ``{"cameras": [...saved...], "errors": [...per-file and per-camera...], "manifest_sha256"}``.
-    Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``.
+    Existing fingerprint files in ``out_dir`` are refused unless ``overwrite``, or ``add`` (the cameras join the
+    store there: :mod:`camid_gpu.engine.store_add`).
     """
     started = utc_now()
     ctx = run_context(config)
     run_folder.check_outputs([refs_dir], folders=[out_dir], command="fingerprint")
     existing = sorted(f for f in os.listdir(out_dir) if f.endswith((".npz", ".json"))
                       and f != "manifest.json") if os.path.isdir(out_dir) else []
-    if existing and not overwrite:
+    if existing and not overwrite and not add:
         raise OutputPathError(f"{out_dir} already holds fingerprint files ({', '.join(existing[:3])}"
                               f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, "
                               f"or choose another folder")
@@ -45,11 +47,12 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
     # --overwrite replaces this run's cameras; a camera it does not build would stay beside them, unlisted in
     # the new manifest, and every later identify would score it as part of this store
     strangers = sorted({os.path.splitext(f)[0] for f in existing} - cameras)
-    if strangers:
+    if strangers and not add:
         raise OutputPathError(f"{out_dir} holds fingerprints of cameras this run does not build ("
                               f"{', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); one store holds "
                               f"one run's cameras: choose another folder or remove them")
     with run_folder.locked(out_dir):
+        kept = store_add.kept_cameras(out_dir, sorted(cameras), methods, params, overwrite) if add else None
         summary = _fingerprint_folder(listed, out_dir, methods, params, ctx)
         built = {c["camera"] for c in summary["cameras"]}
         for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
@@ -64,10 +67,11 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
         if manifest and summary["cameras"]:
             summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
                 out_dir, "fingerprint", argv, params.to_dict(), summary["backend"], started,
-                [file_entry(p, "reference") for p in summary["files"]], None,
-                [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])],
+                (kept.inputs if kept else []) + [file_entry(p, "reference") for p in summary["files"]], None,
+                [f for c in summary["cameras"] for f in (c["metadata"], c["arrays"])] + (kept.outputs if kept else []),
                 extra={"errors": summary["errors"], "methods": list(methods), "skipped_inputs": summary["skipped"],
-                       "decode": ctx.config.decode},
+                       "decode": ctx.config.decode, "warnings": summary["warnings"],
+                       **({"added_to_store": kept.record()} if kept and kept.cameras else {})},
                 kernels=summary["kernels"])
     return summary
 
@@ -84,12 +88,20 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
         """References per residual batch within the memory budgets."""
         return ctx.fingerprint_batch(max(math.prod(params.clip_of(m) or sensor) for m in methods))
 
+    # every camera's count against --refs before any image is decoded (a refusal after minutes of decoding helps no one)
+    short = {camera: references.count_problem(camera, len(listing.images), params.refs)
+             for camera, _, listing in listed if listing.images}
+    progress = Progress(sum(len(listing.images) for camera, _, listing in listed if not short.get(camera)),
+                        "fingerprint references", ctx.config.progress)
     for camera, folder, listing in listed:
         paths = listing.images
         skipped.extend(s.to_dict() for s in listing.skipped)
         tried.extend(paths)
         if not paths:
             errors.append(ctx.error(folder, "empty", f"camera {camera!r}: no images"))
+            continue
+        if short[camera]:
+            errors.append(short[camera])
             continue
         prefetch = max(2 * ctx.workers, 2)
         # whole frames: build_fingerprint clips per method
@@ -98,6 +110,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:
             loaded = prepare.decode_references(loaded, decoder, None)
+        loaded = progress.counted(loaded)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
                                                batch_size=batches)
@@ -108,8 +121,10 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
             path = save_fingerprint(fp, out_dir)
             saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
                           "arrays": os.path.join(out_dir, f"{camera}.npz")})
+    progress.close()
+    warnings = [w for w in [references.few_references_warning({c["camera"]: c["references"] for c in saved})] if w]
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
-            "files": tried, "skipped": skipped}
+            "files": tried, "skipped": skipped, "warnings": warnings}
 
 
 def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:

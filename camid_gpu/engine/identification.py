@@ -67,21 +67,23 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_giv
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
                    params: Params, config: RunConfig | RunContext, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
-                   command: str = "identify", lock: bool = True) -> dict[str, Any]:
+                   command: str = "identify", lock: bool = True,
+                   on_records: Callable[[list[ImageRecord], Progress], None] | None = None) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
     Records are appended to ``results_path`` (JSON Lines) in input order; its folder is the run folder
     (locked for the run unless ``lock`` is False because the caller holds it; its ``run.json`` is written,
     or checked on ``resume``: see :mod:`camid_gpu.engine.run_folder`). With ``truth_root`` (a ``disputed/``
     folder) each record also gets ``truth`` = its camera subfolder. With ``params.search_scales`` only PCE
-    runs (the scale/crop search).
+    runs (the scale/crop search). ``on_records(records, progress)``: called as records are written (each image's
+    decision can be shown as it is done, above the progress bar).
     """
     run_dir = os.path.dirname(os.path.abspath(results_path))
     ctx = run_context(config)
     if lock:
         with run_folder.locked(run_dir):
             return identify_files(fp_dir, inputs, results_path, methods, params, ctx, resume, kind, clip_given,
-                                  truth_root, given, command, lock=False)
+                                  truth_root, given, command, lock=False, on_records=on_records)
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
@@ -106,6 +108,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         writer.write(plan.changed)
     todo = plan.todo
     progress = Progress(len(todo), "identify", ctx.config.progress)
+    if on_records is not None:
+        writer.on_write = lambda records: on_records(records, progress)
 
     def write(records: list[dict[str, Any]]) -> None:
         writer.write(_annotate(records, truth_root))
@@ -115,7 +119,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
         if ctx.dask:
             identify_on_dask(fp_dir, todo, write, methods, params, ctx, kind)
         else:
-            LocalIdentify(ctx, store, params, methods, kind, write).run(todo)
+            LocalIdentify(ctx, store, params, methods, kind, write, progress).run(todo)
     finally:
         progress.close()
         writer.close()
@@ -131,6 +135,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
                  config: RunConfig | RunContext, *, resume: bool = False, kind: str = "auto", clip_given: bool = False,
                  given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
                  extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
+                 on_records: Callable[[list[ImageRecord], Progress], None] | None = None,
                  ) -> tuple[dict[str, Any], list[ImageRecord]]:
     """``camid identify``: :func:`identify_files` into ``run_dir/results.jsonl`` under the run folder's lock,
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
@@ -140,7 +145,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
     with run_folder.locked(run_dir):
         run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
-                             clip_given=clip_given, given=given, lock=False)
+                             clip_given=clip_given, given=given, lock=False, on_records=on_records)
         records = read_results(results)
         outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
         run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
@@ -165,8 +170,8 @@ class LocalIdentify:
     chunk by chunk."""
 
     def __init__(self, ctx: RunContext, store: Sequence[CameraFingerprint], params: Params, methods: Sequence[str],
-                 kind: str, write: Callable[[list[dict[str, Any]]], None]):
-        self.ctx, self.params, self.kind, self.write = ctx, params, kind, write
+                 kind: str, write: Callable[[list[dict[str, Any]]], None], progress: Progress | None = None):
+        self.ctx, self.params, self.kind, self.write, self.progress = ctx, params, kind, write, progress
         self.scorer = ChunkScorer(ctx, store, params, methods)
         # the scale/crop search works on host pixels: there "auto" decodes on the CPU ("gpu" was refused above)
         self.decoder = ctx.jpeg_decoder() if params.search_scales is None else None
@@ -181,6 +186,8 @@ class LocalIdentify:
         pending: list = []
         in_flight = None
         for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, ctx.workers, prefetch):
+            if self.progress is not None:
+                self.progress.started()  # the bar moves per image decoded, while chunks compute
             pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
             if sum(isinstance(x, prepare.Prepared) for x in pending) >= self.scorer.size:
                 in_flight, pending = self._stage_then_finish(pending, in_flight), []

@@ -17,7 +17,7 @@ from camid_gpu._shared.files import write_bytes_atomic
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.context import RunContext, run_context
-from camid_gpu.engine.scheduler import ordered_map
+from camid_gpu.engine.scheduler import Progress, ordered_map
 from camid_gpu.errors import ImageTooSmallError, OutputPathError
 from camid_gpu.io.decode import read_image
 from camid_gpu.io.geometry import center_clip, green_channel
@@ -67,8 +67,10 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
     ctx = run_context(config)
     bk = ctx.backend  # one image per call: the smallest working set there is, whatever the budget
     tasks = [(p, clip, channel, ctx.config.limits) for p in paths]
-    with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index:
+    with run_folder.locked(out_dir), open(index_path, "a", encoding="utf-8") as index, \
+            Progress(len(paths), "residual", ctx.config.progress) as progress:
         for (path, *_), result in ordered_map(_residual_input, tasks, ctx.workers, 2 * ctx.workers):
+            progress.advance()
             if isinstance(result, BaseException):
                 errors.append(error_entry(path, result))
                 continue

@@ -18,10 +18,10 @@ import json
 import os
 import sys
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from camid_gpu._shared.jsonio import read_jsonl
+from camid_gpu._shared.progress import Progress  # noqa: F401 - the engine's bar (re-exported)
 from camid_gpu.backend import Backend
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline.records import ImageRecord, final_view
@@ -232,11 +232,17 @@ class ResultsWriter:
         recorded = self.done[path]
         return recorded is None or sha256 is None or recorded == sha256
 
+    #: called with each batch of records once they are on disk (e.g. to print each image's decision)
+    on_write: Callable[[list[dict[str, Any]]], None] | None = None
+
     def write(self, records: Iterable[dict[str, Any]]) -> None:
+        records = list(records)
         lines = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
         self._handle.write(lines)
         self._handle.flush()
         os.fsync(self._handle.fileno())
+        if self.on_write is not None:
+            self.on_write(records)
 
     def close(self) -> None:
         self._handle.close()
@@ -246,40 +252,3 @@ class ResultsWriter:
 
     def __exit__(self, *exc):
         self.close()
-
-
-@dataclass
-class Progress:
-    """A rich progress bar with images/s and ETA on a terminal; silent otherwise."""
-
-    total: int
-    label: str = "images"
-    enabled: bool | None = None
-
-    def __post_init__(self):
-        if self.enabled is None:
-            self.enabled = sys.stderr.isatty()
-        self._bar = None
-        if self.enabled:
-            try:
-                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-                from rich.progress import Progress as RichProgress
-            except ImportError:
-                self.enabled = False
-                return
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[rate]}"),
-                                     TimeRemainingColumn(), transient=False)
-            self._bar.start()
-            self._task = self._bar.add_task(self.label, total=self.total, rate="")
-
-    def advance(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, n)
-            task = self._bar.tasks[0]
-            if task.speed:
-                self._bar.update(self._task, rate=f"{task.speed:.1f} img/s")
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -23,11 +23,12 @@ from camid_gpu import mahalanobis as maha
 from camid_gpu._shared.jsonio import json_float
 from camid_gpu.backend import Array, Backend
 from camid_gpu.backend.staging import Upload, UploadStager
-from camid_gpu.config import MIN_REFERENCES, Params
+from camid_gpu.config import Params
 from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
 from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, content_problem, load_reference, match_geometry, rotations_to_try
+from camid_gpu.pipeline import references as refs
 from camid_gpu.pipeline.records import (base_record, camera_score, error_entry, error_record, mahalanobis_record,
                                         pce_record)
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
@@ -45,8 +46,9 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
                       loaded: Any = None) -> tuple[CameraFingerprint | None, list[dict[str, Any]]]:
     """Fingerprint of one camera from its reference files.
 
-    Files that cannot be read, or whose size or orientation differs from the first good one, get an
-    error entry and are left out. With fewer than ``params.refs`` good files the camera is refused
+    Files that cannot be read, or whose size differs from the first good one, get an error entry and are left
+    out; references turned by a quarter turn are turned back (:mod:`camid_gpu.pipeline.references`; each
+    one's entry says ``turned_back_degrees``). With fewer than ``params.refs`` good files the camera is refused
     (returns None and an error entry). ``loaded`` may be an iterable of ``(path, result)`` where
     result is ``(pixels, info)``, ``(pixels, info, decoder, note)`` (from
     :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be device arrays, and each reference's
@@ -59,6 +61,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     good: list[tuple[Any, ImageInfo]] = []
     decoders: dict[str, dict[str, str]] = {}  # per reference path, when a GPU decoder was asked for
     want = params.refs
+    turned: list[tuple[Any, ImageInfo]] = []  # a quarter turn from the first reference
     stream = loaded if loaded is not None else ((p, _try(load_reference, p)) for p in paths)
     source_shape = None
     for path, result in stream:
@@ -76,26 +79,30 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
             small = _too_small(camera, source_shape, params, methods)  # at the first reference, not after all
             if small:
                 return None, errors + [small]
-        if shape != source_shape or pixels.shape != layout or info.bit_depth != depth:
+        if info.bit_depth == depth and refs.is_turned(shape, source_shape, pixels.shape, layout):
+            turned.append((pixels, info))  # turned back (or left out) once every reference is in
+        elif shape != source_shape or pixels.shape != layout or info.bit_depth != depth:
             errors.append(error_record(path, "mismatch",
                           f"size/channels/bit depth {info.height}x{info.width}x{info.channels} {info.bit_depth}-bit "
                           f"differ from the camera's first reference {source_shape[0]}x{source_shape[1]} "
                           f"{layout} {depth}-bit; left out"))
             continue
-        good.append((pixels, info))
+        else:
+            good.append((pixels, info))
         if how:
             decoders[info.path] = {"decoder": how[0], **({"decoder_note": how[1]} if how[1] else {})}
-        if want is not None and len(good) == want:
+        if want is not None and len(good) + len(turned) == want:
             break
-    if want is not None and len(good) < want:
-        errors.append(error_record(camera, "too-few-references",
-                      f"camera {camera!r} has {len(good)} usable reference images, {want} required (--refs)"))
-        return None, errors
-    if len(good) < MIN_REFERENCES:
-        errors.append(error_record(camera, "too-few-references",
-                      f"camera {camera!r} has {len(good)} usable reference image(s); at least {MIN_REFERENCES} are "
-                      f"needed (config.MIN_REFERENCES)"))
-        return None, errors
+    if turned:  # frames of both orientations: the majority is the sensor's, the others are turned back
+        good, errs = refs.settle_orientation(camera, good, turned, bk, params, decoders)
+        errors.extend(errs)
+        source_shape = (good[0][1].height, good[0][1].width)
+        small = _too_small(camera, source_shape, params, methods)
+        if small:
+            return None, errors + [small]
+    short = refs.count_problem(camera, len(good), want, "usable")
+    if short:
+        return None, errors + [short]
     if callable(batch_size):
         batch_size = batch_size(source_shape)
     batch_size = max(1, int(batch_size))

@@ -6,6 +6,7 @@ processes run.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -235,16 +236,28 @@ class _HostArrays:
         return pixels
 
 
+def kind_in_name(path: str) -> tuple[str, str] | None:
+    """(kind, "name") when a word of the file name is "flat" or "natural" (``flat_003.jpg``, ``IMG-flat.jpg``),
+    else (kind, "folder") when a word of its folder's name is (``flats/IMG_1.jpg``), else None. Words are runs
+    of letters, so ``flatmate.jpg`` or ``unnatural.jpg`` say nothing; a plural ("flats") counts."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for source, text in (("name", os.path.splitext(name)[0]), ("folder", os.path.basename(folder))):
+        words = {w.removesuffix("s") for w in re.split(r"[^a-z]+", text.lower())}
+        found = [k for k in KINDS if k in words]
+        if len(found) == 1:  # "flat_natural.jpg" says both: not a hint
+            return found[0], source
+    return None
+
+
 def guess_kind(path: str, green: Any, block_means=_HostArrays.block_means) -> tuple[str, str]:
-    """'flat' or 'natural' from the file name when it says so, else from the content.
+    """'flat' or 'natural' from a word of the file or folder name when it says so, else from the content.
 
     Content rule (documented heuristic): a 16x-downsampled copy whose relative spread (std/mean)
     is under 0.15 is a flat field. ``block_means(green, f)`` gives that copy as a float64 host array.
     """
-    name = os.path.basename(path).lower()
-    for kind in KINDS:
-        if kind in name:
-            return kind, "name"
+    kind = kind_in_name(path)
+    if kind is not None:
+        return kind
     h, w = green.shape
     small = block_means(green, max(1, min(h, w) // 16))
     spread = small.std() / max(small.mean(), 1e-9)

@@ -41,12 +41,12 @@ from camid_gpu.report.render import render_report
 
 
 def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
-                 fingerprints_dir: str | os.PathLike | None = None) -> str:
+                 fingerprints_dir: str | os.PathLike | None = None, progress: bool | None = False) -> str:
     """Write the HTML report of ``run_dir`` (either kind of run folder); returns the path written.
     ``camid cluster`` runs (recognised by their ``clusters.json``) get :mod:`.cluster`'s report."""
     if _cluster.is_cluster_run(run_dir):
         return _cluster.write_cluster_report(run_dir, output_html)
-    return _render.write_report(run_dir, output_html, fingerprints_dir)
+    return _render.write_report(run_dir, output_html, fingerprints_dir, progress)
 
 
 __all__ = ["render_report", "write_report"]

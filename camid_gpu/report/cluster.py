@@ -31,6 +31,7 @@ from camid_gpu.report.html import _CSS
 from camid_gpu.report.html import NONE as _NONE
 from camid_gpu.report.html import esc as _e
 from camid_gpu.report.html import html_table as _table
+from camid_gpu.report.wording import axis_label, param_rows, timings_table
 from camid_gpu.report.html import json_value as _json_value
 from camid_gpu.report.html import kv_table as _kv
 from camid_gpu.report.html import num as _f
@@ -108,7 +109,7 @@ def _section_run(result: dict[str, Any], manifest: dict[str, Any] | None) -> str
              ("comparisons in the whole set", _f(result.get("comparisons"), "d")),
              ("refinement comparisons (upper bound, fixed before refining)",
               _f(result.get("refine_comparisons"), "d") if "refine_comparisons" in result else _NONE),
-             ("time (s)", _json_value(m.get("timings_s")))]
+             ("time (s)", timings_table(m.get("timings_s")))]
     out = ['<section id="run"><h2>1. The run</h2>',
            '<p class="lead"><b>How to read this report.</b> Two images are <b>linked</b> when the normalised '
            "correlation (NCC) of their noise residuals exceeds the threshold set by the false-alarm probability "
@@ -120,7 +121,7 @@ def _section_run(result: dict[str, Any], manifest: dict[str, Any] | None) -> str
            "the first of them (table below). "
            "A cluster says the images share a sensor; it does not name the camera.</p>", _kv(pairs)]
     params = result.get("params") or {}
-    out.append("<h3>Parameters</h3>" + _kv((str(k), _json_value(v)) for k, v in sorted(params.items())))
+    out.append("<h3>Parameters</h3>" + _kv(param_rows(params)))
     software = m.get("software")
     if isinstance(software, dict):
         out.append("<h3>Software</h3>" + _kv((str(k), _json_value(v)) for k, v in sorted(software.items())))
@@ -209,6 +210,10 @@ def _heatmap(sim: np.ndarray, labels: list[str | None], group: dict[str, Any], c
         pos += size
     ax.set_title(f"{group['name']}: NCC of all pairs, ordered by cluster")
     ax.set_xlabel("image (ordered by cluster; unclustered last)")
+    if n <= DENDROGRAM_LABELS:  # file names on the axes while they stay legible
+        names = [axis_label(None, group["order"][i]) for i in order]
+        ax.set_xticks(range(n), names, rotation=90, fontsize=5)
+        ax.set_yticks(range(n), names, fontsize=5)
     return _png(fig, f"similarity heat-map of group {group['name']}")
 
 
@@ -227,7 +232,8 @@ def _dendrogram(tree: np.ndarray, group: dict[str, Any]) -> str | None:
     ax = fig.add_subplot()
     n = tree.shape[0] + 1
     dendrogram(tree, ax=ax, no_labels=n > DENDROGRAM_LABELS, color_threshold=0, above_threshold_color="#555555",
-               leaf_font_size=6)
+               leaf_font_size=6, labels=[axis_label(None, p) for p in group["order"]]
+               if n <= DENDROGRAM_LABELS else None)
     cut = 1.0 - group["threshold"]["ncc"]
     ax.axhline(cut, color="#d62728", linestyle="--", linewidth=1, label=f"cut at 1 - threshold = {cut:.4f}")
     lo = max(0.0, float(tree[:, 2].min()) - 0.01)

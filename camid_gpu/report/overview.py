@@ -9,6 +9,7 @@ from typing import Any
 from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu.report.html import NONE, esc, html_table, json_value, kv_table
 from camid_gpu.report.load import Run, dig
+from camid_gpu.report.wording import PFA_LIMITS, identical_note, param_rows
 
 
 def section(run: Run) -> str:
@@ -22,7 +23,8 @@ def section(run: Run) -> str:
            "classifier</b> (PeerJ Computer Science, 2024) is reported <i>beside</i> PCE as <b>weaker "
            "evidence</b>: its membership is a count of pairwise majority votes, not a probability, and an "
            "independent check on real cameras found it right on about half of the flat images and on none of "
-           "the natural ones. Section 4 shows what drove its votes (intensity or PRNU).</p>"]
+           "the natural ones. Section 4 shows what drove its votes (intensity or PRNU).</p>",
+           f'<p class="note"><b>What P_FA does not cover.</b> {PFA_LIMITS}</p>', identical_note(run.records)]
     argv = m.get("argv")
     command = shlex.join(str(a) for a in argv) if isinstance(argv, list) else None
     pairs = [("images", f"{len(run.records)} ({errors} with errors)"),
@@ -44,7 +46,7 @@ def section(run: Run) -> str:
         out.append("<h3>Software</h3>" + kv_table((str(k), json_value(v)) for k, v in sorted(software.items())))
     params = m.get("params") if isinstance(m.get("params"), dict) else dig(run.evaluation, "params")
     if isinstance(params, dict) and params:
-        out.append("<h3>Parameters</h3>" + kv_table((str(k), json_value(v)) for k, v in sorted(params.items())))
+        out.append("<h3>Parameters</h3>" + kv_table(param_rows(params)))
     out.append(_fingerprint_table(run))
     out.append(_skipped_table(m))
     out.append("</section>")

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from camid_gpu.report.wording import axis_label, human_size
 from camid_gpu.report.figures import PCE_LINTHRESH, figure, png, symlog
 from camid_gpu.report.html import MAX_DETAILED_IMAGES, NONE, esc, html_table, img_label, kv_table, num
 from camid_gpu.report.load import Run, dig, is_num
@@ -95,7 +96,7 @@ def _pce_heatmaps(run: Run, items: list[tuple[int, dict[str, Any]]]) -> list[str
                        interpolation="nearest" if labelled else "antialiased")
         ax.set_xticks(np.arange(len(cameras)), cameras, rotation=45 if len(cameras) > 6 else 0)
         if labelled:
-            ax.set_yticks(np.arange(len(chunk)), [img_label(i) for i, _ in chunk])
+            ax.set_yticks(np.arange(len(chunk)), [axis_label(i, r.get("path")) for i, r in chunk])
             ys, xs = np.nonzero(np.nan_to_num(rows, nan=-np.inf) > thr)
             ax.scatter(xs, ys, marker="o", s=40, facecolors="none", edgecolors="#d62728", linewidths=1.2)
             ax.set_title(f"PCE {img_label(chunk[0][0])}-{img_label(chunk[-1][0])} (ring: > {thr:g})")
@@ -133,7 +134,7 @@ def _pce_detail(run: Run, i: int, r: dict[str, Any]) -> str:
                                                       f'offsets searched)</span>' if "offset" in s else "")])
     exif = r.get("exif") if isinstance(r.get("exif"), dict) else {}
     meta = [("SHA-256", f'<span class="mono">{esc(r.get("sha256") or NONE)}</span>'),
-            ("file", f'{esc(r.get("format") or NONE)}, {num(r.get("file_size"))} bytes, '
+            ("file", f'{esc(r.get("format") or NONE)}, {esc(human_size(r.get("file_size")))}, '
                      f'{esc(" x ".join(map(str, r.get("size") or [])) or NONE)} pixels (h x w), '
                      f'{esc(r.get("channels", NONE))} channel(s), {esc(r.get("bit_depth", NONE))} bit'),
             ("kind", f'{esc(r.get("kind") or NONE)} (from {esc(r.get("kind_source") or NONE)})'),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import warnings
 
+from camid_gpu._shared.progress import Progress
 from camid_gpu.report import cameras, decisions, membership, overview, pce, truth
 from camid_gpu.report.figures import RC, load_matplotlib
 from camid_gpu.report.html import page
@@ -11,14 +12,14 @@ from camid_gpu.report.load import load_run
 
 
 def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
-                 fingerprints_dir: str | os.PathLike | None = None) -> str:
+                 fingerprints_dir: str | os.PathLike | None = None, progress: bool | None = False) -> str:
     """Write the HTML report of ``run_dir`` to ``output_html`` and return the path written.
 
     ``fingerprints_dir``: the fingerprint store to draw the per-camera figures from (default: the
     manifest's ``fingerprints_dir``, else ``run_dir/fingerprints``). Raises :class:`CamidError` when
     ``run_dir`` has no readable ``results.jsonl``, :class:`MissingExtraError` without matplotlib.
     """
-    text = render_report(run_dir, fingerprints_dir)
+    text = render_report(run_dir, fingerprints_dir, progress)
     output_html = os.fspath(output_html)
     parent = os.path.dirname(os.path.abspath(output_html))
     os.makedirs(parent, exist_ok=True)
@@ -29,8 +30,10 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
     return output_html
 
 
-def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLike | None = None) -> str:
-    """The report of ``run_dir`` as one HTML string (see :func:`write_report`)."""
+def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLike | None = None,
+                  progress: bool | None = False) -> str:
+    """The report of ``run_dir`` as one HTML string (see :func:`write_report`); ``progress``: a bar per section
+    (None = on a terminal)."""
     mpl = load_matplotlib()
     run = load_run(os.fspath(run_dir), None if fingerprints_dir is None else os.fspath(fingerprints_dir))
     with mpl.rc_context(RC), warnings.catch_warnings():
@@ -38,6 +41,11 @@ def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLik
         # still miss a glyph: that must not stop a report (pytest runs with warnings as errors)
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
-        body = [overview.section(run), decisions.section(run), pce.section(run, mpl), membership.section(run),
-                cameras.section(run, mpl), truth.section(run, mpl)]
+        steps = [lambda: overview.section(run), lambda: decisions.section(run), lambda: pce.section(run, mpl),
+                 lambda: membership.section(run), lambda: cameras.section(run, mpl), lambda: truth.section(run, mpl)]
+        with Progress(len(steps), "report sections", progress) as bar:  # the figures take the time
+            body = []
+            for step in steps:
+                body.append(step())
+                bar.advance()
     return page(run, [b for b in body if b])
