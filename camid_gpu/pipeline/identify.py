@@ -29,6 +29,7 @@ from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
 from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, content_problem, load_reference, match_geometry, rotations_to_try
 from camid_gpu.pipeline.records import base_record, camera_score, error_entry, mahalanobis_record, pce_record
+from camid_gpu.prnu.decision import union_bound
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
 from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
@@ -429,8 +430,8 @@ def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequen
             degrees, res = max(options, key=lambda o: _finite_or_minus_inf(o[1].pce))
             for d, r in options:
                 by_rotation[d] = max(by_rotation.get(d, -math.inf), _finite_or_minus_inf(r.pce))
-            if len(options) > 1 and math.isfinite(res.log10_p_fa):  # union bound over the rotations searched
-                res = replace(res, log10_p_fa=min(0.0, res.log10_p_fa + math.log10(len(options))))
+            if len(options) > 1:  # the union bound over the rotations searched
+                res = replace(res, log10_p_fa=union_bound(res.log10_p_fa, len(options)))
             chosen[fp.camera] = (degrees, len(options))
             best_results.append(res)
         if best_results:

@@ -83,6 +83,7 @@ import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
 from camid_gpu.config import SIGMA_QUERY
+from camid_gpu.prnu.decision import decide
 from camid_gpu.prnu.pce import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, json_number, log10_false_alarm, pce
 from camid_gpu.prnu.residual import (
     DEFAULT_LEVELS,
@@ -508,11 +509,10 @@ def search_record(results: Sequence[SearchResult], threshold: float = PCE_THRESH
     scores = {r.camera: {"pce": json_number(r.pce), "scale": float(r.scale), "offset": [int(v) for v in r.offset],
                          "size": [int(v) for v in r.size], "log10_p_fa": json_number(r.log10_p_fa),
                          "positions_searched": int(r.positions_searched)} for r in results}
-    order = sorted(results, key=lambda r: -r.pce if math.isfinite(r.pce) else math.inf)
-    above = [r.camera for r in order if r.pce > threshold]
+    made = decide({r.camera: r.pce for r in results}, threshold)
     return {"method": "pce-scale-crop-search", "threshold": float(threshold), "scores": scores,
-            "best": order[0].camera, "best_pce": json_number(order[0].pce),
-            "decision": above[0] if above else None, "above_threshold": above}
+            "best": made.best, "best_pce": scores[made.best]["pce"],
+            "decision": made.decision, "above_threshold": made.above}
 
 
 __all__ = ["SearchResult", "scale_grid", "scaled_size", "resample_fingerprint", "gaussian_transfer",

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from camid_gpu.prnu.decision import exceeds
 from camid_gpu.report.figures import PCE_LINTHRESH, figure, png, symlog
 from camid_gpu.report.html import MAX_DETAILED_IMAGES, NONE, esc, html_table, img_label, kv_table, num
 from camid_gpu.report.load import Run, dig, is_num
@@ -47,7 +48,7 @@ def _pce_bar_figure(run: Run, i: int, r: dict[str, Any]) -> str:
     ax = fig.add_subplot()
     x = np.arange(len(cameras))
     heights = [v if math.isfinite(v) else 0.0 for v in values]
-    colors = ["#1f77b4" if (math.isfinite(v) and v > thr) else "#9aa5b1" for v in values]
+    colors = ["#1f77b4" if exceeds(v, thr) else "#9aa5b1" for v in values]
     edges = ["#000000" if c == truth else "none" for c in cameras]
     ax.bar(x, heights, color=colors, edgecolor=edges, linewidth=1.2, width=0.7)
     ax.set_yscale("symlog", linthresh=PCE_LINTHRESH)
@@ -96,7 +97,7 @@ def _pce_heatmaps(run: Run, items: list[tuple[int, dict[str, Any]]]) -> list[str
         ax.set_xticks(np.arange(len(cameras)), cameras, rotation=45 if len(cameras) > 6 else 0)
         if labelled:
             ax.set_yticks(np.arange(len(chunk)), [img_label(i) for i, _ in chunk])
-            ys, xs = np.nonzero(np.nan_to_num(rows, nan=-np.inf) > thr)
+            ys, xs = np.nonzero(exceeds(rows, thr))
             ax.scatter(xs, ys, marker="o", s=40, facecolors="none", edgecolors="#d62728", linewidths=1.2)
             ax.set_title(f"PCE {img_label(chunk[0][0])}-{img_label(chunk[-1][0])} (ring: > {thr:g})")
         else:

@@ -227,6 +227,7 @@ def _check_pce_known_answer(bk: Backend, data: _Data, float64: bool) -> tuple[st
 
 
 def _identify(bk: Backend, data: _Data) -> tuple[list[int], np.ndarray]:
+    from camid_gpu.prnu.decision import decide
     from camid_gpu.prnu.fingerprint import estimate_fingerprint
     from camid_gpu.prnu.pce import pce_scores
     from camid_gpu.prnu.residual import extract_residual
@@ -234,7 +235,8 @@ def _identify(bk: Backend, data: _Data) -> tuple[list[int], np.ndarray]:
     fps = np.stack([estimate_fingerprint(refs, backend=bk) for refs in data.camera_refs])
     res = extract_residual(data.disputed, sigma=SIGMA_QUERY, wiener=True, backend=bk)
     scores = pce_scores(bk, bk.asarray(res), bk.asarray(data.disputed.astype(np.float64)), bk.asarray(fps))
-    decisions = [int(np.argmax(row)) if row.max() > PCE_THRESHOLD else -1 for row in scores.pce]
+    made = [decide(dict(enumerate(row.tolist())), PCE_THRESHOLD).decision for row in scores.pce]
+    decisions = [-1 if d is None else int(d) for d in made]
     return decisions, scores.pce
 
 
