@@ -195,10 +195,6 @@ class Params:
                              f"got {self.pce_threshold!r}")
         if not isinstance(self.levels, int) or not 1 <= self.levels <= 8:
             raise ValueError(f"levels must be a whole number from 1 to 8, got {self.levels!r}")
-        for name in ("pce_clip", "mahalanobis_clip"):
-            value = getattr(self, name)
-            if value is not None and (len(value) != 2 or min(value) < 16):
-                raise ValueError(f"{name} must be two sizes of at least 16 pixels, got {value!r}")
         if self.shift_range is not None and (len(self.shift_range) != 2 or min(self.shift_range) < 0):
             raise ValueError(f"shift_range (--shift-range) must be N >= 0, HxW or 'all', got {self.shift_range!r}")
         if self.search_scales is not None:

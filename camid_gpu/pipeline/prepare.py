@@ -6,7 +6,7 @@ processes run.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -20,15 +20,6 @@ from camid_gpu.io.listing import IMAGE_SUFFIXES, Listing, scan_inputs
 from camid_gpu.prnu.search import MIN_SIDE  # the smallest side any comparison (the crop search too) needs
 
 KINDS = ("flat", "natural")
-
-
-@dataclass
-class CameraRefs:
-    """A camera's reference files, after selection; ``errors`` are per-file error entries."""
-
-    camera: str
-    paths: list[str]
-    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 def camera_folders(refs_dir: str) -> list[tuple[str, str]]:

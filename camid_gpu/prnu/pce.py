@@ -42,10 +42,6 @@ class PCEScores:
     shifts_searched: int = 1
     extra: dict = field(default_factory=dict)
 
-    @property
-    def p_fa(self) -> np.ndarray:
-        return 10.0 ** self.log10_p_fa
-
 
 def crosscorr(bk: Backend, residual: Array, template: Array) -> Array:
     """Circular cross-correlation ``C[s] = sum_x a[x] b[x+s]`` of mean-removed ``(..., H, W)`` arrays."""
