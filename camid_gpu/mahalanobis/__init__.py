@@ -79,13 +79,9 @@ from camid_gpu.mahalanobis import kernel as _kernel  # noqa: F401,E402  register
 from camid_gpu.mahalanobis.compare import classify_images, compare_paper, compare_traces  # noqa: F401
 from camid_gpu.mahalanobis.constants import (  # noqa: F401
     DEFAULT_CHUNK_ELEMENTS,
-    DEFAULT_CLIP,
-    DEFAULT_REFERENCES,
-    DEFAULT_SIGMA,
     DETERMINANT_RTOL,
     FUSED_MAX_CAMERAS,
     MODES,
-    NATURAL_MODES,
     SCAN_ORDERS,
     SELECTION_SIGMAS,
 )

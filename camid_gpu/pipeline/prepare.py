@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from camid_gpu.config import MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
+from camid_gpu.config import KIND, MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
 from camid_gpu.errors import CamidError, ImageContentError, ImageDecodeError, ImageError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
 from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
@@ -257,7 +257,7 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
 
 
 def prepare_disputed(path: str, params: Params, sensor_shapes: Sequence[tuple[int, int]] | tuple[int, int],
-                     kind: str = "auto", limits: InputLimits | None = None, defer_jpeg: bool = False) -> Prepared:
+                     kind: str = KIND, limits: InputLimits | None = None, defer_jpeg: bool = False) -> Prepared:
     """Host work for one disputed image: decode, decide the kind, list the rotations to try against the
     fingerprints' sensor frames ``sensor_shapes`` (one (rows, columns) or several), rotate and clip to the
     PCE geometry. Raises ImageError.

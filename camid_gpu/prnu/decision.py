@@ -18,15 +18,15 @@ from typing import Any, Generic, Hashable, Mapping, TypeVar
 
 import numpy as np
 
+from camid_gpu.config import is_finite_number
+
 Key = TypeVar("Key", bound=Hashable)
 
 
 def _value(pce: Any) -> float:
-    """A PCE as a float for ordering: non-finite (or None) counts as minus infinity."""
-    if pce is None:
-        return -math.inf
-    value = float(pce)
-    return value if math.isfinite(value) else -math.inf
+    """A PCE as a float for ordering: anything but a finite number (None, NaN, infinite) counts as minus
+    infinity."""
+    return float(pce) if is_finite_number(pce) else -math.inf
 
 
 def exceeds(pce: Any, threshold: float) -> Any:

@@ -24,13 +24,16 @@ from typing import Sequence
 
 import numpy as np
 
-from camid_gpu import config
 from camid_gpu.backend import Array, Backend, get_backend
 from camid_gpu.backend.staging import Upload
-from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS, check_sigma
-
-#: noise std on the 0..255 scale used by Binghamton's examples (the reference side)
-DEFAULT_SIGMA = config.SIGMA_FINGERPRINT
+from camid_gpu.config import (
+    DEFAULT_LEVELS,
+    DEFAULT_WAVELET,
+    GRAY_WEIGHTS,
+    MIHCAK_WINDOWS,
+    SIGMA_FINGERPRINT,
+    check_sigma,
+)
 
 
 def padding(size: int, levels: int) -> tuple[int, int]:
@@ -84,7 +87,7 @@ def mihcak_shrink(bk: Backend, coeffs: Array, noise_var: float | Array,
     return coeffs * noise_var / (variance + noise_var)
 
 
-def noise_extract(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA,
+def noise_extract(bk: Backend, images: Array, sigma: float = SIGMA_FINGERPRINT,
                   levels: int = DEFAULT_LEVELS, wavelet: str = DEFAULT_WAVELET) -> Array:
     """Binghamton's NoiseExtract of single-channel images: ``(N, H, W)`` -> ``(N, H, W)``.
 
@@ -205,7 +208,7 @@ def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
     return images
 
 
-def residual_native(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+def residual_native(bk: Backend, images: Array, sigma: float = SIGMA_FINGERPRINT, levels: int = DEFAULT_LEVELS,
                     wavelet: str = DEFAULT_WAVELET, zero_mean: bool = True) -> Array:
     """NoiseExtractFromImage on native arrays ``(N, H, W)`` or ``(N, H, W, 3)`` -> ``(N, H, W)``.
 
@@ -223,7 +226,7 @@ def residual_native(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA, le
     return zero_mean_total(bk, noise) if zero_mean else noise
 
 
-def extract_residual(images: np.ndarray, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+def extract_residual(images: np.ndarray, sigma: float = SIGMA_FINGERPRINT, levels: int = DEFAULT_LEVELS,
                      wavelet: str = DEFAULT_WAVELET, backend: str | Backend = "auto", *,
                      zero_mean: bool = True, wiener: bool = False, batch_size: int = 8,
                      device: str | None = None) -> np.ndarray:

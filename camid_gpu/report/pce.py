@@ -7,10 +7,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from camid_gpu.config import is_finite_number
 from camid_gpu.prnu.decision import exceeds
 from camid_gpu.report.figures import PCE_LINTHRESH, figure, png, symlog
 from camid_gpu.report.html import MAX_DETAILED_IMAGES, NONE, esc, html_table, img_label, kv_table, num
-from camid_gpu.report.load import Run, dig, is_num
+from camid_gpu.report.load import Run, dig
 
 #: more images than this: no per-image bar charts, heat-maps of the PCE matrix instead
 MAX_IMAGE_CHARTS = 40
@@ -22,7 +23,7 @@ MAX_HEATMAP_FIGURES = 20
 
 def _pce_values(r: dict[str, Any], cameras: Sequence[str]) -> list[float]:
     scores = dig(r, "pce", "scores", default={})
-    return [float(v) if is_num(v := dig(scores, c, "pce")) else math.nan for c in cameras]
+    return [float(v) if is_finite_number(v := dig(scores, c, "pce")) else math.nan for c in cameras]
 
 
 def _pce_axis_limits(values: Sequence[float], threshold: float) -> tuple[float, float]:
@@ -126,7 +127,7 @@ def _pce_detail(run: Run, i: int, r: dict[str, Any]) -> str:
             rows.append([esc(c), f'<td colspan="4"><span class="bad">not comparable</span>: {esc(reason)}</td>'])
             continue
         s = dig(scores, c, default={})
-        above = is_num(s.get("pce")) and s["pce"] > thr
+        above = exceeds(s.get("pce"), thr)
         rows.append([esc(c) + (" (decision)" if c == dig(r, "pce", "decision") else ""),
                      f'<td class="num">{"<b>" if above else ""}{num(s.get("pce"))}{"</b>" if above else ""}</td>',
                      f'<td class="num">{num(s.get("ncc"))}</td>', f'<td class="num">{num(s.get("log10_p_fa"))}</td>',
