@@ -3,7 +3,7 @@
 Times :func:`camid_gpu.mahalanobis.statistics.pair_statistics` (covariances of the trace differences and the
 pairwise "closer-or-equal" counts that membership is built from) on random traces, over three
 grids that vary one of D, C, N while the other two stay at ``--fixed``; each backend runs its
-generic twin and, on CUDA with CuPy, the fused kernel ``kernels/mahalanobis.cu``. Prints one JSON
+generic twin and, on CUDA with CuPy, the fused kernel ``camid_gpu/kernels/mahalanobis.cu``. Prints one JSON
 object (``--json-out`` also writes it) and a table. Not collected by pytest.
 
     python bench/bench_mahalanobis.py [--d 1 2 4 8] [--c 2 4 8 16] [--n 250000 500000 1000000]

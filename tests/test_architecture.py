@@ -20,7 +20,7 @@ PACKAGE = ROOT / "camid_gpu"
 LAYERS: list[set[str]] = [
     {"_version", "errors"},
     {"_shared"},        # optional imports
-    {"_cuda"},          # the generic kernel loader
+    {"_cuda", "kernels"},  # the generic kernel loader; the CUDA sources (package data)
     {"backend"},        # the NumPy/torch seam
     {"config"},         # every default, Params, RunConfig (RunConfig makes the backend)
     {"io"},             # decoding, geometry, listing
@@ -124,7 +124,7 @@ def test_import_walker_sees_submodule_and_function_imports():
 
 def test_runs_from_a_checkout_without_installing(tmp_path):
     """PYTHONPATH=<checkout>, no site-packages processing (so no editable-install finder): the kernel sources
-    are found in the repository's kernels/ folder and the CLI runs."""
+    are found in the package (camid_gpu/kernels/) and the CLI runs."""
     site = sysconfig.get_paths()["purelib"]
     script = ("from camid_gpu._cuda import loader\n"
               "files = loader.kernel_files()\n"

@@ -1,6 +1,6 @@
-"""Every ``kernels/*.cu`` executed on the CPU against its torch twin, and the per-device self-check.
+"""Every ``camid_gpu/kernels/*.cu`` executed on the CPU against its torch twin, and the per-device self-check.
 
-The kernels are compiled as host C++ through ``kernels/host_emulation.h`` (``g++ -fopenmp``: a thread
+The kernels are compiled as host C++ through ``camid_gpu/kernels/host_emulation.h`` (``g++ -fopenmp``: a thread
 block is an OpenMP team of blockDim threads) and launched by the same drivers and the same launch
 geometry (the ``launch_plan`` beside each launcher) as on a GPU; only the launcher differs (``host_kernels.HostLauncher``
 instead of CuPy). Skipped, with the reason, when no C++ compiler with OpenMP is found, unless

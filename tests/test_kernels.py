@@ -1,6 +1,6 @@
 """The fused CUDA kernels: they compile everywhere, and on a GPU they match their generic twins.
 
-(a) Without a GPU: every ``kernels/*.cu`` is compiled to PTX by NVRTC from the ``nvidia-cuda-nvrtc``
+(a) Without a GPU: every ``camid_gpu/kernels/*.cu`` is compiled to PTX by NVRTC from the ``nvidia-cuda-nvrtc``
     wheel (through ctypes), or by ``nvcc --ptx`` when the wheel is missing; the test skips only when
     neither exists. The kernels that ``camid_gpu._cuda.loader`` launches must be in the source and the PTX,
     compiled with the constants of ``loader.KERNEL_DEFINES`` (the sources define none of their own).

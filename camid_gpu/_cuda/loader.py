@@ -1,11 +1,11 @@
-"""The generic loader of the fused CUDA kernels (``kernels/*.cu``) through CuPy, for the torch backend on CUDA.
+"""The generic loader of the fused CUDA kernels (``camid_gpu/kernels/*.cu``) through CuPy (torch on CUDA).
 
 The launchers live beside the algorithm they fuse and register here with :func:`register_fused`:
 ``mihcak_shrink`` in :mod:`camid_gpu.prnu.mihcak_kernel`, ``mahalanobis_counts`` in
 :mod:`camid_gpu.mahalanobis.kernel`. This module knows no algorithm.
 
-The CUDA C sources ship inside the package ``camid_gpu.kernels`` (the repository's ``kernels/``
-folder) and are read with :mod:`importlib.resources`. Each file is compiled by NVRTC through
+The CUDA C sources are package data of ``camid_gpu.kernels`` (``camid_gpu/kernels/*.cu``), read with
+:mod:`importlib.resources`. Each file is compiled by NVRTC through
 ``cupy.RawModule`` the first time one of its kernels runs on a device, once per process and device
 (the cache is guarded by a lock, so concurrent first calls compile once).
 
@@ -17,7 +17,7 @@ One source for what the sources and their launchers share: the compile-time cons
 (:data:`KERNEL_DEFINES`, passed as ``-D`` options; the ``.cu`` files define none) and, per kernel, the
 launch geometry (a ``launch_plan`` function beside each launcher, giving :class:`Launch` records). The
 launchers' drivers take a :class:`Launcher`: :class:`CupyLauncher` here, a host emulation of the same
-sources in the tests (``kernels/host_emulation.h``), which run every kernel on the CPU against its twin.
+sources in the tests (``camid_gpu/kernels/host_emulation.h``), which run every kernel on the CPU against its twin.
 
 Self-check: the first time a process uses a fused kernel on a device (:func:`get_fused` with
 ``device``), it runs the kernel and its twin on a small deterministic input (:func:`self_check`, with
@@ -46,7 +46,6 @@ import functools
 import importlib
 import importlib.resources
 import math
-import pathlib
 import threading
 import warnings
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ KERNEL_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 
-#: Compile-time constants of ``kernels/*.cu``, passed to NVRTC (and to the host emulation the tests
+#: Compile-time constants of ``camid_gpu/kernels/*.cu``, passed to NVRTC (and to the host emulation the tests
 #: build) as ``-D`` options, so that the sources and their launchers cannot disagree: the ``.cu``
 #: files only check that they are defined.
 KERNEL_DEFINES: dict[str, int] = {
@@ -88,7 +87,7 @@ MAX_GRID_YZ = 65535
 
 
 def compile_options() -> tuple[str, ...]:
-    """NVRTC options of every ``kernels/*.cu``: :data:`COMPILE_OPTIONS` and one ``-DNAME=value`` per
+    """NVRTC options of every ``camid_gpu/kernels/*.cu``: :data:`COMPILE_OPTIONS` and one ``-DNAME=value`` per
     :data:`KERNEL_DEFINES` entry."""
     return COMPILE_OPTIONS + tuple(f"-D{name}={value}" for name, value in KERNEL_DEFINES.items())
 
@@ -129,24 +128,14 @@ def _torch_cuda_available() -> bool:
     return torch_cuda_available()
 
 
-#: the repository's kernels/ folder, for running from a checkout (PYTHONPATH=.) without installing
-CHECKOUT_KERNELS = pathlib.Path(__file__).resolve().parents[2] / "kernels"
-
-
 def kernel_root() -> Any:
-    """The folder of the ``.cu`` sources: the installed package ``camid_gpu.kernels`` or, when it is not
-    importable (a checkout on PYTHONPATH, where the package is mapped from ``kernels/`` only on install),
-    the repository's ``kernels/`` folder."""
-    try:
-        return importlib.resources.files(KERNEL_PACKAGE)
-    except ModuleNotFoundError:
-        if (CHECKOUT_KERNELS / "__init__.py").is_file():
-            return CHECKOUT_KERNELS
-        raise
+    """The folder of the ``.cu`` sources: the package ``camid_gpu.kernels`` (``camid_gpu/kernels/``, installed
+    or in a checkout alike)."""
+    return importlib.resources.files(KERNEL_PACKAGE)
 
 
 def kernel_source(filename: str) -> str:
-    """The text of ``kernels/<filename>`` as installed in the package ``camid_gpu.kernels``."""
+    """The text of ``camid_gpu/kernels/<filename>`` as installed in the package ``camid_gpu.kernels``."""
     return kernel_root().joinpath(filename).read_text(encoding="utf-8")
 
 
@@ -157,7 +146,7 @@ def kernel_files() -> list[str]:
 
 
 def compiled_module(filename: str, device_index: int) -> Any:
-    """``cupy.RawModule`` of ``kernels/<filename>`` for CUDA device ``device_index`` (cached)."""
+    """``cupy.RawModule`` of ``camid_gpu/kernels/<filename>`` for CUDA device ``device_index`` (cached)."""
     key = (filename, int(device_index))
     module = _MODULES.get(key)
     if module is not None:
@@ -175,7 +164,7 @@ def compiled_module(filename: str, device_index: int) -> Any:
 
 
 def compiled_function(filename: str, function: str, device_index: int) -> Any:
-    """The ``cupy.RawKernel`` ``function`` of ``kernels/<filename>`` on device ``device_index`` (cached)."""
+    """The ``cupy.RawKernel`` ``function`` of ``camid_gpu/kernels/<filename>`` on device ``device_index`` (cached)."""
     key = (filename, function, int(device_index))
     kernel = _FUNCTIONS.get(key)
     if kernel is None:
@@ -241,7 +230,7 @@ class Launch:
 
 
 class Launcher(Protocol):
-    """Runs one :class:`Launch` of ``kernels/<filename>``'s ``function`` with ``args``: torch
+    """Runs one :class:`Launch` of ``camid_gpu/kernels/<filename>``'s ``function`` with ``args``: torch
     tensors (contiguous; passed as pointers), ``np.int32`` and ``np.int64`` scalars, in the
     kernel's parameter order. ``max_grid_yz`` is the device's grid limit."""
 

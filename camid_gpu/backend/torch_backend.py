@@ -1,6 +1,6 @@
 """The torch backend: pytorch-wavelets + torch.fft + separable average pooling, on CPU or CUDA.
 
-Computes in float32 by default (float64 on request); on CUDA the fused CuPy kernels of ``kernels/``
+Computes in float32 by default (float64 on request); on CUDA the fused CuPy kernels of ``camid_gpu/kernels/``
 (looked up through :mod:`camid_gpu._cuda`) replace the hot spots when CuPy is installed.
 """
 from __future__ import annotations

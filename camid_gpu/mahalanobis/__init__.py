@@ -22,7 +22,7 @@ Arrays: traces are batch-first ``(N, 2, P)`` (component 0 = I0, 1 = PRNU, ``P = 
 row-major order) or ``(N, 2, H, W)``; fingerprints ``(C, 2, P)`` or ``(C, 2, H, W)``. Everything
 runs through the :class:`~camid_gpu.backend.Backend` primitives, so it is written once for NumPy
 (float64) and torch (CPU or CUDA, float32 or float64). On CUDA the fused kernel
-``kernels/mahalanobis.cu`` (``bk.kernel("mahalanobis_counts")``) computes the covariances and the
+``camid_gpu/kernels/mahalanobis.cu`` (``bk.kernel("mahalanobis_counts")``) computes the covariances and the
 pairwise counts without materialising the D x C x P distances; elsewhere the generic twin
 (:func:`_pair_counts_generic`) does, in chunks of disputed images so that memory stays bounded.
 

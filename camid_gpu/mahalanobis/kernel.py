@@ -1,4 +1,4 @@
-"""Launcher of the fused Mahalanobis pair statistics (``kernels/mahalanobis.cu``), the CUDA twin of
+"""Launcher of the fused Mahalanobis pair statistics (``camid_gpu/kernels/mahalanobis.cu``), the CUDA twin of
 ``camid_gpu.mahalanobis.statistics._pair_counts_generic``; registered as ``"mahalanobis_counts"`` with
 the loader, together with its self-check against that twin.
 
@@ -77,7 +77,7 @@ def _check_mahalanobis_inputs(disputed: Any, fingerprints: Any, mask: Any | None
 
 def mahalanobis_counts(disputed: Any, fingerprints: Any, mask: Any | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fused pair statistics of the Mahalanobis classifier (``kernels/mahalanobis.cu``).
+    """Fused pair statistics of the Mahalanobis classifier (``camid_gpu/kernels/mahalanobis.cu``).
 
     Parameters
     ----------

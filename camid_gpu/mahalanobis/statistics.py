@@ -108,7 +108,7 @@ def _covariances(bk: Backend, dx: Array, dy: Array, mask: Array | None) -> tuple
 
 def _pair_counts_generic(bk: Backend, disputed: Array, prints: Array, mask: Array | None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generic twin of ``kernels/mahalanobis.cu`` (same contract as ``cuda.mahalanobis_counts``).
+    """Generic twin of ``camid_gpu/kernels/mahalanobis.cu`` (same contract as ``cuda.mahalanobis_counts``).
 
     Returns ``n`` (D, C) int64, ``cov`` (D, C, 2, 2) float64 and ``counts`` (D, C, C, 4) int64:
     per (d, q, j) the pixels used by both q and j, and among them those where q is closer-or-equal

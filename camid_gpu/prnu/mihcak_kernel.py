@@ -1,4 +1,4 @@
-"""Launcher of the fused Mihcak shrink (``kernels/mihcak_shrink.cu``), the CUDA twin of
+"""Launcher of the fused Mihcak shrink (``camid_gpu/kernels/mihcak_shrink.cu``), the CUDA twin of
 :func:`camid_gpu.prnu.residual.mihcak_shrink`; registered as ``"mihcak_shrink"`` with the loader,
 together with its self-check against that twin.
 

@@ -74,7 +74,7 @@ def mihcak_shrink(bk: Backend, coeffs: Array, noise_var: float | Array,
     ``coeffs``: (..., h, w); ``noise_var``: scalar or an array broadcasting to (..., 1, 1).
     Returns ``coeffs * noise_var / (v + noise_var)`` with
     ``v = min over windows of max(0, boxmean_w(coeffs^2) - noise_var)``.
-    On CUDA the fused kernel ``kernels/mihcak_shrink.cu`` computes the same thing in one pass.
+    On CUDA the fused kernel ``camid_gpu/kernels/mihcak_shrink.cu`` computes the same thing in one pass.
     """
     fused = bk.kernel("mihcak_shrink")
     if fused is not None:
