@@ -163,9 +163,14 @@ class Backend(Protocol[ArrayT]):
     def host_wait_event(self, event: Any) -> None:
         """Block the host until ``event`` is done (no-op on the host)."""
 
-    # fused kernels ---------------------------------------------------------------------------
-    def kernel(self, name: str) -> Callable | None:
-        """A fused implementation of ``name`` for this backend and device, or None (use the twin)."""
+    # fused kernels (each algorithm holds its own: e.g. ``prnu.residual.MIHCAK_KERNEL``) --------------------
+    def cuda_kernel_device(self) -> Any:
+        """The CUDA device on which this backend launches fused CUDA kernels, or None (use the twins)."""
+        return None
+
+    def host_kernel(self, kernel: Callable) -> Callable | None:
+        """``kernel`` (a function of :mod:`camid_gpu.backend.host_kernels`) bound to this backend's threads
+        when the backend runs host kernels, else None (use the twin)."""
         return None
 
     def synchronize(self) -> None:

@@ -1,7 +1,8 @@
 """The torch backend: pytorch-wavelets + torch.fft + separable average pooling, on CPU or CUDA.
 
 Computes in float32 by default (float64 on request); on CUDA the fused CuPy kernels of ``camid_gpu/kernels/``
-(looked up through :mod:`camid_gpu._cuda`) replace the hot spots when CuPy is installed.
+replace the hot spots when CuPy is installed: each algorithm holds its kernel (e.g. ``prnu.residual.MIHCAK_KERNEL``)
+and launches it on :meth:`TorchBackend.cuda_kernel_device`.
 """
 from __future__ import annotations
 
@@ -270,12 +271,8 @@ class TorchBackend(Backend["torch.Tensor"]):
         if event is not None:
             event.synchronize()
 
-    def kernel(self, name):
-        if not self.use_kernels:
-            return None
-        from camid_gpu._cuda import loader as cuda
-
-        return cuda.get_fused(name, device=self.torch_device)
+    def cuda_kernel_device(self):
+        return self.torch_device if self.use_kernels else None  # use_kernels is only ever on for CUDA
 
     def synchronize(self):
         if self.torch_device.type == "cuda":

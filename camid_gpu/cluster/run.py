@@ -27,7 +27,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.files import atomic_write
 from camid_gpu._shared.jsonio import json_number, sha256_or_none, write_json
 from camid_gpu.backend import Backend
@@ -52,6 +51,7 @@ from camid_gpu.engine.scheduler import (
 from camid_gpu.errors import CamidError, ImageNoSignalError, ImageTooSmallError
 from camid_gpu.io import ImageInfo, center_clip, read_image
 from camid_gpu.io.listing import file_identity, printable
+from camid_gpu.pipeline.kernels import kernels_status
 from camid_gpu.pipeline.prepare import disputed_listing
 from camid_gpu.pipeline.records import error_entry
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator

@@ -15,7 +15,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tifffile
 
-from camid_gpu._cuda.loader import kernels_status
 from camid_gpu._shared.files import write_bytes_atomic
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu.backend.staging import UploadStager
@@ -41,6 +40,7 @@ from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.kernels import kernels_status
 from camid_gpu.pipeline.records import ImageRecord, error_entry
 from camid_gpu.prnu.residual import extract_residual
 from camid_gpu.provenance import file_entry, input_entries, utc_now

@@ -5,5 +5,5 @@
 - :mod:`.fingerprint`: the ML fingerprint ``K`` from reference images.
 - :mod:`.pce`: cross-correlation, PCE, false-alarm probability ("same camera" above 60).
 - :mod:`.search`: Goljan & Fridrich's scale/crop search for resized or cropped images.
+- :mod:`.decision`: the PCE decision (``decide``) and the union bound over tries; every record takes it from here.
 """
-from camid_gpu.prnu import mihcak_kernel as _mihcak_kernel  # noqa: F401  registers the fused launcher

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from camid_gpu.backend import Array, Backend, get_backend
+from camid_gpu.backend import Array, Backend, get_backend, host_kernels
 from camid_gpu.backend.staging import Upload
 from camid_gpu.config import (
     DEFAULT_LEVELS,
@@ -34,6 +34,7 @@ from camid_gpu.config import (
     SIGMA_FINGERPRINT,
     check_sigma,
 )
+from camid_gpu.prnu.mihcak_kernel import fused_kernel
 
 
 def padding(size: int, levels: int) -> tuple[int, int]:
@@ -74,9 +75,11 @@ def mihcak_shrink(bk: Backend, coeffs: Array, noise_var: float | Array,
     ``coeffs``: (..., h, w); ``noise_var``: scalar or an array broadcasting to (..., 1, 1).
     Returns ``coeffs * noise_var / (v + noise_var)`` with
     ``v = min over windows of max(0, boxmean_w(coeffs^2) - noise_var)``.
-    On CUDA the fused kernel ``camid_gpu/kernels/mihcak_shrink.cu`` computes the same thing in one pass.
+    On CUDA the fused kernel :data:`MIHCAK_KERNEL` (``camid_gpu/kernels/mihcak_shrink.cu``) computes the same
+    thing in one pass; on NumPy the host kernel ``backend.host_kernels.mihcak_shrink`` does.
     """
-    fused = bk.kernel("mihcak_shrink")
+    device = bk.cuda_kernel_device()
+    fused = MIHCAK_KERNEL.on(device) if device is not None else bk.host_kernel(host_kernels.mihcak_shrink)
     if fused is not None:
         return fused(coeffs, noise_var, tuple(windows))
     energy = coeffs * coeffs
@@ -85,6 +88,11 @@ def mihcak_shrink(bk: Backend, coeffs: Array, noise_var: float | Array,
         local = bk.maximum(bk.box_mean(energy, size) - noise_var, 0.0)
         variance = local if variance is None else bk.minimum(variance, local)
     return coeffs * noise_var / (variance + noise_var)
+
+
+#: the fused CUDA kernel of :func:`mihcak_shrink` (launcher: :mod:`camid_gpu.prnu.mihcak_kernel`; source:
+#: ``camid_gpu/kernels/mihcak_shrink.cu``), self-checked against it per device
+MIHCAK_KERNEL = fused_kernel(twin=mihcak_shrink)
 
 
 def noise_extract(bk: Backend, images: Array, sigma: float = SIGMA_FINGERPRINT,
@@ -139,7 +147,7 @@ def wiener_dft(bk: Backend, x: Array, sigma: float | Array | None = None) -> Arr
     h, w = x.shape[-2:]
     if sigma is None:
         sigma = bk.std(x, (-2, -1))
-    fused = bk.kernel("wiener_dft")
+    fused = bk.host_kernel(host_kernels.wiener_dft)  # NumPy only (no CUDA kernel)
     if fused is not None:
         return fused(x, sigma * sigma, MIHCAK_WINDOWS)
     spectrum = bk.fft2(x)

@@ -312,6 +312,7 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
 
     from camid_gpu._cuda import loader as cuda
     from camid_gpu.mahalanobis import pair_statistics
+    from camid_gpu.pipeline.kernels import fused_kernels
     from camid_gpu.provenance import utc_now
 
     started, t0 = utc_now(), time.perf_counter()
@@ -334,10 +335,10 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
         if bk.name == "torch" and bk.use_kernels:
             with warnings.catch_warnings(record=True):  # the fallback is reported as a failed row
                 warnings.simplefilter("always")
-                for name in sorted(cuda.KERNEL_SOURCES):
-                    check = cuda.self_check(name, bk.torch_device)
-                    checks.append(Check(case.label, f"kernel self-check: {name}", PASS if check.verified else FAIL,
-                                        str(check), "verified"))
+                for kernel in fused_kernels():
+                    check = cuda.self_check(kernel, bk.torch_device)
+                    checks.append(Check(case.label, f"kernel self-check: {kernel.name}",
+                                        PASS if check.verified else FAIL, str(check), "verified"))
         _run(checks, case.label, CHECK_NAMES[0], lambda: _check_residual(bk, data, case.float64))
         _run(checks, case.label, CHECK_NAMES[1], lambda: _check_fingerprint(bk, data, case.float64))
         _run(checks, case.label, CHECK_NAMES[2], lambda: _check_pce_known_answer(bk, data, case.float64))
