@@ -274,6 +274,24 @@ class TorchBackend(Backend["torch.Tensor"]):
     def cuda_kernel_device(self):
         return self.torch_device if self.use_kernels else None  # use_kernels is only ever on for CUDA
 
+    def gram_upload(self, block, half_scale=None):
+        t = self.asarray(np.ascontiguousarray(block, dtype=np.float32))
+        if half_scale is not None:
+            return (t * half_scale).to(self.torch.float16)
+        return t.float()
+
+    def gram_product(self, a, b, half_scale=None):
+        torch = self.torch
+        if half_scale is not None:
+            try:  # float32 output straight from the float32 accumulator, where this torch offers it
+                out = torch.mm(a, b.T, out_dtype=torch.float32)
+            except (RuntimeError, TypeError, NotImplementedError):
+                out = (a @ b.T).float()
+            out = out / (half_scale * half_scale)
+        else:
+            out = a @ b.T
+        return out.float().cpu().numpy()
+
     def synchronize(self):
         if self.torch_device.type == "cuda":
             self.torch.cuda.synchronize(self.torch_device)

@@ -22,6 +22,7 @@ import numpy as np
 from camid_gpu import mahalanobis as maha
 from camid_gpu._shared.jsonio import json_float
 from camid_gpu.backend import Array, Backend
+from camid_gpu.backend.base import to_host
 from camid_gpu.backend.staging import Upload, UploadStager
 from camid_gpu.config import MIN_REFERENCES, Params
 from camid_gpu.errors import ImageError, ScoreError
@@ -238,7 +239,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
         for i, item in enumerate(items):
             matches, refused = plans[i]
             for degrees, cams in _crop_tasks(matches).items():
-                found = search_scale_crop(bk, _host(item.view(degrees)), [(c, by_name[c].k) for c in cams], scales=[1.0],
+                found = search_scale_crop(bk, to_host(item.view(degrees)), [(c, by_name[c].k) for c in cams], scales=[1.0],
                                           sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet)
                 for res in found:
                     scored[(i, degrees, res.camera)] = {
@@ -328,11 +329,6 @@ def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: 
     return scored
 
 
-def _host(pixels: Any) -> np.ndarray:
-    """Host pixels of a view (the scale/crop search works on the host); device arrays are copied back."""
-    return pixels if isinstance(pixels, np.ndarray) else pixels.cpu().numpy()
-
-
 def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
                       results: list[dict[str, Any]], pce_rotation: list[int | None], cache: dict) -> None:
     """The Mahalanobis method, per image against the cameras of its sensor size at one rotation (the PCE
@@ -419,7 +415,7 @@ def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequen
                                       "rotations_tried": tried}
         found: dict[str, list[tuple[int, Any]]] = {}
         for degrees in sorted(plan, key=item.rotations.index):
-            for res in search_scale_crop(bk, _host(item.view(degrees)), plan[degrees], scales=grid,
+            for res in search_scale_crop(bk, to_host(item.view(degrees)), plan[degrees], scales=grid,
                                          sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet):
                 found.setdefault(res.camera, []).append((degrees, res))
         chosen, best_results, by_rotation = {}, [], {}
