@@ -83,15 +83,8 @@ import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
 from camid_gpu._shared.jsonio import json_number
-from camid_gpu.config import (
-    DEFAULT_LEVELS,
-    DEFAULT_WAVELET,
-    PCE_CAMERA_CHUNK,
-    PCE_THRESHOLD,
-    PEAK_NEIGHBOURHOOD,
-    SIGMA_QUERY,
-    is_finite_number,
-)
+from camid_gpu.config import (DEFAULT_LEVELS, DEFAULT_WAVELET, PCE_CAMERA_CHUNK, PCE_THRESHOLD, PEAK_NEIGHBOURHOOD,
+                              SIGMA_QUERY, is_finite_number)
 from camid_gpu.prnu.decision import decide
 from camid_gpu.prnu.pce import log10_false_alarm, pce
 from camid_gpu.prnu.residual import (
