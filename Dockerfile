@@ -5,7 +5,7 @@
 #   docker run --rm --gpus all -v "$PWD":/data camid_gpu info
 #   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD":/data camid_gpu fingerprint refs -o fp
 #
-# The CUDA *runtime* image (not `base`) is needed: CuPy compiles kernels/*.cu at run time with NVRTC,
+# The CUDA *runtime* image (not `base`) is needed: CuPy compiles camid_gpu/kernels/*.cu at run time with NVRTC,
 # which it loads from the system CUDA libraries. torch's wheel brings its own CUDA libraries. The host
 # needs an NVIDIA driver that supports CUDA 12.8 (R570 or later; older datacenter drivers may work
 # through CUDA forward compatibility) and the NVIDIA Container Toolkit (`--gpus all`).
@@ -45,10 +45,9 @@ RUN apt-get update \
     && pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}" \
     && pip install --no-cache-dir "cupy-cuda12x==${CUPY_VERSION}" "pytorch-wavelets==1.3.0"
 
-# Only what the wheel needs (see .dockerignore): the package, the CUDA sources, the metadata.
+# Only what the wheel needs (see .dockerignore): the package (the CUDA sources inside it), the metadata.
 COPY pyproject.toml README.md /tmp/camid-src/
 COPY camid_gpu /tmp/camid-src/camid_gpu
-COPY kernels /tmp/camid-src/kernels
 
 # torch, CuPy and pytorch-wavelets are already there at the versions above, so the extras add
 # nothing else; the source tree is removed once installed (a regular, not editable, install).

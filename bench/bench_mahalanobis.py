@@ -3,7 +3,7 @@
 Times :func:`camid_gpu.mahalanobis.statistics.pair_statistics` (covariances of the trace differences and the
 pairwise "closer-or-equal" counts that membership is built from) on random traces, over three
 grids that vary one of D, C, N while the other two stay at ``--fixed``; each backend runs its
-generic twin and, on CUDA with CuPy, the fused kernel ``kernels/mahalanobis.cu``. Prints one JSON
+generic twin and, on CUDA with CuPy, the fused kernel ``camid_gpu/kernels/mahalanobis.cu``. Prints one JSON
 object (``--json-out`` also writes it) and a table. Not collected by pytest.
 
     python bench/bench_mahalanobis.py [--d 1 2 4 8] [--c 2 4 8 16] [--n 250000 500000 1000000]
@@ -35,6 +35,7 @@ from bench_residual import (add_common_options, backends_from_specs, device_name
 
 from camid_gpu import mahalanobis as maha  # noqa: E402
 from camid_gpu.backend import torch_cuda_available  # noqa: E402
+from camid_gpu.mahalanobis.statistics import MAHALANOBIS_KERNEL  # noqa: E402
 
 
 def make_inputs(bk, d: int, c: int, n: int, natural: bool, seed: int = 0):
@@ -92,7 +93,9 @@ def main(argv=None) -> int:
               + [("N", (d0, c0, n)) for n in args.n])
     rows, fits = [], []
     for spec, bk in backends_from_specs(specs):
-        impls = [("twin", False)] + ([("fused", True)] if bk.kernel("mahalanobis_counts") is not None else [])
+        device = bk.cuda_kernel_device()
+        fused = device is not None and MAHALANOBIS_KERNEL.on(device) is not None
+        impls = [("twin", False)] + ([("fused", True)] if fused else [])
         for impl, use_kernel in impls:
             for axis, (d, c, n) in points:
                 if impl == "fused" and c > maha.FUSED_MAX_CAMERAS:

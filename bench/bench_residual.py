@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from camid_gpu.backend import NUMPY_DTYPE, NumpyBackend, TorchBackend, get_backend, torch_cuda_available
-from camid_gpu.prnu.residual import residual_native, wiener_dft
+from camid_gpu.prnu.residual import MIHCAK_KERNEL, residual_native, wiener_dft
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -177,7 +177,8 @@ def make_backends(specs, kernels: str):
     out = []
     for spec, bk in backends_from_specs(specs):
         # the NumPy backend's host kernels are part of its float32 path, not an option: one row
-        fused = bk.name == "torch" and bk.kernel("mihcak_shrink") is not None
+        device = bk.cuda_kernel_device()
+        fused = device is not None and MIHCAK_KERNEL.on(device) is not None
         if not fused:
             out.append((spec, bk, None))
             continue

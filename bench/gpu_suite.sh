@@ -10,7 +10,7 @@
 # - with CAMID_WHEELS=DIR, it is installed here in editable mode from the wheels in DIR
 #   (pip --no-index --find-links DIR: no network), dependencies included;
 # - otherwise it runs from the checkout without installing (PYTHONPATH=<tree>; the kernel sources are
-#   read from kernels/), and its dependencies (numpy, scipy, PyWavelets, tifffile, Pillow, torch with
+#   read from camid_gpu/kernels/), and its dependencies (numpy, scipy, PyWavelets, tifffile, Pillow, torch with
 #   CUDA, pytorch-wavelets, CuPy, pytest, hypothesis) must already be installed.
 # PYTHON picks the interpreter.
 # Wheels in .whl/ at the root of the tree (bench/gpu_wheels.sh fetches them, on a machine with the

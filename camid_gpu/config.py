@@ -10,8 +10,10 @@ Where each default comes from is listed in the README ("Parameters, defaults and
 from __future__ import annotations
 
 import math
-from dataclasses import InitVar, asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from typing import Any
+
+import numpy as np
 
 from camid_gpu.backend import Backend, get_backend
 
@@ -37,6 +39,9 @@ PCE_THRESHOLD = 60.0
 PEAK_NEIGHBOURHOOD = 11
 #: PCE peak search range (rows, columns): no shift
 SHIFT_RANGE = (0, 0)
+#: fingerprints correlated per step by the PCE and the scale/crop search (device memory grows with it; the
+#: engine's chunk sizing counts this many fingerprint planes per image)
+PCE_CAMERA_CHUNK = 4
 
 # -- images and references -------------------------------------------------------------------------
 #: centre clipping (rows, columns) of the PeerJ CS paper: the Mahalanobis method's geometry
@@ -109,13 +114,25 @@ NATURAL_MODES = ("aligned", "paper")
 BACKEND_CHOICES = ("auto", "numpy", "torch")
 #: working precision of batch runs (--precision). float32: about 3.5x faster on the NumPy backend at full
 #: frame, residuals within ~1e-4 (0..255) of float64, the same decisions (tests/test_numpy_fast.py);
-#: float64 is the reference, selectable for reproducibility.
+#: float64 is the reference, selectable for reproducibility. The Python API (a backend named by string, e.g.
+#: ``extract_residual(x, backend="numpy")``) is the other rule: each backend's own default, float64 on NumPy
+#: (``backend.NUMPY_DTYPE``) and float32 on torch; it stays in ``backend`` because config sits above it.
 PRECISION = "float32"
 PRECISION_CHOICES = ("float32", "float64")
 KIND_CHOICES = ("auto", "flat", "natural")
 #: JPEG decoder: "auto" = the GPU (nvJPEG via torchvision) when the backend is torch on CUDA and torchvision
 #: is installed, else the CPU; "gpu" insists (an error without CUDA); files the GPU cannot take use the CPU
 DECODE_CHOICES = ("auto", "cpu", "gpu")
+#: the default of each choice above, for the command line and the dataclasses below alike
+METHOD = "pce"  # the decision; the Mahalanobis method on request (--method both), in demo and evaluate --paper
+ROTATIONS = "auto"
+NATURAL_MODE = "aligned"
+BACKEND = "auto"
+KIND = "auto"
+DECODE = "auto"
+GRAM_PRECISION = "auto"
+#: decoding processes (--workers)
+WORKERS = 1
 
 
 #: sanity bounds of the numeric parameters (checked at the edge: nothing outside reaches the maths)
@@ -123,8 +140,20 @@ MAX_SIGMA = 255.0
 MAX_PCE_THRESHOLD = 1e9
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (NumPy's too; not a bool): the one test of "a finite number", for parameters,
+    records and the report."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
+
+
+def _plain_numbers(obj: Any) -> None:
+    """Replace NumPy scalars in the fields of the frozen dataclass ``obj`` by Python numbers: the checks
+    accept both, the JSON records take only the latter."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, np.generic):
+            object.__setattr__(obj, f.name, value.item())
 
 
 #: smallest memory budget accepted (--max-host-memory, --max-gpu-memory), bytes
@@ -140,7 +169,7 @@ DASK_IMAGES_PER_TASK = 8
 def check_sigma(name: str, value: Any) -> None:
     """A denoiser noise std on the 0..255 scale: finite, in (0, MAX_SIGMA] (inf gave NaN residuals, 1e300 an
     OverflowError)."""
-    if not _finite(value) or not 0 < value <= MAX_SIGMA:
+    if not is_finite_number(value) or not 0 < value <= MAX_SIGMA:
         raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a finite number in (0, {MAX_SIGMA:g}] "
                          f"(0..255 scale), got {value!r}")
 
@@ -181,12 +210,13 @@ class Params:
     refs: int | None = None
     pce_threshold: float = PCE_THRESHOLD
     shift_range: tuple[int, int] | None = SHIFT_RANGE
-    rotations: str = "auto"
-    natural_mode: str = "aligned"
+    rotations: str = ROTATIONS
+    natural_mode: str = NATURAL_MODE
     search_scales: tuple[float, float, float] | None = None
     clip: InitVar[Any] = "per-method"
 
     def __post_init__(self, clip: Any):
+        _plain_numbers(self)
         if not (isinstance(clip, str) and clip == "per-method"):  # one geometry for both methods
             object.__setattr__(self, "pce_clip", clip)
             object.__setattr__(self, "mahalanobis_clip", clip)
@@ -206,20 +236,16 @@ class Params:
             raise ValueError(f"refs (--refs) must be a whole number >= 1 or 'all', got {self.refs!r}")
         for name in ("sigma_fingerprint", "sigma_query", "sigma_mahalanobis"):
             check_sigma(name, getattr(self, name))
-        if not _finite(self.pce_threshold) or not 0 < self.pce_threshold <= MAX_PCE_THRESHOLD:
+        if not is_finite_number(self.pce_threshold) or not 0 < self.pce_threshold <= MAX_PCE_THRESHOLD:
             raise ValueError(f"pce_threshold (--pce-threshold) must be a finite number in (0, {MAX_PCE_THRESHOLD:g}], "
                              f"got {self.pce_threshold!r}")
         if not isinstance(self.levels, int) or not 1 <= self.levels <= 8:
             raise ValueError(f"levels must be a whole number from 1 to 8, got {self.levels!r}")
-        for name in ("pce_clip", "mahalanobis_clip"):
-            value = getattr(self, name)
-            if value is not None and (len(value) != 2 or min(value) < 16):
-                raise ValueError(f"{name} must be two sizes of at least 16 pixels, got {value!r}")
         if self.shift_range is not None and (len(self.shift_range) != 2 or min(self.shift_range) < 0):
             raise ValueError(f"shift_range (--shift-range) must be N >= 0, HxW or 'all', got {self.shift_range!r}")
         if self.search_scales is not None:
             lo, hi, step = self.search_scales
-            if not all(_finite(v) for v in (lo, hi, step)) or not (0 < lo <= hi <= 1 and step > 0):
+            if not all(is_finite_number(v) for v in (lo, hi, step)) or not (0 < lo <= hi <= 1 and step > 0):
                 raise ValueError(f"search_scales (--search-scales) must be LO:HI:STEP with 0 < LO <= HI <= 1 and "
                                  f"STEP > 0, got {self.search_scales!r}")
 
@@ -299,10 +325,11 @@ class ClusterParams:
     sigma: float = SIGMA_FINGERPRINT
     levels: int = DEFAULT_LEVELS
     wavelet: str = DEFAULT_WAVELET
-    precision: str = "auto"
+    precision: str = GRAM_PRECISION
     max_rounds: int = CLUSTER_MAX_ROUNDS
 
     def __post_init__(self):
+        _plain_numbers(self)
         if self.region is not None and self.region < CLUSTER_MIN_REGION:
             raise ValueError(f"region must be 'full' or at least {CLUSTER_MIN_REGION}, got {self.region}")
         if not 0.0 < self.pfa < 1.0:
@@ -323,9 +350,9 @@ class ClusterParams:
 class RunConfig:
     """How to run (never what to compute: that is :class:`Params`)."""
 
-    backend: str = "auto"
+    backend: str = BACKEND
     device: str | None = None
-    workers: int = 1
+    workers: int = WORKERS
     max_host_memory: int | None = None
     max_gpu_memory: int | None = None
     progress: bool | None = None
@@ -333,7 +360,7 @@ class RunConfig:
     chunk: int | None = None  # fixed chunk size (testing); None = from the memory budget
     precision: str = PRECISION
     limits: InputLimits = field(default_factory=InputLimits)  # per input file, before reading/decoding
-    decode: str = "auto"  # JPEG decoder, one of DECODE_CHOICES
+    decode: str = DECODE  # JPEG decoder, one of DECODE_CHOICES
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self):

@@ -16,6 +16,7 @@ from camid_gpu.config import PCE_THRESHOLD
 from camid_gpu.io.listing import printable
 from camid_gpu.mahalanobis.results import summarise_diagnostics
 from camid_gpu.pipeline.records import ImageRecord, error_of, is_error, truth_of
+from camid_gpu.prnu.decision import exceeds
 
 NONE_LABEL = "(none)"
 TIE_LABEL = "(tie)"
@@ -111,8 +112,8 @@ def summarise(records: Sequence[dict[str, Any]], cameras: Sequence[str], methods
         out["pce"]["roc"] = {k: roc[k] for k in ("auc", "eer", "eer_threshold")}
         out["pce"]["roc_curve"] = {k: roc[k] for k in ("far", "frr", "thresholds")}
         out["pce"]["threshold"] = pce_threshold
-        out["pce"]["far_at_threshold"] = float(np.mean(np.array(impostor) > pce_threshold)) if impostor else None
-        out["pce"]["frr_at_threshold"] = float(np.mean(np.array(genuine) <= pce_threshold)) if genuine else None
+        out["pce"]["far_at_threshold"] = float(np.mean(exceeds(np.array(impostor), pce_threshold))) if impostor else None
+        out["pce"]["frr_at_threshold"] = float(np.mean(~exceeds(np.array(genuine), pce_threshold))) if genuine else None
         out["pce"]["genuine_pce"] = {"min": _stat(np.min, genuine), "median": _stat(np.median, genuine)}
         out["pce"]["impostor_pce"] = {"max": _stat(np.max, impostor), "median": _stat(np.median, impostor)}
         out["pce"]["not_comparable"] = _not_comparable_summary(ok, "pce")

@@ -1,4 +1,4 @@
-"""Run ``kernels/*.cu`` on the CPU: host C++ through ``kernels/host_emulation.h``, ``g++ -fopenmp``.
+"""Run ``camid_gpu/kernels/*.cu`` on the CPU: host C++ through ``camid_gpu/kernels/host_emulation.h``, ``g++ -fopenmp``.
 
 :func:`build` compiles one ``.cu`` file with the same ``-D`` constants as NVRTC
 (``camid_gpu._cuda.loader.compile_options()``) into a shared library with one ``camid_launch_<kernel>``
@@ -52,7 +52,7 @@ def kernel_functions(filename: str) -> list[str]:
 
 
 def build(cxx: str, filename: str, cache_dir: Path) -> Path:
-    """Shared library of ``kernels/<filename>`` run on the host (cached by content hash)."""
+    """Shared library of ``camid_gpu/kernels/<filename>`` run on the host (cached by content hash)."""
     defines = [option for option in cuda.compile_options() if option.startswith("-D")]
     wrapper = (f'#include "{HEADER}"\n#include "{filename}"\n'
                + "".join(f"CAMID_HOST_ENTRY({fn})\n" for fn in kernel_functions(filename)))

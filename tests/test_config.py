@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 
 from camid_gpu import config
@@ -32,17 +34,6 @@ def test_identify_defaults_leave_clip_to_the_fingerprints():
     args = build_parser().parse_args(["identify", "fp", "img.jpg"])
     assert args.clip is None and args.method is None  # resolved from the fingerprints' own parameters
     assert _params(args) == Params(refs=None)
-
-
-def test_defaults_live_in_config():
-    from camid_gpu.evaluate import summarise
-    from camid_gpu.mahalanobis import constants as classifier
-    from camid_gpu.prnu import pce, residual, search
-
-    assert residual.DEFAULT_SIGMA == config.SIGMA_FINGERPRINT and residual.DEFAULT_WAVELET == config.DEFAULT_WAVELET
-    assert pce.PCE_THRESHOLD is config.PCE_THRESHOLD and search.DEFAULT_SIGMA_QUERY == config.SIGMA_QUERY
-    assert classifier.DEFAULT_SIGMA == config.SIGMA_MAHALANOBIS and classifier.DEFAULT_CLIP == config.CLIP
-    assert summarise.__defaults__[-1] == config.PCE_THRESHOLD
 
 
 @pytest.mark.parametrize("text, expected", [("all", None), ("3", (3, 3)), ("2x5", (2, 5))])
@@ -82,3 +73,19 @@ def test_clip_options_per_method_win_over_clip():
     p = parse("--mahalanobis-clip", "768x1024")
     assert p.pce_clip is None and p.mahalanobis_clip == (768, 1024)
     assert parse("--clip", "full").mahalanobis_clip is None
+
+
+def test_one_finite_number_check():
+    for ok in (1, 2.5, np.float32(2.0), np.int64(3)):
+        assert config.is_finite_number(ok)
+    for bad in (True, np.bool_(True), math.nan, math.inf, -math.inf, None, "1"):
+        assert not config.is_finite_number(bad)
+
+
+def test_numpy_scalars_are_accepted_and_recorded_as_plain_numbers():
+    """The parameter checks once refused a NumPy scalar that the search accepted; now one check accepts it
+    and the record holds a plain number (JSON-ready)."""
+    p = Params(sigma_query=np.float32(2.5), pce_threshold=np.float64(50.0), levels=np.int64(3))
+    assert p.to_dict()["sigma_query"] == 2.5 and type(p.sigma_query) is float and type(p.levels) is int
+    json.dumps(p.to_dict())
+    assert type(config.ClusterParams(sigma=np.float32(3.0)).sigma) is float

@@ -1,6 +1,6 @@
-"""Every ``kernels/*.cu`` executed on the CPU against its torch twin, and the per-device self-check.
+"""Every ``camid_gpu/kernels/*.cu`` executed on the CPU against its torch twin, and the per-device self-check.
 
-The kernels are compiled as host C++ through ``kernels/host_emulation.h`` (``g++ -fopenmp``: a thread
+The kernels are compiled as host C++ through ``camid_gpu/kernels/host_emulation.h`` (``g++ -fopenmp``: a thread
 block is an OpenMP team of blockDim threads) and launched by the same drivers and the same launch
 geometry (the ``launch_plan`` beside each launcher) as on a GPU; only the launcher differs (``host_kernels.HostLauncher``
 instead of CuPy). Skipped, with the reason, when no C++ compiler with OpenMP is found, unless
@@ -8,6 +8,7 @@ instead of CuPy). Skipped, with the reason, when no C++ compiler with OpenMP is 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import tempfile
@@ -20,7 +21,9 @@ import pytest
 
 from camid_gpu._cuda import loader as cuda
 from camid_gpu.mahalanobis import kernel as maha_kernel
-from camid_gpu.prnu import mihcak_kernel
+from camid_gpu.mahalanobis import statistics
+from camid_gpu.pipeline.kernels import fused_kernels, kernels_status
+from camid_gpu.prnu import mihcak_kernel, residual
 
 from conftest import HAVE_TORCH
 
@@ -291,7 +294,8 @@ def fresh_checks(monkeypatch):
 def test_self_check_verifies_correct_kernels(host, fresh_checks, name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check = cuda.self_check(name, "cpu", fused=emulated(host)[name])
+        kernel = {k.name: k for k in fused_kernels()}[name]
+        check = cuda.self_check(kernel, "cpu", fused=emulated(host)[name])
     assert check.verified and str(check) == "verified"
 
 
@@ -308,16 +312,18 @@ def test_planted_wrong_kernel_falls_back_once_and_says_so(host, fresh_checks, mo
         out[..., 5, 7] += 1e-3  # one wrong pixel per plane
         return out
 
-    monkeypatch.setattr(cuda, "_FUSED", {"mihcak_shrink": wrong_shrink,
-                                         "mahalanobis_counts": good["mahalanobis_counts"]})
+    wrong = dataclasses.replace(residual.MIHCAK_KERNEL, launcher=wrong_shrink)
+    right = dataclasses.replace(statistics.MAHALANOBIS_KERNEL, launcher=good["mahalanobis_counts"])
+    monkeypatch.setattr(residual, "MIHCAK_KERNEL", wrong)
+    monkeypatch.setattr(statistics, "MAHALANOBIS_KERNEL", right)
     with pytest.warns(cuda.KernelFallbackWarning, match="mihcak_shrink.*disagrees with its twin"):
-        assert cuda.get_fused("mihcak_shrink", device="cpu") is None
+        assert wrong.on("cpu") is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once per (process, device): not again
-        assert cuda.get_fused("mihcak_shrink", device="cpu") is None
-        assert cuda.get_fused("mahalanobis_counts", device="cpu") is good["mahalanobis_counts"]
+        assert wrong.on("cpu") is None
+        assert right.on("cpu") is good["mahalanobis_counts"]
     with pytest.raises(RuntimeError, match="self-check"):
-        cuda.get_fused("mihcak_shrink", device="cpu", required=True)
+        wrong.on("cpu", required=True)
 
     # a backend that would launch kernels: the shrink runs on the twin, and the manifest line says so
     bk = TorchBackend("cpu", dtype="float64", use_kernels=False)
@@ -325,7 +331,7 @@ def test_planted_wrong_kernel_falls_back_once_and_says_so(host, fresh_checks, mo
     coeffs = bk.asarray(np.random.default_rng(1).normal(size=(2, 20, 20)))
     twin = TorchBackend("cpu", dtype="float64", use_kernels=False)
     torch.testing.assert_close(mihcak_shrink(bk, coeffs, 4.0), mihcak_shrink(twin, coeffs, 4.0), rtol=0, atol=0)
-    status = cuda.kernels_status(bk)
+    status = kernels_status(bk)
     assert status.startswith("fallback (mihcak_shrink: mihcak_shrink float32") and "relative error" in status
     assert cuda.kernel_checks() == {"mahalanobis_counts@cpu": "verified",
                                     "mihcak_shrink@cpu": f"fallback ({cuda._CHECKS[('mihcak_shrink', 'cpu')].reason})"}
@@ -335,9 +341,11 @@ def test_failing_kernel_falls_back(fresh_checks, monkeypatch):
     def broken(*args):
         raise RuntimeError("CUDA_ERROR_NO_BINARY_FOR_GPU\nmore lines")
 
-    monkeypatch.setattr(cuda, "_FUSED", {"mihcak_shrink": broken, "mahalanobis_counts": broken})
+    monkeypatch.setattr(residual, "MIHCAK_KERNEL", dataclasses.replace(residual.MIHCAK_KERNEL, launcher=broken))
+    monkeypatch.setattr(statistics, "MAHALANOBIS_KERNEL",
+                        dataclasses.replace(statistics.MAHALANOBIS_KERNEL, launcher=broken))
     with pytest.warns(cuda.KernelFallbackWarning) as record:
-        status = cuda.kernels_status(types.SimpleNamespace(use_kernels=True, torch_device=_cpu()))
+        status = kernels_status(types.SimpleNamespace(use_kernels=True, torch_device=_cpu()))
     assert len(record) == 2
     assert status == ("fallback (mahalanobis_counts: RuntimeError: CUDA_ERROR_NO_BINARY_FOR_GPU; "
                       "mihcak_shrink: RuntimeError: CUDA_ERROR_NO_BINARY_FOR_GPU)")
@@ -346,8 +354,8 @@ def test_failing_kernel_falls_back(fresh_checks, monkeypatch):
 def test_kernels_not_used_without_cuda_kernels():
     from camid_gpu.backend import get_backend
 
-    assert cuda.kernels_status(get_backend("numpy")) == "not used"
-    assert cuda.kernels_status(get_backend("torch", device="cpu")) == "not used"
+    assert kernels_status(get_backend("numpy")) == "not used"
+    assert kernels_status(get_backend("torch", device="cpu")) == "not used"
 
 
 def _cpu():

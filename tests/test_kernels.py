@@ -1,6 +1,6 @@
 """The fused CUDA kernels: they compile everywhere, and on a GPU they match their generic twins.
 
-(a) Without a GPU: every ``kernels/*.cu`` is compiled to PTX by NVRTC from the ``nvidia-cuda-nvrtc``
+(a) Without a GPU: every ``camid_gpu/kernels/*.cu`` is compiled to PTX by NVRTC from the ``nvidia-cuda-nvrtc``
     wheel (through ctypes), or by ``nvcc --ptx`` when the wheel is missing; the test skips only when
     neither exists. The kernels that ``camid_gpu._cuda.loader`` launches must be in the source and the PTX,
     compiled with the constants of ``loader.KERNEL_DEFINES`` (the sources define none of their own).
@@ -22,7 +22,10 @@ import pytest
 
 from camid_gpu._cuda import loader as cuda
 from camid_gpu.mahalanobis import kernel as maha_kernel
+from camid_gpu.mahalanobis.statistics import MAHALANOBIS_KERNEL
+from camid_gpu.pipeline.kernels import fused_kernels
 from camid_gpu.prnu import mihcak_kernel
+from camid_gpu.prnu.residual import MIHCAK_KERNEL
 from camid_gpu.errors import MissingExtraError
 
 ARCH = "compute_90"
@@ -118,26 +121,27 @@ def test_expected_kernels_are_in_the_source(name):
 # ---------------------------------------------------------------------------------------------
 # host-side logic that needs no GPU
 # ---------------------------------------------------------------------------------------------
-def test_get_fused_without_cupy_is_none_and_required_raises(monkeypatch):
+def test_fused_kernel_without_cupy_is_none_and_required_raises(monkeypatch):
     monkeypatch.setattr(cuda, "_import_cupy", lambda: None)
-    assert cuda.get_fused("mihcak_shrink") is None
-    assert cuda.get_fused("mahalanobis_counts") is None
-    assert cuda.get_fused("no_such_kernel") is None
+    assert MIHCAK_KERNEL.on() is None
+    assert MAHALANOBIS_KERNEL.on() is None
     with pytest.raises(MissingExtraError) as info:
-        cuda.get_fused("mahalanobis_counts", required=True)
+        MAHALANOBIS_KERNEL.on(required=True)
     assert info.value.extra == "cuda" and info.value.package == "cupy"
     with pytest.raises(MissingExtraError, match=r"camid_gpu\[cuda\]"):
         cuda.require_cupy()
-    with pytest.raises(KeyError, match="no_such_kernel"):
-        cuda.get_fused("no_such_kernel", required=True)
+
+
+def test_every_fused_kernel_has_a_source():
+    assert [k.name for k in fused_kernels()] == sorted(cuda.KERNEL_SOURCES)
 
 
 def test_torch_cpu_backend_has_no_kernels():
     pytest.importorskip("torch")
-    from camid_gpu.backend import get_backend
+    from camid_gpu.backend import get_backend, host_kernels
 
     bk = get_backend("torch", device="cpu")
-    assert bk.kernel("mihcak_shrink") is None and bk.kernel("mahalanobis_counts") is None
+    assert bk.cuda_kernel_device() is None and bk.host_kernel(host_kernels.mihcak_shrink) is None
 
 
 def test_window_mask():
@@ -192,7 +196,7 @@ def test_fused_mihcak_matches_twin(gpu_backends, dtype, shape):
     from camid_gpu.prnu.residual import mihcak_shrink
 
     fused_bk, twin_bk = gpu_backends[dtype]
-    assert fused_bk.kernel("mihcak_shrink") is not None and twin_bk.kernel("mihcak_shrink") is None
+    assert MIHCAK_KERNEL.on(fused_bk.cuda_kernel_device()) is not None and twin_bk.cuda_kernel_device() is None
     rng = np.random.default_rng(11)
     coeffs = fused_bk.asarray(rng.normal(size=shape) * 4.0)
     per_plane = torch.as_tensor(rng.uniform(1.0, 9.0, size=shape[:-2] + (1, 1)), device="cuda",
@@ -217,7 +221,7 @@ def test_fused_mahalanobis_matches_twin(gpu_backends, dtype, n_cameras, per_came
     from camid_gpu.mahalanobis import pair_statistics
 
     fused_bk, twin_bk = gpu_backends[dtype]
-    assert fused_bk.kernel("mahalanobis_counts") is not None
+    assert MAHALANOBIS_KERNEL.on(fused_bk.cuda_kernel_device()) is not None
     rng = np.random.default_rng(5)
     n_images, n_pixels = 3, 3001
     prints = fused_bk.asarray(rng.normal(size=(n_cameras, 2, n_pixels)) * [[[25.0], [1.0]]] + [[[120.0], [0.0]]])

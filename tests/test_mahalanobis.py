@@ -179,19 +179,23 @@ def test_invalid_covariance_is_infinitely_far():
     assert result.to_dict()["images"][0]["valid"]["C03"] is False
 
 
-def test_fused_kernel_seam_is_used():
+def test_fused_kernel_seam_is_used(monkeypatch):
+    import types
+
+    from camid_gpu.mahalanobis import statistics
+
     calls = []
 
     class Recording(NumpyBackend):
-        def kernel(self, name):
-            if name != "mahalanobis_counts":
-                return None
+        def cuda_kernel_device(self):
+            return "a device"
 
-            def fused(t, f, mask):
-                calls.append(tuple(t.shape))
-                return M._pair_counts_generic(self, t, f, mask)
+    def fused(t, f, mask):
+        calls.append(tuple(t.shape))
+        return M._pair_counts_generic(NP, t, f, mask)
 
-            return fused
+    on = {"a device": fused}.get
+    monkeypatch.setattr(statistics, "MAHALANOBIS_KERNEL", types.SimpleNamespace(on=on))
 
     rng = np.random.default_rng(10)
     t, f = random_traces(rng, n_images=3)

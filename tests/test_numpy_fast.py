@@ -86,10 +86,10 @@ def test_fused_shrink_per_plane_noise_variance(pool, small_strips):
 
 
 def test_fused_shrink_is_the_backend_kernel_unless_switched_off():
-    for name in ("mihcak_shrink", "wiener_dft"):
-        assert REFERENCE.kernel(name) is None
-        assert FAST.kernel(name) is not None and DEFAULT64.kernel(name) is not None
-    assert FAST.kernel("mahalanobis_counts") is None
+    for kernel in (host_kernels.mihcak_shrink, host_kernels.wiener_dft):
+        assert REFERENCE.host_kernel(kernel) is None
+        assert FAST.host_kernel(kernel) is not None and DEFAULT64.host_kernel(kernel) is not None
+    assert FAST.cuda_kernel_device() is None  # no CUDA kernel (the Mahalanobis counts) on the host
     c = coefficients((2, 3, 24, 18), seed=2)
     np.testing.assert_allclose(mihcak_shrink(DEFAULT64, c, 4.0), mihcak_shrink(REFERENCE, c, 4.0), rtol=1e-12,
                                atol=1e-12)

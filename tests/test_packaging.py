@@ -126,8 +126,8 @@ def test_wheel_ships_cuda_kernels(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    for folder in ("camid_gpu", "kernels"):  # a copy: the build writes build/ and *.egg-info next to it
-        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # a copy: the build writes build/ and *.egg-info next to it
+    shutil.copytree(ROOT / "camid_gpu", src / "camid_gpu", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     cmd = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q", "-w", str(tmp_path / "dist")]
     if _setuptools_can_build_here():
         cmd.append("--no-build-isolation")  # fast and offline; otherwise pip fetches setuptools

@@ -76,7 +76,7 @@ def test_fused_backend_rows_report_the_kernel_self_check(monkeypatch):
 
     def make():
         bk = TorchBackend("cpu", "float32", use_kernels=False)
-        bk.use_kernels = True  # kernel() then asks get_fused, which finds no CuPy here: twins run
+        bk.use_kernels = True  # the kernels then ask for CuPy, which is not here: twins run
         return bk
 
     report = selftest.run_selftest([selftest._Case("fake fused", make, False)])

@@ -1,11 +1,12 @@
-"""The generic loader of the fused CUDA kernels (``kernels/*.cu``) through CuPy, for the torch backend on CUDA.
+"""The generic loader of the fused CUDA kernels (``camid_gpu/kernels/*.cu``) through CuPy (torch on CUDA).
 
-The launchers live beside the algorithm they fuse and register here with :func:`register_fused`:
-``mihcak_shrink`` in :mod:`camid_gpu.prnu.mihcak_kernel`, ``mahalanobis_counts`` in
-:mod:`camid_gpu.mahalanobis.kernel`. This module knows no algorithm.
+The launchers live beside the algorithm they fuse, each describing its kernel as a :class:`FusedKernel`
+(``mihcak_shrink`` in :mod:`camid_gpu.prnu.mihcak_kernel`, ``mahalanobis_counts`` in
+:mod:`camid_gpu.mahalanobis.kernel`); the algorithm holds that object beside its twin and asks it for the
+launcher on its device (:meth:`FusedKernel.on`). There is no registry: this module knows no algorithm.
 
-The CUDA C sources ship inside the package ``camid_gpu.kernels`` (the repository's ``kernels/``
-folder) and are read with :mod:`importlib.resources`. Each file is compiled by NVRTC through
+The CUDA C sources are package data of ``camid_gpu.kernels`` (``camid_gpu/kernels/*.cu``), read with
+:mod:`importlib.resources`. Each file is compiled by NVRTC through
 ``cupy.RawModule`` the first time one of its kernels runs on a device, once per process and device
 (the cache is guarded by a lock, so concurrent first calls compile once).
 
@@ -17,25 +18,22 @@ One source for what the sources and their launchers share: the compile-time cons
 (:data:`KERNEL_DEFINES`, passed as ``-D`` options; the ``.cu`` files define none) and, per kernel, the
 launch geometry (a ``launch_plan`` function beside each launcher, giving :class:`Launch` records). The
 launchers' drivers take a :class:`Launcher`: :class:`CupyLauncher` here, a host emulation of the same
-sources in the tests (``kernels/host_emulation.h``), which run every kernel on the CPU against its twin.
+sources in the tests (``camid_gpu/kernels/host_emulation.h``), which run every kernel on the CPU against its twin.
 
-Self-check: the first time a process uses a fused kernel on a device (:func:`get_fused` with
+Self-check: the first time a process uses a fused kernel on a device (:meth:`FusedKernel.on` with
 ``device``), it runs the kernel and its twin on a small deterministic input (:func:`self_check`, with
-the check its launcher module registered); on a mismatch it warns once (:class:`KernelFallbackWarning`)
-and the twin is used. Run manifests record the outcome (:func:`kernels_status`: "verified",
-"fallback (reason)" or "not used").
+the kernel's own check); on a mismatch it warns once (:class:`KernelFallbackWarning`) and the twin is
+used. Run manifests record the outcome (:func:`kernels_status`: "verified", "fallback (reason)" or
+"not used").
 
 Public API
 ----------
-``get_fused(name, *, device=None, required=False)``
-    The fused implementation of ``name`` or None. None when CuPy is not installed (or does not
-    import), when torch sees no CUDA device, for a name without a fused kernel, or when the kernel
-    failed its self-check on ``device``: callers then use the generic "twin" written with the
-    backend primitives. With ``required=True`` each of those is an error instead
+``FusedKernel(name, launcher, check).on(device=None, *, required=False)``
+    The launcher, or None: None when CuPy is not installed (or does not import), when torch sees no
+    CUDA device, or when the kernel failed its self-check on ``device``: callers then use the generic
+    "twin" written with the backend primitives. With ``required=True`` each of those is an error instead
     (:class:`~camid_gpu.errors.MissingExtraError` for a missing CuPy).
-``register_fused(name, launcher, check)``
-    Called by the launcher modules at import.
-``compile_options()``, ``self_check(name, device)``, ``kernels_status(bk)``, ``kernel_checks()``,
+``compile_options()``, ``self_check(kernel, device)``, ``kernels_status(bk, kernels)``, ``kernel_checks()``,
 ``require_cupy()``, ``cupy_available()``, ``kernel_source(filename)``, ``compiled_function(...)``,
 ``to_cupy(tensor)``.
 """
@@ -46,7 +44,6 @@ import functools
 import importlib
 import importlib.resources
 import math
-import pathlib
 import threading
 import warnings
 from dataclasses import dataclass
@@ -69,7 +66,7 @@ KERNEL_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 
-#: Compile-time constants of ``kernels/*.cu``, passed to NVRTC (and to the host emulation the tests
+#: Compile-time constants of ``camid_gpu/kernels/*.cu``, passed to NVRTC (and to the host emulation the tests
 #: build) as ``-D`` options, so that the sources and their launchers cannot disagree: the ``.cu``
 #: files only check that they are defined.
 KERNEL_DEFINES: dict[str, int] = {
@@ -88,7 +85,7 @@ MAX_GRID_YZ = 65535
 
 
 def compile_options() -> tuple[str, ...]:
-    """NVRTC options of every ``kernels/*.cu``: :data:`COMPILE_OPTIONS` and one ``-DNAME=value`` per
+    """NVRTC options of every ``camid_gpu/kernels/*.cu``: :data:`COMPILE_OPTIONS` and one ``-DNAME=value`` per
     :data:`KERNEL_DEFINES` entry."""
     return COMPILE_OPTIONS + tuple(f"-D{name}={value}" for name, value in KERNEL_DEFINES.items())
 
@@ -129,24 +126,14 @@ def _torch_cuda_available() -> bool:
     return torch_cuda_available()
 
 
-#: the repository's kernels/ folder, for running from a checkout (PYTHONPATH=.) without installing
-CHECKOUT_KERNELS = pathlib.Path(__file__).resolve().parents[2] / "kernels"
-
-
 def kernel_root() -> Any:
-    """The folder of the ``.cu`` sources: the installed package ``camid_gpu.kernels`` or, when it is not
-    importable (a checkout on PYTHONPATH, where the package is mapped from ``kernels/`` only on install),
-    the repository's ``kernels/`` folder."""
-    try:
-        return importlib.resources.files(KERNEL_PACKAGE)
-    except ModuleNotFoundError:
-        if (CHECKOUT_KERNELS / "__init__.py").is_file():
-            return CHECKOUT_KERNELS
-        raise
+    """The folder of the ``.cu`` sources: the package ``camid_gpu.kernels`` (``camid_gpu/kernels/``, installed
+    or in a checkout alike)."""
+    return importlib.resources.files(KERNEL_PACKAGE)
 
 
 def kernel_source(filename: str) -> str:
-    """The text of ``kernels/<filename>`` as installed in the package ``camid_gpu.kernels``."""
+    """The text of ``camid_gpu/kernels/<filename>`` as installed in the package ``camid_gpu.kernels``."""
     return kernel_root().joinpath(filename).read_text(encoding="utf-8")
 
 
@@ -157,7 +144,7 @@ def kernel_files() -> list[str]:
 
 
 def compiled_module(filename: str, device_index: int) -> Any:
-    """``cupy.RawModule`` of ``kernels/<filename>`` for CUDA device ``device_index`` (cached)."""
+    """``cupy.RawModule`` of ``camid_gpu/kernels/<filename>`` for CUDA device ``device_index`` (cached)."""
     key = (filename, int(device_index))
     module = _MODULES.get(key)
     if module is not None:
@@ -175,7 +162,7 @@ def compiled_module(filename: str, device_index: int) -> Any:
 
 
 def compiled_function(filename: str, function: str, device_index: int) -> Any:
-    """The ``cupy.RawKernel`` ``function`` of ``kernels/<filename>`` on device ``device_index`` (cached)."""
+    """The ``cupy.RawKernel`` ``function`` of ``camid_gpu/kernels/<filename>`` on device ``device_index`` (cached)."""
     key = (filename, function, int(device_index))
     kernel = _FUNCTIONS.get(key)
     if kernel is None:
@@ -241,7 +228,7 @@ class Launch:
 
 
 class Launcher(Protocol):
-    """Runs one :class:`Launch` of ``kernels/<filename>``'s ``function`` with ``args``: torch
+    """Runs one :class:`Launch` of ``camid_gpu/kernels/<filename>``'s ``function`` with ``args``: torch
     tensors (contiguous; passed as pointers), ``np.int32`` and ``np.int64`` scalars, in the
     kernel's parameter order. ``max_grid_yz`` is the device's grid limit."""
 
@@ -303,34 +290,33 @@ def mismatch(got: Any, want: Any, rtol: float) -> float | None:
     return err if not err <= rtol else None  # "not <=" also catches NaN
 
 
-def self_check(name: str, device: Any, fused: Callable[..., Any] | None = None) -> KernelCheck:
-    """Run the fused ``name`` and its twin on a small deterministic input on ``device``, once.
+def self_check(kernel: "FusedKernel", device: Any, fused: Callable[..., Any] | None = None) -> KernelCheck:
+    """Run the fused ``kernel`` and its twin on a small deterministic input on ``device``, once.
 
-    The first call per (process, ``name``, device) runs the check its launcher module registered
-    (both dtypes; the inputs are described beside each launcher) and caches the outcome; later
-    calls return it. On a
-    mismatch beyond tolerance, or an exception from the kernel (compilation included), the outcome
-    is a fallback and a :class:`KernelFallbackWarning` is issued, once: callers then use the twin.
-    ``fused`` defaults to the registered CUDA implementation (tests plant others).
+    The first call per (process, kernel name, device) runs ``kernel.check`` (both dtypes; the inputs are
+    described beside each launcher) and caches the outcome; later calls return it. On a mismatch beyond
+    tolerance, or an exception from the kernel (compilation included), the outcome is a fallback and a
+    :class:`KernelFallbackWarning` is issued, once: callers then use the twin. ``fused`` defaults to
+    ``kernel.launcher`` (tests plant others).
     """
     torch = _torch()
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    key = (name, str(dev))
+    key = (kernel.name, str(dev))
     with _CHECKS_LOCK:
         check = _CHECKS.get(key)
         if check is not None:
             return check
         try:
-            problem = _CHECKS_OF[name](fused if fused is not None else _FUSED[name], dev)
+            problem = kernel.check(fused if fused is not None else kernel.launcher, dev)
         except Exception as exc:  # noqa: BLE001 - any failure of the kernel on this device means: use the twin
             problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        check = KernelCheck(name, str(dev), problem is None, problem or "")
+        check = KernelCheck(kernel.name, str(dev), problem is None, problem or "")
         _CHECKS[key] = check
     if not check.verified:
         warnings.warn(KernelFallbackWarning(
-            f"the fused CUDA kernel {name!r} disagrees with its twin on {check.device} ({check.reason}); "
+            f"the fused CUDA kernel {kernel.name!r} disagrees with its twin on {check.device} ({check.reason}); "
             f"camid uses the twin (same results, slower) and records the fallback in the run manifest"),
             stacklevel=3)
     return check
@@ -342,8 +328,8 @@ def kernel_checks() -> dict[str, str]:
         return {f"{name}@{device}": str(check) for (name, device), check in sorted(_CHECKS.items())}
 
 
-def kernels_status(bk: Any) -> str:
-    """What the run manifest records under ``kernels`` for backend ``bk``.
+def kernels_status(bk: Any, kernels: Sequence["FusedKernel"]) -> str:
+    """What the run manifest records under ``kernels`` for backend ``bk`` and the product's ``kernels``.
 
     "not used" when ``bk`` does not launch fused kernels (NumPy, torch on the CPU, ``use_kernels``
     off, no CuPy); otherwise every kernel is self-checked on the backend's device (cached) and the
@@ -352,57 +338,49 @@ def kernels_status(bk: Any) -> str:
     device = getattr(bk, "torch_device", None)  # use_kernels is only ever on for CUDA devices
     if not getattr(bk, "use_kernels", False) or device is None or not cupy_available():
         return "not used"
-    failed = [f"{name}: {check.reason}" for name in sorted(_FUSED)
-              if not (check := self_check(name, device)).verified]
+    failed = [f"{kernel.name}: {check.reason}" for kernel in sorted(kernels, key=lambda k: k.name)
+              if not (check := self_check(kernel, device)).verified]
     return f"fallback ({'; '.join(failed)})" if failed else "verified"
 
 
 # ---------------------------------------------------------------------------------------------
-# registry
+# a fused kernel, as its launcher module describes it
 # ---------------------------------------------------------------------------------------------
-_FUSED: dict[str, Callable[..., Any]] = {}
-#: per fused name: compares a fused implementation with its twin on a device; a mismatch description or None
-_CHECKS_OF: dict[str, Callable[[Callable[..., Any], Any], str | None]] = {}
+@dataclass(frozen=True)
+class FusedKernel:
+    """One fused CUDA kernel: ``name`` (its entry in :data:`KERNEL_SOURCES`), ``launcher`` (the CUDA
+    implementation, with the twin's contract) and ``check(fused, device)`` (compares a fused implementation
+    with the twin on a device: a mismatch description, or None). Each launcher module builds its own
+    (:func:`camid_gpu.prnu.mihcak_kernel.fused_kernel`, :func:`camid_gpu.mahalanobis.kernel.fused_kernel`),
+    and the algorithm keeps it beside its twin."""
 
+    name: str
+    launcher: Callable[..., Any]
+    check: Callable[[Callable[..., Any], Any], str | None]
 
-def register_fused(name: str, launcher: Callable[..., Any],
-                   check: Callable[[Callable[..., Any], Any], str | None]) -> None:
-    """Make ``launcher`` the fused implementation of ``name`` and ``check(fused, device)`` its
-    self-check against the twin (called once by the launcher's module at import)."""
-    _FUSED[name] = launcher
-    _CHECKS_OF[name] = check
+    def on(self, device: Any | None = None, *, required: bool = False) -> Callable[..., Any] | None:
+        """The launcher, or None (use the twin).
 
-
-def get_fused(name: str, *, device: Any | None = None, required: bool = False) -> Callable[..., Any] | None:
-    """The fused CUDA implementation of ``name`` ("mihcak_shrink", "mahalanobis_counts") or None.
-
-    None (use the generic twin) when CuPy is not installed or does not import, when torch sees no
-    CUDA device, or when ``name`` has no fused kernel. With ``required=True`` these raise instead:
-    :class:`~camid_gpu.errors.MissingExtraError` (extra ``cuda``) without CuPy, RuntimeError without
-    a CUDA device, KeyError for an unknown name.
-
-    With ``device`` (the torch device the kernel will run on), the first call per (process, name,
-    device) runs :func:`self_check`: when the kernel disagrees with its twin there (or fails to
-    compile), the result is None (the twin is used; a :class:`KernelFallbackWarning` was issued
-    once), or RuntimeError with ``required=True``.
-    """
-    if name not in _FUSED:
-        if required:
-            raise KeyError(f"no fused kernel named {name!r}; known: {sorted(_FUSED)}")
-        return None
-    if not cupy_available():
-        if required:
-            raise MissingExtraError("cupy", "cuda", f"the fused CUDA kernel {name!r}")
-        return None
-    if not _torch_cuda_available():
-        if required:
-            raise RuntimeError(f"the fused CUDA kernel {name!r} needs a CUDA device, and torch sees none")
-        return None
-    if device is not None:
-        check = self_check(name, device)
-        if not check.verified:
+        None when CuPy is not installed or does not import, or when torch sees no CUDA device. With
+        ``device`` (the torch device the kernel will run on), the first call per (process, kernel, device)
+        runs :func:`self_check` (cached per device): when the kernel disagrees with its twin there (or fails
+        to compile) the result is None too (a :class:`KernelFallbackWarning` was issued once). With
+        ``required=True`` each of these is an error instead: :class:`~camid_gpu.errors.MissingExtraError`
+        (extra ``cuda``) without CuPy, RuntimeError without a CUDA device or after a failed self-check.
+        """
+        if not cupy_available():
             if required:
-                raise RuntimeError(f"the fused CUDA kernel {name!r} failed its self-check on {check.device}: "
-                                   f"{check.reason}")
+                raise MissingExtraError("cupy", "cuda", f"the fused CUDA kernel {self.name!r}")
             return None
-    return _FUSED[name]
+        if not _torch_cuda_available():
+            if required:
+                raise RuntimeError(f"the fused CUDA kernel {self.name!r} needs a CUDA device, and torch sees none")
+            return None
+        if device is not None:
+            check = self_check(self, device)
+            if not check.verified:
+                if required:
+                    raise RuntimeError(f"the fused CUDA kernel {self.name!r} failed its self-check on "
+                                       f"{check.device}: {check.reason}")
+                return None
+        return self.launcher

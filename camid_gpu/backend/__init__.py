@@ -7,7 +7,7 @@ set of primitives a :class:`~camid_gpu.backend.base.Backend` provides (``base.py
   (float32 on request), on a thread pool, with host kernels (``host_kernels.py``) for the hot spots.
 - :class:`~camid_gpu.backend.torch_backend.TorchBackend`: pytorch-wavelets + torch.fft + separable average
   pooling, on CPU or CUDA, float32 by default (float64 on request); on CUDA the fused CuPy kernels of
-  ``kernels/`` replace the hot spots when CuPy is installed.
+  ``camid_gpu/kernels/`` replace the hot spots when CuPy is installed.
 
 ``get_backend("auto")`` picks torch on CUDA when it is available, else NumPy.
 """

@@ -163,14 +163,50 @@ class Backend(Protocol[ArrayT]):
     def host_wait_event(self, event: Any) -> None:
         """Block the host until ``event`` is done (no-op on the host)."""
 
-    # fused kernels ---------------------------------------------------------------------------
-    def kernel(self, name: str) -> Callable | None:
-        """A fused implementation of ``name`` for this backend and device, or None (use the twin)."""
+    # fused kernels (each algorithm holds its own: e.g. ``prnu.residual.MIHCAK_KERNEL``) --------------------
+    def cuda_kernel_device(self) -> Any:
+        """The CUDA device on which this backend launches fused CUDA kernels, or None (use the twins)."""
         return None
+
+    def host_kernel(self, kernel: Callable) -> Callable | None:
+        """``kernel`` (a function of :mod:`camid_gpu.backend.host_kernels`) bound to this backend's threads
+        when the backend runs host kernels, else None (use the twin)."""
+        return None
+
+    # Gram products (blind clustering): float32 blocks whatever the working dtype ------------------------
+    def gram_upload(self, block: np.ndarray, half_scale: float | None = None) -> Any:
+        """Rows ``block`` on the device as float32 (float16 times ``half_scale`` when given: CUDA only)."""
+        if half_scale is not None:
+            raise ValueError("float16 Gram products need a CUDA device")
+        return np.ascontiguousarray(block, dtype=np.float32)
+
+    def gram_product(self, a: Any, b: Any, half_scale: float | None = None) -> np.ndarray:
+        """``a b^T`` of two :meth:`gram_upload` blocks as a host float32 array (undoing ``half_scale``)."""
+        return a @ b.T
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
 
     def describe(self) -> str:
         return f"{self.name} on {self.device}"
+
+
+# -- arrays that arrive without a backend (the GPU JPEG decoder's torch/CuPy pixels) ---------------------------
+def to_host(pixels: Any) -> np.ndarray:
+    """A host array of NumPy, torch (any device) or CuPy ``pixels``."""
+    if isinstance(pixels, np.ndarray):
+        return pixels
+    if hasattr(pixels, "cpu"):
+        return pixels.cpu().numpy()
+    return pixels.get() if hasattr(pixels, "get") else np.asarray(pixels)
+
+
+def rot90(pixels: Any, k: int) -> Any:
+    """``pixels`` ``(h, w[, c])`` turned ``k`` quarter turns counter-clockwise, on their own device."""
+    return np.rot90(pixels, k) if isinstance(pixels, np.ndarray) else pixels.rot90(k, (0, 1))
+
+
+def contiguous(pixels: Any) -> Any:
+    """A C-contiguous ``pixels`` on their own device (a copy only when needed)."""
+    return np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels.contiguous()
 

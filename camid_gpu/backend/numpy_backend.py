@@ -195,9 +195,5 @@ class NumpyBackend(Backend[np.ndarray]):
 
         return fft.ifft2(x, axes=(-2, -1), workers=self.workers)
 
-    def kernel(self, name: str) -> Callable | None:
-        if not self.use_kernels:
-            return None
-        if name in ("mihcak_shrink", "wiener_dft"):
-            return functools.partial(getattr(host_kernels, name), self._pool)
-        return None
+    def host_kernel(self, kernel: Callable) -> Callable | None:
+        return functools.partial(kernel, self._pool) if self.use_kernels else None

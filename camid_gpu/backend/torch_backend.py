@@ -1,7 +1,8 @@
 """The torch backend: pytorch-wavelets + torch.fft + separable average pooling, on CPU or CUDA.
 
-Computes in float32 by default (float64 on request); on CUDA the fused CuPy kernels of ``kernels/``
-(looked up through :mod:`camid_gpu._cuda`) replace the hot spots when CuPy is installed.
+Computes in float32 by default (float64 on request); on CUDA the fused CuPy kernels of ``camid_gpu/kernels/``
+replace the hot spots when CuPy is installed: each algorithm holds its kernel (e.g. ``prnu.residual.MIHCAK_KERNEL``)
+and launches it on :meth:`TorchBackend.cuda_kernel_device`.
 """
 from __future__ import annotations
 
@@ -270,12 +271,26 @@ class TorchBackend(Backend["torch.Tensor"]):
         if event is not None:
             event.synchronize()
 
-    def kernel(self, name):
-        if not self.use_kernels:
-            return None
-        from camid_gpu._cuda import loader as cuda
+    def cuda_kernel_device(self):
+        return self.torch_device if self.use_kernels else None  # use_kernels is only ever on for CUDA
 
-        return cuda.get_fused(name, device=self.torch_device)
+    def gram_upload(self, block, half_scale=None):
+        t = self.asarray(np.ascontiguousarray(block, dtype=np.float32))
+        if half_scale is not None:
+            return (t * half_scale).to(self.torch.float16)
+        return t.float()
+
+    def gram_product(self, a, b, half_scale=None):
+        torch = self.torch
+        if half_scale is not None:
+            try:  # float32 output straight from the float32 accumulator, where this torch offers it
+                out = torch.mm(a, b.T, out_dtype=torch.float32)
+            except (RuntimeError, TypeError, NotImplementedError):
+                out = (a @ b.T).float()
+            out = out / (half_scale * half_scale)
+        else:
+            out = a @ b.T
+        return out.float().cpu().numpy()
 
     def synchronize(self):
         if self.torch_device.type == "cuda":

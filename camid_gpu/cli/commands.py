@@ -84,7 +84,7 @@ def _config(args: argparse.Namespace) -> cfg.RunConfig:
                            max_host_memory=_bytes("--max-host-memory", args.max_host_memory),
                            max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
                            progress=False if args.quiet else None, dask=getattr(args, "dask", None),
-                           decode=getattr(args, "decode", "auto"), limits=_limits(args))
+                           decode=getattr(args, "decode", cfg.DECODE), limits=_limits(args))
     try:
         config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
     except (RuntimeError, ValueError) as exc:

@@ -29,7 +29,7 @@ def chosen_methods(args: argparse.Namespace, in_store: Sequence[str] | None = No
         return cfg.methods_of(args.method)
     if in_store is not None and "pce" not in in_store:
         return tuple(in_store)
-    return ("pce",)
+    return cfg.methods_of(cfg.METHOD)
 
 
 def scoring_options(args: argparse.Namespace) -> SimpleNamespace:

@@ -24,15 +24,15 @@ USAGE_EXIT = 1
 def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> None:
     g = p.add_argument_group("execution")
     if decode:
-        g.add_argument("--decode", choices=cfg.DECODE_CHOICES, default="auto",
+        g.add_argument("--decode", choices=cfg.DECODE_CHOICES, default=cfg.DECODE,
                        help="JPEG decoder: gpu (nvJPEG via torchvision; needs torch on CUDA), "
                             "cpu (Pillow), auto (gpu when available, default); files the GPU cannot take use the CPU")
-    g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default="auto",
+    g.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default=cfg.BACKEND,
                    help="numpy (pywt/scipy) or torch (CPU/CUDA); auto = torch on CUDA if present")
     g.add_argument("--precision", choices=cfg.PRECISION_CHOICES, default=cfg.PRECISION,
                    help=f"working precision (default {cfg.PRECISION}; float64 is the reference, slower)")
     g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
-    g.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    g.add_argument("--workers", type=int, default=cfg.WORKERS, help=f"decoding processes (default {cfg.WORKERS})")
     g.add_argument("--max-host-memory", default=None, help="host memory budget, e.g. 8G (default: half of RAM)")
     g.add_argument("--max-gpu-memory", default=None, help="GPU memory budget, e.g. 20G (default: 80%% of free)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -53,6 +53,11 @@ def _add_dask_option(p: argparse.ArgumentParser, work: str) -> None:
 
 def _clip_text(clip: Any) -> str:
     return "full" if clip is None else f"{clip[0]}x{clip[1]}"
+
+
+def _pair_text(pair: Any) -> str:
+    """A shift range as --shift-range reads it: 'all', N or HxW."""
+    return "all" if pair is None else str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
 def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_store: bool = False,
@@ -88,12 +93,12 @@ def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_
                    help=f"PCE disputed-image denoiser sigma ({cfg.SIGMA_QUERY:g})")
     g.add_argument("--pce-threshold", type=float, default=cfg.PCE_THRESHOLD,
                    help=f"same camera when PCE > this ({cfg.PCE_THRESHOLD:g})")
-    g.add_argument("--shift-range", default="0",
+    g.add_argument("--shift-range", default=_pair_text(cfg.SHIFT_RANGE),
                    help="PCE peak search: 0 (no shift), N or HxW (shifts 0..N), or 'all'")
-    g.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default="auto",
+    g.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default=cfg.ROTATIONS,
                    help="auto: try 0/90/180/270 against a fingerprint whose orientation differs from the image's")
-    g.add_argument("--natural-mode", choices=cfg.NATURAL_MODES, default="aligned",
-                   help="Mahalanobis pixel selection for natural images (default aligned)")
+    g.add_argument("--natural-mode", choices=cfg.NATURAL_MODES, default=cfg.NATURAL_MODE,
+                   help=f"Mahalanobis pixel selection for natural images (default {cfg.NATURAL_MODE})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run folder's run (same parameters, fingerprints and inputs only): files done "
                         "are skipped, files that failed are retried, files changed since are flagged")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
-    p.add_argument("--kind", choices=cfg.KIND_CHOICES, default="auto",
+    p.add_argument("--kind", choices=cfg.KIND_CHOICES, default=cfg.KIND,
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
     _add_dask_option(p, "identification (batches of images)")
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
@@ -184,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"together (default {cfg.CLUSTER_PFA:g})")
     p.add_argument("--sigma", type=float, default=cfg.SIGMA_FINGERPRINT,
                    help=f"residual denoiser sigma ({cfg.SIGMA_FINGERPRINT:g}, as for fingerprints)")
-    p.add_argument("--gram-precision", choices=cfg.GRAM_PRECISIONS, default="auto",
+    p.add_argument("--gram-precision", choices=cfg.GRAM_PRECISIONS, default=cfg.GRAM_PRECISION,
                    help="Gram products: auto = float16 on CUDA (measured negligible), float32 elsewhere")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN: skip files done, add new inputs, multiply only the pairs with new images")

@@ -50,7 +50,7 @@ def resolve_precision(bk: Backend, precision: str = "auto") -> str:
 
 @dataclass
 class GramEngine:
-    """Products of row blocks on one backend in one precision (the only place that knows both).
+    """Products of row blocks on one backend in one precision (the backend's ``gram_upload``/``gram_product``).
 
     ``numpy`` backends multiply on the host in float32 (BLAS); torch backends on their device.
     """
@@ -59,28 +59,11 @@ class GramEngine:
     precision: str = "float32"
 
     def upload(self, block: np.ndarray):
-        if self.bk.name == "numpy":
-            return np.ascontiguousarray(block, dtype=np.float32)
-        t = self.bk.asarray(np.ascontiguousarray(block, dtype=np.float32))
-        if self.precision == "float16":
-            torch = self.bk.torch
-            return (t * HALF_SCALE).to(torch.float16)
-        return t.float()
+        return self.bk.gram_upload(block, HALF_SCALE if self.precision == "float16" else None)
 
     def product(self, a, b) -> np.ndarray:
         """``a b^T`` of two uploaded blocks as a host float32 array."""
-        if self.bk.name == "numpy":
-            return a @ b.T
-        torch = self.bk.torch
-        if self.precision == "float16":
-            try:  # float32 output straight from the float32 accumulator, where this torch offers it
-                out = torch.mm(a, b.T, out_dtype=torch.float32)
-            except (RuntimeError, TypeError, NotImplementedError):
-                out = (a @ b.T).float()
-            out = out / (HALF_SCALE * HALF_SCALE)
-        else:
-            out = a @ b.T
-        return out.float().cpu().numpy()
+        return self.bk.gram_product(a, b, HALF_SCALE if self.precision == "float16" else None)
 
 
 def tile_rows(pixels: int, budget_bytes: int | None, value_bytes: int = 4, limit: int = 4096) -> int:

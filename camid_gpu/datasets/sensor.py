@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from camid_gpu.config import is_finite_number
+
 # First element of every SeedSequence spawn key: which kind of quantity the stream is for.
 STREAM_MODEL = 0
 STREAM_PRNU = 1
@@ -129,10 +131,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
 def check_int(name: str, value: object, lo: int, hi: int) -> None:
     if not _is_int(value) or not lo <= int(value) <= hi:  # type: ignore[call-overload]
         raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
@@ -141,7 +139,7 @@ def check_int(name: str, value: object, lo: int, hi: int) -> None:
 def _check_real(
     name: str, value: object, lo: float, hi: float, *, lo_open: bool = False
 ) -> None:
-    ok = _is_real(value) and math.isfinite(float(value))  # type: ignore[arg-type]
+    ok = is_finite_number(value)
     if ok:
         v = float(value)  # type: ignore[arg-type]
         ok = (v > lo if lo_open else v >= lo) and v <= hi
@@ -153,7 +151,7 @@ def _check_tuple(name: str, value: object, n: int, lo: float, hi: float) -> None
     if (
         not isinstance(value, tuple)
         or len(value) != n
-        or not all(_is_real(v) and lo <= float(v) <= hi for v in value)
+        or not all(is_finite_number(v) and lo <= float(v) <= hi for v in value)
     ):
         raise ValueError(f"{name} must be a tuple of {n} numbers in [{lo}, {hi}], got {value!r}")
 
@@ -162,7 +160,7 @@ def _check_range(name: str, value: object, lo: float, hi: float) -> None:
     if (
         not isinstance(value, tuple)
         or len(value) != 2
-        or not all(_is_real(v) and math.isfinite(float(v)) for v in value)
+        or not all(is_finite_number(v) for v in value)
         or not lo <= float(value[0]) <= float(value[1]) <= hi
     ):
         raise ValueError(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from camid_gpu._cuda.loader import kernels_status
+from camid_gpu.pipeline.kernels import kernels_status
 from camid_gpu.backend import Backend
 from camid_gpu.config import FINGERPRINT_BATCH, RunConfig
 from camid_gpu.engine.scheduler import chunk_size, default_gpu_memory, default_host_memory

@@ -9,7 +9,7 @@ import math
 import os
 from typing import Any, Sequence
 
-from camid_gpu._cuda.loader import kernels_status
+from camid_gpu.pipeline.kernels import kernels_status
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder, store_add
 from camid_gpu.engine.context import RunContext, run_context

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tifffile
 
-from camid_gpu._cuda.loader import kernels_status
+from camid_gpu.pipeline.kernels import kernels_status
 from camid_gpu._shared.files import write_bytes_atomic
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from camid_gpu._shared.jsonio import read_jsonl
 from camid_gpu._shared.progress import Progress  # noqa: F401 - the engine's bar (re-exported)
 from camid_gpu.backend import Backend
+from camid_gpu.config import PCE_CAMERA_CHUNK
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline.records import ImageRecord, final_view
 
@@ -59,7 +60,7 @@ def chunk_size(pixels: int, cameras: int, budget: int | None, host_budget: int, 
 
     ``value_bytes``: 8 for NumPy (float64), 4 for torch float32.
     """
-    values = channels * VALUES_PER_CHANNEL_PIXEL + VALUES_PER_PIXEL_PER_CAMERA * min(cameras, 4)
+    values = channels * VALUES_PER_CHANNEL_PIXEL + VALUES_PER_PIXEL_PER_CAMERA * min(cameras, PCE_CAMERA_CHUNK)
     per_image = pixels * rotations * values * value_bytes
     budgets = [b for b in (budget, host_budget // 2) if b]
     return int(max(1, min(limit, min(budgets) // max(per_image, 1))))

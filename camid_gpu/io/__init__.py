@@ -1,11 +1,11 @@
 """Stage 1, input: :mod:`.decode` (read-only decoding, SHA-256, EXIF facts), :mod:`.geometry` (green channel,
-centre clip, orientation) and :mod:`.listing` (files and folders to image paths).
+centre clip) and :mod:`.listing` (files and folders to image paths).
 
 ``read_image`` returns ``(H, W[, 3])`` uint8/uint16 pixels and an ``ImageInfo``.
 """
-from camid_gpu.io.decode import MAX_PIXELS, ImageInfo, read_image
-from camid_gpu.io.geometry import center_clip, clip_window, green_channel, orientation_of, to_8bit
+from camid_gpu.io.decode import ImageInfo, read_image
+from camid_gpu.io.geometry import center_clip, clip_window, green_channel, to_8bit
 from camid_gpu.io.listing import IMAGE_SUFFIXES, list_images
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageInfo", "center_clip", "clip_window", "green_channel", "list_images",
-           "orientation_of", "read_image", "to_8bit"]
+__all__ = ["IMAGE_SUFFIXES", "ImageInfo", "center_clip", "clip_window", "green_channel", "list_images",
+           "read_image", "to_8bit"]

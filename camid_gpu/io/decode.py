@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from camid_gpu._shared.files import file_kind
-from camid_gpu.config import MAX_PIXELS, InputLimits
+from camid_gpu.config import InputLimits
 from camid_gpu.errors import ImageDecodeError, ImageNotFoundError, ImageUnreadableError
 
 #: the formats camid decodes (decided from the leading bytes, never from the file name)

@@ -1,4 +1,4 @@
-"""Pixel geometry: the green channel, 16- to 8-bit, the centre clipping window, orientation.
+"""Pixel geometry: the green channel, 16- to 8-bit, the centre clipping window.
 
 Arrays are ``(H, W)`` or ``(H, W, 3)`` uint8/uint16 pixels as :func:`camid_gpu.io.decode.read_image` returns them.
 """
@@ -43,8 +43,3 @@ def center_clip(pixels: np.ndarray, clip: tuple[int, int] | None, path: str = "<
         raise ImageTooSmallError(path, f"image is {h}x{w} (rows x columns), smaller than the {ch}x{cw} clipping")
     top, left = clip_window(h, w, clip)
     return pixels[top:top + ch, left:left + cw]
-
-
-def orientation_of(height: int, width: int) -> str:
-    """'landscape', 'portrait' or 'square' from a pixel size."""
-    return "landscape" if width > height else "portrait" if height > width else "square"

@@ -22,7 +22,7 @@ Arrays: traces are batch-first ``(N, 2, P)`` (component 0 = I0, 1 = PRNU, ``P = 
 row-major order) or ``(N, 2, H, W)``; fingerprints ``(C, 2, P)`` or ``(C, 2, H, W)``. Everything
 runs through the :class:`~camid_gpu.backend.Backend` primitives, so it is written once for NumPy
 (float64) and torch (CPU or CUDA, float32 or float64). On CUDA the fused kernel
-``kernels/mahalanobis.cu`` (``bk.kernel("mahalanobis_counts")``) computes the covariances and the
+``camid_gpu/kernels/mahalanobis.cu`` (``statistics.MAHALANOBIS_KERNEL``) computes the covariances and the
 pairwise counts without materialising the D x C x P distances; elsewhere the generic twin
 (:func:`_pair_counts_generic`) does, in chunks of disputed images so that memory stays bounded.
 
@@ -72,23 +72,19 @@ of measure zero for real images); each camera's selection uses that camera's own
 selects once, with the limits of the camera assumed in that run, and compares the same vector with
 every fingerprint); scan order is row-major unless ``order="F"``.
 
-Modules: :mod:`.constants`, :mod:`.traces`, :mod:`.selection`, :mod:`.statistics` (+ :mod:`.kernel`, the fused
-launcher), :mod:`.results`, :mod:`.compare`; every public name is re-exported here.
+Modules: :mod:`.constants`, :mod:`.traces`, :mod:`.selection`, :mod:`.covariance`, :mod:`.statistics` (+ :mod:`.kernel`,
+the fused launcher), :mod:`.results`, :mod:`.compare`; every public name is re-exported here.
 """
-from camid_gpu.mahalanobis import kernel as _kernel  # noqa: F401,E402  registers the fused launcher
 from camid_gpu.mahalanobis.compare import classify_images, compare_paper, compare_traces  # noqa: F401
 from camid_gpu.mahalanobis.constants import (  # noqa: F401
     DEFAULT_CHUNK_ELEMENTS,
-    DEFAULT_CLIP,
-    DEFAULT_REFERENCES,
-    DEFAULT_SIGMA,
     DETERMINANT_RTOL,
     FUSED_MAX_CAMERAS,
     MODES,
-    NATURAL_MODES,
     SCAN_ORDERS,
     SELECTION_SIGMAS,
 )
+from camid_gpu.mahalanobis.covariance import quadratic_coefficients  # noqa: F401
 from camid_gpu.mahalanobis.results import (  # noqa: F401
     MahalanobisResult,
     associate,
@@ -108,6 +104,5 @@ from camid_gpu.mahalanobis.statistics import (  # noqa: F401
     _pair_counts_generic,
     mahalanobis_distances,
     pair_statistics,
-    quadratic_coefficients,
 )
 from camid_gpu.mahalanobis.traces import fingerprint, fingerprints, trace_summary, trace_vectors, traces  # noqa: F401

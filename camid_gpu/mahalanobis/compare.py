@@ -10,7 +10,8 @@ import numpy as np
 
 from camid_gpu.backend import Array, Backend
 from camid_gpu.io.geometry import center_clip
-from camid_gpu.mahalanobis.constants import DEFAULT_CHUNK_ELEMENTS, DEFAULT_SIGMA, NATURAL_MODES, SELECTION_SIGMAS
+from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, NATURAL_MODES, SIGMA_MAHALANOBIS
+from camid_gpu.mahalanobis.constants import DEFAULT_CHUNK_ELEMENTS, SELECTION_SIGMAS
 from camid_gpu.mahalanobis.results import MahalanobisResult, _names
 from camid_gpu.mahalanobis.selection import (
     _as_traces,
@@ -22,7 +23,6 @@ from camid_gpu.mahalanobis.selection import (
 )
 from camid_gpu.mahalanobis.statistics import PairStatistics, pair_statistics
 from camid_gpu.mahalanobis.traces import trace_vectors, traces
-from camid_gpu.prnu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def compare_paper(bk: Backend, disputed: Sequence[tuple[Any, Any]], fingerprints
 
 
 def classify_images(bk: Backend, images: Sequence[np.ndarray], fingerprints: Any, *, natural: bool = False,
-                    mode: str = "aligned", order: str = "C", sigma: float = DEFAULT_SIGMA,
+                    mode: str = "aligned", order: str = "C", sigma: float = SIGMA_MAHALANOBIS,
                     levels: int = DEFAULT_LEVELS, wavelet: str = DEFAULT_WAVELET, batch_size: int = 8,
                     camera_names: Sequence[str] | None = None, image_names: Sequence[str] | None = None,
                     true_cameras: Sequence[str | None] | None = None, n_sigma: float = SELECTION_SIGMAS,

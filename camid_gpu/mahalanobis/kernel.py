@@ -1,6 +1,7 @@
-"""Launcher of the fused Mahalanobis pair statistics (``kernels/mahalanobis.cu``), the CUDA twin of
-``camid_gpu.mahalanobis.statistics._pair_counts_generic``; registered as ``"mahalanobis_counts"`` with
-the loader, together with its self-check against that twin.
+"""Launcher of the fused Mahalanobis pair statistics (``camid_gpu/kernels/mahalanobis.cu``), the CUDA twin of
+``camid_gpu.mahalanobis.statistics._pair_counts_generic``, and its self-check against that twin:
+:func:`fused_kernel` describes both, and ``mahalanobis.statistics.MAHALANOBIS_KERNEL`` holds the description
+beside the twin.
 
 :func:`launch_plan` is the one source of the kernels' launch geometry: :func:`run_mahalanobis_counts`
 launches what it lists through any :class:`~camid_gpu._cuda.loader.Launcher` (CuPy on a GPU, the host
@@ -8,13 +9,15 @@ emulation in the tests).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from camid_gpu._cuda.loader import (KERNEL_DEFINES, MAX_GRID_YZ, CupyLauncher, Launch, Launcher, _check_cuda, _suffix,
-                                    _torch, mismatch, register_fused)
+from camid_gpu._cuda.loader import (KERNEL_DEFINES, MAX_GRID_YZ, CupyLauncher, FusedKernel, Launch, Launcher, _check_cuda,
+                                    _suffix, _torch, mismatch)
+from camid_gpu.mahalanobis.covariance import quadratic_coefficients  # the single rule for inverses and validity
 
 MAHAL_THREADS = KERNEL_DEFINES["MAHAL_THREADS"]
 #: most cameras the fused Mahalanobis kernel takes
@@ -77,7 +80,7 @@ def _check_mahalanobis_inputs(disputed: Any, fingerprints: Any, mask: Any | None
 
 def mahalanobis_counts(disputed: Any, fingerprints: Any, mask: Any | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fused pair statistics of the Mahalanobis classifier (``kernels/mahalanobis.cu``).
+    """Fused pair statistics of the Mahalanobis classifier (``camid_gpu/kernels/mahalanobis.cu``).
 
     Parameters
     ----------
@@ -105,8 +108,6 @@ def run_mahalanobis_counts(launcher: Launcher, disputed: Any, fingerprints: Any,
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`mahalanobis_counts` through any :class:`~camid_gpu._cuda.loader.Launcher` (tensors on its device)."""
     torch = _torch()
-    from camid_gpu.mahalanobis.statistics import quadratic_coefficients  # the single rule for inverses and validity
-
     n_images, n_cameras, n_pixels = _check_mahalanobis_inputs(disputed, fingerprints, mask)
     suffix = _suffix(disputed.dtype)
     device = disputed.device
@@ -164,12 +165,14 @@ def _covariance_from_sums(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(n).astype(np.int64), cov
 
 
-def check_against_twin(fused: Callable[..., Any], device: Any) -> str | None:
-    """Self-check: a mismatch description, or None when ``fused`` matches the twin on ``device`` in both
-    dtypes and modes (a mask, a pixel count that is not a multiple of the block)."""
+def check_against_twin(fused: Callable[..., Any], device: Any, twin: Callable[..., Any]) -> str | None:
+    """Self-check: a mismatch description, or None when ``fused`` matches ``twin`` (``statistics``'
+    ``_pair_counts_generic(bk, disputed, fingerprints, mask)``) on ``device`` in both dtypes and modes (a
+    mask, a pixel count that is not a multiple of the block)."""
     torch = _torch()
     from camid_gpu.backend import TorchBackend
-    from camid_gpu.mahalanobis.statistics import _pair_counts_generic
+
+    _pair_counts_generic = twin
 
     rng = np.random.default_rng(SELF_CHECK_SEED)
     n_images, n_cameras, n_pixels = 2, 5, 1201  # pixels not a multiple of the block
@@ -198,4 +201,7 @@ def check_against_twin(fused: Callable[..., Any], device: Any) -> str | None:
     return None
 
 
-register_fused("mahalanobis_counts", mahalanobis_counts, check_against_twin)
+def fused_kernel(twin: Callable[..., Any]) -> FusedKernel:
+    """The fused pair statistics (:func:`mahalanobis_counts`), self-checked against ``twin`` on each device
+    before their first use there. The twin is passed in (``statistics`` holds the result beside it)."""
+    return FusedKernel("mahalanobis_counts", mahalanobis_counts, functools.partial(check_against_twin, twin=twin))

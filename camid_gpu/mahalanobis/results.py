@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu._shared.jsonio import json_float
+from camid_gpu.config import is_finite_number
 from camid_gpu.mahalanobis.constants import MODES
 from camid_gpu.mahalanobis.statistics import PairStatistics
 
@@ -64,7 +65,7 @@ def summarise_diagnostics(per_image: Sequence[Any]) -> dict[str, Any]:
         return {"images": 0}
 
     def mean(key: str, component: str) -> float | None:
-        values = [v for d in usable if _is_finite_number(v := d[key].get(component))]
+        values = [v for d in usable if is_finite_number(v := d[key].get(component))]
         return float(np.mean(values)) if values else None
 
     drivers = [str(d.get("driver")) for d in usable]
@@ -72,10 +73,6 @@ def summarise_diagnostics(per_image: Sequence[Any]) -> dict[str, Any]:
             "closer_fraction": {c: mean("closer_fraction", c) for c in ("full", "intensity", "prnu")},
             "vote_agreement_with_full": {c: mean("vote_agreement", c) for c in ("intensity", "prnu")},
             "driver_counts": {k: drivers.count(k) for k in sorted(set(drivers))}}
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True, eq=False)

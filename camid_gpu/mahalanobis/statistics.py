@@ -11,45 +11,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend
-from camid_gpu.mahalanobis.constants import DEFAULT_CHUNK_ELEMENTS, DETERMINANT_RTOL, FUSED_MAX_CAMERAS
+from camid_gpu.mahalanobis.constants import DEFAULT_CHUNK_ELEMENTS, FUSED_MAX_CAMERAS
+from camid_gpu.mahalanobis.covariance import quadratic_coefficients
+from camid_gpu.mahalanobis.kernel import fused_kernel
 from camid_gpu.mahalanobis.selection import _as_traces
 
 
 # ---------------------------------------------------------------------------------------------
 # covariances, distances, pairwise counts
 # ---------------------------------------------------------------------------------------------
-def quadratic_coefficients(n: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """Per (d, j) coefficients of the squared distances, from covariances; the single validity rule.
-
-    Parameters
-    ----------
-    n : (..., ) pixels behind each covariance.
-    cov : (..., 2, 2) float64 unbiased covariances of ``dif = disputed - fingerprint``.
-
-    Returns
-    -------
-    (..., 6) float64: ``valid, inv00, inv01, inv11, 1/var_i0, 1/var_prnu`` where
-    ``MD^2 = inv00 dx^2 + 2 inv01 dx dy + inv11 dy^2`` and the one-component squared distances are
-    ``dx^2 / var_i0`` and ``dy^2 / var_prnu``. Valid means ``n >= 3``, finite, both variances > 0
-    and ``det > DETERMINANT_RTOL * var_i0 * var_prnu``; invalid rows are all zeros (the distances
-    are then +inf, see the module docstring). Used by the generic twin and the fused kernel alike.
-    """
-    n = np.asarray(n)
-    cov = np.asarray(cov, dtype=np.float64)
-    vx, vy, cxy = cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1]
-    with np.errstate(all="ignore"):
-        det = vx * vy - cxy * cxy
-        valid = ((n >= 3) & np.isfinite(vx) & np.isfinite(vy) & np.isfinite(cxy) & (vx > 0) & (vy > 0)
-                 & (det > DETERMINANT_RTOL * vx * vy))
-        det_s = np.where(valid, det, 1.0)
-        vx_s = np.where(valid, vx, 1.0)
-        vy_s = np.where(valid, vy, 1.0)
-        coef = np.stack([np.ones_like(det_s), vy_s / det_s, -np.where(valid, cxy, 0.0) / det_s, vx_s / det_s,
-                         1.0 / vx_s, 1.0 / vy_s], -1)
-    coef[~valid] = 0.0
-    return coef
-
-
 def _validate_pair_inputs(bk: Backend, disputed: Any, fingerprints: Any, mask: Any | None
                           ) -> tuple[Array, Array, Array | None]:
     prints = _as_traces(bk, fingerprints, "fingerprints")
@@ -108,7 +78,7 @@ def _covariances(bk: Backend, dx: Array, dy: Array, mask: Array | None) -> tuple
 
 def _pair_counts_generic(bk: Backend, disputed: Array, prints: Array, mask: Array | None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generic twin of ``kernels/mahalanobis.cu`` (same contract as ``cuda.mahalanobis_counts``).
+    """Generic twin of ``camid_gpu/kernels/mahalanobis.cu`` (same contract as ``kernel.mahalanobis_counts``).
 
     Returns ``n`` (D, C) int64, ``cov`` (D, C, 2, 2) float64 and ``counts`` (D, C, C, 4) int64:
     per (d, q, j) the pixels used by both q and j, and among them those where q is closer-or-equal
@@ -129,6 +99,11 @@ def _pair_counts_generic(bk: Backend, disputed: Array, prints: Array, mask: Arra
                 closer = closer & both
             counts[:, q, :, k] = bk.to_numpy(bk.sum(closer, -1))[..., 0]
     return n, cov, counts
+
+
+#: the fused CUDA kernel of :func:`_pair_counts_generic` (launcher: :mod:`camid_gpu.mahalanobis.kernel`; source:
+#: ``camid_gpu/kernels/mahalanobis.cu``), self-checked against it per device
+MAHALANOBIS_KERNEL = fused_kernel(twin=_pair_counts_generic)
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,12 +162,13 @@ def pair_statistics(bk: Backend, disputed: Any, fingerprints: Any, mask: Any | N
     fingerprints : (C, 2, P) (or (C, 2, H, W)).
     mask : optional (D, C, P) bool: pixel p is used for camera j (native, or NumPy bool).
     chunk_elements : the generic twin handles ``max(1, chunk_elements // (C*P))`` images at a time.
-    use_kernel : try ``bk.kernel("mahalanobis_counts")`` first (CUDA + CuPy, C <= 64).
+    use_kernel : try :data:`MAHALANOBIS_KERNEL` first (torch on CUDA + CuPy, C <= 64).
     """
     t, prints, mask = _validate_pair_inputs(bk, disputed, fingerprints, mask)
     n_images = t.shape[0]
     n_cameras, _, n_pixels = prints.shape
-    fused: Callable | None = bk.kernel("mahalanobis_counts") if use_kernel else None
+    device = bk.cuda_kernel_device() if use_kernel else None
+    fused: Callable | None = MAHALANOBIS_KERNEL.on(device) if device is not None else None
     if fused is not None and n_cameras > FUSED_MAX_CAMERAS:
         fused = None
     step = max(1, int(chunk_elements) // (n_cameras * n_pixels))

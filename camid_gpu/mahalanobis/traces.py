@@ -9,14 +9,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend
-from camid_gpu.mahalanobis.constants import DEFAULT_SIGMA
-from camid_gpu.prnu.residual import DEFAULT_LEVELS, DEFAULT_WAVELET, noise_extract, wiener_dft, zero_mean_total
+from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, SIGMA_MAHALANOBIS
+from camid_gpu.prnu.residual import noise_extract, wiener_dft, zero_mean_total
 
 
 # ---------------------------------------------------------------------------------------------
 # traces and fingerprints
 # ---------------------------------------------------------------------------------------------
-def traces(bk: Backend, clips: Any, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+def traces(bk: Backend, clips: Any, sigma: float = SIGMA_MAHALANOBIS, levels: int = DEFAULT_LEVELS,
            wavelet: str = DEFAULT_WAVELET) -> tuple[Array, Array]:
     """I0 and PRNU of a batch of green-channel images.
 
@@ -47,7 +47,7 @@ def trace_vectors(bk: Backend, i0: Array, prnu: Array) -> Array:
     return bk.stack([i0.reshape(n, -1), prnu.reshape(n, -1)], 1)
 
 
-def fingerprint(bk: Backend, flats: Any, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+def fingerprint(bk: Backend, flats: Any, sigma: float = SIGMA_MAHALANOBIS, levels: int = DEFAULT_LEVELS,
                 wavelet: str = DEFAULT_WAVELET, batch_size: int = 8) -> Array:
     """Fingerprint of one camera from its R >= 1 reference flats.
 
@@ -70,7 +70,7 @@ def fingerprint(bk: Backend, flats: Any, sigma: float = DEFAULT_SIGMA, levels: i
     return bk.stack([sum_i0[0] / count, sum_prnu[0] / count], 0)
 
 
-def fingerprints(bk: Backend, flats_per_camera: Sequence[Any], sigma: float = DEFAULT_SIGMA,
+def fingerprints(bk: Backend, flats_per_camera: Sequence[Any], sigma: float = SIGMA_MAHALANOBIS,
                  levels: int = DEFAULT_LEVELS, wavelet: str = DEFAULT_WAVELET, batch_size: int = 8) -> Array:
     """Fingerprints (C, 2, H, W) of C cameras, one (R_j, H, W) stack of flats each (R_j may differ)."""
     if len(flats_per_camera) < 1:

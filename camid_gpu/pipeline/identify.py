@@ -22,6 +22,7 @@ import numpy as np
 from camid_gpu import mahalanobis as maha
 from camid_gpu._shared.jsonio import json_float
 from camid_gpu.backend import Array, Backend
+from camid_gpu.backend.base import to_host
 from camid_gpu.backend.staging import Upload, UploadStager
 from camid_gpu.config import Params
 from camid_gpu.errors import ImageError, ScoreError
@@ -31,6 +32,7 @@ from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, content_problem, lo
 from camid_gpu.pipeline import references as refs
 from camid_gpu.pipeline.records import (base_record, camera_score, error_entry, error_record, mahalanobis_record,
                                         pce_record)
+from camid_gpu.prnu.decision import union_bound
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
 from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
@@ -245,7 +247,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
         for i, item in enumerate(items):
             matches, refused = plans[i]
             for degrees, cams in _crop_tasks(matches).items():
-                found = search_scale_crop(bk, _host(item.view(degrees)), [(c, by_name[c].k) for c in cams], scales=[1.0],
+                found = search_scale_crop(bk, to_host(item.view(degrees)), [(c, by_name[c].k) for c in cams], scales=[1.0],
                                           sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet)
                 for res in found:
                     scored[(i, degrees, res.camera)] = {
@@ -335,11 +337,6 @@ def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: 
     return scored
 
 
-def _host(pixels: Any) -> np.ndarray:
-    """Host pixels of a view (the scale/crop search works on the host); device arrays are copied back."""
-    return pixels if isinstance(pixels, np.ndarray) else pixels.cpu().numpy()
-
-
 def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared], params: Params,
                       results: list[dict[str, Any]], pce_rotation: list[int | None], cache: dict) -> None:
     """The Mahalanobis method, per image against the cameras of its sensor size at one rotation (the PCE
@@ -426,7 +423,7 @@ def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequen
                                       "rotations_tried": tried}
         found: dict[str, list[tuple[int, Any]]] = {}
         for degrees in sorted(plan, key=item.rotations.index):
-            for res in search_scale_crop(bk, _host(item.view(degrees)), plan[degrees], scales=grid,
+            for res in search_scale_crop(bk, to_host(item.view(degrees)), plan[degrees], scales=grid,
                                          sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet):
                 found.setdefault(res.camera, []).append((degrees, res))
         chosen, best_results, by_rotation = {}, [], {}
@@ -437,8 +434,8 @@ def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequen
             degrees, res = max(options, key=lambda o: _finite_or_minus_inf(o[1].pce))
             for d, r in options:
                 by_rotation[d] = max(by_rotation.get(d, -math.inf), _finite_or_minus_inf(r.pce))
-            if len(options) > 1 and math.isfinite(res.log10_p_fa):  # union bound over the rotations searched
-                res = replace(res, log10_p_fa=min(0.0, res.log10_p_fa + math.log10(len(options))))
+            if len(options) > 1:  # the union bound over the rotations searched
+                res = replace(res, log10_p_fa=union_bound(res.log10_p_fa, len(options)))
             chosen[fp.camera] = (degrees, len(options))
             best_results.append(res)
         if best_results:

@@ -12,7 +12,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from camid_gpu.config import MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
+from camid_gpu.backend.base import contiguous, rot90, to_host
+from camid_gpu.config import KIND, MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
 from camid_gpu.errors import CamidError, ImageContentError, ImageDecodeError, ImageError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
 from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
@@ -21,15 +22,6 @@ from camid_gpu.io.listing import IMAGE_SUFFIXES, Listing, scan_inputs
 from camid_gpu.prnu.search import MIN_SIDE  # the smallest side any comparison (the crop search too) needs
 
 KINDS = ("flat", "natural")
-
-
-@dataclass
-class CameraRefs:
-    """A camera's reference files, after selection; ``errors`` are per-file error entries."""
-
-    camera: str
-    paths: list[str]
-    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
@@ -122,15 +114,6 @@ def _device_problem(info: ImageInfo, pixels: Any) -> str | None:
     return None
 
 
-def _on_host(pixels: Any) -> np.ndarray:
-    """A host copy of a clip that may live on the device (the GPU JPEG decoder's torch/CuPy arrays)."""
-    if isinstance(pixels, np.ndarray):
-        return pixels
-    if hasattr(pixels, "cpu"):
-        return pixels.cpu().numpy()
-    return pixels.get() if hasattr(pixels, "get") else np.asarray(pixels)
-
-
 def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str | None:
     """Why a clip ``(h, w[, 3])`` of ``bit_depth``-bit samples carries no usable PRNU, or None.
 
@@ -138,7 +121,7 @@ def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str 
     also: saturated (over ``config.REF_MAX_SATURATED_FRACTION`` of samples at the top code) and too dark
     (mean under ``config.REF_MIN_MEAN``): a reference flat must be lit and not blown out.
     """
-    pixels = _on_host(pixels)
+    pixels = to_host(pixels)
     top = float((1 << bit_depth) - 1) if bit_depth in (8, 16) else float(np.iinfo(pixels.dtype).max)
     values = pixels.astype(np.float32) * (255.0 / top)
     std, mean = float(values.std()), float(values.mean())
@@ -187,10 +170,8 @@ class Prepared:
         """The pixels turned by ``degrees`` and centre-clipped to ``clip`` (None = whole): a contiguous copy
         (a host array, or a device array for a GPU-decoded file)."""
         k = degrees // 90
-        if isinstance(self.pixels, np.ndarray):
-            return np.ascontiguousarray(center_clip(np.rot90(self.pixels, k) if k else self.pixels, clip, self.path))
-        turned = self.pixels.rot90(k, (0, 1)) if k else self.pixels  # a device array (the GPU decoder's)
-        return center_clip(turned, clip, self.path).contiguous()
+        turned = rot90(self.pixels, k) if k else self.pixels  # host, or a device array (the GPU decoder's)
+        return contiguous(center_clip(turned, clip, self.path))
 
 
 #: how an image relates to a fingerprint's sensor frame (see :func:`match_geometry`)
@@ -279,7 +260,7 @@ def rotations_to_try(shape: tuple[int, int], fp_shape: tuple[int, int], mode: st
 
 
 def prepare_disputed(path: str, params: Params, sensor_shapes: Sequence[tuple[int, int]] | tuple[int, int],
-                     kind: str = "auto", limits: InputLimits | None = None, defer_jpeg: bool = False) -> Prepared:
+                     kind: str = KIND, limits: InputLimits | None = None, defer_jpeg: bool = False) -> Prepared:
     """Host work for one disputed image: decode, decide the kind, list the rotations to try against the
     fingerprints' sensor frames ``sensor_shapes`` (one (rows, columns) or several), rotate and clip to the
     PCE geometry. Raises ImageError.

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional, Sequence, TypedDict
 
-import numpy as np
-
 from camid_gpu._shared.jsonio import json_number
 from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.pipeline.prepare import Prepared
+from camid_gpu.prnu.decision import decide, union_bound
 
 if TYPE_CHECKING:
     from camid_gpu import mahalanobis as maha
@@ -182,9 +181,7 @@ def base_record(item: Prepared) -> dict[str, Any]:
 def camera_score(found: dict[str, Any], rotation: int, rotations: int) -> dict[str, Any]:
     """JSON-ready score of one camera at its best rotation. With ``rotations`` > 1 tried, the false-alarm
     probability is bounded by the union over them (``rotations`` times the one-rotation value, at most 1)."""
-    log_pfa = found["log10_p_fa"]
-    if rotations > 1 and log_pfa is not None and np.isfinite(log_pfa):
-        log_pfa = min(0.0, float(log_pfa) + float(np.log10(rotations)))
+    log_pfa = union_bound(found["log10_p_fa"], rotations)
     out = {"pce": json_number(found["pce"]), "ncc": json_number(found["ncc"]) if found["ncc"] is not None else None,
            "log10_p_fa": json_number(log_pfa), "peak_shift": [int(v) for v in found["peak_shift"]],
            "match": found["match"], "rotation": int(rotation)}
@@ -207,10 +204,8 @@ def pce_record(scores: dict[str, dict[str, Any]], not_comparable: dict[str, dict
     cams = list(scores)
     if cams and all(scores[c]["pce"] is None for c in cams):
         raise ScoreError(path or "?", "every PCE came out non-finite (NaN or infinite); no decision is possible")
-    values = np.array([scores[c]["pce"] if scores[c]["pce"] is not None else -np.inf for c in cams])
-    order = np.argsort(-values, kind="stable")
-    above = [cams[int(c)] for c in order if values[int(c)] > threshold]
-    best = cams[int(order[0])] if cams else None
+    made = decide({c: scores[c]["pce"] for c in cams}, threshold)
+    best = made.best
     return {"scores": scores, "not_comparable": dict(sorted(not_comparable.items())), "best": best,
             "best_pce": scores[best]["pce"] if best else None,
-            "decision": above[0] if above else None, "above_threshold": above, "threshold": threshold}
+            "decision": made.decision, "above_threshold": made.above, "threshold": threshold}

@@ -1,9 +1,9 @@
 """Stage 2, the Binghamton PRNU method.
 
 - :mod:`.residual`: noise residual (db4 wavelet, Mihcak shrink, ZeroMeanTotal, WienerInDFT), ``(N,H,W)`` float32.
-- :mod:`.mihcak_kernel`: the fused CUDA launcher of the Mihcak shrink (``kernels/mihcak_shrink.cu``).
+- :mod:`.mihcak_kernel`: the fused CUDA launcher of the Mihcak shrink (``camid_gpu/kernels/mihcak_shrink.cu``).
 - :mod:`.fingerprint`: the ML fingerprint ``K`` from reference images.
 - :mod:`.pce`: cross-correlation, PCE, false-alarm probability ("same camera" above 60).
 - :mod:`.search`: Goljan & Fridrich's scale/crop search for resized or cropped images.
+- :mod:`.decision`: the PCE decision (``decide``) and the union bound over tries; every record takes it from here.
 """
-from camid_gpu.prnu import mihcak_kernel as _mihcak_kernel  # noqa: F401  registers the fused launcher

@@ -22,10 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
+from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, SIGMA_FINGERPRINT
 from camid_gpu.prnu.residual import (
-    DEFAULT_LEVELS,
-    DEFAULT_SIGMA,
-    DEFAULT_WAVELET,
     noise_extract,
     pixels_to_device,
     rgb_to_gray,
@@ -68,7 +66,7 @@ class FingerprintAccumulator:
     ``sigma`` is the denoiser's noise std on the 0..255 scale (Binghamton: 3).
     """
 
-    def __init__(self, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+    def __init__(self, sigma: float = SIGMA_FINGERPRINT, levels: int = DEFAULT_LEVELS,
                  wavelet: str = DEFAULT_WAVELET, backend: str | Backend = "auto", device: str | None = None):
         self.bk = get_backend(backend, device=device)
         self.sigma, self.levels, self.wavelet = float(sigma), int(levels), wavelet
@@ -133,7 +131,7 @@ class FingerprintAccumulator:
         return self.bk.to_numpy(self.fingerprint_native()).astype(np.float32)
 
 
-def estimate_fingerprint(images: np.ndarray, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+def estimate_fingerprint(images: np.ndarray, sigma: float = SIGMA_FINGERPRINT, levels: int = DEFAULT_LEVELS,
                          wavelet: str = DEFAULT_WAVELET, backend: str | Backend = "auto",
                          batch_size: int = 8, device: str | None = None) -> np.ndarray:
     """ML PRNU fingerprint of one camera from reference images ``(R, H, W[, 3])`` -> ``(H, W)`` float32."""

@@ -1,6 +1,6 @@
-"""Launcher of the fused Mihcak shrink (``kernels/mihcak_shrink.cu``), the CUDA twin of
-:func:`camid_gpu.prnu.residual.mihcak_shrink`; registered as ``"mihcak_shrink"`` with the loader,
-together with its self-check against that twin.
+"""Launcher of the fused Mihcak shrink (``camid_gpu/kernels/mihcak_shrink.cu``), the CUDA twin of
+:func:`camid_gpu.prnu.residual.mihcak_shrink`, and its self-check against that twin: :func:`fused_kernel`
+describes both, and ``prnu.residual.MIHCAK_KERNEL`` holds the description beside the twin.
 
 :func:`launch_plan` is the one source of the kernel's launch geometry: :func:`run_mihcak_shrink`
 launches what it lists through any :class:`~camid_gpu._cuda.loader.Launcher` (CuPy on a GPU, the
@@ -8,13 +8,14 @@ host emulation in the tests).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from camid_gpu._cuda.loader import (KERNEL_DEFINES, MAX_GRID_YZ, CupyLauncher, Launch, Launcher, _check_cuda, _suffix,
-                                    _torch, mismatch, register_fused)
+from camid_gpu._cuda.loader import (KERNEL_DEFINES, MAX_GRID_YZ, CupyLauncher, FusedKernel, Launch, Launcher, _check_cuda,
+                                    _suffix, _torch, mismatch)
 
 MIHCAK_TILE = KERNEL_DEFINES["MIHCAK_TILE"]
 MIHCAK_MAX_RADIUS = KERNEL_DEFINES["MIHCAK_HALO"]
@@ -108,12 +109,13 @@ def run_mihcak_shrink(launcher: Launcher, coeffs: Any, noise_var: float | Any,
     return out.reshape(coeffs.shape)
 
 
-def check_against_twin(fused: Callable[..., Any], device: Any) -> str | None:
-    """Self-check: a mismatch description, or None when ``fused`` matches the twin on ``device`` in
-    both dtypes (partial tiles on both axes, scalar and per-plane variances, several windows)."""
+def check_against_twin(fused: Callable[..., Any], device: Any, twin: Callable[..., Any]) -> str | None:
+    """Self-check: a mismatch description, or None when ``fused`` matches ``twin`` (``prnu.residual``'s
+    ``mihcak_shrink(bk, coeffs, noise_var, windows)``) on ``device`` in both dtypes (partial tiles on both
+    axes, scalar and per-plane variances, several windows)."""
     from camid_gpu.backend import TorchBackend
-    from camid_gpu.prnu.residual import mihcak_shrink as shrink
 
+    shrink = twin
     rng = np.random.default_rng(SELF_CHECK_SEED)
     coeffs = rng.normal(size=(3, 37, 53)) * 4.0
     per_plane = rng.uniform(1.0, 9.0, size=(3, 1, 1))
@@ -131,4 +133,7 @@ def check_against_twin(fused: Callable[..., Any], device: Any) -> str | None:
     return None
 
 
-register_fused("mihcak_shrink", mihcak_shrink, check_against_twin)
+def fused_kernel(twin: Callable[..., Any]) -> FusedKernel:
+    """The fused shrink (:func:`mihcak_shrink`), self-checked against ``twin`` on each device before its first
+    use there. The twin is passed in (``prnu.residual`` holds the result beside its ``mihcak_shrink``)."""
+    return FusedKernel("mihcak_shrink", mihcak_shrink, functools.partial(check_against_twin, twin=twin))

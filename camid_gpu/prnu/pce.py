@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
-from camid_gpu._shared.jsonio import json_number  # noqa: F401  (re-exported for the record builders)
 from camid_gpu.backend import Array, Backend
-from camid_gpu.config import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD  # noqa: F401  (re-exported)
+from camid_gpu.config import PCE_CAMERA_CHUNK, PEAK_NEIGHBOURHOOD, SHIFT_RANGE
 
 
 @dataclass
@@ -41,10 +40,6 @@ class PCEScores:
     log10_p_fa: np.ndarray  # log10 of the false-alarm probability of the search
     shifts_searched: int = 1
     extra: dict = field(default_factory=dict)
-
-    @property
-    def p_fa(self) -> np.ndarray:
-        return 10.0 ** self.log10_p_fa
 
 
 def crosscorr(bk: Backend, residual: Array, template: Array) -> Array:
@@ -73,7 +68,7 @@ def log10_false_alarm(peak: np.ndarray, energy: np.ndarray, shifts: int) -> np.n
     return log_pfa / math.log(10)
 
 
-def pce(bk: Backend, corr: Array, shift_range: tuple[int, int] | None = (0, 0),
+def pce(bk: Backend, corr: Array, shift_range: tuple[int, int] | None = SHIFT_RANGE,
         neighbourhood: int = PEAK_NEIGHBOURHOOD) -> dict[str, np.ndarray]:
     """PCE of correlation planes ``(..., H, W)``.
 
@@ -116,7 +111,7 @@ def pce(bk: Backend, corr: Array, shift_range: tuple[int, int] | None = (0, 0),
 
 
 def pce_scores(bk: Backend, residuals: Array, intensities: Array, fingerprints: Array,
-               shift_range: tuple[int, int] | None = (0, 0), camera_chunk: int = 4) -> PCEScores:
+               shift_range: tuple[int, int] | None = SHIFT_RANGE, camera_chunk: int = PCE_CAMERA_CHUNK) -> PCEScores:
     """PCE of N disputed images against C fingerprints of one size.
 
     residuals : (N, H, W) Wiener-filtered residuals of the disputed images (0..255 units).

@@ -24,13 +24,17 @@ from typing import Sequence
 
 import numpy as np
 
-from camid_gpu import config
-from camid_gpu.backend import Array, Backend, get_backend
+from camid_gpu.backend import Array, Backend, get_backend, host_kernels
 from camid_gpu.backend.staging import Upload
-from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS, check_sigma
-
-#: noise std on the 0..255 scale used by Binghamton's examples (the reference side)
-DEFAULT_SIGMA = config.SIGMA_FINGERPRINT
+from camid_gpu.config import (
+    DEFAULT_LEVELS,
+    DEFAULT_WAVELET,
+    GRAY_WEIGHTS,
+    MIHCAK_WINDOWS,
+    SIGMA_FINGERPRINT,
+    check_sigma,
+)
+from camid_gpu.prnu.mihcak_kernel import fused_kernel
 
 
 def padding(size: int, levels: int) -> tuple[int, int]:
@@ -71,9 +75,11 @@ def mihcak_shrink(bk: Backend, coeffs: Array, noise_var: float | Array,
     ``coeffs``: (..., h, w); ``noise_var``: scalar or an array broadcasting to (..., 1, 1).
     Returns ``coeffs * noise_var / (v + noise_var)`` with
     ``v = min over windows of max(0, boxmean_w(coeffs^2) - noise_var)``.
-    On CUDA the fused kernel ``kernels/mihcak_shrink.cu`` computes the same thing in one pass.
+    On CUDA the fused kernel :data:`MIHCAK_KERNEL` (``camid_gpu/kernels/mihcak_shrink.cu``) computes the same
+    thing in one pass; on NumPy the host kernel ``backend.host_kernels.mihcak_shrink`` does.
     """
-    fused = bk.kernel("mihcak_shrink")
+    device = bk.cuda_kernel_device()
+    fused = MIHCAK_KERNEL.on(device) if device is not None else bk.host_kernel(host_kernels.mihcak_shrink)
     if fused is not None:
         return fused(coeffs, noise_var, tuple(windows))
     energy = coeffs * coeffs
@@ -84,7 +90,12 @@ def mihcak_shrink(bk: Backend, coeffs: Array, noise_var: float | Array,
     return coeffs * noise_var / (variance + noise_var)
 
 
-def noise_extract(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA,
+#: the fused CUDA kernel of :func:`mihcak_shrink` (launcher: :mod:`camid_gpu.prnu.mihcak_kernel`; source:
+#: ``camid_gpu/kernels/mihcak_shrink.cu``), self-checked against it per device
+MIHCAK_KERNEL = fused_kernel(twin=mihcak_shrink)
+
+
+def noise_extract(bk: Backend, images: Array, sigma: float = SIGMA_FINGERPRINT,
                   levels: int = DEFAULT_LEVELS, wavelet: str = DEFAULT_WAVELET) -> Array:
     """Binghamton's NoiseExtract of single-channel images: ``(N, H, W)`` -> ``(N, H, W)``.
 
@@ -136,7 +147,7 @@ def wiener_dft(bk: Backend, x: Array, sigma: float | Array | None = None) -> Arr
     h, w = x.shape[-2:]
     if sigma is None:
         sigma = bk.std(x, (-2, -1))
-    fused = bk.kernel("wiener_dft")
+    fused = bk.host_kernel(host_kernels.wiener_dft)  # NumPy only (no CUDA kernel)
     if fused is not None:
         return fused(x, sigma * sigma, MIHCAK_WINDOWS)
     spectrum = bk.fft2(x)
@@ -205,7 +216,7 @@ def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
     return images
 
 
-def residual_native(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+def residual_native(bk: Backend, images: Array, sigma: float = SIGMA_FINGERPRINT, levels: int = DEFAULT_LEVELS,
                     wavelet: str = DEFAULT_WAVELET, zero_mean: bool = True) -> Array:
     """NoiseExtractFromImage on native arrays ``(N, H, W)`` or ``(N, H, W, 3)`` -> ``(N, H, W)``.
 
@@ -223,7 +234,7 @@ def residual_native(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA, le
     return zero_mean_total(bk, noise) if zero_mean else noise
 
 
-def extract_residual(images: np.ndarray, sigma: float = DEFAULT_SIGMA, levels: int = DEFAULT_LEVELS,
+def extract_residual(images: np.ndarray, sigma: float = SIGMA_FINGERPRINT, levels: int = DEFAULT_LEVELS,
                      wavelet: str = DEFAULT_WAVELET, backend: str | Backend = "auto", *,
                      zero_mean: bool = True, wiener: bool = False, batch_size: int = 8,
                      device: str | None = None) -> np.ndarray:

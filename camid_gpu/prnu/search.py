@@ -82,11 +82,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
-from camid_gpu.config import SIGMA_QUERY
-from camid_gpu.prnu.pce import PCE_THRESHOLD, PEAK_NEIGHBOURHOOD, json_number, log10_false_alarm, pce
+from camid_gpu._shared.jsonio import json_number
+from camid_gpu.config import (DEFAULT_LEVELS, DEFAULT_WAVELET, PCE_CAMERA_CHUNK, PCE_THRESHOLD, PEAK_NEIGHBOURHOOD,
+                              SIGMA_QUERY, is_finite_number)
+from camid_gpu.prnu.decision import decide
+from camid_gpu.prnu.pce import log10_false_alarm, pce
 from camid_gpu.prnu.residual import (
-    DEFAULT_LEVELS,
-    DEFAULT_WAVELET,
     gray_intensity,
     pixels_to_device,
     residual_native,
@@ -94,8 +95,6 @@ from camid_gpu.prnu.residual import (
     wiener_dft,
 )
 
-#: sigma of the disputed image's denoiser (0..255 scale), as ``Params.sigma_query`` of identify
-DEFAULT_SIGMA_QUERY = SIGMA_QUERY
 #: Gaussian low-pass of the template, in pixels of the resized frame (see the module notes)
 TEMPLATE_BLUR = 1.0
 #: period of the pixel grids (JPEG's 8 x 8 blocks, the 2 x 2 CFA) whose alignment classes get
@@ -134,11 +133,6 @@ class SearchResult:
         return d
 
 
-def _is_real(x: Any) -> bool:
-    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
-            and math.isfinite(x))
-
-
 def scale_grid(lo: float = 0.5, hi: float = 1.0, step: float = 0.01) -> np.ndarray:
     """Scales ``lo, lo + step, ...`` up to and including ``hi`` (ascending float64).
 
@@ -146,7 +140,7 @@ def scale_grid(lo: float = 0.5, hi: float = 1.0, step: float = 0.01) -> np.ndarr
     multiple of ``step``. Values are rounded to 10 decimals (0.7, not 0.7000000000000001).
     """
     for name, value in (("lo", lo), ("hi", hi), ("step", step)):
-        if not _is_real(value):
+        if not is_finite_number(value):
             raise ValueError(f"scale_grid: {name} must be a finite number, got {value!r}")
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"scale_grid: need 0 < lo <= hi <= 1, got lo={lo!r}, hi={hi!r}")
@@ -336,11 +330,11 @@ def _positions(size: tuple[int, int], image_shape: tuple[int, int]) -> int:
 # the search
 # ------------------------------------------------------------------------------------------------
 def search_scale_crop(bk: Backend | str, image: np.ndarray, fingerprints: Sequence[tuple[str, np.ndarray]], *,
-                      scales: Sequence[float] | np.ndarray | None = None, sigma: float = DEFAULT_SIGMA_QUERY,
+                      scales: Sequence[float] | np.ndarray | None = None, sigma: float = SIGMA_QUERY,
                       threshold: float = PCE_THRESHOLD, early_stop: bool = False,
                       refine_step: float | None = None, template_blur: float = TEMPLATE_BLUR,
                       grid_period: int = GRID_PERIOD, levels: int = DEFAULT_LEVELS,
-                      wavelet: str = DEFAULT_WAVELET, camera_chunk: int = 4) -> list[SearchResult]:
+                      wavelet: str = DEFAULT_WAVELET, camera_chunk: int = PCE_CAMERA_CHUNK) -> list[SearchResult]:
     """Search the scale and crop offset of a disputed image against full-frame fingerprints.
 
     Parameters
@@ -376,15 +370,15 @@ def search_scale_crop(bk: Backend | str, image: np.ndarray, fingerprints: Sequen
     image = _check_image(image)
     cams = _check_fingerprints(fingerprints)
     grid = _check_scales(scale_grid() if scales is None else scales)
-    if not (_is_real(sigma) and sigma > 0):
+    if not (is_finite_number(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-    if not _is_real(threshold):
+    if not is_finite_number(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     if not isinstance(early_stop, bool):
         raise ValueError(f"early_stop must be True or False, got {early_stop!r}")
-    if refine_step is not None and not (_is_real(refine_step) and 0 < refine_step < 1):
+    if refine_step is not None and not (is_finite_number(refine_step) and 0 < refine_step < 1):
         raise ValueError(f"refine_step must be a number in (0, 1) or None, got {refine_step!r}")
-    if not (_is_real(template_blur) and 0 <= template_blur <= 10):
+    if not (is_finite_number(template_blur) and 0 <= template_blur <= 10):
         raise ValueError(f"template_blur must be a number in [0, 10] (pixels), got {template_blur!r}")
     if not (isinstance(grid_period, (int, np.integer)) and not isinstance(grid_period, bool) and grid_period >= 0):
         raise ValueError(f"grid_period must be an integer >= 0, got {grid_period!r}")
@@ -503,16 +497,15 @@ def search_record(results: Sequence[SearchResult], threshold: float = PCE_THRESH
     """
     if isinstance(results, SearchResult) or not results:
         raise ValueError("search_record: results must be a non-empty list of SearchResult")
-    if not _is_real(threshold):
+    if not is_finite_number(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     scores = {r.camera: {"pce": json_number(r.pce), "scale": float(r.scale), "offset": [int(v) for v in r.offset],
                          "size": [int(v) for v in r.size], "log10_p_fa": json_number(r.log10_p_fa),
                          "positions_searched": int(r.positions_searched)} for r in results}
-    order = sorted(results, key=lambda r: -r.pce if math.isfinite(r.pce) else math.inf)
-    above = [r.camera for r in order if r.pce > threshold]
+    made = decide({r.camera: r.pce for r in results}, threshold)
     return {"method": "pce-scale-crop-search", "threshold": float(threshold), "scores": scores,
-            "best": order[0].camera, "best_pce": json_number(order[0].pce),
-            "decision": above[0] if above else None, "above_threshold": above}
+            "best": made.best, "best_pce": scores[made.best]["pce"],
+            "decision": made.decision, "above_threshold": made.above}
 
 
 __all__ = ["SearchResult", "scale_grid", "scaled_size", "resample_fingerprint", "gaussian_transfer",

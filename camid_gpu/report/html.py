@@ -9,8 +9,9 @@ import os
 from typing import Any, Iterable, Sequence
 
 from camid_gpu._version import __version__
+from camid_gpu.config import is_finite_number
 from camid_gpu.io.listing import printable
-from camid_gpu.report.load import Run, is_num
+from camid_gpu.report.load import Run
 
 #: per-image detail blocks (full scores, pairwise tables) are written for at most this many images
 MAX_DETAILED_IMAGES = 1000
@@ -26,13 +27,13 @@ def esc(value: Any) -> str:
 
 def num(v: Any, spec: str = ".4g") -> str:
     """A number for a table cell (already escaped-safe), or an em dash."""
-    if is_num(v):
+    if is_finite_number(v):
         return format(v, spec)
     return NONE if v is None else esc(v)
 
 
 def pct(v: Any) -> str:
-    return f"{v:.0f}%" if is_num(v) else NONE
+    return f"{v:.0f}%" if is_finite_number(v) else NONE
 
 
 def html_table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:

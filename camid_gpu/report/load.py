@@ -4,18 +4,17 @@ and the fingerprint store, each optional but the records.
 What is missing or unreadable becomes a note (plain text, escaped when written) and the report is made
 without it; only a folder with no readable ``results.jsonl`` is an error. The records keep the shape of
 :class:`camid_gpu.pipeline.records.ImageRecord` (read as JSON: a hand-edited file may break it, so the
-sections look values up with :func:`dig` and :func:`is_num`).
+sections look values up with :func:`dig` and :func:`camid_gpu.config.is_finite_number`).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from camid_gpu._shared.jsonio import sha256_or_none
-from camid_gpu.config import PCE_THRESHOLD
+from camid_gpu.config import PCE_THRESHOLD, is_finite_number
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline.records import final_view
 
@@ -54,15 +53,10 @@ class Run:
     def threshold(self) -> float:
         for r in self.records:
             t = (r.get("pce") or {}).get("threshold") if isinstance(r.get("pce"), dict) else None
-            if is_num(t):
+            if is_finite_number(t):
                 return float(t)
         t = ((self.manifest or {}).get("params") or {}).get("pce_threshold")
-        return float(t) if is_num(t) else PCE_THRESHOLD
-
-
-def is_num(v: Any) -> bool:
-    """A finite int or float (not a bool): a value the report can print or draw as a number."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return float(t) if is_finite_number(t) else PCE_THRESHOLD
 
 
 def dig(obj: Any, *keys: str, default: Any = None) -> Any:

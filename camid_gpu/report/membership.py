@@ -8,15 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from camid_gpu.config import is_finite_number
 from camid_gpu.report import diagnostics
 from camid_gpu.report.decisions import maha_cell
 from camid_gpu.report.html import (MAX_DETAILED_IMAGES, NONE, esc, html_table, image_link, img_label, kv_table, num,
                                    pct)
-from camid_gpu.report.load import Run, dig, is_num
+from camid_gpu.report.load import Run, dig
 
 
 def _membership_cell(v: Any, associated: bool) -> str:
-    shade = f"background:rgba(31,119,180,{0.08 + 0.5 * v / 100:.2f})" if is_num(v) else ""
+    shade = f"background:rgba(31,119,180,{0.08 + 0.5 * v / 100:.2f})" if is_finite_number(v) else ""
     text = pct(v)
     if associated:
         text = f"<b>{text}</b>"
@@ -117,7 +118,7 @@ def section(run: Run) -> str:
         if truth is not None and members:
             means = []
             for c in cams:
-                vals = [v for _, r in members if is_num(v := dig(r, "mahalanobis", "membership", c))]
+                vals = [v for _, r in members if is_finite_number(v := dig(r, "mahalanobis", "membership", c))]
                 means.append(f'<td class="num muted">{num(float(np.mean(vals)), ".1f") if vals else NONE}</td>')
             rows.append([f'<td colspan="3" class="muted">mean membership of the images of {esc(truth)}</td>']
                         + means + [""])
@@ -129,13 +130,13 @@ def section(run: Run) -> str:
         eff = ev.get("effectiveness") if isinstance(ev.get("effectiveness"), dict) else {}
         eff_rows = [[esc(c), f'<td class="num">{num(dig(e, "images"))}</td>',
                      f'<td class="num">{num(dig(e, "associated_alone"))}</td>',
-                     f'<td class="num">{num(dig(e, "rate"), ".1%") if is_num(dig(e, "rate")) else NONE}</td>',
+                     f'<td class="num">{num(dig(e, "rate"), ".1%") if is_finite_number(dig(e, "rate")) else NONE}</td>',
                      f'<td class="num">{num(dig(e, "mean_membership_own"), ".1f")}</td>']
                     for c, e in eff.items()]
         out.append(html_table(["camera", "images", "associated alone", "effectiveness rate", "mean membership (own)"],
                               eff_rows))
         out.append(f"<p>Accuracy (associated alone with the true camera; ties count as wrong): "
-                   f"{num(ev.get('accuracy'), '.1%') if is_num(ev.get('accuracy')) else NONE}; ties: "
+                   f"{num(ev.get('accuracy'), '.1%') if is_finite_number(ev.get('accuracy')) else NONE}; ties: "
                    f"{num(ev.get('ties'))}.</p>")
 
     out.extend(diagnostics.block(items))

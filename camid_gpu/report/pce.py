@@ -7,10 +7,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from camid_gpu.report.wording import axis_label, human_size
+from camid_gpu.config import is_finite_number
+from camid_gpu.prnu.decision import exceeds
 from camid_gpu.report.figures import PCE_LINTHRESH, figure, png, symlog
 from camid_gpu.report.html import MAX_DETAILED_IMAGES, NONE, esc, html_table, img_label, kv_table, num
-from camid_gpu.report.load import Run, dig, is_num
+from camid_gpu.report.load import Run, dig
+from camid_gpu.report.wording import axis_label, human_size
 
 #: more images than this: no per-image bar charts, heat-maps of the PCE matrix instead
 MAX_IMAGE_CHARTS = 40
@@ -22,7 +24,7 @@ MAX_HEATMAP_FIGURES = 20
 
 def _pce_values(r: dict[str, Any], cameras: Sequence[str]) -> list[float]:
     scores = dig(r, "pce", "scores", default={})
-    return [float(v) if is_num(v := dig(scores, c, "pce")) else math.nan for c in cameras]
+    return [float(v) if is_finite_number(v := dig(scores, c, "pce")) else math.nan for c in cameras]
 
 
 def _pce_axis_limits(values: Sequence[float], threshold: float) -> tuple[float, float]:
@@ -48,7 +50,7 @@ def _pce_bar_figure(run: Run, i: int, r: dict[str, Any]) -> str:
     ax = fig.add_subplot()
     x = np.arange(len(cameras))
     heights = [v if math.isfinite(v) else 0.0 for v in values]
-    colors = ["#1f77b4" if (math.isfinite(v) and v > thr) else "#9aa5b1" for v in values]
+    colors = ["#1f77b4" if exceeds(v, thr) else "#9aa5b1" for v in values]
     edges = ["#000000" if c == truth else "none" for c in cameras]
     ax.bar(x, heights, color=colors, edgecolor=edges, linewidth=1.2, width=0.7)
     ax.set_yscale("symlog", linthresh=PCE_LINTHRESH)
@@ -97,7 +99,7 @@ def _pce_heatmaps(run: Run, items: list[tuple[int, dict[str, Any]]]) -> list[str
         ax.set_xticks(np.arange(len(cameras)), cameras, rotation=45 if len(cameras) > 6 else 0)
         if labelled:
             ax.set_yticks(np.arange(len(chunk)), [axis_label(i, r.get("path")) for i, r in chunk])
-            ys, xs = np.nonzero(np.nan_to_num(rows, nan=-np.inf) > thr)
+            ys, xs = np.nonzero(exceeds(rows, thr))
             ax.scatter(xs, ys, marker="o", s=40, facecolors="none", edgecolors="#d62728", linewidths=1.2)
             ax.set_title(f"PCE {img_label(chunk[0][0])}-{img_label(chunk[-1][0])} (ring: > {thr:g})")
         else:
@@ -126,7 +128,7 @@ def _pce_detail(run: Run, i: int, r: dict[str, Any]) -> str:
             rows.append([esc(c), f'<td colspan="4"><span class="bad">not comparable</span>: {esc(reason)}</td>'])
             continue
         s = dig(scores, c, default={})
-        above = is_num(s.get("pce")) and s["pce"] > thr
+        above = exceeds(s.get("pce"), thr)
         rows.append([esc(c) + (" (decision)" if c == dig(r, "pce", "decision") else ""),
                      f'<td class="num">{"<b>" if above else ""}{num(s.get("pce"))}{"</b>" if above else ""}</td>',
                      f'<td class="num">{num(s.get("ncc"))}</td>', f'<td class="num">{num(s.get("log10_p_fa"))}</td>',

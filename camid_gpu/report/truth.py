@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from camid_gpu.config import is_finite_number
 from camid_gpu.report.figures import PCE_LINTHRESH, figure, legend, png, symlog
 from camid_gpu.report.html import NONE, esc, html_table, kv_table, num
-from camid_gpu.report.load import Run, dig, is_num
+from camid_gpu.report.load import Run, dig
 
 
 def _confusion_table(conf: dict[str, Any]) -> str:
@@ -18,8 +19,8 @@ def _confusion_table(conf: dict[str, Any]) -> str:
     for t, row in zip(rows_l, counts):
         cells = [f"<th>{esc(t)}</th>"]
         for c, v in zip(cols, row):
-            style = ' style="background:#dafbe1"' if c == t and is_num(v) and v else \
-                (' style="background:#ffebe9"' if is_num(v) and v else "")
+            style = ' style="background:#dafbe1"' if c == t and is_finite_number(v) and v else \
+                (' style="background:#ffebe9"' if is_finite_number(v) and v else "")
             cells.append(f'<td class="num"{style}>{num(v)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
@@ -70,25 +71,25 @@ def _roc_figure(pce: dict[str, Any]) -> str | None:
     ys = np.concatenate([[1.0], 1.0 - frr, [0.0]])
     ax1.step(xs, ys, where="post", color="#1f77b4", linewidth=1.5)
     ax1.plot([0, 1], [0, 1], color="#9aa5b1", linewidth=0.7, linestyle=":")
-    if is_num(pce.get("far_at_threshold")) and is_num(pce.get("frr_at_threshold")):
+    if is_finite_number(pce.get("far_at_threshold")) and is_finite_number(pce.get("frr_at_threshold")):
         ax1.plot(pce["far_at_threshold"], 1 - pce["frr_at_threshold"], "o", color="#d62728",
                  label=f"threshold {pce.get('threshold', '')}")
-    if is_num(roc.get("eer")):
+    if is_finite_number(roc.get("eer")):
         ax1.plot(roc["eer"], 1 - roc["eer"], "s", color="#2ca02c", label=f"EER {roc['eer']:.3f}")
     ax1.set_xlim(-0.02, 1.02)
     ax1.set_ylim(-0.02, 1.02)
     ax1.set_xlabel("false acceptance rate (impostor PCE above threshold)")
     ax1.set_ylabel("true acceptance rate (1 - FRR)")
     auc = roc.get("auc")
-    ax1.set_title("PCE ROC" + (f", AUC {auc:.4f}" if is_num(auc) else ""))
+    ax1.set_title("PCE ROC" + (f", AUC {auc:.4f}" if is_finite_number(auc) else ""))
     legend(ax1, loc="lower right", frameon=False)
     ax2.step(thr, far, where="post", label="FAR", color="#d62728")
     ax2.step(thr, frr, where="post", label="FRR", color="#1f77b4")
     ax2.set_xscale("symlog", linthresh=PCE_LINTHRESH)
     symlog(ax2.xaxis)
-    if is_num(pce.get("threshold")):
+    if is_finite_number(pce.get("threshold")):
         ax2.axvline(pce["threshold"], color="#d62728", linestyle="--", linewidth=1)
-    if is_num(roc.get("eer_threshold")):
+    if is_finite_number(roc.get("eer_threshold")):
         ax2.axvline(roc["eer_threshold"], color="#2ca02c", linestyle=":", linewidth=1)
     ax2.set_xlabel("PCE threshold (symlog; dashed: the run's threshold, dotted: EER)")
     ax2.set_ylabel("rate")
@@ -106,7 +107,7 @@ def _accuracy_rows(name: str, block: dict[str, Any]) -> list[list[str]]:
         acc = b.get("accuracy")
         rows.append([esc(name), esc(kind), f'<td class="num">{num(b.get("count"))}</td>',
                      f'<td class="num">{num(b.get("correct"))}</td>',
-                     f'<td class="num">{format(acc, ".1%") if is_num(acc) else NONE}</td>'])
+                     f'<td class="num">{format(acc, ".1%") if is_finite_number(acc) else NONE}</td>'])
     return rows
 
 

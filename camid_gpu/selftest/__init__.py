@@ -227,6 +227,7 @@ def _check_pce_known_answer(bk: Backend, data: _Data, float64: bool) -> tuple[st
 
 
 def _identify(bk: Backend, data: _Data) -> tuple[list[int], np.ndarray]:
+    from camid_gpu.prnu.decision import decide
     from camid_gpu.prnu.fingerprint import estimate_fingerprint
     from camid_gpu.prnu.pce import pce_scores
     from camid_gpu.prnu.residual import extract_residual
@@ -234,7 +235,8 @@ def _identify(bk: Backend, data: _Data) -> tuple[list[int], np.ndarray]:
     fps = np.stack([estimate_fingerprint(refs, backend=bk) for refs in data.camera_refs])
     res = extract_residual(data.disputed, sigma=SIGMA_QUERY, wiener=True, backend=bk)
     scores = pce_scores(bk, bk.asarray(res), bk.asarray(data.disputed.astype(np.float64)), bk.asarray(fps))
-    decisions = [int(np.argmax(row)) if row.max() > PCE_THRESHOLD else -1 for row in scores.pce]
+    made = [decide(dict(enumerate(row.tolist())), PCE_THRESHOLD).decision for row in scores.pce]
+    decisions = [-1 if d is None else int(d) for d in made]
     return decisions, scores.pce
 
 
@@ -310,6 +312,7 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
 
     from camid_gpu._cuda import loader as cuda
     from camid_gpu.mahalanobis import pair_statistics
+    from camid_gpu.pipeline.kernels import fused_kernels
     from camid_gpu.provenance import utc_now
 
     started, t0 = utc_now(), time.perf_counter()
@@ -332,10 +335,10 @@ def run_selftest(cases: list[_Case] | None = None) -> SelftestReport:
         if bk.name == "torch" and bk.use_kernels:
             with warnings.catch_warnings(record=True):  # the fallback is reported as a failed row
                 warnings.simplefilter("always")
-                for name in sorted(cuda.KERNEL_SOURCES):
-                    check = cuda.self_check(name, bk.torch_device)
-                    checks.append(Check(case.label, f"kernel self-check: {name}", PASS if check.verified else FAIL,
-                                        str(check), "verified"))
+                for kernel in fused_kernels():
+                    check = cuda.self_check(kernel, bk.torch_device)
+                    checks.append(Check(case.label, f"kernel self-check: {kernel.name}",
+                                        PASS if check.verified else FAIL, str(check), "verified"))
         _run(checks, case.label, CHECK_NAMES[0], lambda: _check_residual(bk, data, case.float64))
         _run(checks, case.label, CHECK_NAMES[1], lambda: _check_fingerprint(bk, data, case.float64))
         _run(checks, case.label, CHECK_NAMES[2], lambda: _check_pce_known_answer(bk, data, case.float64))

@@ -11,7 +11,7 @@
 // Pass 1 (mahalanobis_sums_*): per (d, j) and per block, the float64 sums
 //   n, sum dx, sum dy, sum dx^2, sum dy^2, sum dx*dy     with dx, dy = disputed - fingerprint
 // written to partial (D, C, nblocks, 6); the host adds the blocks (deterministic, no float atomics)
-// and turns them into covariances and their inverses (camid_gpu.mahalanobis.quadratic_coefficients).
+// and turns them into covariances and their inverses (camid_gpu.mahalanobis.statistics.quadratic_coefficients).
 //
 // Pass 2 (mahalanobis_counts_*): per pixel, the C squared distances (full 2x2 form, I0 alone, PRNU
 // alone) go to shared memory, then the threads of the block, each owning fixed (q, j) pairs,
@@ -31,9 +31,9 @@
 //           counts zeroed by the caller.
 
 // MAHAL_THREADS, MAHAL_MAX_CAMERAS and MAHAL_PAIRS_PER_THREAD (pairs one thread owns,
-// MAHAL_MAX_CAMERAS^2 / MAHAL_THREADS) come from camid_gpu/cuda.py (KERNEL_DEFINES) as -D options.
+// MAHAL_MAX_CAMERAS^2 / MAHAL_THREADS) come from camid_gpu/_cuda/loader.py (KERNEL_DEFINES) as -D options.
 #if !defined(MAHAL_THREADS) || !defined(MAHAL_MAX_CAMERAS) || !defined(MAHAL_PAIRS_PER_THREAD)
-#error "compile with -DMAHAL_THREADS=... -DMAHAL_MAX_CAMERAS=... -DMAHAL_PAIRS_PER_THREAD=... (camid_gpu.cuda.compile_options())"
+#error "compile with -DMAHAL_THREADS=... -DMAHAL_MAX_CAMERAS=... -DMAHAL_PAIRS_PER_THREAD=... (camid_gpu._cuda.loader.compile_options())"
 #endif
 #if MAHAL_PAIRS_PER_THREAD * MAHAL_THREADS < MAHAL_MAX_CAMERAS * MAHAL_MAX_CAMERAS
 #error "MAHAL_PAIRS_PER_THREAD * MAHAL_THREADS must cover MAHAL_MAX_CAMERAS^2 pairs"

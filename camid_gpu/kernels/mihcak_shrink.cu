@@ -5,7 +5,7 @@
 //   m_k    = box mean of e over a (2r_k+1)^2 window, zero padded (count includes the padding)
 //   v      = min over the requested windows of max(0, m_k - nv_b)
 //   out    = c * nv_b / (v + nv_b)
-// which is exactly the generic body of camid_gpu.residual.mihcak_shrink (the "torch twin").
+// which is exactly the generic body of camid_gpu.prnu.residual.mihcak_shrink (the "torch twin").
 //
 // One block computes a TILE x TILE output tile. The block first stages e for the tile plus a
 // HALO = 4 pixel border (enough for the 9x9 window) in shared memory, with zeros outside the plane
@@ -20,10 +20,10 @@
 // The sum is accumulated in the plane's own type: at most 81 non-negative terms, so the relative
 // error stays ~1e-6 in float32, and it enters the result only through v + nv >= nv.
 
-// MIHCAK_TILE and MIHCAK_HALO come from camid_gpu/cuda.py (KERNEL_DEFINES) as -D options: one
+// MIHCAK_TILE and MIHCAK_HALO come from camid_gpu/_cuda/loader.py (KERNEL_DEFINES) as -D options: one
 // source for the kernel and its launcher.
 #if !defined(MIHCAK_TILE) || !defined(MIHCAK_HALO)
-#error "compile with -DMIHCAK_TILE=... -DMIHCAK_HALO=... (camid_gpu.cuda.compile_options())"
+#error "compile with -DMIHCAK_TILE=... -DMIHCAK_HALO=... (camid_gpu._cuda.loader.compile_options())"
 #endif
 #define MIHCAK_SPAN (MIHCAK_TILE + 2 * MIHCAK_HALO)
 
