@@ -367,11 +367,14 @@ def _identify_local(store, todo, writer, methods, params, config, kind, truth_ro
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
-                     config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None) -> dict[str, Any]:
+                     config: RunConfig, resume: bool = False, argv: Sequence[str] | None = None,
+                     extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
+                     ) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json`` (with
-    ``manifest.sha256``), under the run folder's lock.
+    ``manifest.sha256``), under the run folder's lock; ``extra_outputs(records, summary)`` (e.g. the evidence
+    file of ``--calibration``) writes more files before the manifest and returns their paths.
     """
     started = utc_now()
     refs, disputed = prepare.dataset_layout(dataset_dir)
@@ -411,7 +414,8 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
         summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
             out_dir, "evaluate", argv, run["params"], run["backend"], started,
             input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
-            fp_dir, fp_files + [results_path, evaluation_path],
+            fp_dir, fp_files + [results_path, evaluation_path]
+            + (extra_outputs(records, summary) if extra_outputs else []),
             extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
                    "skipped_inputs": skipped_inputs, "decode": run["decode"]}, kernels=run["kernels"])
         summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them

@@ -226,3 +226,30 @@ def calibrate(data: RunPairs, calibrator: str = "logistic", different_source: st
             "data": {"runs": data.runs, "duplicate_pairs_dropped": data.duplicates,
                      "cameras": sorted({p.image_camera for p in data.pairs} | {p.camera for p in data.pairs})},
             "kinds": out}
+
+
+def validate_on(calibration: Any, run_dirs: Sequence[str], models: dict[str, str] | None = None) -> dict[str, Any]:
+    """Validation figures of a calibration (:class:`camid_gpu.evidence.apply.Calibration`) on other runs, whose
+    cameras must all differ from those it was fitted on (a camera the model saw would flatter it)."""
+    from camid_gpu.evidence.pairs import read_pairs
+
+    data = read_pairs(run_dirs, models)
+    fitted_on = set(calibration.data["data"]["cameras"])
+    seen = sorted({p.image_camera for p in data.pairs} & fitted_on)
+    if seen:
+        raise CalibrationDataError(f"{len(seen)} camera(s) of these runs were used to fit the calibration ("
+                                   f"{', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); validate on other "
+                                   f"cameras only")
+    out = {}
+    for kind, fitted in calibration.kinds.items():
+        pairs = _select(data.pairs, kind, calibration.data["hypotheses"]["different_source"])
+        if not pairs:
+            continue
+        scores, labels = _arrays(pairs)
+        llrs = bounded(llr_of_model(fitted["model"], scores), fitted["bounds"])
+        out[kind] = {"bounds": fitted["bounds"],
+                     "validation": validation_figures(llrs, labels, [p.population for p in pairs])}
+    if not out:
+        raise CalibrationDataError("these runs hold no pair of a kind the calibration covers "
+                                   f"({', '.join(calibration.kinds)})")
+    return out

@@ -5,6 +5,7 @@ import os
 import warnings
 
 from camid_gpu.report import cameras, decisions, membership, overview, pce, truth
+from camid_gpu.report import evidence
 from camid_gpu.report.figures import RC, load_matplotlib
 from camid_gpu.report.html import page
 from camid_gpu.report.load import load_run
@@ -38,6 +39,7 @@ def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLik
         # still miss a glyph: that must not stop a report (pytest runs with warnings as errors)
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
-        body = [overview.section(run), decisions.section(run), pce.section(run, mpl), membership.section(run),
+        body = [evidence.casework_section(run), overview.section(run), decisions.section(run),
+                evidence.evidence_section(run), pce.section(run, mpl), membership.section(run),
                 cameras.section(run, mpl), truth.section(run, mpl)]
     return page(run, [b for b in body if b])
