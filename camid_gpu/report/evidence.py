@@ -85,7 +85,7 @@ def casework_section(run: Run) -> str:
         uri = thumbnail(str(r.get("realpath") or r.get("path")))
         label = exhibit_of(str(r.get("path")), cw)
         caption = f"#{i} {esc(os.path.basename(str(r.get('path'))))}" + (f" (exhibit {esc(label)})" if label else "")
-        body = f'<img src="{uri}" alt="image #{i}">' if uri else '<p class="bad">cannot be read now</p>'
+        body = f'<img class="thumb" src="{uri}" alt="image #{i}">' if uri else '<p class="bad">cannot be read now</p>'
         figs.append(f"<figure>{body}<figcaption>{caption}</figcaption></figure>")
     if figs:
         more = len(run.ok) - MAX_THUMBNAILS
