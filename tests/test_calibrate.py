@@ -215,6 +215,10 @@ def test_identify_with_calibration_and_casework_report(runs, tmp_path, capsys):
                  'alt="Tippett plot"', 'alt="ECE plot"', 'alt="PAV plot"', "moderate", 'alt="image #1"'):
         assert text in html, text
     assert html.index("Casework record") < html.index("1. The run")
+    # diagnostics: the correlation surface of each decision (its PCE recomputed) and the fingerprints' quality
+    assert html.count('<img class="surface"') == sum(1 for i in evidence["images"] if i["decision"])
+    assert "PCE recomputed" in html and "PCE against the others (leave one out)" in html
+    assert "C01: 5 references used, 0 left out" in html
 
 
 def test_evaluate_with_calibration_writes_hashed_evidence(runs, tmp_path):

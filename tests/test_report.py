@@ -97,7 +97,7 @@ def _visible(text: str) -> str:
 
 
 def _pngs(text: str) -> list[bytes]:
-    """The figures (not the thumbnails of the casework record, ``<img class="thumb" ...>``)."""
+    """The sections' figures (not the casework thumbnails or diagnostics surfaces: ``<img class=... >``)."""
     return [base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)]
 
 

@@ -87,7 +87,8 @@ table.decisions td.wrap{min-width:10em}details{break-inside:avoid}}
 TOC = [("casework", "Casework record"), ("run", "1. The run"), ("decisions", "2. Decisions"),
        ("evidence", "Evidence strength (likelihood ratios)"), ("pce", "3. PCE per image"),
        ("mahalanobis", "4. Mahalanobis 2-DOF classifier"), ("cameras", "5. Fingerprints and disputed images"),
-       ("truth", "6. Evaluation against ground truth")]
+       ("truth", "6. Evaluation against ground truth"),
+       ("quality", "Diagnostics: correlation surfaces and fingerprint quality")]
 
 
 def page(run: Run, sections: list[str]) -> str:

@@ -5,7 +5,7 @@ import os
 import warnings
 
 from camid_gpu.report import cameras, decisions, membership, overview, pce, truth
-from camid_gpu.report import evidence
+from camid_gpu.report import evidence, quality
 from camid_gpu.report.figures import RC, load_matplotlib
 from camid_gpu.report.html import page
 from camid_gpu.report.load import load_run
@@ -41,5 +41,5 @@ def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLik
         warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
         body = [evidence.casework_section(run), overview.section(run), decisions.section(run),
                 evidence.evidence_section(run), pce.section(run, mpl), membership.section(run),
-                cameras.section(run, mpl), truth.section(run, mpl)]
+                cameras.section(run, mpl), truth.section(run, mpl), quality.section(run)]
     return page(run, [b for b in body if b])
