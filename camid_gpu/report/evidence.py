@@ -98,6 +98,14 @@ def casework_section(run: Run) -> str:
 # ------------------------------------------------------------------------------------------------
 # Validation figures of a calibration
 # ------------------------------------------------------------------------------------------------
+def _finish(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, alt: str) -> str:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    legend(ax, loc="best")
+    return png(fig, alt)
+
+
 def tippett_figure(validation: dict[str, Any]) -> str:
     x, y = np.asarray(validation["llrs"], float), np.asarray(validation["labels"], int)
     fig = figure(4.2, 3.0)
@@ -108,11 +116,7 @@ def tippett_figure(validation: dict[str, Any]) -> str:
         if sel.size:
             ax.plot(grid, [(sel > g).mean() for g in grid], color=color, label=f"{name}, n={sel.size}")
     ax.axvline(0.0, color="#6e7781", linestyle=":")
-    ax.set_xlabel("log10 LR")
-    ax.set_ylabel("proportion of LRs greater")
-    ax.set_title("Tippett plot (held-out cameras)")
-    legend(ax, loc="best")
-    return png(fig, "Tippett plot")
+    return _finish(fig, ax, "log10 LR", "proportion of LRs greater", "Tippett plot (held-out cameras)", "Tippett plot")
 
 
 def ece_figure(validation: dict[str, Any]) -> str:
@@ -122,12 +126,8 @@ def ece_figure(validation: dict[str, Any]) -> str:
     for key, name, style in (("lr", "LRs", "-"), ("pav", "after PAV (best possible)", "--"), ("neutral", "LR = 1", ":")):
         values = [np.nan if v is None else v for v in ece[key]]
         ax.plot(ece["prior_log10_odds"], values, linestyle=style, label=name)
-    ax.set_xlabel("prior log10 odds")
-    ax.set_ylabel("empirical cross-entropy (bits)")
     ax.set_ylim(bottom=0)
-    ax.set_title("ECE plot")
-    legend(ax, loc="best")
-    return png(fig, "ECE plot")
+    return _finish(fig, ax, "prior log10 odds", "empirical cross-entropy (bits)", "ECE plot", "ECE plot")
 
 
 def pav_figure(validation: dict[str, Any]) -> str:
@@ -138,15 +138,11 @@ def pav_figure(validation: dict[str, Any]) -> str:
     ax.plot(x[order], pav[order], drawstyle="steps-post", label="PAV of the LRs")
     lo, hi = float(min(x.min(), pav.min())), float(max(x.max(), pav.max()))
     ax.plot([lo, hi], [lo, hi], color="#6e7781", linestyle=":", label="perfect calibration")
-    ax.set_xlabel("log10 LR (validation)")
-    ax.set_ylabel("log10 LR after PAV")
-    ax.set_title("PAV plot")
-    legend(ax, loc="best")
-    return png(fig, "PAV plot")
+    return _finish(fig, ax, "log10 LR (validation)", "log10 LR after PAV", "PAV plot", "PAV plot")
 
 
 def model_figure(kind: dict[str, Any]) -> str:
-    """The fitted log10 LR against the score, with the ELUB bounds, and the validation pairs' scores."""
+    """The fitted log10 LR against the score, bounded and not, with the ELUB bounds."""
     fig = figure(4.2, 3.0)
     ax = fig.add_subplot()
     top = max(1.0, float(np.max(kind["model"].get("score", [0]))) if kind["model"]["type"] == "table" else 3.5)
@@ -157,11 +153,7 @@ def model_figure(kind: dict[str, Any]) -> str:
     ax.axhline(b["upper"], color="#d4a72c", linestyle="--", label="ELUB bounds")
     ax.axhline(b["lower"], color="#d4a72c", linestyle="--")
     ax.set_ylim(b["lower"] - 1, b["upper"] + 1)
-    ax.set_xlabel("score log10(1 + max(PCE, 0))")
-    ax.set_ylabel("log10 LR")
-    ax.set_title("score to LR")
-    legend(ax, loc="best")
-    return png(fig, "score to LR")
+    return _finish(fig, ax, "score log10(1 + max(PCE, 0))", "log10 LR", "score to LR", "score to LR")
 
 
 def validation_block(calibration: dict[str, Any]) -> str:
