@@ -126,6 +126,7 @@ def test_out_of_range_image_flagged_not_hidden(runs, tmp_path):
         [_record(200.0, path=_jpeg(tmp_path, 90)), _record(200.0, size=(256, 320), path=str(big)),
          _record(200.0, fmt="PNG"), _record(200.0, kind="odd")], cal)
     assert inside["within_calibration"] and inside["outside"] == []
+    assert inside["calibration_sha256"] == cal.sha256
     assert not outside["within_calibration"]
     assert any("short side 256 px outside the calibrated 128..128" in r for r in outside["outside"])
     assert any("JPEG quality 60 outside the calibrated 90..90" in r for r in outside["outside"])

@@ -92,8 +92,9 @@ def print_evidence(path: str) -> None:
 
     with open(path, encoding="utf-8") as handle:
         doc = json.load(handle)
-    print(f"\nlikelihood ratios (calibration {doc['calibration']['sha256'][:16]}...; Hp: {doc['calibration']['hypotheses']['hp']}; "
-          f"Hd: {doc['calibration']['hypotheses']['hd']}; verbal scale: {VERBAL_SCALE_NAME})")
+    cal = doc["calibration"]  # the hypotheses' text comes from the calibration file: printable() keeps escapes out
+    print(f"\nlikelihood ratios (calibration {cal['sha256'][:16]}...; Hp: {printable(cal['hypotheses']['hp'])}; "
+          f"Hd: {printable(cal['hypotheses']['hd'])}; verbal scale: {VERBAL_SCALE_NAME})")
     outside = 0
     for img in doc["images"]:
         cam = img["decision"] or img["best"]

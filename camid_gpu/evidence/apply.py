@@ -94,7 +94,8 @@ def load_calibration(path: str) -> Calibration:
     with open_regular(file) as handle:
         data = json.loads(handle.read().decode("utf-8"))
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise CamidError(f"{file}: not a camid calibration (format {data.get('format') if isinstance(data, dict) else None!r})")
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CamidError(f"{file}: not a camid calibration of version {VERSION} (format {found!r})")
     return Calibration(data, os.path.abspath(file), digest)
 
 
@@ -128,7 +129,8 @@ def apply_calibration(records: Sequence[dict[str, Any]], calibration: Calibratio
             matches = {s.get("match") for s in scores.values()} or {None}
             for m in sorted(matches, key=str):
                 reasons += [x for x in outside_reasons(cond, fitted["conditions"], m) if x not in reasons]
-        out.append({"path": r["path"], "sha256": r.get("sha256"), "conditions": cond,
+        out.append({"path": r["path"], "sha256": r.get("sha256"), "calibration_sha256": calibration.sha256,
+                    "conditions": cond,
                     "within_calibration": not reasons, "outside": reasons,
                     "decision": r["pce"].get("decision"), "best": r["pce"].get("best"),
                     "cameras": {cam: _camera_lr(s.get("pce"), fitted) for cam, s in scores.items()}})

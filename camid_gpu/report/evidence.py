@@ -51,7 +51,10 @@ def thumbnail(path: str) -> str | None:
 
         with open_regular(path) as handle, Image.open(handle) as image:
             image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # JPEG: decode at a reduced scale
-            small = image.convert("RGB")
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: to 8 bits for the eye only
+                small = Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+            else:
+                small = image.convert("RGB")
             small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
             buffer = io.BytesIO()
             small.save(buffer, format="PNG")
@@ -85,7 +88,8 @@ def casework_section(run: Run) -> str:
         uri = thumbnail(str(r.get("realpath") or r.get("path")))
         label = exhibit_of(str(r.get("path")), cw)
         caption = f"#{i} {esc(os.path.basename(str(r.get('path'))))}" + (f" (exhibit {esc(label)})" if label else "")
-        body = f'<img class="thumb" src="{uri}" alt="image #{i}">' if uri else '<p class="bad">cannot be read now</p>'
+        body = (f'<img class="thumb" src="{uri}" alt="image #{i}">' if uri
+                else '<p class="bad">no thumbnail: the file cannot be read now</p>')
         figs.append(f"<figure>{body}<figcaption>{caption}</figcaption></figure>")
     if figs:
         more = len(run.ok) - MAX_THUMBNAILS
