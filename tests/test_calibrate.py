@@ -231,3 +231,27 @@ def test_evaluate_with_calibration_writes_hashed_evidence(runs, tmp_path):
     assert manifest["casework"]["case"] == "VAL-1"
     assert any(e["path"].endswith("evidence.json") for e in manifest["outputs"])
     assert len(json.loads((out / "evidence.json").read_text())["images"]) == 48
+
+
+@pytest.mark.parametrize("command", ["fingerprint", "residual", "cluster"])
+def test_every_run_command_records_the_casework(runs, tmp_path, command):
+    data = os.path.join(runs["root"], "data1")
+    c01, c02 = os.path.join(data, "refs", "C01"), os.path.join(data, "refs", "C02")
+    out = tmp_path / "out"
+    args = {"fingerprint": ["fingerprint", os.path.join(data, "refs"), "-o", str(out), "--method", "pce", "--refs", "all"],
+            "residual": ["residual", c01, c02, "-o", str(out)],
+            "cluster": ["cluster", c01, c02, "-o", str(out), "--region", "64"]}[command]
+    if command != "fingerprint":
+        args += ["--exhibit", f"{c01}=EX-A", "--exhibit", f"{c02}=EX-B"]
+    assert main(args + ["--case", "K-1", "--examiner", "E", "--note", "n", "--quiet"]) == 0
+    casework = json.loads((out / "manifest.json").read_text())["casework"]
+    assert casework["case"] == "K-1" and casework["examiner"] == "E" and casework["notes"] == ["n"]
+    if command != "fingerprint":
+        assert [e["label"] for e in casework["exhibits"]] == ["EX-A", "EX-B"]
+
+
+def test_casework_text_refused_before_any_work(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["fingerprint", os.path.join(runs["root"], "data1", "refs"), "-o", str(out), "--case", "a\x07b"])
+    assert code == 1 and "control characters" in capsys.readouterr().err
+    assert not (out / "manifest.json").exists()
