@@ -255,3 +255,17 @@ def test_casework_text_refused_before_any_work(runs, tmp_path, capsys):
     code = main(["fingerprint", os.path.join(runs["root"], "data1", "refs"), "-o", str(out), "--case", "a\x07b"])
     assert code == 1 and "control characters" in capsys.readouterr().err
     assert not (out / "manifest.json").exists()
+
+
+def test_report_diagnostics_bounded_and_named(runs, monkeypatch):
+    from camid_gpu.report import quality
+    from camid_gpu.report.figures import RC, load_matplotlib
+    from camid_gpu.report.load import load_run
+
+    monkeypatch.setattr(quality, "MAX_QUALITY_REFERENCES", 5)
+    monkeypatch.setattr(quality, "MAX_SURFACES", 2)
+    with load_matplotlib().rc_context(RC):
+        text = quality.section(load_run(runs["other"], None))
+    assert text.count('<img class="surface"') == 2
+    assert text.count("references used") == 1  # one camera of 5 references, the budget
+    assert "Not recomputed" in text and "C06" in text

@@ -22,7 +22,8 @@ def add_casework_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("casework record (kept in the manifest, shown at the top of the report)")
     g.add_argument("--case", default=None, help="case reference")
     g.add_argument("--exhibit", action="append", default=None, metavar="[FOLDER=]LABEL",
-                   help="exhibit label of an input folder (FOLDER=LABEL; LABEL alone with one input); repeatable")
+                   help="exhibit label of an input folder (FOLDER=LABEL; LABEL alone with one input; a LABEL holds "
+                        "no '='); repeatable")
     g.add_argument("--examiner", default=None, help="the examiner's name or identifier")
     g.add_argument("--note", action="append", default=None, help="a note for the record; repeatable")
 

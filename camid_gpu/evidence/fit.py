@@ -16,6 +16,7 @@ misleading evidence in both directions (per population), the Tippett, ECE and PA
 from __future__ import annotations
 
 import importlib.metadata
+import types
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,8 +50,8 @@ def _lir() -> Any:
     import lir.data.models as models
     import lir.metrics as metrics
 
-    return type("Lir", (), {"bayeserror": bayeserror, "isotonic": isotonic, "kde": kde, "logistic": logistic,
-                            "models": models, "metrics": metrics})
+    return types.SimpleNamespace(bayeserror=bayeserror, isotonic=isotonic, kde=kde, logistic=logistic, models=models,
+                                 metrics=metrics)
 
 
 def lir_version() -> str:

@@ -18,6 +18,9 @@ from camid_gpu.report.load import Run, dig
 
 #: correlation surfaces are drawn for at most this many decisions (each recomputes a residual)
 MAX_SURFACES = 100
+#: fingerprint quality is recomputed for at most this many references in all (two residuals and one
+#: leave-one-out fingerprint each); the cameras decided in the run come first, the others are named in a note
+MAX_QUALITY_REFERENCES = 300
 
 
 def _params(run: Run) -> Params | None:
@@ -106,6 +109,16 @@ def section(run: Run) -> str:
         out.append(f"<h3>PCE correlation surface of each decision</h3><div class=\"grid\">{''.join(figs)}</div>")
     dropped = _dropped(run)
     out.append("<h3>Fingerprint quality</h3>")
-    out += [_quality_table(run, fp, params, dropped) for fp in run.store if "pce" in fp.methods]
+    decided = {dig(r, "pce", "decision") for _, r in run.ok}
+    budget, left = MAX_QUALITY_REFERENCES, []
+    for fp in sorted((fp for fp in run.store if "pce" in fp.methods), key=lambda fp: fp.camera not in decided):
+        if len(fp.references) > budget:
+            left.append(fp.camera)
+            continue
+        budget -= len(fp.references)
+        out.append(_quality_table(run, fp, params, dropped))
+    if left:
+        out.append(f'<p class="note">Not recomputed (the report recomputes at most {MAX_QUALITY_REFERENCES} references '
+                   f'in all, the cameras decided in this run first): {esc(", ".join(left))}.</p>')
     out.append("</section>")
     return "\n".join(out)
