@@ -107,6 +107,21 @@ NEAR_MISS_FRACTION = 0.5
 #: resized or cropped" for the --search-scales hint
 HINT_ASPECT_TOLERANCE = 0.02
 
+# -- evidence strength (camid calibrate; --calibration) -------------------------------------------
+#: fewest same-source (image, own camera) pairs of one image kind a calibration is fitted from: floors, not a
+#: guarantee (the ELUB bounds say how large an LR the data support); fewer is refused, naming the shortfall
+CALIBRATION_MIN_SAME_SOURCE = 20
+#: fewest different-source pairs of one image kind (of the population chosen for the alternative hypothesis)
+CALIBRATION_MIN_DIFFERENT_SOURCE = 100
+#: fewest cameras with images of one kind: the validation holds each camera out in turn
+CALIBRATION_MIN_CAMERAS = 4
+#: score-to-LR models (lir): logistic regression (default; monotone in the score), kernel density, isotonic (PAV)
+CALIBRATORS = ("logistic", "kde", "isotonic")
+#: the population of the alternative hypothesis: every other camera, or only other cameras of the same model
+DIFFERENT_SOURCE_CHOICES = ("all", "same-model")
+#: longest casework text (--case, --examiner, --note, an --exhibit label), characters
+CASEWORK_MAX_CHARS = 2000
+
 # -- choices ---------------------------------------------------------------------------------------
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
 ROTATION_CHOICES = ("auto", "all", "none")

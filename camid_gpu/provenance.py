@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 
 from camid_gpu._shared.files import open_regular
 from camid_gpu._shared.jsonio import sha256_file, write_json
+from camid_gpu.evidence import casework
 from camid_gpu.pipeline.records import ImageRecord
 from camid_gpu.store import software_versions
 
@@ -117,6 +118,8 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
     }
     if extra:
         manifest.update(extra)
+    if casework.current() is not None:  # --case/--exhibit/--examiner/--note of the command running
+        manifest["casework"] = casework.current()
     path = os.path.join(run_dir, MANIFEST_NAME)
     return write_json(path, manifest)
 

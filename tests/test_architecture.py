@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"mahalanobis"},    # the PeerJ CS classifier (+ its fused launcher)
     {"store"},          # fingerprint files (the pipeline loads them)
     {"pipeline"},       # one chunk: prepare, identify, records
-    {"provenance", "evaluate"},
+    {"provenance", "evaluate", "evidence"},  # evidence: LR calibration and use, the casework record
     {"engine"},         # context, scheduler, one module per command, dask
     {"cluster"},        # blind source clustering (Gram, threshold, linkage, its run on the engine)
     {"report", "datasets", "selftest"},  # selftest: known answers on every backend (spec.py: plain float64)

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HAVE_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("pytorch_wavelets") is not None
 
 #: the optional packages of the extras; the "base install" test makes them unimportable
-EXTRA_MODULES = ("torch", "pytorch_wavelets", "torchvision", "cupy", "dask", "distributed", "matplotlib", "rich")
+EXTRA_MODULES = ("torch", "pytorch_wavelets", "torchvision", "cupy", "dask", "distributed", "matplotlib", "rich",
+                 "lir")
 
 #: prepended to ``python -c`` scripts: a meta-path finder that refuses every extra's package
 BLOCK_EXTRAS = f"""

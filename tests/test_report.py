@@ -97,7 +97,8 @@ def _visible(text: str) -> str:
 
 
 def _pngs(text: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)]
+    """The sections' figures (not the casework thumbnails or diagnostics surfaces: ``<img class=... >``)."""
+    return [base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)]
 
 
 def test_self_contained_with_embedded_figures(rendered, runs):
@@ -112,6 +113,7 @@ def test_self_contained_with_embedded_figures(rendered, runs):
     ok = [r for r in _read(os.path.join(runs["truth"], "results.jsonl")) if not r.get("error")]
     # one PCE chart per image, one figure per camera, confusion, ROC
     assert len(images) == len(ok) + 2 + 2
+    assert len(re.findall(r'<img class="thumb" src="data:image/png;base64,', text)) == len(ok)  # casework record
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in images)
     for needle in ("primary decision", "weaker evidence", "sha-256", "pairwise"):
         assert needle in _visible(text).lower()

@@ -31,6 +31,7 @@ from camid_gpu.cli.output import (
 from camid_gpu.cli import answers
 from camid_gpu.cli.defaults import chosen_methods, scoring_options
 from camid_gpu.cli.hints import print_hints
+from camid_gpu.cli.evidence import casework_from_args, cmd_calibrate, load_calibration_arg, print_evidence, write_evidence
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
@@ -218,6 +219,7 @@ def cmd_identify(args) -> int:
     check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
     methods = chosen_methods(args, methods_in_store(args.fp_dir))
+    calibration = load_calibration_arg(args)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
         print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
@@ -228,7 +230,7 @@ def cmd_identify(args) -> int:
             write_json(args.json, {"run": run, "images": records})
         if args.csv:
             write_csv(args.csv, records)
-        return extra_files
+        return extra_files + ([write_evidence(args.outdir, records, calibration)] if calibration else [])
 
     run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=_clip_given(args),
@@ -236,6 +238,8 @@ def cmd_identify(args) -> int:
                                 on_records=answers.live_lines(args.quiet))
     answers.print_answers(records, methods)
     print_hints(records, args.fp_dir, run["params"])
+    if calibration:
+        print_evidence(os.path.join(args.outdir, "evidence.json"))
     errors = [r for r in records if is_error(r)]
     print_skipped(run["skipped_inputs"])
     print_errors(errors)
@@ -364,9 +368,14 @@ def cmd_evaluate(args) -> int:
     inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
     check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite,
                   command="evaluate")
+    calibration = load_calibration_arg(args)
     summary = evaluate_dataset(args.dataset_dir, outdir, methods, params, config,
-                               resume=args.resume, argv=sys.argv)
+                               resume=args.resume, argv=sys.argv,
+                               extra_outputs=(lambda records, _: [write_evidence(outdir, records, calibration)])
+                               if calibration else None)
     print(format_report(summary))
+    if calibration:
+        print_evidence(os.path.join(outdir, "evidence.json"))
     if args.json:
         write_json(args.json, summary)
     print(f"\nrun folder: {printable(outdir)} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
@@ -427,7 +436,7 @@ def cmd_selftest(args) -> int:
 
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
             "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
-            "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest}
+            "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest, "calibrate": cmd_calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -438,9 +447,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     from camid_gpu.errors import CamidError
 
+    from camid_gpu.evidence.casework import recorded
+
     previous = _terminate_cleanly()
     try:
-        return COMMANDS[args.command](args)
+        with recorded(casework_from_args(args)):  # every manifest of the command records the casework
+            return COMMANDS[args.command](args)
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
         print(f"camid: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAIL

@@ -6,6 +6,7 @@ from typing import Any
 
 from camid_gpu import config as cfg
 from camid_gpu._version import __version__
+from camid_gpu.cli.evidence import add_calibrate_parser, add_calibration_option, add_casework_options
 
 
 class Parser(argparse.ArgumentParser):
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="color: per-channel residuals combined to gray (Binghamton); green: green channel only")
     p.add_argument("--wiener", action="store_true", help="also apply WienerInDFT")
     _add_backend_options(p)
+    add_casework_options(p)
 
     p = sub.add_parser("fingerprint", help="build one fingerprint per camera subfolder of REFS_DIR")
     p.add_argument("refs_dir")
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "already there are kept, checked against its manifest, and listed in the new manifest)")
     _add_param_options(p, scoring=False)
     _add_backend_options(p, decode=True)
+    add_casework_options(p)
 
     p = sub.add_parser("identify", help="which camera took each image")
     p.add_argument("fp_dir")
@@ -165,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "full-frame PCE fingerprints (the default geometry); PCE only")
     _add_param_options(p, with_refs=False, from_store=True)
     _add_backend_options(p, decode=True)
+    add_calibration_option(p)
+    add_casework_options(p)
 
     p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
     p.add_argument("dataset_dir")
@@ -177,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "clippings (a --clip/--*-clip given wins)")
     _add_param_options(p)
     _add_backend_options(p, decode=True)
+    add_calibration_option(p)
+    add_casework_options(p)
 
     p = sub.add_parser("cluster", help="which images share a camera, with no camera at hand (blind clustering)")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -195,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue RUN: skip files done, add new inputs, multiply only the pairs with new images")
     _add_dask_option(p, "the Gram tiles")
     _add_backend_options(p)
+    add_casework_options(p)
+
+    add_calibrate_parser(sub)
 
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")

@@ -3,7 +3,7 @@ against the folders, into one run folder (fingerprints, results, evaluation, man
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu.config import Params, RunConfig
@@ -15,16 +15,20 @@ from camid_gpu.engine.scheduler import read_results
 from camid_gpu.errors import CamidError
 from camid_gpu.evaluate import summarise
 from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.records import ImageRecord
 from camid_gpu.provenance import file_entry, input_entries, utc_now
 
 
 def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], params: Params,
                      config: RunConfig | RunContext, resume: bool = False,
-                     argv: Sequence[str] | None = None) -> dict[str, Any]:
+                     argv: Sequence[str] | None = None,
+                     extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
+                     ) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json`` (with
-    ``manifest.sha256``), under the run folder's lock.
+    ``manifest.sha256``), under the run folder's lock; ``extra_outputs(records, summary)`` (e.g. the evidence
+    file of ``--calibration``) writes more files before the manifest and returns their paths.
     """
     started = utc_now()
     ctx = run_context(config)  # one context for the fingerprints and the identification
@@ -65,7 +69,8 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
         summary["manifest"], summary["manifest_sha256"] = run_folder.write_manifest(
             out_dir, "evaluate", argv, run["params"], run["backend"], started,
             input_entries(records) + [file_entry(p, "reference") for p in fp_summary["files"]],
-            fp_dir, fp_files + [results_path, evaluation_path],
+            fp_dir, fp_files + [results_path, evaluation_path]
+            + (extra_outputs(records, summary) if extra_outputs else []),
             extra={"dataset": os.path.abspath(dataset_dir), "methods": list(methods),
                    "skipped_inputs": skipped_inputs, "decode": run["decode"],
                    "warnings": fp_summary.get("warnings", [])}, kernels=run["kernels"])

@@ -208,7 +208,8 @@ def _inside(path: str, folder: str) -> bool:
 #: ``--json``, ``report -o``) given inside an output folder may not take one of these names
 RUN_FOLDER_ENTRIES = frozenset({RESULTS_NAME, SPEC_NAME, MANIFEST_NAME, CHECKSUM_NAME, LOCK_NAME, "evaluation.json",
                                 "residuals.jsonl", "images.jsonl", "cluster-params.json", "clusters.json",
-                                "clusters.csv", "fingerprints", "residuals", "similarity", "gram"})
+                                "clusters.csv", "fingerprints", "residuals", "similarity", "gram",
+                                "evidence.json", "calibration.json", "validation.html"})
 
 
 def check_outputs(inputs: Sequence[str], files: Sequence[str] = (), folders: Sequence[str] = (),

@@ -85,9 +85,11 @@ table.decisions td.wrap{min-width:10em}details{break-inside:avoid}}
 """
 
 #: (section id, title) in page order; a section left out of the page is left out of the contents
-TOC = [("run", "1. The run"), ("decisions", "2. Decisions"), ("pce", "3. PCE per image"),
+TOC = [("casework", "Casework record"), ("run", "1. The run"), ("decisions", "2. Decisions"),
+       ("evidence", "Evidence strength (likelihood ratios)"), ("pce", "3. PCE per image"),
        ("mahalanobis", "4. Mahalanobis 2-DOF classifier"), ("cameras", "5. Fingerprints and disputed images"),
-       ("truth", "6. Evaluation against ground truth")]
+       ("truth", "6. Evaluation against ground truth"),
+       ("quality", "Diagnostics: correlation surfaces and fingerprint quality")]
 
 
 def page(run: Run, sections: list[str]) -> str:

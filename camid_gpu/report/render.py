@@ -6,6 +6,7 @@ import warnings
 
 from camid_gpu._shared.progress import Progress
 from camid_gpu.report import cameras, decisions, membership, overview, pce, truth
+from camid_gpu.report import evidence, quality
 from camid_gpu.report.figures import RC, load_matplotlib
 from camid_gpu.report.html import page
 from camid_gpu.report.load import load_run
@@ -41,8 +42,10 @@ def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLik
         # still miss a glyph: that must not stop a report (pytest runs with warnings as errors)
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
-        steps = [lambda: overview.section(run), lambda: decisions.section(run), lambda: pce.section(run, mpl),
-                 lambda: membership.section(run), lambda: cameras.section(run, mpl), lambda: truth.section(run, mpl)]
+        steps = [lambda: evidence.casework_section(run), lambda: overview.section(run),
+                 lambda: decisions.section(run), lambda: evidence.evidence_section(run), lambda: pce.section(run, mpl),
+                 lambda: membership.section(run), lambda: cameras.section(run, mpl), lambda: truth.section(run, mpl),
+                 lambda: quality.section(run)]
         with Progress(len(steps), "report sections", progress) as bar:  # the figures take the time
             body = []
             for step in steps:

@@ -1,0 +1,162 @@
+"""Scored (image, camera) pairs with known truth, read from run folders (``camid evaluate`` runs).
+
+Every comparable pair of an image whose camera is known is one pair: the image's own camera gives a
+**same-source** pair; another camera a different-source pair, kept apart by population: **same-model** (another
+camera of the image camera's model: twins sharing the model's artefacts), **other-model**, or **model-unknown**.
+Flat and natural images are kept apart by their ``kind``.
+
+The score is ``log10(1 + max(PCE, 0))`` of the PCE the run computed (its geometry in ``match``): monotone in the
+PCE, defined for the negative PCEs of unrelated pairs, and close to log10 PCE where the evidence lies.
+
+Each run's ``results.jsonl`` is checked against the SHA-256 its manifest recorded before it is used; the
+calibration records both hashes. Cameras are named ``<dataset>::<camera>``: the same folder name in two
+datasets is two cameras. Models come, in this order, from ``--models`` (a JSON object camera -> model), from a
+camid-synth dataset's ``ground_truth.json``, or from the EXIF make and model of the camera's own images.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from camid_gpu._shared.files import open_regular
+from camid_gpu._shared.jsonio import sha256_file
+from camid_gpu.errors import CamidError
+from camid_gpu.evidence.conditions import Conditions, conditions_of
+from camid_gpu.pipeline.records import final_view, is_error, truth_of
+from camid_gpu.provenance import MANIFEST_NAME
+
+SAME_SOURCE = "same-source"
+SAME_MODEL, OTHER_MODEL, MODEL_UNKNOWN = "same-model", "other-model", "model-unknown"
+#: the different-source populations, in report order
+DIFFERENT_SOURCE = (SAME_MODEL, OTHER_MODEL, MODEL_UNKNOWN)
+SCORE_NAME = "log10(1 + max(PCE, 0))"
+
+
+def score_of(pce: float) -> float:
+    """The calibrated score of a PCE (see the module docstring)."""
+    return math.log10(1.0 + max(float(pce), 0.0))
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: str             # the image's canonical path
+    sha256: str
+    image_camera: str      # <dataset>::<camera> of the image's true camera
+    camera: str            # <dataset>::<camera> of the fingerprint scored
+    kind: str              # flat or natural
+    pce: float
+    score: float
+    population: str        # same-source, same-model, other-model or model-unknown
+    match: str             # the PCE geometry: full-frame, clip or crop
+
+    @property
+    def same_source(self) -> bool:
+        return self.population == SAME_SOURCE
+
+
+@dataclass
+class RunPairs:
+    pairs: list[Pair]
+    conditions: dict[str, Conditions]   # image sha256 -> its conditions
+    runs: list[dict[str, Any]]          # what each run was (folder, hashes, counts)
+    models_from: list[str]              # where each run's models came from
+    duplicates: int                     # pairs seen in more than one run, kept once
+
+
+def _read_json(path: str) -> Any:
+    with open_regular(path) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+def checked_results(run_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]], str, str]:
+    """(manifest, final records, manifest SHA-256, results SHA-256) of a run folder, after checking that its
+    ``results.jsonl`` is the one its manifest recorded."""
+    manifest_path = os.path.join(run_dir, MANIFEST_NAME)
+    results_path = os.path.join(run_dir, "results.jsonl")
+    for path in (manifest_path, results_path):
+        if not os.path.isfile(path):
+            raise CamidError(f"{run_dir}: not a finished camid run folder ({os.path.basename(path)} is missing)")
+    manifest = _read_json(manifest_path)
+    results_sha = sha256_file(results_path)
+    recorded = [e.get("sha256") for e in manifest.get("outputs") or []
+                if isinstance(e, dict) and os.path.basename(str(e.get("path"))) == "results.jsonl"]
+    if results_sha not in recorded:
+        raise CamidError(f"{results_path}: its SHA-256 {results_sha[:16]}... is not the one its manifest recorded "
+                         f"({', '.join(str(r)[:16] + '...' for r in recorded) or 'none'}); the results changed "
+                         f"since the run (camid verify {run_dir})")
+    with open_regular(results_path) as handle:
+        records = [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip()]
+    return manifest, final_view(records), sha256_file(manifest_path), results_sha
+
+
+def _models(manifest: dict[str, Any], records: list[dict[str, Any]],
+            given: Optional[dict[str, str]]) -> tuple[dict[str, str], str]:
+    """camera name -> model, and where the models came from."""
+    if given is not None:
+        return dict(given), "--models"
+    dataset = manifest.get("dataset")
+    truth_file = os.path.join(dataset, "ground_truth.json") if isinstance(dataset, str) else None
+    if truth_file and os.path.isfile(truth_file):
+        try:
+            truth = _read_json(truth_file)
+            if truth.get("format") == "camid-synth":
+                return {c["name"]: c["model"] for c in truth["cameras"]}, f"{truth_file} (camid-synth ground truth)"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    votes: dict[str, Counter] = {}
+    for r in records:
+        exif = r.get("exif") or {}
+        if truth_of(r) and exif.get("make") and exif.get("model"):
+            votes.setdefault(r["truth"], Counter())[f"{exif['make']} {exif['model']}"] += 1
+    return {cam: v.most_common(1)[0][0] for cam, v in votes.items()}, "EXIF make and model of each camera's images"
+
+
+def _population(image_cam: str, cam: str, models: dict[str, str]) -> str:
+    if cam == image_cam:
+        return SAME_SOURCE
+    if image_cam not in models or cam not in models:
+        return MODEL_UNKNOWN
+    return SAME_MODEL if models[image_cam] == models[cam] else OTHER_MODEL
+
+
+def read_pairs(run_dirs: Sequence[str], models: Optional[dict[str, str]] = None) -> RunPairs:
+    """Every scored pair with known truth of the runs (see the module docstring)."""
+    out = RunPairs([], {}, [], [], 0)
+    seen: set[tuple[str, str, str]] = set()
+    for run_dir in run_dirs:
+        manifest, records, manifest_sha, results_sha = checked_results(run_dir)
+        known = [r for r in records if not is_error(r) and truth_of(r) and isinstance(r.get("pce"), dict)]
+        if not known:
+            raise CamidError(f"{run_dir}: no record with a known camera and a PCE result (calibrate from "
+                             f"'camid evaluate' runs, whose images' cameras are known)")
+        cam_models, source = _models(manifest, known, models)
+        home = str(manifest.get("dataset") or os.path.abspath(run_dir))
+        count = 0
+        for r in known:
+            out.conditions.setdefault(r["sha256"], conditions_of(r))
+            for cam, score in r["pce"].get("scores", {}).items():
+                if score.get("pce") is None:
+                    continue
+                key = (r["sha256"], f"{home}::{r['truth']}", f"{home}::{cam}")
+                if key in seen:
+                    out.duplicates += 1
+                    continue
+                seen.add(key)
+                count += 1
+                out.pairs.append(Pair(image=r.get("realpath") or r["path"], sha256=r["sha256"],
+                                      image_camera=key[1], camera=key[2], kind=str(r["kind"]),
+                                      pce=float(score["pce"]), score=score_of(score["pce"]),
+                                      population=_population(r["truth"], cam, cam_models),
+                                      match=str(score.get("match", "full-frame"))))
+        out.runs.append({"run_dir": os.path.abspath(run_dir), "command": manifest.get("command"),
+                         "dataset": manifest.get("dataset"), "manifest_sha256": manifest_sha,
+                         "results_sha256": results_sha, "images_with_truth": len(known), "pairs": count,
+                         "pce_params": {k: (manifest.get("params") or {}).get(k)
+                                        for k in ("pce_clip", "sigma_query", "sigma_fingerprint", "shift_range")},
+                         "models_from": source})
+        out.models_from.append(source)
+    return out
