@@ -121,6 +121,22 @@ def _finite(value: Any) -> bool:
 MIN_MEMORY_BUDGET = 1 << 20
 
 
+#: deepest wavelet decomposition accepted (Binghamton uses 4); each level also needs the image to be at least
+#: 2**levels samples on its short side (the mirror padding grows to a multiple of 2**levels: levels=20 on a
+#: small image asked for an 8 TiB array)
+MAX_LEVELS = 8
+
+
+def check_levels(levels: Any, shape: tuple[int, ...] | None = None) -> None:
+    """The DWT depth: a whole number in [1, MAX_LEVELS] and, given an image ``shape`` (rows, columns, ...),
+    ``2**levels`` at most its short side. The one check of the command line, :class:`Params` and the API."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_LEVELS:
+        raise ValueError(f"levels (--levels) must be a whole number from 1 to {MAX_LEVELS}, got {levels!r}")
+    if shape is not None and min(shape[:2]) < 2 ** levels:
+        raise ValueError(f"levels (--levels) {levels} needs images of at least {2 ** levels} pixels on the short "
+                         f"side (2**levels), got {shape[0]}x{shape[1]}")
+
+
 def check_sigma(name: str, value: Any) -> None:
     """A denoiser noise std on the 0..255 scale: finite, in (0, MAX_SIGMA] (inf gave NaN residuals, 1e300 an
     OverflowError)."""
@@ -193,8 +209,7 @@ class Params:
         if not _finite(self.pce_threshold) or not 0 < self.pce_threshold <= MAX_PCE_THRESHOLD:
             raise ValueError(f"pce_threshold (--pce-threshold) must be a finite number in (0, {MAX_PCE_THRESHOLD:g}], "
                              f"got {self.pce_threshold!r}")
-        if not isinstance(self.levels, int) or not 1 <= self.levels <= 8:
-            raise ValueError(f"levels must be a whole number from 1 to 8, got {self.levels!r}")
+        check_levels(self.levels)
         for name in ("pce_clip", "mahalanobis_clip"):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or min(value) < 16):

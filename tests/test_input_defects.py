@@ -36,3 +36,18 @@ def _number(cell: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+# -- 15.14: the API checks levels against the image size ---------------------------------------------
+def test_extract_residual_checks_levels_before_allocating():
+    from camid_gpu import extract_residual
+    from camid_gpu.config import Params
+
+    x = np.full((1, 64, 64), 100, np.uint8)
+    with pytest.raises(ValueError, match="levels"):
+        extract_residual(x, levels=20, backend="numpy")
+    with pytest.raises(ValueError, match="at least 128 pixels"):
+        extract_residual(x, levels=7, backend="numpy")
+    with pytest.raises(ValueError, match="from 1 to 8"):
+        Params(levels=9)
+    assert extract_residual(x, levels=6, backend="numpy").shape == (1, 64, 64)

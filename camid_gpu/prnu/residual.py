@@ -27,7 +27,7 @@ import numpy as np
 from camid_gpu import config
 from camid_gpu.backend import Array, Backend, get_backend
 from camid_gpu.backend.staging import Upload
-from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS, check_sigma
+from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, GRAY_WEIGHTS, MIHCAK_WINDOWS, check_levels, check_sigma
 
 #: noise std on the 0..255 scale used by Binghamton's examples (the reference side)
 DEFAULT_SIGMA = config.SIGMA_FINGERPRINT
@@ -91,6 +91,7 @@ def noise_extract(bk: Backend, images: Array, sigma: float = DEFAULT_SIGMA,
     No zero-meaning here (see :func:`zero_mean_total`); 0..255 scale in and out.
     """
     h, w = images.shape[-2:]
+    check_levels(levels, (h, w))  # before the padding: a deep decomposition of a small image is a huge array
     top, bottom = padding(h, levels)
     left, right = padding(w, levels)
     lag = dwt_lag(wavelet)
@@ -245,8 +246,7 @@ def extract_residual(images: np.ndarray, sigma: float = DEFAULT_SIGMA, levels: i
     (N, H, W) float32 residuals on the 0..255 scale.
     """
     images = validate_images(images)
-    if not (isinstance(levels, int) and levels >= 1):
-        raise ValueError(f"levels must be a positive integer, got {levels!r}")
+    check_levels(levels, images.shape[1:3])  # the command line's check: levels=20 asked for 8 TiB
     check_sigma("sigma", sigma)  # inf gave NaN residuals
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
