@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import numpy as np
 import pytest
@@ -51,3 +52,42 @@ def test_extract_residual_checks_levels_before_allocating():
     with pytest.raises(ValueError, match="from 1 to 8"):
         Params(levels=9)
     assert extract_residual(x, levels=6, backend="numpy").shape == (1, 64, 64)
+
+
+# -- 15.11: --workers capped by CPUs, memory and the number of files ----------------------------------
+def test_workers_are_capped_by_cpus_and_memory(monkeypatch):
+    from camid_gpu.config import InputLimits
+    from camid_gpu.engine import scheduler
+
+    monkeypatch.setattr(scheduler, "usable_cpus", lambda: 4)
+    limits = InputLimits(max_file_bytes=1 << 20, max_decoded_bytes=1 << 20)
+    count, note = scheduler.cap_workers(100000, 1 << 40, limits)
+    assert count == 4 and "--workers 100000 capped to 4" in note and "4 usable CPUs" in note
+    count, note = scheduler.cap_workers(4, 6 << 20, limits)  # 3 MiB per worker: two fit in 6 MiB
+    assert count == 2 and "memory budget" in note
+    assert scheduler.cap_workers(2, 1 << 40, limits) == (2, None)
+
+
+def _double(x):
+    return 2 * x
+
+
+def test_no_more_workers_than_files(monkeypatch):
+    from camid_gpu.engine import scheduler
+
+    sizes = []
+    real = scheduler._new_pool
+    monkeypatch.setattr(scheduler, "_new_pool", lambda n: sizes.append(n) or real(n))
+    monkeypatch.setattr(scheduler, "usable_cpus", lambda: 16)
+    out = list(scheduler.ordered_map(_double, [(3,)], workers=6, prefetch=2))
+    assert [r for _, r in out] == [6] and sizes == [1]
+
+
+def test_cli_notes_the_workers_cap(tmp_path, capsys):
+    from PIL import Image
+
+    from camid_gpu.cli import main
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), np.uint8)).save(tmp_path / "a.png")
+    assert main(["residual", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--workers", "100000",
+                 "--backend", "numpy"]) == 0
+    assert re.search(r"camid: note: --workers 100000 capped to \d+: ", capsys.readouterr().err)

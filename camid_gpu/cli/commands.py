@@ -82,11 +82,22 @@ def _config(args: argparse.Namespace) -> cfg.RunConfig:
                            max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
                            progress=False if args.quiet else None, cluster=getattr(args, "cluster", None),
                            decode=getattr(args, "decode", "auto"), limits=_limits(args))
+    _cap_workers(config)
     try:
         config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"--backend {args.backend} --device {args.device}: {exc}") from None
     return config
+
+
+def _cap_workers(config: cfg.RunConfig) -> None:
+    """--workers within the CPUs and the host memory budget (--workers 100000 forked until memory ran out),
+    with a note when it is lowered."""
+    from camid_gpu.engine.scheduler import cap_workers
+
+    config.workers, note = cap_workers(config.workers, config.max_host_memory, config.limits)
+    if note:
+        print(f"camid: note: {note}", file=sys.stderr)
 
 
 def _bytes(option: str, text: str | None) -> int | None:
