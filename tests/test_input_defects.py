@@ -91,3 +91,52 @@ def test_cli_notes_the_workers_cap(tmp_path, capsys):
     assert main(["residual", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--workers", "100000",
                  "--backend", "numpy"]) == 0
     assert re.search(r"camid: note: --workers 100000 capped to \d+: ", capsys.readouterr().err)
+
+
+# -- a small world: two synthetic cameras, their fingerprints, disputed images -------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from camid_gpu.cli import main
+    from camid_gpu.datasets.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("inputs")
+    make_dataset(root / "data", cameras=2, per_model=1, refs=3, disputed_flat=2, disputed_natural=0,
+                 height=160, width=192, seed=11)
+    assert main(["fingerprint", str(root / "data" / "refs"), "-o", str(root / "fp"), "--refs", "3",
+                 "--method", "pce", "--quiet", "--backend", "numpy"]) == 0
+    return root
+
+
+# -- 15.12: a signal while the worker pool starts -----------------------------------------------------
+SIGNAL_AT_FIRST_FORK = (
+    "import os, runpy, signal, sys\n"
+    "import camid_gpu.engine.scheduler as s; s.usable_cpus = lambda: 2\n"
+    "fired = []\n"
+    "def hook():\n"
+    "    if not fired:\n"
+    "        fired.append(1); os.kill(os.getpid(), signal.{sig})\n"
+    "os.register_at_fork(before=hook)\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "sys.argv[0] = 'camid'; runpy.run_module('camid_gpu.cli', run_name='__main__')\n")
+
+
+@pytest.mark.parametrize("sig,code,word", [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_signal_while_the_pool_starts_is_not_lost(world, tmp_path, sig, code, word):
+    """The handler ran inside fork's at-fork hooks (logging's lock), where its exception was dropped: a
+    traceback, then the run went on and exited 0."""
+    import subprocess
+    import sys
+
+    from camid_gpu.engine.scheduler import read_results
+
+    run = tmp_path / "run"
+    args = ["identify", str(world / "fp"), str(world / "data" / "disputed"), "-o", str(run), "--quiet",
+            "--backend", "numpy"]
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_FIRST_FORK.format(sig=sig), *args, "--workers", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr and word in proc.stderr
+    resumed = subprocess.run([sys.executable, "-m", "camid_gpu.cli", *args, "--resume"], capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(read_results(run / "results.jsonl")) == 4

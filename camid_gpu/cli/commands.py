@@ -19,6 +19,7 @@ import time
 from typing import Sequence
 
 from camid_gpu import config as cfg
+from camid_gpu._shared import interrupts
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
 from camid_gpu.cli.output import (
@@ -447,7 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = _terminate_cleanly()
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        interrupts.check()  # a signal whose exception was swallowed on the way (it must not end as exit 0)
+        return code
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
         print(f"camid: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAIL
@@ -467,8 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_FAIL
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        interrupts.clear()
+        for signum, handler in zip((signal.SIGTERM, signal.SIGINT), previous or ()):
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
 
 
 class _Terminated(BaseException):
@@ -476,16 +481,22 @@ class _Terminated(BaseException):
 
 
 def _terminate_cleanly():
-    """Make SIGTERM unwind like Ctrl-C (results flushed, workers stopped); None outside the main thread."""
+    """Make SIGTERM unwind like Ctrl-C (results flushed, workers stopped), and neither be lost while processes
+    fork (:mod:`camid_gpu._shared.interrupts`); returns the previous (SIGTERM, SIGINT) handlers, None outside the
+    main thread."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
+    interrupts.clear()
 
-    def handler(signum, frame):
-        raise _Terminated()
+    def on_term(signum, frame):
+        interrupts.request(_Terminated)
 
-    return signal.signal(signal.SIGTERM, handler)
+    def on_int(signum, frame):
+        interrupts.request(KeyboardInterrupt)
+
+    return signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int)
 
 
 if __name__ == "__main__":

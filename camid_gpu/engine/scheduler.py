@@ -8,6 +8,8 @@
 - Results are appended to a JSON Lines file as each chunk finishes, flushed and fsync'ed, in input
   order, so a crash or kill loses at most the chunk in flight. What ``--resume`` skips, retries or flags
   is decided by ``camid_gpu.engine.run_folder`` (records keyed by canonical path and SHA-256).
+- Processes are forked with Ctrl-C and SIGTERM held (``camid_gpu._shared.interrupts``): one arriving while the
+  pool starts is raised when the fork is done, never dropped inside fork's hooks.
 - Decode workers ignore Ctrl-C and SIGTERM (the parent answers them) and die with the parent (``PR_SET_PDEATHSIG``,
   plus a watchdog thread where that is not available).
 """
@@ -21,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence, Sized
 
+from camid_gpu._shared import interrupts
 from camid_gpu._shared.jsonio import read_jsonl
 from camid_gpu.backend import Backend
 from camid_gpu.config import InputLimits
@@ -118,12 +121,13 @@ def ordered_map(func: Callable[..., Any], tasks: Iterable[tuple], workers: int,
     pending: deque[tuple[tuple, cf.Future]] = deque()
     try:
         for task in tasks:
-            try:
-                future = pool.submit(_call, func, task)
-            except cf.process.BrokenProcessPool:  # broken by a call still pending: its result says which
-                pool.shutdown(wait=False)
-                pool = _new_pool(workers)
-                future = pool.submit(_call, func, task)
+            with interrupts.deferred():  # submit forks: a signal handled inside fork's hooks would be lost
+                try:
+                    future = pool.submit(_call, func, task)
+                except cf.process.BrokenProcessPool:  # broken by a call still pending: its result says which
+                    pool.shutdown(wait=False)
+                    pool = _new_pool(workers)
+                    future = pool.submit(_call, func, task)
             pending.append((task, future))
             if len(pending) >= prefetch:
                 done_task, fut = pending.popleft()
@@ -152,7 +156,9 @@ def _call_alone(func: Callable[..., Any], task: tuple) -> Any:
     named, and no other call shares its fate."""
     with _new_pool(1) as pool:
         try:
-            return pool.submit(_call, func, task).result()
+            with interrupts.deferred():
+                future = pool.submit(_call, func, task)
+            return future.result()
         except cf.process.BrokenProcessPool as exc:
             return MemoryError(f"the decode worker died while reading {task[0]} (killed, e.g. by the "
                                f"out-of-memory killer: {exc})")
