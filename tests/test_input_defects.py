@@ -140,3 +140,45 @@ def test_signal_while_the_pool_starts_is_not_lost(world, tmp_path, sig, code, wo
                              text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert len(read_results(run / "results.jsonl")) == 4
+
+
+# -- 15.5: PNG image data altered with the chunk CRC recomputed ----------------------------------------
+def _png_flip_with_good_crc(data: bytes, offset: int) -> bytes:
+    import struct
+    import zlib
+
+    raw = bytearray(data)
+    idat = raw.find(b"IDAT")
+    length = int.from_bytes(raw[idat - 4:idat], "big")
+    raw[idat + 4 + offset] ^= 0x10
+    crc = zlib.crc32(bytes(raw[idat:idat + 4 + length])) & 0xFFFFFFFF
+    raw[idat + 4 + length:idat + 8 + length] = struct.pack(">I", crc)
+    return bytes(raw)
+
+
+def test_png_with_altered_data_and_recomputed_crc_is_damage(tmp_path):
+    from hostile_inputs import png_bytes
+
+    from camid_gpu.errors import ImageDecodeError
+    from camid_gpu.io.decode import read_image
+
+    pixels = np.random.default_rng(3).integers(0, 255, (20, 24, 3), np.uint8)
+    good = png_bytes(pixels, level=0)  # stored: a flipped bit leaves a valid deflate stream
+    bad = _png_flip_with_good_crc(good, 200)
+    np.testing.assert_array_equal(read_image(_save(tmp_path / "good.png", good))[0], pixels)
+    with pytest.raises(ImageDecodeError, match="Adler-32"):
+        read_image(_save(tmp_path / "bad.png", bad))
+    with pytest.raises(ImageDecodeError, match="ends early"):  # a zlib stream cut short, CRC recomputed
+        short = png_bytes(pixels, level=6)
+        idat = short.find(b"IDAT")
+        length = int.from_bytes(short[idat - 4:idat], "big")
+        body = short[idat + 4:idat + 4 + length - 40]
+        import struct
+        import zlib
+        chunk = struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body))
+        read_image(_save(tmp_path / "short.png", short[:idat - 4] + chunk + short[idat + 8 + length:]))
+
+
+def _save(path, data: bytes):
+    path.write_bytes(data)
+    return path

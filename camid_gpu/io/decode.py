@@ -187,9 +187,39 @@ class _PathHandler(logging.Handler):
         logging.getLogger("camid_gpu.io").log(record.levelno, "%s: tifffile: %s", self.path, record.getMessage())
 
 
+#: bytes of decompressed PNG image data produced at once while its zlib stream is checked (bounds memory)
+_INFLATE_STEP = 1 << 24
+
+
+def check_png_zlib(path: str, data: bytes, idat: list[tuple[int, int]]) -> None:
+    """Inflate the IDAT data (the ``(start, end)`` byte ranges, in order) and discard it: the zlib stream must
+    be complete and its Adler-32 must match. Pillow never checks the Adler-32, and a chunk CRC recomputed after
+    an edit hides the edit from :func:`check_png_chunks`."""
+    inflate = zlib.decompressobj()
+    view = memoryview(data)
+    try:
+        for start, end in idat:
+            pending = view[start:end]
+            while pending:
+                inflate.decompress(pending, _INFLATE_STEP)
+                pending = inflate.unconsumed_tail
+                if inflate.eof:
+                    break
+        while not inflate.eof and inflate.decompress(b"", _INFLATE_STEP):  # what is buffered
+            pass
+    except zlib.error as exc:
+        kind = "checksum (Adler-32) mismatch" if "incorrect data check" in str(exc) else str(exc)
+        raise ImageDecodeError(path, f"damaged PNG image data: zlib {kind} (the data was altered or corrupted)") \
+            from None
+    if not inflate.eof:
+        raise ImageDecodeError(path, "truncated or damaged PNG: the compressed image data ends early")
+
+
 def check_png_chunks(path: str, data: bytes) -> None:
-    """Walk the PNG chunks: every CRC must match and IEND must be present (Pillow skips IDAT CRCs)."""
+    """Walk the PNG chunks: every CRC must match and IEND must be present (Pillow skips IDAT CRCs); then the
+    IDAT data's zlib stream (:func:`check_png_zlib`)."""
     pos, n = 8, len(data)
+    idat: list[tuple[int, int]] = []
     while True:
         if pos + 8 > n:
             raise ImageDecodeError(path, "truncated or damaged PNG: the file ends before the IEND chunk")
@@ -203,7 +233,10 @@ def check_png_chunks(path: str, data: bytes) -> None:
         if zlib.crc32(data[pos + 4:end - 4]) & 0xFFFFFFFF != crc:
             raise ImageDecodeError(path, f"truncated or damaged PNG: CRC mismatch in chunk {name!r} at byte {pos} "
                                          f"(the data was altered or corrupted)")
+        if ctype == b"IDAT":
+            idat.append((pos + 8, end - 4))
         if ctype == b"IEND":
+            check_png_zlib(path, data, idat)
             return
         pos = end
 
