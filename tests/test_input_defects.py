@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 
 import numpy as np
@@ -182,3 +183,29 @@ def test_png_with_altered_data_and_recomputed_crc_is_damage(tmp_path):
 def _save(path, data: bytes):
     path.write_bytes(data)
     return path
+
+
+# -- 15.8: byte-identical references under two cameras -------------------------------------------------
+@pytest.mark.parametrize("layout", ["copied-camera", "nested"])
+def test_identical_references_under_two_cameras_are_refused(world, tmp_path, capsys, layout):
+    import shutil
+
+    from camid_gpu.cli import main
+
+    refs = tmp_path / "refs"
+    shutil.copytree(world / "data" / "refs", refs)
+    cameras = sorted(p.name for p in refs.iterdir())
+    if layout == "copied-camera":
+        shutil.copytree(refs / cameras[0], refs / "copy")
+        first, second = refs / cameras[0], refs / "copy"
+    else:  # another camera's references nested in a folder
+        shutil.copytree(refs / cameras[1], refs / cameras[0] / "old")
+        first, second = refs / cameras[0] / "old", refs / cameras[1]
+    assert main(["fingerprint", str(refs), "-o", str(tmp_path / "fp"), "--refs", "all", "--method", "pce",
+                 "--quiet", "--backend", "numpy"]) == 1
+    err = capsys.readouterr().err
+    assert "byte-identical reference files" in err
+    named = re.search(r"reference files (\S+) and (\S+) \(SHA-256", err)
+    assert named and os.path.dirname(named[1]) == str(first) and os.path.dirname(named[2]) == str(second)
+    assert os.path.basename(named[1]) == os.path.basename(named[2])
+    assert not (tmp_path / "fp").exists() or not list((tmp_path / "fp").glob("*.npz"))

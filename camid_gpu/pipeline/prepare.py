@@ -42,6 +42,51 @@ def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
     return found
 
 
+def refuse_identical_references(refs_dir: str, listed: Sequence[tuple[str, str, Listing]]) -> None:
+    """Refuse, naming both files, two cameras' reference files with the same bytes (a copy, not only a link:
+    two identical camera folders gave a store that identify then refused; another camera's references nested
+    under a folder made, with --refs all, a fingerprint of two cameras).
+
+    Only files whose size occurs under two cameras are hashed (streamed, read-only, regular files only; a file
+    that cannot be read here gets its own error when it is decoded).
+    """
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for camera, _, listing in listed:
+        for path in listing.images:
+            try:
+                by_size.setdefault(os.stat(path).st_size, []).append((camera, path))
+            except OSError:
+                continue
+    for files in by_size.values():
+        if len({camera for camera, _ in files}) < 2:
+            continue
+        owner: dict[str, tuple[str, str]] = {}
+        for camera, path in files:
+            digest = _file_sha256(path)
+            if digest is None:
+                continue
+            first = owner.setdefault(digest, (camera, path))
+            if first[0] != camera:
+                raise CamidError(f"{refs_dir}: cameras {first[0]!r} and {camera!r} have byte-identical reference "
+                                 f"files {first[1]} and {path} (SHA-256 {digest}); one image cannot be evidence of "
+                                 f"two cameras: remove the copy from the wrong camera's folder")
+
+
+def _file_sha256(path: str) -> str | None:
+    import hashlib
+
+    from camid_gpu._shared.files import open_regular
+
+    try:
+        with open_regular(path) as handle:
+            digest = hashlib.sha256()
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+            return digest.hexdigest()
+    except OSError:
+        return None
+
+
 @dataclass
 class EncodedImage:
     """A JPEG read, hashed and header-parsed, waiting for the GPU decoder (:func:`decode_references`)."""
