@@ -55,6 +55,9 @@ REF_MAX_SATURATED_FRACTION = 0.5
 #: a reference clip is "too dark" when its mean is under this (0..255 scale; lens cap on: the PRNU is
 #: multiplicative, so a dark image carries almost none)
 REF_MIN_MEAN = 5.0
+#: a disputed image's region compared by the Mahalanobis method has "insufficient content" when more than this
+#: fraction of its samples sit at the top code value (its per-pixel votes would run on blown-out pixels)
+MAX_SATURATED_FRACTION = 0.5
 #: a reference or disputed clip is "constant" when its sample std is under this (0..255 scale)
 MIN_CONTENT_STD = 0.5
 #: fewest usable references a fingerprint may be built from (fewer is refused at build and at load)

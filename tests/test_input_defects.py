@@ -209,3 +209,63 @@ def test_identical_references_under_two_cameras_are_refused(world, tmp_path, cap
     assert named and os.path.dirname(named[1]) == str(first) and os.path.dirname(named[2]) == str(second)
     assert os.path.basename(named[1]) == os.path.basename(named[2])
     assert not (tmp_path / "fp").exists() or not list((tmp_path / "fp").glob("*.npz"))
+
+
+# -- 15.7: the usable-content check on the pixels actually compared ----------------------------------
+@pytest.fixture(scope="module")
+def clipped_store(world, tmp_path_factory):
+    """Both methods on 96x96 centre clips of the 160x192 frames."""
+    from camid_gpu.cli import main
+
+    out = tmp_path_factory.mktemp("clipped") / "fp"
+    assert main(["fingerprint", str(world / "data" / "refs"), "-o", str(out), "--clip", "96", "--refs", "3",
+                 "--method", "both", "--quiet", "--backend", "numpy"]) == 0
+    return out
+
+
+def _disputed_with_centre(world, tmp_path, value: int, side: int = 96, fraction: float = 1.0):
+    from PIL import Image
+
+    source = sorted((world / "data" / "disputed").rglob("*.*"))[0]
+    pixels = np.array(Image.open(source).convert("RGB"))
+    h, w = pixels.shape[:2]
+    top, left = (h - side) // 2, (w - side) // 2
+    centre = pixels[top:top + side, left:left + side]
+    centre[np.random.default_rng(0).random(centre.shape[:2]) < fraction] = value
+    folder = tmp_path / "ev"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"centre{value}.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.mark.parametrize("value", [128, 255])
+def test_image_unusable_inside_the_compared_clip_gets_no_score(world, clipped_store, tmp_path, value):
+    from camid_gpu.cli import main
+    from camid_gpu.engine.scheduler import read_results
+
+    path = _disputed_with_centre(world, tmp_path, value)
+    assert main(["identify", str(clipped_store), str(path), "-o", str(tmp_path / "run"), "--method", "both",
+                 "--quiet", "--backend", "numpy"]) == 3
+    (record,) = read_results(tmp_path / "run" / "results.jsonl")
+    assert record["error"]["kind"] == "no-usable-content"
+    assert "insufficient content in the 96x96 centre region PCE compares" in record["error"]["reason"]
+
+
+def test_mahalanobis_region_saturated_is_insufficient_content(world, tmp_path):
+    """PCE on the full frame (usable), the Mahalanobis method on a 64x64 centre that is blown out."""
+    from camid_gpu.cli import main
+    from camid_gpu.engine.scheduler import read_results
+
+    store = tmp_path / "fp"
+    assert main(["fingerprint", str(world / "data" / "refs"), "-o", str(store), "--mahalanobis-clip", "64",
+                 "--refs", "3", "--method", "both", "--quiet", "--backend", "numpy"]) == 0
+    path = _disputed_with_centre(world, tmp_path, 255, side=72, fraction=0.8)
+    assert main(["identify", str(store), str(path), "-o", str(tmp_path / "run"), "--method", "both",
+                 "--quiet", "--backend", "numpy"]) == 0
+    (record,) = read_results(tmp_path / "run" / "results.jsonl")
+    assert record["pce"]["scores"]  # the full frame is usable
+    maha = record["mahalanobis"]
+    assert maha["membership"] == {} and maha["associated"] == []
+    assert "insufficient content in the 64x64 region the Mahalanobis method compares" in maha["insufficient_content"]
+    assert re.search(r"(79|80|81)% of samples at the top value", maha["insufficient_content"])

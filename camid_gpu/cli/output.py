@@ -86,7 +86,8 @@ def print_identification(records: Sequence[ImageRecord], cameras, methods) -> No
                      decision,
                      pce["best_pce"] if pce else "-",
                      r["rotation"],
-                     ",".join(maha["associated"]) if maha else "-"])
+                     ("insufficient content" if maha.get("insufficient_content") else ",".join(maha["associated"]))
+                     if maha else "-"])
     print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))
 
 

@@ -28,6 +28,7 @@ from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
 from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, content_problem, load_reference, match_geometry, rotations_to_try
+from camid_gpu.pipeline.prepare import mahalanobis_content_problem
 from camid_gpu.pipeline.records import base_record, camera_score, error_entry, mahalanobis_record, pce_record
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
@@ -349,6 +350,11 @@ def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Se
             results[i]["mahalanobis"] = {"membership": {}, "associated": [], "tie": False, "not_comparable": refused}
             continue
         degrees = rotations[0]
+        unusable = mahalanobis_content_problem(item, degrees, params.mahalanobis_clip)
+        if unusable:  # said so, never a membership computed on constant or blown-out pixels
+            results[i]["mahalanobis"] = {"membership": {}, "associated": [], "tie": False, "not_comparable": refused,
+                                         "insufficient_content": unusable}
+            continue
         members = tuple(c for c in cams_all if any(d == degrees for d, _ in matches.get(c, [])))
         for cam in cams_all:
             if cam not in members and cam not in refused:

@@ -11,7 +11,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from camid_gpu.config import MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
+from camid_gpu.config import (
+    MAX_SATURATED_FRACTION,
+    MIN_CONTENT_STD,
+    REF_MAX_SATURATED_FRACTION,
+    REF_MIN_MEAN,
+    InputLimits,
+    Params,
+)
 from camid_gpu.errors import CamidError, ImageContentError, ImageDecodeError, ImageError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
 from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
@@ -199,6 +206,23 @@ def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str 
     return None
 
 
+def mahalanobis_content_problem(item: "Prepared", degrees: int, clip: tuple[int, int] | None) -> str | None:
+    """Why the pixels the Mahalanobis method compares (``item`` turned by ``degrees``, centre clip ``clip``)
+    cannot be used, or None: constant, or more than ``config.MAX_SATURATED_FRACTION`` of them at the top value
+    (its per-pixel votes then ran on blown-out pixels and gave a 100 % membership)."""
+    region = _on_host(green_channel(item.view(degrees, clip)))
+    h, w = region.shape[:2]
+    problem = content_problem(region, item.info.bit_depth, reference=False)
+    if problem is None:
+        top = (1 << item.info.bit_depth) - 1
+        saturated = float(np.count_nonzero(region >= top)) / region.size
+        if saturated > MAX_SATURATED_FRACTION:
+            problem = (f"{saturated:.0%} of samples at the top value (maximum {MAX_SATURATED_FRACTION:.0%}): "
+                       f"blown-out pixels carry no PRNU")
+    return None if problem is None else f"insufficient content in the {h}x{w} region the Mahalanobis method " \
+                                        f"compares: {problem}"
+
+
 @dataclass
 class Prepared:
     """A decoded disputed image and the rotations to try.
@@ -360,10 +384,14 @@ def _finish(path: str, info: ImageInfo, pixels: Any, params: Params,
             clips.append(ops.contiguous(center_clip(ops.rot90(pixels, degrees // 90), params.pce_clip, path)))
         except ImageError:  # smaller than the PCE clipping when turned so: comparable with no fingerprint there
             clips.append(None)
-    # a constant image carries no sensor noise: a per-file error, never a (NaN) score
-    problem = content_problem(green, info.bit_depth, reference=False)
-    if problem:
-        raise ImageContentError(path, problem)
+    # a constant image carries no sensor noise: a per-file error, never a (NaN) score; checked on the pixels PCE
+    # compares (the clip, when there is one: an image constant inside it had a score), one per turn of the clip
+    regions = {clip.shape[:2]: clip for clip in clips if clip is not None} if params.pce_clip else {}
+    for shape, region in (regions or {(info.height, info.width): pixels}).items():
+        problem = content_problem(green_channel(region), info.bit_depth, reference=False)
+        if problem:
+            where = "" if not regions else f" in the {shape[0]}x{shape[1]} centre region PCE compares"
+            raise ImageContentError(path, f"insufficient content{where}: {problem}")
     natural = ops.to_host(green) if (kind == "natural" and params.natural_mode == "paper") else None
     return Prepared(path, info, kind, source, rotations, clips, natural, pixels=pixels)
 
