@@ -269,3 +269,158 @@ def test_mahalanobis_region_saturated_is_insufficient_content(world, tmp_path):
     assert maha["membership"] == {} and maha["associated"] == []
     assert "insufficient content in the 64x64 region the Mahalanobis method compares" in maha["insufficient_content"]
     assert re.search(r"(79|80|81)% of samples at the top value", maha["insufficient_content"])
+
+
+# -- 18.8: formats by content; HEIC/HEIF; DNG; hidden files --------------------------------------------
+def _jpeg(pixels) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def _heic(pixels) -> bytes:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    heif = pillow_heif.from_bytes("RGB", (pixels.shape[1], pixels.shape[0]), pixels.tobytes())
+    buffer = io.BytesIO()
+    heif.save(buffer, quality=95)
+    return buffer.getvalue()
+
+
+def _dng(rows: int = 64, cols: int = 80) -> bytes:
+    """A minimal DNG (a CFA TIFF with the DNG tags LibRaw needs), written here."""
+    import tifffile
+
+    cfa = np.random.default_rng(0).integers(200, 3000, (rows, cols)).astype(np.uint16)
+    tags = [(271, "s", 0, "TestMake", True), (272, "s", 0, "TestModel", True), (50706, "B", 4, (1, 4, 0, 0), True),
+            (50708, "s", 0, "Test Cam", True), (33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True),
+            (50717, "I", 1, 4095, True), (50721, "f", 9, (1, 0, 0, 0, 1, 0, 0, 0, 1), True),
+            (50778, "H", 1, 21, True), (50727, "f", 3, (1, 1, 1), True)]
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, cfa, photometric=32803, extratags=tags)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    from conftest import natural_image
+
+    return natural_image(64, 80, seed=4, channels=3)
+
+
+def test_formats_are_detected_by_content_not_suffix(tmp_path, pixels):
+    from camid_gpu.io.decode import read_image
+    from camid_gpu.io.listing import scan_inputs
+
+    _save(tmp_path / "renamed.heic", _jpeg(pixels))
+    _save(tmp_path / "no_suffix", _jpeg(pixels))
+    _save(tmp_path / "photo.dat", _jpeg(pixels))
+    _save(tmp_path / "notes.txt", b"not an image")
+    listing = scan_inputs(tmp_path)
+    assert listing.images == [str(tmp_path / n) for n in ("no_suffix", "photo.dat", "renamed.heic")]
+    (skipped,) = listing.skipped
+    assert skipped.path == str(tmp_path / "notes.txt") and "not an image camid reads" in skipped.reason
+    for path in listing.images:
+        array, info = read_image(path)
+        assert info.format == "JPEG" and array.shape == (64, 80, 3)
+
+
+def test_heic_is_read_by_content(tmp_path, pixels):
+    from camid_gpu.io.decode import read_image
+    from camid_gpu.io.listing import scan_inputs
+
+    data = _heic(pixels)
+    _save(tmp_path / "IMG_0001.HEIC", data)
+    _save(tmp_path / "named_as.jpg", data)
+    _save(tmp_path / "IMG_0002", data)
+    assert len(scan_inputs(tmp_path).images) == 3
+    for path in scan_inputs(tmp_path).images:
+        array, info = read_image(path)
+        assert info.format == "HEIF" and array.shape == (64, 80, 3) and array.dtype == np.uint8
+        assert np.abs(array.astype(int) - pixels).mean() < 6  # lossy, but the same picture
+
+
+def test_heic_and_dng_without_their_extra_name_it(tmp_path, pixels, monkeypatch):
+    import sys
+
+    from camid_gpu.errors import ImageDecodeError
+    from camid_gpu.io.decode import read_image
+
+    heic, dng = _save(tmp_path / "a.heic", _heic(pixels)), _save(tmp_path / "b.dng", _dng())
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)
+    monkeypatch.setitem(sys.modules, "rawpy", None)
+    with pytest.raises(ImageDecodeError, match=r"optional extra 'heif'.*camid_gpu\[heif\]"):
+        read_image(heic)
+    with pytest.raises(ImageDecodeError, match=r"optional extra 'raw'.*camid_gpu\[raw\]"):
+        read_image(dng)
+
+
+def test_dng_is_read_demosaiced(tmp_path):
+    pytest.importorskip("rawpy")
+    from camid_gpu.io.decode import read_image
+
+    array, info = read_image(_save(tmp_path / "raw_no_suffix", _dng(64, 80)))
+    assert info.format == "DNG" and array.shape == (64, 80, 3) and array.dtype == np.uint16
+    assert info.exif.get("make") == "TestMake"
+
+
+def test_hidden_files_are_read_with_include_hidden(tmp_path, pixels, capsys):
+    from camid_gpu.cli import main
+    from camid_gpu.io.listing import including_hidden, scan_inputs
+
+    evidence = tmp_path / "ev"
+    (evidence / ".cache").mkdir(parents=True)
+    _save(evidence / ".hidden.jpg", _jpeg(pixels))
+    _save(evidence / ".cache" / "x.jpg", _jpeg(pixels))
+    listing = scan_inputs(evidence)
+    assert listing.images == [] and all("--include-hidden" in s.reason for s in listing.skipped)
+    with including_hidden():
+        assert scan_inputs(evidence).images == [str(evidence / ".hidden.jpg"), str(evidence / ".cache" / "x.jpg")]
+    assert scan_inputs(evidence).images == []  # the setting ends with the block
+    assert main(["residual", str(evidence), "-o", str(tmp_path / "out"), "--include-hidden", "--backend",
+                 "numpy"]) == 0
+    assert len((tmp_path / "out" / "residuals.jsonl").read_text().splitlines()) == 2
+
+
+# -- 15.6: multi-page TIFF: the largest frame, and the record says which --------------------------------
+def _tiff_pages(thumb, full, subifd: bool) -> bytes:
+    import tifffile
+
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer) as tif:
+        if subifd:  # the thumbnail as the main IFD, the full frame in its SubIFD (as DNG-like writers do)
+            tif.write(thumb, photometric="rgb", subifds=1)
+            tif.write(full, photometric="rgb", subfiletype=0)
+        else:
+            tif.write(thumb, photometric="rgb")
+            tif.write(full, photometric="rgb")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("subifd", [False, True])
+def test_multi_page_tiff_analyses_the_largest_frame(tmp_path, pixels, subifd):
+    from camid_gpu.io.decode import read_image
+
+    thumb = pixels[::4, ::4].copy()
+    array, info = read_image(_save(tmp_path / "two.tif", _tiff_pages(thumb, pixels, subifd)))
+    np.testing.assert_array_equal(array, pixels)
+    analysed = {"page": 1, "subifd": 1, "size": [64, 80]} if subifd else {"page": 2, "size": [64, 80]}
+    assert info.frame["analysed"] == analysed and len(info.frame["frames"]) == 2
+    assert info.frame["frames"][0]["size"] == [16, 20]
+
+
+def test_multi_page_tiff_record_names_the_page(world, tmp_path):
+    from PIL import Image
+
+    from camid_gpu.cli import main
+    from camid_gpu.engine.scheduler import read_results
+
+    source = sorted((world / "data" / "disputed").rglob("*.*"))[0]
+    full = np.array(Image.open(source).convert("RGB"))
+    path = _save(tmp_path / "exported.tif", _tiff_pages(full[::8, ::8].copy(), full, subifd=False))
+    assert main(["identify", str(world / "fp"), str(path), "-o", str(tmp_path / "run"), "--quiet",
+                 "--backend", "numpy"]) == 0
+    (record,) = read_results(tmp_path / "run" / "results.jsonl")
+    assert record["size"] == list(full.shape[:2]) and record["frame"]["analysed"]["page"] == 2
+    assert record["pce"]["decision"] == source.parent.name  # the full frame matches its camera

@@ -446,9 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     from camid_gpu.errors import CamidError
 
+    from camid_gpu.io.listing import including_hidden
+
     previous = _terminate_cleanly()
     try:
-        code = COMMANDS[args.command](args)
+        with including_hidden(getattr(args, "include_hidden", False)):
+            code = COMMANDS[args.command](args)
         interrupts.check()  # a signal whose exception was swallowed on the way (it must not end as exit 0)
         return code
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there

@@ -3,8 +3,8 @@
 Evidence files are opened read-only and non-blocking, checked to be regular files (a FIFO or a device is
 refused before a byte is read) and no larger than the file-size limit, read once into memory, hashed and
 decoded from the same bytes, so the recorded SHA-256 is the hash of exactly what was analysed. The format
-is decided from the leading bytes before any decoder runs, and only JPEG, PNG, TIFF and BMP are decoded
-(never EPS/PostScript, PDF, GIF, ...). The declared decoded size is checked against the limits before the
+is decided from the leading bytes before any decoder runs, and only JPEG, PNG, TIFF, BMP, HEIF and DNG are
+decoded (never EPS/PostScript, PDF, GIF, ...). The declared decoded size is checked against the limits before the
 pixels are allocated. Pixels are never rotated by the EXIF orientation (PRNU lives on the sensor grid).
 
 Damage is an error, never a clean result: a JPEG whose entropy-coded data ends early (even with an end
@@ -12,7 +12,8 @@ marker appended), a PNG chunk whose CRC does not match, a truncated file, and an
 while decoding (libjpeg's recoverable-error warnings are read through simplejpeg's strict mode, which
 Pillow does not expose).
 
-Accepted: JPEG, PNG, BMP (Pillow) and TIFF (tifffile), 8- or 16-bit (16-bit colour PNG kept at 16 bits),
+Accepted: JPEG, PNG, BMP (Pillow), TIFF (tifffile: the largest page or SubIFD, :mod:`.tiff`), HEIF and DNG
+(optional extras, :mod:`.raw`), 8- or 16-bit (16-bit colour PNG kept at 16 bits),
 gray, RGB, RGBA (alpha dropped), palette (converted to RGB), gray+alpha. Refused with a reason: other
 formats, CMYK, 1-bit, floating-point or 32-bit integer samples, NaN/Inf, empty, truncated, damaged and
 over-large files.
@@ -29,7 +30,7 @@ import struct
 import warnings
 import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -37,9 +38,12 @@ import numpy as np
 from camid_gpu._shared.files import file_kind
 from camid_gpu.config import MAX_PIXELS, InputLimits
 from camid_gpu.errors import ImageDecodeError, ImageNotFoundError, ImageUnreadableError
+from camid_gpu.io.raw import HEIF_BRANDS, decode_dng, decode_heif
+from camid_gpu.io.tiff import decode_tiff
 
-#: the formats camid decodes (decided from the leading bytes, never from the file name)
-ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP")
+#: the formats camid decodes (decided from the leading bytes, never from the file name); HEIF and DNG through
+#: the optional extras ``heif`` and ``raw`` (:mod:`camid_gpu.io.raw`)
+ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "HEIF", "DNG")
 
 _EXIF_TAGS = {0x010F: "make", 0x0110: "model", 0x0112: "orientation", 0x0132: "datetime"}
 _EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 0x9003
@@ -64,6 +68,8 @@ class ImageInfo:
     channels: int
     bit_depth: int
     exif: dict[str, Any] = field(default_factory=dict)
+    #: a multi-page TIFF: which page or SubIFD was analysed, among which (None for a one-frame file)
+    frame: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +124,8 @@ def _read_bytes(path: str, max_file_bytes: int) -> bytes:
 
 
 def sniff_format(head: bytes) -> str | None:
-    """``"JPEG"``, ``"PNG"``, ``"TIFF"`` or ``"BMP"`` from a file's leading bytes; None for anything else."""
+    """``"JPEG"``, ``"PNG"``, ``"TIFF"`` (DNG included: told apart when decoded), ``"BMP"`` or ``"HEIF"`` from a
+    file's leading bytes; None for anything else."""
     if head[:3] == b"\xff\xd8\xff":
         return "JPEG"
     if head[:8] == _PNG_SIGNATURE:
@@ -127,15 +134,20 @@ def sniff_format(head: bytes) -> str | None:
         return "TIFF"
     if head[:2] == b"BM" and len(head) >= 26:
         return "BMP"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "HEIF"
     return None
 
 
-def _describe_other(head: bytes) -> str:
+def describe_content(head: bytes | None) -> str:
+    """What the leading bytes of a file that camid does not read look like (for messages)."""
+    if not head:
+        return "nothing (empty file)" if head is not None else "unreadable"
     for magic, name in _OTHER_MAGIC:
         if head.startswith(magic):
             return name
     if head[4:8] == b"ftyp":
-        return f"ISO media ({head[8:12].decode('ascii', 'replace')}, e.g. HEIC/AVIF)"
+        return f"ISO media ({head[8:12].decode('ascii', 'replace')}, e.g. AVIF)"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     return "unknown"
@@ -157,7 +169,7 @@ def _check_size(path: str, height: int, width: int, channels: int, sample_bytes:
 @contextmanager
 def _library_messages(path: str) -> Iterator["_PathHandler"]:
     """Decoder warnings become per-file errors naming ``path``; tifffile's log lines are re-logged with it
-    (and those logged while pixels are decoded are errors: see :func:`_decode_tiff`)."""
+    (and those logged while pixels are decoded are errors: see :func:`camid_gpu.io.tiff.decode_tiff`)."""
     logger = logging.getLogger("tifffile")
     handler = _PathHandler(path)
     logger.addHandler(handler)
@@ -254,44 +266,6 @@ def check_jpeg_stream(path: str, data: bytes) -> None:
     except ValueError as exc:
         raise ImageDecodeError(path, f"truncated or damaged JPEG data: {exc} (the decoder would fill the missing "
                                      f"part; refused)") from None
-
-
-def _decode_tiff(path: str, data: bytes, limits: InputLimits,
-                 messages: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            page = tif.pages.first
-            photometric = getattr(page.photometric, "name", str(page.photometric))
-            if photometric in ("SEPARATED", "CMYK"):
-                raise ImageDecodeError(path, "CMYK TIFF is not camera output; convert it to RGB explicitly")
-            shape = page.shape
-            # the first page's declared samples (tiles x tile size), before tifffile allocates them
-            samples = int(np.prod(shape)) if shape else 0
-            channels = max(samples // max(page.imagelength * page.imagewidth, 1), 1)
-            _check_size(path, page.imagelength, page.imagewidth, channels, page.dtype.itemsize if page.dtype else 1,
-                        limits)
-            exif = {}
-            for tag, key in (("Make", "make"), ("Model", "model"), ("Orientation", "orientation"),
-                             ("DateTime", "datetime")):
-                if tag in page.tags:
-                    value = page.tags[tag].value
-                    exif[key] = int(value) if key == "orientation" else str(value).strip("\x00 ")
-            logged = len(messages) if messages is not None else 0
-            array = page.asarray(maxworkers=1)
-            if messages is not None and len(messages) > logged:  # a problem while decoding the pixels
-                raise ImageDecodeError(path, f"the TIFF decoder reports a problem: {messages[logged]}")
-            if photometric == "PALETTE":
-                colormap = np.asarray(page.colormap)  # (3, 2**bits), uint16
-                array = colormap[:, array].transpose(1, 2, 0)
-            elif len(shape) == 3 and page.planarconfig == 2:  # separate planes -> (H, W, C)
-                array = np.moveaxis(array, 0, -1)
-    except ImageDecodeError:
-        raise
-    except Exception as exc:  # tifffile raises many types for damaged files
-        raise ImageDecodeError(path, f"damaged or unsupported TIFF ({type(exc).__name__}: {exc})") from None
-    return array, exif
 
 
 #: PNG raw modes of 16-bit colour (Pillow keeps only their high bytes) -> the raw mode that yields the low bytes
@@ -456,17 +430,23 @@ def decode_bytes(path: str, data: bytes, *, limits: InputLimits | None = None) -
     fmt = sniff_format(data[:32])
     if fmt is None:
         raise ImageDecodeError(path, f"not a recognised image format (the content looks like: "
-                                     f"{_describe_other(data[:32])}); camid accepts {', '.join(ALLOWED_FORMATS)} only")
+                                     f"{describe_content(data[:32])}); camid accepts {', '.join(ALLOWED_FORMATS)} only")
+    frame = None
     with _library_messages(path) as library:
         if fmt == "PNG":
             check_png_chunks(path, data)
         if fmt == "TIFF":
-            array, exif = _decode_tiff(path, data, limits, library.messages)
+            array, exif, frame, is_dng = decode_tiff(path, data, limits, _check_size, library.messages)
+            if is_dng:
+                fmt = "DNG"
+                array, exif = decode_dng(path, data, limits, _check_size)
+        elif fmt == "HEIF":
+            array, exif = decode_heif(path, data, limits, _check_size)
         else:
             array, exif = _decode_pillow(path, data, fmt, limits)
     array, depth = _normalise(path, array)
-    return array, _info(path, data, fmt, array.shape[0], array.shape[1],
-                        1 if array.ndim == 2 else array.shape[2], depth, exif)
+    info = _info(path, data, fmt, array.shape[0], array.shape[1], 1 if array.ndim == 2 else array.shape[2], depth, exif)
+    return array, (replace(info, frame=frame) if frame else info)
 
 
 def _info(path: str, data: bytes, fmt: str, height: int, width: int, channels: int, depth: int,
