@@ -424,3 +424,53 @@ def test_multi_page_tiff_record_names_the_page(world, tmp_path):
     (record,) = read_results(tmp_path / "run" / "results.jsonl")
     assert record["size"] == list(full.shape[:2]) and record["frame"]["analysed"]["page"] == 2
     assert record["pce"]["decision"] == source.parent.name  # the full frame matches its camera
+
+
+# -- 15.9: memory bounded by the image, not by the file ------------------------------------------------
+# VmHWM, the process's own peak RSS in KiB (ru_maxrss would carry the parent's peak over fork and exec)
+PEAK_PROBE = (
+    "import sys\n"
+    "from camid_gpu.pipeline.prepare import prepare_disputed\n"
+    "from camid_gpu.config import Params\n"
+    "def peak():\n"
+    "    with open('/proc/self/status') as f:\n"
+    "        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))\n"
+    "base = peak()\n"
+    "item = prepare_disputed(sys.argv[1], Params(), (96, 128))\n"
+    "print(peak() - base, item.info.file_size, item.info.sha256)\n")
+
+
+@pytest.mark.parametrize("kind", ["jpg", "png"])
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc (Linux) to read the peak RSS")
+def test_peak_memory_follows_the_image_not_a_padded_file(tmp_path, kind):
+    """A small image with 32 MB of padding after its end: the padding is hashed, never held (it cost 2.3x the
+    file); the recorded size and SHA-256 are the whole file's."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    pad = 32 << 20
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (96, 128, 3), np.uint8)).save(
+        buffer, format="JPEG" if kind == "jpg" else "PNG")
+    path = tmp_path / f"padded.{kind}"
+    with open(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+        handle.write(b"\x00" * pad)
+    out = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    growth_kib, size, digest = out.stdout.split()
+    assert int(size) == path.stat().st_size and digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert int(growth_kib) * 1024 < pad // 4, f"peak RSS grew by {int(growth_kib) >> 10} MiB for a {pad >> 20} MiB pad"
+
+
+def test_image_bytes_kept_up_to_the_end_marker(tmp_path):
+    from camid_gpu.io.decode import read_file_bytes, read_image
+
+    data = _jpeg(np.random.default_rng(1).integers(0, 255, (40, 48, 3), np.uint8))
+    path = _save(tmp_path / "a.jpg", data + b"TRAILER" * 1000)
+    kept = read_file_bytes(path)
+    assert bytes(kept) == data and kept.trailing == 7000 and kept.file_size == len(data) + 7000
+    np.testing.assert_array_equal(read_image(path)[0], read_image(_save(tmp_path / "b.jpg", data))[0])

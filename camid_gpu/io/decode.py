@@ -20,12 +20,9 @@ over-large files.
 """
 from __future__ import annotations
 
-import errno
-import hashlib
 import io
 import logging
 import os
-import stat
 import struct
 import warnings
 import zlib
@@ -35,10 +32,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from camid_gpu._shared.files import file_kind
-from camid_gpu.config import MAX_PIXELS, InputLimits
-from camid_gpu.errors import ImageDecodeError, ImageNotFoundError, ImageUnreadableError
+from camid_gpu.config import MAX_PIXELS, InputLimits  # noqa: F401 (MAX_PIXELS: re-exported by camid_gpu.io)
+from camid_gpu.errors import ImageDecodeError
 from camid_gpu.io.raw import HEIF_BRANDS, decode_dng, decode_heif
+from camid_gpu.io.reader import file_digest, read_evidence
 from camid_gpu.io.tiff import decode_tiff
 
 #: the formats camid decodes (decided from the leading bytes, never from the file name); HEIF and DNG through
@@ -73,54 +70,6 @@ class ImageInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _read_bytes(path: str, max_file_bytes: int) -> bytes:
-    """The whole file, after checking that it is a regular file within the size limit.
-
-    Opened with O_NONBLOCK so that opening a FIFO cannot wait for a writer; the type and size come from
-    ``fstat`` on the open descriptor (no race with a rename), before anything is read. Symbolic links
-    to regular files are followed.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise ImageUnreadableError(path, "dangling symbolic link") from None
-        raise ImageNotFoundError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageUnreadableError(path, "is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageUnreadableError(path, "permission denied") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ImageUnreadableError(path, "symbolic link loop") from None
-        raise ImageUnreadableError(path, f"cannot be opened ({exc.strerror or exc})") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise ImageUnreadableError(path, "is a directory, not an image file")
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageUnreadableError(path, f"is {file_kind(st.st_mode)}, not a regular file; not read")
-        if st.st_size > max_file_bytes:
-            raise ImageDecodeError(path, f"file is {st.st_size} bytes, over the file-size limit of {max_file_bytes} "
-                                         f"bytes (raise it with --max-file-size); not read")
-        chunks, total = [], 0
-        while True:  # at most one byte past the limit: a file that grows while read is still bounded
-            block = os.read(fd, min(1 << 24, max_file_bytes + 1 - total))
-            if not block:
-                break
-            chunks.append(block)
-            total += len(block)
-            if total > max_file_bytes:
-                raise ImageDecodeError(path, f"file grew past the file-size limit of {max_file_bytes} bytes "
-                                             f"while it was read")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise ImageUnreadableError(path, f"cannot be read ({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -418,7 +367,7 @@ def read_file_bytes(path: str | os.PathLike, limits: InputLimits | None = None) 
     """The whole file, opened read-only, within ``limits.max_file_bytes``; raises ImageError for a missing,
     unreadable, over-large or empty file."""
     path = os.fspath(path)
-    data = _read_bytes(path, (limits or InputLimits()).max_file_bytes)
+    data = read_evidence(path, (limits or InputLimits()).max_file_bytes)
     if not data:
         raise ImageDecodeError(path, "empty file (0 bytes)")
     return data
@@ -451,7 +400,8 @@ def decode_bytes(path: str, data: bytes, *, limits: InputLimits | None = None) -
 
 def _info(path: str, data: bytes, fmt: str, height: int, width: int, channels: int, depth: int,
           exif: dict[str, Any]) -> ImageInfo:
-    return ImageInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), format=fmt,
+    sha256, file_size = file_digest(data)  # of the whole file, also when only the image's bytes were kept
+    return ImageInfo(path=path, sha256=sha256, file_size=file_size, format=fmt,
                      height=height, width=width, channels=channels, bit_depth=depth, exif=exif)
 
 
