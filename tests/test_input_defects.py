@@ -474,3 +474,24 @@ def test_image_bytes_kept_up_to_the_end_marker(tmp_path):
     kept = read_file_bytes(path)
     assert bytes(kept) == data and kept.trailing == 7000 and kept.file_size == len(data) + 7000
     np.testing.assert_array_equal(read_image(path)[0], read_image(_save(tmp_path / "b.jpg", data))[0])
+
+
+def test_reference_unusable_inside_the_clip_is_left_out(world, tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from camid_gpu.cli import main
+
+    refs = tmp_path / "refs"
+    shutil.copytree(world / "data" / "refs", refs)
+    first = sorted((refs / "C01").iterdir())[0]
+    pixels = np.array(Image.open(first).convert("RGB"))
+    pixels[32:128, 48:144] = 255  # the 96x96 centre blown out; the frame as a whole is not
+    first.unlink()
+    Image.fromarray(pixels).save(first.with_suffix(".png"))
+    code = main(["fingerprint", str(refs), "-o", str(tmp_path / "fp"), "--clip", "96", "--refs", "all",
+                 "--method", "both", "--quiet", "--backend", "numpy"])
+    err = capsys.readouterr().err
+    assert code == 3 and "ref_000.png: in the 96x96 centre clip a method compares: constant image" in err
+    assert str(first.with_suffix(".png")) in err

@@ -27,8 +27,8 @@ from camid_gpu.config import MIN_REFERENCES, Params
 from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
-from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, content_problem, load_reference, match_geometry, rotations_to_try
-from camid_gpu.pipeline.prepare import mahalanobis_content_problem
+from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
+from camid_gpu.pipeline.prepare import mahalanobis_content_problem, reference_content_problem
 from camid_gpu.pipeline.records import base_record, camera_score, error_entry, mahalanobis_record, pce_record
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
@@ -66,7 +66,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
             errors.append(error_entry(path, result))
             continue
         pixels, info, *how = result
-        problem = content_problem(pixels, info.bit_depth, reference=True)
+        problem = reference_content_problem(pixels, info.bit_depth, [params.clip_of(m) for m in methods])
         if problem:
             errors.append({"path": path, "error": {"kind": "unusable-reference", "reason": f"{problem}; left out"}})
             continue

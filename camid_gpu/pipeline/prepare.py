@@ -206,6 +206,20 @@ def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str 
     return None
 
 
+def reference_content_problem(pixels: Any, bit_depth: int, clips: Iterable[tuple[int, int] | None]) -> str | None:
+    """:func:`content_problem` of a reference on the whole frame and on each method's centre clip (``clips``,
+    None = the whole frame): a flat that is blown out or constant inside the clip a method uses is left out."""
+    problem = content_problem(pixels, bit_depth, reference=True)
+    h, w = pixels.shape[:2]
+    for clip in dict.fromkeys(c for c in clips if c is not None and c[0] <= h and c[1] <= w):
+        if problem:
+            break
+        problem = content_problem(center_clip(pixels, clip), bit_depth, reference=True)
+        if problem:
+            problem = f"in the {clip[0]}x{clip[1]} centre clip a method compares: {problem}"
+    return problem
+
+
 def mahalanobis_content_problem(item: "Prepared", degrees: int, clip: tuple[int, int] | None) -> str | None:
     """Why the pixels the Mahalanobis method compares (``item`` turned by ``degrees``, centre clip ``clip``)
     cannot be used, or None: constant, or more than ``config.MAX_SATURATED_FRACTION`` of them at the top value
