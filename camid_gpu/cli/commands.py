@@ -499,7 +499,8 @@ def _terminate_cleanly():
     def on_int(signum, frame):
         interrupts.request(KeyboardInterrupt)
 
-    return signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int)
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # e.g. a background job: Ctrl-C stays ignored
+    return signal.signal(signal.SIGTERM, on_term), None if ignored else signal.signal(signal.SIGINT, on_int)
 
 
 if __name__ == "__main__":
