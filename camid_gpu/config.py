@@ -63,6 +63,9 @@ REF_MAX_SATURATED_FRACTION = 0.5
 #: a reference clip is "too dark" when its mean is under this (0..255 scale; lens cap on: the PRNU is
 #: multiplicative, so a dark image carries almost none)
 REF_MIN_MEAN = 5.0
+#: a disputed image's region compared by the Mahalanobis method has "insufficient content" when more than this
+#: fraction of its samples sit at the top code value (its per-pixel votes would run on blown-out pixels)
+MAX_SATURATED_FRACTION = 0.5
 #: a reference or disputed clip is "constant" when its sample std is under this (0..255 scale)
 MIN_CONTENT_STD = 0.5
 #: fewest usable references a fingerprint may be built from (fewer is refused at build and at load)
@@ -181,6 +184,22 @@ FINGERPRINT_BATCH = 4
 DASK_IMAGES_PER_TASK = 8
 
 
+#: deepest wavelet decomposition accepted (Binghamton uses 4); each level also needs the image to be at least
+#: 2**levels samples on its short side (the mirror padding grows to a multiple of 2**levels: levels=20 on a
+#: small image asked for an 8 TiB array)
+MAX_LEVELS = 8
+
+
+def check_levels(levels: Any, shape: tuple[int, ...] | None = None) -> None:
+    """The DWT depth: a whole number in [1, MAX_LEVELS] and, given an image ``shape`` (rows, columns, ...),
+    ``2**levels`` at most its short side. The one check of the command line, :class:`Params` and the API."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_LEVELS:
+        raise ValueError(f"levels (--levels) must be a whole number from 1 to {MAX_LEVELS}, got {levels!r}")
+    if shape is not None and min(shape[:2]) < 2 ** levels:
+        raise ValueError(f"levels (--levels) {levels} needs images of at least {2 ** levels} pixels on the short "
+                         f"side (2**levels), got {shape[0]}x{shape[1]}")
+
+
 def check_sigma(name: str, value: Any) -> None:
     """A denoiser noise std on the 0..255 scale: finite, in (0, MAX_SIGMA] (inf gave NaN residuals, 1e300 an
     OverflowError)."""
@@ -254,8 +273,7 @@ class Params:
         if not is_finite_number(self.pce_threshold) or not 0 < self.pce_threshold <= MAX_PCE_THRESHOLD:
             raise ValueError(f"pce_threshold (--pce-threshold) must be a finite number in (0, {MAX_PCE_THRESHOLD:g}], "
                              f"got {self.pce_threshold!r}")
-        if not isinstance(self.levels, int) or not 1 <= self.levels <= 8:
-            raise ValueError(f"levels must be a whole number from 1 to 8, got {self.levels!r}")
+        check_levels(self.levels)
         if self.shift_range is not None and (len(self.shift_range) != 2 or min(self.shift_range) < 0):
             raise ValueError(f"shift_range (--shift-range) must be N >= 0, HxW or 'all', got {self.shift_range!r}")
         if self.search_scales is not None:

@@ -653,7 +653,9 @@ def test_sigint_with_workers_is_a_clean_exit_130(world, tmp_path, signum, code, 
     as_from_a_terminal = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
                           "sys.argv[0] = 'camid'; runpy.run_module('camid_gpu.cli', run_name='__main__')")
     with subprocess.Popen([sys.executable, "-c", as_from_a_terminal, "identify", str(world / "fp"), str(many),
-                           "-o", str(run), "--workers", "2", "--max-host-memory", "8M", *RUN_ARGS],
+                           "-o", str(run), "--workers", "2", "--max-host-memory", "8M",
+                           # per-file limits that let two workers fit the 8M budget (--workers is capped by it)
+                           "--max-file-size", "1M", "--max-decoded-size", "1M", *RUN_ARGS],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (results.exists() and results.read_bytes().count(b"\n") >= 2):

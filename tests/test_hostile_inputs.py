@@ -161,7 +161,7 @@ def test_only_allowed_formats_are_decoded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(EpsImagePlugin, "Ghostscript", no_ghostscript)
     cases = {"eps.jpg": (eps_bytes(), "EPS"), "gif.png": (gif_bytes(), "GIF"),
-             "pdf.tif": (b"%PDF-1.4\n%...", "PDF"), "heic.jpg": (b"\x00\x00\x00\x18ftypheic" + bytes(40), "HEIC")}
+             "pdf.tif": (b"%PDF-1.4\n%...", "PDF"), "avif.jpg": (b"\x00\x00\x00\x18ftypavif" + bytes(40), "AVIF")}
     for name, (data, label) in cases.items():
         with pytest.raises(ImageDecodeError) as info:
             read_image(_write(tmp_path / name, data))
@@ -252,17 +252,18 @@ def test_every_file_is_listed_or_skipped_with_a_reason(tmp_path, rgb):
     os.symlink(top / "sub", top / "linked")
     os.symlink(top / "a.png", top / "sub" / "same.png")  # the same file again
     listing = scan_inputs(top, top / "a.png", str(top) + "/./a.png")
-    assert listing.images == [str(top / "a.png")]
+    # an image suffix makes an input whatever the content (c.heic, d.DNG: errors when decoded, never dropped)
+    assert listing.images == [str(top / "a.png"), str(top / "c.heic"), str(top / "d.DNG")]
     reasons = [(os.path.relpath(s.path, top), s.reason) for s in listing.skipped]
     named = dict(reasons)
-    assert {n for n, _ in reasons} == {"b.gif", "c.heic", "d.DNG", ".e.jpg", "README", "sub/f.webp", ".hidden_dir",
+    assert {n for n, _ in reasons} == {"b.gif", ".e.jpg", "README", "sub/f.webp", ".hidden_dir",
                                        "linked", "sub/same.png", "a.png"}
-    assert ".gif" in named["b.gif"] and "not an image suffix" in named["b.gif"]
+    assert ".gif" in named["b.gif"] and "not an image camid reads" in named["b.gif"]
     assert "hidden" in named[".e.jpg"] and "hidden folder" in named[".hidden_dir"]
     assert "symbolic link to a folder already searched" in named["linked"]  # followed, but sub/ came first
     duplicates = [r for n, r in reasons if "duplicate" in r]
     assert len(duplicates) == 3 and all(str(top / "a.png") in r for r in duplicates)
-    assert listing.counts() == {"found": 12, "images": 1, "skipped": 11}
+    assert listing.counts() == {"found": 12, "images": 3, "skipped": 9}
 
 
 def test_printable_escapes_what_a_terminal_would_obey():

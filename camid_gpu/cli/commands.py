@@ -19,6 +19,7 @@ import time
 from typing import Sequence
 
 from camid_gpu import config as cfg
+from camid_gpu._shared import interrupts
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
 from camid_gpu.cli.output import (
@@ -86,11 +87,22 @@ def _config(args: argparse.Namespace) -> cfg.RunConfig:
                            max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
                            progress=False if args.quiet else None, dask=getattr(args, "dask", None),
                            decode=getattr(args, "decode", cfg.DECODE), limits=_limits(args))
+    _cap_workers(config)
     try:
         config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"--backend {args.backend} --device {args.device}: {exc}") from None
     return config
+
+
+def _cap_workers(config: cfg.RunConfig) -> None:
+    """--workers within the CPUs and the host memory budget (--workers 100000 forked until memory ran out),
+    with a note when it is lowered."""
+    from camid_gpu.engine.scheduler import cap_workers
+
+    config.workers, note = cap_workers(config.workers, config.max_host_memory, config.limits)
+    if note:
+        print(f"camid: note: {note}", file=sys.stderr)
 
 
 def _bytes(option: str, text: str | None) -> int | None:
@@ -448,11 +460,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from camid_gpu.errors import CamidError
 
     from camid_gpu.evidence.casework import recorded
+    from camid_gpu.io.listing import including_hidden
 
     previous = _terminate_cleanly()
     try:
-        with recorded(casework_from_args(args)):  # every manifest of the command records the casework
-            return COMMANDS[args.command](args)
+        with recorded(casework_from_args(args)), including_hidden(getattr(args, "include_hidden", False)):
+            code = COMMANDS[args.command](args)  # every manifest of the command records the casework
+        interrupts.check()  # a signal whose exception was swallowed on the way (it must not end as exit 0)
+        return code
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
         print(f"camid: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAIL
@@ -472,8 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_FAIL
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        interrupts.clear()
+        for signum, handler in zip((signal.SIGTERM, signal.SIGINT), previous or ()):
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
 
 
 class _Terminated(BaseException):
@@ -481,16 +498,23 @@ class _Terminated(BaseException):
 
 
 def _terminate_cleanly():
-    """Make SIGTERM unwind like Ctrl-C (results flushed, workers stopped); None outside the main thread."""
+    """Make SIGTERM unwind like Ctrl-C (results flushed, workers stopped), and neither be lost while processes
+    fork (:mod:`camid_gpu._shared.interrupts`); returns the previous (SIGTERM, SIGINT) handlers, None outside the
+    main thread."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
+    interrupts.clear()
 
-    def handler(signum, frame):
-        raise _Terminated()
+    def on_term(signum, frame):
+        interrupts.request(_Terminated)
 
-    return signal.signal(signal.SIGTERM, handler)
+    def on_int(signum, frame):
+        interrupts.request(KeyboardInterrupt)
+
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # e.g. a background job: Ctrl-C stays ignored
+    return signal.signal(signal.SIGTERM, on_term), None if ignored else signal.signal(signal.SIGINT, on_int)
 
 
 if __name__ == "__main__":

@@ -38,13 +38,13 @@ def print_not_comparable(records: Sequence[ImageRecord], cameras: int) -> int:
 def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
     """One row per image and camera. ``pce_status`` / ``mahalanobis_status``: "scored", or "not comparable"
     (another geometry: no score, no part in the decision; ``not_comparable_reason`` says why), never to be
-    read as "below threshold"; crops add the ``offset`` found."""
-    import csv
-
+    read as "below threshold"; crops add the ``offset`` found. Text cells that a spreadsheet would run as a
+    formula (starting with = + - @, tab, CR) get a leading ``'``."""
     from camid_gpu._shared.files import atomic_write
+    from camid_gpu._shared.spreadsheet import SafeCsvWriter
 
     with atomic_write(path, "w") as handle:
-        w = csv.writer(handle)
+        w = SafeCsvWriter(handle)  # a cell starting with = + - @ gets a leading ' (names are attacker-controlled)
         w.writerow(["path", "sha256", "camera", "pce", "ncc", "log10_p_fa", "pce_decision", "rotation",
                     "mahalanobis_membership", "mahalanobis_associated", "error", "pce_status", "mahalanobis_status",
                     "not_comparable_reason", "match", "offset"])
@@ -86,7 +86,8 @@ def print_identification(records: Sequence[ImageRecord], cameras, methods) -> No
                      decision,
                      pce["best_pce"] if pce else "-",
                      r["rotation"],
-                     ",".join(maha["associated"]) if maha else "-"])
+                     ("insufficient content" if maha.get("insufficient_content") else ",".join(maha["associated"]))
+                     if maha else "-"])
     print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))
 
 

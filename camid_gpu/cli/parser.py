@@ -37,6 +37,9 @@ def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> No
     g.add_argument("--max-host-memory", default=None, help="host memory budget, e.g. 8G (default: half of RAM)")
     g.add_argument("--max-gpu-memory", default=None, help="GPU memory budget, e.g. 20G (default: 80%% of free)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--include-hidden", action="store_true",
+                   help="also read hidden files and search hidden folders (names starting with '.'); by default "
+                        "they are listed as skipped")
     g.add_argument("--max-file-size", default=None,
                    help=f"largest input file read, e.g. 2G (default {cfg.MAX_FILE_BYTES >> 30} GiB); larger files "
                         "are per-file errors")

@@ -111,11 +111,11 @@ def _event_paths(event: dict[str, Any], recs: list[dict[str, Any]]) -> dict[str,
 
 
 def _write_csv(path: str, records: list[dict[str, Any]], cluster_of: dict[str, str]) -> None:
-    import csv
+    from camid_gpu._shared.spreadsheet import SafeCsvWriter
 
-    # names escaped as on the terminal (a name that is not UTF-8 cannot be written raw)
+    # names escaped as on the terminal (a name that is not UTF-8 cannot be written raw), formulas neutralised
     with atomic_write(path, "w") as handle:
-        w = csv.writer(handle)
+        w = SafeCsvWriter(handle)
         w.writerow(["path", "sha256", "group", "cluster", "error"])
         for r in records:
             if r.get("error"):

@@ -156,6 +156,7 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
                                  f"{first[1]} (also reached as {path}); their fingerprints would be the same "
                                  f"and a decision would name either: give each camera its own references")
         listed.append((camera, folder, listing))
+    prepare.refuse_identical_references(refs_dir, listed)  # copies, not only links: before any decoding
     return listed
 
 

@@ -8,6 +8,8 @@
 - Results are appended to a JSON Lines file as each chunk finishes, flushed and fsync'ed, in input
   order, so a crash or kill loses at most the chunk in flight. What ``--resume`` skips, retries or flags
   is decided by ``camid_gpu.engine.run_folder`` (records keyed by canonical path and SHA-256).
+- Processes are forked with Ctrl-C and SIGTERM held (``camid_gpu._shared.interrupts``): one arriving while the
+  pool starts is raised when the fork is done, never dropped inside fork's hooks.
 - Decode workers ignore Ctrl-C and SIGTERM (the parent answers them) and die with the parent (``PR_SET_PDEATHSIG``,
   plus a watchdog thread where that is not available).
 """
@@ -18,12 +20,13 @@ import json
 import os
 import sys
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, Sized
 
+from camid_gpu._shared import interrupts
 from camid_gpu._shared.jsonio import read_jsonl
 from camid_gpu._shared.progress import Progress  # noqa: F401 - the engine's bar (re-exported)
 from camid_gpu.backend import Backend
-from camid_gpu.config import PCE_CAMERA_CHUNK
+from camid_gpu.config import PCE_CAMERA_CHUNK, InputLimits
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline.records import ImageRecord, final_view
 
@@ -54,6 +57,37 @@ def default_gpu_memory(bk: Backend) -> int | None:
     return None if info is None else int(info[0] * 0.8)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_memory(limits: InputLimits) -> int:
+    """Bytes one decode worker may hold at once: a file's kept bytes (at most the file-size limit) and its
+    decoded pixels twice (the decoder's array and the normalised copy), each within the decoded-size limit."""
+    return limits.max_file_bytes + 2 * limits.max_decoded_bytes
+
+
+def cap_workers(requested: int, host_budget: int | None, limits: InputLimits) -> tuple[int, str | None]:
+    """``--workers`` capped by the usable CPUs and by the host memory budget (``worker_memory`` each); returns
+    the count and a note saying why when it is lower than asked (None when not). The number of files caps it
+    again in :func:`ordered_map`."""
+    cpus = usable_cpus()
+    budget = host_budget or default_host_memory()
+    by_memory = max(1, budget // max(worker_memory(limits), 1))
+    count = min(requested, cpus, by_memory)
+    if count >= requested:
+        return requested, None
+    why = [f"{cpus} usable CPUs"] if count == cpus else []
+    if count == by_memory:
+        why.append(f"a host memory budget of {budget} bytes holds {by_memory} workers of up to "
+                   f"{worker_memory(limits)} bytes each (file-size limit + twice the decoded-size limit)")
+    return count, f"--workers {requested} capped to {count}: {'; '.join(why)}"
+
+
 def chunk_size(pixels: int, cameras: int, budget: int | None, host_budget: int, rotations: int = 1,
                channels: int = 3, value_bytes: int = 8, limit: int = 64) -> int:
     """Images per chunk so that one chunk's working set fits the smaller budget (at least 1).
@@ -80,16 +114,20 @@ def ordered_map(func: Callable[..., Any], tasks: Iterable[tuple], workers: int,
         for task in tasks:
             yield task, _call(func, task)
         return
+    # never more processes than CPUs or than calls (--workers 6 on one image forked 5 idle workers); still a
+    # pool when workers were asked for, so that a decoder crash costs one file, not the run
+    workers = min(workers, usable_cpus(), max(len(tasks), 1) if isinstance(tasks, Sized) else workers)
     pool = _new_pool(workers)
     pending: deque[tuple[tuple, cf.Future]] = deque()
     try:
         for task in tasks:
-            try:
-                future = pool.submit(_call, func, task)
-            except cf.process.BrokenProcessPool:  # broken by a call still pending: its result says which
-                pool.shutdown(wait=False)
-                pool = _new_pool(workers)
-                future = pool.submit(_call, func, task)
+            with interrupts.deferred():  # submit forks: a signal handled inside fork's hooks would be lost
+                try:
+                    future = pool.submit(_call, func, task)
+                except cf.process.BrokenProcessPool:  # broken by a call still pending: its result says which
+                    pool.shutdown(wait=False)
+                    pool = _new_pool(workers)
+                    future = pool.submit(_call, func, task)
             pending.append((task, future))
             if len(pending) >= prefetch:
                 done_task, fut = pending.popleft()
@@ -118,7 +156,9 @@ def _call_alone(func: Callable[..., Any], task: tuple) -> Any:
     named, and no other call shares its fate."""
     with _new_pool(1) as pool:
         try:
-            return pool.submit(_call, func, task).result()
+            with interrupts.deferred():
+                future = pool.submit(_call, func, task)
+            return future.result()
         except cf.process.BrokenProcessPool as exc:
             return MemoryError(f"the decode worker died while reading {task[0]} (killed, e.g. by the "
                                f"out-of-memory killer: {exc})")

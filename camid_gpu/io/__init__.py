@@ -1,5 +1,7 @@
-"""Stage 1, input: :mod:`.decode` (read-only decoding, SHA-256, EXIF facts), :mod:`.geometry` (green channel,
-centre clip) and :mod:`.listing` (files and folders to image paths).
+"""Stage 1, input: :mod:`.decode` (read-only decoding, SHA-256, EXIF facts) with :mod:`.reader` (the file's
+bytes: hashed whole, JPEG/PNG kept up to their end marker), :mod:`.tiff` (every page and SubIFD, the largest
+analysed) and :mod:`.raw` (HEIC/HEIF and DNG through optional extras), :mod:`.geometry` (green channel, centre
+clip) and :mod:`.listing` (files and folders to image paths, formats recognised by content).
 
 ``read_image`` returns ``(H, W[, 3])`` uint8/uint16 pixels and an ``ImageInfo``.
 """

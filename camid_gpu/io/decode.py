@@ -3,8 +3,8 @@
 Evidence files are opened read-only and non-blocking, checked to be regular files (a FIFO or a device is
 refused before a byte is read) and no larger than the file-size limit, read once into memory, hashed and
 decoded from the same bytes, so the recorded SHA-256 is the hash of exactly what was analysed. The format
-is decided from the leading bytes before any decoder runs, and only JPEG, PNG, TIFF and BMP are decoded
-(never EPS/PostScript, PDF, GIF, ...). The declared decoded size is checked against the limits before the
+is decided from the leading bytes before any decoder runs, and only JPEG, PNG, TIFF, BMP, HEIF and DNG are
+decoded (never EPS/PostScript, PDF, GIF, ...). The declared decoded size is checked against the limits before the
 pixels are allocated. Pixels are never rotated by the EXIF orientation (PRNU lives on the sensor grid).
 
 Damage is an error, never a clean result: a JPEG whose entropy-coded data ends early (even with an end
@@ -12,34 +12,35 @@ marker appended), a PNG chunk whose CRC does not match, a truncated file, and an
 while decoding (libjpeg's recoverable-error warnings are read through simplejpeg's strict mode, which
 Pillow does not expose).
 
-Accepted: JPEG, PNG, BMP (Pillow) and TIFF (tifffile), 8- or 16-bit (16-bit colour PNG kept at 16 bits),
+Accepted: JPEG, PNG, BMP (Pillow), TIFF (tifffile: the largest page or SubIFD, :mod:`.tiff`), HEIF and DNG
+(optional extras, :mod:`.raw`), 8- or 16-bit (16-bit colour PNG kept at 16 bits),
 gray, RGB, RGBA (alpha dropped), palette (converted to RGB), gray+alpha. Refused with a reason: other
 formats, CMYK, 1-bit, floating-point or 32-bit integer samples, NaN/Inf, empty, truncated, damaged and
 over-large files.
 """
 from __future__ import annotations
 
-import errno
-import hashlib
 import io
 import logging
 import os
-import stat
 import struct
 import warnings
 import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator
 
 import numpy as np
 
-from camid_gpu._shared.files import file_kind
 from camid_gpu.config import InputLimits
-from camid_gpu.errors import ImageDecodeError, ImageNotFoundError, ImageUnreadableError
+from camid_gpu.errors import ImageDecodeError
+from camid_gpu.io.raw import HEIF_BRANDS, decode_dng, decode_heif
+from camid_gpu.io.reader import file_digest, read_evidence
+from camid_gpu.io.tiff import decode_tiff
 
-#: the formats camid decodes (decided from the leading bytes, never from the file name)
-ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP")
+#: the formats camid decodes (decided from the leading bytes, never from the file name); HEIF and DNG through
+#: the optional extras ``heif`` and ``raw`` (:mod:`camid_gpu.io.raw`)
+ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "HEIF", "DNG")
 
 _EXIF_TAGS = {0x010F: "make", 0x0110: "model", 0x0112: "orientation", 0x0132: "datetime"}
 _EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 0x9003
@@ -64,61 +65,16 @@ class ImageInfo:
     channels: int
     bit_depth: int
     exif: dict[str, Any] = field(default_factory=dict)
+    #: a multi-page TIFF: which page or SubIFD was analysed, among which (None for a one-frame file)
+    frame: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _read_bytes(path: str, max_file_bytes: int) -> bytes:
-    """The whole file, after checking that it is a regular file within the size limit.
-
-    Opened with O_NONBLOCK so that opening a FIFO cannot wait for a writer; the type and size come from
-    ``fstat`` on the open descriptor (no race with a rename), before anything is read. Symbolic links
-    to regular files are followed.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise ImageUnreadableError(path, "dangling symbolic link") from None
-        raise ImageNotFoundError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageUnreadableError(path, "is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageUnreadableError(path, "permission denied") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ImageUnreadableError(path, "symbolic link loop") from None
-        raise ImageUnreadableError(path, f"cannot be opened ({exc.strerror or exc})") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise ImageUnreadableError(path, "is a directory, not an image file")
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageUnreadableError(path, f"is {file_kind(st.st_mode)}, not a regular file; not read")
-        if st.st_size > max_file_bytes:
-            raise ImageDecodeError(path, f"file is {st.st_size} bytes, over the file-size limit of {max_file_bytes} "
-                                         f"bytes (raise it with --max-file-size); not read")
-        chunks, total = [], 0
-        while True:  # at most one byte past the limit: a file that grows while read is still bounded
-            block = os.read(fd, min(1 << 24, max_file_bytes + 1 - total))
-            if not block:
-                break
-            chunks.append(block)
-            total += len(block)
-            if total > max_file_bytes:
-                raise ImageDecodeError(path, f"file grew past the file-size limit of {max_file_bytes} bytes "
-                                             f"while it was read")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise ImageUnreadableError(path, f"cannot be read ({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
-
-
 def sniff_format(head: bytes) -> str | None:
-    """``"JPEG"``, ``"PNG"``, ``"TIFF"`` or ``"BMP"`` from a file's leading bytes; None for anything else."""
+    """``"JPEG"``, ``"PNG"``, ``"TIFF"`` (DNG included: told apart when decoded), ``"BMP"`` or ``"HEIF"`` from a
+    file's leading bytes; None for anything else."""
     if head[:3] == b"\xff\xd8\xff":
         return "JPEG"
     if head[:8] == _PNG_SIGNATURE:
@@ -127,15 +83,20 @@ def sniff_format(head: bytes) -> str | None:
         return "TIFF"
     if head[:2] == b"BM" and len(head) >= 26:
         return "BMP"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "HEIF"
     return None
 
 
-def _describe_other(head: bytes) -> str:
+def describe_content(head: bytes | None) -> str:
+    """What the leading bytes of a file that camid does not read look like (for messages)."""
+    if not head:
+        return "nothing (empty file)" if head is not None else "unreadable"
     for magic, name in _OTHER_MAGIC:
         if head.startswith(magic):
             return name
     if head[4:8] == b"ftyp":
-        return f"ISO media ({head[8:12].decode('ascii', 'replace')}, e.g. HEIC/AVIF)"
+        return f"ISO media ({head[8:12].decode('ascii', 'replace')}, e.g. AVIF)"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     return "unknown"
@@ -157,7 +118,7 @@ def _check_size(path: str, height: int, width: int, channels: int, sample_bytes:
 @contextmanager
 def _library_messages(path: str) -> Iterator["_PathHandler"]:
     """Decoder warnings become per-file errors naming ``path``; tifffile's log lines are re-logged with it
-    (and those logged while pixels are decoded are errors: see :func:`_decode_tiff`)."""
+    (and those logged while pixels are decoded are errors: see :func:`camid_gpu.io.tiff.decode_tiff`)."""
     logger = logging.getLogger("tifffile")
     handler = _PathHandler(path)
     logger.addHandler(handler)
@@ -187,9 +148,39 @@ class _PathHandler(logging.Handler):
         logging.getLogger("camid_gpu.io").log(record.levelno, "%s: tifffile: %s", self.path, record.getMessage())
 
 
+#: bytes of decompressed PNG image data produced at once while its zlib stream is checked (bounds memory)
+_INFLATE_STEP = 1 << 24
+
+
+def check_png_zlib(path: str, data: bytes, idat: list[tuple[int, int]]) -> None:
+    """Inflate the IDAT data (the ``(start, end)`` byte ranges, in order) and discard it: the zlib stream must
+    be complete and its Adler-32 must match. Pillow never checks the Adler-32, and a chunk CRC recomputed after
+    an edit hides the edit from :func:`check_png_chunks`."""
+    inflate = zlib.decompressobj()
+    view = memoryview(data)
+    try:
+        for start, end in idat:
+            pending = view[start:end]
+            while pending:
+                inflate.decompress(pending, _INFLATE_STEP)
+                pending = inflate.unconsumed_tail
+                if inflate.eof:
+                    break
+        while not inflate.eof and inflate.decompress(b"", _INFLATE_STEP):  # what is buffered
+            pass
+    except zlib.error as exc:
+        kind = "checksum (Adler-32) mismatch" if "incorrect data check" in str(exc) else str(exc)
+        raise ImageDecodeError(path, f"damaged PNG image data: zlib {kind} (the data was altered or corrupted)") \
+            from None
+    if not inflate.eof:
+        raise ImageDecodeError(path, "truncated or damaged PNG: the compressed image data ends early")
+
+
 def check_png_chunks(path: str, data: bytes) -> None:
-    """Walk the PNG chunks: every CRC must match and IEND must be present (Pillow skips IDAT CRCs)."""
+    """Walk the PNG chunks: every CRC must match and IEND must be present (Pillow skips IDAT CRCs); then the
+    IDAT data's zlib stream (:func:`check_png_zlib`)."""
     pos, n = 8, len(data)
+    idat: list[tuple[int, int]] = []
     while True:
         if pos + 8 > n:
             raise ImageDecodeError(path, "truncated or damaged PNG: the file ends before the IEND chunk")
@@ -203,7 +194,10 @@ def check_png_chunks(path: str, data: bytes) -> None:
         if zlib.crc32(data[pos + 4:end - 4]) & 0xFFFFFFFF != crc:
             raise ImageDecodeError(path, f"truncated or damaged PNG: CRC mismatch in chunk {name!r} at byte {pos} "
                                          f"(the data was altered or corrupted)")
+        if ctype == b"IDAT":
+            idat.append((pos + 8, end - 4))
         if ctype == b"IEND":
+            check_png_zlib(path, data, idat)
             return
         pos = end
 
@@ -221,44 +215,6 @@ def check_jpeg_stream(path: str, data: bytes) -> None:
     except ValueError as exc:
         raise ImageDecodeError(path, f"truncated or damaged JPEG data: {exc} (the decoder would fill the missing "
                                      f"part; refused)") from None
-
-
-def _decode_tiff(path: str, data: bytes, limits: InputLimits,
-                 messages: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            page = tif.pages.first
-            photometric = getattr(page.photometric, "name", str(page.photometric))
-            if photometric in ("SEPARATED", "CMYK"):
-                raise ImageDecodeError(path, "CMYK TIFF is not camera output; convert it to RGB explicitly")
-            shape = page.shape
-            # the first page's declared samples (tiles x tile size), before tifffile allocates them
-            samples = int(np.prod(shape)) if shape else 0
-            channels = max(samples // max(page.imagelength * page.imagewidth, 1), 1)
-            _check_size(path, page.imagelength, page.imagewidth, channels, page.dtype.itemsize if page.dtype else 1,
-                        limits)
-            exif = {}
-            for tag, key in (("Make", "make"), ("Model", "model"), ("Orientation", "orientation"),
-                             ("DateTime", "datetime")):
-                if tag in page.tags:
-                    value = page.tags[tag].value
-                    exif[key] = int(value) if key == "orientation" else str(value).strip("\x00 ")
-            logged = len(messages) if messages is not None else 0
-            array = page.asarray(maxworkers=1)
-            if messages is not None and len(messages) > logged:  # a problem while decoding the pixels
-                raise ImageDecodeError(path, f"the TIFF decoder reports a problem: {messages[logged]}")
-            if photometric == "PALETTE":
-                colormap = np.asarray(page.colormap)  # (3, 2**bits), uint16
-                array = colormap[:, array].transpose(1, 2, 0)
-            elif len(shape) == 3 and page.planarconfig == 2:  # separate planes -> (H, W, C)
-                array = np.moveaxis(array, 0, -1)
-    except ImageDecodeError:
-        raise
-    except Exception as exc:  # tifffile raises many types for damaged files
-        raise ImageDecodeError(path, f"damaged or unsupported TIFF ({type(exc).__name__}: {exc})") from None
-    return array, exif
 
 
 #: PNG raw modes of 16-bit colour (Pillow keeps only their high bytes) -> the raw mode that yields the low bytes
@@ -411,7 +367,7 @@ def read_file_bytes(path: str | os.PathLike, limits: InputLimits | None = None) 
     """The whole file, opened read-only, within ``limits.max_file_bytes``; raises ImageError for a missing,
     unreadable, over-large or empty file."""
     path = os.fspath(path)
-    data = _read_bytes(path, (limits or InputLimits()).max_file_bytes)
+    data = read_evidence(path, (limits or InputLimits()).max_file_bytes)
     if not data:
         raise ImageDecodeError(path, "empty file (0 bytes)")
     return data
@@ -423,22 +379,29 @@ def decode_bytes(path: str, data: bytes, *, limits: InputLimits | None = None) -
     fmt = sniff_format(data[:32])
     if fmt is None:
         raise ImageDecodeError(path, f"not a recognised image format (the content looks like: "
-                                     f"{_describe_other(data[:32])}); camid accepts {', '.join(ALLOWED_FORMATS)} only")
+                                     f"{describe_content(data[:32])}); camid accepts {', '.join(ALLOWED_FORMATS)} only")
+    frame = None
     with _library_messages(path) as library:
         if fmt == "PNG":
             check_png_chunks(path, data)
         if fmt == "TIFF":
-            array, exif = _decode_tiff(path, data, limits, library.messages)
+            array, exif, frame, is_dng = decode_tiff(path, data, limits, _check_size, library.messages)
+            if is_dng:
+                fmt = "DNG"
+                array, exif = decode_dng(path, data, limits, _check_size)
+        elif fmt == "HEIF":
+            array, exif = decode_heif(path, data, limits, _check_size)
         else:
             array, exif = _decode_pillow(path, data, fmt, limits)
     array, depth = _normalise(path, array)
-    return array, _info(path, data, fmt, array.shape[0], array.shape[1],
-                        1 if array.ndim == 2 else array.shape[2], depth, exif)
+    info = _info(path, data, fmt, array.shape[0], array.shape[1], 1 if array.ndim == 2 else array.shape[2], depth, exif)
+    return array, (replace(info, frame=frame) if frame else info)
 
 
 def _info(path: str, data: bytes, fmt: str, height: int, width: int, channels: int, depth: int,
           exif: dict[str, Any]) -> ImageInfo:
-    return ImageInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), format=fmt,
+    sha256, file_size = file_digest(data)  # of the whole file, also when only the image's bytes were kept
+    return ImageInfo(path=path, sha256=sha256, file_size=file_size, format=fmt,
                      height=height, width=width, channels=channels, bit_depth=depth, exif=exif)
 
 

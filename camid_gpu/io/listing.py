@@ -2,18 +2,43 @@
 not used listed as skipped with its reason; and file names made safe to print.
 
 Nothing under an input folder vanishes silently: a file is either an image path of the run or a
-:class:`Skipped` entry (hidden, another suffix, a symbolic link to a folder already searched, the
-same file given twice). Paths are ``str``; a name that is not valid UTF-8 keeps its raw bytes as
+:class:`Skipped` entry (hidden, not an image by suffix or content, a symbolic link to a folder already
+searched, the same file given twice). Formats are recognised by content: a file with an image suffix is
+always an input (its decode error is reported), any other file is one when its leading bytes are an image
+format camid reads. Paths are ``str``; a name that is not valid UTF-8 keeps its raw bytes as
 surrogate escapes (``os.fsdecode``), so JSON keeps it losslessly and :func:`printable` shows it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import unicodedata
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+from camid_gpu._shared.files import file_kind
+from camid_gpu.io.decode import ALLOWED_FORMATS, describe_content, sniff_format
+
+#: suffixes of the formats camid reads: a file with one is always an input (an error later when its content is
+#: not an image); a file without one is an input when its leading bytes are an image format camid reads
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".hif", ".dng")
+#: bytes read from a file without an image suffix to recognise its format
+SNIFF_BYTES = 64
+
+_include_hidden: ContextVar[bool] = ContextVar("camid_include_hidden", default=False)
+
+
+@contextlib.contextmanager
+def including_hidden(include: bool = True) -> Iterator[None]:
+    """Within the block, :func:`scan_inputs` also reads hidden files and searches hidden folders (names starting
+    with '.'), as ``--include-hidden`` asks; outside, it lists them as skipped."""
+    token = _include_hidden.set(include)
+    try:
+        yield
+    finally:
+        _include_hidden.reset(token)
 
 
 @dataclass(frozen=True)
@@ -83,8 +108,9 @@ def scan_inputs(*paths: str | os.PathLike) -> Listing:
                     full = os.path.join(root, d)
                     if _looks_like_image(d):
                         continue  # listed below as an entry
-                    if d.startswith("."):
-                        listing.skipped.append(Skipped(full, "hidden folder (name starts with '.'); not searched"))
+                    if d.startswith(".") and not _include_hidden.get():
+                        listing.skipped.append(Skipped(full, "hidden folder (name starts with '.'); not searched "
+                                                             "(--include-hidden searches it)"))
                     else:
                         walked.append(d)
                 names = sorted(files + [d for d in dirs if _looks_like_image(d)])
@@ -92,7 +118,7 @@ def scan_inputs(*paths: str | os.PathLike) -> Listing:
                 dirs[:] = sorted(walked, key=lambda d: os.path.islink(os.path.join(root, d)))
                 for name in names:
                     full = os.path.join(root, name)
-                    reason = _skip_reason(name)
+                    reason = _skip_reason(name, full)
                     if reason:
                         listing.skipped.append(Skipped(full, reason))
                     else:
@@ -117,19 +143,44 @@ def file_identity(path: str) -> Any:
         return ("path", os.path.normcase(os.path.abspath(path)))
 
 
-def _skip_reason(name: str) -> str | None:
-    if name.startswith("."):
-        return "hidden file (name starts with '.')"
-    if not name.lower().endswith(IMAGE_SUFFIXES):
-        suffix = os.path.splitext(name)[1]
-        return (f"suffix {printable(suffix)!s} is not an image suffix camid reads "
-                f"({', '.join(IMAGE_SUFFIXES)})" if suffix else "no file suffix (not an image suffix camid reads)")
-    return None
+def _skip_reason(name: str, full: str) -> str | None:
+    """Why a file found in a folder is not an input, or None. Hidden files are skipped unless
+    :func:`including_hidden`; a file with an image suffix is an input; any other is one when its content is an
+    image format camid reads (a JPEG renamed ``.heic`` or with no suffix is read)."""
+    if name.startswith(".") and not _include_hidden.get():
+        return "hidden file (name starts with '.'; --include-hidden reads it)"
+    if name.lower().endswith(IMAGE_SUFFIXES):
+        return None
+    head, why = _head(full)
+    if head is not None and sniff_format(head):
+        return None
+    suffix = os.path.splitext(name)[1]
+    said = f"suffix {printable(suffix)}" if suffix else "no suffix"
+    what = why or f"the content looks like: {describe_content(head)}"
+    return f"not an image camid reads ({said}; {what}; camid reads {', '.join(ALLOWED_FORMATS)})"
+
+
+def _head(path: str) -> tuple[bytes | None, str | None]:
+    """The first SNIFF_BYTES of a regular file (opened read-only and non-blocking: a FIFO is never waited on),
+    or (None, why not)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        return None, f"cannot be opened ({exc.strerror or exc})"
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            return None, f"is {file_kind(mode)}, not a regular file"
+        return os.read(fd, SNIFF_BYTES), None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
 
 
 def _looks_like_image(name: str) -> bool:
     base = os.path.basename(name.rstrip("/"))
-    return base.lower().endswith(IMAGE_SUFFIXES) and not base.startswith(".")
+    return base.lower().endswith(IMAGE_SUFFIXES) and (not base.startswith(".") or _include_hidden.get())
 
 
 def printable(text: Any) -> str:

@@ -28,8 +28,9 @@ from camid_gpu.config import Params
 from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
-from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, content_problem, load_reference, match_geometry, rotations_to_try
 from camid_gpu.pipeline import references as refs
+from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
+from camid_gpu.pipeline.prepare import mahalanobis_content_problem, reference_content_problem
 from camid_gpu.pipeline.records import (base_record, camera_score, error_entry, error_record, mahalanobis_record,
                                         pce_record)
 from camid_gpu.prnu.decision import union_bound
@@ -71,7 +72,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
             errors.append(error_entry(path, result))
             continue
         pixels, info, *how = result
-        problem = content_problem(pixels, info.bit_depth, reference=True)
+        problem = reference_content_problem(pixels, info.bit_depth, [params.clip_of(m) for m in methods])
         if problem:
             errors.append(error_record(path, "unusable-reference", f"{problem}; left out"))
             continue
@@ -354,6 +355,11 @@ def _mahalanobis_part(bk: Backend, store: Sequence[CameraFingerprint], items: Se
             results[i]["mahalanobis"] = {"membership": {}, "associated": [], "tie": False, "not_comparable": refused}
             continue
         degrees = rotations[0]
+        unusable = mahalanobis_content_problem(item, degrees, params.mahalanobis_clip)
+        if unusable:  # said so, never a membership computed on constant or blown-out pixels
+            results[i]["mahalanobis"] = {"membership": {}, "associated": [], "tie": False, "not_comparable": refused,
+                                         "insufficient_content": unusable}
+            continue
         members = tuple(c for c in cams_all if any(d == degrees for d, _ in matches.get(c, [])))
         for cam in cams_all:
             if cam not in members and cam not in refused:

@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from camid_gpu.backend.base import contiguous, rot90, to_host
-from camid_gpu.config import KIND, MIN_CONTENT_STD, REF_MAX_SATURATED_FRACTION, REF_MIN_MEAN, InputLimits, Params
+from camid_gpu.config import (
+    KIND,
+    MAX_SATURATED_FRACTION,
+    MIN_CONTENT_STD,
+    REF_MAX_SATURATED_FRACTION,
+    REF_MIN_MEAN,
+    InputLimits,
+    Params,
+)
 from camid_gpu.errors import CamidError, ImageContentError, ImageDecodeError, ImageError, ImageTooSmallError
 from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_file_bytes, read_image
 from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
@@ -33,6 +41,51 @@ def camera_folders(refs_dir: str) -> list[tuple[str, str]]:
     if not found:
         raise CamidError(f"{refs_dir}: no camera subfolders (expected REFS_DIR/<camera>/<images>)")
     return found
+
+
+def refuse_identical_references(refs_dir: str, listed: Sequence[tuple[str, str, Listing]]) -> None:
+    """Refuse, naming both files, two cameras' reference files with the same bytes (a copy, not only a link:
+    two identical camera folders gave a store that identify then refused; another camera's references nested
+    under a folder made, with --refs all, a fingerprint of two cameras).
+
+    Only files whose size occurs under two cameras are hashed (streamed, read-only, regular files only; a file
+    that cannot be read here gets its own error when it is decoded).
+    """
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for camera, _, listing in listed:
+        for path in listing.images:
+            try:
+                by_size.setdefault(os.stat(path).st_size, []).append((camera, path))
+            except OSError:
+                continue
+    for files in by_size.values():
+        if len({camera for camera, _ in files}) < 2:
+            continue
+        owner: dict[str, tuple[str, str]] = {}
+        for camera, path in files:
+            digest = _file_sha256(path)
+            if digest is None:
+                continue
+            first = owner.setdefault(digest, (camera, path))
+            if first[0] != camera:
+                raise CamidError(f"{refs_dir}: cameras {first[0]!r} and {camera!r} have byte-identical reference "
+                                 f"files {first[1]} and {path} (SHA-256 {digest}); one image cannot be evidence of "
+                                 f"two cameras: remove the copy from the wrong camera's folder")
+
+
+def _file_sha256(path: str) -> str | None:
+    import hashlib
+
+    from camid_gpu._shared.files import open_regular
+
+    try:
+        with open_regular(path) as handle:
+            digest = hashlib.sha256()
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+            return digest.hexdigest()
+    except OSError:
+        return None
 
 
 @dataclass
@@ -136,6 +189,37 @@ def content_problem(pixels: np.ndarray, bit_depth: int, reference: bool) -> str 
             return (f"too dark for a reference (mean {mean:.3g} on the 0..255 scale, minimum {REF_MIN_MEAN:g}): "
                     f"the PRNU is multiplicative and vanishes in the dark")
     return None
+
+
+def reference_content_problem(pixels: Any, bit_depth: int, clips: Iterable[tuple[int, int] | None]) -> str | None:
+    """:func:`content_problem` of a reference on the whole frame and on each method's centre clip (``clips``,
+    None = the whole frame): a flat that is blown out or constant inside the clip a method uses is left out."""
+    problem = content_problem(pixels, bit_depth, reference=True)
+    h, w = pixels.shape[:2]
+    for clip in dict.fromkeys(c for c in clips if c is not None and c[0] <= h and c[1] <= w):
+        if problem:
+            break
+        problem = content_problem(center_clip(pixels, clip), bit_depth, reference=True)
+        if problem:
+            problem = f"in the {clip[0]}x{clip[1]} centre clip a method compares: {problem}"
+    return problem
+
+
+def mahalanobis_content_problem(item: "Prepared", degrees: int, clip: tuple[int, int] | None) -> str | None:
+    """Why the pixels the Mahalanobis method compares (``item`` turned by ``degrees``, centre clip ``clip``)
+    cannot be used, or None: constant, or more than ``config.MAX_SATURATED_FRACTION`` of them at the top value
+    (its per-pixel votes then ran on blown-out pixels and gave a 100 % membership)."""
+    region = to_host(green_channel(item.view(degrees, clip)))
+    h, w = region.shape[:2]
+    problem = content_problem(region, item.info.bit_depth, reference=False)
+    if problem is None:
+        top = (1 << item.info.bit_depth) - 1
+        saturated = float(np.count_nonzero(region >= top)) / region.size
+        if saturated > MAX_SATURATED_FRACTION:
+            problem = (f"{saturated:.0%} of samples at the top value (maximum {MAX_SATURATED_FRACTION:.0%}): "
+                       f"blown-out pixels carry no PRNU")
+    return None if problem is None else f"insufficient content in the {h}x{w} region the Mahalanobis method " \
+                                        f"compares: {problem}"
 
 
 @dataclass
@@ -309,10 +393,14 @@ def _finish(path: str, info: ImageInfo, pixels: Any, params: Params,
             clips.append(ops.contiguous(center_clip(ops.rot90(pixels, degrees // 90), params.pce_clip, path)))
         except ImageError:  # smaller than the PCE clipping when turned so: comparable with no fingerprint there
             clips.append(None)
-    # a constant image carries no sensor noise: a per-file error, never a (NaN) score
-    problem = content_problem(green, info.bit_depth, reference=False)
-    if problem:
-        raise ImageContentError(path, problem)
+    # a constant image carries no sensor noise: a per-file error, never a (NaN) score; checked on the pixels PCE
+    # compares (the clip, when there is one: an image constant inside it had a score), one per turn of the clip
+    regions = {clip.shape[:2]: clip for clip in clips if clip is not None} if params.pce_clip else {}
+    for shape, region in (regions or {(info.height, info.width): pixels}).items():
+        problem = content_problem(green_channel(region), info.bit_depth, reference=False)
+        if problem:
+            where = "" if not regions else f" in the {shape[0]}x{shape[1]} centre region PCE compares"
+            raise ImageContentError(path, f"insufficient content{where}: {problem}")
     natural = ops.to_host(green) if (kind == "natural" and params.natural_mode == "paper") else None
     return Prepared(path, info, kind, source, rotations, clips, natural, pixels=pixels)
 

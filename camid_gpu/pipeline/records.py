@@ -175,7 +175,8 @@ def base_record(item: Prepared) -> dict[str, Any]:
             "size": [info.height, info.width], "channels": info.channels, "bit_depth": info.bit_depth,
             "exif": info.exif, "kind": item.kind, "kind_source": item.kind_source,
             "rotations_tried": list(item.rotations), "decoder": item.decoder, "error": None,
-            **({"decoder_note": item.decoder_note} if item.decoder_note else {})}
+            **({"decoder_note": item.decoder_note} if item.decoder_note else {}),
+            **({"frame": info.frame} if info.frame else {})}  # a multi-page TIFF: the page analysed, among which
 
 
 def camera_score(found: dict[str, Any], rotation: int, rotations: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from camid_gpu.config import (
     GRAY_WEIGHTS,
     MIHCAK_WINDOWS,
     SIGMA_FINGERPRINT,
+    check_levels,
     check_sigma,
 )
 from camid_gpu.prnu.mihcak_kernel import fused_kernel
@@ -102,6 +103,7 @@ def noise_extract(bk: Backend, images: Array, sigma: float = SIGMA_FINGERPRINT,
     No zero-meaning here (see :func:`zero_mean_total`); 0..255 scale in and out.
     """
     h, w = images.shape[-2:]
+    check_levels(levels, (h, w))  # before the padding: a deep decomposition of a small image is a huge array
     top, bottom = padding(h, levels)
     left, right = padding(w, levels)
     lag = dwt_lag(wavelet)
@@ -256,8 +258,7 @@ def extract_residual(images: np.ndarray, sigma: float = SIGMA_FINGERPRINT, level
     (N, H, W) float32 residuals on the 0..255 scale.
     """
     images = validate_images(images)
-    if not (isinstance(levels, int) and levels >= 1):
-        raise ValueError(f"levels must be a positive integer, got {levels!r}")
+    check_levels(levels, images.shape[1:3])  # the command line's check: levels=20 asked for 8 TiB
     check_sigma("sigma", sigma)  # inf gave NaN residuals
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
