@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -275,31 +274,9 @@ def cmd_cluster(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
+    from camid_gpu.cli.verify import verify
 
-    path = os.path.join(args.manifest, MANIFEST_NAME) if os.path.isdir(args.manifest) else args.manifest
-    if args.expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.expect_sha256.strip()):
-        raise ValueError(f"--expect-sha256 must be 64 hexadecimal digits, got {args.expect_sha256!r}")
-    result = verify_manifest(path, expect_sha256=args.expect_sha256)
-    # every field below comes from the manifest, which may be hostile: printable() keeps escapes off the terminal
-    for item in result["changed"]:
-        print(f"CHANGED  {printable(item['role']):11s} {printable(item['path'])}  recorded "
-              f"{printable(item['recorded'][:16])}..., now {item['current'][:16]}...")
-    for item in result["missing"]:
-        print(f"MISSING  {printable(item['role']):11s} {printable(item['path'])}  "
-              f"{printable(item.get('reason', 'no longer exists'))}")
-    for item in result["unhashed"]:
-        print(f"NO HASH  {printable(item['role']):11s} {printable(item['path'])}  the manifest records no SHA-256 "
-              f"and no reason")
-    for problem in result["problems"]:
-        print(f"INVALID  {printable(problem)}")
-    print(f"manifest SHA-256 {result['manifest_sha256']}"
-          + (" (as expected)" if args.expect_sha256 and result["ok"] else ""))
-    print(f"{result['checked']} files checked: "
-          + ("all unchanged" if result["ok"] else
-             f"{len(result['changed'])} changed, {len(result['missing'])} missing, {len(result['unhashed'])} without "
-             f"a hash, {len(result['problems'])} other problem(s): FAILED"))
-    return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
+    return EXIT_OK if verify(args.manifest, args.expect_sha256) else EXIT_VERIFY_FAILED
 
 
 def cmd_report(args) -> int:
