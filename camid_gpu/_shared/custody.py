@@ -239,3 +239,36 @@ def store_manifest(directory: str, levels: int = 2) -> Manifest | None:
                for e in file_entries(manifest.data)):
             return manifest
     return None
+
+
+def folder_differences(directory: str, manifest: Manifest, names: list[str],
+                       known: dict[str, str] | None = None) -> list[str]:
+    """Sentences, one per difference between the files ``names`` now in ``directory`` and the files of that folder
+    the manifest lists (same suffixes as ``names``' own): a file changed, listed but gone, or present but never
+    listed. ``known``: name -> SHA-256 already computed from the bytes just read (not hashed again)."""
+    home = os.path.abspath(directory)
+    suffixes = tuple(sorted({os.path.splitext(n)[1] for n in names})) or (".json", ".npz")
+    listed: dict[str, list[dict[str, Any]]] = {}
+    for entry in file_entries(manifest.data):
+        if not isinstance(entry, dict):
+            continue
+        at = locate(entry, manifest).where
+        if at and os.path.dirname(os.path.normpath(at)) == home and at.endswith(suffixes) \
+                and os.path.basename(at) != MANIFEST_NAME:
+            listed.setdefault(os.path.basename(at), []).append(entry)
+    problems = []
+    for name in sorted(set(names) - set(listed)):
+        problems.append(f"{name} is not listed in the manifest (added or renamed after the run)")
+    for name in sorted(set(listed) - set(names)):
+        problems.append(f"{name} is listed in the manifest but is not in the folder (removed or renamed)")
+    for name in sorted(set(names) & set(listed)):
+        try:
+            current = (known or {}).get(name) or sha256_file(os.path.join(home, name))
+        except OSError as exc:
+            problems.append(f"{name} cannot be read ({exc.strerror or exc})")
+            continue
+        recorded = {str(e.get("sha256")).lower() for e in listed[name]}
+        if recorded != {current}:
+            shown = ", ".join(sorted(r[:16] + "..." for r in recorded))
+            problems.append(f"{name} differs from the manifest (SHA-256 recorded {shown}, now {current[:16]}...)")
+    return problems

@@ -215,7 +215,7 @@ def cmd_identify(args) -> int:
     extra_files = [p for p in (args.json, args.csv) if p]
     check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
-    methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
+    methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir, args.unverified_store)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
         print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
@@ -230,7 +230,8 @@ def cmd_identify(args) -> int:
 
     run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=_clip_given(args),
-                                given=_given(args), argv=sys.argv, extra_outputs=write_extra)
+                                given=_given(args), argv=sys.argv, extra_outputs=write_extra,
+                                unverified_store=args.unverified_store)
     print_identification(records, run["cameras"], methods)
     errors = [r for r in records if is_error(r)]
     print_skipped(run["skipped_inputs"])
@@ -246,11 +247,11 @@ def cmd_identify(args) -> int:
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
-def methods_in_store(fp_dir: str) -> tuple[str, ...]:
+def methods_in_store(fp_dir: str, unverified: bool = False) -> tuple[str, ...]:
     """The methods every fingerprint in ``fp_dir`` has (PCE first)."""
     from camid_gpu.store import load_store
 
-    store = load_store(fp_dir)
+    store = load_store(fp_dir, unverified=unverified)
     common = set.intersection(*(set(fp.methods) for fp in store))
     return tuple(m for m in ("pce", "mahalanobis") if m in common)
 

@@ -21,9 +21,10 @@ from camid_gpu.store import load_store
 
 def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
                           backend: str, device: str | None, kind: str, precision: str,
-                          limits: InputLimits | None = None) -> list[dict[str, Any]]:
-    """One Dask task: identify ``paths`` in this process and return their records in order."""
-    store = load_store(fp_dir, methods=tuple(methods))
+                          limits: InputLimits | None = None, unverified: bool = False) -> list[dict[str, Any]]:
+    """One Dask task: identify ``paths`` in this process and return their records in order (the store is checked
+    against its manifest here too; ``unverified``: as ``store.load_store``)."""
+    store = load_store(fp_dir, methods=tuple(methods), unverified=unverified)
     params = Params.from_dict(params_dict)
     bk = get_backend(backend, device=device, dtype=precision)
     sensor_shapes = sorted({fp.source_shape for fp in store})
@@ -39,7 +40,8 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
 
 
 def identify_on_cluster(fp_dir: str, todo: Sequence[str], write: Callable[[list[dict[str, Any]]], None],
-                        methods: Sequence[str], params: Params, config: RunConfig, kind: str, progress: Progress) -> None:
+                        methods: Sequence[str], params: Params, config: RunConfig, kind: str, progress: Progress,
+                        unverified: bool = False) -> None:
     """Identify ``todo`` on a Dask cluster (``config.cluster``), in batches of ``config.chunk or 8`` images;
     ``write`` receives each batch's records in input order."""
     distributed = import_optional("dask.distributed", "dist", "--cluster")
@@ -49,7 +51,7 @@ def identify_on_cluster(fp_dir: str, todo: Sequence[str], write: Callable[[list[
     try:
         futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(),
                                  config.backend, config.device, kind, config.precision, config.limits,
-                                 pure=False)
+                                 unverified=unverified, pure=False)
                    for batch in batches]
         for fut in futures:  # in submission order: deterministic output
             records = fut.result()

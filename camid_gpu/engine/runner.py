@@ -215,27 +215,32 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_giv
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
                    params: Params, config: RunConfig, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
-                   command: str = "identify", lock: bool = True) -> dict[str, Any]:
+                   command: str = "identify", lock: bool = True, unverified_store: bool = False,
+                   store_built: bool = False) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
     Records are appended to ``results_path`` (JSON Lines) in input order; its folder is the run folder
     (locked for the run unless ``lock`` is False because the caller holds it; its ``run.json`` is written,
     or checked on ``resume``: see :mod:`camid_gpu.engine.run_folder`). With ``truth_root`` (a ``disputed/``
     folder) each record also gets ``truth`` = its camera subfolder. With ``params.search_scales`` only PCE
-    runs (the scale/crop search).
+    runs (the scale/crop search). The store is checked against its manifest (``store.verify_store``); one
+    without a manifest is refused unless ``unverified_store`` (recorded in ``run.json`` and the manifest);
+    ``store_built``: built by this run (evaluate), whose run folder checks it on resume.
     """
     run_dir = os.path.dirname(os.path.abspath(results_path))
     if lock:
         with run_folder.locked(run_dir):
             return identify_files(fp_dir, inputs, results_path, methods, params, config, resume, kind, clip_given,
-                                  truth_root, given, command, lock=False)
+                                  truth_root, given, command, lock=False, unverified_store=unverified_store,
+                                  store_built=store_built)
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
     if config.decode == "gpu" and (config.cluster or params.search_scales is not None):
         raise CamidError(f"--decode gpu is not available with {'--cluster' if config.cluster else '--search-scales'} "
                          f"(those decode on the CPU); use --decode auto or cpu")
-    store = load_store(fp_dir, methods=tuple(methods))
+    store = load_store(fp_dir, methods=tuple(methods), unverified=unverified_store or store_built)
+    custody = {"verified": None, "note": "built by this run"} if store_built else store.custody
     params = _resolve_params(store, params, clip_given, methods, given)
     listing = prepare.disputed_listing(inputs)
     paths = listing.images
@@ -246,7 +251,9 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     # in one results.jsonl under one manifest "backend" line
     computed_by = {"backend": "dask" if config.cluster else config.backend_obj().name, "precision": config.precision}
     run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
-                                                        kind=kind, computed_by=computed_by), resume)
+                                                        kind=kind, computed_by=computed_by,
+                                                        **({} if custody["verified"] is not False else
+                                                           {"fingerprint_store": custody["note"]})), resume)
     existing = run_folder.existing_records(results_path) if resume else []
     writer = ResultsWriter(results_path, resume)
     plan = run_folder.plan_resume(paths, existing)
@@ -257,7 +264,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     try:
         if config.cluster:
             identify_on_cluster(fp_dir, todo, lambda records: writer.write(_annotate(records, truth_root)), methods,
-                                params, config, kind, progress)
+                                params, config, kind, progress, unverified=unverified_store or store_built)
         else:
             _identify_local(store, todo, writer, methods, params, config, kind, truth_root, progress)
     finally:
@@ -269,14 +276,15 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
             "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
             "kernels": kernels_status(config.backend_obj()) if not config.cluster else CLUSTER_KERNELS,
-            "decode": config.decode}  # as asked; each record says which decoder made its pixels
+            "decode": config.decode,  # as asked; each record says which decoder made its pixels
+            "fingerprint_store": custody}
 
 
 def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
                  config: RunConfig, *, resume: bool = False, kind: str = "auto", clip_given: bool = False,
                  given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
                  extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
-                 ) -> tuple[dict[str, Any], list[ImageRecord]]:
+                 unverified_store: bool = False) -> tuple[dict[str, Any], list[ImageRecord]]:
     """``camid identify``: :func:`identify_files` into ``run_dir/results.jsonl`` under the run folder's lock,
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
     manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
@@ -285,13 +293,14 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
     with run_folder.locked(run_dir):
         run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
-                             clip_given=clip_given, given=given, lock=False)
+                             clip_given=clip_given, given=given, lock=False, unverified_store=unverified_store)
         records = read_results(results)
         outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
         run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
             run_dir, "identify", argv, run["params"], run["backend"], started, input_entries(records), fp_dir,
             outputs, extra={"methods": list(methods), "resumed": resume, "skipped_inputs": run["skipped_inputs"],
-                            "inputs_found": run["inputs_found"], "decode": run["decode"]}, kernels=run["kernels"])
+                            "inputs_found": run["inputs_found"], "decode": run["decode"],
+                            "fingerprint_store": run["fingerprint_store"]}, kernels=run["kernels"])
     return run, records
 
 
@@ -398,7 +407,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             raise CamidError(f"{refs}: no fingerprint could be built: "
                              + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
         run = identify_files(fp_dir, [disputed], results_path, methods, params, config, resume=resume,
-                             truth_root=disputed, command="evaluate", lock=False)
+                             truth_root=disputed, command="evaluate", lock=False, store_built=True)
         records = read_results(results_path)
         summary = summarise(records, run["cameras"], methods, params.pce_threshold)
         summary["fingerprint_errors"] = fp_summary["errors"]
@@ -420,7 +429,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
 
 def _fingerprints_of(refs: str, fp_dir: str, config: RunConfig) -> dict[str, Any]:
     """The summary :func:`_fingerprint_folder` would give for fingerprints already in ``fp_dir`` (resume)."""
-    store = load_store(fp_dir)
+    store = load_store(fp_dir, unverified=True)  # this run's own store: the run folder's manifest checks it on resume
     cameras = [{"camera": fp.camera, "metadata": os.path.join(fp_dir, f"{fp.camera}.json"),
                 "arrays": os.path.join(fp_dir, f"{fp.camera}.npz"), "references": len(fp.references)} for fp in store]
     files = [r.get("path") for fp in store for r in fp.references if isinstance(r.get("path"), str)]
