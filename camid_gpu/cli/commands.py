@@ -282,13 +282,15 @@ def cmd_verify(args) -> int:
 
 def cmd_report(args) -> int:
     from camid_gpu.engine.run_folder import check_outputs
-    from camid_gpu.report import write_report
+    from camid_gpu.report import write_checked_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
-    check_outputs(_recorded_inputs(args.run_dir), files=[output], overwrite=args.overwrite)
-    write_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
-    print(f"report: {printable(output)}")
-    return EXIT_OK
+    check_outputs(_recorded_inputs(args.run_dir), files=[output, output + ".sha256"], overwrite=args.overwrite)
+    output, digest, problems = write_checked_report(args.run_dir, output, fingerprints_dir=args.fingerprints)
+    print(f"report: {printable(output)}  SHA-256 {digest} (also in {printable(output)}.sha256)")
+    for problem in problems:  # the report's banner says the same, at the top
+        print(f"camid: warning: chain of custody: {printable(problem)}", file=sys.stderr)
+    return EXIT_VERIFY_FAILED if problems else EXIT_OK
 
 
 def _recorded_inputs(run_dir: str) -> list[str]:
