@@ -3,7 +3,8 @@
 The parser is in :mod:`camid_gpu.cli.parser`, text tables and CSV in :mod:`camid_gpu.cli.output`.
 
 Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` failed (files changed or
-missing, nothing to check, or the manifest's own SHA-256 not the one expected); 3 completed, but some files
+missing, nothing to check, or the manifest's own SHA-256 not the one expected), or ``report`` read files that
+differ from the run's manifest (the report is written, with a banner naming them); 3 completed, but some files
 had errors (each listed, with the reason, in the output and on stderr); 130 interrupted (Ctrl-C); 143
 terminated (SIGTERM). Results written before an interruption are kept (``--resume``).
 """
@@ -297,28 +298,27 @@ def _recorded_inputs(run_dir: str) -> list[str]:
     """The files a report reads (results, manifest, evaluation), the files its manifest lists, and the folders
     of the run's inputs, references and fingerprints: the report may be written beside the run's own files,
     never over them, and never into a folder of evidence (``report RUN -o seized/report.html`` wrote there)."""
-    import json
-
+    from camid_gpu._shared import custody
     from camid_gpu.provenance import MANIFEST_NAME
 
     found = [os.path.join(run_dir, n) for n in ("results.jsonl", MANIFEST_NAME, "evaluation.json", "run.json",
                                                 "manifest.sha256")]
     try:
-        with open(os.path.join(run_dir, MANIFEST_NAME), encoding="utf-8") as handle:
-            manifest = json.load(handle)
+        recorded = custody.read_manifest(os.path.join(run_dir, MANIFEST_NAME))
+        manifest = recorded.data
         evidence: list[str] = []
         for key in ("inputs", "fingerprints", "outputs"):
             for e in manifest.get(key) or []:
-                if isinstance(e, dict) and isinstance(e.get("abspath"), str):
-                    found.append(e["abspath"])
+                where = custody.locate(e, recorded).where if isinstance(e, dict) else None  # where it lies now
+                if where is not None:
+                    found.append(where)
                     if key != "outputs":
-                        evidence.append(os.path.dirname(e["abspath"]))
+                        evidence.append(os.path.dirname(where))
                 for ref in (e.get("references") if isinstance(e, dict) else None) or []:
                     if isinstance(ref, dict) and isinstance(ref.get("path"), str):
                         evidence.append(os.path.dirname(os.path.abspath(ref["path"])))
-        for key in ("fingerprints_dir", "dataset"):
-            if isinstance(manifest.get(key), str):
-                evidence.append(manifest[key])
+        folders = (custody.resolve_folder(manifest.get(k), recorded) for k in ("fingerprints_dir", "dataset"))
+        evidence += [f for f in folders if f is not None]
         run_home = os.path.realpath(run_dir)
         # a folder of evidence that is the run folder itself (an evaluate run's fingerprints/ lies inside it)
         # leaves the run folder's own files protected above, and the rest of it writable

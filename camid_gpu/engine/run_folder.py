@@ -9,7 +9,9 @@ it, and ``.camid.lock``.
 - **Resume continues the same run only**: ``run.json`` records the command, the parameters actually used,
   the methods, the fingerprints (camera -> SHA-256 of metadata and arrays) and the canonical input list
   (``realpath`` of every file, sorted). ``--resume`` with anything different is refused, naming each
-  difference; the same folder spelled differently (``./data/`` and ``data``) is the same input.
+  difference; the same folder spelled differently (``./data/`` and ``data``) is the same input. Before that,
+  the run folder's own files are checked against its manifest (:func:`check_recorded_outputs`): an edited
+  record is refused, never re-hashed into a new manifest.
 - **Records are keyed by canonical path and content hash** (:class:`ResumePlan`): a file with a record
   for the same content is skipped; a file whose content changed since its record gets an error record
   (``changed-since-recorded``) instead of a second decision; a file whose last record is an error is
