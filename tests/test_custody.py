@@ -257,6 +257,8 @@ def test_a_store_without_a_manifest_needs_the_unverified_flag_and_the_run_record
     verified = json.loads((world / "run" / "manifest.json").read_text())["fingerprint_store"]
     assert verified["verified"] is True and verified["manifest"] == str(world / "fp" / "manifest.json")
     assert verified["manifest_sha256"] == manifest_sha(world / "fp")
+    assert main(["report", str(tmp_path / "r")]) == EXIT_OK  # said in the report, not a difference
+    assert "had no manifest (--unverified-store)" in (tmp_path / "r" / "report.html").read_text()
     # the flag never excuses a store whose manifest disagrees
     store2 = copy(world, tmp_path, "fp", "fp2")
     _swap_cameras(store2)

@@ -28,6 +28,7 @@ class Custody:
     manifest_sha256: str | None = None
     same: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)  # what the run itself recorded as unverified
 
 
 def check_files(run_dir: str, names: list[str]) -> Custody:
@@ -74,13 +75,14 @@ def banner(check: Custody) -> str:
 
     digest = (f'the run\'s manifest has SHA-256 <code>{esc(check.manifest_sha256)}</code>'
               if check.manifest_sha256 else "the run has no readable manifest")
+    caveats = "".join(f'<p class="note"><b>Chain of custody:</b> {esc(c)}</p>\n' for c in check.caveats)
     if not check.problems:
         return (f'<p class="custody-ok"><b>Chain of custody:</b> {digest}; every file this report reads '
-                f'({esc(", ".join(check.same))}) has the SHA-256 it records.</p>\n')
+                f'({esc(", ".join(check.same))}) has the SHA-256 it records.</p>\n{caveats}')
     items = "".join(f"<li>{esc(p)}</li>" for p in check.problems)
     return (f'<div class="custody-bad"><p><b>CHAIN OF CUSTODY: files differ from the run\'s record.</b> {digest}. '
             f"What this report shows from the files below is what is on disk now, not what the run recorded:</p>"
-            f"<ul>{items}</ul></div>\n")
+            f"<ul>{items}</ul></div>\n{caveats}")
 
 
 #: the banner's style (added to the page's style sheet)

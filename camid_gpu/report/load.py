@@ -157,6 +157,9 @@ def load_run(run_dir: str, fingerprints_dir: str | None) -> Run:
             notes.append(f"The records carry ground truth but could not be scored ({exc}).")
     run.custody = check_files(run_dir, [n for n in ("results.jsonl", "evaluation.json")
                                         if os.path.isfile(os.path.join(run_dir, n))])
+    if dig(manifest, "fingerprint_store", "verified") is False:
+        run.custody.caveats.append("the run used a fingerprint store that had no manifest (--unverified-store): "
+                                   "its fingerprint files were not checked against any record when it was loaded")
     _check_fingerprints(run)
     return run
 
