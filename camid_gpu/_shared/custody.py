@@ -235,7 +235,7 @@ def store_manifest(directory: str, levels: int = 2) -> Manifest | None:
             manifest = read_manifest(candidate)
         except ValueError:
             continue  # not a camid manifest: the store is not this folder's
-        if any(isinstance(e, dict) and (locate(e, manifest).where or "").startswith(directory + os.sep)
+        if any(isinstance(e, dict) and os.path.dirname(os.path.normpath(locate(e, manifest).where or "")) == directory
                for e in file_entries(manifest.data)):
             return manifest
     return None
