@@ -28,8 +28,8 @@ RUN_ARGS = ["--quiet", "--backend", "numpy", "--workers", "1"]
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Two cameras (3 references each, 160x192), their store ``fp``, an identify run ``run`` of 4 flat images
-    and an evaluate run ``eval`` (its own fingerprints/ and evaluation.json)."""
+    """Two cameras (3 references each, 160x192), their store ``fp``, an identify run ``run`` of 4 flat images,
+    an evaluate run ``eval`` (its own fingerprints/ and evaluation.json) and a cluster run ``cluster``."""
     root = tmp_path_factory.mktemp("custody")
     make_dataset(root / "data", cameras=2, per_model=1, refs=3, disputed_flat=2, disputed_natural=0,
                  height=160, width=192, seed=11)
@@ -37,6 +37,7 @@ def world(tmp_path_factory):
     assert main(["identify", str(root / "fp"), str(root / "data" / "disputed"), "-o", str(root / "run"),
                  *RUN_ARGS]) == EXIT_OK
     assert main(["evaluate", str(root / "data"), "-o", str(root / "eval"), *FP_ARGS]) == EXIT_OK
+    assert main(["cluster", str(root / "data" / "disputed"), "-o", str(root / "cluster"), *RUN_ARGS]) == EXIT_OK
     return root
 
 
@@ -50,6 +51,7 @@ def moved(world, tmp_path_factory):
     assert main(["identify", str(world / "fp"), str(world / "data" / "disputed"), "-o", str(made / "run"),
                  *RUN_ARGS]) == EXIT_OK
     assert main(["evaluate", str(world / "data"), "-o", str(made / "eval"), *FP_ARGS]) == EXIT_OK
+    assert main(["cluster", str(world / "data" / "disputed"), "-o", str(made / "cluster"), *RUN_ARGS]) == EXIT_OK
     os.rename(made, root / "moved")
     return root / "moved"
 
@@ -357,7 +359,19 @@ def test_a_missing_or_mistyped_store_field_is_named(world, tmp_path, capsys, fie
 TAMPERED = [("results", "run", "results.jsonl"), ("manifest", "run", "manifest.json"), ("run spec", "run", "run.json"),
             ("store JSON", "fp", "C01.json"), ("store arrays", "fp", "C02.npz"),
             ("evaluation", "eval", "evaluation.json"), ("evaluate results", "eval", "results.jsonl"),
-            ("run's store JSON", "eval", "fingerprints/C02.json"), ("run's store arrays", "eval", "fingerprints/C01.npz")]
+            ("run's store JSON", "eval", "fingerprints/C02.json"), ("run's store arrays", "eval", "fingerprints/C01.npz"),
+            ("cluster records", "cluster", "images.jsonl"), ("cluster result", "cluster", "clusters.json")]
+#: files a resume computes again rather than keeps (an edit is replaced, never re-hashed as the run's)
+RECOMPUTED = {("cluster", "clusters.json")}
+#: files the report of their folder does not read (verify and resume check them)
+NOT_READ_BY_REPORT = {("run", "run.json"), ("cluster", "images.jsonl")}
+
+
+def resume_command(world, folder, target):
+    ev = str(world / "data" / "disputed")
+    return {"run": ["identify", str(world / "fp"), ev, "-o", str(target), "--resume", *RUN_ARGS],
+            "eval": ["evaluate", str(world / "data"), "-o", str(target), "--resume", *FP_ARGS],
+            "cluster": ["cluster", ev, "-o", str(target), "--resume", *RUN_ARGS]}[folder]
 
 
 @pytest.mark.parametrize("kind, folder, name", TAMPERED, ids=[t[0] for t in TAMPERED])
@@ -372,21 +386,20 @@ def test_every_one_byte_edit_is_detected(world, tmp_path, capsys, kind, folder, 
                      str(tmp_path / "x.html")]) == EXIT_VERIFY_FAILED
         assert name in (tmp_path / "x.html").read_text().split('id="run"')[0]
         return
-    if folder == "run":
-        resume = ["identify", str(world / "fp"), str(ev), "-o", str(target), "--resume", *RUN_ARGS]
-    else:
-        resume = ["evaluate", str(world / "data"), "-o", str(target), "--resume", *FP_ARGS]
+    if (folder, name) not in NOT_READ_BY_REPORT:  # the report first: a refused resume leaves the folder as it was
+        assert main(["report", str(target), "-o", str(tmp_path / "x.html")]) == EXIT_VERIFY_FAILED, kind
+        top = (tmp_path / "x.html").read_text().split("<h2")[0]
+        assert "CHAIN OF CUSTODY" in top and (os.path.basename(name) in top or "manifest.sha256" in top), kind
+    if (folder, name) in RECOMPUTED:
+        return
     before = (target / name).read_bytes()
-    assert main(resume) == EXIT_FAIL, kind
+    assert main(resume_command(world, folder, target)) == EXIT_FAIL, kind
+    err = capsys.readouterr().err.split("camid: error: ")[-1]  # (after the report's warnings)
+    assert os.path.basename(name) in err or "manifest.sha256" in err, (kind, err)
     assert (target / name).read_bytes() == before
-    if name == "run.json":
-        return  # the report does not read run.json (verify and resume do)
-    assert main(["report", str(target), "-o", str(tmp_path / "x.html")]) == EXIT_VERIFY_FAILED, kind
-    top = (tmp_path / "x.html").read_text().split('id="run"')[0]
-    assert "CHAIN OF CUSTODY" in top and (os.path.basename(name) in top or "manifest.sha256" in top), kind
 
 
-@pytest.mark.parametrize("folder", ["run", "fp", "eval"])
+@pytest.mark.parametrize("folder", ["run", "fp", "eval", "cluster"])
 @pytest.mark.parametrize("how", ["copy", "move"])
 def test_every_clean_copy_or_move_is_accepted(world, moved, tmp_path, capsys, folder, how):
     origin = world if how == "copy" else moved  # moved: the folder its manifest names no longer exists
@@ -398,8 +411,6 @@ def test_every_clean_copy_or_move_is_accepted(world, moved, tmp_path, capsys, fo
         assert [r.get("pce", {}).get("decision") for r in read_results(tmp_path / "r" / "results.jsonl")] == \
             [r.get("pce", {}).get("decision") for r in read_results(world / "run" / "results.jsonl")]
         return
-    resume = (["identify", str(world / "fp"), str(ev), "-o", str(target), "--resume", *RUN_ARGS] if folder == "run"
-              else ["evaluate", str(world / "data"), "-o", str(target), "--resume", *FP_ARGS])
-    assert main(resume) == EXIT_OK
+    assert main(resume_command(world, folder, target)) == EXIT_OK
     assert main(["verify", str(target)]) == EXIT_OK
     assert main(["report", str(target), "-o", str(tmp_path / "x.html")]) == EXIT_OK

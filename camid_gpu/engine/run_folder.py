@@ -146,13 +146,18 @@ def record_spec(run_dir: str, spec: dict[str, Any], resume: bool) -> None:
     write_json(path, spec)
 
 
-def check_recorded_outputs(run_dir: str) -> bool:
+#: run folder files that only grow (appended record by record): a resume may follow records appended after the manifest
+APPENDED_FILES = (RESULTS_NAME, "images.jsonl")
+
+
+def check_recorded_outputs(run_dir: str, only: Sequence[str] | None = None) -> bool:
     """Before a resume: the run folder's own files (results, run.json, evaluation, fingerprints) must still be the
     ones its manifest recorded, or the resume would take an edited record as the run's own and hash it into a
     new manifest (laundering the edit). ``results.jsonl`` may have grown after the manifest (records appended by
-    a resume that was interrupted); its recorded bytes must be unchanged. Raises RunFolderError naming each file
-    that differs; returns False when there is no manifest yet (a run interrupted before its end: nothing to
-    check against), True when checked."""
+    a resume that was interrupted); its recorded bytes must be unchanged. ``only``: the names (relative to the run
+    folder) that the resume keeps, when the others are computed again (``camid cluster``). Raises RunFolderError
+    naming each file that differs; returns False when there is no manifest yet (a run interrupted before its
+    end: nothing to check against), True when checked."""
     path = os.path.join(run_dir, MANIFEST_NAME)
     if not os.path.lexists(path):
         return False
@@ -163,8 +168,11 @@ def check_recorded_outputs(run_dir: str) -> bool:
     problems = [] if manifest.checksum in ("agrees", "absent") else [manifest.checksum]
     outputs = manifest.data.get("outputs") if isinstance(manifest.data.get("outputs"), list) else []
     for entry in outputs:
-        name = entry.get("path") if isinstance(entry, dict) else None
-        result = custody.check_entry(entry, manifest, appended_ok=os.path.basename(str(name)) == RESULTS_NAME)
+        where = custody.locate(entry, manifest).where if isinstance(entry, dict) else None
+        name = os.path.relpath(where, manifest.folder) if where else None  # a version-1 entry's path is absolute
+        if only is not None and name not in only:
+            continue
+        result = custody.check_entry(entry, manifest, appended_ok=name in APPENDED_FILES)
         if not result["in_run"] or result["status"] in ("same", "noted"):
             continue  # an extra output elsewhere (--csv) is written again at the end; it is no input of the resume
         what = {"changed": "differs from its SHA-256 in the manifest", "missing": "is missing"}.get(
@@ -174,7 +182,7 @@ def check_recorded_outputs(run_dir: str) -> bool:
         raise RunFolderError(f"{run_dir}: --resume refused: the run folder no longer matches its manifest "
                              f"{path}: " + "; ".join(problems) + ". A resume would keep the edited files as the "
                              f"run's own and hash them into a new manifest; check with camid verify {run_dir} and "
-                             f"use a new run folder")
+                             f"start a new run folder")
     return True
 
 
