@@ -1,11 +1,16 @@
 """Run manifests: every input, fingerprint, parameter, version and output of a run, with SHA-256s.
 
-``RUN_DIR/manifest.json`` (format ``camid-manifest`` version 1) is written at the end of every
-``camid fingerprint``, ``identify``, ``evaluate`` and ``residual`` run (through
+``RUN_DIR/manifest.json`` (format ``camid-manifest`` version 2) is written at the end of every
+``camid fingerprint``, ``identify``, ``evaluate``, ``residual`` and ``cluster`` run (through
 ``camid_gpu.engine.run_folder.write_manifest``, which also writes its own SHA-256 to ``manifest.sha256``).
-``camid verify MANIFEST`` re-hashes every input, fingerprint and output file listed and reports each one
-that changed or disappeared; a manifest with nothing to check, or an entry without a hash and without a
-recorded reason, fails; ``--expect-sha256`` also checks the manifest's own hash.
+Files inside the run folder are recorded by ``relpath`` (relative to the run folder, so a copied or moved
+folder checks its own files), files outside it by ``abspath``; ``run_dir`` says where the run wrote it.
+``camid verify MANIFEST`` re-hashes every input, fingerprint and output file listed where it lies now
+(:mod:`camid_gpu._shared.custody`) and reports each one that changed or disappeared, and whether it was
+checked in the run folder or at its recorded path; a manifest with nothing to check, an entry without a hash
+and without a recorded reason, or a ``manifest.sha256`` beside it that disagrees, fails; ``--expect-sha256``
+also checks the manifest's own hash. Version 1 manifests (absolute paths only) are still verified: paths under
+the folder the run wrote (inferred from the outputs) are resolved under the manifest's folder now.
 
 EXIF facts (make, model, date, orientation) are recorded for the examiner; camid never uses them
 for a decision.
@@ -13,22 +18,22 @@ for a decision.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
 import sys
 from typing import Any, Iterable, Sequence
 
-from camid_gpu._shared.files import open_regular
+from camid_gpu._shared import custody
 from camid_gpu._shared.jsonio import sha256_file, write_json
 from camid_gpu.evidence import casework
 from camid_gpu.pipeline.records import ImageRecord
 from camid_gpu.store import software_versions
 
-FORMAT = "camid-manifest"
-VERSION = 1
-MANIFEST_NAME = "manifest.json"
+FORMAT = custody.MANIFEST_FORMAT
+#: 2: files inside the run folder by ``relpath``, ``run_dir`` recorded (1: absolute paths only)
+VERSION = 2
+MANIFEST_NAME = custody.MANIFEST_NAME
 
 
 def utc_now() -> str:
@@ -98,8 +103,10 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
 
     ``kernels``: what the fused CUDA kernels did in the run, "verified" (self-checked against their
     twins on the device), "fallback (reason)" (the twins were used) or "not used"
-    (``camid_gpu._cuda.loader.kernels_status``).
+    (``camid_gpu._cuda.loader.kernels_status``). Every file inside ``run_dir`` is recorded by its path
+    relative to it (:func:`in_run_folder`), ``fingerprints_dir`` too when it lies inside.
     """
+    home = os.path.abspath(run_dir)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -111,10 +118,11 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
         "backend": backend,
         "kernels": kernels,
         "params": params,
-        "fingerprints_dir": os.path.abspath(fingerprints_dir) if fingerprints_dir else None,
-        "fingerprints": fingerprint_entries(fingerprints_dir) if fingerprints_dir else [],
-        "inputs": inputs,
-        "outputs": [file_entry(p, "output") for p in outputs],
+        "run_dir": home,
+        "fingerprints_dir": _folder_field(fingerprints_dir, home),
+        "fingerprints": in_run_folder(fingerprint_entries(fingerprints_dir), home) if fingerprints_dir else [],
+        "inputs": in_run_folder(inputs, home),
+        "outputs": in_run_folder([file_entry(p, "output") for p in outputs], home),
     }
     if extra:
         manifest.update(extra)
@@ -122,6 +130,27 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
         manifest["casework"] = casework.current()
     path = os.path.join(run_dir, MANIFEST_NAME)
     return write_json(path, manifest)
+
+
+def _folder_field(folder: str | None, home: str) -> str | None:
+    """A folder for the manifest: relative to the run folder when inside it (``fingerprints``), else absolute."""
+    if not folder:
+        return None
+    folder = os.path.abspath(folder)
+    return os.path.relpath(folder, home) if custody.inside(folder, home) else folder
+
+
+def in_run_folder(entries: list[dict[str, Any]], home: str) -> list[dict[str, Any]]:
+    """Entries of files inside the run folder ``home`` get ``relpath`` (and ``path`` = it) instead of ``abspath``:
+    a copied or moved run folder is then verified where it lies. Files outside it keep their absolute path."""
+    out = []
+    for entry in entries:
+        where = entry.get("abspath")
+        if isinstance(where, str) and custody.inside(os.path.normpath(where), home):
+            entry = {k: v for k, v in entry.items() if k != "abspath"}
+            entry["path"] = entry["relpath"] = os.path.relpath(where, home)
+        out.append(entry)
+    return out
 
 
 def _manifest_problems(manifest: Any) -> list[str]:
@@ -139,68 +168,44 @@ def _manifest_problems(manifest: Any) -> list[str]:
 
 
 def verify_manifest(path: str, expect_sha256: str | None = None) -> dict[str, Any]:
-    """Re-hash every file listed in a manifest.
+    """Re-hash every file listed in a manifest, where the run folder lies now.
 
-    Returns ``{"checked": n, "changed": [...], "missing": [...], "unhashed": [...], "problems": [...],
-    "manifest_sha256": hex, "ok": bool}``; each file problem names the file, its role and the recorded and
-    current SHA-256. Not ``ok`` when anything changed or is missing, when nothing could be checked (empty
-    lists), when an entry has no recorded hash and no recorded reason (``unhashed``), or when the manifest's
-    own SHA-256 differs from ``expect_sha256``. Raises ValueError on a file that is not a camid manifest.
+    Returns ``{"checked": n, "in_run": n, "external": n, "changed": [...], "missing": [...], "unhashed": [...],
+    "problems": [...], "manifest_sha256": hex, "run_folder": folder now, "recorded_dir": folder written in,
+    "checksum": what manifest.sha256 says, "ok": bool}``; each file problem names the file, its role, whether it
+    was checked in the run folder (``in_run``) or at its recorded path, ``where`` it was looked for, and the
+    recorded and current SHA-256. Not ``ok`` when anything changed or is missing, when nothing could be
+    checked (empty lists), when an entry has no recorded hash and no recorded reason (``unhashed``), when
+    ``manifest.sha256`` beside it disagrees, or when the manifest's own SHA-256 differs from ``expect_sha256``.
+    Raises ValueError on a file that is not a camid manifest.
     """
-    try:
-        with open_regular(path) as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
-    own = hashlib.sha256(raw).hexdigest()
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a camid manifest (not JSON: {exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a camid manifest (format "
-                         f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    problems = _manifest_problems(manifest)
+    manifest = custody.read_manifest(path)
+    own = manifest.sha256
+    problems = _manifest_problems(manifest.data)
+    if manifest.checksum not in ("agrees", "absent"):
+        problems.append(manifest.checksum)
     if expect_sha256 is not None and own != expect_sha256.strip().lower():
         problems.append(f"the manifest's own SHA-256 is {own}, expected {expect_sha256.strip().lower()} (the manifest "
                         f"was edited or is another run's)")
-    entries: list[Any] = []
-    for key in ("inputs", "outputs"):
-        if isinstance(manifest.get(key), list):
-            entries.extend(manifest[key])
-    for fp in manifest.get("fingerprints") if isinstance(manifest.get("fingerprints"), list) else []:
-        entries.append(fp)
-        refs = fp.get("references") if isinstance(fp, dict) else None
-        if isinstance(refs, list):
-            entries.extend(dict(ref, role="reference") for ref in refs if isinstance(ref, dict))
-    changed, missing, unhashed, checked = [], [], [], 0
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            problems.append(f"an entry is not an object with a 'path': {str(entry)[:80]!r}")
-            continue
-        recorded, role = entry.get("sha256"), str(entry.get("role"))
-        if recorded is None:
-            if not (entry.get("unreadable") or entry.get("error")):
-                unhashed.append({"path": entry["path"], "role": role})
-            continue  # recorded as unreadable at the time, with its reason: nothing to compare
-        if not isinstance(recorded, str) or len(recorded) != 64 or recorded.strip("0123456789abcdefABCDEF"):
-            problems.append(f"{entry['path']}: recorded SHA-256 {str(recorded)[:80]!r} is not a SHA-256")
-            continue
-        where = entry.get("abspath") if isinstance(entry.get("abspath"), str) else entry["path"]
-        checked += 1
-        if not os.path.lexists(where):
-            missing.append({"path": entry["path"], "role": role, "recorded": recorded})
-            continue
-        try:
-            current = sha256_file(where)
-        except OSError as exc:
-            missing.append({"path": entry["path"], "role": role, "recorded": recorded,
-                            "reason": exc.strerror or str(exc)})
-            continue
-        if current != recorded:
-            changed.append({"path": entry["path"], "role": role, "recorded": recorded, "current": current})
+    changed, missing, unhashed, counts = [], [], [], {"in_run": 0, "external": 0}
+    for entry in custody.file_entries(manifest.data):
+        result = custody.check_entry(entry, manifest)
+        status = result.pop("status")
+        if status == "invalid":
+            problems.append(result["reason"])
+        elif status == "unhashed":
+            unhashed.append(result)
+        elif status != "noted":  # recorded as unreadable at the time, with its reason: nothing to compare
+            counts["in_run" if result["in_run"] else "external"] += 1
+            if status == "missing":
+                missing.append(result)
+            elif status == "changed":
+                changed.append(result)
+    checked = counts["in_run"] + counts["external"]
     if checked == 0:
         problems.append("no file with a recorded SHA-256 was listed: nothing could be verified")
-    return {"manifest": path, "manifest_sha256": own, "checked": checked, "changed": changed, "missing": missing,
-            "unhashed": unhashed, "problems": problems,
+    return {"manifest": path, "manifest_sha256": own, "checked": checked, **counts, "changed": changed,
+            "missing": missing, "unhashed": unhashed, "problems": problems, "run_folder": manifest.folder,
+            "recorded_dir": manifest.recorded_dir, "version": manifest.data.get("version"),
+            "checksum": manifest.checksum,
             "ok": not changed and not missing and not unhashed and not problems}

@@ -15,6 +15,10 @@ presence and type, the array hash, each array's declared shape (read from the ``
 allocation), that arrays are finite and not degenerate (all zero or constant), the number of references,
 that the ``camera`` field equals the file name and is unique in the store, and, when asked, that the
 parameters equal the ones requested; anything else is refused by name. Saving checks the same arrays.
+
+A store is then checked against its manifest (:func:`verify_store`, called by :func:`load_store`): every file
+has the SHA-256 the manifest recorded, none is missing or added. A store with no manifest is refused unless
+the caller says it is used unverified (``--unverified-store``), and ``load_store(...).custody`` says which.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from camid_gpu._shared import custody
 from camid_gpu._shared.files import read_regular, write_bytes_atomic
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
@@ -174,6 +179,62 @@ def save_fingerprint(fp: CameraFingerprint, directory: str | os.PathLike) -> str
     return write_json(json_path, meta)
 
 
+def _is_pair(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                       for x in v)
+
+
+def _is_clip(v: Any) -> bool:
+    return v is None or _is_pair(v)
+
+
+def _is_sha256(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and not v.strip("0123456789abcdef")
+
+
+#: field -> (what it must be, check) of every fingerprint metadata file; ``version`` 1 has ``clip`` instead of
+#: ``geometry``. ``references`` and ``software`` may be absent (older files), never of another type.
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "camera": ("a camera name (text)", lambda v: isinstance(v, str) and bool(v)),
+    "methods": (f"a non-empty list of methods out of {list(METHODS)}",
+                lambda v: isinstance(v, list) and bool(v) and all(m in METHODS for m in v) and len(set(v)) == len(v)),
+    "source_shape": ("[rows, columns], two positive integers", _is_pair),
+    "arrays_file": ("a file name (text)", lambda v: isinstance(v, str) and bool(v)),
+    "arrays_sha256": ("a SHA-256 (64 lower-case hexadecimal digits)", _is_sha256),
+    "arrays": ("an object: array name -> {shape, dtype}", lambda v: isinstance(v, dict) and all(
+        isinstance(a, dict) and isinstance(a.get("shape"), list) for a in v.values())),
+    "params": ("an object", lambda v: isinstance(v, dict)),
+}
+_OPTIONAL_FIELDS: dict[str, tuple[str, Any]] = {
+    "references": ("a list", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v)),
+    "software": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def _check_metadata(meta: dict[str, Any], json_path: str) -> None:
+    """Raise FingerprintError naming the file and the first field that is missing or of the wrong type."""
+    fields = dict(_FIELDS)
+    if meta["version"] == 1:
+        fields["clip"] = ("null (full frame) or [rows, columns]", _is_clip)
+    else:
+        methods = meta.get("methods") if isinstance(meta.get("methods"), list) else []
+        fields["geometry"] = ("an object: method -> {clip: null or [rows, columns]}", lambda v: isinstance(v, dict)
+                              and all(isinstance(v.get(m), dict) and "clip" in v[m] and _is_clip(v[m]["clip"])
+                                      for m in methods if m in METHODS))
+    for name, (what, ok) in fields.items():
+        if name not in meta:
+            raise FingerprintError(f"{json_path}: fingerprint metadata field {name!r} is missing (it must be {what}); "
+                                   f"the file is incomplete or was edited: rebuild the fingerprint")
+        if not ok(meta[name]):
+            raise FingerprintError(f"{json_path}: fingerprint metadata field {name!r} is "
+                                   f"{json.dumps(meta[name])[:80]}, but it must be {what}; the file is damaged or "
+                                   f"was edited: rebuild the fingerprint")
+    for name, (what, ok) in _OPTIONAL_FIELDS.items():
+        if name in meta and not ok(meta[name]):
+            raise FingerprintError(f"{json_path}: fingerprint metadata field {name!r} is "
+                                   f"{json.dumps(meta[name])[:80]}, but it must be {what}; rebuild the fingerprint")
+
+
 def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None = None) -> CameraFingerprint:
     """Load one camera's fingerprint from its JSON file (the .npz beside it).
 
@@ -192,20 +253,17 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
         raise FingerprintMismatchError(f"{json_path}: fingerprint format version {meta.get('version')!r}, "
                                        f"this camid reads versions {', '.join(map(str, READABLE_VERSIONS))}; "
                                        f"rebuild the fingerprint")
-    try:
-        methods = tuple(meta["methods"])
-        source_shape = (int(meta["source_shape"][0]), int(meta["source_shape"][1]))
-        if meta["version"] == 1:  # one clip for every method
-            clips = {m: tuple(meta["clip"]) if meta["clip"] else None for m in methods}
-        else:
-            clips = {m: tuple(meta["geometry"][m]["clip"]) if meta["geometry"][m]["clip"] else None
-                     for m in methods}
-        arrays_file = meta["arrays_file"]
-        if not isinstance(arrays_file, str) or os.path.basename(arrays_file) != arrays_file:
-            raise ValueError(f"arrays_file {arrays_file!r} is not a plain file name")
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise FingerprintError(f"{json_path}: fingerprint metadata of version {meta['version']} is incomplete "
-                               f"or malformed ({type(exc).__name__}: {exc}); rebuild the fingerprint") from None
+    _check_metadata(meta, json_path)
+    methods = tuple(meta["methods"])
+    source_shape = (int(meta["source_shape"][0]), int(meta["source_shape"][1]))
+    if meta["version"] == 1:  # one clip for every method
+        clips = {m: tuple(meta["clip"]) if meta["clip"] else None for m in methods}
+    else:
+        clips = {m: tuple(meta["geometry"][m]["clip"]) if meta["geometry"][m]["clip"] else None for m in methods}
+    arrays_file = meta["arrays_file"]
+    if os.path.basename(arrays_file) != arrays_file:
+        raise FingerprintError(f"{json_path}: fingerprint metadata field 'arrays_file' {arrays_file!r} is not a plain "
+                               f"file name; rebuild the fingerprint")
     npz_path = os.path.join(os.path.dirname(json_path), arrays_file)
     stem = os.path.splitext(os.path.basename(json_path))[0]
     if meta.get("camera") != stem:
@@ -214,9 +272,6 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
     if arrays_file != f"{stem}.npz":  # C01.json pointing at C02.npz (with C02's hash) scored C02's K as C01's
         raise FingerprintError(f"{json_path}: its arrays file is {arrays_file!r}; camera {stem!r} keeps its arrays "
                                f"in {stem}.npz (another camera's arrays, or an edited file)")
-    if not isinstance(meta.get("params"), dict) or not isinstance(meta.get("references", []), list):
-        raise FingerprintError(f"{json_path}: damaged fingerprint metadata: 'params' must be an object and "
-                               f"'references' a list")
     try:
         blob = read_regular(npz_path)
     except OSError as exc:
@@ -321,9 +376,58 @@ def check_params(fp: CameraFingerprint, expect: dict[str, Any], where: str = "")
                                        f"parameters: " + "; ".join(diffs))
 
 
+class FingerprintStore(list):
+    """The fingerprints of a store (a list, sorted by camera name) and ``custody``: what its files were checked
+    against (:func:`verify_store`), for the run to record."""
+
+    custody: dict[str, Any]
+
+
+#: what a run records when the store had no manifest and the caller said so (``--unverified-store``)
+UNVERIFIED = "no manifest: used unverified (--unverified-store)"
+
+
+def verify_store(directory: str | os.PathLike, unverified: bool = False,
+                 known: dict[str, str] | None = None) -> dict[str, Any]:
+    """Check a store's fingerprint files against the manifest that lists them, where the store lies now.
+
+    The manifest is ``DIR/manifest.json`` (``camid fingerprint``) or that of the run folder the store lies in
+    (``camid evaluate``'s ``RUN/fingerprints``, ``camid cluster``'s ``RUN/fingerprints/<group>``). Every
+    ``.json``/``.npz`` in the folder must be listed with its SHA-256, every listed one present, and
+    ``manifest.sha256`` beside the manifest (when there) must agree with it; anything else raises
+    :class:`FingerprintError` naming each file. A store with no manifest is refused unless ``unverified``.
+    ``known``: file name -> SHA-256 already computed from the bytes just read. Returns what was checked:
+    ``{"verified": bool, "manifest": path or None, "manifest_sha256": hex or None, "files": n, "note": text}``.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    try:
+        manifest = custody.store_manifest(directory)
+    except ValueError as exc:
+        raise FingerprintError(f"{directory}: the fingerprint store's manifest cannot be used ({exc})") from None
+    if manifest is None:
+        if unverified:
+            return {"verified": False, "manifest": None, "manifest_sha256": None, "files": 0, "note": UNVERIFIED}
+        raise FingerprintError(f"{directory}: the fingerprint store has no manifest.json (and lies in no run folder "
+                               f"whose manifest lists it): nothing to check its files against, so a changed or "
+                               f"swapped fingerprint could not be told. Use a store written by camid fingerprint, or "
+                               f"pass --unverified-store to use it anyway (the run records that it was unverified)")
+    names = sorted(f for f in os.listdir(directory) if f.endswith((".json", ".npz")) and f != custody.MANIFEST_NAME)
+    problems = custody.folder_differences(directory, manifest, names, known)
+    if manifest.checksum not in ("agrees", "absent"):
+        problems.insert(0, manifest.checksum)
+    if problems:
+        raise FingerprintError(f"{directory}: the fingerprint store does not match its manifest {manifest.path}: "
+                               + "; ".join(problems) + f". It was changed after it was written: camid verify "
+                               f"{manifest.folder} lists every difference; rebuild the store or use the original")
+    return {"verified": True, "manifest": manifest.path, "manifest_sha256": manifest.sha256, "files": len(names),
+            "note": f"checked against {manifest.path}"}
+
+
 def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = None,
-               methods: tuple[str, ...] = ()) -> list[CameraFingerprint]:
-    """Every fingerprint in ``directory`` (sorted by camera name), of any sensor sizes and orientations.
+               methods: tuple[str, ...] = (), *, unverified: bool = False) -> FingerprintStore:
+    """Every fingerprint in ``directory`` (sorted by camera name), of any sensor sizes and orientations, each
+    file checked on its own (:func:`load_fingerprint`) and then the store against its manifest
+    (:func:`verify_store`; ``unverified``: a store without a manifest is used, and ``custody`` says so).
 
     ``methods``: methods every fingerprint must have. Each method must have one clipping geometry across
     the store (a clip, or the full frame for all), so that a run has one geometry per method.
@@ -354,7 +458,9 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
         for method in methods:
             fp._array(method, _ARRAYS[method][0])
     check_geometry(store, directory)
-    return sorted(store, key=lambda fp: fp.camera)
+    result = FingerprintStore(sorted(store, key=lambda fp: fp.camera))
+    result.custody = verify_store(directory, unverified, {f"{fp.camera}.npz": fp.arrays_sha256 for fp in store})
+    return result
 
 
 def check_geometry(store: list[CameraFingerprint], where: str = "") -> None:

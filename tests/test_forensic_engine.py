@@ -92,6 +92,11 @@ def test_resume_with_other_parameters_or_fingerprints_is_refused(world, tmp_path
     meta["references"] = meta["references"][:2] + meta["references"][:1]  # another store (other metadata)
     (other / "C01.json").write_text(json.dumps(meta))
     assert main(["identify", str(other), str(ev), "-o", str(run), "--resume", *RUN_ARGS]) == EXIT_FAIL
+    assert "C01.json differs from the manifest" in capsys.readouterr().err  # the edited store itself is refused
+    for name in ("manifest.json", "manifest.sha256"):  # a store without a manifest, used knowingly
+        (other / name).unlink()
+    assert main(["identify", str(other), str(ev), "-o", str(run), "--resume", "--unverified-store",
+                 *RUN_ARGS]) == EXIT_FAIL
     assert "fingerprints.C01" in capsys.readouterr().err
     extra = tmp_path / "extra.jpg"
     shutil.copy(next(ev.rglob("*.jpg")), extra)
@@ -110,6 +115,7 @@ def test_resume_on_another_backend_or_precision_is_refused(world, tmp_path, caps
     failed = json.loads(lines[-1])
     failed["error"] = {"kind": "simulated", "reason": "an earlier failure"}  # so a resume has work to do
     (run / "results.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(failed)]) + "\n")
+    (run / "manifest.json").unlink()  # as if interrupted before its end (an edited finished run is refused)
     before = (run / "results.jsonl").read_bytes()
     capsys.readouterr()
     assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", *RUN_ARGS,

@@ -3,7 +3,8 @@
 The parser is in :mod:`camid_gpu.cli.parser`, text tables and CSV in :mod:`camid_gpu.cli.output`.
 
 Exit codes: 0 success; 1 usage or fatal error (message on stderr); 2 ``verify`` failed (files changed or
-missing, nothing to check, or the manifest's own SHA-256 not the one expected); 3 completed, but some files
+missing, nothing to check, or the manifest's own SHA-256 not the one expected), or ``report`` read files that
+differ from the run's manifest (the report is written, with a banner naming them); 3 completed, but some files
 had errors (each listed, with the reason, in the output and on stderr); 130 interrupted (Ctrl-C); 143
 terminated (SIGTERM). Results written before an interruption are kept (``--resume``).
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -230,7 +230,7 @@ def cmd_identify(args) -> int:
     extra_files = [p for p in (args.json, args.csv) if p]
     check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
-    methods = chosen_methods(args, methods_in_store(args.fp_dir))
+    methods = chosen_methods(args, methods_in_store(args.fp_dir, args.unverified_store))
     calibration = load_calibration_arg(args)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
@@ -247,7 +247,7 @@ def cmd_identify(args) -> int:
     run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=_clip_given(args),
                                 given=_given(args), argv=sys.argv, extra_outputs=write_extra,
-                                on_records=answers.live_lines(args.quiet))
+                                on_records=answers.live_lines(args.quiet), unverified_store=args.unverified_store)
     answers.print_answers(records, methods)
     print_hints(records, args.fp_dir, run["params"])
     if calibration:
@@ -266,11 +266,11 @@ def cmd_identify(args) -> int:
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
-def methods_in_store(fp_dir: str) -> tuple[str, ...]:
+def methods_in_store(fp_dir: str, unverified: bool = False) -> tuple[str, ...]:
     """The methods every fingerprint in ``fp_dir`` has (PCE first)."""
     from camid_gpu.store import load_store
 
-    store = load_store(fp_dir)
+    store = load_store(fp_dir, unverified=unverified)
     common = set.intersection(*(set(fp.methods) for fp in store))
     return tuple(m for m in ("pce", "mahalanobis") if m in common)
 
@@ -294,70 +294,50 @@ def cmd_cluster(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from camid_gpu.provenance import MANIFEST_NAME, verify_manifest
+    from camid_gpu.cli.verify import verify
 
-    path = os.path.join(args.manifest, MANIFEST_NAME) if os.path.isdir(args.manifest) else args.manifest
-    if args.expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.expect_sha256.strip()):
-        raise ValueError(f"--expect-sha256 must be 64 hexadecimal digits, got {args.expect_sha256!r}")
-    result = verify_manifest(path, expect_sha256=args.expect_sha256)
-    # every field below comes from the manifest, which may be hostile: printable() keeps escapes off the terminal
-    for item in result["changed"]:
-        print(f"CHANGED  {printable(item['role']):11s} {printable(item['path'])}  recorded "
-              f"{printable(item['recorded'][:16])}..., now {item['current'][:16]}...")
-    for item in result["missing"]:
-        print(f"MISSING  {printable(item['role']):11s} {printable(item['path'])}  "
-              f"{printable(item.get('reason', 'no longer exists'))}")
-    for item in result["unhashed"]:
-        print(f"NO HASH  {printable(item['role']):11s} {printable(item['path'])}  the manifest records no SHA-256 "
-              f"and no reason")
-    for problem in result["problems"]:
-        print(f"INVALID  {printable(problem)}")
-    print(f"manifest SHA-256 {result['manifest_sha256']}"
-          + (" (as expected)" if args.expect_sha256 and result["ok"] else ""))
-    print(f"{result['checked']} files checked: "
-          + ("all unchanged" if result["ok"] else
-             f"{len(result['changed'])} changed, {len(result['missing'])} missing, {len(result['unhashed'])} without "
-             f"a hash, {len(result['problems'])} other problem(s): FAILED"))
-    return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
+    return EXIT_OK if verify(args.manifest, args.expect_sha256) else EXIT_VERIFY_FAILED
 
 
 def cmd_report(args) -> int:
     from camid_gpu.engine.run_folder import check_outputs
-    from camid_gpu.report import write_report
+    from camid_gpu.report import write_checked_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")
-    check_outputs(_recorded_inputs(args.run_dir), files=[output], overwrite=args.overwrite)
-    write_report(args.run_dir, output, fingerprints_dir=args.fingerprints, progress=False if args.quiet else None)
-    print(f"report: {printable(output)}")
-    return EXIT_OK
+    check_outputs(_recorded_inputs(args.run_dir), files=[output, output + ".sha256"], overwrite=args.overwrite)
+    output, digest, problems = write_checked_report(args.run_dir, output, fingerprints_dir=args.fingerprints,
+                                                    progress=False if args.quiet else None)
+    print(f"report: {printable(output)}  SHA-256 {digest} (also in {printable(output)}.sha256)")
+    for problem in problems:  # the report's banner says the same, at the top
+        print(f"camid: warning: chain of custody: {printable(problem)}", file=sys.stderr)
+    return EXIT_VERIFY_FAILED if problems else EXIT_OK
 
 
 def _recorded_inputs(run_dir: str) -> list[str]:
     """The files a report reads (results, manifest, evaluation), the files its manifest lists, and the folders
     of the run's inputs, references and fingerprints: the report may be written beside the run's own files,
     never over them, and never into a folder of evidence (``report RUN -o seized/report.html`` wrote there)."""
-    import json
-
+    from camid_gpu._shared import custody
     from camid_gpu.provenance import MANIFEST_NAME
 
     found = [os.path.join(run_dir, n) for n in ("results.jsonl", MANIFEST_NAME, "evaluation.json", "run.json",
                                                 "manifest.sha256")]
     try:
-        with open(os.path.join(run_dir, MANIFEST_NAME), encoding="utf-8") as handle:
-            manifest = json.load(handle)
+        recorded = custody.read_manifest(os.path.join(run_dir, MANIFEST_NAME))
+        manifest = recorded.data
         evidence: list[str] = []
         for key in ("inputs", "fingerprints", "outputs"):
             for e in manifest.get(key) or []:
-                if isinstance(e, dict) and isinstance(e.get("abspath"), str):
-                    found.append(e["abspath"])
+                where = custody.locate(e, recorded).where if isinstance(e, dict) else None  # where it lies now
+                if where is not None:
+                    found.append(where)
                     if key != "outputs":
-                        evidence.append(os.path.dirname(e["abspath"]))
+                        evidence.append(os.path.dirname(where))
                 for ref in (e.get("references") if isinstance(e, dict) else None) or []:
                     if isinstance(ref, dict) and isinstance(ref.get("path"), str):
                         evidence.append(os.path.dirname(os.path.abspath(ref["path"])))
-        for key in ("fingerprints_dir", "dataset"):
-            if isinstance(manifest.get(key), str):
-                evidence.append(manifest[key])
+        folders = (custody.resolve_folder(manifest.get(k), recorded) for k in ("fingerprints_dir", "dataset"))
+        evidence += [f for f in folders if f is not None]
         run_home = os.path.realpath(run_dir)
         # a folder of evidence that is the run folder itself (an evaluate run's fingerprints/ lies inside it)
         # leaves the run folder's own files protected above, and the rest of it writable

@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run folder's run (same parameters, fingerprints and inputs only): files done "
                         "are skipped, files that failed are retried, files changed since are flagged")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
+    p.add_argument("--unverified-store", action="store_true",
+                   help="use a fingerprint store that has no manifest (nothing to check its files against); the run "
+                        "records that it was unverified. A store whose manifest disagrees is refused regardless")
     p.add_argument("--kind", choices=cfg.KIND_CHOICES, default=cfg.KIND,
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
     _add_dask_option(p, "identification (batches of images)")

@@ -56,6 +56,8 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     started = utc_now()
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
+    if resume:  # the records and parameters a resume keeps must be the ones the manifest recorded
+        run_folder.check_recorded_outputs(run_dir, only=("images.jsonl", "cluster-params.json"))
     check_resume_params(run_dir, params, resume, ctx.config.precision)
     if resume:
         paths, again = already_in_run(paths, os.path.join(run_dir, "images.jsonl"))

@@ -20,15 +20,16 @@ from camid_gpu.pipeline.records import error_entry
 from camid_gpu.store import load_store
 
 def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
-                          kind: str, config: RunConfig) -> list[dict[str, Any]]:
-    """One Dask task: identify ``paths`` in this process and return their records in order.
+                          kind: str, config: RunConfig, unverified: bool = False) -> list[dict[str, Any]]:
+    """One Dask task: identify ``paths`` in this process and return their records in order (the store is checked
+    against its manifest here too; ``unverified``: as ``store.load_store``).
 
     The worker builds its own run context from the run's options: its backend and device, and the budgets as
     given (``--max-host-memory``, ``--max-gpu-memory``) or this worker's defaults (:func:`worker_config`); the
     images are scored in chunks within them, a chunk that runs out of memory halved and retried, as in one
     process."""
     ctx = run_context(worker_config(config))
-    store = load_store(fp_dir, methods=tuple(methods))
+    store = load_store(fp_dir, methods=tuple(methods), unverified=unverified)
     params = Params.from_dict(params_dict)
     scorer = ChunkScorer(ctx, store, params, methods)
     sensor_shapes = sorted({fp.source_shape for fp in store})
@@ -62,7 +63,8 @@ def worker_config(config: RunConfig) -> RunConfig:
 
 
 def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dict[str, Any]]], None],
-                     methods: Sequence[str], params: Params, ctx: RunContext, kind: str) -> None:
+                     methods: Sequence[str], params: Params, ctx: RunContext, kind: str,
+                     unverified: bool = False) -> None:
     """Identify ``todo`` on Dask (``ctx.dask``), in tasks of ``--chunk`` or :data:`~camid_gpu.config.DASK_IMAGES_PER_TASK` images;
     ``write`` receives each task's records in input order."""
     distributed = import_optional("dask.distributed", "dist", "--dask")
@@ -72,7 +74,7 @@ def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dic
     client, cluster = dask_client(distributed, ctx.dask)
     try:
         futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(), kind,
-                                 worker_config, pure=False)
+                                 worker_config, unverified, pure=False)
                    for batch in batches]
         for fut in futures:  # in submission order: deterministic output
             write(fut.result())

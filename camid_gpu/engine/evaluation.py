@@ -56,7 +56,7 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             raise CamidError(f"{refs}: no fingerprint could be built: "
                              + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
         run = identify_files(fp_dir, [disputed], results_path, methods, params, ctx, resume=resume,
-                             truth_root=disputed, command="evaluate", lock=False)
+                             truth_root=disputed, command="evaluate", lock=False, store_built=True)
         records = read_results(results_path)
         summary = summarise(records, run["cameras"], methods, params.pce_threshold)
         summary["fingerprint_errors"] = fp_summary["errors"]

@@ -162,7 +162,7 @@ def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:
 
 def _fingerprints_of(refs: str, fp_dir: str, ctx: RunContext) -> dict[str, Any]:
     """The summary :func:`_fingerprint_folder` would give for fingerprints already in ``fp_dir`` (resume)."""
-    store = load_store(fp_dir)
+    store = load_store(fp_dir, unverified=True)  # this run's own store: the run folder's manifest checks it on resume
     cameras = [{"camera": fp.camera, "metadata": os.path.join(fp_dir, f"{fp.camera}.json"),
                 "arrays": os.path.join(fp_dir, f"{fp.camera}.npz"), "references": len(fp.references)} for fp in store]
     files = [r.get("path") for fp in store for r in fp.references if isinstance(r.get("path"), str)]

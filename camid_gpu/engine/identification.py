@@ -67,7 +67,8 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_giv
 def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
                    params: Params, config: RunConfig | RunContext, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
-                   command: str = "identify", lock: bool = True,
+                   command: str = "identify", lock: bool = True, unverified_store: bool = False,
+                   store_built: bool = False,
                    on_records: Callable[[list[ImageRecord], Progress], None] | None = None) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
@@ -76,21 +77,26 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     or checked on ``resume``: see :mod:`camid_gpu.engine.run_folder`). With ``truth_root`` (a ``disputed/``
     folder) each record also gets ``truth`` = its camera subfolder. With ``params.search_scales`` only PCE
     runs (the scale/crop search). ``on_records(records, progress)``: called as records are written (each image's
-    decision can be shown as it is done, above the progress bar).
+    decision can be shown as it is done, above the progress bar). The store is checked against its manifest
+    (``store.verify_store``); one without a manifest is refused unless ``unverified_store`` (recorded in
+    ``run.json`` and the manifest); ``store_built``: built by this run (evaluate), whose run folder checks it on
+    resume.
     """
     run_dir = os.path.dirname(os.path.abspath(results_path))
     ctx = run_context(config)
     if lock:
         with run_folder.locked(run_dir):
             return identify_files(fp_dir, inputs, results_path, methods, params, ctx, resume, kind, clip_given,
-                                  truth_root, given, command, lock=False, on_records=on_records)
+                                  truth_root, given, command, lock=False, unverified_store=unverified_store,
+                                  store_built=store_built, on_records=on_records)
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
     if ctx.config.decode == "gpu" and (ctx.dask or params.search_scales is not None):
         raise CamidError(f"--decode gpu is not available with {'--dask' if ctx.dask else '--search-scales'} "
                          f"(those decode on the CPU); use --decode auto or cpu")
-    store = load_store(fp_dir, methods=tuple(methods))
+    store = load_store(fp_dir, methods=tuple(methods), unverified=unverified_store or store_built)
+    custody = {"verified": None, "note": "built by this run"} if store_built else store.custody
     params = _resolve_params(store, params, clip_given, methods, given)
     listing = prepare.disputed_listing(inputs)
     paths = listing.images
@@ -100,7 +106,9 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     # the backend and working precision shape every number: a resume on another one would mix two computations
     # in one results.jsonl under one manifest "backend" line
     run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
-                                                        kind=kind, computed_by=ctx.computed_by()), resume)
+                                                        kind=kind, computed_by=ctx.computed_by(),
+                                                        **({} if custody["verified"] is not False else
+                                                           {"fingerprint_store": custody["note"]})), resume)
     existing = run_folder.existing_records(results_path) if resume else []
     writer = ResultsWriter(results_path, resume)
     plan = run_folder.plan_resume(paths, existing)
@@ -117,7 +125,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
 
     try:
         if ctx.dask:
-            identify_on_dask(fp_dir, todo, write, methods, params, ctx, kind)
+            identify_on_dask(fp_dir, todo, write, methods, params, ctx, kind,
+                             unverified=unverified_store or store_built)
         else:
             LocalIdentify(ctx, store, params, methods, kind, write, progress).run(todo)
     finally:
@@ -128,7 +137,8 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
             "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts(),
             "cameras": [fp.camera for fp in store], "params": params.to_dict(),
             "backend": ctx.describe(), "kernels": ctx.kernels(),
-            "decode": ctx.config.decode}  # as asked; each record says which decoder made its pixels
+            "decode": ctx.config.decode,  # as asked; each record says which decoder made its pixels
+            "fingerprint_store": custody}
 
 
 def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
@@ -136,7 +146,7 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
                  given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
                  extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
                  on_records: Callable[[list[ImageRecord], Progress], None] | None = None,
-                 ) -> tuple[dict[str, Any], list[ImageRecord]]:
+                 unverified_store: bool = False) -> tuple[dict[str, Any], list[ImageRecord]]:
     """``camid identify``: :func:`identify_files` into ``run_dir/results.jsonl`` under the run folder's lock,
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
     manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
@@ -145,13 +155,15 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
     with run_folder.locked(run_dir):
         run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
-                             clip_given=clip_given, given=given, lock=False, on_records=on_records)
+                             clip_given=clip_given, given=given, lock=False, on_records=on_records,
+                             unverified_store=unverified_store)
         records = read_results(results)
         outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
         run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
             run_dir, "identify", argv, run["params"], run["backend"], started, input_entries(records), fp_dir,
             outputs, extra={"methods": list(methods), "resumed": resume, "skipped_inputs": run["skipped_inputs"],
-                            "inputs_found": run["inputs_found"], "decode": run["decode"]}, kernels=run["kernels"])
+                            "inputs_found": run["inputs_found"], "decode": run["decode"],
+                            "fingerprint_store": run["fingerprint_store"]}, kernels=run["kernels"])
     return run, records
 
 

@@ -9,7 +9,9 @@ it, and ``.camid.lock``.
 - **Resume continues the same run only**: ``run.json`` records the command, the parameters actually used,
   the methods, the fingerprints (camera -> SHA-256 of metadata and arrays) and the canonical input list
   (``realpath`` of every file, sorted). ``--resume`` with anything different is refused, naming each
-  difference; the same folder spelled differently (``./data/`` and ``data``) is the same input.
+  difference; the same folder spelled differently (``./data/`` and ``data``) is the same input. Before that,
+  the run folder's own files are checked against its manifest (:func:`check_recorded_outputs`): an edited
+  record is refused, never re-hashed into a new manifest.
 - **Records are keyed by canonical path and content hash** (:class:`ResumePlan`): a file with a record
   for the same content is skipped; a file whose content changed since its record gets an error record
   (``changed-since-recorded``) instead of a second decision; a file whose last record is an error is
@@ -30,6 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+from camid_gpu._shared import custody
 from camid_gpu._shared.files import atomic_write, open_regular
 from camid_gpu._shared.jsonio import read_jsonl, sha256_or_none, write_json
 from camid_gpu.errors import OutputPathError, RunFolderError
@@ -126,6 +129,7 @@ def record_spec(run_dir: str, spec: dict[str, Any], resume: bool) -> None:
     path = os.path.join(run_dir, SPEC_NAME)
     results = os.path.join(run_dir, RESULTS_NAME)
     if resume and os.path.exists(results):
+        check_recorded_outputs(run_dir)
         try:
             with open(path, encoding="utf-8") as handle:
                 recorded = json.load(handle)
@@ -140,6 +144,46 @@ def record_spec(run_dir: str, spec: dict[str, Any], resume: bool) -> None:
                                  f"{SPEC_NAME}: " + "; ".join(diffs) + ". Use a new run folder for a new run")
         return
     write_json(path, spec)
+
+
+#: run folder files that only grow (appended record by record): a resume may follow records appended after the manifest
+APPENDED_FILES = (RESULTS_NAME, "images.jsonl")
+
+
+def check_recorded_outputs(run_dir: str, only: Sequence[str] | None = None) -> bool:
+    """Before a resume: the run folder's own files (results, run.json, evaluation, fingerprints) must still be the
+    ones its manifest recorded, or the resume would take an edited record as the run's own and hash it into a
+    new manifest (laundering the edit). ``results.jsonl`` may have grown after the manifest (records appended by
+    a resume that was interrupted); its recorded bytes must be unchanged. ``only``: the names (relative to the run
+    folder) that the resume keeps, when the others are computed again (``camid cluster``). Raises RunFolderError
+    naming each file that differs; returns False when there is no manifest yet (a run interrupted before its
+    end: nothing to check against), True when checked."""
+    path = os.path.join(run_dir, MANIFEST_NAME)
+    if not os.path.lexists(path):
+        return False
+    try:
+        manifest = custody.read_manifest(path)
+    except ValueError as exc:
+        raise RunFolderError(f"{run_dir}: --resume refused: {exc}") from None
+    problems = [] if manifest.checksum in ("agrees", "absent") else [manifest.checksum]
+    outputs = manifest.data.get("outputs") if isinstance(manifest.data.get("outputs"), list) else []
+    for entry in outputs:
+        where = custody.locate(entry, manifest).where if isinstance(entry, dict) else None
+        name = os.path.relpath(where, manifest.folder) if where else None  # a version-1 entry's path is absolute
+        if only is not None and name not in only:
+            continue
+        result = custody.check_entry(entry, manifest, appended_ok=name in APPENDED_FILES)
+        if not result["in_run"] or result["status"] in ("same", "noted"):
+            continue  # an extra output elsewhere (--csv) is written again at the end; it is no input of the resume
+        what = {"changed": "differs from its SHA-256 in the manifest", "missing": "is missing"}.get(
+            result["status"], result.get("reason") or "has no recorded SHA-256")
+        problems.append(f"{result['where'] or name} {what}")
+    if problems:
+        raise RunFolderError(f"{run_dir}: --resume refused: the run folder no longer matches its manifest "
+                             f"{path}: " + "; ".join(problems) + ". A resume would keep the edited files as the "
+                             f"run's own and hash them into a new manifest; check with camid verify {run_dir} and "
+                             f"start a new run folder")
+    return True
 
 
 @dataclass
@@ -301,6 +345,9 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
                    kernels: str) -> tuple[str, str]:
     """Write ``run_dir/manifest.json`` (every command goes through here) and ``manifest.sha256`` beside it;
     return (manifest path, its SHA-256). ``kernels``: see ``provenance.write_manifest``."""
+    spec = os.path.join(run_dir, SPEC_NAME)  # what a resume compares with: hashed like every output
+    if os.path.isfile(spec) and not any(canonical(p) == canonical(spec) for p in outputs):
+        outputs = list(outputs) + [spec]
     path = _write_manifest_file(run_dir, command, argv, params, backend, started, inputs, fingerprints_dir,
                                 outputs, extra, kernels=kernels)
     with open(path, "rb") as handle:

@@ -37,6 +37,7 @@ import os
 
 from camid_gpu.report import cluster as _cluster
 from camid_gpu.report import render as _render
+from camid_gpu.report.custody import check_files, write_checksum
 from camid_gpu.report.render import render_report
 
 
@@ -44,9 +45,21 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
                  fingerprints_dir: str | os.PathLike | None = None, progress: bool | None = False) -> str:
     """Write the HTML report of ``run_dir`` (either kind of run folder); returns the path written.
     ``camid cluster`` runs (recognised by their ``clusters.json``) get :mod:`.cluster`'s report."""
+    return write_checked_report(run_dir, output_html, fingerprints_dir, progress)[0]
+
+
+def write_checked_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
+                         fingerprints_dir: str | os.PathLike | None = None,
+                         progress: bool | None = False) -> tuple[str, str, list[str]]:
+    """:func:`write_report`; returns (path, the report's SHA-256, also written to ``PATH.sha256`` beside it, and
+    one sentence per file the report read that differs from the run's manifest: shown in its banner)."""
     if _cluster.is_cluster_run(run_dir):
-        return _cluster.write_cluster_report(run_dir, output_html)
-    return _render.write_report(run_dir, output_html, fingerprints_dir, progress)
+        path = _cluster.write_cluster_report(run_dir, output_html)
+        problems = check_files(os.fspath(run_dir), ["clusters.json"]).problems
+    else:
+        path, check = _render.write_checked_report(run_dir, output_html, fingerprints_dir, progress)
+        problems = check.problems
+    return path, write_checksum(path), problems
 
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report", "write_checked_report", "write_report"]

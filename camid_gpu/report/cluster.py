@@ -21,6 +21,8 @@ import numpy as np
 
 from camid_gpu._version import __version__
 from camid_gpu.errors import CamidError
+from camid_gpu.report.custody import CSS as CUSTODY_CSS
+from camid_gpu.report.custody import banner, check_files
 from camid_gpu.report.figures import RC as _RC
 from camid_gpu.report.figures import camera_color as _camera_color
 from camid_gpu.report.figures import figure as _figure
@@ -83,12 +85,14 @@ def render_cluster_report(run_dir: str | os.PathLike) -> str:
             manifest = json.load(handle)
     except (OSError, ValueError):
         notes.append("No readable manifest.json: the command, times and software versions are not known.")
+    custody = banner(check_files(run_dir, ["clusters.json"]))  # every file it reads: checked against the manifest
     sections = [_section_run(result, manifest), _section_groups(run_dir, result, notes),
                 _section_clusters(result), _section_unclustered(result)]
     title = f"camid clustering report: {os.path.basename(os.path.abspath(run_dir))}"
     note_html = "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n<h1>{_e(title)}</h1>\n"
+            f"<title>{_e(title)}</title><style>{_CSS}{CUSTODY_CSS}</style></head><body>\n<h1>{_e(title)}</h1>\n"
+            f"{custody}"
             f'<p class="muted">Run folder <span class="mono">{_e(os.path.abspath(run_dir))}</span>; report made by '
             f"camid_gpu {_e(__version__)}.</p>\n{note_html}" + "\n".join(s for s in sections if s)
             + "\n</body></html>\n")

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Sequence
 from camid_gpu._version import __version__
 from camid_gpu.config import is_finite_number
 from camid_gpu.io.listing import printable
+from camid_gpu.report.custody import CSS as _CUSTODY_CSS
+from camid_gpu.report.custody import banner
 from camid_gpu.report.load import Run
 
 #: per-image detail blocks (full scores, pairwise tables) are written for at most this many images
@@ -102,8 +104,8 @@ def page(run: Run, sections: list[str]) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
-        f"<h1>{esc(title)}</h1>\n"
+        f"<title>{esc(title)}</title><style>{_CSS}{_CUSTODY_CSS}</style></head><body>\n"
+        f"<h1>{esc(title)}</h1>\n{banner(run.custody)}"
         f'<p class="muted">Run folder <span class="mono">{esc(os.path.abspath(run.run_dir))}</span>; report made '
         f"by camid_gpu {esc(__version__)}.</p>\n"
         f"{notes}<nav><ol>{toc}</ol></nav>\n" + "\n".join(sections) + "\n</body></html>\n"

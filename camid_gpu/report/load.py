@@ -13,10 +13,12 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from camid_gpu._shared import custody as _custody
 from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu.config import PCE_THRESHOLD, is_finite_number
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline.records import final_view
+from camid_gpu.report.custody import Custody, check_files
 
 if TYPE_CHECKING:
     from camid_gpu.pipeline.records import ImageRecord
@@ -36,6 +38,7 @@ class Run:
     cameras: list[str]
     notes: list[str] = field(default_factory=list)  # plain text; escaped when written
     fp_check: dict[str, str] = field(default_factory=dict)  # fingerprint file name -> status
+    custody: Custody = field(default_factory=Custody)  # the files read, checked against the manifest
 
     @property
     def ok(self) -> list[tuple[int, ImageRecord]]:
@@ -129,8 +132,8 @@ def load_run(run_dir: str, fingerprints_dir: str | None) -> Run:
     if fp_dir is not None:
         from camid_gpu.store import load_store
 
-        try:
-            store = load_store(fp_dir)
+        try:  # a store with no manifest of its own is drawn (the run's manifest checks its files below)
+            store = load_store(fp_dir, unverified=True)
         except (CamidError, OSError, ValueError, KeyError) as exc:
             notes.append(f"The fingerprints in {fp_dir} could not be loaded ({exc}); the per-camera figures are "
                          f"left out.")
@@ -146,6 +149,11 @@ def load_run(run_dir: str, fingerprints_dir: str | None) -> Run:
             notes.append("No evaluation.json: the ground-truth scores were computed from the records' truth.")
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             notes.append(f"The records carry ground truth but could not be scored ({exc}).")
+    run.custody = check_files(run_dir, [n for n in ("results.jsonl", "evaluation.json")
+                                        if os.path.isfile(os.path.join(run_dir, n))])
+    if dig(manifest, "fingerprint_store", "verified") is False:
+        run.custody.caveats.append("the run used a fingerprint store that had no manifest (--unverified-store): "
+                                   "its fingerprint files were not checked against any record when it was loaded")
     _check_fingerprints(run)
     return run
 
@@ -157,7 +165,7 @@ def _fingerprints_dir(run_dir: str, manifest: dict[str, Any] | None, given: str 
             notes.append(f"The fingerprint folder {given} does not exist; the per-camera figures are left out.")
             return None
         return given
-    recorded = (manifest or {}).get("fingerprints_dir")
+    recorded = _recorded_fingerprints_dir(run_dir, manifest)
     local = os.path.join(run_dir, "fingerprints")
     if isinstance(recorded, str) and os.path.isdir(recorded):
         return recorded
@@ -172,6 +180,19 @@ def _fingerprints_dir(run_dir: str, manifest: dict[str, Any] | None, given: str 
         notes.append("No fingerprint folder (none in the manifest, no fingerprints/ in the run folder); the "
                      "per-camera figures are left out (give the folder with --fingerprints).")
     return None
+
+
+def _recorded_fingerprints_dir(run_dir: str, manifest: dict[str, Any] | None) -> str | None:
+    """The manifest's ``fingerprints_dir`` where it lies now: a store inside the run folder (evaluate) is the one
+    in this run folder, also for a copy or a moved folder (never the original's)."""
+    if manifest is None:
+        return None
+    try:
+        return _custody.resolve_folder(manifest.get("fingerprints_dir"),
+                                       _custody.read_manifest(os.path.join(run_dir, "manifest.json")))
+    except ValueError:
+        value = manifest.get("fingerprints_dir")
+        return value if isinstance(value, str) else None
 
 
 def _cameras(records, evaluation, store, manifest) -> list[str]:
@@ -210,6 +231,9 @@ def _check_fingerprints(run: Run) -> None:
         else:
             run.fp_check[name] = "DIFFERS now"
             differ.append(name)
+    run.custody.problems += [f"fingerprint file {name} in {run.fp_dir}: {run.fp_check[name]} (compared with its "
+                             f"SHA-256 in the manifest)" for name in sorted(run.fp_check)
+                             if run.fp_check[name] != "same now"]
     if differ:
         run.notes.append(f"Fingerprint file(s) {', '.join(differ)} in {run.fp_dir} differ from the ones the run "
                          f"used (SHA-256 in the manifest): the per-camera figures are drawn from the files now "

@@ -9,7 +9,8 @@ from camid_gpu.report import cameras, decisions, membership, overview, pce, trut
 from camid_gpu.report import evidence, quality
 from camid_gpu.report.figures import RC, load_matplotlib
 from camid_gpu.report.html import page
-from camid_gpu.report.load import load_run
+from camid_gpu.report.custody import Custody
+from camid_gpu.report.load import Run, load_run
 
 
 def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
@@ -20,7 +21,15 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
     manifest's ``fingerprints_dir``, else ``run_dir/fingerprints``). Raises :class:`CamidError` when
     ``run_dir`` has no readable ``results.jsonl``, :class:`MissingExtraError` without matplotlib.
     """
-    text = render_report(run_dir, fingerprints_dir, progress)
+    return write_checked_report(run_dir, output_html, fingerprints_dir, progress)[0]
+
+
+def write_checked_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
+                         fingerprints_dir: str | os.PathLike | None = None,
+                         progress: bool | None = False) -> tuple[str, Custody]:
+    """:func:`write_report`, returning also what the files it read were checked against (its banner)."""
+    run = load_run(os.fspath(run_dir), None if fingerprints_dir is None else os.fspath(fingerprints_dir))
+    text = _render(run, progress)
     output_html = os.fspath(output_html)
     parent = os.path.dirname(os.path.abspath(output_html))
     os.makedirs(parent, exist_ok=True)
@@ -28,15 +37,19 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, output_html)
-    return output_html
+    return output_html, run.custody
 
 
 def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLike | None = None,
                   progress: bool | None = False) -> str:
     """The report of ``run_dir`` as one HTML string (see :func:`write_report`); ``progress``: a bar per section
     (None = on a terminal)."""
+    return _render(load_run(os.fspath(run_dir), None if fingerprints_dir is None else os.fspath(fingerprints_dir)),
+                   progress)
+
+
+def _render(run: Run, progress: bool | None = False) -> str:
     mpl = load_matplotlib()
-    run = load_run(os.fspath(run_dir), None if fingerprints_dir is None else os.fspath(fingerprints_dir))
     with mpl.rc_context(RC), warnings.catch_warnings():
         # figures hold only camera names and numbers, but a camera name from a hand-edited file could
         # still miss a glyph: that must not stop a report (pytest runs with warnings as errors)
