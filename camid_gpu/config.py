@@ -89,6 +89,12 @@ CLUSTER_PFA_PAIRS_SHARE = 0.5
 CLUSTER_MIN_RESIDUAL_RMS = 1e-2
 #: fingerprint merge/attach rounds at most
 CLUSTER_MAX_ROUNDS = 20
+#: same-scene guard (camid_gpu/cluster/scene.py): two images whose band-passed block-mean content has an NCC of at least
+#: this are a same-scene pair (their residuals share the scene the denoiser leaves in them): never linked
+CLUSTER_SAME_SCENE_NCC = 0.5
+#: ... and only when both have at least this much band-passed content (RMS, gray levels 0..255): a flat field has
+#: none, and what is left there (averaged PRNU, fixed pattern) is shared by a camera's flats
+CLUSTER_SCENE_MIN_CONTRAST = 1.0
 #: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
 GRAM_PRECISIONS = ("auto", "float32", "float16")
 

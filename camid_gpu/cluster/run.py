@@ -33,6 +33,7 @@ from camid_gpu._shared.jsonio import json_number, sha256_or_none, write_json
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.linkage import (Cluster, average_linkage, comparisons, image_similarity, refine,
                                       refine_comparisons)
+from camid_gpu.cluster.scene import group_scene_guard, store_scene
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
 from camid_gpu.cluster.threshold import null_summary, robust_spread, stage_threshold
 from camid_gpu.config import (CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams,
@@ -274,6 +275,7 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
                 stores[name] = RowStore(os.path.join(run_dir, "residuals", f"{name}.f32"),
                                         clip_shape[0] * clip_shape[1], 0)
             rows = stores[name].append(np.stack([rows_of[(index - 1, k)][0] for k in range(len(x.clips))]))
+            store_scene(run_dir, name, rows, x.clips)
             info = x.info
             records.append({"path": x.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
                             "size": [info.height, info.width], "channels": info.channels, "bit_depth": info.bit_depth,
@@ -468,7 +470,8 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     pixels = records[0]["region"][0] * records[0]["region"][1]
     spread = robust_spread(sim[iu])
     threshold = stage_threshold("pairs", params.pfa, tests, pixels, spread)
-    candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sim > threshold.ncc, 1)))]
+    scene = group_scene_guard(run_dir, name, records, store.count)  # same-scene pairs are never candidates
+    candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu((sim > threshold.ncc) & ~scene.blocked, 1)))]
     shape = tuple(records[0]["region"])
     budget = config.max_gpu_memory or default_gpu_memory(bk) or (config.max_host_memory or
                                                                          default_host_memory()) // 4
@@ -480,7 +483,7 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
         linked[i, j] = linked[j, i] = ok
         link_list.append({"a": i, "b": j, "ncc": json_number(sim[i, j]), "pce": json_number(p), "confirmed": ok})
     t2 = time.perf_counter()
-    first, tree = average_linkage(sim, linked, threshold.ncc)
+    first, tree = average_linkage(np.where(scene.blocked, np.float32(0), sim), linked, threshold.ncc)
     clusters = [Cluster(member_candidates(c, gram, rows),
                         events=[{"kind": "pairs", "members": c}]) for c in first]
     clustered = {i for c in first for i in c}
@@ -493,6 +496,7 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     timings["pce_confirmation"] = timings.get("pce_confirmation", 0.0) + t2 - t1
     timings["clustering"] = timings.get("clustering", 0.0) + time.perf_counter() - t2
     return {"name": name, "threshold": threshold, "clusters": clusters, "singles": singles, "links": link_list,
+            "scene": scene,
             "linked": linked, "sim": sim, "tree": tree, "gram_info": gram_info, "pixels": pixels, "spread": spread,
             "refine_bound": bound}
 
@@ -509,7 +513,7 @@ def refine_stage(run_dir: str, stage: dict[str, Any], records: list[dict[str, An
     ops = GroupOps(records, store, params, config)
     engine = GramEngine(bk, resolve_precision(bk, params.precision))
     final, singles, rounds = refine(stage["clusters"], stage["singles"], ops, threshold, engine,
-                                    stage["gram_info"]["tile_rows"], params.max_rounds)
+                                    stage["gram_info"]["tile_rows"], params.max_rounds, stage["scene"])
     timings["clustering"] = timings.get("clustering", 0.0) + time.perf_counter() - t0
     name, sim, iu = stage["name"], stage["sim"], np.triu_indices(len(records), 1)
     os.makedirs(os.path.join(run_dir, "similarity"), exist_ok=True)
@@ -653,7 +657,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
                            "refine_bound": g["refine_bound"], "null": g["null"], "gram": g["gram_info"],
                            "candidate_pairs": len(g["links"]),
                            "confirmed_pairs": sum(link["confirmed"] for link in g["links"]),
-                           "refine_rounds": g["rounds"],
+                           "refine_rounds": g["rounds"], "same_scene": g["scene"].to_json(recs, g["sim"]),
                            "order": [r["path"] for r in recs]})
     errors = [r for r in records if r.get("error")]
     by_sha: dict[str, list[str]] = {}
