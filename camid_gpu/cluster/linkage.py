@@ -25,7 +25,6 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from camid_gpu.cluster.scene import SceneGuard
 from camid_gpu.cluster.similarity import GramEngine, cross_gram
 from camid_gpu.cluster.threshold import PairThreshold
 from camid_gpu._shared.jsonio import json_number
@@ -105,6 +104,15 @@ def average_linkage(similarity: np.ndarray, linked: np.ndarray, threshold: float
     return clusters, z
 
 
+class PairGuard(Protocol):
+    """Pairs of images that must never end in one cluster (:class:`camid_gpu.cluster.scene.SceneGuard`)."""
+
+    blocked: np.ndarray  # (N, N) bool
+
+    def touches(self, a: Sequence[int], b: Sequence[int]) -> bool:
+        """True when an image of ``a`` and one of ``b`` are such a pair."""
+
+
 class FingerprintOps(Protocol):
     """What :func:`refine` needs from the run: ML fingerprints of member sets and residual rows."""
 
@@ -159,7 +167,7 @@ def _flip(cluster: Cluster, ops: FingerprintOps) -> None:
 
 def refine(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, threshold: PairThreshold,
            engine: GramEngine, tile: int, max_rounds: int = 20,
-           guard: SceneGuard | None = None) -> tuple[list[Cluster], list[int], int]:
+           guard: PairGuard | None = None) -> tuple[list[Cluster], list[int], int]:
     """Merge clusters and attach singletons by cluster fingerprints until stable.
 
     ``threshold``: the refinement stage's (its share of --pfa over :func:`refine_comparisons` of the
@@ -182,7 +190,7 @@ def refine(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, thr
 
 
 def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: PairThreshold, engine: GramEngine,
-                    tile: int, guard: SceneGuard | None = None) -> bool:
+                    tile: int, guard: PairGuard | None = None) -> bool:
     """Merge the best fingerprint pair above the thresholds, repeatedly; True when anything merged.
 
     The fingerprint NCC matrix is computed once; after a merge only the merged cluster's row is. A pair
@@ -239,7 +247,7 @@ def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: Pai
     return changed
 
 
-def _block_same_scene(s: np.ndarray, clusters: list[Cluster], rows: Sequence[int], guard: SceneGuard | None) -> None:
+def _block_same_scene(s: np.ndarray, clusters: list[Cluster], rows: Sequence[int], guard: PairGuard | None) -> None:
     """Set ``s[a, b]`` (and ``s[b, a]``) to -inf for ``a`` in ``rows`` where clusters a and b hold a same-scene
     pair: such a merge would rest on their shared scene."""
     if guard is None or not guard.blocked.any():
@@ -251,7 +259,7 @@ def _block_same_scene(s: np.ndarray, clusters: list[Cluster], rows: Sequence[int
 
 
 def _attach_singletons(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, threshold: PairThreshold,
-                       engine: GramEngine, tile: int, guard: SceneGuard | None = None) -> bool:
+                       engine: GramEngine, tile: int, guard: PairGuard | None = None) -> bool:
     """Attach each unclustered image to its best cluster fingerprint above the thresholds.
 
     The unclustered images' rows are read and multiplied ``tile`` at a time (they need not fit in memory).

@@ -33,6 +33,7 @@ from camid_gpu._shared.jsonio import json_number, sha256_or_none, write_json
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.linkage import (Cluster, average_linkage, comparisons, image_similarity, refine,
                                       refine_comparisons)
+from camid_gpu.cluster.region import resolve_region
 from camid_gpu.cluster.scene import group_scene_guard, store_scene
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, normalise_rows, resolve_precision, tile_rows
 from camid_gpu.cluster.threshold import null_summary, robust_spread, stage_threshold
@@ -546,6 +547,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     started = utc_now()
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
+    params, region_choice = resolve_region(params, paths, run_dir, resume)  # --region auto: from frames and budget
     check_resume_params(run_dir, params, resume, config.precision)
     if resume:
         paths, again = already_in_run(paths, os.path.join(run_dir, "images.jsonl"))
@@ -575,7 +577,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     groups = [refine_stage(run_dir, g, by_group[g["name"]], stores[g["name"]], refine_tests, params, config, timings)
               for g in firsts]
     result = _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped, copies,
-                            refine_tests)
+                            refine_tests, region_choice)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
                                                    "clusters.csv")]
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]
@@ -600,7 +602,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
 
 
 def _write_outputs(run_dir, records, by_group, groups, params, config, tests, timings, skipped,
-                   copies: dict[str, str], refine_tests: int) -> dict[str, Any]:
+                   copies: dict[str, str], refine_tests: int, region_choice: dict | None = None) -> dict[str, Any]:
     """``copies``: path of a byte-identical copy -> the path of the first file with its bytes (the one compared)."""
     copies_of: dict[str, list[str]] = {}
     for copy, first in copies.items():
@@ -671,7 +673,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, config, tests, ti
               "backend": config.backend_obj().describe() if not config.cluster else f"dask {config.cluster}",
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
               "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped,
-              "identical_files": identical}
+              "identical_files": identical, "region_choice": region_choice}
     # the same inputs and parameters give the same bytes: times go to the manifest, not here
     with atomic_write(os.path.join(run_dir, "clusters.json"), "w") as handle:
         json.dump(result, handle, indent=1, sort_keys=True, allow_nan=False)

@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from camid_gpu.cluster.linkage import image_similarity
 from camid_gpu.config import CLUSTER_SAME_SCENE_NCC, CLUSTER_SCENE_MIN_CONTRAST, GRAY_WEIGHTS
 
 #: most values of one descriptor (the block side grows with the clip to keep under it)
@@ -161,8 +162,6 @@ def scene_guard(descriptors: np.ndarray | None, rows: Sequence[Sequence[int]],
     candidates' combinations is at least ``min_ncc`` and both images have a descriptor RMS of at least
     ``min_contrast`` gray levels.
     """
-    from camid_gpu.cluster.linkage import image_similarity
-
     n = len(rows)
     if descriptors is None:
         return SceneGuard(np.zeros((n, n), dtype=bool), None, None, checked=False)
