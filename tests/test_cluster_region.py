@@ -93,6 +93,8 @@ def test_auto_chooses_the_largest_square_that_fits_the_budget():
     assert tight["region"] == CLUSTER_REGION_FLOOR and "exceeds the budget" in tight["reason"]
     # a header that cannot be read counts as the largest frame
     assert choose_region([(500, 600), None], 10**12)["cost"]["rows"] == 2
+    # the whole short side is tried before the multiples of 256: 1000 frames of 24 MP in 64 GiB
+    assert choose_region([(4000, 6000)] * 1000, 64 << 30)["region"] == 4000
     assert run_cost([(500, 600), (500, 600)], None) == choose_region([(500, 600), None], 10**12)["cost"]
 
 

@@ -10,8 +10,8 @@ in ``RUN/residuals/``), and in the Gram products (``rows^2 / 2 * n`` multiply-ad
 ``auto`` therefore compares whole frames when the run fits the budget (:func:`choose_region`): at most
 :data:`~camid_gpu.config.CLUSTER_AUTO_STORE_BYTES` of residual rows (and at most half the free space where the
 run folder lies) and :data:`~camid_gpu.config.CLUSTER_AUTO_GRAM_MACS` Gram multiply-adds; otherwise the largest
-centred square (a multiple of 256 pixels, never under :data:`~camid_gpu.config.CLUSTER_REGION_FLOOR`) that
-does. The frames are read from the files' headers before any decoding (a file whose header cannot be read
+centred square (a group's whole short side, or a multiple of 256 pixels; never under
+:data:`~camid_gpu.config.CLUSTER_REGION_FLOOR`) that does. The frames are read from the files' headers before any decoding (a file whose header cannot be read
 counts as the largest frame found; it gets its per-file error later). A resumed run keeps the region it was
 made with (its residual rows must stay comparable).
 
@@ -83,7 +83,8 @@ def store_budget(run_dir: str, cap: int = CLUSTER_AUTO_STORE_BYTES) -> int:
 def choose_region(frames: Sequence[tuple[int, int] | None], store_bytes: int,
                   gram_macs: float = CLUSTER_AUTO_GRAM_MACS) -> dict[str, Any]:
     """The region for ``auto``: None (full frames) when they fit both budgets, else the largest square side
-    (a multiple of REGION_STEP, at least CLUSTER_REGION_FLOOR) that does, or the floor when nothing does.
+    (a group's short side, or a multiple of REGION_STEP; at least CLUSTER_REGION_FLOOR) that does, or the floor
+    when nothing does.
     Returns ``{"region", "reason", "full_cost", "cost", "budget"}``."""
     known = [f for f in frames if f is not None]
     if known:
@@ -98,11 +99,11 @@ def choose_region(frames: Sequence[tuple[int, int] | None], store_bytes: int,
     if fits(full):
         return {"region": None, "reason": "full frames fit the budget", "full_cost": full, "cost": full,
                 "budget": budget}
-    longest = max(min(h, w) for h, w in known)
-    side = (longest // REGION_STEP) * REGION_STEP
-    while side > CLUSTER_REGION_FLOOR and not fits(run_cost(known, side)):
-        side -= REGION_STEP
-    side = max(side, CLUSTER_REGION_FLOOR)
+    # candidate sides, largest first: the groups' short sides (their whole square), then multiples of REGION_STEP
+    shorts = {min(h, w) for h, w in known}
+    steps = range((max(shorts) // REGION_STEP) * REGION_STEP, CLUSTER_REGION_FLOOR - 1, -REGION_STEP)
+    sides = sorted({s for s in shorts if s > CLUSTER_REGION_FLOOR} | set(steps), reverse=True)
+    side = next((s for s in sides if fits(run_cost(known, s))), CLUSTER_REGION_FLOOR)
     cost = run_cost(known, side)
     reason = ("full frames exceed the budget; the largest square that fits" if fits(cost) else
               f"even {side} x {side} exceeds the budget; {side} is the smallest region auto chooses")
