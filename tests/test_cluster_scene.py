@@ -165,3 +165,27 @@ def test_refinement_never_joins_across_a_same_scene_pair(kind):
         assert unguarded == ([[0, 1, 4, 5]], [])
         clusters, alone = guarded
         assert len(clusters) == 1 and len(alone) == 1 and sorted(clusters[0] + alone) == [0, 1, 4, 5]
+
+
+def test_same_scene_pairs_are_left_out_of_the_null_spread():
+    """A burst's shifted frames correlate through their scene at z down to -20: counted as null pairs they
+    widened the observed spread, and so the threshold every other pair must pass."""
+    from camid_gpu.cluster.scene import SceneGuard
+    from camid_gpu.cluster.threshold import robust_spread
+
+    n, pixels = 40, 65536
+    rng = np.random.default_rng(4)
+    sim = rng.normal(0, 1 / np.sqrt(pixels), (n, n))
+    sim = np.triu(sim, 1) + np.triu(sim, 1).T
+    blocked = np.zeros((n, n), dtype=bool)
+    burst = np.arange(10)
+    for i in burst:  # ten shifted frames of one scene, every pair of them strongly negative
+        for j in burst:
+            if i != j:
+                blocked[i, j] = True
+                sim[i, j] = -20 / np.sqrt(pixels)
+    guard = SceneGuard(blocked, None, None)
+    assert guard.null_values(sim).size == n * (n - 1) // 2 - 45
+    everything = robust_spread(sim[np.triu_indices(n, 1)]) * np.sqrt(pixels)
+    null = robust_spread(guard.null_values(sim)) * np.sqrt(pixels)
+    assert everything > 2.5 and null == pytest.approx(1.0, abs=0.1)

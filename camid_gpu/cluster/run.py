@@ -467,11 +467,10 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     rows = [r["rows"] for r in records]
     sim, choice = image_similarity(gram, rows)
     n = len(records)
-    iu = np.triu_indices(n, 1)
     pixels = records[0]["region"][0] * records[0]["region"][1]
-    spread = robust_spread(sim[iu])
+    scene = group_scene_guard(run_dir, name, records, store.count)  # same-scene pairs: never candidates, not null
+    spread = robust_spread(scene.null_values(sim))
     threshold = stage_threshold("pairs", params.pfa, tests, pixels, spread)
-    scene = group_scene_guard(run_dir, name, records, store.count)  # same-scene pairs are never candidates
     candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu((sim > threshold.ncc) & ~scene.blocked, 1)))]
     shape = tuple(records[0]["region"])
     budget = config.max_gpu_memory or default_gpu_memory(bk) or (config.max_host_memory or

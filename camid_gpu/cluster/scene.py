@@ -147,6 +147,13 @@ class SceneGuard:
         return {"checked": self.checked, "min_scene_ncc": CLUSTER_SAME_SCENE_NCC,
                 "min_contrast": CLUSTER_SCENE_MIN_CONTRAST, "pairs": pairs}
 
+    def null_values(self, sim: np.ndarray) -> np.ndarray:
+        """The upper-triangle values of ``sim`` over the pairs that are not same-scene: the sample the null
+        spread is estimated from (a burst's shifted frames correlate at z down to -20 through their scene, and
+        would widen it)."""
+        iu = np.triu_indices(sim.shape[0], 1)
+        return np.asarray(sim)[iu][~self.blocked[iu]]
+
     def touches(self, a: Sequence[int], b: Sequence[int]) -> bool:
         """True when an image of ``a`` and one of ``b`` are a same-scene pair."""
         return bool(a) and bool(b) and bool(self.blocked[np.ix_(list(a), list(b))].any())
