@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from camid_gpu.cluster import ClusterParams, cluster_images
-from camid_gpu.cluster.scene import scene_guard, scene_rows
+from camid_gpu.cluster.scene import scene_guard, scene_lines, scene_rows
 from camid_gpu.config import CLUSTER_SAME_SCENE_NCC, RunConfig
 from camid_gpu.datasets.scenes import flat_scene, natural_scene
 from camid_gpu.datasets.sensor import SensorModel, develop, expose, make_camera, model_artefacts, rng_for
@@ -70,6 +70,8 @@ def test_same_scene_pairs_of_different_cameras_are_not_linked(tmp_path):
     assert group["candidate_pairs"] == 0
     saved = json.loads((tmp_path / "run" / "clusters.json").read_text())
     assert saved["groups"][0]["same_scene"] == guard
+    lines = scene_lines(result, shown=3)
+    assert len(lines) == 4 and lines[0].startswith("note: same scene, not linked") and "1 more" in lines[3]
 
 
 def test_a_shared_scene_neither_joins_two_cameras_nor_breaks_their_clusters(tmp_path):

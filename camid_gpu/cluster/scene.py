@@ -189,3 +189,20 @@ def group_scene_guard(run_dir: str, group: str, records: Sequence[dict[str, Any]
     and ``region``), over the group's ``row_count`` descriptor rows."""
     values = int(np.prod(scene_shape(records[0]["region"])))
     return scene_guard(SceneStore(run_dir, group, values).read(row_count), [r["rows"] for r in records])
+
+
+def scene_lines(result: dict[str, Any], shown: int = 5) -> list[str]:
+    """Console lines naming the same-scene pairs of a run (at most ``shown`` per group, then a count)."""
+    from camid_gpu.io.listing import printable
+
+    lines = []
+    for g in result.get("groups", []):
+        pairs = (g.get("same_scene") or {}).get("pairs", [])
+        for p in pairs[:shown]:
+            lines.append(f"note: same scene, not linked (a shared scene is not a shared sensor): {printable(p['a'])} "
+                         f"and {printable(p['b'])} (scene NCC {p['scene_ncc']:.3f}, residual NCC "
+                         f"{p['residual_ncc']:.4g})")
+        if len(pairs) > shown:
+            lines.append(f"note: {len(pairs) - shown} more same-scene pairs in group {g['name']} (clusters.json, "
+                         f"same_scene)")
+    return lines
