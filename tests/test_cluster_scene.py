@@ -120,6 +120,23 @@ def test_descriptors_tell_one_scene_from_flats_and_other_scenes():
     assert not scene_guard(None, [[0], [1]]).checked
 
 
+def test_images_without_descriptors_are_unchecked_never_blocked(tmp_path):
+    """A run folder made before the guard, resumed: the new images' descriptors are written after a gap; the old
+    images have none (NaN), are listed as unchecked and never blocked, not read as featureless."""
+    from camid_gpu.cluster.scene import SceneStore
+
+    img = _smooth_scene(0)
+    d = scene_rows([img, img])
+    store = SceneStore(str(tmp_path), "256x256", d.shape[1])
+    store.write([2, 3], d)  # rows 0 and 1: images of the earlier run
+    got = store.read(5)
+    assert np.isnan(got[:2]).all() and np.array_equal(got[2:4], d) and np.isnan(got[4]).all()
+    guard = scene_guard(got[:4], [[0], [1], [2], [3]])
+    assert guard.unchecked == [0, 1] and not guard.checked and guard.pairs() == [(2, 3)]
+    records = [{"path": f"p{i}"} for i in range(4)]
+    assert guard.to_json(records, np.eye(4))["unchecked"] == ["p0", "p1"]
+
+
 def test_descriptor_is_the_same_for_16_bit_and_8_bit_pixels_and_tiny_clips_have_none():
     img = _smooth_scene(0)
     np.testing.assert_allclose(scene_rows([img.astype(np.uint16) * 257])[0], scene_rows([img])[0], atol=1e-3)

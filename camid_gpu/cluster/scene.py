@@ -27,13 +27,14 @@ one camera do not link with each other; they join their camera's cluster only th
 scenes.
 
 Descriptors are stored per group in ``RUN/scene/<group>.f32`` at the residual row indices (written by
-position, so a resumed run overwrites what an interrupted one left).
+position, so a resumed run overwrites what an interrupted one left). Images added to a run folder before the
+guard existed have none: they are listed as ``unchecked`` and never blocked (``checked: false``).
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -103,23 +104,33 @@ class SceneStore:
         self.values = int(values)
 
     def write(self, rows: Sequence[int], descriptors: np.ndarray) -> None:
-        """Descriptors of residual rows ``rows`` (written by position, durable before the row is recorded)."""
+        """Descriptors of residual rows ``rows`` (written by position, durable before the row is recorded). Rows
+        between the file's end and the first one written (a run folder made before the guard, resumed) are
+        filled with NaN: no descriptor, never read as one."""
         d = np.ascontiguousarray(descriptors, dtype=np.float32)
         if d.shape != (len(rows), self.values):
             raise ValueError(f"{self.path}: descriptors of shape {d.shape}, expected ({len(rows)}, {self.values})")
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        row_bytes = self.values * 4
         with open(self.path, "r+b" if os.path.exists(self.path) else "w+b") as handle:
+            end = handle.seek(0, os.SEEK_END) // row_bytes
+            gap = min(rows) - end if len(rows) else 0
+            if gap > 0:
+                handle.seek(end * row_bytes)
+                handle.write(np.full((gap, self.values), np.nan, np.float32).tobytes())
             for row, values in zip(rows, d):
-                handle.seek(int(row) * self.values * 4)
+                handle.seek(int(row) * row_bytes)
                 handle.write(values.tobytes())
             handle.flush()
             os.fsync(handle.fileno())
 
-    def read(self, count: int) -> np.ndarray | None:
-        """Rows ``[0, count)``; None when the store lacks some (a run folder written before the guard)."""
-        if not os.path.exists(self.path) or os.path.getsize(self.path) < count * self.values * 4:
-            return None
-        return np.fromfile(self.path, dtype=np.float32, count=count * self.values).reshape(count, self.values)
+    def read(self, count: int) -> np.ndarray:
+        """Rows ``[0, count)``; NaN for rows the store lacks (a run folder written before the guard)."""
+        out = np.full((count, self.values), np.nan, np.float32)
+        if os.path.exists(self.path):
+            have = min(count, os.path.getsize(self.path) // (self.values * 4))
+            out[:have] = np.fromfile(self.path, dtype=np.float32, count=have * self.values).reshape(have, self.values)
+        return out
 
 
 def store_scene(run_dir: str, group: str, rows: Sequence[int], clips: Sequence[np.ndarray]) -> None:
@@ -129,23 +140,28 @@ def store_scene(run_dir: str, group: str, rows: Sequence[int], clips: Sequence[n
 
 @dataclass
 class SceneGuard:
-    """Same-scene pairs of one group: ``blocked[i, j]`` (images ``i``, ``j``), the descriptor NCC and RMS."""
+    """Same-scene pairs of one group: ``blocked[i, j]`` (images ``i``, ``j``), the descriptor NCC and RMS, and the
+    images without a descriptor (``unchecked``: added to the run before the guard existed; never blocked)."""
 
     blocked: np.ndarray
     ncc: np.ndarray | None
     contrast: np.ndarray | None
-    checked: bool = True
+    unchecked: list[int] = field(default_factory=list)
+
+    @property
+    def checked(self) -> bool:
+        return not self.unchecked
 
     def pairs(self) -> list[tuple[int, int]]:
         return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(self.blocked, 1)))]
 
     def to_json(self, records: Sequence[dict[str, Any]], residual_sim: np.ndarray) -> dict[str, Any]:
         """What ``clusters.json`` says of the guard in one group (paths, the descriptor NCC, the residual NCC
-        the pair would have been judged on)."""
+        the pair would have been judged on; the images it could not check)."""
         pairs = [{"a": records[i]["path"], "b": records[j]["path"], "scene_ncc": round(float(self.ncc[i, j]), 6),
                   "residual_ncc": round(float(residual_sim[i, j]), 6)} for i, j in self.pairs()]
-        return {"checked": self.checked, "min_scene_ncc": CLUSTER_SAME_SCENE_NCC,
-                "min_contrast": CLUSTER_SCENE_MIN_CONTRAST, "pairs": pairs}
+        return {"checked": self.checked, "unchecked": [records[i]["path"] for i in self.unchecked],
+                "min_scene_ncc": CLUSTER_SAME_SCENE_NCC, "min_contrast": CLUSTER_SCENE_MIN_CONTRAST, "pairs": pairs}
 
     def null_values(self, sim: np.ndarray) -> np.ndarray:
         """The upper-triangle values of ``sim`` over the pairs that are not same-scene: the sample the null
@@ -164,24 +180,28 @@ def scene_guard(descriptors: np.ndarray | None, rows: Sequence[Sequence[int]],
                 min_contrast: float = CLUSTER_SCENE_MIN_CONTRAST) -> SceneGuard:
     """The same-scene pairs among images whose rotation candidates are the descriptor rows ``rows[i]``.
 
-    ``descriptors``: every row's descriptor (None: not stored, a run folder made before the guard; then
-    nothing is blocked and ``checked`` is False). A pair is blocked when its best descriptor NCC over the
-    candidates' combinations is at least ``min_ncc`` and both images have a descriptor RMS of at least
-    ``min_contrast`` gray levels.
+    ``descriptors``: every row's descriptor; rows of NaN (or None for all) have none: their images are
+    ``unchecked`` and never blocked. A pair is blocked when its best descriptor NCC over the candidates'
+    combinations is at least ``min_ncc`` and both images have a descriptor RMS of at least ``min_contrast``
+    gray levels.
     """
     n = len(rows)
     if descriptors is None:
-        return SceneGuard(np.zeros((n, n), dtype=bool), None, None, checked=False)
+        return SceneGuard(np.zeros((n, n), dtype=bool), None, None, unchecked=list(range(n)))
     d = np.asarray(descriptors, dtype=np.float64)
+    known = np.isfinite(d).all(axis=1)
+    d = np.where(known[:, None], d, 0.0)
     d = d - d.mean(axis=1, keepdims=True)
     rms = np.sqrt(np.mean(d * d, axis=1))
     unit = d / np.where(rms > 0, rms * math.sqrt(d.shape[1]), 1.0)[:, None]
     ncc, _ = image_similarity((unit @ unit.T).astype(np.float32), rows)
     contrast = np.array([min(float(rms[r]) for r in rr) for rr in rows])
+    unchecked = [i for i, rr in enumerate(rows) if not known[list(rr)].all()]
     textured = contrast >= min_contrast
+    textured[unchecked] = False
     blocked = (ncc >= min_ncc) & textured[:, None] & textured[None, :]
     np.fill_diagonal(blocked, False)
-    return SceneGuard(blocked, ncc, contrast)
+    return SceneGuard(blocked, ncc, contrast, unchecked)
 
 
 def group_scene_guard(run_dir: str, group: str, records: Sequence[dict[str, Any]], row_count: int) -> SceneGuard:
