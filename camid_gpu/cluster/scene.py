@@ -43,8 +43,9 @@ from scipy import ndimage
 from camid_gpu.cluster.linkage import image_similarity
 from camid_gpu.config import CLUSTER_SAME_SCENE_NCC, CLUSTER_SCENE_MIN_CONTRAST, GRAY_WEIGHTS
 
-#: most values of one descriptor (the block side grows with the clip to keep under it)
-SCENE_MAX_VALUES = 65_536
+#: most values of one descriptor (the block side grows with the clip to keep under it: 64 x 64 blocks, so that
+#: the descriptors of 10 000 images take 160 MB and their Gram 4e11 multiply-adds)
+SCENE_MAX_VALUES = 4096
 #: smallest block side of the descriptor, pixels
 SCENE_MIN_BLOCK = 8
 #: Gaussian blur subtracted from the block means (band-pass), in blocks
@@ -188,13 +189,13 @@ def scene_guard(descriptors: np.ndarray | None, rows: Sequence[Sequence[int]],
     n = len(rows)
     if descriptors is None:
         return SceneGuard(np.zeros((n, n), dtype=bool), None, None, unchecked=list(range(n)))
-    d = np.asarray(descriptors, dtype=np.float64)
+    d = np.array(descriptors, dtype=np.float32)
     known = np.isfinite(d).all(axis=1)
-    d = np.where(known[:, None], d, 0.0)
-    d = d - d.mean(axis=1, keepdims=True)
-    rms = np.sqrt(np.mean(d * d, axis=1))
-    unit = d / np.where(rms > 0, rms * math.sqrt(d.shape[1]), 1.0)[:, None]
-    ncc, _ = image_similarity((unit @ unit.T).astype(np.float32), rows)
+    d[~known] = 0.0
+    d -= d.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    rms = np.sqrt(np.einsum("ij,ij->i", d, d, dtype=np.float64) / d.shape[1])
+    d /= np.where(rms > 0, rms * math.sqrt(d.shape[1]), 1.0).astype(np.float32)[:, None]
+    ncc, _ = image_similarity(d @ d.T, rows)
     contrast = np.array([min(float(rms[r]) for r in rr) for rr in rows])
     unchecked = [i for i, rr in enumerate(rows) if not known[list(rr)].all()]
     textured = contrast >= min_contrast
