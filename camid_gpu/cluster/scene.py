@@ -3,8 +3,8 @@
 Why: the Wiener-filtered residual is not only sensor noise. The denoiser leaves part of the scene in it
 (fine texture, edges, curvature, JPEG block errors of the content), and two images of one scene share that
 part exactly, whatever camera took them. Rendered through four different synthetic cameras (no shared
-PRNU), one textured natural scene gives residual NCCs of z ~ 200 at 256x256; a smooth scene with little noise
-z 3 to 90 (``README.md``, Clustering). No threshold on the residual NCC, and no zero-shift PCE, tells that
+PRNU), one textured natural scene gives residual NCCs of z ~ 200 at 256x256 (~ 550 at 1024x1024); a smooth
+scene with little noise and no PRNU up to z ~ 120 (``README.md``, Clustering). No threshold on the residual NCC, and no zero-shift PCE, tells that
 from a shared PRNU: both are correlations aligned at zero shift. The images themselves do: two images of one
 scene look alike, two images of different scenes do not, whichever cameras took them.
 
@@ -14,15 +14,15 @@ has at most :data:`SCENE_MAX_VALUES` values), band-passed by subtracting a Gauss
 :data:`SCENE_BLUR_BLOCKS` blocks (illumination gradients and vignetting, which cameras of one model share,
 are taken out), less a border of :data:`SCENE_TRIM_BLOCKS` blocks (where the blur's padding would leave a
 pattern that all smooth frames share). Two images are a *same-scene pair* when the NCC of their descriptors
-(best rotation candidates, as for the residuals) is at least :data:`~camid_gpu.config.CLUSTER_SAME_SCENE_NCC` and both
-descriptors have an RMS of at least :data:`~camid_gpu.config.CLUSTER_SCENE_MIN_CONTRAST` gray levels
+(best rotation candidates, as for the residuals) is at least :data:`~camid_gpu.config.CLUSTER_SAME_SCENE_NCC`
+and both descriptors have an RMS of at least :data:`~camid_gpu.config.CLUSTER_SCENE_MIN_CONTRAST` gray levels
 (a flat field has next to no band-passed content: what is left there is averaged PRNU, fixed pattern and
 noise, which cameras share or not; it must never be read as a scene).
 
 What the guard does (it only ever removes links, so ``--pfa`` holds as before): a same-scene pair is not a
 candidate pair (no link, similarity 0 in the average linkage, as an unconfirmed pair), and the refinement
 never merges two clusters, nor attaches an image to a cluster, across a same-scene pair. The pairs are
-listed in ``clusters.json`` (``same_scene_pairs`` per group). The cost: burst shots of one static scene by
+listed in ``clusters.json`` (``same_scene`` per group) and left out of the observed null spread. The cost: burst shots of one static scene by
 one camera do not link with each other; they join their camera's cluster only through images of other
 scenes.
 
