@@ -40,7 +40,8 @@ def _smooth_scene(noise_seed: int) -> np.ndarray:
     """The issue's case: one smooth scene, independent noise, no PRNU at all (0..255 RGB)."""
     h, w = SIZE
     y, x = np.mgrid[0:h, 0:w] / h
-    scene = 128 + 60 * np.sin(3 * np.pi * x) * np.cos(2 * np.pi * y) + 30 * np.exp(-((x - .5) ** 2 + (y - .4) ** 2) / .02)
+    blob = 30 * np.exp(-((x - .5) ** 2 + (y - .4) ** 2) / .02)
+    scene = 128 + 60 * np.sin(3 * np.pi * x) * np.cos(2 * np.pi * y) + blob
     noisy = scene[..., None] + np.random.default_rng(noise_seed).normal(0, 0.5, (h, w, 1))
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8).repeat(3, axis=2)
 

@@ -8,12 +8,12 @@ three pure ones (weakest and median same-camera z 7.5 and 35.6 at full frame, 3.
 in ``RUN/residuals/``), and in the Gram products (``rows^2 / 2 * n`` multiply-adds per group).
 
 ``auto`` therefore compares whole frames when the run fits the budget (:func:`choose_region`): at most
-:data:`~camid_gpu.config.CLUSTER_AUTO_STORE_BYTES` of residual rows (and at most half the free space where the
-run folder lies) and :data:`~camid_gpu.config.CLUSTER_AUTO_GRAM_MACS` Gram multiply-adds; otherwise the largest
+:data:`~camid_gpu.config.CLUSTER_AUTO_STORE_BYTES` of residual rows (and at most half the free space where the run
+folder lies) and :data:`~camid_gpu.config.CLUSTER_AUTO_GRAM_MACS` Gram multiply-adds; otherwise the largest
 centred square (a group's whole short side, or a multiple of 256 pixels; never under
-:data:`~camid_gpu.config.CLUSTER_REGION_FLOOR`) that does. The frames are read from the files' headers before any decoding (a file whose header cannot be read
-counts as the largest frame found; it gets its per-file error later). A resumed run keeps the region it was
-made with (its residual rows must stay comparable).
+:data:`~camid_gpu.config.CLUSTER_REGION_FLOOR`) that does. The frames are read from the files' headers before any
+decoding (a file whose header cannot be read counts as the largest frame found; it gets its per-file error later).
+A resumed run keeps the region it was made with (its residual rows must stay comparable).
 
 :func:`region_lines` are the console's lines: the region ``auto`` chose and why; when little links, the region
 compared, the frames, and what to try.

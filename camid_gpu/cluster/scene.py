@@ -1,11 +1,11 @@
 """Same-scene guard: pairs of images that show the same scene are not evidence of a shared camera.
 
-Why: the Wiener-filtered residual is not only sensor noise. The denoiser leaves part of the scene in it
-(fine texture, edges, curvature, JPEG block errors of the content), and two images of one scene share that
-part exactly, whatever camera took them. Rendered through four different synthetic cameras (no shared
-PRNU), one textured natural scene gives residual NCCs of z ~ 200 at 256x256 (~ 550 at 1024x1024); a smooth
-scene with little noise and no PRNU up to z ~ 120 (``README.md``, Clustering). No threshold on the residual NCC, and no zero-shift PCE, tells that
-from a shared PRNU: both are correlations aligned at zero shift. The images themselves do: two images of one
+Why: the Wiener-filtered residual is not only sensor noise. The denoiser leaves part of the scene in it (fine
+texture, edges, curvature, JPEG block errors of the content), and two images of one scene share that part exactly,
+whatever camera took them. Rendered through four different synthetic cameras (no shared PRNU), one textured
+natural scene gives residual NCCs of z ~ 200 at 256x256 (~ 550 at 1024x1024); a smooth scene with little noise and
+no PRNU up to z ~ 120 (``README.md``, Clustering). No threshold on the residual NCC, and no zero-shift PCE, tells
+that from a shared PRNU: both are correlations aligned at zero shift. The images themselves do: two images of one
 scene look alike, two images of different scenes do not, whichever cameras took them.
 
 The descriptor of a compared clip (:func:`scene_rows`): its gray level (0..255) averaged over blocks of
@@ -20,11 +20,11 @@ and both descriptors have an RMS of at least :data:`~camid_gpu.config.CLUSTER_SC
 noise, which cameras share or not; it must never be read as a scene).
 
 What the guard does (it only ever removes links, so ``--pfa`` holds as before): a same-scene pair is not a
-candidate pair (no link, similarity 0 in the average linkage, as an unconfirmed pair), and the refinement
-never merges two clusters, nor attaches an image to a cluster, across a same-scene pair. The pairs are
-listed in ``clusters.json`` (``same_scene`` per group) and left out of the observed null spread. The cost: burst shots of one static scene by
-one camera do not link with each other; they join their camera's cluster only through images of other
-scenes.
+candidate pair (no link, similarity 0 in the average linkage, as an unconfirmed pair), and the refinement never
+merges two clusters, nor attaches an image to a cluster, across a same-scene pair. The pairs are listed in
+``clusters.json`` (``same_scene`` per group) and left out of the observed null spread. The cost: burst shots of
+one static scene by one camera do not link with each other; they join their camera's cluster only through images
+of other scenes.
 
 Descriptors are stored per group in ``RUN/scene/<group>.f32`` at the residual row indices (written by
 position, so a resumed run overwrites what an interrupted one left). Images added to a run folder before the
