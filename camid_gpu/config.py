@@ -83,8 +83,16 @@ MAX_DECODED_BYTES = 1 << 30
 MAX_PIXELS = 250_000_000
 
 # -- blind clustering (camid cluster) --------------------------------------------------------------
-#: side of the centred square compared between images (the largest up to this; smaller frames use their short side)
-CLUSTER_REGION = 1024
+#: region compared between images: "auto" (whole frames when the run fits the two budgets below, else the largest
+#: centred square that does: camid_gpu/cluster/region.py), "full", or N: the largest centred square up to N x N
+CLUSTER_REGION = "auto"
+#: the smallest square side "auto" chooses (the default before "auto"; what it compares when nothing fits)
+CLUSTER_REGION_FLOOR = 1024
+#: "auto": residual rows kept in RUN/residuals/ at most (float32; also at most half the free disk space there)
+CLUSTER_AUTO_STORE_BYTES = 64 << 30
+#: "auto": Gram multiply-adds at most (rows^2 / 2 x pixels per group; 1e13 took ~23 min on a shared 2-core CPU
+#: at 7.4 GMAC/s float32, far less on a GPU)
+CLUSTER_AUTO_GRAM_MACS = 1e13
 #: smallest region side accepted
 CLUSTER_MIN_REGION = 32
 #: probability of any false link in the whole set (both stages: the image pairs and the fingerprint refinement)
@@ -100,6 +108,12 @@ CLUSTER_PFA_PAIRS_SHARE = 0.5
 CLUSTER_MIN_RESIDUAL_RMS = 1e-2
 #: fingerprint merge/attach rounds at most
 CLUSTER_MAX_ROUNDS = 20
+#: same-scene guard (camid_gpu/cluster/scene.py): two images whose band-passed block-mean content has an NCC of at least
+#: this are a same-scene pair (their residuals share the scene the denoiser leaves in them): never linked
+CLUSTER_SAME_SCENE_NCC = 0.5
+#: ... and only when both have at least this much band-passed content (RMS, gray levels 0..255): a flat field has
+#: none, and what is left there (averaged PRNU, fixed pattern) is shared by a camera's flats
+CLUSTER_SCENE_MIN_CONTRAST = 1.0
 #: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
 GRAM_PRECISIONS = ("auto", "float32", "float16")
 
@@ -344,7 +358,8 @@ class InputLimits:
 class ClusterParams:
     """Every parameter that shapes a clustering (``camid cluster``).
 
-    region : side of the centred square compared (the largest up to this); None = the full frame.
+    region : side of the centred square compared (the largest up to this); None = the full frame; "auto" = chosen
+             from the frames and a budget when the run starts (:data:`CLUSTER_REGION`).
     pfa : probability of any false link in the whole set, Sidak-corrected per comparison: split between the pair
           stage and the fingerprint refinement (:data:`CLUSTER_PFA_PAIRS_SHARE`), each with its own count of
           comparisons (the refinement's an upper bound fixed before it starts).
@@ -353,7 +368,7 @@ class ClusterParams:
     max_rounds : fingerprint merge/attach rounds at most.
     """
 
-    region: int | None = CLUSTER_REGION
+    region: int | str | None = CLUSTER_REGION
     pfa: float = CLUSTER_PFA
     sigma: float = SIGMA_FINGERPRINT
     levels: int = DEFAULT_LEVELS
@@ -363,8 +378,9 @@ class ClusterParams:
 
     def __post_init__(self):
         _plain_numbers(self)
-        if self.region is not None and self.region < CLUSTER_MIN_REGION:
-            raise ValueError(f"region must be 'full' or at least {CLUSTER_MIN_REGION}, got {self.region}")
+        if self.region is not None and self.region != "auto" and (
+                not isinstance(self.region, int) or isinstance(self.region, bool) or self.region < CLUSTER_MIN_REGION):
+            raise ValueError(f"region must be 'auto', 'full' or at least {CLUSTER_MIN_REGION}, got {self.region!r}")
         if not 0.0 < self.pfa < 1.0:
             raise ValueError(f"pfa must lie in (0, 1), got {self.pfa!r}")
         check_sigma("sigma", self.sigma)

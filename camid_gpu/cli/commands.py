@@ -280,10 +280,12 @@ def cmd_cluster(args) -> int:
 
     if str(args.region).lower() == "full":
         region = None
+    elif str(args.region).lower() == "auto":
+        region = "auto"
     elif str(args.region).isdigit():
         region = int(args.region)
     else:
-        raise ValueError(f"--region must be a number of pixels or 'full', got {args.region!r}")
+        raise ValueError(f"--region must be 'auto', 'full' or a number of pixels, got {args.region!r}")
     params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
     result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
     print_clusters(result, args.outdir)

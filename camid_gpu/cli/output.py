@@ -112,5 +112,11 @@ def print_clusters(result, outdir: str) -> None:
     for paths in result.get("identical_files", []):
         print(f"note: byte-identical files (same SHA-256; their link is one image's evidence): "
               f"{', '.join(printable(p) for p in paths)}")
+    from camid_gpu.cluster.region import region_lines
+    from camid_gpu.cluster.scene import scene_lines
+
+    # the region auto chose; when little links, what was compared and what to try; the pairs of one scene
+    for line in region_lines(result) + scene_lines(result):
+        print(line)
     print(f"{len(result['clusters'])} clusters, {len(result['unclustered'])} images unclustered; run folder: "
           f"{outdir} (clusters.json, clusters.csv, fingerprints/, report: camid report {outdir})")

@@ -195,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--outdir", required=True, help="run folder (clusters.json, clusters.csv, fingerprints/, ...)")
     p.add_argument("--region", default=str(cfg.CLUSTER_REGION),
-                   help=f"side N of the centred square compared (the largest up to N; default {cfg.CLUSTER_REGION}) "
-                        f"or 'full'")
+                   help="region compared: 'auto' (default: whole frames when the run fits the residual-storage and "
+                        "Gram budgets, else the largest centred square that does), 'full', or N: the largest centred "
+                        "square up to N x N")
     p.add_argument("--pfa", type=float, default=cfg.CLUSTER_PFA,
                    help=f"probability of any false link in the whole set, pairs and fingerprint refinement "
                         f"together (default {cfg.CLUSTER_PFA:g})")

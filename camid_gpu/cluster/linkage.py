@@ -14,6 +14,9 @@
    noise, so images whose single pairs are too weak to link are still found; singletons stay alone.
    These are the refinement stage's thresholds, not the pair stage's: its own share of --pfa over
    :func:`refine_comparisons`, an upper bound of the comparisons it can make, fixed before it starts.
+
+A same-scene pair (:mod:`camid_gpu.cluster.scene`) is never a link, and the refinement never merges or
+attaches across one (``guard``): the scene its images share would be read as a shared sensor.
 """
 from __future__ import annotations
 
@@ -101,6 +104,15 @@ def average_linkage(similarity: np.ndarray, linked: np.ndarray, threshold: float
     return clusters, z
 
 
+class PairGuard(Protocol):
+    """Pairs of images that must never end in one cluster (:class:`camid_gpu.cluster.scene.SceneGuard`)."""
+
+    blocked: np.ndarray  # (N, N) bool
+
+    def touches(self, a: Sequence[int], b: Sequence[int]) -> bool:
+        """True when an image of ``a`` and one of ``b`` are such a pair."""
+
+
 class FingerprintOps(Protocol):
     """What :func:`refine` needs from the run: ML fingerprints of member sets and residual rows."""
 
@@ -154,13 +166,15 @@ def _flip(cluster: Cluster, ops: FingerprintOps) -> None:
 
 
 def refine(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, threshold: PairThreshold,
-           engine: GramEngine, tile: int, max_rounds: int = 20) -> tuple[list[Cluster], list[int], int]:
+           engine: GramEngine, tile: int, max_rounds: int = 20,
+           guard: PairGuard | None = None) -> tuple[list[Cluster], list[int], int]:
     """Merge clusters and attach singletons by cluster fingerprints until stable.
 
     ``threshold``: the refinement stage's (its share of --pfa over :func:`refine_comparisons` of the
     ``clusters`` and ``singles`` given here), never the pair stage's: these comparisons are counted there.
     Returns the clusters, the images left alone and the number of rounds run. Every merge and
     attachment is recorded in the clusters' ``events`` with the NCC and PCE that justified it.
+    ``guard``: the group's same-scene pairs; no merge or attachment puts the two images of one together.
     """
     for c in clusters:
         c.acc = ops.accumulate(c.members)
@@ -168,15 +182,15 @@ def refine(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, thr
     singles = list(singles)
     rounds = 0
     for rounds in range(1, max_rounds + 1):
-        changed = _merge_clusters(clusters, ops, threshold, engine, tile)
-        changed |= _attach_singletons(clusters, singles, ops, threshold, engine, tile)
+        changed = _merge_clusters(clusters, ops, threshold, engine, tile, guard)
+        changed |= _attach_singletons(clusters, singles, ops, threshold, engine, tile, guard)
         if not changed:
             break
     return clusters, singles, rounds
 
 
 def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: PairThreshold, engine: GramEngine,
-                    tile: int) -> bool:
+                    tile: int, guard: PairGuard | None = None) -> bool:
     """Merge the best fingerprint pair above the thresholds, repeatedly; True when anything merged.
 
     The fingerprint NCC matrix is computed once; after a merge only the merged cluster's row is. A pair
@@ -199,6 +213,7 @@ def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: Pai
 
     s, turn = scores(np.stack([c.row for c in clusters]), np.asarray(free))
     np.fill_diagonal(s, -np.inf)
+    _block_same_scene(s, clusters, range(len(clusters)), guard)
     changed = False
     while len(clusters) > 1:
         a, b = sorted(np.unravel_index(int(np.argmax(s)), s.shape))
@@ -227,18 +242,31 @@ def _merge_clusters(clusters: list[Cluster], ops: FingerprintOps, threshold: Pai
         s[a, :], s[:, a] = fresh[0], fresh[0]
         turn[a, :], turn[:, a] = fresh_turn[0], fresh_turn[0]
         s[a, a] = -np.inf
+        _block_same_scene(s, clusters, [a], guard)
         changed = True
     return changed
 
 
+def _block_same_scene(s: np.ndarray, clusters: list[Cluster], rows: Sequence[int], guard: PairGuard | None) -> None:
+    """Set ``s[a, b]`` (and ``s[b, a]``) to -inf for ``a`` in ``rows`` where clusters a and b hold a same-scene
+    pair: such a merge would rest on their shared scene."""
+    if guard is None or not guard.blocked.any():
+        return
+    for a in rows:
+        for b in range(len(clusters)):
+            if b != a and guard.touches(clusters[a].images, clusters[b].images):
+                s[a, b] = s[b, a] = -np.inf
+
+
 def _attach_singletons(clusters: list[Cluster], singles: list[int], ops: FingerprintOps, threshold: PairThreshold,
-                       engine: GramEngine, tile: int) -> bool:
+                       engine: GramEngine, tile: int, guard: PairGuard | None = None) -> bool:
     """Attach each unclustered image to its best cluster fingerprint above the thresholds.
 
     The unclustered images' rows are read and multiplied ``tile`` at a time (they need not fit in memory).
     A portrait image tries both its turns; a landscape image is also compared with the fingerprint of a free
     cluster (portrait members only) turned 180 degrees, and when it attaches that way the cluster is turned
-    to its frame (the landscape frame is the sensor's).
+    to its frame (the landscape frame is the sensor's). An image never attaches to a cluster that holds an image
+    of its scene (``guard``), and of two images of one scene only the better one attaches in a round.
     """
     if not clusters or not singles:
         return False
@@ -256,14 +284,21 @@ def _attach_singletons(clusters: list[Cluster], singles: list[int], ops: Fingerp
         for (i, k), p_scores, t_scores in zip(part, plain, turned):
             # a portrait image's other turn is the turned comparison already
             t_scores = np.where(free & (ops.candidates(i) == 1), t_scores, -np.inf)
+            if guard is not None and guard.blocked[i].any():
+                open_ = np.array([not guard.touches([i], c.images) for c in clusters])
+                p_scores, t_scores = np.where(open_, p_scores, -np.inf), np.where(open_, t_scores, -np.inf)
             for scores, is_turned in ((p_scores, False), (t_scores, True)):
                 c = int(np.argmax(scores))
                 if i not in best or scores[c] > best[i][0]:
                     best[i] = (float(scores[c]), c, k, is_turned)
     attached: dict[int, list[tuple[int, int, float, float, bool]]] = {}
-    for i, (ncc, c, k, is_turned) in best.items():
+    scenes = guard is not None and bool(guard.blocked.any())
+    # with same-scene pairs, the stronger of two such images is tried first (else the order of the images)
+    for i, (ncc, c, k, is_turned) in (sorted(best.items(), key=lambda item: -item[1][0]) if scenes else best.items()):
         if ncc <= threshold.ncc:
             continue
+        if scenes and guard.touches([i], [j for j, *_ in attached.get(c, [])]):
+            continue  # an image of its scene attaches to this cluster in this round (a better one)
         fp = ops.turn_row(clusters[c].row) if is_turned else clusters[c].row
         pce = ops.pce(ops.image_rows(i)[k], fp)
         if pce > threshold.pce:

@@ -20,7 +20,7 @@ VERSION = 1
 
 
 def _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timings, skipped,
-                   copies: dict[str, str], refine_tests: int) -> dict[str, Any]:
+                   copies: dict[str, str], refine_tests: int, region_choice: dict | None = None) -> dict[str, Any]:
     """``copies``: path of a byte-identical copy -> the path of the first file with its bytes (the one compared)."""
     copies_of: dict[str, list[str]] = {}
     for copy, first in copies.items():
@@ -77,7 +77,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timin
                            "refine_bound": g["refine_bound"], "null": g["null"], "gram": g["gram_info"],
                            "candidate_pairs": len(g["links"]),
                            "confirmed_pairs": sum(link["confirmed"] for link in g["links"]),
-                           "refine_rounds": g["rounds"],
+                           "refine_rounds": g["rounds"], "same_scene": g["scene"].to_json(recs, g["sim"]),
                            "order": [r["path"] for r in recs]})
     errors = [r for r in records if r.get("error")]
     by_sha: dict[str, list[str]] = {}
@@ -91,7 +91,7 @@ def _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timin
               "backend": ctx.describe(),
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
               "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped,
-              "identical_files": identical}
+              "identical_files": identical, "region_choice": region_choice}
     # the same inputs and parameters give the same bytes: times go to the manifest, not here
     with atomic_write(os.path.join(run_dir, "clusters.json"), "w") as handle:
         json.dump(result, handle, indent=1, sort_keys=True, allow_nan=False)

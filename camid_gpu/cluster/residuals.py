@@ -16,6 +16,7 @@ import numpy as np
 from camid_gpu._shared.jsonio import sha256_or_none, write_json
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.rows import RowStore, _stores_from_records
+from camid_gpu.cluster.scene import store_scene
 from camid_gpu.cluster.similarity import normalise_rows
 from camid_gpu.config import CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams, InputLimits
 from camid_gpu.engine.context import RunContext
@@ -186,6 +187,7 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
                 stores[name] = RowStore(os.path.join(run_dir, "residuals", f"{name}.f32"),
                                         clip_shape[0] * clip_shape[1], 0)
             rows = stores[name].append(np.stack([rows_of[(index - 1, k)][0] for k in range(len(x.clips))]))
+            store_scene(run_dir, name, rows, x.clips)
             info = x.info
             records.append({"path": x.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
                             "size": [info.height, info.width], "channels": info.channels, "bit_depth": info.bit_depth,

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from camid_gpu.cluster.linkage import comparisons
 from camid_gpu.cluster.outputs import _write_outputs
+from camid_gpu.cluster.region import resolve_region
 from camid_gpu.cluster.residuals import already_in_run, check_resume_params, compute_residuals
 from camid_gpu.cluster.rows import _stores_from_records
 from camid_gpu.cluster.similarity import resolve_precision
@@ -56,6 +57,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     started = utc_now()
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
+    params, region_choice = resolve_region(params, paths, run_dir, resume)  # --region auto: from frames and budget
     if resume:  # the records and parameters a resume keeps must be the ones the manifest recorded
         run_folder.check_recorded_outputs(run_dir, only=("images.jsonl", "cluster-params.json"))
     check_resume_params(run_dir, params, resume, ctx.config.precision)
@@ -87,7 +89,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     groups = [refine_stage(run_dir, g, by_group[g["name"]], stores[g["name"]], refine_tests, params, ctx, timings)
               for g in firsts]
     result = _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timings, skipped, copies,
-                            refine_tests)
+                            refine_tests, region_choice)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
                                                    "clusters.csv")]
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]

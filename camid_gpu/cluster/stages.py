@@ -22,6 +22,7 @@ from camid_gpu.cluster.linkage import (
     refine_comparisons,
 )
 from camid_gpu.cluster.rows import RowStore
+from camid_gpu.cluster.scene import group_scene_guard
 from camid_gpu.cluster.similarity import GramEngine, gram_matrix, resolve_precision, tile_rows
 from camid_gpu.cluster.threshold import null_summary, robust_spread, stage_threshold
 from camid_gpu.config import ClusterParams
@@ -105,11 +106,11 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     rows = [r["rows"] for r in records]
     sim, choice = image_similarity(gram, rows)
     n = len(records)
-    iu = np.triu_indices(n, 1)
     pixels = records[0]["region"][0] * records[0]["region"][1]
-    spread = robust_spread(sim[iu])
+    scene = group_scene_guard(run_dir, name, records, store.count)  # same-scene pairs: never candidates, not null
+    spread = robust_spread(scene.null_values(sim))
     threshold = stage_threshold("pairs", params.pfa, tests, pixels, spread)
-    candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(sim > threshold.ncc, 1)))]
+    candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu((sim > threshold.ncc) & ~scene.blocked, 1)))]
     shape = tuple(records[0]["region"])
     budget = ctx.gpu_budget or ctx.host_budget // 4
     pces = confirm_pairs(bk, store, records, candidates, choice, shape, budget)
@@ -120,7 +121,7 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
         linked[i, j] = linked[j, i] = ok
         link_list.append({"a": i, "b": j, "ncc": json_number(sim[i, j]), "pce": json_number(p), "confirmed": ok})
     t2 = time.perf_counter()
-    first, tree = average_linkage(sim, linked, threshold.ncc)
+    first, tree = average_linkage(np.where(scene.blocked, np.float32(0), sim), linked, threshold.ncc)
     clusters = [Cluster(member_candidates(c, gram, rows),
                         events=[{"kind": "pairs", "members": c}]) for c in first]
     clustered = {i for c in first for i in c}
@@ -133,6 +134,7 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     timings["pce_confirmation"] = timings.get("pce_confirmation", 0.0) + t2 - t1
     timings["clustering"] = timings.get("clustering", 0.0) + time.perf_counter() - t2
     return {"name": name, "threshold": threshold, "clusters": clusters, "singles": singles, "links": link_list,
+            "scene": scene,
             "linked": linked, "sim": sim, "tree": tree, "gram_info": gram_info, "pixels": pixels, "spread": spread,
             "refine_bound": bound}
 
@@ -149,7 +151,7 @@ def refine_stage(run_dir: str, stage: dict[str, Any], records: list[dict[str, An
     ops = GroupOps(records, store, params, ctx)
     engine = GramEngine(bk, resolve_precision(bk, params.precision))
     final, singles, rounds = refine(stage["clusters"], stage["singles"], ops, threshold, engine,
-                                    stage["gram_info"]["tile_rows"], params.max_rounds)
+                                    stage["gram_info"]["tile_rows"], params.max_rounds, stage["scene"])
     timings["clustering"] = timings.get("clustering", 0.0) + time.perf_counter() - t0
     name, sim, iu = stage["name"], stage["sim"], np.triu_indices(len(records), 1)
     os.makedirs(os.path.join(run_dir, "similarity"), exist_ok=True)
