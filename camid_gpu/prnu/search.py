@@ -83,8 +83,9 @@ import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
 from camid_gpu._shared.jsonio import json_number
-from camid_gpu.config import (DEFAULT_LEVELS, DEFAULT_WAVELET, PCE_CAMERA_CHUNK, PCE_THRESHOLD, PEAK_NEIGHBOURHOOD,
-                              SIGMA_QUERY, is_finite_number)
+from camid_gpu.config import (DEFAULT_LEVELS, DEFAULT_WAVELET, PCE_CAMERA_CHUNK, PCE_THRESHOLD, SIGMA_QUERY,
+                              is_finite_number)
+from camid_gpu.prnu.alignment import GRID_PERIOD, pce_by_alignment
 from camid_gpu.prnu.decision import decide
 from camid_gpu.prnu.pce import log10_false_alarm, pce
 from camid_gpu.prnu.residual import (
@@ -94,12 +95,10 @@ from camid_gpu.prnu.residual import (
     validate_images,
     wiener_dft,
 )
+from camid_gpu.prnu.scales import check_scales, crop_positions, refinement_scales, scale_grid, scaled_size
 
 #: Gaussian low-pass of the template, in pixels of the resized frame (see the module notes)
 TEMPLATE_BLUR = 1.0
-#: period of the pixel grids (JPEG's 8 x 8 blocks, the 2 x 2 CFA) whose alignment classes get
-#: their own correlation energy where the fingerprint is not resampled
-GRID_PERIOD = 8
 #: smallest side of a disputed image or fingerprint
 MIN_SIDE = 16
 
@@ -133,33 +132,6 @@ class SearchResult:
         return d
 
 
-def scale_grid(lo: float = 0.5, hi: float = 1.0, step: float = 0.01) -> np.ndarray:
-    """Scales ``lo, lo + step, ...`` up to and including ``hi`` (ascending float64).
-
-    Needs ``0 < lo <= hi <= 1`` and ``step > 0``; ``hi`` is included even when ``hi - lo`` is not a
-    multiple of ``step``. Values are rounded to 10 decimals (0.7, not 0.7000000000000001).
-    """
-    for name, value in (("lo", lo), ("hi", hi), ("step", step)):
-        if not is_finite_number(value):
-            raise ValueError(f"scale_grid: {name} must be a finite number, got {value!r}")
-    if not 0 < lo <= hi <= 1:
-        raise ValueError(f"scale_grid: need 0 < lo <= hi <= 1, got lo={lo!r}, hi={hi!r}")
-    if not step > 0:
-        raise ValueError(f"scale_grid: step must be positive, got {step!r}")
-    count = int(math.floor((hi - lo) / step + 1e-9))
-    if count > 100_000:
-        raise ValueError(f"scale_grid: step {step!r} gives {count + 1} scales between {lo} and {hi}; too many")
-    grid = np.round(lo + step * np.arange(count + 1), 10)
-    if grid[-1] < hi - 1e-9:
-        grid = np.append(grid, hi)
-    return grid
-
-
-def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
-    """``(round(scale H), round(scale W))`` of a ``(H, W)`` frame, halves rounded up, at least 1."""
-    return (max(1, int(math.floor(scale * shape[0] + 0.5))), max(1, int(math.floor(scale * shape[1] + 0.5))))
-
-
 def resample_fingerprint(k: np.ndarray, scale: float) -> np.ndarray:
     """The fingerprint ``K`` (H, W) resampled to :func:`scaled_size`: float32, host side.
 
@@ -188,79 +160,9 @@ def gaussian_transfer(shape: tuple[int, int], sigma: float) -> tuple[np.ndarray,
     return gy[:, None], gx[None, :]
 
 
-def _circular_near(n: int, start: int, step: int, centre: int, half: int) -> list[int]:
-    """Indices ``start, start + step, ... < n`` within circular distance ``half`` of ``centre``."""
-    return [i for i in range(start, n, step) if min((i - centre) % n, (centre - i) % n) <= half]
-
-
-def pce_by_alignment(bk: Backend, corr: Array, shift_range: tuple[int, int], period: int = GRID_PERIOD,
-                     neighbourhood: int = PEAK_NEIGHBOURHOOD) -> dict[str, np.ndarray]:
-    """PCE of correlation planes ``(N, Hs, Ws)`` with a separate energy per grid-alignment class.
-
-    The shifts ``d`` fall into ``period x period`` classes ``d mod period``, each with its own
-    correlation energy (mean square). The peak is the largest ``C[d] / sqrt(energy(class(d)))`` over
-    ``0 <= d <= shift_range``; its PCE is ``sign(peak) peak^2 / energy`` with the energy of its own
-    class, leaving out the ``neighbourhood`` around the peak (circularly), as in
-    :func:`camid_gpu.prnu.pce.pce`. Planes with fewer than 64 samples per class fall back to
-    ``prnu.pce.pce``. Returns the same keys as ``prnu.pce.pce``.
-    """
-    n, hs, ws = corr.shape
-    p = int(period)
-    if p <= 1 or hs * ws < 64 * p * p:
-        return pce(bk, corr, shift_range, neighbourhood)
-    sy, sx = int(shift_range[0]), int(shift_range[1])
-    if not (0 <= sy < hs and 0 <= sx < ws):
-        raise ValueError(f"shift_range {shift_range} must lie within the correlation size {hs}x{ws}")
-    squared = corr * corr
-    energy = np.empty((n, p, p))
-    for i in range(p):
-        for j in range(p):
-            energy[:, i, j] = bk.to_numpy(bk.mean(squared[:, i::p, j::p], (-2, -1))).reshape(n)
-    energy = np.maximum(energy, np.finfo(np.float64).tiny)
-    reps = (-(-(sy + 1) // p), -(-(sx + 1) // p))
-    weight = np.tile(1.0 / np.sqrt(energy), (1, *reps))[:, :sy + 1, :sx + 1]
-    flat = bk.argmax_flat(corr[:, :sy + 1, :sx + 1] * bk.asarray(weight))
-    py, px = np.divmod(flat.reshape(n), sx + 1)
-    peaks = bk.to_numpy(corr[np.arange(n), py, px]).astype(np.float64).reshape(n)
-    half = neighbourhood // 2
-    peak_energy = np.empty(n)
-    for k in range(n):
-        cy, cx = int(py[k]) % p, int(px[k]) % p
-        rows = _circular_near(hs, cy, p, int(py[k]), half)
-        cols = _circular_near(ws, cx, p, int(px[k]), half)
-        count = len(range(cy, hs, p)) * len(range(cx, ws, p))
-        near = float(bk.to_numpy(bk.sum(squared[k][rows][:, cols], (-2, -1))).sum()) if rows and cols else 0.0
-        total = energy[k, cy, cx] * count
-        peak_energy[k] = max(total - near, np.finfo(np.float64).tiny) / max(count - len(rows) * len(cols), 1)
-    shifts = (sy + 1) * (sx + 1)
-    return {
-        "pce": np.sign(peaks) * peaks**2 / peak_energy,
-        "peak": peaks,
-        "peak_shift": np.stack([py, px], -1),
-        "energy": peak_energy,
-        "log10_p_fa": log10_false_alarm(peaks, peak_energy, shifts),
-        "shifts": np.asarray(shifts),
-    }
-
-
 # ------------------------------------------------------------------------------------------------
 # input validation
 # ------------------------------------------------------------------------------------------------
-def _check_scales(scales: Any) -> np.ndarray:
-    try:
-        arr = np.asarray(scales, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"scales must be a 1-D sequence of numbers in (0, 1], got {scales!r}") from None
-    if arr.ndim != 1:
-        raise ValueError(f"scales must be a 1-D sequence of numbers in (0, 1], got an array of shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError("scales is empty: give at least one scale in (0, 1] (e.g. scale_grid())")
-    bad = arr[~(np.isfinite(arr) & (arr > 0) & (arr <= 1))]
-    if bad.size:
-        raise ValueError(f"scales must lie in (0, 1] (downscaling only); got {bad[:5].tolist()}")
-    return np.unique(arr)[::-1]  # descending: 1 (no resize) first
-
-
 def _check_fingerprints(fingerprints: Any) -> list[tuple[str, np.ndarray]]:
     if isinstance(fingerprints, (np.ndarray, str)) or not isinstance(fingerprints, Sequence) or not fingerprints:
         raise ValueError("fingerprints must be a non-empty sequence of (camera name, K) pairs")
@@ -296,34 +198,150 @@ def _check_image(image: Any) -> np.ndarray:
     return image
 
 
-def _refinement(grid: np.ndarray, best: float, step: float) -> list[float]:
-    """Scales ``best +- i step`` strictly between ``best``'s neighbours on ``grid``, within (0, 1].
-
-    At an end of the grid the interval is mirrored (as wide beyond ``best`` as the gap on its
-    other side).
-    """
-    below = [float(s) for s in grid if s < best]
-    above = [float(s) for s in grid if s > best]
-    if not below and not above:
-        return []
-    gap_low = best - max(below) if below else min(above) - best
-    gap_high = min(above) - best if above else gap_low
-    out = []
-    for direction, gap in ((-1, gap_low), (1, gap_high)):
-        i = 1
-        while i * step < gap - 1e-9 and i <= 100_000:
-            s = round(best + direction * i * step, 10)
-            if 0 < s <= 1:
-                out.append(s)
-            i += 1
-    return out
+def _check_options(sigma: Any, threshold: Any, early_stop: Any, refine_step: Any, template_blur: Any,
+                   grid_period: Any, camera_chunk: Any) -> None:
+    """ValueError naming the first invalid option of :func:`search_scale_crop`."""
+    if not (is_finite_number(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    if not is_finite_number(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    if not isinstance(early_stop, bool):
+        raise ValueError(f"early_stop must be True or False, got {early_stop!r}")
+    if refine_step is not None and not (is_finite_number(refine_step) and 0 < refine_step < 1):
+        raise ValueError(f"refine_step must be a number in (0, 1) or None, got {refine_step!r}")
+    if not (is_finite_number(template_blur) and 0 <= template_blur <= 10):
+        raise ValueError(f"template_blur must be a number in [0, 10] (pixels), got {template_blur!r}")
+    if not (isinstance(grid_period, (int, np.integer)) and not isinstance(grid_period, bool) and grid_period >= 0):
+        raise ValueError(f"grid_period must be an integer >= 0, got {grid_period!r}")
+    if not (isinstance(camera_chunk, (int, np.integer)) and not isinstance(camera_chunk, bool) and camera_chunk >= 1):
+        raise ValueError(f"camera_chunk must be a positive integer, got {camera_chunk!r}")
 
 
-def _positions(size: tuple[int, int], image_shape: tuple[int, int]) -> int:
-    """Crop offsets at which an ``image_shape`` image fits inside a ``size`` frame (0 if it does not)."""
-    if size[0] < image_shape[0] or size[1] < image_shape[1]:
-        return 0
-    return (size[0] - image_shape[0] + 1) * (size[1] - image_shape[1] + 1)
+def _check_fits(image_shape: tuple[int, int], cams: list[tuple[str, np.ndarray]], grid: np.ndarray) -> None:
+    """ValueError when the image is larger than some camera's resampled fingerprint at every scale of ``grid``."""
+    h, w = image_shape
+    for name, k in cams:
+        if not any(crop_positions(scaled_size(k.shape, float(s)), (h, w)) for s in grid):
+            top = scaled_size(k.shape, float(grid[0]))
+            raise ValueError(f"image {h}x{w} is larger than fingerprint {name!r} ({k.shape[0]}x{k.shape[1]}) "
+                             f"resampled at every scale searched (at the largest, {float(grid[0]):g}: "
+                             f"{top[0]}x{top[1]}); is it rotated, upscaled, or from a larger sensor?")
+
+
+# ------------------------------------------------------------------------------------------------
+# the search's steps
+# ------------------------------------------------------------------------------------------------
+def _weighted_residual(bk: Backend, image: np.ndarray, sigma: float, levels: int, wavelet: str) -> Array:
+    """The disputed side, once: Wiener-filtered residual times intensity, zero-mean over the image."""
+    pixels = pixels_to_device(bk, validate_images(image[None], "image"))
+    residual = wiener_dft(bk, residual_native(bk, pixels, sigma, levels, wavelet))[0]
+    weighted = residual * gray_intensity(bk, pixels)[0]
+    return weighted - bk.mean(weighted, (-2, -1))
+
+
+@dataclass
+class _ScaleEvaluator:
+    """Evaluates one scale for some cameras of one fingerprint size against the disputed side ``weighted``."""
+
+    bk: Backend
+    weighted: Array
+    image_shape: tuple[int, int]
+    template_blur: float
+    grid_period: int
+    camera_chunk: int
+
+    def __call__(self, scale: float, members: list[tuple[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
+        """One padded-image FFT, one per camera: a record per camera, {} where the image does not fit."""
+        bk, (h, w) = self.bk, self.image_shape
+        full = members[0][1].shape
+        size = scaled_size(full, scale)
+        positions = crop_positions(size, (h, w))
+        if not positions:
+            return {}
+        padded = bk.asarray(np.zeros(size, dtype=np.float32))
+        padded[:h, :w] = self.weighted
+        spectrum = bk.fft2(padded).conj()
+        del padded
+        if self.template_blur > 0:  # G * K_s, applied (symmetrically) to the image side once for all cameras
+            gy, gx = gaussian_transfer(size, float(self.template_blur))
+            spectrum = spectrum * bk.asarray(gy) * bk.asarray(gx)
+        shift_range = (size[0] - h, size[1] - w)
+        found = {}
+        for start in range(0, len(members), self.camera_chunk):
+            chunk = members[start:start + self.camera_chunk]
+            ks = bk.asarray(np.stack([resample_fingerprint(k, scale) for _, k in chunk]))
+            ks = ks - bk.mean(ks, (-2, -1))
+            corr = bk.real(bk.ifft2(spectrum[None] * bk.fft2(ks)))
+            del ks
+            if self.grid_period and size == full:
+                stats = pce_by_alignment(bk, corr, shift_range, int(self.grid_period))
+            else:
+                stats = pce(bk, corr, shift_range)
+            del corr
+            for j, (name, _) in enumerate(chunk):
+                found[name] = {"scale": float(scale), "size": [size[0], size[1]], "pce": float(stats["pce"][j]),
+                               "offset": [int(v) for v in stats["peak_shift"][j]], "positions": positions,
+                               "peak": float(stats["peak"][j]), "energy": float(stats["energy"][j])}
+        return found
+
+
+def _search_grid(evaluate: _ScaleEvaluator, members: list[tuple[str, np.ndarray]], grid: np.ndarray,
+                 records: dict[str, list[dict[str, Any]]], stopped: dict[str, bool], threshold: float,
+                 early_stop: bool) -> None:
+    """The grid (descending) for ``members``, each scale's records appended; with ``early_stop`` a camera
+    leaves the search past its first local maximum above ``threshold`` (marked in ``stopped``)."""
+    active = list(members)
+    for scale in grid:
+        if not active:
+            break
+        found = evaluate(float(scale), active)
+        still = []
+        for name, k in active:
+            rec = found.get(name)
+            if rec is not None:
+                best_before = max((r["pce"] for r in records[name]), default=-math.inf)
+                previous = records[name][-1]["pce"] if records[name] else -math.inf
+                records[name].append(rec)
+                if early_stop and best_before > threshold and rec["pce"] < previous:
+                    stopped[name] = True  # past the first local maximum above the threshold
+                    continue
+            still.append((name, k))
+        active = still
+
+
+def _refine(evaluate: _ScaleEvaluator, members: list[tuple[str, np.ndarray]], grid: np.ndarray, step: float,
+            records: dict[str, list[dict[str, Any]]]) -> None:
+    """Coarse-to-fine: the scales around each camera's best one not evaluated yet, their records appended."""
+    wanted: dict[float, list[tuple[str, np.ndarray]]] = {}
+    for name, k in members:
+        done = {r["scale"] for r in records[name]}
+        best = max(records[name], key=lambda r: r["pce"])["scale"]
+        for s in refinement_scales(grid, best, step):
+            if s not in done:
+                wanted.setdefault(s, []).append((name, k))
+    for s in sorted(wanted, reverse=True):
+        found = evaluate(s, wanted[s])
+        for name, _ in wanted[s]:
+            if name in found:
+                records[name].append(found[name])
+
+
+def _camera_result(name: str, full: tuple[int, ...], records: list[dict[str, Any]], stopped: bool,
+                   grid: np.ndarray, image_shape: tuple[int, int]) -> SearchResult:
+    """One camera's best scale and offset, its P_FA corrected for the planned grid's positions."""
+    recs = sorted(records, key=lambda r: r["scale"])
+    best = max(recs, key=lambda r: r["pce"])
+    searched = sum(r["positions"] for r in recs)
+    planned = searched
+    if stopped:
+        done = {r["scale"] for r in recs}
+        planned += sum(crop_positions(scaled_size(full, float(s)), image_shape) for s in grid if float(s) not in done)
+    log_pfa = float(log10_false_alarm(np.asarray(best["peak"]), np.asarray(best["energy"]), planned))
+    return SearchResult(
+        camera=name, pce=best["pce"], scale=best["scale"], offset=(best["offset"][0], best["offset"][1]),
+        log10_p_fa=log_pfa, positions_searched=searched,
+        per_scale=[{key: r[key] for key in ("scale", "size", "pce", "offset", "positions")} for r in recs],
+        size=(best["size"][0], best["size"][1]), positions_planned=planned, stopped_early=stopped)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -369,122 +387,22 @@ def search_scale_crop(bk: Backend | str, image: np.ndarray, fingerprints: Sequen
     bk = get_backend(bk)
     image = _check_image(image)
     cams = _check_fingerprints(fingerprints)
-    grid = _check_scales(scale_grid() if scales is None else scales)
-    if not (is_finite_number(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-    if not is_finite_number(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    if not isinstance(early_stop, bool):
-        raise ValueError(f"early_stop must be True or False, got {early_stop!r}")
-    if refine_step is not None and not (is_finite_number(refine_step) and 0 < refine_step < 1):
-        raise ValueError(f"refine_step must be a number in (0, 1) or None, got {refine_step!r}")
-    if not (is_finite_number(template_blur) and 0 <= template_blur <= 10):
-        raise ValueError(f"template_blur must be a number in [0, 10] (pixels), got {template_blur!r}")
-    if not (isinstance(grid_period, (int, np.integer)) and not isinstance(grid_period, bool) and grid_period >= 0):
-        raise ValueError(f"grid_period must be an integer >= 0, got {grid_period!r}")
-    if not (isinstance(camera_chunk, (int, np.integer)) and not isinstance(camera_chunk, bool) and camera_chunk >= 1):
-        raise ValueError(f"camera_chunk must be a positive integer, got {camera_chunk!r}")
+    grid = check_scales(scale_grid() if scales is None else scales)
+    _check_options(sigma, threshold, early_stop, refine_step, template_blur, grid_period, camera_chunk)
     h, w = image.shape[:2]
-    for name, k in cams:
-        if not any(_positions(scaled_size(k.shape, float(s)), (h, w)) for s in grid):
-            top = scaled_size(k.shape, float(grid[0]))
-            raise ValueError(f"image {h}x{w} is larger than fingerprint {name!r} ({k.shape[0]}x{k.shape[1]}) "
-                             f"resampled at every scale searched (at the largest, {float(grid[0]):g}: "
-                             f"{top[0]}x{top[1]}); is it rotated, upscaled, or from a larger sensor?")
-
-    # the disputed side, once: Wiener-filtered residual times intensity, zero-mean over the image
-    pixels = pixels_to_device(bk, validate_images(image[None], "image"))
-    residual = wiener_dft(bk, residual_native(bk, pixels, sigma, levels, wavelet))[0]
-    weighted = residual * gray_intensity(bk, pixels)[0]
-    weighted = weighted - bk.mean(weighted, (-2, -1))
-    del residual
-
-    def evaluate(scale: float, members: list[tuple[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
-        """One scale for some cameras of one fingerprint size: one padded-image FFT, one per camera."""
-        full = members[0][1].shape
-        size = scaled_size(full, scale)
-        positions = _positions(size, (h, w))
-        if not positions:
-            return {}
-        padded = bk.asarray(np.zeros(size, dtype=np.float32))
-        padded[:h, :w] = weighted
-        spectrum = bk.fft2(padded).conj()
-        del padded
-        if template_blur > 0:  # G * K_s, applied (symmetrically) to the image side once for all cameras
-            gy, gx = gaussian_transfer(size, float(template_blur))
-            spectrum = spectrum * bk.asarray(gy) * bk.asarray(gx)
-        shift_range = (size[0] - h, size[1] - w)
-        found = {}
-        for start in range(0, len(members), camera_chunk):
-            chunk = members[start:start + camera_chunk]
-            ks = bk.asarray(np.stack([resample_fingerprint(k, scale) for _, k in chunk]))
-            ks = ks - bk.mean(ks, (-2, -1))
-            corr = bk.real(bk.ifft2(spectrum[None] * bk.fft2(ks)))
-            del ks
-            if grid_period and size == full:
-                stats = pce_by_alignment(bk, corr, shift_range, int(grid_period))
-            else:
-                stats = pce(bk, corr, shift_range)
-            del corr
-            for j, (name, _) in enumerate(chunk):
-                found[name] = {"scale": float(scale), "size": [size[0], size[1]], "pce": float(stats["pce"][j]),
-                               "offset": [int(v) for v in stats["peak_shift"][j]], "positions": positions,
-                               "peak": float(stats["peak"][j]), "energy": float(stats["energy"][j])}
-        return found
-
+    _check_fits((h, w), cams, grid)
+    evaluate = _ScaleEvaluator(bk, _weighted_residual(bk, image, sigma, levels, wavelet), (h, w),
+                               template_blur, grid_period, camera_chunk)
     records: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in cams}
     stopped = {name: False for name, _ in cams}
     groups: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = {}
     for name, k in cams:
         groups.setdefault(k.shape, []).append((name, k))
     for members in groups.values():
-        active = list(members)
-        for scale in grid:
-            if not active:
-                break
-            found = evaluate(float(scale), active)
-            still = []
-            for name, k in active:
-                rec = found.get(name)
-                if rec is not None:
-                    best_before = max((r["pce"] for r in records[name]), default=-math.inf)
-                    previous = records[name][-1]["pce"] if records[name] else -math.inf
-                    records[name].append(rec)
-                    if early_stop and best_before > threshold and rec["pce"] < previous:
-                        stopped[name] = True  # past the first local maximum above the threshold
-                        continue
-                still.append((name, k))
-            active = still
+        _search_grid(evaluate, members, grid, records, stopped, threshold, early_stop)
         if refine_step is not None:
-            wanted: dict[float, list[tuple[str, np.ndarray]]] = {}
-            for name, k in members:
-                done = {r["scale"] for r in records[name]}
-                best = max(records[name], key=lambda r: r["pce"])["scale"]
-                for s in _refinement(grid, best, float(refine_step)):
-                    if s not in done:
-                        wanted.setdefault(s, []).append((name, k))
-            for s in sorted(wanted, reverse=True):
-                found = evaluate(s, wanted[s])
-                for name, _ in wanted[s]:
-                    if name in found:
-                        records[name].append(found[name])
-
-    results = []
-    for name, k in cams:
-        recs = sorted(records[name], key=lambda r: r["scale"])
-        best = max(recs, key=lambda r: r["pce"])
-        searched = sum(r["positions"] for r in recs)
-        planned = searched
-        if stopped[name]:
-            done = {r["scale"] for r in recs}
-            planned += sum(_positions(scaled_size(k.shape, float(s)), (h, w)) for s in grid if float(s) not in done)
-        log_pfa = float(log10_false_alarm(np.asarray(best["peak"]), np.asarray(best["energy"]), planned))
-        results.append(SearchResult(
-            camera=name, pce=best["pce"], scale=best["scale"], offset=(best["offset"][0], best["offset"][1]),
-            log10_p_fa=log_pfa, positions_searched=searched,
-            per_scale=[{key: r[key] for key in ("scale", "size", "pce", "offset", "positions")} for r in recs],
-            size=(best["size"][0], best["size"][1]), positions_planned=planned, stopped_early=stopped[name]))
-    return results
+            _refine(evaluate, members, grid, float(refine_step), records)
+    return [_camera_result(name, k.shape, records[name], stopped[name], grid, (h, w)) for name, k in cams]
 
 
 def search_record(results: Sequence[SearchResult], threshold: float = PCE_THRESHOLD) -> dict[str, Any]:
