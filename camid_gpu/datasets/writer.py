@@ -16,8 +16,8 @@ import tifffile
 from PIL import Image
 
 from camid_gpu.datasets.scenes import flat_scene, natural_scene
-from camid_gpu.datasets.sensor import (STREAM_IMAGE, Camera, SensorModel, check_int, develop, expose, make_camera,
-                                       model_artefacts, rng_for)
+from camid_gpu.datasets.sensor import (STREAM_IMAGE, Camera, ModelArtefacts, SensorModel, check_int, develop, expose,
+                                       make_camera, model_artefacts, rng_for)
 
 FORMAT_NAME = "camid-synth"
 FORMAT_VERSION = 1
@@ -139,6 +139,97 @@ def _render_and_write(
     }
 
 
+def _check_arguments(cameras: Any, per_model: Any, refs: Any, disputed_flat: Any, disputed_natural: Any,
+                     height: Any, width: Any, jpeg_quality: Any, fmt: Any, portrait: Any, seed: Any, sensor: Any,
+                     overwrite: Any, workers: Any) -> None:
+    """ValueError naming the first invalid argument of :func:`make_dataset`."""
+    _validate_counts(
+        cameras=cameras,
+        per_model=per_model,
+        refs=refs,
+        disputed_flat=disputed_flat,
+        disputed_natural=disputed_natural,
+        portrait=portrait,
+    )
+    check_int("height", height, _MIN_SIDE, _MAX_SIDE)
+    check_int("width", width, _MIN_SIDE, _MAX_SIDE)
+    check_int("jpeg_quality", jpeg_quality, 1, 100)
+    check_int("seed", seed, 0, 2**128 - 1)
+    if not isinstance(fmt, str) or fmt.lower() not in _FORMATS:
+        raise ValueError(f"fmt must be one of 'jpeg', 'png', 'tiff', got {fmt!r}")
+    if portrait > disputed_natural:
+        raise ValueError(
+            f"portrait must be <= disputed_natural ({disputed_natural}), got {portrait!r}"
+        )
+    if not isinstance(sensor, SensorModel):
+        raise ValueError(f"sensor must be a SensorModel or None, got {sensor!r}")
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be a bool, got {overwrite!r}")
+    check_int("workers", workers, 1, 256)
+
+
+def _camera_names(cameras: int, per_model: int) -> list[list[str]]:
+    """The cameras' names (``C01``, ``C02``, ...; wider past 99), ``per_model`` to a model, by model."""
+    digits = max(2, len(str(cameras)))
+    names = [f"C{i + 1:0{digits}d}" for i in range(cameras)]
+    n_models = -(-cameras // per_model)
+    return [names[m * per_model : (m + 1) * per_model] for m in range(n_models)]
+
+
+def _empty_truth(sensor: SensorModel, **parameters: Any) -> dict[str, Any]:
+    """The ground truth before any model, camera or image: format, seed and ``parameters`` (in the order
+    given, then the sensor's fields)."""
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "seed": parameters["seed"],
+        "parameters": {**parameters, "sensor": sensor.to_dict()},
+        "models": [],
+        "cameras": [],
+        "images": [],
+    }
+
+
+def _write_camera(
+    out: Path,
+    seed: int,
+    sensor: SensorModel,
+    fmt: str,
+    jpeg_quality: int,
+    portrait: int,
+    plan: list[tuple[str, int]],
+    workers: int,
+    cam_index: int,
+    name: str,
+    artefacts: ModelArtefacts,
+    model_members: list[str],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Make camera ``cam_index`` of a model, save its true PRNU and write its ``plan`` of images: its
+    ground-truth entry and its images' entries (one camera's full-size maps in memory at a time)."""
+    camera = make_camera(cam_index, name, artefacts, seed, sensor)
+    k_rel = f"truth/{name}_K.npy"
+    np.save(out / k_rel, camera.prnu)
+    entry = {
+        "name": name,
+        "model": artefacts.name,
+        "twins": [n for n in model_members if n != name],
+        "K": k_rel,
+        "exposure_gain": camera.exposure,
+        "wb_gains": list(camera.wb_gains),
+    }
+    (out / "refs" / name).mkdir(parents=True, exist_ok=True)
+    (out / "disputed" / name).mkdir(parents=True, exist_ok=True)
+    job = functools.partial(
+        _render_and_write, out, camera, seed, sensor, fmt, jpeg_quality, portrait
+    )
+    # Every image has its own generator, so threads change the speed, never the bytes;
+    # NumPy, SciPy's FFT and Pillow's encoders release the GIL for the heavy parts.
+    if workers == 1:
+        return entry, [job(item) for item in plan]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return entry, list(pool.map(job, plan))
+
+
 def make_dataset(
     outdir: str | os.PathLike[str],
     *,
@@ -187,102 +278,34 @@ def make_dataset(
     Raises ``ValueError`` (naming the parameter) for invalid arguments and ``FileExistsError`` for
     a non-empty ``outdir`` without ``overwrite``.
     """
-    _validate_counts(
-        cameras=cameras,
-        per_model=per_model,
-        refs=refs,
-        disputed_flat=disputed_flat,
-        disputed_natural=disputed_natural,
-        portrait=portrait,
-    )
-    check_int("height", height, _MIN_SIDE, _MAX_SIDE)
-    check_int("width", width, _MIN_SIDE, _MAX_SIDE)
-    check_int("jpeg_quality", jpeg_quality, 1, 100)
-    check_int("seed", seed, 0, 2**128 - 1)
-    if not isinstance(fmt, str) or fmt.lower() not in _FORMATS:
-        raise ValueError(f"fmt must be one of 'jpeg', 'png', 'tiff', got {fmt!r}")
-    if portrait > disputed_natural:
-        raise ValueError(
-            f"portrait must be <= disputed_natural ({disputed_natural}), got {portrait!r}"
-        )
     if sensor is None:
         sensor = SensorModel()
-    elif not isinstance(sensor, SensorModel):
-        raise ValueError(f"sensor must be a SensorModel or None, got {sensor!r}")
-    if not isinstance(overwrite, bool):
-        raise ValueError(f"overwrite must be a bool, got {overwrite!r}")
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
-    check_int("workers", workers, 1, 256)
+    _check_arguments(cameras, per_model, refs, disputed_flat, disputed_natural, height, width, jpeg_quality, fmt,
+                     portrait, seed, sensor, overwrite, workers)
     fmt = _FORMATS[fmt.lower()]
     cameras, per_model, refs = int(cameras), int(per_model), int(refs)
     disputed_flat, disputed_natural, portrait = int(disputed_flat), int(disputed_natural), int(portrait)
     height, width, jpeg_quality, seed = int(height), int(width), int(jpeg_quality), int(seed)
 
     out = _prepare_outdir(outdir, overwrite)
-    digits = max(2, len(str(cameras)))
-    names = [f"C{i + 1:0{digits}d}" for i in range(cameras)]
-    n_models = -(-cameras // per_model)
-    members = [names[m * per_model : (m + 1) * per_model] for m in range(n_models)]
-
-    truth: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "seed": seed,
-        "parameters": {
-            "cameras": cameras,
-            "per_model": per_model,
-            "refs": refs,
-            "disputed_flat": disputed_flat,
-            "disputed_natural": disputed_natural,
-            "height": height,
-            "width": width,
-            "jpeg_quality": jpeg_quality,
-            "fmt": fmt,
-            "portrait": portrait,
-            "seed": seed,
-            "sensor": sensor.to_dict(),
-        },
-        "models": [],
-        "cameras": [],
-        "images": [],
-    }
+    truth = _empty_truth(sensor, cameras=cameras, per_model=per_model, refs=refs, disputed_flat=disputed_flat,
+                         disputed_natural=disputed_natural, height=height, width=width, jpeg_quality=jpeg_quality,
+                         fmt=fmt, portrait=portrait, seed=seed)
     (out / "truth").mkdir(exist_ok=True)
     plan = [("ref", i) for i in range(refs)]
     plan += [("flat", i) for i in range(disputed_flat)]
     plan += [("natural", i) for i in range(disputed_natural)]
+    write = functools.partial(_write_camera, out, seed, sensor, fmt, jpeg_quality, portrait, plan, workers)
 
-    for m in range(n_models):
+    for m, model_members in enumerate(_camera_names(cameras, per_model)):
         artefacts = model_artefacts(m, height, width, seed, sensor)
-        truth["models"].append({**artefacts.summary(), "cameras": members[m]})
-        for cam_index in range(m * per_model, min((m + 1) * per_model, cameras)):
-            name = names[cam_index]
-            camera = make_camera(cam_index, name, artefacts, seed, sensor)
-            k_rel = f"truth/{name}_K.npy"
-            np.save(out / k_rel, camera.prnu)
-            truth["cameras"].append(
-                {
-                    "name": name,
-                    "model": artefacts.name,
-                    "twins": [n for n in members[m] if n != name],
-                    "K": k_rel,
-                    "exposure_gain": camera.exposure,
-                    "wb_gains": list(camera.wb_gains),
-                }
-            )
-            (out / "refs" / name).mkdir(parents=True, exist_ok=True)
-            (out / "disputed" / name).mkdir(parents=True, exist_ok=True)
-            job = functools.partial(
-                _render_and_write, out, camera, seed, sensor, fmt, jpeg_quality, portrait
-            )
-            # Every image has its own generator, so threads change the speed, never the bytes;
-            # NumPy, SciPy's FFT and Pillow's encoders release the GIL for the heavy parts.
-            if workers == 1:
-                truth["images"].extend(job(item) for item in plan)
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    truth["images"].extend(pool.map(job, plan))
-            del camera  # one camera's full-size maps in memory at a time
+        truth["models"].append({**artefacts.summary(), "cameras": model_members})
+        for j, name in enumerate(model_members):
+            entry, images = write(m * per_model + j, name, artefacts, model_members)
+            truth["cameras"].append(entry)
+            truth["images"].extend(images)
 
     (out / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
