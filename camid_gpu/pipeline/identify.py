@@ -108,7 +108,22 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         return None, errors + [short]
     if callable(batch_size):
         batch_size = batch_size(source_shape)
-    batch_size = max(1, int(batch_size))
+    arrays = _fingerprint_arrays(bk, good, params, methods, max(1, int(batch_size)))
+    kept = tuple(m for m in ("pce", "mahalanobis") if m in methods)
+    fp = CameraFingerprint(
+        camera=camera, methods=kept, arrays=arrays, clips={m: params.clip_of(m) for m in kept},
+        source_shape=source_shape,
+        params=dict(params.fingerprint_params(), refs=len(good)),
+        references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
+                     "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
+        software=software_versions())
+    return fp, errors
+
+
+def _fingerprint_arrays(bk: Backend, good: Sequence[tuple[Any, ImageInfo]], params: Params, methods: Sequence[str],
+                        batch_size: int) -> dict[str, np.ndarray]:
+    """The fingerprint's arrays from the usable references: ``k`` (PCE; ``batch_size`` references per residual
+    batch) and ``mean_i0``/``mean_prnu`` (Mahalanobis), for the ``methods`` asked."""
     arrays: dict[str, np.ndarray] = {}
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
@@ -120,15 +135,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         means = bk.to_numpy(maha.fingerprint(bk, greens, params.sigma_mahalanobis, params.levels, params.wavelet,
                                              batch_size=batch_size))
         arrays["mean_i0"], arrays["mean_prnu"] = means[0].astype(np.float32), means[1].astype(np.float32)
-    kept = tuple(m for m in ("pce", "mahalanobis") if m in methods)
-    fp = CameraFingerprint(
-        camera=camera, methods=kept, arrays=arrays, clips={m: params.clip_of(m) for m in kept},
-        source_shape=source_shape,
-        params=dict(params.fingerprint_params(), refs=len(good)),
-        references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
-                     "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
-        software=software_versions())
-    return fp, errors
+    return arrays
 
 
 def _too_small(camera: str, source_shape: tuple[int, int], params: Params,
