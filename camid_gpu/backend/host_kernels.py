@@ -82,6 +82,40 @@ def strip_rows(width: int, itemsize: int, height: int) -> int:
     return max(8, min(height, STRIP_BYTES // max(1, width * itemsize)))
 
 
+def _smallest_box_mean(e: np.ndarray, hs: np.ndarray, bx: np.ndarray, lo: np.ndarray, windows: Sequence[int],
+                       halo: int) -> None:
+    """Into ``lo`` (n, w): the smallest over ``windows`` (ascending, odd) of the ``size x size`` box means of
+    the squared strip ``e`` (n + 2 halo rows, w + 2 halo columns, zero outside the image). ``hs``
+    (n + 2 halo, w) and ``bx`` (n, w) are scratch: the horizontal sums grow from one window to the next."""
+    n, w = lo.shape
+    reach = -1  # ``hs`` sums the columns j - reach .. j + reach (none yet)
+    for k, size in enumerate(windows):
+        r = size // 2
+        first = reach + 1
+        if reach < 0:  # the smallest window: the centre column and its two neighbours
+            if r == 0:
+                np.copyto(hs, e[:, halo:halo + w])
+            else:
+                np.add(e[:, halo - 1:halo - 1 + w], e[:, halo:halo + w], out=hs)
+                hs += e[:, halo + 1:halo + 1 + w]
+            first = 2
+        for d in range(first, r + 1):
+            hs += e[:, halo - d:halo - d + w]
+            hs += e[:, halo + d:halo + d + w]
+        reach = r
+        # vertical: rows i - r .. i + r of the horizontal sums (the first window's go to ``lo``)
+        acc = lo if k == 0 else bx
+        if r == 0:
+            np.copyto(acc, hs[halo:halo + n])
+        else:
+            np.add(hs[halo - r:halo - r + n], hs[halo - r + 1:halo - r + 1 + n], out=acc)
+        for d in range(-r + 2, r + 1):
+            acc += hs[halo + d:halo + d + n]
+        acc *= 1.0 / (size * size)
+        if k:
+            np.minimum(lo, bx, out=lo)
+
+
 def mihcak_shrink(pool: WorkerPool, coeffs: np.ndarray, noise_var: float | np.ndarray,
                   windows: Sequence[int], factor_only: bool = False) -> np.ndarray:
     """Mihcak's shrink of ``coeffs`` (..., h, w): ``coeffs * nv / (v + nv)``, same dtype and shape
@@ -123,33 +157,8 @@ def mihcak_shrink(pool: WorkerPool, coeffs: np.ndarray, noise_var: float | np.nd
             e[:first] = 0
             e[first + bottom - top:] = 0
             np.square(plane[top:bottom], out=e[first:first + bottom - top, halo:halo + w])
-            hs, bx, lo = hsum[:n + 2 * halo], box[:n], low[:n]
-            reach = -1  # ``hs`` sums the columns j - reach .. j + reach (none yet)
-            for k, size in enumerate(windows):
-                r = size // 2
-                first = reach + 1
-                if reach < 0:  # the smallest window: the centre column and its two neighbours
-                    if r == 0:
-                        np.copyto(hs, e[:, halo:halo + w])
-                    else:
-                        np.add(e[:, halo - 1:halo - 1 + w], e[:, halo:halo + w], out=hs)
-                        hs += e[:, halo + 1:halo + 1 + w]
-                    first = 2
-                for d in range(first, r + 1):
-                    hs += e[:, halo - d:halo - d + w]
-                    hs += e[:, halo + d:halo + d + w]
-                reach = r
-                # vertical: rows i - r .. i + r of the horizontal sums (the first window's go to ``lo``)
-                acc = lo if k == 0 else bx
-                if r == 0:
-                    np.copyto(acc, hs[halo:halo + n])
-                else:
-                    np.add(hs[halo - r:halo - r + n], hs[halo - r + 1:halo - r + 1 + n], out=acc)
-                for d in range(-r + 2, r + 1):
-                    acc += hs[halo + d:halo + d + n]
-                acc *= 1.0 / (size * size)
-                if k:
-                    np.minimum(lo, bx, out=lo)
+            lo = low[:n]
+            _smallest_box_mean(e, hsum[:n + 2 * halo], box[:n], lo, windows, halo)
             # v + nv = max(0, mean - nv) + nv = max(mean, nv)
             v = dtype.type(nv[p])
             np.maximum(lo, v, out=lo)
