@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 from camid_gpu._shared import custody
 from camid_gpu._shared.jsonio import sha256_file, write_json
-from camid_gpu.evidence import casework
+from camid_gpu.pipeline import casework
 from camid_gpu.pipeline.records import ImageRecord
 from camid_gpu.store import software_versions
 

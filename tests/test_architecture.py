@@ -28,7 +28,8 @@ LAYERS: list[set[str]] = [
     {"mahalanobis"},    # the PeerJ CS classifier (+ its fused launcher)
     {"store"},          # fingerprint files (the pipeline loads them)
     {"pipeline"},       # one chunk: prepare, identify, records
-    {"provenance", "evaluate", "evidence"},  # evidence: LR calibration and use, the casework record
+    {"provenance", "evaluate"},
+    {"evidence"},       # LR calibration and use (reads run manifests; the casework record is pipeline's)
     {"engine"},         # context, scheduler, one module per command, dask
     {"cluster"},        # blind source clustering (Gram, threshold, linkage, its run on the engine)
     {"report", "datasets", "selftest"},  # selftest: known answers on every backend (spec.py: plain float64)

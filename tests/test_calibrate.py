@@ -19,7 +19,7 @@ from camid_gpu.engine.runner import evaluate_dataset
 from camid_gpu.errors import CamidError, MissingExtraError
 from camid_gpu.evidence import fit
 from camid_gpu.evidence.apply import apply_calibration, llr_of_model, load_calibration, verbal
-from camid_gpu.evidence.casework import casework_of
+from camid_gpu.pipeline.casework import casework_of
 from camid_gpu.evidence.conditions import jpeg_quality
 from camid_gpu.evidence.pairs import Pair, read_pairs
 

@@ -441,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     from camid_gpu.errors import CamidError
 
-    from camid_gpu.evidence.casework import recorded
+    from camid_gpu.pipeline.casework import recorded
     from camid_gpu.io.listing import including_hidden
 
     previous = _terminate_cleanly()

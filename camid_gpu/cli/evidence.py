@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from camid_gpu import config as cfg
 from camid_gpu._shared.jsonio import write_json
-from camid_gpu.evidence import casework
+from camid_gpu.pipeline import casework
 from camid_gpu.io.listing import printable
 
 #: the commands that make a run (a manifest), and the arguments naming their input folders (for --exhibit)

@@ -21,7 +21,7 @@ from camid_gpu._shared.files import open_regular
 from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu.errors import CamidError
 from camid_gpu.evidence.apply import EVIDENCE_NAME, VERBAL_SCALE_NAME, llr_of_model, load_calibration
-from camid_gpu.evidence.casework import exhibit_of
+from camid_gpu.pipeline.casework import exhibit_of
 from camid_gpu.report.figures import RC, figure, legend, load_matplotlib, png
 from camid_gpu.report.html import NONE, esc, html_table, kv_table, num
 from camid_gpu.report.load import Run
