@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from camid_gpu import config
-from camid_gpu.cli.commands import _params
+from camid_gpu.cli.options import params_of as _params
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.config import Params
 

@@ -52,8 +52,7 @@ def note(record: ImageRecord) -> str:
 
 def row(record: ImageRecord, methods: Sequence[str]) -> list[Any]:
     """One table row (see :data:`HEADERS`; a Mahalanobis column when that method ran)."""
-    maha = [] if "mahalanobis" not in methods else [
-        ",".join((record.get("mahalanobis") or {}).get("associated", [])) or "-"]
+    maha = [] if "mahalanobis" not in methods else [_mahalanobis_cell(record.get("mahalanobis") or {})]
     pce = pce_of(record)
     if is_error(record) or not pce or not pce.get("scores"):
         return [record["path"], answer(record), "-", "-", "-", pce.get("threshold") if pce else "-", "-",
@@ -63,6 +62,13 @@ def row(record: ImageRecord, methods: Sequence[str]) -> list[Any]:
     runner = f"{order[1][0]} {_number(order[1][1].get('pce'))}" if len(order) > 1 else "-"
     return [record["path"], answer(record), best, score.get("pce"), score.get("log10_p_fa"), pce.get("threshold"),
             runner, note(record), *maha]
+
+
+def _mahalanobis_cell(maha: dict[str, Any]) -> str:
+    """The cameras the Mahalanobis method associated, or why it gave none (its compared region unusable)."""
+    if maha.get("insufficient_content"):
+        return "insufficient content"
+    return ",".join(maha.get("associated", [])) or "-"
 
 
 def table_headers(methods: Sequence[str]) -> list[str]:

@@ -10,7 +10,6 @@ terminated (SIGTERM). Results written before an interruption are kept (``--resum
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -22,17 +21,19 @@ from camid_gpu import config as cfg
 from camid_gpu._shared import interrupts
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._version import __version__
-from camid_gpu.cli.output import (
-    print_clusters,
-    print_errors,
-    print_not_comparable,
-    print_skipped,
-    write_csv,
-)
 from camid_gpu.cli import answers
-from camid_gpu.cli.defaults import chosen_methods, scoring_options
-from camid_gpu.cli.hints import print_hints
+from camid_gpu.cli.defaults import chosen_methods
 from camid_gpu.cli.evidence import casework_from_args, cmd_calibrate, load_calibration_arg, print_evidence, write_evidence
+from camid_gpu.cli.hints import print_hints
+from camid_gpu.cli.options import (
+    clip_given,
+    config_of,
+    given_of,
+    params_of,
+    print_manifest,
+    print_run_manifest,
+)
+from camid_gpu.cli.output import print_clusters, print_errors, print_not_comparable, print_skipped, write_csv
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
@@ -43,104 +44,6 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 # ------------------------------------------------------------------------------------------------
-def _params(args: argparse.Namespace) -> cfg.Params:
-    """The parameters from the options, every value checked (finite, in range) before any work."""
-    scoring = scoring_options(args)  # fingerprint has none of them: the defaults
-    try:
-        shift = cfg.parse_shift_range(scoring.shift_range)
-    except ValueError as exc:
-        raise ValueError(f"--shift-range: {exc}") from None
-    refs = cfg.parse_refs(getattr(args, "refs", "all"))
-    search = cfg.parse_scales(getattr(args, "search_scales", None))
-    sigma_fp = cfg.SIGMA_FINGERPRINT if args.sigma_fingerprint is None else args.sigma_fingerprint
-    sigma_maha = cfg.SIGMA_MAHALANOBIS if args.sigma_mahalanobis is None else args.sigma_mahalanobis
-    return cfg.Params(pce_clip=_clip_option(args, "pce"), mahalanobis_clip=_clip_option(args, "mahalanobis"),
-                      sigma_fingerprint=sigma_fp, sigma_query=scoring.sigma_query,
-                      sigma_mahalanobis=sigma_maha, refs=refs, pce_threshold=scoring.pce_threshold,
-                      shift_range=shift, rotations=scoring.rotations, natural_mode=scoring.natural_mode,
-                      search_scales=search)
-
-
-def _given(args: argparse.Namespace) -> frozenset[str]:
-    """The fingerprint-side parameters the user set explicitly (identify: they must equal the store's)."""
-    return frozenset(name for name in ("sigma_fingerprint", "sigma_mahalanobis")
-                     if getattr(args, name, None) is not None)
-
-
-def _clip_option(args: argparse.Namespace, method: str):
-    """--<method>-clip, else --clip, else the method's default geometry."""
-    own = getattr(args, f"{method}_clip")
-    if own is not None:
-        return cfg.parse_clip(own)
-    if args.clip is not None:
-        return cfg.parse_clip(args.clip)
-    return cfg.PCE_CLIP if method == "pce" else cfg.MAHALANOBIS_CLIP
-
-
-def _clip_given(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.clip, args.pce_clip, args.mahalanobis_clip))
-
-
-def _config(args: argparse.Namespace) -> cfg.RunConfig:
-    config = cfg.RunConfig(backend=args.backend, device=args.device, workers=args.workers, precision=args.precision,
-                           max_host_memory=_bytes("--max-host-memory", args.max_host_memory),
-                           max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
-                           progress=False if args.quiet else None, dask=getattr(args, "dask", None),
-                           decode=getattr(args, "decode", cfg.DECODE), limits=_limits(args))
-    _cap_workers(config)
-    try:
-        config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"--backend {args.backend} --device {args.device}: {exc}") from None
-    return config
-
-
-def _cap_workers(config: cfg.RunConfig) -> None:
-    """--workers within the CPUs and the host memory budget (--workers 100000 forked until memory ran out),
-    with a note when it is lowered."""
-    from camid_gpu.engine.scheduler import cap_workers
-
-    config.workers, note = cap_workers(config.workers, config.max_host_memory, config.limits)
-    if note:
-        print(f"camid: note: {note}", file=sys.stderr)
-
-
-def _bytes(option: str, text: str | None) -> int | None:
-    try:
-        return cfg.parse_bytes(text)
-    except ValueError as exc:
-        raise ValueError(f"{option}: {exc}") from None
-
-
-def _print_manifest(path: str, digest: str) -> None:
-    print(f"manifest: {printable(path)}  SHA-256 {digest} (also in manifest.sha256 beside it; keep it elsewhere and "
-          f"check with: camid verify {printable(path)} --expect-sha256 {digest})")
-
-
-def _print_run_manifest(run_dir: str) -> None:
-    """:func:`_print_manifest` from the ``manifest.sha256`` the run wrote beside its manifest."""
-    with open(os.path.join(run_dir, "manifest.sha256"), encoding="utf-8") as handle:
-        _print_manifest(os.path.join(run_dir, "manifest.json"), handle.read().split()[0])
-
-
-def _limits(args: argparse.Namespace) -> cfg.InputLimits:
-    """--max-file-size and --max-decoded-size (default: the config's limits)."""
-    given = {"max_file_bytes": getattr(args, "max_file_size", None),
-             "max_decoded_bytes": getattr(args, "max_decoded_size", None)}
-    values = {}
-    for name, text in given.items():
-        if text is None:
-            continue
-        option = "--max-file-size" if name == "max_file_bytes" else "--max-decoded-size"
-        try:
-            values[name] = cfg.parse_bytes(text)
-        except (ValueError, OverflowError):
-            raise ValueError(f"{option} must look like 2G, 512M or a number of bytes; got {text!r}") from None
-        if values[name] is None or values[name] < 1:
-            raise ValueError(f"{option} must be at least 1 byte; got {text!r}")
-    return cfg.InputLimits(**values)
-
-
 def cmd_info(args) -> int:
     import platform
 
@@ -197,9 +100,9 @@ def cmd_residual(args) -> int:
     skipped: list = []
     errors = residual_files(args.images, args.outdir, sigma=args.sigma, levels=args.levels, wavelet=args.wavelet,
                             clip=cfg.parse_clip(args.clip), channel=args.channel, wiener=args.wiener,
-                            config=_config(args), on_record=show, argv=sys.argv, skipped=skipped)
+                            config=config_of(args), on_record=show, argv=sys.argv, skipped=skipped)
     print_skipped(skipped)
-    _print_run_manifest(args.outdir)
+    print_run_manifest(args.outdir)
     print_errors(errors)
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -207,8 +110,8 @@ def cmd_residual(args) -> int:
 def cmd_fingerprint(args) -> int:
     from camid_gpu.engine.runner import fingerprint_folder
 
-    params = _params(args)
-    summary = fingerprint_folder(args.refs_dir, args.outdir, chosen_methods(args), params, _config(args),
+    params = params_of(args)
+    summary = fingerprint_folder(args.refs_dir, args.outdir, chosen_methods(args), params, config_of(args),
                                  argv=sys.argv, overwrite=args.overwrite, add=args.add)
     for cam in summary["cameras"]:
         print(f"{printable(cam['camera'])}: {cam['references']} references -> {printable(cam['metadata'])}")
@@ -218,7 +121,7 @@ def cmd_fingerprint(args) -> int:
     if not summary["cameras"]:
         print("camid: no fingerprint was built", file=sys.stderr)
         return EXIT_FAIL
-    _print_manifest(summary["manifest"], summary["manifest_sha256"])
+    print_manifest(summary["manifest"], summary["manifest_sha256"])
     return EXIT_PARTIAL if summary["errors"] else EXIT_OK
 
 
@@ -226,7 +129,7 @@ def cmd_identify(args) -> int:
     from camid_gpu.engine.run_folder import check_outputs
     from camid_gpu.engine.runner import identify_run
 
-    params, config = _params(args), _config(args)
+    params, config = params_of(args), config_of(args)
     extra_files = [p for p in (args.json, args.csv) if p]
     check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
@@ -245,8 +148,8 @@ def cmd_identify(args) -> int:
         return extra_files + ([write_evidence(args.outdir, records, calibration)] if calibration else [])
 
     run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
-                                resume=args.resume, kind=args.kind, clip_given=_clip_given(args),
-                                given=_given(args), argv=sys.argv, extra_outputs=write_extra,
+                                resume=args.resume, kind=args.kind, clip_given=clip_given(args),
+                                given=given_of(args), argv=sys.argv, extra_outputs=write_extra,
                                 on_records=answers.live_lines(args.quiet), unverified_store=args.unverified_store)
     answers.print_answers(records, methods)
     print_hints(records, args.fp_dir, run["params"])
@@ -262,7 +165,7 @@ def cmd_identify(args) -> int:
           f"{run['processed']} processed, {run['skipped_as_done']} already done, {run['retried']} retried, "
           f"{run['changed']} changed since recorded (flagged), {len(errors)} with errors, "
           f"{lone} not comparable with any fingerprint")
-    _print_manifest(run["manifest"], run["manifest_sha256"])
+    print_manifest(run["manifest"], run["manifest_sha256"])
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
@@ -287,11 +190,11 @@ def cmd_cluster(args) -> int:
     else:
         raise ValueError(f"--region must be 'auto', 'full' or a number of pixels, got {args.region!r}")
     params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
-    result = cluster_images(args.images, args.outdir, params, _config(args), resume=args.resume, argv=sys.argv)
+    result = cluster_images(args.images, args.outdir, params, config_of(args), resume=args.resume, argv=sys.argv)
     print_clusters(result, args.outdir)
     print_skipped(result["skipped"])
     print_errors(result["errors"])
-    _print_run_manifest(args.outdir)
+    print_run_manifest(args.outdir)
     return EXIT_PARTIAL if result["errors"] else EXIT_OK
 
 
@@ -358,7 +261,7 @@ def cmd_evaluate(args) -> int:
 
     outdir = args.outdir or os.path.join(args.dataset_dir, "camid-eval")
     methods = chosen_methods(args)  # --paper: both methods on the paper's clipping
-    params, config = _params(args), _config(args)
+    params, config = params_of(args), config_of(args)
     inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
     check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite,
                   command="evaluate")
@@ -373,7 +276,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         write_json(args.json, summary)
     print(f"\nrun folder: {printable(outdir)} (fingerprints/, results.jsonl, evaluation.json, manifest.json)")
-    _print_manifest(summary["manifest"], summary["manifest_sha256"])
+    print_manifest(summary["manifest"], summary["manifest_sha256"])
     print_skipped(summary.get("skipped_inputs", []))
     answers.print_warnings(summary.get("fingerprint_warnings", []))
     print_errors(summary["fingerprint_errors"])
@@ -401,14 +304,14 @@ def cmd_demo(args) -> int:
     twins = [c["name"] + "~" + "/".join(c["twins"]) for c in truth["cameras"]]
     print(f"camid demo: {len(truth['cameras'])} synthetic cameras (twins share model artefacts: {', '.join(twins)}), "
           f"{len(truth['images'])} JPEGs {size['height']}x{size['width']} in {t1 - t0:.1f} s -> {data}")
-    config = _config(args)
+    config = config_of(args)
     params = Params(mahalanobis_clip=cfg.parse_clip(size["clip"]))
     summary = evaluate_dataset(data, os.path.join(root, "run"), methods_of("both"), params, config)
     t2 = time.perf_counter()
     print(f"fingerprints + identification of {summary['images_total']} images on {summary['backend']}: "
           f"{t2 - t1:.1f} s\n")
     print(format_report(summary))
-    _print_manifest(summary["manifest"], summary["manifest_sha256"])
+    print_manifest(summary["manifest"], summary["manifest_sha256"])
     print(f"\nnote: PCE works on the full {size['height']}x{size['width']} frames (Binghamton's method, the default); "
           f"the Mahalanobis method on {size['clip']}x{size['clip']} centre clippings"
           + (" (`camid demo --size paper`: the paper's 1000x1000)." if args.size == "small" else "."))

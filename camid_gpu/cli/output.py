@@ -5,7 +5,7 @@ import sys
 from typing import Any, Sequence
 
 from camid_gpu.io.listing import printable
-from camid_gpu.pipeline.records import ImageRecord, error_of, is_error, mahalanobis_of, pce_of
+from camid_gpu.pipeline.records import ImageRecord, pce_of
 
 
 def print_errors(errors: Sequence[dict[str, Any]]) -> None:
@@ -66,29 +66,6 @@ def write_csv(path: str, records: Sequence[dict[str, Any]]) -> None:
                             membership.get(cam), ",".join(maha.get("associated", [])), "", status(pce, cam in scores),
                             status(maha, cam in membership), printable(refused.get(cam, {}).get("reason", "")),
                             s.get("match", ""), "x".join(map(str, s["offset"])) if "offset" in s else ""])
-
-
-def print_identification(records: Sequence[ImageRecord], cameras, methods) -> None:
-    from camid_gpu.evaluate import table
-
-    rows = []
-    for r in records:
-        if is_error(r):
-            rows.append([r["path"], "error", "-", "-", "-"])
-            continue
-        pce = r.get("pce")
-        maha = r.get("mahalanobis")
-        if pce and not pce.get("scores"):
-            decision = "not comparable"
-        else:
-            decision = (pce["decision"] or "none") if pce else "-"
-        rows.append([r["path"],  # the full path; table() escapes every cell
-                     decision,
-                     pce["best_pce"] if pce else "-",
-                     r["rotation"],
-                     ("insufficient content" if maha.get("insufficient_content") else ",".join(maha["associated"]))
-                     if maha else "-"])
-    print(table(["image", "PCE decision", "max PCE", "rotation", "Mahalanobis (beside PCE)"], rows))
 
 
 def print_clusters(result, outdir: str) -> None:

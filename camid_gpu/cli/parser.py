@@ -112,7 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     sub.add_parser("info", help="versions, backends and visible devices")
+    _add_data_parsers(sub)
+    _add_fingerprint_parser(sub)
+    _add_identify_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_cluster_parser(sub)
+    add_calibrate_parser(sub)
+    _add_tool_parsers(sub)
+    return parser
 
+
+def _add_data_parsers(sub: Any) -> None:
+    """``synth`` and ``residual``."""
     p = sub.add_parser("synth", help="write a synthetic camera dataset (refs/, disputed/, ground_truth.json)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("outdir", help="dataset folder to write")
@@ -141,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     add_casework_options(p)
 
+
+def _add_fingerprint_parser(sub: Any) -> None:
     p = sub.add_parser("fingerprint", help="build one fingerprint per camera subfolder of REFS_DIR")
     p.add_argument("refs_dir")
     p.add_argument("-o", "--outdir", required=True, help="fingerprint folder")
@@ -152,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p, decode=True)
     add_casework_options(p)
 
+
+def _add_identify_parser(sub: Any) -> None:
     p = sub.add_parser("identify", help="which camera took each image")
     p.add_argument("fp_dir")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -177,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibration_option(p)
     add_casework_options(p)
 
+
+def _add_evaluate_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
     p.add_argument("dataset_dir")
     p.add_argument("-o", "--outdir", default=None, help="run folder (default: DATASET_DIR/camid-eval)")
@@ -191,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibration_option(p)
     add_casework_options(p)
 
+
+def _add_cluster_parser(sub: Any) -> None:
     p = sub.add_parser("cluster", help="which images share a camera, with no camera at hand (blind clustering)")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--outdir", required=True, help="run folder (clusters.json, clusters.csv, fingerprints/, ...)")
@@ -211,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     add_casework_options(p)
 
-    add_calibrate_parser(sub)
 
+def _add_tool_parsers(sub: Any) -> None:
+    """``verify``, ``report``, ``demo`` and ``selftest``."""
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
     p.add_argument("--expect-sha256", default=None, metavar="HEX",
@@ -236,4 +256,3 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("selftest", help="known-answer validation of every backend present (JSON + HTML record)")
     p.add_argument("-o", "--outdir", default=None,
                    help="where to write selftest.json and selftest.html (default camid-selftest-<UTC time>)")
-    return parser
