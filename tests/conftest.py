@@ -1,8 +1,15 @@
-"""Shared fixtures: backends to parametrise over, small natural-looking test images."""
+"""Shared fixtures and helpers of the whole suite (tests/ is on sys.path through the ``pythonpath`` pytest
+option in pyproject.toml, so a test file in any subfolder imports them with ``from conftest import ...``):
+backends to parametrise over, small natural-looking test images, the two-camera store and private copies."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
+import json
+import shutil
 
+import numpy as np
 import pytest
 
 from camid_gpu.selftest import spec
@@ -66,3 +73,51 @@ def two_camera_store(tmp_path_factory):
         return built[key]
 
     return make
+
+
+#: fingerprint and run options of the tests that drive the CLI on the NumPy backend
+FP_ARGS = ["--clip", "128", "--refs", "3", "--method", "pce", "--quiet", "--backend", "numpy"]
+RUN_ARGS = ["--quiet", "--backend", "numpy"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, two_camera_store):
+    """Two synthetic cameras (3 references each, 160x192), their PCE fingerprints (NumPy backend), and two flat
+    disputed images per camera; a module's own copy (a module that defines its own ``world`` overrides it)."""
+    root = tmp_path_factory.mktemp("forensic")
+    shutil.copytree(two_camera_store(seed=11, disputed_flat=2, backend="numpy"), root, dirs_exist_ok=True)
+    return root
+
+
+def evidence(world, tmp_path, name="ev"):
+    """A private copy of the disputed images (tests may change it)."""
+    folder = tmp_path / name
+    shutil.copytree(world / "data" / "disputed", folder)
+    return folder
+
+
+def copy_store(world, tmp_path, name="fpcopy"):
+    """A private copy of the fingerprint store (tests may change it)."""
+    folder = tmp_path / name
+    shutil.copytree(world / "fp", folder)
+    return folder
+
+
+def rehash(json_path):
+    """Recompute the arrays hash recorded in a fingerprint JSON (a tamperer would)."""
+    meta = json.loads(json_path.read_text())
+    npz = json_path.parent / meta["arrays_file"]
+    meta["arrays_sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    json_path.write_text(json.dumps(meta))
+    return meta
+
+
+def write_npz(path, arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def snapshot(folder):
+    """Every regular file under ``folder`` and its bytes."""
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}

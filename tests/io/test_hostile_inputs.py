@@ -276,7 +276,7 @@ def test_printable_escapes_what_a_terminal_would_obey():
 # -- 16: the too-small message gives the stored size ---------------------------------------------------
 def test_too_small_message_gives_the_stored_size(tmp_path):
     # an image too small for any comparison is an error; one smaller than a fingerprint's frame or clipping is
-    # "not comparable" with it at identification (tests/test_casework.py), with both sizes in the record
+    # "not comparable" with it at identification (tests/acceptance/test_casework.py), with both sizes in the record
     path = _write(tmp_path / "portrait.png", png_bytes(natural_image(12, 8, seed=2)))
     with pytest.raises(ImageTooSmallError) as info:
         prepare_disputed(str(path), Params(clip=(80, 80)), (120, 160))

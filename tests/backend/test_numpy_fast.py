@@ -248,8 +248,7 @@ def test_float32_path_gives_the_same_decisions():
     reference's decisions, and its PCE values to 1e-3."""
     from camid_gpu.prnu.fingerprint import estimate_fingerprint
     from camid_gpu.prnu.pce import pce_scores
-
-    from test_pce import camera_images
+    from camid_gpu.selftest.spec import camera_images
 
     rng = np.random.default_rng(4)
     ks = [rng.normal(0, 0.01, (160, 192)) for _ in range(3)]

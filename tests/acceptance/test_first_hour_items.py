@@ -25,7 +25,7 @@ from camid_gpu.pipeline.prepare import kind_in_name
 from camid_gpu.provenance import verify_manifest
 from camid_gpu.report.wording import axis_label, human_size, identical_note, param_value, timings_table
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 NUMPY = RunConfig(backend="numpy", progress=False)
 
 

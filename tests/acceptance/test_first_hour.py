@@ -19,7 +19,7 @@ from PIL import Image
 from camid_gpu.cli import main
 from camid_gpu.datasets.synthetic import make_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-SPEC = importlib.util.spec_from_file_location("golden_record", os.path.join(os.path.dirname(__file__), "golden",
-                                                                            "record.py"))
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = importlib.util.spec_from_file_location("golden_record", os.path.join(TESTS, "golden", "record.py"))
 record = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(record)
 

@@ -3,7 +3,7 @@
 Known answers on a synthetic K, the statistics' pieces, backend parity, input errors, and the
 issue's acceptance runs on synthetic cameras (camid_gpu.datasets.synthetic): disputed images downscaled and/or
 cropped, then JPEG-compressed at quality 75, against fingerprints from JPEG reference images.
-Run ``pytest tests/test_search.py -m slow -s`` for the larger acceptance run and its PCE table.
+Run ``pytest tests/prnu/test_search.py -m slow -s`` for the larger acceptance run and its PCE table.
 """
 from __future__ import annotations
 
