@@ -1,4 +1,4 @@
-"""Issue 10's acceptance: casework with cameras of three sensor sizes (one portrait), twins, JPEG q90 and
+"""Casework acceptance: cameras of three sensor sizes (one portrait), twins, JPEG q90 and
 full-frame fingerprints from 10 references, in one store; crops found by offset; early failure; symlinks.
 
 The synthetic sensors are small (about 0.2 MP) so the default suite stays quick; their PRNU is set to 2 %

@@ -1,10 +1,10 @@
-"""Issue 15 A (chain of custody) and E13: the manifest is the one source of truth.
+"""Chain of custody: the manifest is the one source of truth.
 
-1 ``verify`` checks a run folder or store where it lies now (a copy as itself, a moved folder intact; old
-absolute-path manifests too); 2 ``identify --resume`` refuses a run folder whose files differ from its
-manifest; 3 loading a store checks it against its manifest (``--unverified-store`` for one without, recorded);
-4 ``report`` checks every file it reads, with a banner, and is written with its SHA-256 beside it;
-13 a store JSON with a missing or mistyped field is refused by name. Then the tamper suite: copy, move,
+``verify`` checks a run folder or store where it lies now (a copy as itself, a moved folder intact; old
+absolute-path manifests too); ``identify --resume`` refuses a run folder whose files differ from its
+manifest; loading a store checks it against its manifest (``--unverified-store`` for one without, recorded);
+``report`` checks every file it reads, with a banner, and is written with its SHA-256 beside it;
+a store JSON with a missing or mistyped field is refused by name. Then the tamper suite: copy, move,
 edit one byte of each output kind, and verify, resume, identify and report.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def manifest_sha(folder):
 
 
 # ------------------------------------------------------------------------------------------------
-# 1. verify where the folder lies now
+# verify where the folder lies now
 # ------------------------------------------------------------------------------------------------
 def test_verify_checks_an_edited_copy_not_the_original(world, tmp_path, capsys):
     """An edited copy of a run folder verified "all unchanged" against the expected hash: verify hashed the
@@ -170,7 +170,7 @@ def test_verify_a_cluster_stores_folder_finds_the_runs_manifest(world, tmp_path,
 
 
 # ------------------------------------------------------------------------------------------------
-# 2. resume never launders an edit
+# resume never launders an edit
 # ------------------------------------------------------------------------------------------------
 def test_resume_refuses_a_run_folder_whose_records_were_edited(world, tmp_path, capsys):
     """--resume kept an edited record and hashed it into a new manifest: verify passed again."""
@@ -213,7 +213,7 @@ def test_resume_refuses_an_edited_run_spec(world, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------
-# 3. a store is checked against its own manifest when loaded
+# a store is checked against its own manifest when loaded
 # ------------------------------------------------------------------------------------------------
 def _swap_cameras(store):
     """Swap C01 and C02 consistently: file names, 'camera' and 'arrays_file' fields, arrays hashes all agree."""
@@ -290,7 +290,7 @@ def test_copied_and_moved_stores_load_and_say_what_they_were_checked_against(wor
 
 
 # ------------------------------------------------------------------------------------------------
-# 4. the report checks what it reads, says so at the top, and is written with its hash
+# the report checks what it reads, says so at the top, and is written with its hash
 # ------------------------------------------------------------------------------------------------
 def test_report_of_an_edited_run_has_a_banner_and_exits_2(world, tmp_path, capsys):
     """The report rendered a results.jsonl that no longer matched the manifest without a word."""
@@ -328,7 +328,7 @@ def test_report_sidecar_may_not_replace_a_run_folder_file(world, tmp_path, capsy
 
 
 # ------------------------------------------------------------------------------------------------
-# 13. a store JSON's missing or mistyped field is named with its file
+# a store JSON's missing or mistyped field is named with its file
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value", [("arrays_sha256", None), ("methods", None), ("source_shape", None),
                                           ("params", None), ("geometry", None), ("camera", None),

@@ -1,4 +1,4 @@
-"""Issue 18 acceptance: an examiner's first hour, scripted, with the defaults only.
+"""Acceptance: an examiner's first hour, scripted, with the defaults only.
 
 Synthetic photos of two cameras (each its own model), 10 flat references per camera (fewer than the
 recommended 15: a warning, not a refusal), disputed flats and naturals, plus a natural resized to 3/4 and one

@@ -1,4 +1,5 @@
-"""Issue 18, one test per item: the examiner's first hour with the defaults (each failed before its fix)."""
+"""The examiner's first hour with the defaults, one behaviour per test: --refs, PCE only by default, quarter-turned
+references, progress, the console table, hints, umask, fingerprint --add, help and --kind auto, versions."""
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ def small(tmp_path_factory):
     return root
 
 
-# 1. --refs ------------------------------------------------------------------------------------------
+# --refs ------------------------------------------------------------------------------------------
 def test_refs_default_uses_every_reference_and_warns(small, tmp_path):
     summary = fingerprint_folder(str(small / "data" / "refs"), str(tmp_path / "fp"), ("pce",), Params(), NUMPY)
     assert [c["references"] for c in summary["cameras"]] == [6, 6]  # was refused: "6 usable, 15 required"
@@ -61,7 +62,7 @@ def test_refs_count_is_checked_before_decoding_and_names_the_fix(small, tmp_path
                for e in summary["errors"])
 
 
-# 2. PCE only by default -----------------------------------------------------------------------------
+# PCE only by default -----------------------------------------------------------------------------
 def test_pce_only_by_default_mahalanobis_on_request():
     parse = build_parser().parse_args
     assert chosen_methods(parse(["fingerprint", "r", "-o", "o"])) == ("pce",)
@@ -85,7 +86,7 @@ def test_golden_run_names_its_method():
     assert record.PARAM_ARGS[record.PARAM_ARGS.index("--method") + 1] == "both"
 
 
-# 4. references turned by a quarter turn -------------------------------------------------------------
+# references turned by a quarter turn -------------------------------------------------------------
 def test_turned_references_are_turned_back_and_recorded(small, tmp_path):
     refs = tmp_path / "refs"
     shutil.copytree(small / "data" / "refs", refs)
@@ -106,7 +107,7 @@ def test_turned_references_are_turned_back_and_recorded(small, tmp_path):
     assert np.corrcoef(k0.ravel(), k1.ravel())[0, 1] > 0.95  # the same fingerprint, turned references included
 
 
-# 5. progress ------------------------------------------------------------------------------------------
+# progress ------------------------------------------------------------------------------------------
 def test_progress_bar_counts_per_image_and_is_quiet_off_a_terminal(capsys):
     from camid_gpu._shared.progress import Progress
 
@@ -130,7 +131,7 @@ def test_rich_and_matplotlib_are_core_dependencies():
     assert '"rich>=' in core and '"matplotlib>=' in core
 
 
-# 6. the console table ---------------------------------------------------------------------------------
+# the console table ---------------------------------------------------------------------------------
 def _record(best=52.88, decision=None, **extra):
     scores = {"C03": {"pce": best, "log10_p_fa": -12.8}, "C01": {"pce": 3.1, "log10_p_fa": -0.4}}
     pce = {"scores": scores, "decision": decision, "best": "C03", "best_pce": best, "threshold": 60.0,
@@ -149,7 +150,7 @@ def test_table_names_best_camera_runner_up_and_near_miss():
                            "runner-up C01 3.1) near miss")
 
 
-# 7. hints ---------------------------------------------------------------------------------------------
+# hints ---------------------------------------------------------------------------------------------
 def test_hints_for_exif_turn_and_resize_only_where_the_data_say_so():
     sensors = {"C03": (480, 640)}
     turned = _record(best=2.0, exif={"orientation": 3})
@@ -162,7 +163,7 @@ def test_hints_for_exif_turn_and_resize_only_where_the_data_say_so():
     assert hints_for(_record(best=90.0, decision="C03", exif={"orientation": 3}), sensors, "auto", False) == []
 
 
-# 9. umask ---------------------------------------------------------------------------------------------
+# umask ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
 def test_outputs_respect_the_umask(tmp_path, mask, mode):
     from camid_gpu._shared.files import write_bytes_atomic
@@ -175,7 +176,7 @@ def test_outputs_respect_the_umask(tmp_path, mask, mode):
     assert stat.S_IMODE(os.stat(path).st_mode) == mode  # was 0600 whatever the umask
 
 
-# 11. fingerprint --add ----------------------------------------------------------------------------------
+# fingerprint --add ----------------------------------------------------------------------------------
 def test_fingerprint_add_joins_a_verified_store(small, tmp_path, capsys):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
@@ -217,7 +218,7 @@ def test_readme_first_screen_says_what_to_do_and_what_pfa_does_not_cover():
     assert "white-noise model" in text and "same model" in text
 
 
-# 13. help and --kind auto -------------------------------------------------------------------------------
+# help and --kind auto -------------------------------------------------------------------------------
 def test_fingerprint_help_lists_only_its_options_and_synth_shows_defaults():
     sub = build_parser()._subparsers._group_actions[0].choices
     fingerprint = sub["fingerprint"].format_help()
@@ -251,7 +252,7 @@ def test_report_wording():
     assert "Byte-identical" in note_html and "a.jpg" in note_html and "c.jpg" not in note_html
 
 
-# 15. versions -------------------------------------------------------------------------------------------
+# versions -------------------------------------------------------------------------------------------
 def test_versions_come_from_the_installed_distributions():
     from camid_gpu.store import software_versions
 

@@ -1,5 +1,5 @@
-"""Issue 15 items 5-9, 11, 12, 14, 15 and issue 18 item 8: the last hostile-input defects, resource limits,
-signals at pool start-up, API edges, spreadsheet-safe CSV, and inputs chosen by content (HEIC, DNG, hidden)."""
+"""Hostile-input defects end to end: resource limits and peak memory, signals at pool
+start-up, API edges, spreadsheet-safe CSV, and inputs chosen by content (HEIC, DNG, hidden)."""
 from __future__ import annotations
 
 import csv

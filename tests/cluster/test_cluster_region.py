@@ -1,4 +1,4 @@
-"""The region compared (issue 18 item 3): by default (``auto``) whole frames when the run fits the budget, else
+"""The region compared: by default (``auto``) whole frames when the run fits the budget, else
 the largest centred square that does; a resumed run keeps its region; when little links, a line says what was
 compared and what to try.
 

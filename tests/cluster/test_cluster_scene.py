@@ -1,4 +1,4 @@
-"""Same-scene guard (issue 15 item 10): two images of one scene share the part of the scene the denoiser leaves
+"""Same-scene guard: two images of one scene share the part of the scene the denoiser leaves
 in their residuals, whatever cameras took them; such pairs must not be linked, neither by the pair stage nor
 by the refinement, while flats and different scenes are never taken for one scene."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 9, input side: damaged evidence, format allow-list, non-regular files, size limits, 16-bit colour
+"""Hostile evidence files at input: damaged evidence, format allow-list, non-regular files, size limits, 16-bit colour
 PNG, silent omissions, duplicates, non-UTF-8 and control-character file names, messages.
 
 The hostile files are generated at test time by :mod:`hostile_inputs`."""
