@@ -145,7 +145,7 @@ ROTATION_CHOICES = ("auto", "all", "none")
 NATURAL_MODES = ("aligned", "paper")
 BACKEND_CHOICES = ("auto", "numpy", "torch")
 #: working precision of batch runs (--precision). float32: about 3.5x faster on the NumPy backend at full
-#: frame, residuals within ~1e-4 (0..255) of float64, the same decisions (tests/test_numpy_fast.py);
+#: frame, residuals within ~1e-4 (0..255) of float64, the same decisions (tests/backend/test_numpy_fast.py);
 #: float64 is the reference, selectable for reproducibility. The Python API (a backend named by string, e.g.
 #: ``extract_residual(x, backend="numpy")``) is the other rule: each backend's own default, float64 on NumPy
 #: (``backend.NUMPY_DTYPE``) and float32 on torch; it stays in ``backend`` because config sits above it.

@@ -8,7 +8,7 @@ It is computed in square tiles of ``tile`` rows, so at most two ``(tile, n)`` ro
 file) and are streamed to the device tile by tile.
 
 Precision: on CUDA the row blocks travel and multiply in float16 (tensor cores, float32 accumulation),
-elsewhere in float32 (BLAS sgemm). ``tests/test_cluster_similarity.py`` measures the NCC error of
+elsewhere in float32 (BLAS sgemm). ``tests/cluster/test_cluster_similarity.py`` measures the NCC error of
 float16 and bfloat16 inputs against the null spread ``1/sqrt(n)`` (about 3e-4 and 3e-3 of it,
 rms): float16 is negligible and is the CUDA choice; bfloat16 is 10x worse and is not used.
 """

@@ -8,7 +8,7 @@ the CPU, and so is any file the GPU decoder rejects: each record says which deco
 
 GPU pixels are not bit-identical to Pillow's (libjpeg-turbo): the inverse DCT rounds differently and the
 chroma planes of 4:2:0/4:2:2 files are upsampled differently, so a few values differ by one or more levels.
-The PRNU decisions do not depend on that (tests/test_device_decode.py; README "GPU decoding").
+The PRNU decisions do not depend on that (tests/io/test_device_decode.py; README "GPU decoding").
 """
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ estimates the energy separately for every alignment class ``d mod 8`` (which als
 2 x 2 CFA period). At resampled scales the classes have the same energy within sampling noise
 (measured), and :func:`camid_gpu.prnu.pce.pce` is used.
 
-Limits (measured, see ``tests/test_search.py``): downscaling by ``s`` leaves ``s^2`` of the pixels,
+Limits (measured, see ``tests/prnu/test_search.py``): downscaling by ``s`` leaves ``s^2`` of the pixels,
 and interpolation plus JPEG remove much of the remaining PRNU, so the PCE falls quickly with the
 scale. Cropping a JPEG fingerprint's frame at an offset that is not a multiple of 8 also costs
 PCE (the disputed image's blocks no longer line up with the references'). On the synthetic
