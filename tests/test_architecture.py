@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
     {"provenance", "evaluate"},
     {"engine"},         # scheduler, runner, distributed
     {"cluster"},        # blind source clustering (Gram, threshold, linkage, its run on the engine)
+    {"library"},        # the fingerprint library (catalogue, arrays, screening, search, link)
     {"report", "datasets", "selftest"},  # selftest: known answers on every backend (spec.py: plain float64)
     {"cli"},
 ]

@@ -1,0 +1,352 @@
+"""``camid library search LIB IMAGES... -o RUN``: screen every compatible camera, confirm the shortlist by PCE.
+
+A run folder like identify's (:mod:`camid_gpu.engine.run_folder`: lock, ``run.json``, ``--resume``, manifest),
+one record per image in ``results.jsonl``. Per chunk of images:
+
+1. **Plan** each image against each geometry of the library (sensor frame and PCE clip): the rotations at which
+   the image matches the frame in full are screened; a crop (the image fits inside the frame), a non-zero
+   ``--shift-range`` or the scale search cannot be screened at zero shift, and those cameras go to the
+   confirmation unscreened (as many as identify would score); other geometries are not comparable.
+2. **Screen** (:mod:`.screen`): the views' residuals (the functions identify uses) against the library's
+   float16 rows, streamed from the memory-mapped screening files chunk by chunk, locally or as Dask tasks.
+3. **Confirm** the shortlist with :func:`camid_gpu.pipeline.identify.identify_chunk`, the very code of
+   ``identify`` (full frames, crops, rotations, the scale search), at the decision threshold ``T_N`` of the
+   image (Sidak over every camera it was compared with), so the decision rule is identify's.
+
+Each record has identify's fields plus ``library``: version, cameras in the library, compared (screened and
+unscreened), not comparable, the screening threshold, the shortlist with its z, the best screen scores, and the
+decision threshold with its false-alarm probabilities.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from camid_gpu._cuda.loader import kernels_status
+from camid_gpu._shared.jsonio import json_number
+from camid_gpu.backend import Backend
+from camid_gpu.config import LIBRARY_SCREEN_MISS, Params, RunConfig
+from camid_gpu.engine import run_folder
+from camid_gpu.engine.scheduler import Progress, ResultsWriter, default_host_memory, ordered_map, read_results
+from camid_gpu.errors import CamidError, ImageError, ScoreError
+from camid_gpu.io.geometry import center_clip
+from camid_gpu.library import arrays as arr
+from camid_gpu.library import catalogue as cat
+from camid_gpu.library import screen as scr
+from camid_gpu.pipeline import identify as ident
+from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.records import base_record, error_entry, pce_record
+from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
+from camid_gpu.provenance import input_entries, utc_now
+
+COMMAND = "library-search"
+#: screen scores kept per image beyond the shortlist (the report shows how close the next cameras came)
+SCREEN_TOP = 5
+#: fingerprints kept loaded between images (the confirmation's cache)
+FINGERPRINT_CACHE = 64
+
+
+@dataclass
+class Geometry:
+    """The active cameras of one screening file: sensor frame, PCE clip, catalogue rows by screening row."""
+
+    name: str
+    shape: tuple[int, int]
+    clip: tuple[int, int] | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def pixels(self) -> int:
+        h, w = self.clip or self.shape
+        return h * w
+
+
+def geometries(rows: Sequence[dict[str, Any]]) -> list[Geometry]:
+    found: dict[str, Geometry] = {}
+    for r in rows:
+        clip = (r["clip_rows"], r["clip_cols"]) if r["clip_rows"] else None
+        found.setdefault(r["screen_file"], Geometry(r["screen_file"], (r["rows"], r["cols"]), clip)).rows.append(r)
+    for g in found.values():
+        g.rows.sort(key=lambda r: r["screen_row"])
+    return [found[k] for k in sorted(found)]
+
+
+@dataclass
+class Plan:
+    """One image against the library: views to screen, cameras confirmed unscreened, the count of the rest."""
+
+    screen: list[tuple[int, int]] = field(default_factory=list)       # (geometry index, degrees)
+    unscreened: dict[str, str] = field(default_factory=dict)          # camera -> why
+    not_comparable: int = 0
+
+    def compared(self, geoms: list[Geometry]) -> int:
+        screened = {gi for gi, _ in self.screen}
+        return sum(len(geoms[gi].rows) for gi in screened) + len(self.unscreened)
+
+
+def plan_image(item: prepare.Prepared, geoms: list[Geometry], params: Params) -> Plan:
+    """Which rotations of ``item`` are screened against which geometry (identify's geometry rule)."""
+    plan = Plan()
+    screenable = params.search_scales is None and tuple(params.shift_range or (1, 1)) == (0, 0)
+    for gi, g in enumerate(geoms):
+        tried = [d for d in prepare.rotations_to_try(item.shape_at(0), g.shape, params.rotations) if d in item.rotations]
+        relations = {d: prepare.match_geometry(item.shape_at(d), g.shape, g.clip, crops=True)[0] for d in tried}
+        if params.search_scales is not None:
+            from camid_gpu.prnu.search import scaled_size
+
+            top = scaled_size(g.shape, max(params.search_scales[:2]))
+            fits = [d for d in tried if item.shape_at(d)[0] <= top[0] and item.shape_at(d)[1] <= top[1]]
+            why = "the scale/crop search is not screened"
+        else:
+            fits = [d for d, rel in relations.items() if rel]
+            why = ("a crop of the sensor frame (its offset is searched)" if prepare.FULL not in relations.values()
+                   else "--shift-range searches other shifts than zero")
+        full = [d for d, rel in relations.items() if rel == prepare.FULL]
+        if full and screenable:
+            plan.screen.extend((gi, d) for d in full)
+        elif fits:
+            plan.unscreened.update({r["name"]: why for r in g.rows})
+        else:
+            plan.not_comparable += len(g.rows)
+    return plan
+
+
+def _views(bk: Backend, items: Sequence[prepare.Prepared], tasks: list[tuple[int, int]], g: Geometry,
+           params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query rows of the (image, rotation) views ``tasks`` of geometry ``g``: residuals as identify makes them."""
+    views = [ident._host(items[i].view(d, g.clip)) for i, d in tasks]
+    pixels = pixels_to_device(bk, np.stack(views))
+    res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
+    inten = gray_intensity(bk, pixels)
+    return scr.query_rows(bk.to_numpy(res), bk.to_numpy(inten))
+
+
+class Screener:
+    """Streams each geometry's screening rows past a block of query views, locally or on Dask."""
+
+    def __init__(self, library: str, geoms: list[Geometry], config: RunConfig):
+        self.library, self.geoms, self.config = library, geoms, config
+        self.bk = config.backend_obj()
+        self.engine = scr.engine_for(self.bk)
+        budget = (config.max_host_memory or default_host_memory()) // 4
+        self.client = self.cluster = None
+        if config.cluster:
+            from camid_gpu._shared.optional import import_optional
+            from camid_gpu.engine.distributed import dask_client
+
+            distributed = import_optional("dask.distributed", "dist", "--cluster")
+            self.client, self.cluster = dask_client(distributed, config.cluster)
+        self.tiles = {g.name: self._tiles(g, budget) for g in geoms}
+
+    def _tiles(self, g: Geometry, budget: int) -> list[np.ndarray]:
+        index = np.array([r["screen_row"] for r in g.rows], dtype=np.int64)
+        step = scr.chunk_rows(g.pixels, budget)
+        return [index[s:s + step] for s in range(0, len(index), step)]
+
+    def z(self, g: Geometry, first: np.ndarray, squares: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        """z of every query view against every active camera of ``g`` (in ``g.rows`` order)."""
+        count = int(max(r["screen_row"] for r in g.rows)) + 1
+        path = arr.screen_path(self.library, g.name)
+        tiles = self.tiles[g.name]
+        if self.client is not None:
+            futures = [self.client.submit(scr.tile_task, path, count, g.pixels, idx, first, squares,
+                                          self.config.backend, self.config.device, pure=False) for idx in tiles]
+            products = [f.result() for f in futures]
+        else:
+            rows = arr.screen_rows(self.library, g.name, g.pixels, count)
+            products = [scr.tile_products(self.engine, first, squares, np.array(rows[idx])) for idx in tiles]
+        return np.concatenate([scr.z_scores(a, b, norms, g.pixels) for a, b in products], axis=1)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def screen_chunk(screener: Screener, items: Sequence[prepare.Prepared], plans: list[Plan],
+                 params: Params) -> list[dict[str, tuple[float, int]]]:
+    """Per image: camera -> (best screen z over the rotations screened, its rotation)."""
+    found: list[dict[str, tuple[float, int]]] = [{} for _ in items]
+    by_geometry: dict[int, list[tuple[int, int]]] = {}
+    for i, plan in enumerate(plans):
+        for gi, d in plan.screen:
+            by_geometry.setdefault(gi, []).append((i, d))
+    for gi, tasks in sorted(by_geometry.items()):
+        g = screener.geoms[gi]
+        first, squares, norms = _views(screener.bk, items, tasks, g, params)
+        z = screener.z(g, first, squares, norms)
+        names = [r["name"] for r in g.rows]
+        for t, (i, d) in enumerate(tasks):
+            best = found[i]
+            for c in np.flatnonzero(np.isfinite(z[t])):
+                value = float(z[t, c])
+                if names[c] not in best or value > best[names[c]][0]:
+                    best[names[c]] = (value, d)
+    return found
+
+
+class FingerprintCache:
+    """The library's fingerprints as CameraFingerprint objects, loaded (hash-checked) on first use."""
+
+    def __init__(self, library: str, rows: Sequence[dict[str, Any]]):
+        self.library, self.rows, self.loaded = library, {r["name"]: r for r in rows}, {}
+
+    def get(self, name: str):
+        if name not in self.loaded:
+            if len(self.loaded) >= FINGERPRINT_CACHE:
+                self.loaded.pop(next(iter(self.loaded)))
+            self.loaded[name] = arr.camera_fingerprint(self.library, self.rows[name])
+        return self.loaded[name]
+
+
+def confirm(bk: Backend, item: prepare.Prepared, names: Sequence[str], cache: FingerprintCache,
+            params: Params) -> dict[str, Any]:
+    """identify's record of ``item`` against the cameras ``names`` at ``params.pce_threshold`` (one
+    identify_chunk per PCE clip of the library; their scores joined under identify's decision rule)."""
+    if not names:
+        record = base_record(item)
+        record["pce"], record["rotation"] = pce_record({}, {}, params.pce_threshold, item.path), 0
+        return record
+    by_clip: dict[Any, list] = {}
+    for name in sorted(names):
+        fp = cache.get(name)
+        by_clip.setdefault(fp.clip_of("pce"), []).append(fp)
+    parts = []
+    for clip, store in by_clip.items():
+        view = item if clip is None else replace(item, clips=[_clipped(item, d, clip) for d in item.rotations])
+        parts.append(ident.identify_chunk(bk, store, [view], replace(params, pce_clip=clip), ("pce",))[0])
+    if len(parts) == 1 or any(p.get("error") for p in parts):
+        return next((p for p in parts if p.get("error")), parts[0])
+    scores = {cam: s for p in parts for cam, s in p["pce"]["scores"].items()}
+    record = parts[0]
+    record["pce"] = pce_record(dict(sorted(scores.items())), {}, params.pce_threshold, item.path)
+    best = record["pce"]["best"]
+    record["rotation"] = scores[best]["rotation"] if best else 0
+    record["pce"].pop("max_pce_by_rotation", None)
+    return record
+
+
+def _clipped(item: prepare.Prepared, degrees: int, clip: tuple[int, int]) -> Any:
+    try:
+        return center_clip(item.view(degrees), clip, item.path)
+    except ImageError:
+        return None
+
+
+def search_chunk(screener: Screener, cache: FingerprintCache, version: str, items: Sequence[prepare.Prepared],
+                 params: Params, miss: float) -> list[dict[str, Any]]:
+    """The records of a chunk of prepared images."""
+    plans = [plan_image(item, screener.geoms, params) for item in items]
+    screened = screen_chunk(screener, items, plans, params)
+    out = []
+    total = sum(len(g.rows) for g in screener.geoms)
+    for item, plan, scores in zip(items, plans, screened):
+        n = plan.compared(screener.geoms)
+        thr = scr.screen_threshold(n, params.pce_threshold, miss)
+        shortlist = sorted(((z, d, cam) for cam, (z, d) in scores.items() if z >= thr.z), key=lambda t: (-t[0], t[2]))
+        names = [cam for _, _, cam in shortlist] + sorted(plan.unscreened)
+        try:
+            record = confirm(screener.bk, item, names, cache, replace(params, pce_threshold=thr.decision_pce))
+        except ScoreError as exc:
+            record = error_entry(item.path, exc)
+        if not record.get("error"):
+            for s in record["pce"]["scores"].values():
+                s["log10_p_fa_library"] = json_number(scr.library_log10_pfa(s["log10_p_fa"], n))
+            top = sorted(((z, cam) for cam, (z, _) in scores.items()), key=lambda t: (-t[0], t[1]))[:SCREEN_TOP]
+            record["library"] = {
+                "version": version, "cameras": total, "compared": n, "screened": n - len(plan.unscreened),
+                "unscreened": dict(sorted(plan.unscreened.items())), "not_comparable": plan.not_comparable,
+                "threshold": thr.to_dict(),
+                "shortlist": [{"camera": cam, "z": json_number(z), "rotation": int(d)} for z, d, cam in shortlist],
+                "screen_top": [{"camera": cam, "z": json_number(z)} for z, cam in top]}
+            record["mahalanobis_skipped"] = "a library search is PCE only"
+        out.append(record)
+    return out
+
+
+def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Params, config: RunConfig, *,
+                   resume: bool = False, kind: str = "auto", miss: float = LIBRARY_SCREEN_MISS,
+                   argv: Sequence[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Search ``inputs`` in ``library`` into the run folder ``run_dir``; returns (run summary, final records)."""
+    started = utc_now()
+    scr.screen_threshold(1, params.pce_threshold, miss)  # checks the miss rate before any work
+    run_folder.check_outputs(list(inputs) + [library], folders=[run_dir], command=COMMAND)
+    with run_folder.locked(run_dir):
+        version, rows, meta = cat.snapshot(library)
+        if not rows:
+            raise CamidError(f"{library}: the library has no camera to search (add fingerprints first)")
+        params = ident.with_params(params, levels=int(meta["levels"]) if "levels" in meta else None,
+                                   wavelet=meta.get("wavelet"))
+        geoms = geometries(rows)
+        listing = prepare.disputed_listing(inputs)
+        results = os.path.join(run_dir, run_folder.RESULTS_NAME)
+        if os.path.exists(results) and not resume:
+            raise CamidError(f"{results}: results file exists; pass --resume to continue it or choose another output")
+        spec = {"format": run_folder.SPEC_FORMAT, "version": 1, "command": COMMAND, "params": params.to_dict(),
+                "methods": ["pce"], "library": {"path": os.path.abspath(library), "version": version},
+                "screen": {"miss": miss, "form": scr.SCREEN_FORM}, "kind": kind,
+                "inputs": sorted({run_folder.canonical(p) for p in listing.images}),
+                "computed_by": {"backend": "dask" if config.cluster else config.backend_obj().name,
+                                "precision": config.precision}}
+        run_folder.record_spec(run_dir, spec, resume)
+        plan = run_folder.plan_resume(listing.images, run_folder.existing_records(results) if resume else [])
+        writer = ResultsWriter(results, resume)
+        if plan.changed:
+            writer.write(plan.changed)
+        _search_files(library, plan.todo, writer, rows, geoms, version, params, config, kind, miss)
+        records = read_results(results)
+        bk = config.backend_obj()
+        backend = f"dask {config.cluster}" if config.cluster else bk.describe()
+        info = {"path": os.path.abspath(library), "version": version, "cameras": len(rows),
+                "geometries": {g.name: len(g.rows) for g in geoms}}
+        manifest, digest = run_folder.write_manifest(
+            run_dir, COMMAND, argv, params.to_dict(), backend, started, input_entries(records), None, [results],
+            extra={"methods": ["pce"], "resumed": resume, "library": info, "screen": {"miss": miss, "form": scr.SCREEN_FORM},
+                   "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts()},
+            kernels=kernels_status(bk) if not config.cluster else "not recorded (dask cluster)")
+    run = {"library": info, "manifest": manifest, "manifest_sha256": digest, "processed": len(plan.todo),
+           "skipped_as_done": plan.done, "retried": plan.retried, "changed": len(plan.changed),
+           "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts()}
+    return run, records
+
+
+def _search_files(library, todo, writer, rows, geoms, version, params, config, kind, miss) -> None:
+    """Prepared in worker processes, searched chunk by chunk, written in input order."""
+    full = replace(params, pce_clip=None)  # views of any clip are cut from the whole frame
+    shapes = sorted({g.shape for g in geoms})
+    tasks = [(p, full, shapes, kind, config.limits) for p in todo]
+    size = config.chunk or 8
+    screener = Screener(library, geoms, config)
+    cache = FingerprintCache(library, rows)
+    progress = Progress(len(todo), "search", config.progress)
+    pending: list = []
+
+    def flush():
+        prepared = [x for x in pending if isinstance(x, prepare.Prepared)]
+        found = iter(search_chunk(screener, cache, version, prepared, params, miss) if prepared else [])
+        records = [next(found) if isinstance(x, prepare.Prepared) else x for x in pending]
+        for r in records:
+            r["realpath"] = run_folder.canonical(r["path"])
+        writer.write(records)
+        progress.advance(len(records))
+        pending.clear()
+
+    try:
+        for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers,
+                                              max(size + config.workers, 2)):
+            pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
+            if len(pending) >= size:
+                flush()
+        if pending:
+            flush()
+    finally:
+        progress.close()
+        writer.close()
+        screener.close()
+
+
+__all__ = ["geometries", "plan_image", "search_chunk", "search_library"]
