@@ -29,6 +29,7 @@ from camid_gpu.cli.output import (
     print_skipped,
     write_csv,
 )
+from camid_gpu.cli.library import cmd_library
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
@@ -424,6 +425,7 @@ def cmd_selftest(args) -> int:
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
             "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
             "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest}
+COMMANDS["library"] = cmd_library
 
 
 def main(argv: Sequence[str] | None = None) -> int:

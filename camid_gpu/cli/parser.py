@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default=None, help="Gram tiles on Dask: 'local', 'local:N' or tcp://HOST:8786")
     _add_backend_options(p)
 
+    from camid_gpu.cli.library import add_library_parser
+
+    add_library_parser(sub)
+
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
     p.add_argument("--expect-sha256", default=None, metavar="HEX",
