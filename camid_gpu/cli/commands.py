@@ -29,6 +29,7 @@ from camid_gpu.cli.output import (
     print_skipped,
     write_csv,
 )
+from camid_gpu.cli.library import Shared as LibraryShared
 from camid_gpu.cli.library import cmd_library
 from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
@@ -425,7 +426,8 @@ def cmd_selftest(args) -> int:
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
             "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
             "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest}
-COMMANDS["library"] = cmd_library
+COMMANDS["library"] = lambda args: cmd_library(args, LibraryShared(_config, _print_manifest, EXIT_OK, EXIT_FAIL,
+                                                                  EXIT_VERIFY_FAILED, EXIT_PARTIAL))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from camid_gpu import config as cfg
 from camid_gpu.io.listing import printable
@@ -11,10 +13,9 @@ from camid_gpu.io.listing import printable
 SUBCOMMANDS = ("init", "add", "retire", "list", "info", "search", "link", "verify")
 
 
-def add_library_parser(sub) -> None:
-    """The ``library`` command group, on the top-level subparsers ``sub``."""
-    from camid_gpu.cli.parser import _add_backend_options
-
+def add_library_parser(sub, add_backend_options) -> None:
+    """The ``library`` command group, on the top-level subparsers ``sub`` (``add_backend_options``: the parser's
+    execution options, passed in so that this module imports neither the parser nor the commands)."""
     top = sub.add_parser("library", help="the fingerprint library: every camera fingerprinted, searched at scale")
     cmds = top.add_subparsers(dest="library_command", metavar="SUBCOMMAND")
     p = cmds.add_parser("init", help="make an empty library folder")
@@ -55,27 +56,37 @@ def add_library_parser(sub) -> None:
     p.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default="auto")
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP", help="as identify (unscreened)")
     p.add_argument("--cluster", default=None, help="screening tiles on Dask: 'local', 'local:N' or tcp://HOST:8786")
-    _add_backend_options(p)
+    add_backend_options(p)
 
 
-def cmd_library(args: argparse.Namespace) -> int:
-    from camid_gpu.cli.commands import EXIT_FAIL
+@dataclass(frozen=True)
+class Shared:
+    """What the library commands take from :mod:`camid_gpu.cli.commands` (passed in: no import cycle)."""
 
+    config: Callable[[argparse.Namespace], Any]   # the run configuration from the execution options
+    print_manifest: Callable[[str, str], None]
+    exit_ok: int
+    exit_fail: int
+    exit_verify_failed: int
+    exit_partial: int
+
+
+def cmd_library(args: argparse.Namespace, shared: Shared) -> int:
     if not args.library_command:
         print("camid library: give a subcommand: " + ", ".join(SUBCOMMANDS), file=sys.stderr)
-        return EXIT_FAIL
-    return globals()[f"_cmd_{args.library_command}"](args)
+        return shared.exit_fail
+    return globals()[f"_cmd_{args.library_command}"](args, shared)
 
 
-def _cmd_init(args) -> int:
+def _cmd_init(args, shared: Shared) -> int:
     from camid_gpu.library import init_library
 
     init_library(args.library)
     print(f"library: {printable(args.library)} (empty)")
-    return 0
+    return shared.exit_ok
 
 
-def _cmd_add(args) -> int:
+def _cmd_add(args, shared: Shared) -> int:
     from camid_gpu.library import add_stores
 
     out = add_stores(args.library, args.stores, case=args.case, label=args.label)
@@ -84,49 +95,48 @@ def _cmd_add(args) -> int:
     for name in out["unchanged"]:
         print(f"unchanged {printable(name)} (the same fingerprint is in the library already)")
     print(f"library version {out['version']}")
-    return 0
+    return shared.exit_ok
 
 
-def _cmd_retire(args) -> int:
+def _cmd_retire(args, shared: Shared) -> int:
     from camid_gpu.library import retire_camera
 
     version = retire_camera(args.library, args.camera, args.reason)
     print(f"retired {printable(args.camera)}; library version {version}")
-    return 0
+    return shared.exit_ok
 
 
-def _cmd_list(args) -> int:
+def _cmd_list(args, shared: Shared) -> int:
     from camid_gpu.library import library_info
 
     info = library_info(args.library)
     if args.json:
         print(json.dumps(info["rows"], indent=1, sort_keys=True, default=str))
-        return 0
+        return shared.exit_ok
     for r in info["rows"]:
         state = f"retired {r['retired_utc']}: {r['retired_reason']}" if r["retired_utc"] else "active"
         print(f"{printable(r['name']):28s} {r['kind']:8s} {r['rows']}x{r['cols']:<6d} case {printable(r['case_id'] or '-'):12s} "
               f"added {r['added_utc']}  {printable(state)}")
-    return 0
+    return shared.exit_ok
 
 
-def _cmd_info(args) -> int:
+def _cmd_info(args, shared: Shared) -> int:
     from camid_gpu.library import library_info
 
     info = library_info(args.library)
     info.pop("rows")
     if args.json:
         print(json.dumps(info, indent=1, sort_keys=True, default=str))
-        return 0
+        return shared.exit_ok
     print(f"library {printable(info['library'])}: {info['cameras']} cameras searched, {info['retired']} retired; "
           f"schema {info['schema']}; {info['disk_bytes'] / 2**20:.1f} MiB on disk; version {info['version']}")
     for name, count in info["geometries"].items():
         print(f"  {name}: {count} cameras")
     print(f"  cases: {', '.join(printable(c) for c in info['cases']) or '-'}")
-    return 0
+    return shared.exit_ok
 
 
-def _cmd_verify(args) -> int:
-    from camid_gpu.cli.commands import EXIT_VERIFY_FAILED
+def _cmd_verify(args, shared: Shared) -> int:
     from camid_gpu.library import verify_library
 
     result = verify_library(args.library)
@@ -136,10 +146,10 @@ def _cmd_verify(args) -> int:
         print(f"note: {printable(path)} is in no catalogue entry (left by an interrupted add; harmless)")
     print(f"{result['cameras']} cameras checked, version {result['version']}: "
           + ("all consistent" if result["ok"] else f"{len(result['problems'])} problem(s): FAILED"))
-    return 0 if result["ok"] else EXIT_VERIFY_FAILED
+    return shared.exit_ok if result["ok"] else shared.exit_verify_failed
 
 
-def _cmd_link(args) -> int:
+def _cmd_link(args, shared: Shared) -> int:
     from camid_gpu._shared.jsonio import write_json
     from camid_gpu.library.link import link_library
 
@@ -150,11 +160,10 @@ def _cmd_link(args) -> int:
     print(f"{len(out['links'])} link(s) among {out['cameras']} cameras ({out['tests']} comparisons, pfa {args.pfa:g})")
     if args.json:
         write_json(args.json, out)
-    return 0
+    return shared.exit_ok
 
 
-def _cmd_search(args) -> int:
-    from camid_gpu.cli.commands import EXIT_OK, EXIT_PARTIAL, _config, _print_manifest
+def _cmd_search(args, shared: Shared) -> int:
     from camid_gpu.library import search_library
     from camid_gpu.pipeline.records import is_error
 
@@ -164,7 +173,7 @@ def _cmd_search(args) -> int:
         raise ValueError(f"--shift-range: {exc}") from None
     params = cfg.Params(sigma_query=args.sigma_query, pce_threshold=args.pce_threshold, shift_range=shift,
                         rotations=args.rotations, search_scales=cfg.parse_scales(args.search_scales))
-    run, records = search_library(args.library, args.images, args.outdir, params, _config(args), resume=args.resume,
+    run, records = search_library(args.library, args.images, args.outdir, params, shared.config(args), resume=args.resume,
                                   kind=args.kind, miss=args.miss, argv=sys.argv)
     errors = [r for r in records if is_error(r)]
     for r in records:
@@ -177,5 +186,5 @@ def _cmd_search(args) -> int:
               f"{lib['compared']} compared, {len(lib['shortlist'])} shortlisted)")
     print(f"library {printable(args.library)} version {run['library']['version']}; {run['processed']} processed, "
           f"{run['skipped_as_done']} already done, {len(errors)} with errors")
-    _print_manifest(run["manifest"], run["manifest_sha256"])
-    return EXIT_PARTIAL if errors else EXIT_OK
+    shared.print_manifest(run["manifest"], run["manifest_sha256"])
+    return shared.exit_partial if errors else shared.exit_ok

@@ -6,6 +6,7 @@ from typing import Any
 
 from camid_gpu import config as cfg
 from camid_gpu._version import __version__
+from camid_gpu.cli.library import add_library_parser
 
 
 class Parser(argparse.ArgumentParser):
@@ -175,9 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default=None, help="Gram tiles on Dask: 'local', 'local:N' or tcp://HOST:8786")
     _add_backend_options(p)
 
-    from camid_gpu.cli.library import add_library_parser
-
-    add_library_parser(sub)
+    add_library_parser(sub, _add_backend_options)
 
     p = sub.add_parser("verify", help="re-hash the inputs, fingerprints and outputs listed in a run manifest")
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")

@@ -29,13 +29,15 @@ Modules: :mod:`.load` (the run folder as read, with notes on what is missing), :
 tables, the page), :mod:`.figures` (matplotlib: style, PNG embedding), one module per section --
 :mod:`.overview` (1), :mod:`.decisions` (2), :mod:`.pce` (3), :mod:`.membership` and :mod:`.diagnostics`
 (4), :mod:`.cameras` (5), :mod:`.truth` (6) -- and :mod:`.render`, which puts them together.
-:mod:`.cluster` is the report of a ``camid cluster`` run (recognised by its ``clusters.json``).
+:mod:`.cluster` is the report of a ``camid cluster`` run (recognised by its ``clusters.json``), :mod:`.library`
+that of a ``camid library search`` (recognised by its ``run.json``).
 """
 from __future__ import annotations
 
 import os
 
 from camid_gpu.report import cluster as _cluster
+from camid_gpu.report import library as _library
 from camid_gpu.report import render as _render
 from camid_gpu.report.render import render_report
 
@@ -46,6 +48,8 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
     ``camid cluster`` runs (recognised by their ``clusters.json``) get :mod:`.cluster`'s report."""
     if _cluster.is_cluster_run(run_dir):
         return _cluster.write_cluster_report(run_dir, output_html)
+    if _library.is_library_run(run_dir):
+        return _library.write_library_report(run_dir, output_html)
     return _render.write_report(run_dir, output_html, fingerprints_dir)
 
 
