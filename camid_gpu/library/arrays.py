@@ -9,8 +9,8 @@
   catalogue transaction, so a row a catalogue entry points to is always complete; rows an interrupted add left
   past the last catalogued one are unreferenced, and the next add writes over them.
 
-A search streams the rows of one geometry through :func:`screen_rows` (a read-only ``np.memmap``), so a
-library larger than memory is screened chunk by chunk.
+A search streams the rows of one geometry tile by tile (:func:`read_screen_rows`), so a library larger than
+memory is screened without holding it.
 """
 from __future__ import annotations
 
@@ -34,15 +34,22 @@ def blob_path(library: str, sha256: str) -> str:
     return os.path.join(library, ARRAYS_DIR, sha256[:2], f"{sha256}.npz")
 
 
-def store_blob(library: str, blob: bytes) -> str:
-    """Write ``blob`` under its SHA-256 (durably) unless a file with those very bytes is there; returns the hash."""
+def store_blob(library: str, blob: bytes, durable: bool = True) -> str:
+    """Write ``blob`` under its SHA-256 (durably: fsync'ed, unless ``durable`` is False) unless a file with those
+    very bytes is there; returns the hash."""
     digest = hashlib.sha256(blob).hexdigest()
     path = blob_path(library, digest)
     if os.path.exists(path):
         if hashlib.sha256(read_regular(path)).hexdigest() == digest:
             return digest
         os.remove(path)  # a damaged copy (never catalogued with these bytes): replaced by the right ones
-    write_bytes_atomic(path, blob)
+    if durable:
+        write_bytes_atomic(path, blob)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "wb") as handle:
+            handle.write(blob)
+        os.replace(path + ".tmp", path)
     return digest
 
 
@@ -115,6 +122,28 @@ def screen_rows(library: str, name: str, pixels: int, count: int) -> np.ndarray:
         raise LibraryError(f"{path}: the screening file holds {max(size, 0)} bytes, the catalogue needs {need}; "
                            f"run 'camid library verify'")
     return np.memmap(path, dtype=SCREEN_DTYPE, mode="r", shape=(count, pixels))
+
+
+def read_screen_rows(path: str, pixels: int, index: np.ndarray) -> np.ndarray:
+    """Rows ``index`` (sorted) of a screening file as float16 ``(len(index), pixels)``, read with ``pread`` run
+    by run: the rows pass through this buffer only (a memory map would keep the pages it touched resident)."""
+    width = pixels * np.dtype(SCREEN_DTYPE).itemsize
+    out = np.empty((len(index), pixels), SCREEN_DTYPE)
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for run in np.split(np.arange(len(index)), breaks):
+            if not run.size:
+                continue
+            want = width * run.size
+            data = os.pread(fd, want, int(index[run[0]]) * width)
+            if len(data) != want:
+                raise LibraryError(f"{path}: rows {index[run[0]]}..{index[run[-1]]} are past the end of the file; run "
+                                   f"'camid library verify'")
+            out[run[0]:run[-1] + 1] = np.frombuffer(data, SCREEN_DTYPE).reshape(run.size, pixels)
+    finally:
+        os.close(fd)
+    return out
 
 
 def row_sha256(row: np.ndarray) -> str:

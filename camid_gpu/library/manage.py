@@ -157,14 +157,22 @@ def add_stores(library: str, sources: Sequence[str], case: str | None = None,
     if case is not None:
         check_camera_name(case)
     cat.connect(library).close()  # a library (migrated) before any store is read
+    return add_entries(library, lambda: _planned(sources, case, label))
+
+
+def add_entries(library: str, plan: Callable[[], list[dict[str, Any]]], durable: bool = True) -> dict[str, Any]:
+    """Add the fingerprints ``plan()`` lists (under the writer's lock): each entry has ``fp`` (a loaded
+    CameraFingerprint), ``blob`` (its ``.npz`` bytes) or ``npz`` (their file), and the catalogue's provenance
+    fields. ``durable=False`` skips the fsync of each array file (bench/bench_library.py builds 10^5 decoys so;
+    never a case library)."""
     with writer_lock(library):
         con = cat.connect(library)
         try:
             existing = cat.camera_rows(con)
-            planned = _planned(sources, case, label)
+            planned = plan()
             new = _check_conflicts(planned, existing)
             fixed = _check_params(cat.get_meta(con), new)
-            _write_arrays(library, new, existing)
+            _write_arrays(library, new, existing, durable)
             if ADD_HOOK is not None:
                 ADD_HOOK("arrays-written")
             version = _commit(con, new, planned, fixed)
@@ -174,14 +182,14 @@ def add_stores(library: str, sources: Sequence[str], case: str | None = None,
             "version": version}
 
 
-def _write_arrays(library: str, new: list[dict[str, Any]], existing: list[dict[str, Any]]) -> None:
+def _write_arrays(library: str, new: list[dict[str, Any]], existing: list[dict[str, Any]], durable: bool) -> None:
     """Content-addressed arrays and screening rows of ``new``, durable before the catalogue names them."""
     by_geometry: dict[str, list[dict[str, Any]]] = {}
     for p in new:
         fp: CameraFingerprint = p["fp"]
-        blob = read_regular(p["npz"])
-        if arr.store_blob(library, blob) != fp.arrays_sha256:  # changed since load_store checked it
-            raise LibraryError(f"{p['npz']}: the arrays changed while being added; nothing was added")
+        blob = p["blob"] if "blob" in p else read_regular(p["npz"])
+        if arr.store_blob(library, blob, durable) != fp.arrays_sha256:  # changed since load_store checked it
+            raise LibraryError(f"{p.get('npz', p['name'])}: the arrays changed while being added; nothing was added")
         clip = fp.clip_of("pce")
         p["geometry"] = arr.geometry_name(*fp.source_shape, clip)
         p["screen"] = arr.screen_form(fp.k)

@@ -113,14 +113,14 @@ def z_scores(a: np.ndarray, b: np.ndarray, w_norms: np.ndarray, pixels: int) -> 
     return numerator / safe * math.sqrt(pixels)
 
 
-def tile_task(path: str, count: int, pixels: int, index: Sequence[int], first: np.ndarray, squares: np.ndarray,
+def tile_task(path: str, pixels: int, index: Sequence[int], first: np.ndarray, squares: np.ndarray,
               backend: str, device: str | None) -> tuple[np.ndarray, np.ndarray]:
     """One screening tile in this process (a Dask task): library rows ``index`` of the screening file at ``path``."""
     from camid_gpu.backend import get_backend
+    from camid_gpu.library.arrays import read_screen_rows
 
-    rows = np.memmap(path, dtype=np.float16, mode="r", shape=(count, pixels))
     engine = GramEngine(get_backend(backend, device=device), "float32")
-    return tile_products(engine, first, squares, np.array(rows[np.asarray(index)]))
+    return tile_products(engine, first, squares, read_screen_rows(path, pixels, np.asarray(index)))
 
 
 def chunk_rows(pixels: int, budget: int | None, limit: int = 4096) -> int:

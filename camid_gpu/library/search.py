@@ -148,16 +148,15 @@ class Screener:
 
     def z(self, g: Geometry, first: np.ndarray, squares: np.ndarray, norms: np.ndarray) -> np.ndarray:
         """z of every query view against every active camera of ``g`` (in ``g.rows`` order)."""
-        count = int(max(r["screen_row"] for r in g.rows)) + 1
         path = arr.screen_path(self.library, g.name)
         tiles = self.tiles[g.name]
         if self.client is not None:
-            futures = [self.client.submit(scr.tile_task, path, count, g.pixels, idx, first, squares,
+            futures = [self.client.submit(scr.tile_task, path, g.pixels, idx, first, squares,
                                           self.config.backend, self.config.device, pure=False) for idx in tiles]
             products = [f.result() for f in futures]
         else:
-            rows = arr.screen_rows(self.library, g.name, g.pixels, count)
-            products = [scr.tile_products(self.engine, first, squares, np.array(rows[idx])) for idx in tiles]
+            products = [scr.tile_products(self.engine, first, squares, arr.read_screen_rows(path, g.pixels, idx))
+                        for idx in tiles]
         return np.concatenate([scr.z_scores(a, b, norms, g.pixels) for a, b in products], axis=1)
 
     def close(self) -> None:
