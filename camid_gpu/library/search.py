@@ -30,7 +30,15 @@ from camid_gpu._shared.jsonio import json_number
 from camid_gpu.backend import Backend
 from camid_gpu.config import LIBRARY_SCREEN_MISS, Params, RunConfig
 from camid_gpu.engine import run_folder
-from camid_gpu.engine.scheduler import Progress, ResultsWriter, default_host_memory, ordered_map, read_results
+from camid_gpu.engine.scheduler import (
+    Progress,
+    ResultsWriter,
+    chunk_size,
+    default_gpu_memory,
+    default_host_memory,
+    ordered_map,
+    read_results,
+)
 from camid_gpu.errors import CamidError, ImageError, ScoreError
 from camid_gpu.io.geometry import center_clip
 from camid_gpu.library import arrays as arr
@@ -166,9 +174,10 @@ class Screener:
             self.cluster.close()
 
 
-def screen_chunk(screener: Screener, items: Sequence[prepare.Prepared], plans: list[Plan],
-                 params: Params) -> list[dict[str, tuple[float, int]]]:
-    """Per image: camera -> (best screen z over the rotations screened, its rotation)."""
+def screen_chunk(screener: Screener, items: Sequence[prepare.Prepared], plans: list[Plan], params: Params,
+                 floors: Sequence[float]) -> list[dict[str, tuple[float, int]]]:
+    """Per image: camera -> (best screen z over the rotations screened, its rotation), for the cameras at or
+    over the image's screening threshold ``floors[i]`` and the :data:`SCREEN_TOP` best of every view."""
     found: list[dict[str, tuple[float, int]]] = [{} for _ in items]
     by_geometry: dict[int, list[tuple[int, int]]] = {}
     for i, plan in enumerate(plans):
@@ -177,14 +186,15 @@ def screen_chunk(screener: Screener, items: Sequence[prepare.Prepared], plans: l
     for gi, tasks in sorted(by_geometry.items()):
         g = screener.geoms[gi]
         first, squares, norms = _views(screener.bk, items, tasks, g, params)
-        z = screener.z(g, first, squares, norms)
-        names = [r["name"] for r in g.rows]
+        z = np.nan_to_num(screener.z(g, first, squares, norms), nan=-np.inf)
+        top = min(SCREEN_TOP, z.shape[1])
         for t, (i, d) in enumerate(tasks):
+            keep = np.union1d(np.flatnonzero(z[t] >= floors[i]), np.argpartition(-z[t], top - 1)[:top])
             best = found[i]
-            for c in np.flatnonzero(np.isfinite(z[t])):
-                value = float(z[t, c])
-                if names[c] not in best or value > best[names[c]][0]:
-                    best[names[c]] = (value, d)
+            for c in keep:
+                name, value = g.rows[c]["name"], float(z[t, c])
+                if np.isfinite(value) and (name not in best or value > best[name][0]):
+                    best[name] = (value, d)
     return found
 
 
@@ -240,12 +250,12 @@ def search_chunk(screener: Screener, cache: FingerprintCache, version: str, item
                  params: Params, miss: float) -> list[dict[str, Any]]:
     """The records of a chunk of prepared images."""
     plans = [plan_image(item, screener.geoms, params) for item in items]
-    screened = screen_chunk(screener, items, plans, params)
+    thresholds = [scr.screen_threshold(plan.compared(screener.geoms), params.pce_threshold, miss) for plan in plans]
+    screened = screen_chunk(screener, items, plans, params, [t.z for t in thresholds])
     out = []
     total = sum(len(g.rows) for g in screener.geoms)
-    for item, plan, scores in zip(items, plans, screened):
-        n = plan.compared(screener.geoms)
-        thr = scr.screen_threshold(n, params.pce_threshold, miss)
+    for item, plan, scores, thr in zip(items, plans, screened, thresholds):
+        n = thr.cameras if plan.compared(screener.geoms) else 0
         shortlist = sorted(((z, d, cam) for cam, (z, d) in scores.items() if z >= thr.z), key=lambda t: (-t[0], t[2]))
         names = [cam for _, _, cam in shortlist] + sorted(plan.unscreened)
         try:
@@ -318,7 +328,12 @@ def _search_files(library, todo, writer, rows, geoms, version, params, config, k
     full = replace(params, pce_clip=None)  # views of any clip are cut from the whole frame
     shapes = sorted({g.shape for g in geoms})
     tasks = [(p, full, shapes, kind, config.limits) for p in todo]
-    size = config.chunk or 8
+    bk = config.backend_obj()
+    # images per chunk: each pass over the library's rows serves a whole chunk, so as many as the budgets allow
+    size = config.chunk or chunk_size(max(g.shape[0] * g.shape[1] for g in geoms), 4,
+                                      config.max_gpu_memory or default_gpu_memory(bk),
+                                      config.max_host_memory or default_host_memory(), value_bytes=bk.itemsize,
+                                      limit=32)
     screener = Screener(library, geoms, config)
     cache = FingerprintCache(library, rows)
     progress = Progress(len(todo), "search", config.progress)
