@@ -15,7 +15,7 @@ decisions are compared. Larger libraries are filled through ``add_entries`` from
 fsync (hours otherwise on a shared disk); their search is the product's.
 
 Each search and each exhaustive run is a child process: its wall time and peak resident memory (``ru_maxrss``)
-are its own. ``screen pairs/s``: one pass of 12 image views over every screening row of the library (the batched
+are its own. ``screen pairs/s``: one pass of 32 image views (a full chunk) over every screening row of the library (the batched
 products and the reads from disk, without the residuals), timed in the search's process after the search.
 Disk per camera: everything under the library folder divided by its cameras. The library of one size is removed
 before the next is made (the disk bound of a shared machine), unless ``--keep``.
@@ -57,10 +57,10 @@ def make_data(work: str, sensor: int) -> tuple[str, str]:
     from camid_gpu.datasets.synthetic import make_dataset
     from camid_gpu.engine.runner import fingerprint_folder
 
-    data = os.path.join(work, "data")
+    data = os.path.join(work, f"data-{sensor}")
     make_dataset(data, cameras=REAL, per_model=1, refs=10, disputed_flat=2, disputed_natural=2, height=sensor,
                  width=sensor, jpeg_quality=95, seed=5)
-    store = os.path.join(work, "real")
+    store = os.path.join(work, f"real-{sensor}")
     fingerprint_folder(os.path.join(data, "refs"), store, ("pce",), Params(refs=10),
                        RunConfig(backend="numpy", progress=False))
     return os.path.join(data, "disputed"), store
@@ -127,7 +127,7 @@ def worker_search(lib: str, images: str, run_dir: str, budget: str) -> dict:
     geoms = geometries(rows)
     screener = Screener(lib, geoms, config)
     g = geoms[0]
-    views = 12
+    views = 32  # a full chunk of images (the search's limit): one pass over the library serves them all
     rng = np.random.default_rng(0)
     first, squares, norms = scr.query_rows(rng.standard_normal((views, g.pixels)), 100 + rng.random((views, g.pixels)))
     t1 = time.perf_counter()
@@ -156,11 +156,11 @@ def worker_identify(store: str, images: str, run_dir: str, threshold: str, budge
             "decisions": {r["path"]: r["pce"]["decision"] for r in records}}
 
 
-def measure(work: str, size: int, images: str, real_store: str, args) -> dict:
-    exhaustive = size <= args.exhaustive_max
+def measure(work: str, size: int, sensor: int, args, exhaustive: bool) -> dict:
+    images, real_store = make_data(work, sensor)
     built = build(work, size, real_store, exhaustive)
     search = child(["--worker-search", built["library"], images, os.path.join(work, f"run-{size}"), args.max_host_memory])
-    row = {"cameras": size, "sensor": [args.sensor, args.sensor], **{k: v for k, v in built.items() if k != "library"},
+    row = {"cameras": size, "sensor": [sensor, sensor], **{k: v for k, v in built.items() if k != "library"},
            "disk_bytes_per_camera": built["disk_bytes"] / size, "search_seconds": search["seconds"],
            "query_images_per_s": search["images"] / search["seconds"], "images": search["images"],
            "screen_pairs_per_s": search["screen_pairs_per_s"], "search_max_rss_bytes": search["max_rss_bytes"],
@@ -173,16 +173,16 @@ def measure(work: str, size: int, images: str, real_store: str, args) -> dict:
                    speedup=full["seconds"] / search["seconds"],
                    same_decisions=full["decisions"] == search["decisions"])
     if not args.keep:
-        for name in (f"lib-{size}", f"store-{size}"):
+        for name in (f"lib-{size}", f"store-{size}", f"run-{size}", f"id-{size}"):
             shutil.rmtree(os.path.join(work, name), ignore_errors=True)
     return row
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| cameras | add cameras/s | disk/camera | search s | images/s | screen pairs/s | peak RSS | "
-             "exhaustive s | speed-up | same decisions |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| cameras | sensor | add cameras/s | disk/camera | search s | images/s | screen pairs/s | peak RSS | "
+             "exhaustive s | speed-up | same decisions |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['cameras']} | {r['add_cameras_per_s']:.0f} ({r['add_mode']}) | "
+        lines.append(f"| {r['cameras']} | {r['sensor'][0]}x{r['sensor'][1]} | {r['add_cameras_per_s']:.0f} ({r['add_mode']}) | "
                      f"{r['disk_bytes_per_camera'] / 1024:.1f} KiB | {r['search_seconds']:.2f} | "
                      f"{r['query_images_per_s']:.2f} | {r['screen_pairs_per_s']:.3g} | "
                      f"{r['search_max_rss_bytes'] / 2**20:.0f} MiB | "
@@ -199,19 +199,25 @@ def main() -> None:
         print(json.dumps(worker_identify(*sys.argv[2:7])))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    ap.add_argument("--sensor", type=int, default=64)
-    ap.add_argument("--exhaustive-max", type=int, default=1000)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000],
+                    help="library sizes of the scale series (at --sensor)")
+    ap.add_argument("--sensor", type=int, default=64, help="sensor side of the scale series (default 64)")
+    ap.add_argument("--exhaustive-max", type=int, default=1000,
+                    help="series sizes up to this are also searched exhaustively (default 1000)")
+    ap.add_argument("--compare", type=int, nargs=2, default=[1000, 512], metavar=("CAMERAS", "SENSOR"),
+                    help="the speed-up row: CAMERAS at SENSOR x SENSOR against exhaustive identify (0 0 to skip)")
     ap.add_argument("--max-host-memory", default="2G")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix="camid-bench-library-")
-    images, real_store = make_data(work, args.sensor)
+    plan = [(size, args.sensor, size <= args.exhaustive_max) for size in args.sizes]
+    if args.compare[0]:
+        plan.append((args.compare[0], args.compare[1], True))
     rows = []
-    for size in args.sizes:
-        rows.append(measure(work, size, images, real_store, args))
+    for size, sensor, exhaustive in plan:
+        rows.append(measure(work, size, sensor, args, exhaustive))
         print(json.dumps(rows[-1]), file=sys.stderr)
     result = {"bench": "library", "device": "cpu", "backend": "numpy", "run": run_info(), "rows": rows,
               "args": vars(args)}
