@@ -74,7 +74,10 @@ def input_entries(records: Iterable[ImageRecord]) -> list[dict[str, Any]]:
 
 
 def fingerprint_entries(fp_dir: str) -> list[dict[str, Any]]:
-    """Entries of every fingerprint file (metadata and arrays), with their reference files."""
+    """Entries of every fingerprint file (metadata and arrays), with their reference files (of each of several
+    stores searched together)."""
+    if not isinstance(fp_dir, (str, os.PathLike)):
+        return [e for d in fp_dir for e in fingerprint_entries(d)]
     out = []
     for name in sorted(os.listdir(fp_dir)):
         if name.endswith((".json", ".npz")) and name != MANIFEST_NAME:
@@ -108,7 +111,8 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
         "backend": backend,
         "kernels": kernels,
         "params": params,
-        "fingerprints_dir": os.path.abspath(fingerprints_dir) if fingerprints_dir else None,
+        "fingerprints_dir": (os.path.abspath(fingerprints_dir) if isinstance(fingerprints_dir, (str, os.PathLike))
+                             else [os.path.abspath(d) for d in fingerprints_dir] if fingerprints_dir else None),
         "fingerprints": fingerprint_entries(fingerprints_dir) if fingerprints_dir else [],
         "inputs": inputs,
         "outputs": [file_entry(p, "output") for p in outputs],

@@ -357,6 +357,27 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
     return sorted(store, key=lambda fp: fp.camera)
 
 
+def load_stores(directories: str | os.PathLike | list[str], expect: dict[str, Any] | None = None,
+                methods: tuple[str, ...] = ()) -> list[CameraFingerprint]:
+    """The fingerprints of one store (:func:`load_store`) or of several at once (``camid identify FP --store
+    FP2``): each store checked by :func:`load_store`, then, across them, camera names unique (case-insensitively),
+    no arrays twice and one geometry per method. Sorted by camera name."""
+    if isinstance(directories, (str, os.PathLike)):
+        return load_store(directories, expect, methods)
+    owner: dict[str, str] = {}
+    store: list[CameraFingerprint] = []
+    for directory in directories:
+        for fp in load_store(directory, expect, methods):
+            for key in (fp.camera.casefold(), fp.arrays_sha256):
+                if key in owner:
+                    raise FingerprintError(f"{directory}: camera {fp.camera!r} (or its byte-identical arrays) is also "
+                                           f"in {owner[key]}; stores searched together hold each camera once")
+                owner[key] = os.fspath(directory)
+            store.append(fp)
+    check_geometry(store, ", ".join(map(os.fspath, directories)))
+    return sorted(store, key=lambda fp: fp.camera)
+
+
 def check_geometry(store: list[CameraFingerprint], where: str = "") -> None:
     """Raise FingerprintMismatchError when two fingerprints of a store use different geometries (clips) for
     one method, or have one camera name twice; sensor sizes may differ."""

@@ -259,3 +259,24 @@ def test_link_finds_two_cluster_fingerprints_of_one_camera(dataset, tmp_path):
     assert {link["a"][0], link["b"][0]} == {"A", "B"}
     assert all(os.path.basename(members[link[k]]).startswith("C01") for k in ("a", "b"))
     assert link["pce"] >= out["thresholds"][link["geometry"]]["pce"]
+
+
+def test_identify_takes_several_stores_at_once(store, dataset, tmp_path):
+    first, second = tmp_path / "A", tmp_path / "B"
+    first.mkdir(), second.mkdir()
+    for name in os.listdir(store):
+        if name.endswith((".json", ".npz")) and name != "manifest.json":
+            shutil.copy(os.path.join(store, name), (first if name.startswith("C") else second) / name)
+    files = sorted(str(p) for p in (dataset / "disputed" / "C03").glob("*.jpg"))
+    assert main(["identify", str(first), *files, "--store", str(second), "-o", str(tmp_path / "two"), "--quiet",
+                 "--backend", "numpy"]) == EXIT_OK
+    identify_files(store, files, str(tmp_path / "one" / "results.jsonl"), ("pce",), Params(), CONFIG)
+    two, one = read_results(str(tmp_path / "two" / "results.jsonl")), read_results(str(tmp_path / "one" / "results.jsonl"))
+    assert [r["pce"] for r in two] == [r["pce"] for r in one] and len(two[0]["pce"]["scores"]) == 3 + DECOYS
+    manifest = json.loads(_read(str(tmp_path / "two" / "manifest.json")))
+    assert len(manifest["fingerprints_dir"]) == 2 and len(manifest["fingerprints"]) == 2 * (3 + DECOYS)
+    assert main(["verify", str(tmp_path / "two")]) == EXIT_OK
+    shutil.copy(first / "C01.json", second / "C01.json")
+    shutil.copy(first / "C01.npz", second / "C01.npz")
+    assert main(["identify", str(first), *files, "--store", str(second), "-o", str(tmp_path / "three"),
+                 "--quiet", "--backend", "numpy"]) == 1

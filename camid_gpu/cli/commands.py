@@ -216,9 +216,10 @@ def cmd_identify(args) -> int:
 
     params, config = _params(args), _config(args)
     extra_files = [p for p in (args.json, args.csv) if p]
-    check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
+    stores = [args.fp_dir] + args.store if args.store else args.fp_dir  # several stores searched together
+    check_outputs(list(args.images) + [args.fp_dir] + (args.store or []), files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
-    methods = methods_of(args.method) if args.method else methods_in_store(args.fp_dir)
+    methods = methods_of(args.method) if args.method else methods_in_store(stores)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
         print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
@@ -231,7 +232,7 @@ def cmd_identify(args) -> int:
             write_csv(args.csv, records)
         return extra_files
 
-    run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
+    run, records = identify_run(stores, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=_clip_given(args),
                                 given=_given(args), argv=sys.argv, extra_outputs=write_extra)
     print_identification(records, run["cameras"], methods)
@@ -249,11 +250,11 @@ def cmd_identify(args) -> int:
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
-def methods_in_store(fp_dir: str) -> tuple[str, ...]:
-    """The methods every fingerprint in ``fp_dir`` has (PCE first)."""
-    from camid_gpu.store import load_store
+def methods_in_store(fp_dir: str | list[str]) -> tuple[str, ...]:
+    """The methods every fingerprint in ``fp_dir`` (one store or several) has (PCE first)."""
+    from camid_gpu.store import load_stores
 
-    store = load_store(fp_dir)
+    store = load_stores(fp_dir)
     common = set.intersection(*(set(fp.methods) for fp in store))
     return tuple(m for m in ("pce", "mahalanobis") if m in common)
 

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=cfg.KIND_CHOICES, default="auto",
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
     p.add_argument("--cluster", default=None, help="'local', 'local:N' or tcp://HOST:8786 (Dask)")
+    p.add_argument("--store", action="append", default=None, metavar="FP_DIR",
+                   help="another fingerprint store searched together with FP_DIR (repeatable; camera names unique "
+                        "across the stores)")
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
                    help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
                         "full-frame PCE fingerprints (the default geometry); PCE only")

@@ -16,14 +16,14 @@ from camid_gpu.errors import CamidError
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import error_entry
-from camid_gpu.store import load_store
+from camid_gpu.store import load_stores
 
 
 def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
                           backend: str, device: str | None, kind: str, precision: str,
                           limits: InputLimits | None = None) -> list[dict[str, Any]]:
     """One Dask task: identify ``paths`` in this process and return their records in order."""
-    store = load_store(fp_dir, methods=tuple(methods))
+    store = load_stores(fp_dir, methods=tuple(methods))
     params = Params.from_dict(params_dict)
     bk = get_backend(backend, device=device, dtype=precision)
     sensor_shapes = sorted({fp.source_shape for fp in store})

@@ -44,7 +44,7 @@ from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import ImageRecord, error_entry
 from camid_gpu.prnu.residual import extract_residual
 from camid_gpu.provenance import file_entry, input_entries, utc_now
-from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
+from camid_gpu.store import CameraFingerprint, load_store, load_stores, save_fingerprint
 
 
 #: the manifest's ``kernels`` entry for a Dask run: each worker self-checks the kernels on its own device
@@ -235,7 +235,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     if config.decode == "gpu" and (config.cluster or params.search_scales is not None):
         raise CamidError(f"--decode gpu is not available with {'--cluster' if config.cluster else '--search-scales'} "
                          f"(those decode on the CPU); use --decode auto or cpu")
-    store = load_store(fp_dir, methods=tuple(methods))
+    store = load_stores(fp_dir, methods=tuple(methods))
     params = _resolve_params(store, params, clip_given, methods, given)
     listing = prepare.disputed_listing(inputs)
     paths = listing.images
@@ -281,7 +281,8 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
     manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
     started = utc_now()
-    run_folder.check_outputs(list(inputs) + [fp_dir], folders=[run_dir], command="identify")
+    run_folder.check_outputs(list(inputs) + ([fp_dir] if isinstance(fp_dir, str) else list(fp_dir)), folders=[run_dir],
+                             command="identify")
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
     with run_folder.locked(run_dir):
         run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
