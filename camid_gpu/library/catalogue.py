@@ -34,8 +34,6 @@ from camid_gpu.errors import LibraryError
 CATALOGUE_NAME = "catalogue.sqlite"
 ARRAYS_DIR = "arrays"
 SCREEN_DIR = "screen"
-#: the writer's lock file (one add or retire at a time; searches never take it)
-WRITE_LOCK = ".write.lock"
 
 #: schema steps: MIGRATIONS[v] takes a catalogue of version v to v + 1
 MIGRATIONS: dict[int, list[str]] = {

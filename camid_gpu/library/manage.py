@@ -1,6 +1,6 @@
 """Making and changing a library: ``init``, ``add`` (atomic), ``retire``, ``info``, ``verify``.
 
-**Adding is atomic.** Under the writer's lock (``LIB/.write.lock``, ``flock``; searches never take it) an add
+**Adding is atomic.** Under the writer's lock (``LIB/.camid.lock``, ``flock``; searches never take it) an add
 loads every store first (:func:`camid_gpu.store.load_store`: every array checked against its hash), refuses the
 whole add before writing anything when a name is taken by another fingerprint or one fingerprint would be there
 under two names, then writes the arrays (content-addressed files, fsync'ed) and the screening rows (appended,
@@ -11,16 +11,16 @@ overwrites and ``verify`` lists as harmless) or with every camera of the add. Th
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from camid_gpu._shared.files import read_regular
 from camid_gpu._version import __version__
+from camid_gpu.engine import run_folder
 from camid_gpu.errors import LibraryError
 from camid_gpu.library import arrays as arr
 from camid_gpu.library import catalogue as cat
@@ -51,21 +51,10 @@ def init_library(library: str) -> dict[str, str]:
     return {"library": library, "created": now}
 
 
-@contextlib.contextmanager
-def writer_lock(library: str) -> Iterator[None]:
-    import fcntl
-
-    path = os.path.join(library, cat.WRITE_LOCK)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise LibraryError(f"{library}: another camid is adding to or retiring from this library (lock {path} "
-                               f"is held); wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def writer_lock(library: str):
+    """The writer's lock (``LIB/.camid.lock``, as a run folder's: ``flock``, refused at once when held): one add
+    or retire at a time; searches never take it."""
+    return run_folder.locked(library)
 
 
 def store_folders(source: str) -> list[tuple[str, str]]:

@@ -30,15 +30,7 @@ from camid_gpu._shared.jsonio import json_number
 from camid_gpu.backend import Backend
 from camid_gpu.config import LIBRARY_SCREEN_MISS, Params, RunConfig
 from camid_gpu.engine import run_folder
-from camid_gpu.engine.scheduler import (
-    Progress,
-    ResultsWriter,
-    chunk_size,
-    default_gpu_memory,
-    default_host_memory,
-    ordered_map,
-    read_results,
-)
+from camid_gpu.engine import scheduler
 from camid_gpu.errors import CamidError, ImageError, ScoreError
 from camid_gpu.io.geometry import center_clip
 from camid_gpu.library import arrays as arr
@@ -139,7 +131,7 @@ class Screener:
         self.library, self.geoms, self.config = library, geoms, config
         self.bk = config.backend_obj()
         self.engine = scr.engine_for(self.bk)
-        budget = (config.max_host_memory or default_host_memory()) // 4
+        budget = (config.max_host_memory or scheduler.default_host_memory()) // 4
         self.client = self.cluster = None
         if config.cluster:
             from camid_gpu._shared.optional import import_optional
@@ -303,11 +295,11 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
                                 "precision": config.precision}}
         run_folder.record_spec(run_dir, spec, resume)
         plan = run_folder.plan_resume(listing.images, run_folder.existing_records(results) if resume else [])
-        writer = ResultsWriter(results, resume)
+        writer = scheduler.ResultsWriter(results, resume)
         if plan.changed:
             writer.write(plan.changed)
         _search_files(library, plan.todo, writer, rows, geoms, version, params, config, kind, miss)
-        records = read_results(results)
+        records = scheduler.read_results(results)
         bk = config.backend_obj()
         backend = f"dask {config.cluster}" if config.cluster else bk.describe()
         info = {"path": os.path.abspath(library), "version": version, "cameras": len(rows),
@@ -330,13 +322,13 @@ def _search_files(library, todo, writer, rows, geoms, version, params, config, k
     tasks = [(p, full, shapes, kind, config.limits) for p in todo]
     bk = config.backend_obj()
     # images per chunk: each pass over the library's rows serves a whole chunk, so as many as the budgets allow
-    size = config.chunk or chunk_size(max(g.shape[0] * g.shape[1] for g in geoms), 4,
-                                      config.max_gpu_memory or default_gpu_memory(bk),
-                                      config.max_host_memory or default_host_memory(), value_bytes=bk.itemsize,
+    size = config.chunk or scheduler.chunk_size(max(g.shape[0] * g.shape[1] for g in geoms), 4,
+                                      config.max_gpu_memory or scheduler.default_gpu_memory(bk),
+                                      config.max_host_memory or scheduler.default_host_memory(), value_bytes=bk.itemsize,
                                       limit=32)
     screener = Screener(library, geoms, config)
     cache = FingerprintCache(library, rows)
-    progress = Progress(len(todo), "search", config.progress)
+    progress = scheduler.Progress(len(todo), "search", config.progress)
     pending: list = []
 
     def flush():
@@ -350,7 +342,7 @@ def _search_files(library, todo, writer, rows, geoms, version, params, config, k
         pending.clear()
 
     try:
-        for (path, *_), result in ordered_map(prepare.prepare_disputed, tasks, config.workers,
+        for (path, *_), result in scheduler.ordered_map(prepare.prepare_disputed, tasks, config.workers,
                                               max(size + config.workers, 2)):
             pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
             if len(pending) >= size:
