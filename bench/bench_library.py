@@ -58,9 +58,11 @@ def make_data(work: str, sensor: int) -> tuple[str, str]:
     from camid_gpu.engine.runner import fingerprint_folder
 
     data = os.path.join(work, f"data-{sensor}")
+    store = os.path.join(work, f"real-{sensor}")
+    if os.path.isdir(store):  # made for an earlier row of this run
+        return os.path.join(data, "disputed"), store
     make_dataset(data, cameras=REAL, per_model=1, refs=10, disputed_flat=2, disputed_natural=2, height=sensor,
                  width=sensor, jpeg_quality=95, seed=5)
-    store = os.path.join(work, f"real-{sensor}")
     fingerprint_folder(os.path.join(data, "refs"), store, ("pce",), Params(refs=10),
                        RunConfig(backend="numpy", progress=False))
     return os.path.join(data, "disputed"), store

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -41,13 +42,13 @@ def dataset(tmp_path_factory):
     return root
 
 
-def _add_decoys(store: str, count: int, seed: int = 0) -> None:
+def _add_decoys(store: str, count: int, seed: int = 0, prefix: str = "D") -> None:
     """Random fingerprints of the store's sensor size: cameras that took none of the images."""
     real = load_store(store)[0]
     rng = np.random.default_rng(seed)
     for n in range(count):
         k = (rng.standard_normal(real.k.shape) * 0.01).astype(np.float32)
-        save_fingerprint(CameraFingerprint(camera=f"D{n:03d}", methods=("pce",), arrays={"k": k},
+        save_fingerprint(CameraFingerprint(camera=f"{prefix}{n:03d}", methods=("pce",), arrays={"k": k},
                                            clips={"pce": None}, source_shape=real.source_shape,
                                            params=dict(real.params), references=real.references), store)
 
@@ -280,3 +281,41 @@ def test_identify_takes_several_stores_at_once(store, dataset, tmp_path):
     shutil.copy(first / "C01.npz", second / "C01.npz")
     assert main(["identify", str(first), *files, "--store", str(second), "-o", str(tmp_path / "three"),
                  "--quiet", "--backend", "numpy"]) == 1
+
+
+def test_search_while_an_add_runs_sees_the_library_before_it(library, store, dataset, tmp_path):
+    lib = str(tmp_path / "LIB")
+    shutil.copytree(library, lib)
+    more = str(tmp_path / "more")
+    shutil.copytree(store, more)
+    for name in os.listdir(more):
+        os.remove(os.path.join(more, name))
+    shutil.copy(os.path.join(store, "C01.json"), more)
+    shutil.copy(os.path.join(store, "C01.npz"), more)
+    _add_decoys(more, 3, seed=99, prefix="E")  # three new cameras (C01 itself is a no-op)
+    marker = tmp_path / "arrays-written"
+    script = textwrap.dedent("""
+        import os, sys, time
+        from camid_gpu.library import manage
+        def hold(stage):
+            open(sys.argv[3], "w").close()
+            time.sleep(2.0)
+        manage.ADD_HOOK = hold
+        manage.add_stores(sys.argv[1], [sys.argv[2]], case="K2")
+    """)
+    before = library_info(lib)["version"]
+    proc = subprocess.Popen([sys.executable, "-c", script, lib, more, str(marker)], env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        for _ in range(600):
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert marker.exists()
+        image = str(sorted((dataset / "disputed" / "C02").glob("flat_*.jpg"))[0])
+        _, records = search_library(lib, [image], str(tmp_path / "RUN"), Params(), CONFIG)
+        assert records[0]["library"]["version"] == before and records[0]["library"]["cameras"] == 3 + DECOYS
+        assert records[0]["pce"]["decision"] == "C02"
+    finally:
+        assert proc.wait(timeout=120) == 0
+    after = library_info(lib)
+    assert after["version"] != before and after["cameras"] == 3 + DECOYS + 3 and verify_library(lib)["ok"]
