@@ -24,7 +24,7 @@ import numpy as np
 
 from camid_gpu._shared.files import read_regular, write_bytes_atomic
 from camid_gpu.errors import LibraryError
-from camid_gpu.library.catalogue import ARRAYS_DIR, SCREEN_DIR
+from camid_gpu.library.catalogue import ARRAYS_DIR, SCREEN_DIR, metadata_json
 from camid_gpu.store import CameraFingerprint, check_arrays
 
 SCREEN_DTYPE = np.float16
@@ -159,7 +159,7 @@ def camera_fingerprint(library: str, row: dict[str, Any]) -> CameraFingerprint:
     clip = (row["clip_rows"], row["clip_cols"]) if row["clip_rows"] else None
     if tuple(k.shape) != tuple(clip or (row["rows"], row["cols"])):
         raise LibraryError(f"{where}: fingerprint is {k.shape}, the catalogue says {clip or (row['rows'], row['cols'])}")
-    meta = json.loads(row["metadata_json"])
+    meta = json.loads(row["metadata_json"] if "metadata_json" in row else metadata_json(library, row["id"]))
     return CameraFingerprint(camera=row["name"], methods=("pce",), arrays={"k": k}, clips={"pce": clip},
                              source_shape=(int(row["rows"]), int(row["cols"])), params=meta.get("params", {}),
                              references=meta.get("references", []), software=meta.get("software", {}),

@@ -129,10 +129,11 @@ def set_meta(con: sqlite3.Connection, **values: Any) -> None:
                     [(k, str(v)) for k, v in values.items()])
 
 
-def camera_rows(con: sqlite3.Connection, active_only: bool = False) -> list[dict[str, Any]]:
+def camera_rows(con: sqlite3.Connection, active_only: bool = False,
+                columns: tuple[str, ...] = CAMERA_COLUMNS) -> list[dict[str, Any]]:
     """Every camera row as a dict (by id: the order of adding), or only those not retired."""
     where = " WHERE retired_utc IS NULL" if active_only else ""
-    cursor = con.execute(f"SELECT id, {', '.join(CAMERA_COLUMNS)} FROM cameras{where} ORDER BY id")
+    cursor = con.execute(f"SELECT id, {', '.join(columns)} FROM cameras{where} ORDER BY id")
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor]
 
@@ -157,13 +158,27 @@ def history(con: sqlite3.Connection) -> list[dict[str, Any]]:
             for a, b, c, d in con.execute("SELECT at_utc, action, camera, detail FROM history ORDER BY id")]
 
 
+#: what a search keeps of each camera row (the metadata JSON, kilobytes with its references, is read per camera
+#: when a camera is confirmed: a row never changes once inserted, but for its retirement)
+SEARCH_COLUMNS = tuple(c for c in CAMERA_COLUMNS if c != "metadata_json")
+
+
+def metadata_json(library: str, camera_id: int) -> str:
+    con = connect(library)
+    try:
+        return con.execute("SELECT metadata_json FROM cameras WHERE id = ?", (camera_id,)).fetchone()[0]
+    finally:
+        con.close()
+
+
 def snapshot(library: str) -> tuple[str, list[dict[str, Any]], dict[str, str]]:
-    """(version, active camera rows, meta) read in one transaction: a consistent view while an add runs."""
+    """(version, active camera rows without their metadata JSON, meta) read in one transaction: a consistent
+    view while an add runs."""
     con = connect(library)
     try:
         with transaction(con, immediate=False):
             meta = get_meta(con)
-            rows = camera_rows(con, active_only=True)
+            rows = camera_rows(con, active_only=True, columns=SEARCH_COLUMNS)
             version = meta.get("version", content_version(con))
     finally:
         con.close()
