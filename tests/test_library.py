@@ -319,3 +319,21 @@ def test_search_while_an_add_runs_sees_the_library_before_it(library, store, dat
         assert proc.wait(timeout=120) == 0
     after = library_info(lib)
     assert after["version"] != before and after["cameras"] == 3 + DECOYS + 3 and verify_library(lib)["ok"]
+
+
+def test_eight_and_sixteen_bit_images_in_one_chunk_screen_alike(library, dataset, tmp_path):
+    """Views of another pixel layout are screened in their own batch (a stack would upcast 8-bit to 16-bit)."""
+    import tifffile
+    from PIL import Image
+
+    from camid_gpu.io.decode import read_image
+
+    pixels, _ = read_image(sorted((dataset / "disputed" / "C03").glob("flat_*.jpg"))[0])
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a16.tif", pixels.astype(np.uint16) * 257)
+    Image.fromarray(pixels).save(folder / "b8.png")
+    _, (r16, r8) = search_library(library, [str(folder)], str(tmp_path / "RUN"), Params(), CONFIG)
+    assert r16["bit_depth"] == 16 and r8["bit_depth"] == 8
+    assert r16["pce"]["decision"] == r8["pce"]["decision"] == "C03"
+    assert r16["library"]["shortlist"][0]["z"] == pytest.approx(r8["library"]["shortlist"][0]["z"], rel=1e-4)

@@ -116,12 +116,24 @@ def plan_image(item: prepare.Prepared, geoms: list[Geometry], params: Params) ->
 
 def _views(bk: Backend, items: Sequence[prepare.Prepared], tasks: list[tuple[int, int]], g: Geometry,
            params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Query rows of the (image, rotation) views ``tasks`` of geometry ``g``: residuals as identify makes them."""
+    """Query rows of the (image, rotation) views ``tasks`` of geometry ``g`` (in task order): residuals as
+    identify makes them, one batch per pixel layout (8- and 16-bit, gray and colour are never stacked together,
+    as in :func:`camid_gpu.pipeline.identify.clip_batches`)."""
     views = [ident._host(items[i].view(d, g.clip)) for i, d in tasks]
-    pixels = pixels_to_device(bk, np.stack(views))
-    res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
-    inten = gray_intensity(bk, pixels)
-    return scr.query_rows(bk.to_numpy(res), bk.to_numpy(inten))
+    layouts: dict[tuple, list[int]] = {}
+    for t, v in enumerate(views):
+        layouts.setdefault((v.shape, str(v.dtype)), []).append(t)
+    first = np.empty((2 * len(tasks), g.pixels), np.float32)
+    squares = np.empty((len(tasks), g.pixels), np.float32)
+    norms = np.empty(len(tasks))
+    for members in layouts.values():
+        pixels = pixels_to_device(bk, np.stack([views[t] for t in members]))
+        res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
+        a, b, c = scr.query_rows(bk.to_numpy(res), bk.to_numpy(gray_intensity(bk, pixels)))
+        m = len(members)
+        first[members], first[[len(tasks) + t for t in members]] = a[:m], a[m:]
+        squares[members], norms[members] = b, c
+    return first, squares, norms
 
 
 class Screener:
