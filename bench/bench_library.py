@@ -14,7 +14,7 @@ store, at the library's decision threshold, in the same run: the ratio of the tw
 decisions are compared. Larger libraries are filled through ``add_entries`` from memory without the per-file
 fsync (hours otherwise on a shared disk); their search is the product's.
 
-Each search and each exhaustive run is a child process: its wall time and peak resident memory (``ru_maxrss``)
+Each search and each exhaustive run is a child process: its wall time and peak resident memory (``VmHWM``)
 are its own. ``screen pairs/s``: one pass of 32 image views (a full chunk) over every screening row of the library (the batched
 products and the reads from disk, without the residuals), timed in the search's process after the search.
 Disk per camera: everything under the library folder divided by its cameras. The library of one size is removed
@@ -115,6 +115,16 @@ def child(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (``VmHWM``: of this program alone; ``ru_maxrss`` keeps the
+    parent's high-water mark across ``exec`` on Linux)."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker_search(lib: str, images: str, run_dir: str, budget: str) -> dict:
     from camid_gpu.library import search_library
     from camid_gpu.library import catalogue as cat
@@ -135,7 +145,7 @@ def worker_search(lib: str, images: str, run_dir: str, budget: str) -> dict:
     t1 = time.perf_counter()
     screener.z(g, first, squares, norms)
     screen_s = time.perf_counter() - t1
-    return {"seconds": seconds, "images": len(records), "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    return {"seconds": seconds, "images": len(records), "max_rss_bytes": peak_rss(),
             "screen_pairs_per_s": views * len(g.rows) / screen_s, "screen_seconds": screen_s,
             "decisions": {r["path"]: r["pce"]["decision"] for r in records},
             "shortlisted": sum(len(r["library"]["shortlist"]) for r in records),
@@ -154,7 +164,7 @@ def worker_identify(store: str, images: str, run_dir: str, threshold: str, budge
     seconds = time.perf_counter() - t0
     records = read_results(results)
     return {"seconds": seconds, "images": len(records),
-            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "max_rss_bytes": peak_rss(),
             "decisions": {r["path"]: r["pce"]["decision"] for r in records}}
 
 
@@ -214,9 +224,8 @@ def main() -> None:
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix="camid-bench-library-")
-    plan = [(size, args.sensor, size <= args.exhaustive_max) for size in args.sizes]
-    if args.compare[0]:
-        plan.append((args.compare[0], args.compare[1], True))
+    plan = [(args.compare[0], args.compare[1], True)] if args.compare[0] else []
+    plan += [(size, args.sensor, size <= args.exhaustive_max) for size in args.sizes]
     rows = []
     for size, sensor, exhaustive in plan:
         rows.append(measure(work, size, sensor, args, exhaustive))
