@@ -115,10 +115,11 @@ def plan_image(item: prepare.Prepared, geoms: list[Geometry], params: Params) ->
 
 
 def _views(bk: Backend, items: Sequence[prepare.Prepared], tasks: list[tuple[int, int]], g: Geometry,
-           params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           params: Params, kept: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Query rows of the (image, rotation) views ``tasks`` of geometry ``g`` (in task order): residuals as
     identify makes them, one batch per pixel layout (8- and 16-bit, gray and colour are never stacked together,
-    as in :func:`camid_gpu.pipeline.identify.clip_batches`)."""
+    as in :func:`camid_gpu.pipeline.identify.clip_batches`). Each view's residual and intensity are kept in
+    ``kept[image][(degrees, clip)]`` for the confirmation, which then does not compute them again."""
     views = [ident._host(items[i].view(d, g.clip)) for i, d in tasks]
     layouts: dict[tuple, list[int]] = {}
     for t, v in enumerate(views):
@@ -129,8 +130,12 @@ def _views(bk: Backend, items: Sequence[prepare.Prepared], tasks: list[tuple[int
     for members in layouts.values():
         pixels = pixels_to_device(bk, np.stack([views[t] for t in members]))
         res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
-        a, b, c = scr.query_rows(bk.to_numpy(res), bk.to_numpy(gray_intensity(bk, pixels)))
+        res, inten = bk.to_numpy(res), bk.to_numpy(gray_intensity(bk, pixels))
+        a, b, c = scr.query_rows(res, inten)
         m = len(members)
+        for n, t in enumerate(members):
+            i, d = tasks[t]
+            kept[i][(d, g.clip)] = (res[n], inten[n])
         first[members], first[[len(tasks) + t for t in members]] = a[:m], a[m:]
         squares[members], norms[members] = b, c
     return first, squares, norms
@@ -179,7 +184,7 @@ class Screener:
 
 
 def screen_chunk(screener: Screener, items: Sequence[prepare.Prepared], plans: list[Plan], params: Params,
-                 floors: Sequence[float]) -> list[dict[str, tuple[float, int]]]:
+                 floors: Sequence[float], kept: list[dict]) -> list[dict[str, tuple[float, int]]]:
     """Per image: camera -> (best screen z over the rotations screened, its rotation), for the cameras at or
     over the image's screening threshold ``floors[i]`` and the :data:`SCREEN_TOP` best of every view."""
     found: list[dict[str, tuple[float, int]]] = [{} for _ in items]
@@ -189,7 +194,7 @@ def screen_chunk(screener: Screener, items: Sequence[prepare.Prepared], plans: l
             by_geometry.setdefault(gi, []).append((i, d))
     for gi, tasks in sorted(by_geometry.items()):
         g = screener.geoms[gi]
-        first, squares, norms = _views(screener.bk, items, tasks, g, params)
+        first, squares, norms = _views(screener.bk, items, tasks, g, params, kept)
         z = np.nan_to_num(screener.z(g, first, squares, norms), nan=-np.inf)
         top = min(SCREEN_TOP, z.shape[1])
         for t, (i, d) in enumerate(tasks):
@@ -217,7 +222,7 @@ class FingerprintCache:
 
 
 def confirm(bk: Backend, item: prepare.Prepared, names: Sequence[str], cache: FingerprintCache,
-            params: Params) -> dict[str, Any]:
+            params: Params, kept: dict | None = None) -> dict[str, Any]:
     """identify's record of ``item`` against the cameras ``names`` at ``params.pce_threshold`` (one
     identify_chunk per PCE clip of the library; their scores joined under identify's decision rule)."""
     if not names:
@@ -231,7 +236,9 @@ def confirm(bk: Backend, item: prepare.Prepared, names: Sequence[str], cache: Fi
     parts = []
     for clip, store in by_clip.items():
         view = item if clip is None else replace(item, clips=[_clipped(item, d, clip) for d in item.rotations])
-        parts.append(ident.identify_chunk(bk, store, [view], replace(params, pce_clip=clip), ("pce",))[0])
+        known = {(0, d): v for (d, c), v in (kept or {}).items() if c == clip}
+        parts.append(ident.identify_chunk(bk, store, [view], replace(params, pce_clip=clip), ("pce",),
+                                          residuals=known)[0])
     if len(parts) == 1 or any(p.get("error") for p in parts):
         return next((p for p in parts if p.get("error")), parts[0])
     scores = {cam: s for p in parts for cam, s in p["pce"]["scores"].items()}
@@ -255,15 +262,16 @@ def search_chunk(screener: Screener, cache: FingerprintCache, version: str, item
     """The records of a chunk of prepared images."""
     plans = [plan_image(item, screener.geoms, params) for item in items]
     thresholds = [scr.screen_threshold(plan.compared(screener.geoms), params.pce_threshold, miss) for plan in plans]
-    screened = screen_chunk(screener, items, plans, params, [t.z for t in thresholds])
+    kept: list[dict] = [{} for _ in items]
+    screened = screen_chunk(screener, items, plans, params, [t.z for t in thresholds], kept)
     out = []
     total = sum(len(g.rows) for g in screener.geoms)
-    for item, plan, scores, thr in zip(items, plans, screened, thresholds):
+    for item, plan, scores, thr, views in zip(items, plans, screened, thresholds, kept):
         n = thr.cameras if plan.compared(screener.geoms) else 0
         shortlist = sorted(((z, d, cam) for cam, (z, d) in scores.items() if z >= thr.z), key=lambda t: (-t[0], t[2]))
         names = [cam for _, _, cam in shortlist] + sorted(plan.unscreened)
         try:
-            record = confirm(screener.bk, item, names, cache, replace(params, pce_threshold=thr.decision_pce))
+            record = confirm(screener.bk, item, names, cache, replace(params, pce_threshold=thr.decision_pce), views)
         except ScoreError as exc:
             record = error_entry(item.path, exc)
         if not record.get("error"):
