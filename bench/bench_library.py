@@ -6,8 +6,8 @@ Prints one JSON object (``--json-out`` also writes it) and a table. Not collecte
     python bench/bench_library.py [--sizes 1000 10000 100000] [--sensor 64] [--exhaustive-max 1000]
                                   [--max-host-memory 2G] [--workdir DIR] [--json-out FILE]
 
-Cameras: 3 synthetic cameras (``camid synth``'s model, 10 flat references each) whose 12 disputed images (2 flat,
-2 natural per camera) are the queries, and ``N - 3`` decoys: random fingerprints of the same sensor size (they
+Cameras: 3 synthetic cameras (``camid synth``'s model, 10 flat references each) whose disputed images (``--images
+FLAT NATURAL`` per camera; default 2 and 2: 12 queries) are the queries, and ``N - 3`` decoys: random fingerprints of the same sensor size (they
 took none of the images). Libraries up to ``--exhaustive-max`` cameras are made the product's way (a fingerprint
 store on disk, ``add_stores``: every array fsync'ed) and also searched exhaustively by ``identify_files`` on that
 store, at the library's decision threshold, in the same run: the ratio of the two times and the two sets of
@@ -53,7 +53,7 @@ def decoy(n: int, shape: tuple[int, int], params: dict, refs: list) -> tuple[Cam
     return fp, blob
 
 
-def make_data(work: str, sensor: int) -> tuple[str, str]:
+def make_data(work: str, sensor: int, args_images: tuple[int, int] = (2, 2)) -> tuple[str, str]:
     from camid_gpu.datasets.synthetic import make_dataset
     from camid_gpu.engine.runner import fingerprint_folder
 
@@ -61,8 +61,8 @@ def make_data(work: str, sensor: int) -> tuple[str, str]:
     store = os.path.join(work, f"real-{sensor}")
     if os.path.isdir(store):  # made for an earlier row of this run
         return os.path.join(data, "disputed"), store
-    make_dataset(data, cameras=REAL, per_model=1, refs=10, disputed_flat=2, disputed_natural=2, height=sensor,
-                 width=sensor, jpeg_quality=95, seed=5)
+    make_dataset(data, cameras=REAL, per_model=1, refs=10, disputed_flat=args_images[0], disputed_natural=args_images[1],
+                 height=sensor, width=sensor, jpeg_quality=95, seed=5)
     fingerprint_folder(os.path.join(data, "refs"), store, ("pce",), Params(refs=10),
                        RunConfig(backend="numpy", progress=False))
     return os.path.join(data, "disputed"), store
@@ -169,7 +169,7 @@ def worker_identify(store: str, images: str, run_dir: str, threshold: str, budge
 
 
 def measure(work: str, size: int, sensor: int, args, exhaustive: bool) -> dict:
-    images, real_store = make_data(work, sensor)
+    images, real_store = make_data(work, sensor, tuple(args.images))
     built = build(work, size, real_store, exhaustive)
     search = child(["--worker-search", built["library"], images, os.path.join(work, f"run-{size}"), args.max_host_memory])
     row = {"cameras": size, "sensor": [sensor, sensor], **{k: v for k, v in built.items() if k != "library"},
@@ -211,13 +211,15 @@ def main() -> None:
         print(json.dumps(worker_identify(*sys.argv[2:7])))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000],
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 100000],
                     help="library sizes of the scale series (at --sensor)")
     ap.add_argument("--sensor", type=int, default=64, help="sensor side of the scale series (default 64)")
     ap.add_argument("--exhaustive-max", type=int, default=1000,
                     help="series sizes up to this are also searched exhaustively (default 1000)")
     ap.add_argument("--compare", type=int, nargs=2, default=[1000, 512], metavar=("CAMERAS", "SENSOR"),
                     help="the speed-up row: CAMERAS at SENSOR x SENSOR against exhaustive identify (0 0 to skip)")
+    ap.add_argument("--images", type=int, nargs=2, default=[2, 2], metavar=("FLAT", "NATURAL"),
+                    help="disputed images per camera (3 cameras; default 2 flat, 2 natural: 12 queries)")
     ap.add_argument("--max-host-memory", default="2G")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true")
