@@ -124,25 +124,25 @@ def screen_rows(library: str, name: str, pixels: int, count: int) -> np.ndarray:
     return np.memmap(path, dtype=SCREEN_DTYPE, mode="r", shape=(count, pixels))
 
 
-def read_screen_rows(path: str, pixels: int, index: np.ndarray) -> np.ndarray:
-    """Rows ``index`` (sorted) of a screening file as float16 ``(len(index), pixels)``, read with ``pread`` run
-    by run: the rows pass through this buffer only (a memory map would keep the pages it touched resident)."""
+def read_screen_rows(path: str, pixels: int, index: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``index`` (sorted) of a screening file as float16 ``(len(index), pixels)``, read run by run straight
+    into ``out`` (a reused buffer; a memory map would keep the pages it touched resident)."""
     width = pixels * np.dtype(SCREEN_DTYPE).itemsize
-    out = np.empty((len(index), pixels), SCREEN_DTYPE)
+    out = np.empty((len(index), pixels), SCREEN_DTYPE) if out is None else out[:len(index)]
     breaks = np.flatnonzero(np.diff(index) != 1) + 1
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with open(path, "rb", buffering=0) as handle:
         for run in np.split(np.arange(len(index)), breaks):
             if not run.size:
                 continue
-            want = width * run.size
-            data = os.pread(fd, want, int(index[run[0]]) * width)
-            if len(data) != want:
-                raise LibraryError(f"{path}: rows {index[run[0]]}..{index[run[-1]]} are past the end of the file; run "
-                                   f"'camid library verify'")
-            out[run[0]:run[-1] + 1] = np.frombuffer(data, SCREEN_DTYPE).reshape(run.size, pixels)
-    finally:
-        os.close(fd)
+            handle.seek(int(index[run[0]]) * width)
+            view = memoryview(out[run[0]:run[-1] + 1]).cast("B")
+            got = 0
+            while got < len(view):
+                n = handle.readinto(view[got:])
+                if not n:
+                    raise LibraryError(f"{path}: rows {index[run[0]]}..{index[run[-1]]} are past the end of the file; "
+                                       f"run 'camid library verify'")
+                got += n
     return out
 
 

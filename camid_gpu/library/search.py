@@ -148,6 +148,7 @@ class Screener:
         self.library, self.geoms, self.config = library, geoms, config
         self.bk = config.backend_obj()
         self.engine = scr.engine_for(self.bk)
+        self.buffers = scr.TileBuffers()
         budget = (config.max_host_memory or scheduler.default_host_memory()) // 4
         self.client = self.cluster = None
         if config.cluster:
@@ -172,8 +173,11 @@ class Screener:
                                           self.config.backend, self.config.device, pure=False) for idx in tiles]
             products = [f.result() for f in futures]
         else:
-            products = [scr.tile_products(self.engine, first, squares, arr.read_screen_rows(path, g.pixels, idx))
-                        for idx in tiles]
+            products = []
+            for idx in tiles:
+                raw = self.buffers.get(len(idx), g.pixels)[0]
+                rows = arr.read_screen_rows(path, g.pixels, idx, raw)
+                products.append(scr.tile_products(self.engine, first, squares, rows, self.buffers))
         return np.concatenate([scr.z_scores(a, b, norms, g.pixels) for a, b in products], axis=1)
 
     def close(self) -> None:
