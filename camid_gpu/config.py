@@ -139,6 +139,24 @@ DIFFERENT_SOURCE_CHOICES = ("all", "same-model")
 #: longest casework text (--case, --examiner, --note, an --exhibit label), characters
 CASEWORK_MAX_CHARS = 2000
 
+# -- the fingerprint library (camid library) ------------------------------------------------------
+#: catalogue schema version this camid writes (older catalogues are migrated on open, newer ones refused)
+LIBRARY_SCHEMA_VERSION = 2
+#: screening miss rate: a genuine pair whose full-frame PCE reaches the decision threshold is shortlisted with
+#: probability at least 1 - this, under the signal model below
+LIBRARY_SCREEN_MISS = 1e-3
+#: signal model of the screen: its z (zero-shift NCC * sqrt(n) on the compact form) is ``retained *
+#: sqrt(PCE) + e`` with ``e ~ N(0, LIBRARY_SCREEN_SPREAD^2)``: one null standard deviation covers what separates
+#: the two statistics (float16 rounding, the PCE's energy estimate, residuals that are not quite white)
+LIBRARY_SCREEN_SPREAD = 1.0
+#: fraction of the full-frame z the default compact form keeps (full frame in float16: rounding only, about
+#: 3e-4 of the z; kept as 0.999 to cover it)
+LIBRARY_SCREEN_RETAINED = 0.999
+#: false-alarm probability of any false link in ``camid library link`` (fingerprint against fingerprint)
+LIBRARY_LINK_PFA = 1e-6
+#: most query images per chunk of a library search: each pass over the library's rows serves a whole chunk
+LIBRARY_CHUNK_LIMIT = 32
+
 # -- choices ---------------------------------------------------------------------------------------
 METHOD_CHOICES = ("pce", "mahalanobis", "both")
 ROTATION_CHOICES = ("auto", "all", "none")

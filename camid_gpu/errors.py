@@ -89,3 +89,8 @@ class RunFolderError(CamidError):
 class OutputPathError(CamidError):
     """An output path would overwrite evidence (an input file, or a file inside an input folder), an existing
     output without ``--overwrite``, or cannot be written."""
+
+
+class LibraryError(CamidError):
+    """A fingerprint library cannot be used as asked: not a library, a newer schema, a refused add, a damaged
+    catalogue or array."""

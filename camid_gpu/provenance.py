@@ -82,7 +82,10 @@ def input_entries(records: Iterable[ImageRecord]) -> list[dict[str, Any]]:
 
 
 def fingerprint_entries(fp_dir: str) -> list[dict[str, Any]]:
-    """Entries of every fingerprint file (metadata and arrays), with their reference files."""
+    """Entries of every fingerprint file (metadata and arrays), with their reference files (of each of several
+    stores searched together)."""
+    if not isinstance(fp_dir, (str, os.PathLike)):
+        return [e for d in fp_dir for e in fingerprint_entries(d)]
     out = []
     for name in sorted(os.listdir(fp_dir)):
         if name.endswith((".json", ".npz")) and name != MANIFEST_NAME:
@@ -132,10 +135,13 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
     return write_json(path, manifest)
 
 
-def _folder_field(folder: str | None, home: str) -> str | None:
-    """A folder for the manifest: relative to the run folder when inside it (``fingerprints``), else absolute."""
+def _folder_field(folder: str | list[str] | None, home: str) -> str | list[str] | None:
+    """A folder for the manifest: relative to the run folder when inside it (``fingerprints``), else absolute;
+    a list for several stores searched together (``identify --store``)."""
     if not folder:
         return None
+    if not isinstance(folder, (str, os.PathLike)):
+        return [_folder_field(f, home) for f in folder]
     folder = os.path.abspath(folder)
     return os.path.relpath(folder, home) if custody.inside(folder, home) else folder
 

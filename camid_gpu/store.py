@@ -463,6 +463,34 @@ def load_store(directory: str | os.PathLike, expect: dict[str, Any] | None = Non
     return result
 
 
+def load_stores(directories: str | os.PathLike | list[str], expect: dict[str, Any] | None = None,
+                methods: tuple[str, ...] = (), *, unverified: bool = False) -> FingerprintStore:
+    """The fingerprints of one store (:func:`load_store`) or of several at once (``camid identify FP --store
+    FP2``): each store checked by :func:`load_store` (against its own manifest), then, across them, camera names
+    unique (case-insensitively), no arrays twice and one geometry per method. Sorted by camera name; ``custody``
+    is verified only when every store's is, and lists each store's."""
+    if isinstance(directories, (str, os.PathLike)):
+        return load_store(directories, expect, methods, unverified=unverified)
+    owner: dict[str, str] = {}
+    store: list[CameraFingerprint] = []
+    checks: list[dict[str, Any]] = []
+    for directory in directories:
+        loaded = load_store(directory, expect, methods, unverified=unverified)
+        checks.append(loaded.custody)
+        for fp in loaded:
+            for key in (fp.camera.casefold(), fp.arrays_sha256):
+                if key in owner:
+                    raise FingerprintError(f"{directory}: camera {fp.camera!r} (or its byte-identical arrays) is also "
+                                           f"in {owner[key]}; stores searched together hold each camera once")
+                owner[key] = os.fspath(directory)
+            store.append(fp)
+    check_geometry(store, ", ".join(map(os.fspath, directories)))
+    result = FingerprintStore(sorted(store, key=lambda fp: fp.camera))
+    result.custody = {"verified": all(c["verified"] for c in checks), "stores": checks,
+                      "note": "; ".join(f"{os.fspath(d)}: {c['note']}" for d, c in zip(directories, checks))}
+    return result
+
+
 def check_geometry(store: list[CameraFingerprint], where: str = "") -> None:
     """Raise FingerprintMismatchError when two fingerprints of a store use different geometries (clips) for
     one method, or have one camera name twice; sensor sizes may differ."""

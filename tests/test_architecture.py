@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
     {"evidence"},       # LR calibration and use (reads run manifests; the casework record is pipeline's)
     {"engine"},         # context, scheduler, one module per command, dask
     {"cluster"},        # blind source clustering (Gram, threshold, linkage, its run on the engine)
+    {"library"},        # the fingerprint library (catalogue, arrays, screening, search, link)
     {"report", "datasets", "selftest"},  # selftest: known answers on every backend (spec.py: plain float64)
     {"cli"},
 ]

@@ -24,7 +24,16 @@ from camid_gpu._version import __version__
 from camid_gpu.cli import answers
 from camid_gpu.cli.defaults import chosen_methods
 from camid_gpu.cli.evidence import casework_from_args, cmd_calibrate, load_calibration_arg, print_evidence, write_evidence
+from camid_gpu.cli.exits import (  # noqa: F401 (re-exported: camid_gpu.cli)
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_TERMINATED,
+    EXIT_VERIFY_FAILED,
+)
 from camid_gpu.cli.hints import print_hints
+from camid_gpu.cli.library import cmd_library
 from camid_gpu.cli.options import (
     clip_given,
     config_of,
@@ -38,9 +47,6 @@ from camid_gpu.cli.parser import build_parser
 from camid_gpu.io.listing import printable
 from camid_gpu.pipeline.records import is_error
 
-EXIT_OK, EXIT_FAIL, EXIT_VERIFY_FAILED, EXIT_PARTIAL = 0, 1, 2, 3
-#: 128 + the signal number, as a shell reports a process killed by it
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,9 +137,10 @@ def cmd_identify(args) -> int:
 
     params, config = params_of(args), config_of(args)
     extra_files = [p for p in (args.json, args.csv) if p]
-    check_outputs(list(args.images) + [args.fp_dir], files=extra_files, folders=[args.outdir],
+    stores = [args.fp_dir] + args.store if args.store else args.fp_dir  # several stores searched together
+    check_outputs(list(args.images) + [args.fp_dir] + (args.store or []), files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
-    methods = chosen_methods(args, methods_in_store(args.fp_dir, args.unverified_store))
+    methods = chosen_methods(args, methods_in_store(stores, args.unverified_store))
     calibration = load_calibration_arg(args)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
@@ -147,7 +154,7 @@ def cmd_identify(args) -> int:
             write_csv(args.csv, records)
         return extra_files + ([write_evidence(args.outdir, records, calibration)] if calibration else [])
 
-    run, records = identify_run(args.fp_dir, args.images, args.outdir, methods, params, config,
+    run, records = identify_run(stores, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=clip_given(args),
                                 given=given_of(args), argv=sys.argv, extra_outputs=write_extra,
                                 on_records=answers.live_lines(args.quiet), unverified_store=args.unverified_store)
@@ -169,11 +176,11 @@ def cmd_identify(args) -> int:
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
-def methods_in_store(fp_dir: str, unverified: bool = False) -> tuple[str, ...]:
-    """The methods every fingerprint in ``fp_dir`` has (PCE first)."""
-    from camid_gpu.store import load_store
+def methods_in_store(fp_dir: str | list[str], unverified: bool = False) -> tuple[str, ...]:
+    """The methods every fingerprint in ``fp_dir`` (one store or several) has (PCE first)."""
+    from camid_gpu.store import load_stores
 
-    store = load_store(fp_dir, unverified=unverified)
+    store = load_stores(fp_dir, unverified=unverified)
     common = set.intersection(*(set(fp.methods) for fp in store))
     return tuple(m for m in ("pce", "mahalanobis") if m in common)
 
@@ -333,7 +340,8 @@ def cmd_selftest(args) -> int:
 
 COMMANDS = {"info": cmd_info, "synth": cmd_synth, "residual": cmd_residual, "fingerprint": cmd_fingerprint,
             "identify": cmd_identify, "cluster": cmd_cluster, "evaluate": cmd_evaluate, "verify": cmd_verify,
-            "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest, "calibrate": cmd_calibrate}
+            "report": cmd_report, "demo": cmd_demo, "selftest": cmd_selftest, "calibrate": cmd_calibrate,
+            "library": cmd_library}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

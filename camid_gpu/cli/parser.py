@@ -7,6 +7,7 @@ from typing import Any
 from camid_gpu import config as cfg
 from camid_gpu._version import __version__
 from camid_gpu.cli.evidence import add_calibrate_parser, add_calibration_option, add_casework_options
+from camid_gpu.cli.library import add_library_parser
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_identify_parser(sub)
     _add_evaluate_parser(sub)
     _add_cluster_parser(sub)
+    add_library_parser(sub, _add_backend_options, _add_dask_option)
     add_calibrate_parser(sub)
     _add_tool_parsers(sub)
     return parser
@@ -184,6 +186,9 @@ def _add_identify_parser(sub: Any) -> None:
     p.add_argument("--kind", choices=cfg.KIND_CHOICES, default=cfg.KIND,
                    help="image kind for the Mahalanobis method (auto: from the name, else the content)")
     _add_dask_option(p, "identification (batches of images)")
+    p.add_argument("--store", action="append", default=None, metavar="FP_DIR",
+                   help="another fingerprint store searched together with FP_DIR (repeatable; camera names unique "
+                        "across the stores)")
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
                    help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
                         "full-frame PCE fingerprints (the default geometry); PCE only")

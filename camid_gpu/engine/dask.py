@@ -17,7 +17,7 @@ from camid_gpu.engine.scoring import ChunkScorer
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import error_entry
-from camid_gpu.store import load_store
+from camid_gpu.store import load_stores
 
 def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[str], params_dict: dict[str, Any],
                           kind: str, config: RunConfig, unverified: bool = False) -> list[dict[str, Any]]:
@@ -29,7 +29,7 @@ def identify_paths_worker(fp_dir: str, paths: Sequence[str], methods: Sequence[s
     images are scored in chunks within them, a chunk that runs out of memory halved and retried, as in one
     process."""
     ctx = run_context(worker_config(config))
-    store = load_store(fp_dir, methods=tuple(methods), unverified=unverified)
+    store = load_stores(fp_dir, methods=tuple(methods), unverified=unverified)
     params = Params.from_dict(params_dict)
     scorer = ChunkScorer(ctx, store, params, methods)
     sensor_shapes = sorted({fp.source_shape for fp in store})

@@ -23,7 +23,7 @@ from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline.records import ImageRecord, error_entry
 from camid_gpu.provenance import input_entries, utc_now
-from camid_gpu.store import CameraFingerprint, load_store
+from camid_gpu.store import CameraFingerprint, load_stores
 
 
 #: the parameters a fingerprint store fixes (its values are the ones used, whatever was requested)
@@ -64,7 +64,7 @@ def _resolve_params(store: Sequence[CameraFingerprint], params: Params, clip_giv
                    pce_clip=geometry["pce"], mahalanobis_clip=geometry["mahalanobis"])
 
 
-def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, methods: Sequence[str],
+def identify_files(fp_dir: str | list[str], inputs: Sequence[str], results_path: str, methods: Sequence[str],
                    params: Params, config: RunConfig | RunContext, resume: bool = False, kind: str = "auto",
                    clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
                    command: str = "identify", lock: bool = True, unverified_store: bool = False,
@@ -95,7 +95,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
     if ctx.config.decode == "gpu" and (ctx.dask or params.search_scales is not None):
         raise CamidError(f"--decode gpu is not available with {'--dask' if ctx.dask else '--search-scales'} "
                          f"(those decode on the CPU); use --decode auto or cpu")
-    store = load_store(fp_dir, methods=tuple(methods), unverified=unverified_store or store_built)
+    store = load_stores(fp_dir, methods=tuple(methods), unverified=unverified_store or store_built)
     custody = {"verified": None, "note": "built by this run"} if store_built else store.custody
     params = _resolve_params(store, params, clip_given, methods, given)
     listing = prepare.disputed_listing(inputs)
@@ -141,7 +141,7 @@ def identify_files(fp_dir: str, inputs: Sequence[str], results_path: str, method
             "fingerprint_store": custody}
 
 
-def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
+def identify_run(fp_dir: str | list[str], inputs: Sequence[str], run_dir: str, methods: Sequence[str], params: Params,
                  config: RunConfig | RunContext, *, resume: bool = False, kind: str = "auto", clip_given: bool = False,
                  given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
                  extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
@@ -151,7 +151,8 @@ def identify_run(fp_dir: str, inputs: Sequence[str], run_dir: str, methods: Sequ
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
     manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
     started = utc_now()
-    run_folder.check_outputs(list(inputs) + [fp_dir], folders=[run_dir], command="identify")
+    stores = [fp_dir] if isinstance(fp_dir, str) else list(fp_dir)  # several stores searched together
+    run_folder.check_outputs(list(inputs) + stores, folders=[run_dir], command="identify")
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
     with run_folder.locked(run_dir):
         run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,

@@ -86,7 +86,10 @@ def locked(run_dir: str) -> Iterator[None]:
 # The run's specification and resume
 # ------------------------------------------------------------------------------------------------
 def fingerprint_hashes(fp_dir: str) -> dict[str, dict[str, str | None]]:
-    """camera -> SHA-256 of its metadata and arrays, for every fingerprint JSON in ``fp_dir``."""
+    """camera -> SHA-256 of its metadata and arrays, for every fingerprint JSON in ``fp_dir`` (or in each of
+    several stores searched together)."""
+    if not isinstance(fp_dir, (str, os.PathLike)):
+        return {k: v for d in fp_dir for k, v in fingerprint_hashes(d).items()}
     out = {}
     for name in sorted(os.listdir(fp_dir)):
         if name.endswith(".json") and name != MANIFEST_NAME:

@@ -232,7 +232,7 @@ def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
 
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],
                    params: Params, methods: Sequence[str], fp_device: dict | None = None,
-                   uploads: dict[tuple, Upload] | None = None) -> list[dict[str, Any]]:
+                   uploads: dict[tuple, Upload] | None = None, residuals: dict | None = None) -> list[dict[str, Any]]:
     """Score a chunk of prepared disputed images against the fingerprints of their geometry; one dict per image.
 
     Each image is scored against every fingerprint it is comparable with (:func:`comparisons`); the others
@@ -240,7 +240,9 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     ``fp_device``: a cache dict for the Mahalanobis fingerprints' device arrays (filled on first use); the PCE
     fingerprints stay on the host and travel one camera chunk at a time (full frames of many cameras).
     ``uploads``: the chunk's host clips already on their way to the device (:func:`stage_chunk` on these very
-    ``items``).
+    ``items``). ``residuals``: ``(image index, degrees) -> (Wiener-filtered residual, gray intensity)`` of clips
+    of the PCE geometry computed already (a library search's screening computed them), used instead of computing
+    them again.
     """
     cache = fp_device if fp_device is not None else {}
     results = [base_record(item) for item in items]
@@ -251,7 +253,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     pce_rotation: list[int | None] = [None] * len(items)
     if "pce" in methods:
         plans = [comparisons(item, store, "pce", params) for item in items]
-        scored = _pce_full_frames(bk, by_name, items, plans, params, uploads)
+        scored = _pce_full_frames(bk, by_name, items, plans, params, uploads, residuals)
         for i, item in enumerate(items):
             matches, refused = plans[i]
             for degrees, cams in _crop_tasks(matches).items():
@@ -301,7 +303,8 @@ def _crop_tasks(matches: dict[str, list[tuple[int, str]]]) -> dict[int, list[str
 
 
 def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: Sequence[Prepared], plans: list,
-                     params: Params, uploads: dict[tuple, Upload] | None) -> dict[tuple[int, int, str], dict[str, Any]]:
+                     params: Params, uploads: dict[tuple, Upload] | None,
+                     residuals: dict | None = None) -> dict[tuple[int, int, str], dict[str, Any]]:
     """PCE of every (image, rotation, camera) whose sizes match, batched by layout (:func:`clip_batches`, the
     batches :func:`stage_chunk` uploads): one residual per (image, rotation) clip of the PCE geometry that some
     fingerprint matches, correlated with the fingerprints of that sensor size, camera chunk by camera chunk.
@@ -324,13 +327,17 @@ def _pce_full_frames(bk: Backend, by_name: dict[str, CameraFingerprint], items: 
             members = [sel[j] for j in part]
             cams = sorted({cam for i, d, cam in wanted
                            if any(i == m_i and d == items[m_i].rotations[m_r] for m_i, m_r in members)})
-            if upload is not None:  # converted to floats part by part
-                pixels = pixels_to_device(bk, upload, None if len(part) == len(sel) else part)
+            known = [residuals.get((i, items[i].rotations[r])) for i, r in members] if residuals else [None]
+            if all(k is not None for k in known):  # computed already (a library search's screening)
+                res, inten = (bk.stack([bk.asarray(k[n]) for k in known], 0) for n in (0, 1))
             else:
-                pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in members]))
-            res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
-            inten = gray_intensity(bk, pixels)
-            del pixels
+                if upload is not None:  # converted to floats part by part
+                    pixels = pixels_to_device(bk, upload, None if len(part) == len(sel) else part)
+                else:
+                    pixels = pixels_to_device(bk, _stack_pixels(bk, [items[i].clips[r] for i, r in members]))
+                res = wiener_dft(bk, residual_native(bk, pixels, params.sigma_query, params.levels, params.wavelet))
+                inten = gray_intensity(bk, pixels)
+                del pixels
             # host float32 (h, w) each; pce_scores moves one camera chunk at a time to the device
             scores = pce_scores(bk, res, inten, [by_name[c].k for c in cams], params.shift_range)
             del res, inten

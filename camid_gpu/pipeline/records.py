@@ -35,6 +35,7 @@ class CameraScore(TypedDict, total=False):
     offset: list[int]                   # crop only: [rows, columns] of the image's corner in the frame
     positions_searched: int             # crop only: admissible offsets searched
     error: str                          # only when the PCE came out non-finite: no part in any decision
+    log10_p_fa_library: Optional[float]  # library search: the false-alarm probability over every camera compared
 
 
 class NotComparable(TypedDict):
@@ -68,6 +69,20 @@ class MahalanobisRecord(TypedDict, total=False):
     undetermined: str                   # only when a single camera has the image's geometry: why no association
 
 
+class LibrarySearch(TypedDict, total=False):
+    """What a ``camid library search`` record adds (built by ``camid_gpu.library.search.search_chunk``)."""
+
+    version: str                        # the library's version (SHA-256 of its catalogue) searched
+    cameras: int                        # active cameras in the library
+    compared: int                       # cameras of the image's geometry: N of the Sidak decision threshold
+    screened: int                       # of those, screened on the compact form
+    unscreened: dict[str, str]          # camera -> why it went to the confirmation unscreened (crop, shifts, scales)
+    not_comparable: int                 # cameras of other geometries
+    threshold: dict[str, Any]           # screening and decision thresholds with their models (ScreenThreshold)
+    shortlist: list[dict[str, Any]]     # {camera, z, rotation}, by decreasing z
+    screen_top: list[dict[str, Any]]    # the best screen scores, shortlisted or not
+
+
 class ImageRecord(TypedDict, total=False):
     path: str                           # as given on the command line (or found in a given folder)
     realpath: str                       # canonical path (symlinks and ./ resolved): the key of a record on resume
@@ -89,6 +104,7 @@ class ImageRecord(TypedDict, total=False):
     mahalanobis: MahalanobisRecord
     truth: Optional[str]
     mahalanobis_skipped: str            # why the Mahalanobis method did not run (the scale/crop search)
+    library: LibrarySearch              # only in a library search
 
 
 def record_key(record: ImageRecord | dict[str, Any]) -> str:

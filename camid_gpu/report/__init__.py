@@ -29,13 +29,15 @@ Modules: :mod:`.load` (the run folder as read, with notes on what is missing), :
 tables, the page), :mod:`.figures` (matplotlib: style, PNG embedding), one module per section --
 :mod:`.overview` (1), :mod:`.decisions` (2), :mod:`.pce` (3), :mod:`.membership` and :mod:`.diagnostics`
 (4), :mod:`.cameras` (5), :mod:`.truth` (6) -- and :mod:`.render`, which puts them together.
-:mod:`.cluster` is the report of a ``camid cluster`` run (recognised by its ``clusters.json``).
+:mod:`.cluster` is the report of a ``camid cluster`` run (recognised by its ``clusters.json``), :mod:`.library`
+that of a ``camid library search`` (recognised by its ``run.json``).
 """
 from __future__ import annotations
 
 import os
 
 from camid_gpu.report import cluster as _cluster
+from camid_gpu.report import library as _library
 from camid_gpu.report import render as _render
 from camid_gpu.report.custody import check_files, write_checksum
 from camid_gpu.report.render import render_report
@@ -56,6 +58,9 @@ def write_checked_report(run_dir: str | os.PathLike, output_html: str | os.PathL
     if _cluster.is_cluster_run(run_dir):
         path = _cluster.write_cluster_report(run_dir, output_html)
         problems = check_files(os.fspath(run_dir), ["clusters.json"]).problems
+    elif _library.is_library_run(run_dir):
+        path, check = _library.write_library_report(run_dir, output_html)
+        problems = check.problems
     else:
         path, check = _render.write_checked_report(run_dir, output_html, fingerprints_dir, progress)
         problems = check.problems
