@@ -37,7 +37,8 @@ import numpy as np
 
 from bench_residual import run_info, write_json
 from camid_gpu.config import Params, RunConfig, parse_bytes
-from camid_gpu.store import CameraFingerprint, _npz_bytes, load_store, save_fingerprint
+from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
+from camid_gpu.store.fingerprint import _npz_bytes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REAL = 3

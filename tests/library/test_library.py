@@ -24,7 +24,7 @@ from camid_gpu.library import catalogue as cat
 from camid_gpu.library.screen import screen_threshold
 from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = RunConfig(backend="numpy", progress=False)
 DECOYS = 40
 
@@ -224,7 +224,7 @@ def test_search_with_dask_local_equals_local(searched, library, dataset, tmp_pat
     one = str(tmp_path / "one")
     two = str(tmp_path / "two")
     search_library(library, files, one, Params(), CONFIG)
-    search_library(library, files, two, Params(), RunConfig(backend="numpy", progress=False, cluster="local:2"))
+    search_library(library, files, two, Params(), RunConfig(backend="numpy", progress=False, dask="local:2"))
     assert _read(os.path.join(one, "results.jsonl")) == _read(os.path.join(two, "results.jsonl"))
 
 

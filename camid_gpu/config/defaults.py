@@ -1,0 +1,188 @@
+"""Every default of camid, named once: the values the command line, the algorithms' keyword defaults and
+the record of a run read (where each comes from: README, "Parameters, defaults and where they come from")."""
+from __future__ import annotations
+
+# -- the residual (Binghamton NoiseExtract) -------------------------------------------------------
+#: wavelet and decomposition levels of NoiseExtract
+DEFAULT_WAVELET = "db4"
+DEFAULT_LEVELS = 4
+#: window sizes of Mihcak's local variance estimate (Binghamton's WaveNoise)
+MIHCAK_WINDOWS: tuple[int, ...] = (3, 5, 7, 9)
+#: rgb -> gray weights of Binghamton's rgb2gray1 (MATLAB's rgb2gray)
+GRAY_WEIGHTS: tuple[float, float, float] = (0.2989, 0.5870, 0.1140)
+#: denoiser noise std of reference residuals (Binghamton getFingerprint), 0..255 scale
+SIGMA_FINGERPRINT = 3.0
+#: the same for disputed images in the PCE method (Binghamton example)
+SIGMA_QUERY = 2.0
+#: the same for both sides of the Mahalanobis method (the PeerJ CS paper)
+SIGMA_MAHALANOBIS = 2.0
+
+# -- PCE -------------------------------------------------------------------------------------------
+#: same-camera threshold on the PCE used by the field
+PCE_THRESHOLD = 60.0
+#: side of the square around the peak left out of the correlation energy
+PEAK_NEIGHBOURHOOD = 11
+#: PCE peak search range (rows, columns): no shift
+SHIFT_RANGE = (0, 0)
+#: fingerprints correlated per step by the PCE and the scale/crop search (device memory grows with it; the
+#: engine's chunk sizing counts this many fingerprint planes per image)
+PCE_CAMERA_CHUNK = 4
+
+# -- images and references -------------------------------------------------------------------------
+#: centre clipping (rows, columns) of the PeerJ CS paper: the Mahalanobis method's geometry
+CLIP = (1000, 1000)
+#: geometry of the PCE method: the full sensor frame (None), as Binghamton's getFingerprint and PCE
+PCE_CLIP: tuple[int, int] | None = None
+#: geometry of the Mahalanobis method: the paper's centre clipping
+MAHALANOBIS_CLIP: tuple[int, int] | None = CLIP
+#: reference images per camera (the paper's R)
+REFERENCES = 15
+#: usable references per camera under which ``camid fingerprint`` warns (every usable one is used by default):
+#: a fingerprint's estimation noise falls roughly as 1/N, so fewer flats give lower PCE to genuine matches
+RECOMMENDED_REFERENCES = REFERENCES
+
+# -- usable references and fingerprints (checked when a fingerprint is built and when it is loaded) ----
+#: a reference clip is "saturated" when more than this fraction of its samples sit at the top code value
+#: (a blown-out flat: clipped pixels carry no PRNU)
+REF_MAX_SATURATED_FRACTION = 0.5
+#: a reference clip is "too dark" when its mean is under this (0..255 scale; lens cap on: the PRNU is
+#: multiplicative, so a dark image carries almost none)
+REF_MIN_MEAN = 5.0
+#: a disputed image's region compared by the Mahalanobis method has "insufficient content" when more than this
+#: fraction of its samples sit at the top code value (its per-pixel votes would run on blown-out pixels)
+MAX_SATURATED_FRACTION = 0.5
+#: a reference or disputed clip is "constant" when its sample std is under this (0..255 scale)
+MIN_CONTENT_STD = 0.5
+#: fewest usable references a fingerprint may be built from (fewer is refused at build and at load)
+MIN_REFERENCES = 2
+#: a stored fingerprint array whose std is under this is degenerate (all zero or constant)
+MIN_FINGERPRINT_STD = 1e-8
+
+# -- input limits (checked before a file is read and before pixels are allocated) --------------------
+#: largest input file read, in bytes (a 3 GB sparse ".jpg" is refused before it is read)
+MAX_FILE_BYTES = 1 << 30
+#: largest decoded image, in bytes of samples (rows x columns x channels x bytes per sample), declared by
+#: the header and checked before decoding; 1 GiB holds a 100-megapixel 16-bit RGB image
+MAX_DECODED_BYTES = 1 << 30
+#: largest decoded image in pixels, whatever the sample size (a second guard against decompression bombs)
+MAX_PIXELS = 250_000_000
+
+# -- blind clustering (camid cluster) --------------------------------------------------------------
+#: region compared between images: "auto" (whole frames when the run fits the two budgets below, else the largest
+#: centred square that does: camid_gpu/cluster/region.py), "full", or N: the largest centred square up to N x N
+CLUSTER_REGION = "auto"
+#: the smallest square side "auto" chooses (the default before "auto"; what it compares when nothing fits)
+CLUSTER_REGION_FLOOR = 1024
+#: "auto": residual rows kept in RUN/residuals/ at most (float32; also at most half the free disk space there)
+CLUSTER_AUTO_STORE_BYTES = 64 << 30
+#: "auto": Gram multiply-adds at most (rows^2 / 2 x pixels per group; 1e13 took ~23 min on a shared 2-core CPU
+#: at 7.4 GMAC/s float32, far less on a GPU)
+CLUSTER_AUTO_GRAM_MACS = 1e13
+#: smallest region side accepted
+CLUSTER_MIN_REGION = 32
+#: probability of any false link in the whole set (both stages: the image pairs and the fingerprint refinement)
+CLUSTER_PFA = 1e-6
+#: the pair stage's share of --pfa; the fingerprint refinement (merges and attachments) gets the rest. The split is
+#: of the expected number of false links ``-ln(1 - pfa)`` (Sidak's composition): the pair stage spends
+#: ``pfa_pairs = 1 - (1 - pfa)^share``, the refinement ``pfa_refine = 1 - (1 - pfa)^(1 - share)``, so that
+#: ``1 - (1 - pfa_pairs)(1 - pfa_refine) = pfa`` exactly (``pfa_pairs + pfa_refine`` exceeds ``pfa`` only by their
+#: product, 2.5e-13 at the default). Fixed before any comparison is made: see camid_gpu/cluster/threshold.py
+CLUSTER_PFA_PAIRS_SHARE = 0.5
+#: residual RMS (0..255 gray levels) below which an image carries no sensor noise to compare (a constant or
+#: fully saturated frame: its residual is rounding error, identical between such frames, so it would link them)
+CLUSTER_MIN_RESIDUAL_RMS = 1e-2
+#: fingerprint merge/attach rounds at most
+CLUSTER_MAX_ROUNDS = 20
+#: same-scene guard (camid_gpu/cluster/scene.py): two images whose band-passed block-mean content has an NCC of at least
+#: this are a same-scene pair (their residuals share the scene the denoiser leaves in them): never linked
+CLUSTER_SAME_SCENE_NCC = 0.5
+#: ... and only when both have at least this much band-passed content (RMS, gray levels 0..255): a flat field has
+#: none, and what is left there (averaged PRNU, fixed pattern) is shared by a camera's flats
+CLUSTER_SCENE_MIN_CONTRAST = 1.0
+#: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
+GRAM_PRECISIONS = ("auto", "float32", "float16")
+
+# -- console answers (camid identify) --------------------------------------------------------------
+#: a best PCE at or above this fraction of the threshold, with no decision, is printed as a "near miss"
+NEAR_MISS_FRACTION = 0.5
+#: relative difference of aspect ratios (rows/columns) under which a smaller image is "the sensor's frame
+#: resized or cropped" for the --search-scales hint
+HINT_ASPECT_TOLERANCE = 0.02
+
+# -- evidence strength (camid calibrate; --calibration) -------------------------------------------
+#: fewest same-source (image, own camera) pairs of one image kind a calibration is fitted from: floors, not a
+#: guarantee (the ELUB bounds say how large an LR the data support); fewer is refused, naming the shortfall
+CALIBRATION_MIN_SAME_SOURCE = 20
+#: fewest different-source pairs of one image kind (of the population chosen for the alternative hypothesis)
+CALIBRATION_MIN_DIFFERENT_SOURCE = 100
+#: fewest cameras with images of one kind: the validation holds each camera out in turn
+CALIBRATION_MIN_CAMERAS = 4
+#: score-to-LR models (lir): logistic regression (default; monotone in the score), kernel density, isotonic (PAV)
+CALIBRATORS = ("logistic", "kde", "isotonic")
+#: the population of the alternative hypothesis: every other camera, or only other cameras of the same model
+DIFFERENT_SOURCE_CHOICES = ("all", "same-model")
+#: longest casework text (--case, --examiner, --note, an --exhibit label), characters
+CASEWORK_MAX_CHARS = 2000
+
+# -- the fingerprint library (camid library) ------------------------------------------------------
+#: catalogue schema version this camid writes (older catalogues are migrated on open, newer ones refused)
+LIBRARY_SCHEMA_VERSION = 2
+#: screening miss rate: a genuine pair whose full-frame PCE reaches the decision threshold is shortlisted with
+#: probability at least 1 - this, under the signal model below
+LIBRARY_SCREEN_MISS = 1e-3
+#: signal model of the screen: its z (zero-shift NCC * sqrt(n) on the compact form) is ``retained *
+#: sqrt(PCE) + e`` with ``e ~ N(0, LIBRARY_SCREEN_SPREAD^2)``: one null standard deviation covers what separates
+#: the two statistics (float16 rounding, the PCE's energy estimate, residuals that are not quite white)
+LIBRARY_SCREEN_SPREAD = 1.0
+#: fraction of the full-frame z the default compact form keeps (full frame in float16: rounding only, about
+#: 3e-4 of the z; kept as 0.999 to cover it)
+LIBRARY_SCREEN_RETAINED = 0.999
+#: false-alarm probability of any false link in ``camid library link`` (fingerprint against fingerprint)
+LIBRARY_LINK_PFA = 1e-6
+#: most query images per chunk of a library search: each pass over the library's rows serves a whole chunk
+LIBRARY_CHUNK_LIMIT = 32
+
+# -- choices ---------------------------------------------------------------------------------------
+METHOD_CHOICES = ("pce", "mahalanobis", "both")
+ROTATION_CHOICES = ("auto", "all", "none")
+NATURAL_MODES = ("aligned", "paper")
+BACKEND_CHOICES = ("auto", "numpy", "torch")
+#: working precision of batch runs (--precision). float32: about 3.5x faster on the NumPy backend at full
+#: frame, residuals within ~1e-4 (0..255) of float64, the same decisions (tests/backend/test_numpy_fast.py);
+#: float64 is the reference, selectable for reproducibility. The Python API (a backend named by string, e.g.
+#: ``extract_residual(x, backend="numpy")``) is the other rule: each backend's own default, float64 on NumPy
+#: (``backend.NUMPY_DTYPE``) and float32 on torch; it stays in ``backend`` because config sits above it.
+PRECISION = "float32"
+PRECISION_CHOICES = ("float32", "float64")
+KIND_CHOICES = ("auto", "flat", "natural")
+#: JPEG decoder: "auto" = the GPU (nvJPEG via torchvision) when the backend is torch on CUDA and torchvision
+#: is installed, else the CPU; "gpu" insists (an error without CUDA); files the GPU cannot take use the CPU
+DECODE_CHOICES = ("auto", "cpu", "gpu")
+#: the default of each choice above, for the command line and the dataclasses below alike
+METHOD = "pce"  # the decision; the Mahalanobis method on request (--method both), in demo and evaluate --paper
+ROTATIONS = "auto"
+NATURAL_MODE = "aligned"
+BACKEND = "auto"
+KIND = "auto"
+DECODE = "auto"
+GRAM_PRECISION = "auto"
+#: decoding processes (--workers)
+WORKERS = 1
+
+
+#: sanity bounds of the numeric parameters (checked at the edge: nothing outside reaches the maths)
+MAX_SIGMA = 255.0
+MAX_PCE_THRESHOLD = 1e9
+
+#: smallest memory budget accepted (--max-host-memory, --max-gpu-memory), bytes
+MIN_MEMORY_BUDGET = 1 << 20
+#: images per step of a fingerprint's ML accumulation (camera and cluster fingerprints), at most: the count
+#: before budgets applied (a step holds that many whole frames; a smaller budget gives smaller steps)
+FINGERPRINT_BATCH = 4
+#: disputed images per Dask task of ``identify --dask`` (``--chunk`` when fixed); a task scores them in chunks
+#: within the budget
+DASK_IMAGES_PER_TASK = 8
+#: deepest wavelet decomposition accepted (Binghamton uses 4); each level also needs the image to be at least
+#: 2**levels samples on its short side (the mirror padding grows to a multiple of 2**levels: levels=20 on a
+#: small image asked for an 8 TiB array)
+MAX_LEVELS = 8
