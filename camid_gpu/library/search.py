@@ -27,6 +27,7 @@ import numpy as np
 
 from camid_gpu._shared.jsonio import json_number
 from camid_gpu.backend import Backend
+from camid_gpu.backend.base import to_host
 from camid_gpu.config import LIBRARY_CHUNK_LIMIT, LIBRARY_SCREEN_MISS, Params, RunConfig
 from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine import run_folder
@@ -120,7 +121,7 @@ def _views(bk: Backend, items: Sequence[prepare.Prepared], tasks: list[tuple[int
     identify makes them, one batch per pixel layout (8- and 16-bit, gray and colour are never stacked together,
     as in :func:`camid_gpu.pipeline.identify.clip_batches`). Each view's residual and intensity are kept in
     ``kept[image][(degrees, clip)]`` for the confirmation, which then does not compute them again."""
-    views = [ident._host(items[i].view(d, g.clip)) for i, d in tasks]
+    views = [to_host(items[i].view(d, g.clip)) for i, d in tasks]
     layouts: dict[tuple, list[int]] = {}
     for t, v in enumerate(views):
         layouts.setdefault((v.shape, str(v.dtype)), []).append(t)

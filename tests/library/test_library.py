@@ -236,7 +236,7 @@ def test_search_with_dask_local_equals_local(searched, library, dataset, tmp_pat
     one = str(tmp_path / "one")
     two = str(tmp_path / "two")
     search_library(library, files, one, Params(), CONFIG)
-    search_library(library, files, two, Params(), RunConfig(backend="numpy", progress=False, cluster="local:2"))
+    search_library(library, files, two, Params(), RunConfig(backend="numpy", progress=False, dask="local:2"))
     assert _read(os.path.join(one, "results.jsonl")) == _read(os.path.join(two, "results.jsonl"))
 
 
