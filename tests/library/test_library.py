@@ -357,3 +357,25 @@ def test_eight_and_sixteen_bit_images_in_one_chunk_screen_alike(library, dataset
     assert r16["bit_depth"] == 16 and r8["bit_depth"] == 8
     assert r16["pce"]["decision"] == r8["pce"]["decision"] == "C03"
     assert r16["library"]["shortlist"][0]["z"] == pytest.approx(r8["library"]["shortlist"][0]["z"], rel=1e-4)
+
+
+def test_link_needs_a_finite_pce_over_the_threshold(store, tmp_path, monkeypatch):
+    """A link is confirmed by prnu.decision.exceeds: a NaN PCE (which `value < threshold` let through) is none."""
+    from camid_gpu.library import link as lk
+
+    real = load_store(store[0])[0]
+    k = (np.random.default_rng(5).standard_normal(real.k.shape) * 0.01).astype(np.float32)
+    twin = str(tmp_path / "twin")
+    os.makedirs(twin)
+    for name, noise in (("T1", 0.0), ("T2", 1e-4)):
+        jitter = (np.random.default_rng(6).standard_normal(k.shape) * noise).astype(np.float32)
+        save_fingerprint(CameraFingerprint(camera=name, methods=("pce",), arrays={"k": k + jitter}, clips={"pce": None},
+                                           source_shape=real.source_shape, params=dict(real.params),
+                                           references=real.references), twin)
+    _write_store_manifest(twin)
+    lib = str(tmp_path / "LIB")
+    init_library(lib)
+    add_stores(lib, [twin])
+    assert [(link["a"], link["b"]) for link in lk.link_library(lib)["links"]] == [("T1", "T2")]
+    monkeypatch.setattr(lk, "pair_pce", lambda *args, **kwargs: np.array([np.nan]))
+    assert lk.link_library(lib)["links"] == []
