@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from camid_gpu.cli import EXIT_OK, EXIT_VERIFY_FAILED, main
+from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_VERIFY_FAILED, main
 from camid_gpu.config import LIBRARY_SCHEMA_VERSION, Params, RunConfig
 from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.engine import run_folder
@@ -379,3 +379,58 @@ def test_link_needs_a_finite_pce_over_the_threshold(store, tmp_path, monkeypatch
     assert [(link["a"], link["b"]) for link in lk.link_library(lib)["links"]] == [("T1", "T2")]
     monkeypatch.setattr(lk, "pair_pce", lambda *args, **kwargs: np.array([np.nan]))
     assert lk.link_library(lib)["links"] == []
+
+
+def test_library_add_refuses_a_store_changed_after_its_manifest(library, store, tmp_path, capsys):
+    before = library_info(library)["version"]
+    real = load_store(store[0])[0]
+    for edit in ("added", "swapped"):
+        edited = str(tmp_path / edit)
+        shutil.copytree(store[1], edited)
+        stranger = _decoy_store(store[0], str(tmp_path / f"{edit}-src"), 2, seed=77, prefix="D")
+        name = "D001" if edit == "swapped" else "X999"  # a valid fingerprint, unknown to the store's manifest
+        fp = load_store(stranger, unverified=True)[1]
+        save_fingerprint(CameraFingerprint(camera=name, methods=("pce",), arrays={"k": fp.k}, clips={"pce": None},
+                                           source_shape=real.source_shape, params=dict(real.params),
+                                           references=real.references), edited)
+        assert main(["library", "add", library, edited]) == EXIT_FAIL
+        err = capsys.readouterr().err
+        assert "does not match its manifest" in err and name in err, err
+        with pytest.raises(FingerprintError, match="does not match its manifest"):
+            add_stores(library, [edited])
+    assert library_info(library)["version"] == before
+
+
+def test_search_cli_records_the_casework_and_refuses_a_bad_calibration_before_any_work(library, dataset, tmp_path,
+                                                                                        capsys):
+    image = str(sorted((dataset / "disputed" / "C02").glob("flat_*.jpg"))[0])
+    run = tmp_path / "RUN"
+    assert main(["library", "search", library, image, "-o", str(run), "--backend", "numpy", "--quiet",
+                 "--case", "K-17", "--examiner", "E. Xaminer"]) == EXIT_OK
+    manifest = json.loads(_read(str(run / "manifest.json")))
+    assert manifest["casework"]["case"] == "K-17" and manifest["casework"]["examiner"] == "E. Xaminer"
+    assert "C02" in capsys.readouterr().out
+    bad = tmp_path / "not-a-calibration"
+    bad.mkdir()
+    assert main(["library", "search", library, image, "-o", str(tmp_path / "RUN2"), "--backend", "numpy",
+                 "--quiet", "--calibration", str(bad)]) == EXIT_FAIL
+    assert str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "RUN2" / "results.jsonl").exists()
+
+
+def test_verify_and_report_of_a_library_search_refuse_an_edited_results_file(searched, tmp_path):
+    run_dir = str(tmp_path / "RUN")
+    shutil.copytree(searched[0], run_dir)
+    assert main(["verify", run_dir]) == EXIT_OK
+    assert main(["report", run_dir, "-o", str(tmp_path / "ok.html")]) == EXIT_OK
+    results = os.path.join(run_dir, "results.jsonl")
+    text = _read(results)
+    assert '"decision": "C01"' in text
+    os.chmod(results, 0o644)
+    with open(results, "w", encoding="utf-8") as handle:
+        handle.write(text.replace('"decision": "C01"', '"decision": "C03"', 1))
+    assert main(["verify", run_dir]) == EXIT_VERIFY_FAILED
+    assert main(["report", run_dir, "-o", str(tmp_path / "edited.html")]) == EXIT_VERIFY_FAILED
+    page = _read(str(tmp_path / "edited.html"))
+    top = page[:page.index("Shortlists and confirmation")]
+    assert "CHAIN OF CUSTODY" in top and "results.jsonl differs from the manifest" in top
