@@ -434,3 +434,30 @@ def test_verify_and_report_of_a_library_search_refuse_an_edited_results_file(sea
     page = _read(str(tmp_path / "edited.html"))
     top = page[:page.index("Shortlists and confirmation")]
     assert "CHAIN OF CUSTODY" in top and "results.jsonl differs from the manifest" in top
+
+
+def test_search_cli_with_a_calibration_writes_the_evidence_beside_unchanged_decisions(library, dataset, tmp_path,
+                                                                                     capsys):
+    pytest.importorskip("lir")
+    from camid_gpu.config import methods_of
+    from camid_gpu.engine.runner import evaluate_dataset
+
+    data, fitted, cal = str(tmp_path / "caldata"), str(tmp_path / "calrun"), str(tmp_path / "cal")
+    make_dataset(data, cameras=6, per_model=2, refs=5, disputed_flat=4, disputed_natural=0, height=128, width=160,
+                 jpeg_quality=90, seed=3)  # other cameras than the library's: a calibration is of the method
+    evaluate_dataset(data, fitted, methods_of("pce"), Params(refs=None), CONFIG)
+    assert main(["calibrate", fitted, "-o", cal, "--kind", "flat"]) == EXIT_OK
+    files = sorted(str(p) for p in (dataset / "disputed" / "C01").glob("flat_*.jpg"))
+    plain, run = tmp_path / "plain", tmp_path / "RUN"
+    assert main(["library", "search", library, *files, "-o", str(plain), "--backend", "numpy", "--quiet"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["library", "search", library, *files, "-o", str(run), "--backend", "numpy", "--quiet",
+                 "--calibration", cal]) == EXIT_OK
+    assert "log10 LR" in capsys.readouterr().out
+    evidence = json.loads(_read(str(run / "evidence.json")))
+    manifest = json.loads(_read(str(run / "manifest.json")))
+    assert any(e["path"].endswith("evidence.json") for e in manifest["outputs"])
+    assert [i["decision"] for i in evidence["images"]] == [r["pce"]["decision"] for r in
+                                                            read_results(str(plain / "results.jsonl"))] == ["C01"] * 2
+    assert all(i["cameras"]["C01"]["log10_lr"] > 0 for i in evidence["images"])
+    assert main(["verify", str(run)]) == EXIT_OK
