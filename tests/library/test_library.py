@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_VERIFY_FAILED, main
+from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
 from camid_gpu.config import LIBRARY_SCHEMA_VERSION, Params, RunConfig
 from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.engine import run_folder
@@ -461,3 +461,22 @@ def test_search_cli_with_a_calibration_writes_the_evidence_beside_unchanged_deci
                                                             read_results(str(plain / "results.jsonl"))] == ["C01"] * 2
     assert all(i["cameras"]["C01"]["log10_lr"] > 0 for i in evidence["images"])
     assert main(["verify", str(run)]) == EXIT_OK
+
+
+def test_search_cli_shows_each_answer_as_it_is_done_and_lists_errors_and_skipped_files(library, dataset, tmp_path,
+                                                                                      capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for f in sorted((dataset / "disputed" / "C03").glob("flat_*.jpg")):
+        shutil.copy(f, folder / f.name)
+    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8not a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    capsys.readouterr()
+    assert main(["library", "search", library, str(folder), "-o", str(tmp_path / "RUN"),
+                 "--backend", "numpy"]) == EXIT_PARTIAL
+    out, err = capsys.readouterr()
+    assert "[1/3]" in out and "[3/3]" in out and "C03 (best C03 PCE" in out  # identify's live lines
+    assert "zz_broken.jpg" in err and "camid: error:" in err and "camid: skipped:" in err and "notes.txt" in err
+    assert main(["library", "search", library, str(folder), "-o", str(tmp_path / "QUIET"), "--backend", "numpy",
+                 "--quiet"]) == EXIT_PARTIAL
+    assert "[1/3]" not in capsys.readouterr().out
