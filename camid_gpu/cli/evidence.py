@@ -15,7 +15,8 @@ from camid_gpu.io.listing import printable
 
 #: the commands that make a run (a manifest), and the arguments naming their input folders (for --exhibit)
 RUN_COMMANDS = {"fingerprint": ("refs_dir",), "identify": ("images",), "evaluate": ("dataset_dir",),
-                "residual": ("images",), "cluster": ("images",), "calibrate": ("runs",)}
+                "residual": ("images",), "cluster": ("images",), "calibrate": ("runs",),
+                "library search": ("images",)}  # not "library add", whose --case names the cameras' case
 
 
 def add_casework_options(p: argparse.ArgumentParser) -> None:
@@ -57,7 +58,8 @@ def add_calibrate_parser(sub: Any) -> None:
 
 
 def casework_from_args(args: argparse.Namespace) -> casework.Casework | None:
-    names = RUN_COMMANDS.get(args.command)
+    command = args.command if args.command != "library" else f"library {getattr(args, 'library_command', None)}"
+    names = RUN_COMMANDS.get(command)
     if names is None:
         return None
     folders: list[str] = []

@@ -162,6 +162,8 @@ def _cmd_link(args) -> int:
 
 
 def _cmd_search(args) -> int:
+    from camid_gpu.cli import answers
+    from camid_gpu.cli.output import print_errors, print_skipped
     from camid_gpu.library import search_library
     from camid_gpu.pipeline.records import is_error
 
@@ -175,16 +177,17 @@ def _cmd_search(args) -> int:
     run, records = search_library(args.library, args.images, args.outdir, params, config_of(args), resume=args.resume,
                                   kind=args.kind, miss=args.miss, argv=sys.argv,
                                   extra_outputs=(lambda recs: [write_evidence(args.outdir, recs, calibration)])
-                                  if calibration else None)
+                                  if calibration else None, on_records=answers.live_lines(args.quiet))
     errors = [r for r in records if is_error(r)]
     for r in records:
         if is_error(r):
-            print(f"camid: error: {printable(r['path'])}: {printable(r['error']['reason'])}", file=sys.stderr)
             continue
         lib = r["library"]
         print(f"{printable(r['path'])}: {printable(r['pce']['decision'] or 'no camera')} (best PCE "
               f"{r['pce']['best_pce']}, decision threshold {lib['threshold']['decision_pce']:.1f}; "
               f"{lib['compared']} compared, {len(lib['shortlist'])} shortlisted)")
+    print_skipped(run["skipped_inputs"])
+    print_errors(errors)
     print(f"library {printable(args.library)} version {run['library']['version']}; {run['processed']} processed, "
           f"{run['skipped_as_done']} already done, {len(errors)} with errors")
     if calibration:

@@ -24,6 +24,7 @@ from camid_gpu.library import arrays as arr
 from camid_gpu.library import catalogue as cat
 from camid_gpu.library import screen as scr
 from camid_gpu.library.search import Geometry, geometries
+from camid_gpu.prnu.decision import exceeds
 
 #: rows per Gram tile
 LINK_TILE = 1024
@@ -90,7 +91,7 @@ def link_library(library: str, pfa: float = LIBRARY_LINK_PFA, config: RunConfig 
         kb = arr.camera_fingerprint(library, geoms[j].rows[c]).k
         kb = np.ascontiguousarray(np.rot90(kb, turn // 90)) if turn else kb
         value = float(pair_pce(bk, ka.reshape(1, -1), kb.reshape(1, -1), ka.shape)[0])
-        if value < thr.pce:
+        if not exceeds(value, thr.pce):  # the project's one PCE rule: finite and strictly above (NaN never links)
             continue
         a_row, b_row = g.rows[r], geoms[j].rows[c]
         links.append({"a": a_row["name"], "b": b_row["name"], "ncc": ncc, "z": ncc * math.sqrt(g.pixels),

@@ -35,6 +35,7 @@ from camid_gpu.backend import Backend
 from camid_gpu.cluster.similarity import GramEngine
 from camid_gpu.cluster.threshold import comparison_level
 from camid_gpu.config import LIBRARY_SCREEN_MISS, LIBRARY_SCREEN_RETAINED, LIBRARY_SCREEN_SPREAD
+from camid_gpu.prnu.decision import union_bound
 
 #: what the default compact form is (recorded in every search)
 SCREEN_FORM = "full PCE frame, K / rms(K) in float16; products in float32"
@@ -79,8 +80,8 @@ def library_log10_pfa(log10_p: float | None, cameras: int) -> float | None:
     if log10_p is None or not math.isfinite(log10_p):
         return log10_p
     p = 10.0 ** log10_p
-    if p < 1e-12:
-        return min(0.0, log10_p + math.log10(cameras))
+    if p < 1e-12:  # Sidak's and Bonferroni's agree here; the latter without the rounding of 1 - p
+        return union_bound(log10_p, cameras)
     return math.log10(-math.expm1(cameras * math.log1p(-min(p, 1 - 1e-16))))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from camid_gpu._shared.jsonio import json_number
 from camid_gpu.backend import Backend
+from camid_gpu.backend.base import to_host
 from camid_gpu.config import LIBRARY_CHUNK_LIMIT, LIBRARY_SCREEN_MISS, Params, RunConfig
 from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine import run_folder
@@ -120,7 +121,7 @@ def _views(bk: Backend, items: Sequence[prepare.Prepared], tasks: list[tuple[int
     identify makes them, one batch per pixel layout (8- and 16-bit, gray and colour are never stacked together,
     as in :func:`camid_gpu.pipeline.identify.clip_batches`). Each view's residual and intensity are kept in
     ``kept[image][(degrees, clip)]`` for the confirmation, which then does not compute them again."""
-    views = [ident._host(items[i].view(d, g.clip)) for i, d in tasks]
+    views = [to_host(items[i].view(d, g.clip)) for i, d in tasks]
     layouts: dict[tuple, list[int]] = {}
     for t, v in enumerate(views):
         layouts.setdefault((v.shape, str(v.dtype)), []).append(t)
@@ -297,10 +298,12 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
                    config: RunConfig | RunContext, *, resume: bool = False, kind: str = "auto",
                    miss: float = LIBRARY_SCREEN_MISS, argv: Sequence[str] | None = None,
                    extra_outputs: Callable[[list[dict[str, Any]]], list[str]] | None = None,
+                   on_records: Callable[[list[dict[str, Any]], Any], None] | None = None,
                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Search ``inputs`` in ``library`` into the run folder ``run_dir``; returns (run summary, final records).
     ``extra_outputs(records)`` (e.g. the evidence file of ``--calibration``) writes more files before the
-    manifest and returns their paths."""
+    manifest and returns their paths. ``on_records(records, progress)``: called as records are written, as
+    identify's (each image's answer shown as it is done, above the progress bar)."""
     started = utc_now()
     ctx = run_context(config)
     scr.screen_threshold(1, params.pce_threshold, miss)  # checks the miss rate before any work
@@ -326,7 +329,7 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
         writer = scheduler.ResultsWriter(results, resume)
         if plan.changed:
             writer.write(plan.changed)
-        _search_files(library, plan.todo, writer, rows, geoms, version, params, ctx, kind, miss)
+        _search_files(library, plan.todo, writer, rows, geoms, version, params, ctx, kind, miss, on_records)
         records = scheduler.read_results(results)
         info = {"path": os.path.abspath(library), "version": version, "cameras": len(rows),
                 "geometries": {g.name: len(g.rows) for g in geoms}}
@@ -342,7 +345,8 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
     return run, records
 
 
-def _search_files(library, todo, writer, rows, geoms, version, params, ctx: RunContext, kind, miss) -> None:
+def _search_files(library, todo, writer, rows, geoms, version, params, ctx: RunContext, kind, miss,
+                  on_records=None) -> None:
     """Prepared in worker processes, searched chunk by chunk, written in input order."""
     full = replace(params, pce_clip=None)  # views of any clip are cut from the whole frame
     shapes = sorted({g.shape for g in geoms})
@@ -354,6 +358,8 @@ def _search_files(library, todo, writer, rows, geoms, version, params, ctx: RunC
     screener = Screener(library, geoms, ctx)
     cache = FingerprintCache(library, rows)
     progress = scheduler.Progress(len(todo), "search", ctx.config.progress)
+    if on_records is not None:
+        writer.on_write = lambda records: on_records(records, progress)
     pending: list = []
 
     def flush():

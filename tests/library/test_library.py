@@ -13,16 +13,18 @@ import time
 import numpy as np
 import pytest
 
-from camid_gpu.cli import EXIT_OK, EXIT_VERIFY_FAILED, main
+from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
 from camid_gpu.config import LIBRARY_SCHEMA_VERSION, Params, RunConfig
 from camid_gpu.datasets.synthetic import make_dataset
+from camid_gpu.engine import run_folder
 from camid_gpu.engine.runner import fingerprint_folder, identify_files
 from camid_gpu.engine.scheduler import read_results
-from camid_gpu.errors import LibraryError, RunFolderError
+from camid_gpu.errors import FingerprintError, LibraryError, RunFolderError
 from camid_gpu.library import add_stores, init_library, library_info, retire_camera, search_library, verify_library
 from camid_gpu.library import catalogue as cat
 from camid_gpu.library.screen import screen_threshold
-from camid_gpu.store import CameraFingerprint, load_store, save_fingerprint
+from camid_gpu.provenance import utc_now
+from camid_gpu.store import CameraFingerprint, load_store, load_stores, save_fingerprint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = RunConfig(backend="numpy", progress=False)
@@ -42,30 +44,44 @@ def dataset(tmp_path_factory):
     return root
 
 
-def _add_decoys(store: str, count: int, seed: int = 0, prefix: str = "D") -> None:
-    """Random fingerprints of the store's sensor size: cameras that took none of the images."""
-    real = load_store(store)[0]
+def _write_store_manifest(folder: str) -> None:
+    """The store's manifest, written by the project's own writer (as ``camid fingerprint`` does) over the
+    fingerprint files the folder holds now: stores are checked against it when loaded."""
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if f.endswith((".json", ".npz")) and f != "manifest.json")
+    run_folder.write_manifest(folder, "fingerprint", None, {}, "numpy", utc_now(), [], None, files,
+                              kernels="not used")
+
+
+def _decoy_store(like: str, out: str, count: int, seed: int = 0, prefix: str = "D") -> str:
+    """A store of its own (with its manifest) of random fingerprints of ``like``'s sensor size: cameras that
+    took none of the images."""
+    real = load_store(like)[0]
     rng = np.random.default_rng(seed)
+    os.makedirs(out, exist_ok=True)
     for n in range(count):
         k = (rng.standard_normal(real.k.shape) * 0.01).astype(np.float32)
         save_fingerprint(CameraFingerprint(camera=f"{prefix}{n:03d}", methods=("pce",), arrays={"k": k},
                                            clips={"pce": None}, source_shape=real.source_shape,
-                                           params=dict(real.params), references=real.references), store)
+                                           params=dict(real.params), references=real.references), out)
+    _write_store_manifest(out)
+    return out
 
 
 @pytest.fixture(scope="module")
 def store(dataset, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("store") / "fp")
+    """Two stores: the dataset's three cameras (``camid fingerprint``) and the decoys beside them."""
+    root = tmp_path_factory.mktemp("store")
+    out = str(root / "fp")
     fingerprint_folder(str(dataset / "refs"), out, ("pce",), Params(refs=6), CONFIG)
-    _add_decoys(out, DECOYS)
-    return out
+    return [out, _decoy_store(out, str(root / "decoys"), DECOYS)]
 
 
 @pytest.fixture(scope="module")
 def library(store, tmp_path_factory):
     lib = str(tmp_path_factory.mktemp("lib") / "LIB")
     init_library(lib)
-    add_stores(lib, [store], case="K1", label="test set")
+    add_stores(lib, store, case="K1", label="test set")
     return lib
 
 
@@ -123,20 +139,16 @@ def test_resume_refused_after_the_library_changed(searched, library, dataset, tm
 
 def test_add_twice_is_a_no_op_and_a_taken_name_is_refused(library, store, tmp_path):
     before = library_info(library)["version"]
-    again = add_stores(library, [store], case="K1")
+    again = add_stores(library, store, case="K1")
     assert again["added"] == [] and len(again["unchanged"]) == 3 + DECOYS and again["version"] == before
     other = str(tmp_path / "other")
-    shutil.copytree(store, other)
-    for name in os.listdir(other):
-        if not name.startswith("D000."):
-            os.remove(os.path.join(other, name))
-    _add_decoys(other, 0)
-    os.remove(os.path.join(other, "D000.json"))
-    os.remove(os.path.join(other, "D000.npz"))
+    os.makedirs(other)
+    real = load_store(store[0])[0]
     save_fingerprint(CameraFingerprint(camera="D000", methods=("pce",), arrays={"k": np.ones((128, 160), np.float32)
                                        + np.eye(128, 160, dtype=np.float32)}, clips={"pce": None},
-                                       source_shape=(128, 160), params=load_store(store)[0].params,
-                                       references=load_store(store)[0].references), other)
+                                       source_shape=(128, 160), params=real.params,
+                                       references=real.references), other)
+    _write_store_manifest(other)
     with pytest.raises(LibraryError, match="taken in the library by another fingerprint"):
         add_stores(library, [other])
     assert library_info(library)["version"] == before
@@ -150,15 +162,15 @@ def test_kill_during_add_leaves_a_library_verify_accepts(store, tmp_path):
         import os, signal, sys
         from camid_gpu.library import manage
         manage.ADD_HOOK = lambda stage: os.kill(os.getpid(), signal.SIGKILL)
-        manage.add_stores(sys.argv[1], [sys.argv[2]])
+        manage.add_stores(sys.argv[1], sys.argv[2:])
     """)
-    proc = subprocess.run([sys.executable, "-c", script, lib, store], env=dict(os.environ, PYTHONPATH=ROOT),
+    proc = subprocess.run([sys.executable, "-c", script, lib, *store], env=dict(os.environ, PYTHONPATH=ROOT),
                           capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     checked = verify_library(lib)
     assert checked["ok"] and checked["cameras"] == 0 and checked["orphans"]  # arrays written, never catalogued
     assert library_info(lib)["version"] == before
-    added = add_stores(lib, [store])  # the next add reuses the orphans and rewrites the screening rows
+    added = add_stores(lib, store)  # the next add reuses the orphans and rewrites the screening rows
     assert len(added["added"]) == 3 + DECOYS
     assert verify_library(lib) == dict(verify_library(lib), ok=True, orphans=[])
 
@@ -264,14 +276,19 @@ def test_link_finds_two_cluster_fingerprints_of_one_camera(dataset, tmp_path):
 
 def test_identify_takes_several_stores_at_once(store, dataset, tmp_path):
     first, second = tmp_path / "A", tmp_path / "B"
-    first.mkdir(), second.mkdir()
-    for name in os.listdir(store):
-        if name.endswith((".json", ".npz")) and name != "manifest.json":
-            shutil.copy(os.path.join(store, name), (first if name.startswith("C") else second) / name)
+    shutil.copytree(store[0], first)
+    shutil.copytree(store[1], second)
+    both = tmp_path / "both"  # one store of every camera, what the two stores together must equal
+    both.mkdir()
+    for folder in store:
+        for name in os.listdir(folder):
+            if name.endswith((".json", ".npz")) and name != "manifest.json":
+                shutil.copy(os.path.join(folder, name), both / name)
+    _write_store_manifest(str(both))
     files = sorted(str(p) for p in (dataset / "disputed" / "C03").glob("*.jpg"))
     assert main(["identify", str(first), *files, "--store", str(second), "-o", str(tmp_path / "two"), "--quiet",
                  "--backend", "numpy"]) == EXIT_OK
-    identify_files(store, files, str(tmp_path / "one" / "results.jsonl"), ("pce",), Params(), CONFIG)
+    identify_files(str(both), files, str(tmp_path / "one" / "results.jsonl"), ("pce",), Params(), CONFIG)
     two, one = read_results(str(tmp_path / "two" / "results.jsonl")), read_results(str(tmp_path / "one" / "results.jsonl"))
     assert [r["pce"] for r in two] == [r["pce"] for r in one] and len(two[0]["pce"]["scores"]) == 3 + DECOYS
     manifest = json.loads(_read(str(tmp_path / "two" / "manifest.json")))
@@ -280,6 +297,11 @@ def test_identify_takes_several_stores_at_once(store, dataset, tmp_path):
     shutil.copy(first / "C01.json", second / "C01.json")
     shutil.copy(first / "C01.npz", second / "C01.npz")
     assert main(["identify", str(first), *files, "--store", str(second), "-o", str(tmp_path / "three"),
+                 "--quiet", "--backend", "numpy"]) == 1  # B no longer matches its manifest
+    _write_store_manifest(str(second))  # B's manifest lists C01 now: refused for holding a camera A holds
+    with pytest.raises(FingerprintError, match="stores searched together hold each camera once"):
+        load_stores([str(first), str(second)])
+    assert main(["identify", str(first), *files, "--store", str(second), "-o", str(tmp_path / "four"),
                  "--quiet", "--backend", "numpy"]) == 1
 
 
@@ -287,12 +309,10 @@ def test_search_while_an_add_runs_sees_the_library_before_it(library, store, dat
     lib = str(tmp_path / "LIB")
     shutil.copytree(library, lib)
     more = str(tmp_path / "more")
-    shutil.copytree(store, more)
-    for name in os.listdir(more):
-        os.remove(os.path.join(more, name))
-    shutil.copy(os.path.join(store, "C01.json"), more)
-    shutil.copy(os.path.join(store, "C01.npz"), more)
-    _add_decoys(more, 3, seed=99, prefix="E")  # three new cameras (C01 itself is a no-op)
+    os.makedirs(more)
+    shutil.copy(os.path.join(store[0], "C01.json"), more)
+    shutil.copy(os.path.join(store[0], "C01.npz"), more)
+    _decoy_store(store[0], more, 3, seed=99, prefix="E")  # three new cameras (C01 itself is a no-op)
     marker = tmp_path / "arrays-written"
     script = textwrap.dedent("""
         import os, sys, time
@@ -337,3 +357,126 @@ def test_eight_and_sixteen_bit_images_in_one_chunk_screen_alike(library, dataset
     assert r16["bit_depth"] == 16 and r8["bit_depth"] == 8
     assert r16["pce"]["decision"] == r8["pce"]["decision"] == "C03"
     assert r16["library"]["shortlist"][0]["z"] == pytest.approx(r8["library"]["shortlist"][0]["z"], rel=1e-4)
+
+
+def test_link_needs_a_finite_pce_over_the_threshold(store, tmp_path, monkeypatch):
+    """A link is confirmed by prnu.decision.exceeds: a NaN PCE (which `value < threshold` let through) is none."""
+    from camid_gpu.library import link as lk
+
+    real = load_store(store[0])[0]
+    k = (np.random.default_rng(5).standard_normal(real.k.shape) * 0.01).astype(np.float32)
+    twin = str(tmp_path / "twin")
+    os.makedirs(twin)
+    for name, noise in (("T1", 0.0), ("T2", 1e-4)):
+        jitter = (np.random.default_rng(6).standard_normal(k.shape) * noise).astype(np.float32)
+        save_fingerprint(CameraFingerprint(camera=name, methods=("pce",), arrays={"k": k + jitter}, clips={"pce": None},
+                                           source_shape=real.source_shape, params=dict(real.params),
+                                           references=real.references), twin)
+    _write_store_manifest(twin)
+    lib = str(tmp_path / "LIB")
+    init_library(lib)
+    add_stores(lib, [twin])
+    assert [(link["a"], link["b"]) for link in lk.link_library(lib)["links"]] == [("T1", "T2")]
+    monkeypatch.setattr(lk, "pair_pce", lambda *args, **kwargs: np.array([np.nan]))
+    assert lk.link_library(lib)["links"] == []
+
+
+def test_library_add_refuses_a_store_changed_after_its_manifest(library, store, tmp_path, capsys):
+    before = library_info(library)["version"]
+    real = load_store(store[0])[0]
+    for edit in ("added", "swapped"):
+        edited = str(tmp_path / edit)
+        shutil.copytree(store[1], edited)
+        stranger = _decoy_store(store[0], str(tmp_path / f"{edit}-src"), 2, seed=77, prefix="D")
+        name = "D001" if edit == "swapped" else "X999"  # a valid fingerprint, unknown to the store's manifest
+        fp = load_store(stranger, unverified=True)[1]
+        save_fingerprint(CameraFingerprint(camera=name, methods=("pce",), arrays={"k": fp.k}, clips={"pce": None},
+                                           source_shape=real.source_shape, params=dict(real.params),
+                                           references=real.references), edited)
+        assert main(["library", "add", library, edited]) == EXIT_FAIL
+        err = capsys.readouterr().err
+        assert "does not match its manifest" in err and name in err, err
+        with pytest.raises(FingerprintError, match="does not match its manifest"):
+            add_stores(library, [edited])
+    assert library_info(library)["version"] == before
+
+
+def test_search_cli_records_the_casework_and_refuses_a_bad_calibration_before_any_work(library, dataset, tmp_path,
+                                                                                        capsys):
+    image = str(sorted((dataset / "disputed" / "C02").glob("flat_*.jpg"))[0])
+    run = tmp_path / "RUN"
+    assert main(["library", "search", library, image, "-o", str(run), "--backend", "numpy", "--quiet",
+                 "--case", "K-17", "--examiner", "E. Xaminer"]) == EXIT_OK
+    manifest = json.loads(_read(str(run / "manifest.json")))
+    assert manifest["casework"]["case"] == "K-17" and manifest["casework"]["examiner"] == "E. Xaminer"
+    assert "C02" in capsys.readouterr().out
+    bad = tmp_path / "not-a-calibration"
+    bad.mkdir()
+    assert main(["library", "search", library, image, "-o", str(tmp_path / "RUN2"), "--backend", "numpy",
+                 "--quiet", "--calibration", str(bad)]) == EXIT_FAIL
+    assert str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "RUN2" / "results.jsonl").exists()
+
+
+def test_verify_and_report_of_a_library_search_refuse_an_edited_results_file(searched, tmp_path):
+    run_dir = str(tmp_path / "RUN")
+    shutil.copytree(searched[0], run_dir)
+    assert main(["verify", run_dir]) == EXIT_OK
+    assert main(["report", run_dir, "-o", str(tmp_path / "ok.html")]) == EXIT_OK
+    results = os.path.join(run_dir, "results.jsonl")
+    text = _read(results)
+    assert '"decision": "C01"' in text
+    os.chmod(results, 0o644)
+    with open(results, "w", encoding="utf-8") as handle:
+        handle.write(text.replace('"decision": "C01"', '"decision": "C03"', 1))
+    assert main(["verify", run_dir]) == EXIT_VERIFY_FAILED
+    assert main(["report", run_dir, "-o", str(tmp_path / "edited.html")]) == EXIT_VERIFY_FAILED
+    page = _read(str(tmp_path / "edited.html"))
+    top = page[:page.index("Shortlists and confirmation")]
+    assert "CHAIN OF CUSTODY" in top and "results.jsonl differs from the manifest" in top
+
+
+def test_search_cli_with_a_calibration_writes_the_evidence_beside_unchanged_decisions(library, dataset, tmp_path,
+                                                                                     capsys):
+    pytest.importorskip("lir")
+    from camid_gpu.config import methods_of
+    from camid_gpu.engine.runner import evaluate_dataset
+
+    data, fitted, cal = str(tmp_path / "caldata"), str(tmp_path / "calrun"), str(tmp_path / "cal")
+    make_dataset(data, cameras=6, per_model=2, refs=5, disputed_flat=4, disputed_natural=0, height=128, width=160,
+                 jpeg_quality=90, seed=3)  # other cameras than the library's: a calibration is of the method
+    evaluate_dataset(data, fitted, methods_of("pce"), Params(refs=None), CONFIG)
+    assert main(["calibrate", fitted, "-o", cal, "--kind", "flat"]) == EXIT_OK
+    files = sorted(str(p) for p in (dataset / "disputed" / "C01").glob("flat_*.jpg"))
+    plain, run = tmp_path / "plain", tmp_path / "RUN"
+    assert main(["library", "search", library, *files, "-o", str(plain), "--backend", "numpy", "--quiet"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["library", "search", library, *files, "-o", str(run), "--backend", "numpy", "--quiet",
+                 "--calibration", cal]) == EXIT_OK
+    assert "log10 LR" in capsys.readouterr().out
+    evidence = json.loads(_read(str(run / "evidence.json")))
+    manifest = json.loads(_read(str(run / "manifest.json")))
+    assert any(e["path"].endswith("evidence.json") for e in manifest["outputs"])
+    assert [i["decision"] for i in evidence["images"]] == [r["pce"]["decision"] for r in
+                                                            read_results(str(plain / "results.jsonl"))] == ["C01"] * 2
+    assert all(i["cameras"]["C01"]["log10_lr"] > 0 for i in evidence["images"])
+    assert main(["verify", str(run)]) == EXIT_OK
+
+
+def test_search_cli_shows_each_answer_as_it_is_done_and_lists_errors_and_skipped_files(library, dataset, tmp_path,
+                                                                                      capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for f in sorted((dataset / "disputed" / "C03").glob("flat_*.jpg")):
+        shutil.copy(f, folder / f.name)
+    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8not a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    capsys.readouterr()
+    assert main(["library", "search", library, str(folder), "-o", str(tmp_path / "RUN"),
+                 "--backend", "numpy"]) == EXIT_PARTIAL
+    out, err = capsys.readouterr()
+    assert "[1/3]" in out and "[3/3]" in out and "C03 (best C03 PCE" in out  # identify's live lines
+    assert "zz_broken.jpg" in err and "camid: error:" in err and "camid: skipped:" in err and "notes.txt" in err
+    assert main(["library", "search", library, str(folder), "-o", str(tmp_path / "QUIET"), "--backend", "numpy",
+                 "--quiet"]) == EXIT_PARTIAL
+    assert "[1/3]" not in capsys.readouterr().out
