@@ -34,7 +34,8 @@ import time
 
 import numpy as np
 
-from camid_gpu.backend import NUMPY_DTYPE, NumpyBackend, TorchBackend, get_backend, torch_cuda_available
+from camid_gpu.backend import NumpyBackend, TorchBackend, get_backend, torch_cuda_available
+from camid_gpu.config import API_PRECISION
 from camid_gpu.prnu.residual import MIHCAK_KERNEL, residual_native, wiener_dft
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -160,7 +161,7 @@ def backends_from_specs(specs):
         try:
             if reference and name != "numpy":
                 raise ValueError("only the numpy backend has a ':reference' variant")
-            bk = (NumpyBackend(dtype or NUMPY_DTYPE, use_kernels=False, workers=1) if reference
+            bk = (NumpyBackend(dtype or API_PRECISION["numpy"], use_kernels=False, workers=1) if reference
                   else get_backend(name, device=device, dtype=dtype))
         except Exception as exc:  # a missing extra is reported, not fatal
             print(f"skip {spec}: {exc}", file=sys.stderr)

@@ -20,9 +20,9 @@ PACKAGE = ROOT / "camid_gpu"
 LAYERS: list[set[str]] = [
     {"_version", "errors"},
     {"_shared"},        # optional imports
+    {"config"},         # every default (the API's precision too), Params, RunConfig
     {"_cuda", "kernels"},  # the generic kernel loader; the CUDA sources (package data)
     {"backend"},        # the NumPy/torch seam
-    {"config"},         # every default, Params, RunConfig (RunConfig makes the backend)
     {"io"},             # decoding, geometry, listing
     {"prnu"},           # residual, fingerprint, PCE, search (+ the fused Mihcak launcher)
     {"mahalanobis"},    # the PeerJ CS classifier (+ its fused launcher)

@@ -19,13 +19,12 @@ from camid_gpu._shared.optional import import_optional, import_pytorch_wavelets,
 from camid_gpu.backend.base import Array, Backend
 from camid_gpu.backend.numpy_backend import NumpyBackend
 from camid_gpu.backend.torch_backend import CudaDevice, TorchBackend, cuda_devices
+from camid_gpu.config.defaults import API_PRECISION
 
-__all__ = ["Array", "Backend", "BACKEND_NAMES", "CudaDevice", "NUMPY_DTYPE", "NumpyBackend", "TorchBackend",
+__all__ = ["Array", "Backend", "BACKEND_NAMES", "CudaDevice", "NumpyBackend", "TorchBackend",
            "cuda_devices", "get_backend", "import_optional", "import_pytorch_wavelets", "torch_cuda_available"]
 
 BACKEND_NAMES = ("auto", "numpy", "torch")
-#: working dtype of ``get_backend("numpy")`` ("float32": faster, residuals within ~1e-4 of float64)
-NUMPY_DTYPE = "float64"
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,8 +32,8 @@ def _cached_backend(name: str, device: str | None, dtype: str | None) -> Backend
     if name == "numpy":
         if device not in (None, "cpu"):
             raise ValueError(f"the numpy backend runs on the CPU only; got device={device!r}")
-        return NumpyBackend(dtype=dtype or NUMPY_DTYPE)
-    return TorchBackend(device=device, dtype=dtype or "float32")
+        return NumpyBackend(dtype=dtype or API_PRECISION["numpy"])
+    return TorchBackend(device=device, dtype=dtype or API_PRECISION["torch"])
 
 
 def get_backend(name: str | Backend = "auto", device: str | None = None, dtype: str | None = None) -> Backend:
@@ -45,7 +44,8 @@ def get_backend(name: str | Backend = "auto", device: str | None = None, dtype: 
     name : "auto" | "numpy" | "torch" or a Backend instance (returned as is).
         "auto" is torch on CUDA when torch sees a GPU, else numpy.
     device : "cpu", "cuda" or "cuda:N" (torch only); default: CUDA when available.
-    dtype : "float32" or "float64". Default: float32 on torch, :data:`NUMPY_DTYPE` on numpy.
+    dtype : "float32" or "float64". Default: :data:`camid_gpu.config.API_PRECISION` (float64 on numpy, float32
+        on torch); batch runs pass :data:`camid_gpu.config.PRECISION`.
     """
     if isinstance(name, Backend):
         return name

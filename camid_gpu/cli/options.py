@@ -11,6 +11,7 @@ import sys
 
 from camid_gpu import config as cfg
 from camid_gpu.cli.defaults import scoring_options
+from camid_gpu.engine.context import backend_of
 from camid_gpu.io.listing import printable
 
 
@@ -60,7 +61,7 @@ def config_of(args: argparse.Namespace) -> cfg.RunConfig:
                            decode=getattr(args, "decode", cfg.DECODE), limits=limits_of(args))
     _cap_workers(config)
     try:
-        config.backend_obj()  # a device that is not there (cuda:7, banana) fails here, before any work
+        backend_of(config)  # a device that is not there (cuda:7, banana) fails here, before any work
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"--backend {args.backend} --device {args.device}: {exc}") from None
     return config

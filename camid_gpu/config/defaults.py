@@ -147,12 +147,13 @@ METHOD_CHOICES = ("pce", "mahalanobis", "both")
 ROTATION_CHOICES = ("auto", "all", "none")
 NATURAL_MODES = ("aligned", "paper")
 BACKEND_CHOICES = ("auto", "numpy", "torch")
-#: working precision of batch runs (--precision). float32: about 3.5x faster on the NumPy backend at full
-#: frame, residuals within ~1e-4 (0..255) of float64, the same decisions (tests/backend/test_numpy_fast.py);
-#: float64 is the reference, selectable for reproducibility. The Python API (a backend named by string, e.g.
-#: ``extract_residual(x, backend="numpy")``) is the other rule: each backend's own default, float64 on NumPy
-#: (``backend.NUMPY_DTYPE``) and float32 on torch; it stays in ``backend`` because config sits above it.
+#: working precision, the one rule in two places. Batch runs (every command, --precision): float32, about 3.5x
+#: faster on the NumPy backend at full frame, residuals within ~1e-4 (0..255) of float64, the same decisions
+#: (tests/backend/test_numpy_fast.py); float64 is the reference, selectable for reproducibility.
 PRECISION = "float32"
+#: the Python API (a backend named by string, e.g. ``extract_residual(x, backend="numpy")``): the reference
+#: float64 on NumPy (where it costs only time), float32 on torch (GPUs); ``get_backend(..., dtype=)`` overrides
+API_PRECISION = {"numpy": "float64", "torch": "float32"}
 PRECISION_CHOICES = ("float32", "float64")
 KIND_CHOICES = ("auto", "flat", "natural")
 #: JPEG decoder: "auto" = the GPU (nvJPEG via torchvision) when the backend is torch on CUDA and torchvision

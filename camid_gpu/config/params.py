@@ -3,13 +3,9 @@ with it), :class:`InputLimits`, :class:`ClusterParams`, :class:`RunConfig` (how 
 memory; never changes a result). Their defaults come from :mod:`.defaults`, their checks from :mod:`.checks`."""
 from __future__ import annotations
 
-import math
-from dataclasses import InitVar, asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
-from camid_gpu.backend import Backend, get_backend
 from camid_gpu.config.checks import *  # noqa: F403
 from camid_gpu.config.checks import _plain_numbers
 from camid_gpu.config.defaults import *  # noqa: F403
@@ -222,6 +218,3 @@ class RunConfig:
                                  f"got {value!r}")
         if self.dask is not None:
             parse_dask(self.dask)
-
-    def backend_obj(self) -> Backend:
-        return get_backend(self.backend, device=self.device, dtype=self.precision)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from camid_gpu.pipeline.kernels import kernels_status
-from camid_gpu.backend import Backend
+from camid_gpu.backend import Backend, get_backend
 from camid_gpu.config import FINGERPRINT_BATCH, RunConfig
 from camid_gpu.engine.scheduler import chunk_size, default_gpu_memory, default_host_memory
 from camid_gpu.io.device_decode import decoder_for
@@ -76,12 +76,18 @@ class RunContext:
         return error_record(path, kind, reason, **facts)
 
 
+def backend_of(config: RunConfig) -> Backend:
+    """The backend ``config`` names, at the run's precision (``--precision``; :data:`~camid_gpu.config.PRECISION`
+    unless given), where the Python API's default is :data:`~camid_gpu.config.API_PRECISION`."""
+    return get_backend(config.backend, device=config.device, dtype=config.precision)
+
+
 def run_context(config: RunConfig | RunContext | None = None) -> RunContext:
     """The context of a run with ``config`` (a context is returned as it is: a command builds one, once, and
     passes it on to the commands it runs)."""
     if isinstance(config, RunContext):
         return config
     config = config or RunConfig()
-    bk = config.backend_obj()
+    bk = backend_of(config)
     return RunContext(config=config, backend=bk, host_budget=config.max_host_memory or default_host_memory(),
                       gpu_budget=config.max_gpu_memory or default_gpu_memory(bk))

@@ -20,6 +20,7 @@ from camid_gpu.cluster.group_ops import pair_pce
 from camid_gpu.cluster.similarity import cross_gram, gram_tiles, normalise_rows
 from camid_gpu.cluster.threshold import pair_threshold
 from camid_gpu.config import LIBRARY_LINK_PFA, RunConfig
+from camid_gpu.engine.context import backend_of
 from camid_gpu.library import arrays as arr
 from camid_gpu.library import catalogue as cat
 from camid_gpu.library import screen as scr
@@ -59,7 +60,7 @@ def link_library(library: str, pfa: float = LIBRARY_LINK_PFA, config: RunConfig 
     combos = _pairs_of(geoms)
     tests = sum(len(geoms[i].rows) * (len(geoms[i].rows) - 1) // 2 if i == j else len(geoms[i].rows) * len(geoms[j].rows)
                 for i, j, _ in combos)
-    bk = config.backend_obj()
+    bk = backend_of(config)
     engine = scr.engine_for(bk)
     candidates: list[tuple[int, int, int, int, int, float]] = []
     negative = [0.0, 0]  # sum of squares and count of the negative NCCs: the observed null spread

@@ -12,7 +12,8 @@ import pytest
 from scipy import ndimage
 
 from camid_gpu.backend import host_kernels
-from camid_gpu.backend import NUMPY_DTYPE, NumpyBackend, get_backend
+from camid_gpu.backend import NumpyBackend, get_backend
+from camid_gpu.config import API_PRECISION, PRECISION, RunConfig
 from camid_gpu.prnu.residual import (
     MIHCAK_WINDOWS,
     extract_residual,
@@ -210,7 +211,8 @@ def test_fast_path_on_float64_arrays_stays_float64():
 
 
 def test_backend_options_and_description():
-    assert get_backend("numpy").dtype == np.dtype(NUMPY_DTYPE) == np.float64
+    assert get_backend("numpy").dtype == np.dtype(API_PRECISION["numpy"]) == np.float64
+    assert RunConfig().precision == PRECISION == "float32"  # batch runs: the other half of config's one rule
     assert get_backend("numpy").use_kernels
     assert get_backend("numpy", dtype="float64").dtype == np.float64
     assert get_backend("numpy", dtype="float32").asarray(np.zeros(2, np.uint8)).dtype == np.float32
