@@ -381,6 +381,36 @@ def test_link_needs_a_finite_pce_over_the_threshold(store, tmp_path, monkeypatch
     assert lk.link_library(lib)["links"] == []
 
 
+def test_link_finds_a_fingerprint_stored_turned_by_a_quarter_turn(store, tmp_path):
+    """One camera's fingerprint stored upright (T1, rows x columns) and turned by 90 degrees (T2, columns x rows,
+    as a cluster of portrait images keeps it): link compares the two geometries turned and names the turn that
+    brings T2 onto T1; an unrelated turned fingerprint (T3) is no link."""
+    real = load_store(store[0])[0]
+    rng = np.random.default_rng(8)
+    k = (rng.standard_normal(real.k.shape) * 0.01).astype(np.float32)
+    turned_shape = (real.source_shape[1], real.source_shape[0])
+    folder = str(tmp_path / "turned")
+    os.makedirs(folder)
+    for name, arr, shape in (("T1", k, real.source_shape),
+                             ("T2", np.ascontiguousarray(np.rot90(k, 1)) + 1e-4 * rng.standard_normal(
+                                 k.shape[::-1]).astype(np.float32), turned_shape),
+                             ("T3", (rng.standard_normal(k.shape[::-1]) * 0.01).astype(np.float32), turned_shape)):
+        save_fingerprint(CameraFingerprint(camera=name, methods=("pce",), arrays={"k": arr}, clips={"pce": None},
+                                           source_shape=shape, params=dict(real.params),
+                                           references=real.references), folder)
+    _write_store_manifest(folder)
+    lib = str(tmp_path / "LIB")
+    init_library(lib)
+    add_stores(lib, [folder])
+    from camid_gpu.library.link import link_library
+
+    links = link_library(lib)["links"]
+    assert [sorted((link["a"], link["b"])) for link in links] == [["T1", "T2"]]
+    # np.rot90(T2, turn / 90) is T1 when T1 is the first of the pair, and np.rot90(T1, turn / 90) is T2 otherwise
+    assert links[0]["rotation"] == (270 if links[0]["a"] == "T1" else 90)
+    assert links[0]["pce"] > 1000, links
+
+
 def test_library_add_refuses_a_store_changed_after_its_manifest(library, store, tmp_path, capsys):
     before = library_info(library)["version"]
     real = load_store(store[0])[0]
