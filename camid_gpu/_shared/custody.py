@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from camid_gpu._shared.files import open_regular
@@ -272,3 +272,52 @@ def folder_differences(directory: str, manifest: Manifest, names: list[str],
             shown = ", ".join(sorted(r[:16] + "..." for r in recorded))
             problems.append(f"{name} differs from the manifest (SHA-256 recorded {shown}, now {current[:16]}...)")
     return problems
+
+
+@dataclass
+class Custody:
+    """What a run folder's files were checked against: the manifest's SHA-256 (None without one), the files
+    checked and found as recorded, and one sentence per file that is not."""
+
+    manifest_sha256: str | None = None
+    same: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)  # what the run itself recorded as unverified
+
+
+def check_files(run_dir: str, names: list[str]) -> Custody:
+    """Check each of ``names`` (paths relative to ``run_dir`` that exist and that the caller reads: the report,
+    a calibration's runs) against the file entries of ``run_dir/manifest.json``, and the manifest against
+    ``manifest.sha256`` beside it."""
+    path = os.path.join(run_dir, MANIFEST_NAME)
+    if not os.path.lexists(path):
+        return Custody(problems=[f"no {MANIFEST_NAME} in the run folder: none of the files this report "
+                                 f"reads ({', '.join(names)}) could be checked against the run's record"])
+    try:
+        manifest = read_manifest(path)
+    except ValueError as exc:
+        return Custody(problems=[f"{exc}: none of the files this report reads could be checked"])
+    result = Custody(manifest_sha256=manifest.sha256)
+    if manifest.checksum not in ("agrees", "absent"):
+        result.problems.append(manifest.checksum)
+    entries: dict[str, list[dict]] = {}
+    for entry in file_entries(manifest.data):
+        if isinstance(entry, dict):
+            where = locate(entry, manifest).where
+            if where:
+                entries.setdefault(os.path.normpath(where), []).append(entry)
+    for name in names:
+        listed = entries.get(os.path.normpath(os.path.join(manifest.folder, name)))
+        if not listed:
+            result.problems.append(f"{name} is not listed in the manifest: it was not checked (added after the run?)")
+            continue
+        checks = [check_entry(e, manifest) for e in listed]
+        bad = [c for c in checks if c["status"] != "same"]
+        if not bad:
+            result.same.append(name)
+        elif bad[0]["status"] == "changed":
+            result.problems.append(f"{name} differs from the manifest (SHA-256 recorded "
+                                   f"{str(bad[0]['recorded'])[:16]}..., now {bad[0]['current'][:16]}...)")
+        else:
+            result.problems.append(f"{name}: {bad[0].get('reason') or bad[0]['status']}")
+    return result

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from camid_gpu._shared.custody import check_files
 from camid_gpu._shared.files import open_regular
 from camid_gpu._shared.jsonio import sha256_file
 from camid_gpu.errors import CamidError
@@ -80,14 +81,13 @@ def checked_results(run_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]],
     for path in (manifest_path, results_path):
         if not os.path.isfile(path):
             raise CamidError(f"{run_dir}: not a finished camid run folder ({os.path.basename(path)} is missing)")
+    # the run folder's own check (where it lies now; manifest.sha256 too), as the report and verify make it
+    check = check_files(run_dir, ["results.jsonl"])
+    if check.problems:
+        raise CamidError(f"{results_path}: is not the one its manifest recorded: " + "; ".join(check.problems)
+                         + f" (camid verify {run_dir})")
     manifest = _read_json(manifest_path)
     results_sha = sha256_file(results_path)
-    recorded = [e.get("sha256") for e in manifest.get("outputs") or []
-                if isinstance(e, dict) and os.path.basename(str(e.get("path"))) == "results.jsonl"]
-    if results_sha not in recorded:
-        raise CamidError(f"{results_path}: its SHA-256 {results_sha[:16]}... is not the one its manifest recorded "
-                         f"({', '.join(str(r)[:16] + '...' for r in recorded) or 'none'}); the results changed "
-                         f"since the run (camid verify {run_dir})")
     with open_regular(results_path) as handle:
         records = [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip()]
     return manifest, final_view(records), sha256_file(manifest_path), results_sha

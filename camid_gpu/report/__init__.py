@@ -39,7 +39,7 @@ import os
 from camid_gpu.report import cluster as _cluster
 from camid_gpu.report import library as _library
 from camid_gpu.report import render as _render
-from camid_gpu.report.custody import check_files, write_checksum
+from camid_gpu.report.custody import write_checksum
 from camid_gpu.report.render import render_report
 
 
@@ -56,15 +56,12 @@ def write_checked_report(run_dir: str | os.PathLike, output_html: str | os.PathL
     """:func:`write_report`; returns (path, the report's SHA-256, also written to ``PATH.sha256`` beside it, and
     one sentence per file the report read that differs from the run's manifest: shown in its banner)."""
     if _cluster.is_cluster_run(run_dir):
-        path = _cluster.write_cluster_report(run_dir, output_html)
-        problems = check_files(os.fspath(run_dir), ["clusters.json"]).problems
+        path, check = _cluster.write_cluster_report(run_dir, output_html)
     elif _library.is_library_run(run_dir):
         path, check = _library.write_library_report(run_dir, output_html)
-        problems = check.problems
     else:
         path, check = _render.write_checked_report(run_dir, output_html, fingerprints_dir, progress)
-        problems = check.problems
-    return path, write_checksum(path), problems
+    return path, write_checksum(path), check.problems
 
 
 __all__ = ["render_report", "write_checked_report", "write_report"]

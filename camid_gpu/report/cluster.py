@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from camid_gpu._shared.custody import Custody, check_files
 from camid_gpu._version import __version__
 from camid_gpu.errors import CamidError
 from camid_gpu.report.custody import CSS as CUSTODY_CSS
-from camid_gpu.report.custody import banner, check_files
+from camid_gpu.report.custody import banner
 from camid_gpu.report.figures import RC as _RC
 from camid_gpu.report.figures import camera_color as _camera_color
 from camid_gpu.report.figures import figure as _figure
@@ -53,24 +54,29 @@ def is_cluster_run(run_dir: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(os.fspath(run_dir), "clusters.json"))
 
 
-def write_cluster_report(run_dir: str | os.PathLike, output_html: str | os.PathLike) -> str:
-    """Write the report of a clustering run folder to ``output_html`` (atomically); returns the path."""
+def write_cluster_report(run_dir: str | os.PathLike, output_html: str | os.PathLike) -> tuple[str, Custody]:
+    """Write the report of a clustering run folder to ``output_html`` (atomically); returns the path and what
+    ``clusters.json`` was checked against (the banner's content)."""
     mpl = _matplotlib()
+    check = check_files(os.fspath(run_dir), ["clusters.json"])  # every file it reads: against the manifest
     with mpl.rc_context(_RC), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
-        text = render_cluster_report(run_dir)
+        text = render_cluster_report(run_dir, check)
     output_html = os.fspath(output_html)
     os.makedirs(os.path.dirname(os.path.abspath(output_html)), exist_ok=True)
     tmp = output_html + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, output_html)
-    return output_html
+    return output_html, check
 
 
-def render_cluster_report(run_dir: str | os.PathLike) -> str:
-    """The HTML report of a clustering run folder (call inside :func:`write_cluster_report`'s style context)."""
+def render_cluster_report(run_dir: str | os.PathLike, check: Custody | None = None) -> str:
+    """The HTML report of a clustering run folder (call inside :func:`write_cluster_report`'s style context);
+    ``check``: what ``clusters.json`` was checked against (checked here when not given)."""
     run_dir = os.fspath(run_dir)
+    if check is None:
+        check = check_files(run_dir, ["clusters.json"])
     try:
         with open(os.path.join(run_dir, "clusters.json"), encoding="utf-8") as handle:
             result = json.load(handle)
@@ -85,7 +91,7 @@ def render_cluster_report(run_dir: str | os.PathLike) -> str:
             manifest = json.load(handle)
     except (OSError, ValueError):
         notes.append("No readable manifest.json: the command, times and software versions are not known.")
-    custody = banner(check_files(run_dir, ["clusters.json"]))  # every file it reads: checked against the manifest
+    custody = banner(check)
     sections = [_section_run(result, manifest), _section_groups(run_dir, result, notes),
                 _section_clusters(result), _section_unclustered(result)]
     title = f"camid clustering report: {os.path.basename(os.path.abspath(run_dir))}"

@@ -1,8 +1,8 @@
 """The report's chain of custody: every file a report reads is checked against the run's manifest first.
 
-:func:`check_files` re-hashes the run folder's files that the report draws from (``results.jsonl``,
-``evaluation.json``, ``clusters.json``, ...) where the run folder lies now (:mod:`camid_gpu._shared.custody`),
-and checks the manifest against ``manifest.sha256`` beside it. :func:`banner` is the block at the top of the
+:func:`~camid_gpu._shared.custody.check_files` re-hashes the run folder's files that the report draws from
+(``results.jsonl``, ``evaluation.json``, ``clusters.json``, ...) where the run folder lies now, and checks the
+manifest against ``manifest.sha256`` beside it. :func:`banner` is the block at the top of the
 report: the manifest's SHA-256 (so the report names the exact record it was made from), and, in red, every
 file that differs from it, is missing, or could not be checked. The report is still made (it shows what is
 on disk now), and ``camid report`` says so on stderr and exits 2. The report file itself is written with its
@@ -13,59 +13,10 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-from dataclasses import dataclass, field
 
-from camid_gpu._shared import custody
+from camid_gpu._shared.custody import Custody
 from camid_gpu._shared.files import atomic_write
 from camid_gpu.io.listing import printable
-
-
-@dataclass
-class Custody:
-    """What the report's inputs were checked against: the manifest's SHA-256 (None without one), the files
-    checked and found as recorded, and one sentence per file that is not."""
-
-    manifest_sha256: str | None = None
-    same: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    caveats: list[str] = field(default_factory=list)  # what the run itself recorded as unverified
-
-
-def check_files(run_dir: str, names: list[str]) -> Custody:
-    """Check each of ``names`` (paths relative to ``run_dir`` that exist and that the report reads) against the
-    output entries of ``run_dir/manifest.json``."""
-    path = os.path.join(run_dir, custody.MANIFEST_NAME)
-    if not os.path.lexists(path):
-        return Custody(problems=[f"no {custody.MANIFEST_NAME} in the run folder: none of the files this report "
-                                 f"reads ({', '.join(names)}) could be checked against the run's record"])
-    try:
-        manifest = custody.read_manifest(path)
-    except ValueError as exc:
-        return Custody(problems=[f"{exc}: none of the files this report reads could be checked"])
-    result = Custody(manifest_sha256=manifest.sha256)
-    if manifest.checksum not in ("agrees", "absent"):
-        result.problems.append(manifest.checksum)
-    entries: dict[str, list[dict]] = {}
-    for entry in custody.file_entries(manifest.data):
-        if isinstance(entry, dict):
-            where = custody.locate(entry, manifest).where
-            if where:
-                entries.setdefault(os.path.normpath(where), []).append(entry)
-    for name in names:
-        listed = entries.get(os.path.normpath(os.path.join(manifest.folder, name)))
-        if not listed:
-            result.problems.append(f"{name} is not listed in the manifest: it was not checked (added after the run?)")
-            continue
-        checks = [custody.check_entry(e, manifest) for e in listed]
-        bad = [c for c in checks if c["status"] != "same"]
-        if not bad:
-            result.same.append(name)
-        elif bad[0]["status"] == "changed":
-            result.problems.append(f"{name} differs from the manifest (SHA-256 recorded "
-                                   f"{str(bad[0]['recorded'])[:16]}..., now {bad[0]['current'][:16]}...)")
-        else:
-            result.problems.append(f"{name}: {bad[0].get('reason') or bad[0]['status']}")
-    return result
 
 
 def banner(check: Custody) -> str:

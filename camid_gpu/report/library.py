@@ -11,8 +11,8 @@ import json
 import os
 from typing import Any
 
+from camid_gpu._shared.custody import Custody, check_files
 from camid_gpu._shared.files import write_bytes_atomic
-from camid_gpu.report.custody import Custody, check_files
 from camid_gpu.report.html import NONE, esc, html_table, json_value, kv_table, num, page
 from camid_gpu.report.load import Run, _read_json, _read_records
 

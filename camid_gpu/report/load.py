@@ -18,7 +18,7 @@ from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu.config import PCE_THRESHOLD, is_finite_number
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline.records import final_view
-from camid_gpu.report.custody import Custody, check_files
+from camid_gpu._shared.custody import Custody, check_files
 
 if TYPE_CHECKING:
     from camid_gpu.pipeline.records import ImageRecord

@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import warnings
 
+from camid_gpu._shared.custody import Custody
 from camid_gpu._shared.progress import Progress
 from camid_gpu.report import cameras, decisions, membership, overview, pce, truth
 from camid_gpu.report import evidence, quality
 from camid_gpu.report.figures import RC, load_matplotlib
 from camid_gpu.report.html import page
-from camid_gpu.report.custody import Custody
 from camid_gpu.report.load import Run, load_run
 
 
