@@ -159,7 +159,7 @@ def cmd_identify(args) -> int:
                                 given=given_of(args), argv=sys.argv, extra_outputs=write_extra,
                                 on_records=answers.live_lines(args.quiet), unverified_store=args.unverified_store)
     answers.print_answers(records, methods)
-    print_hints(records, args.fp_dir, run["params"])
+    print_hints(records, stores, run["params"])
     if calibration:
         print_evidence(os.path.join(args.outdir, "evidence.json"))
     errors = [r for r in records if is_error(r)]

@@ -22,8 +22,11 @@ from camid_gpu.pipeline.records import ImageRecord, is_error, pce_of
 EXIF_TURNS = {3: 180, 6: 90, 8: 270}
 
 
-def sensor_shapes(fp_dir: str) -> dict[str, tuple[int, int]]:
-    """camera -> sensor frame (rows, columns), from the store's metadata files (no arrays read)."""
+def sensor_shapes(fp_dir: str | Sequence[str]) -> dict[str, tuple[int, int]]:
+    """camera -> sensor frame (rows, columns), from the metadata files of the store (or of every store searched
+    together, ``identify --store``); no arrays read."""
+    if not isinstance(fp_dir, str):
+        return {cam: shape for folder in fp_dir for cam, shape in sensor_shapes(folder).items()}
     shapes = {}
     try:
         names = sorted(os.listdir(fp_dir))
@@ -71,14 +74,14 @@ def _same_aspect_smaller(image: tuple[int, int], sensor: tuple[int, int]) -> boo
     return False
 
 
-def all_hints(records: Sequence[ImageRecord], fp_dir: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+def all_hints(records: Sequence[ImageRecord], fp_dir: str | Sequence[str], params: dict[str, Any]) -> list[tuple[str, str]]:
     """(path, hint) for every record of a run that a hint applies to."""
     sensors = sensor_shapes(fp_dir)
     rotations, searched = params.get("rotations", "auto"), params.get("search_scales") is not None
     return [(r["path"], h) for r in records for h in hints_for(r, sensors, rotations, searched)]
 
 
-def print_hints(records: Sequence[ImageRecord], fp_dir: str, params: dict[str, Any]) -> None:
+def print_hints(records: Sequence[ImageRecord], fp_dir: str | Sequence[str], params: dict[str, Any]) -> None:
     """Each hint on stderr (``camid: hint: PATH: ...``)."""
     import sys
 
