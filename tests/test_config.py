@@ -89,3 +89,11 @@ def test_numpy_scalars_are_accepted_and_recorded_as_plain_numbers():
     assert p.to_dict()["sigma_query"] == 2.5 and type(p.sigma_query) is float and type(p.levels) is int
     json.dumps(p.to_dict())
     assert type(config.ClusterParams(sigma=np.float32(3.0)).sigma) is float
+
+
+def test_shift_range_text_is_the_inverse_of_its_parser():
+    """The command line's --shift-range defaults (identify, library search, fingerprint's scoring defaults) are
+    written from config.SHIFT_RANGE by this one function and read back by parse_shift_range."""
+    for pair in (None, (0, 0), (5, 5), (2, 3)):
+        assert config.parse_shift_range(config.shift_range_text(pair)) == pair
+    assert config.shift_range_text(config.SHIFT_RANGE) == "0"

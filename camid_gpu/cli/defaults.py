@@ -38,6 +38,6 @@ def scoring_options(args: argparse.Namespace) -> SimpleNamespace:
     return SimpleNamespace(
         sigma_query=getattr(args, "sigma_query", defaults.sigma_query),
         pce_threshold=getattr(args, "pce_threshold", defaults.pce_threshold),
-        shift_range=getattr(args, "shift_range", "0"),
+        shift_range=getattr(args, "shift_range", cfg.shift_range_text(defaults.shift_range)),
         rotations=getattr(args, "rotations", defaults.rotations),
         natural_mode=getattr(args, "natural_mode", defaults.natural_mode))

@@ -60,7 +60,7 @@ def add_library_parser(sub, add_backend_options, add_dask_option) -> None:
     p.add_argument("--pce-threshold", type=float, default=cfg.PCE_THRESHOLD,
                    help=f"per-comparison PCE threshold ({cfg.PCE_THRESHOLD:g}); the decision's is raised by Sidak "
                         f"over the cameras compared")
-    p.add_argument("--shift-range", default="0", help="as identify (a non-zero range is confirmed unscreened)")
+    p.add_argument("--shift-range", default=cfg.shift_range_text(cfg.SHIFT_RANGE), help="as identify (a non-zero range is confirmed unscreened)")
     p.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default=cfg.ROTATIONS)
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP", help="as identify (unscreened)")
     add_dask_option(p, "the screening tiles")

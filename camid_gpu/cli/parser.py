@@ -60,11 +60,6 @@ def _clip_text(clip: Any) -> str:
     return "full" if clip is None else f"{clip[0]}x{clip[1]}"
 
 
-def _pair_text(pair: Any) -> str:
-    """A shift range as --shift-range reads it: 'all', N or HxW."""
-    return "all" if pair is None else str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
-
-
 def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_store: bool = False,
                        scoring: bool = True) -> None:
     """``scoring``: also the options that only matter when disputed images are scored (fingerprint has none)."""
@@ -98,7 +93,7 @@ def _add_param_options(p: argparse.ArgumentParser, with_refs: bool = True, from_
                    help=f"PCE disputed-image denoiser sigma ({cfg.SIGMA_QUERY:g})")
     g.add_argument("--pce-threshold", type=float, default=cfg.PCE_THRESHOLD,
                    help=f"same camera when PCE > this ({cfg.PCE_THRESHOLD:g})")
-    g.add_argument("--shift-range", default=_pair_text(cfg.SHIFT_RANGE),
+    g.add_argument("--shift-range", default=cfg.shift_range_text(cfg.SHIFT_RANGE),
                    help="PCE peak search: 0 (no shift), N or HxW (shifts 0..N), or 'all'")
     g.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default=cfg.ROTATIONS,
                    help="auto: try 0/90/180/270 against a fingerprint whose orientation differs from the image's")

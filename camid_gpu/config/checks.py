@@ -10,7 +10,8 @@ import numpy as np
 
 from camid_gpu.config.defaults import *  # noqa: F403 (the bounds the checks use)
 
-__all__ = ["is_finite_number", "check_levels", "check_sigma", "methods_of", "parse_clip", "parse_pair", "parse_shift_range", "parse_refs", "parse_dask", "parse_scales", "parse_bytes"]
+__all__ = ["is_finite_number", "check_levels", "check_sigma", "methods_of", "parse_clip", "parse_pair",
+           "parse_shift_range", "shift_range_text", "parse_refs", "parse_dask", "parse_scales", "parse_bytes"]
 
 
 def is_finite_number(value: Any) -> bool:
@@ -89,6 +90,11 @@ def parse_pair(text: str) -> tuple[int, int]:
 def parse_shift_range(text: str) -> tuple[int, int] | None:
     """``"all"`` -> None (every shift); ``"N"`` or ``"HxW"`` -> shifts 0..N."""
     return None if str(text).lower() == "all" else parse_pair(text)
+
+
+def shift_range_text(pair: tuple[int, int] | None) -> str:
+    """A shift range as ``--shift-range`` reads it (:func:`parse_shift_range`'s inverse): 'all', N or HxW."""
+    return "all" if pair is None else str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
 def parse_refs(text: str | int) -> int | None:
