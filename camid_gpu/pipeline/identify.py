@@ -29,10 +29,12 @@ from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
 from camid_gpu.pipeline import references as refs
-from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
+from camid_gpu.pipeline.prepare import (CROP, FULL, Prepared, load_reference, match_geometry, native_size,
+                                        rotations_to_try)
 from camid_gpu.pipeline.prepare import mahalanobis_content_problem, reference_content_problem
-from camid_gpu.pipeline.records import (base_record, camera_score, error_entry, error_record, mahalanobis_record,
-                                        pce_record)
+from camid_gpu.pipeline.records import (CROPS_SCALES, CROPS_SKIPPED, base_record, camera_score, crop_rule,
+                                        error_entry, error_record, mahalanobis_record, pce_record, searched_record,
+                                        skipped_crop_entry)
 from camid_gpu.prnu.decision import union_bound
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
@@ -230,6 +232,24 @@ def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
     return matches, refused
 
 
+def pce_plan(item: Prepared, store: Sequence[CameraFingerprint],
+             params: Params) -> tuple[dict[str, list[tuple[int, str]]], dict[str, dict[str, Any]], dict[str, Any]]:
+    """:func:`comparisons` for PCE with the crop rule: an image that has the sensor size of some camera of the store
+    (upright or turned) is compared at full frame with the cameras of that size, and the cameras it would fit in
+    only as a crop go to ``not_comparable`` unless ``params.search_crops``; an image of no sensor's size is
+    crop-searched inside every larger sensor, as before. Returns ``(matches, refused, searched)``, the last the
+    record's ``searched`` (:func:`~camid_gpu.pipeline.records.searched_record`)."""
+    matches, refused = comparisons(item, store, "pce", params)
+    crop_only = [cam for cam, found in matches.items() if found[0][1] == CROP]
+    native = native_size(item.shape_at(0), [fp.source_shape for fp in store])
+    rule = crop_rule(native, bool(crop_only), params.search_crops)
+    skipped = crop_only if rule == CROPS_SKIPPED else []
+    sensors = {fp.camera: fp.source_shape for fp in store}
+    for cam in skipped:
+        refused[cam] = skipped_crop_entry(item.shape_at(0), sensors[cam], [d for d, _ in matches.pop(cam)])
+    return matches, refused, searched_record({c: found[0][1] for c, found in matches.items()}, skipped, rule)
+
+
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],
                    params: Params, methods: Sequence[str], fp_device: dict | None = None,
                    uploads: dict[tuple, Upload] | None = None, residuals: dict | None = None) -> list[dict[str, Any]]:
@@ -252,10 +272,10 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     by_name = {fp.camera: fp for fp in store}
     pce_rotation: list[int | None] = [None] * len(items)
     if "pce" in methods:
-        plans = [comparisons(item, store, "pce", params) for item in items]
+        plans = [pce_plan(item, store, params) for item in items]
         scored = _pce_full_frames(bk, by_name, items, plans, params, uploads, residuals)
         for i, item in enumerate(items):
-            matches, refused = plans[i]
+            matches, refused, searched = plans[i]
             for degrees, cams in _crop_tasks(matches).items():
                 found = search_scale_crop(bk, to_host(item.view(degrees)), [(c, by_name[c].k) for c in cams], scales=[1.0],
                                           sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet)
@@ -271,7 +291,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
                     by_rotation[d] = max(by_rotation.get(d, -math.inf), _finite_or_minus_inf(s["pce"]))
                 per_camera[cam] = camera_score(best, degrees, len(options))
             try:
-                results[i]["pce"] = pce_record(per_camera, refused, params.pce_threshold, item.path)
+                results[i]["pce"] = pce_record(per_camera, refused, params.pce_threshold, item.path, searched)
             except ScoreError as exc:  # every score non-finite: an error for this image, never a "best"
                 failed[i] = error_entry(item.path, exc)
                 continue
@@ -467,6 +487,7 @@ def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequen
             record = {"method": "pce-scale-crop-search", "threshold": float(params.pce_threshold), "scores": {},
                       "best": None, "best_pce": None, "decision": None, "above_threshold": []}
         record["not_comparable"] = dict(sorted(refused.items()))
+        record["searched"] = searched_record({cam: CROP for cam in chosen}, [], CROPS_SCALES)
         if len(by_rotation) > 1:
             record["max_pce_by_rotation"] = {str(d): json_float(v) for d, v in sorted(by_rotation.items())}
         results[i]["rotation"] = chosen[record["best"]][0] if record["best"] else 0
@@ -483,4 +504,4 @@ def with_params(params: Params, **changes: Any) -> Params:
     return replace(params, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["build_fingerprint", "clip_batches", "comparisons", "identify_chunk", "stage_chunk", "with_params"]
+__all__ = ["build_fingerprint", "clip_batches", "comparisons", "identify_chunk", "pce_plan", "stage_chunk", "with_params"]
