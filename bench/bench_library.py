@@ -143,7 +143,9 @@ def worker_search(lib: str, images: str, run_dir: str, budget: str) -> dict:
     seconds = time.perf_counter() - t0
     _, rows, _ = cat.snapshot(lib)
     geoms = geometries(rows)
-    screener = Screener(lib, geoms, config)
+    from camid_gpu.engine.context import run_context
+
+    screener = Screener(lib, geoms, run_context(config))  # the search takes a run context since issue 16
     g = geoms[0]
     views = 32  # a full chunk of images (the search's limit): one pass over the library serves them all
     rng = np.random.default_rng(0)
