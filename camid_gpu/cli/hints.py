@@ -17,7 +17,7 @@ import os
 from typing import Any, Sequence
 
 from camid_gpu.config import HINT_ASPECT_TOLERANCE
-from camid_gpu.pipeline.prepare import native_size
+from camid_gpu.pipeline.crops import native_size
 from camid_gpu.pipeline.records import ImageRecord, is_error, pce_of
 
 #: EXIF orientation tag -> the turn (degrees) it asks a viewer to apply; software that applies it turns the pixels

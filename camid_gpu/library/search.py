@@ -39,6 +39,7 @@ from camid_gpu.library import catalogue as cat
 from camid_gpu.library import screen as scr
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
+from camid_gpu.pipeline.crops import native_size
 from camid_gpu.pipeline.records import (CROPS_NONE, CROPS_SCALES, CROPS_SKIPPED, base_record, crop_rule, error_entry,
                                         pce_record)
 from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
@@ -100,7 +101,7 @@ def plan_image(item: prepare.Prepared, geoms: list[Geometry], params: Params) ->
         plan.crops = CROPS_SCALES
         return plan
     crop_only = [gi for gi, g in enumerate(geoms) if plan.crop_geometry.get(gi)]
-    native = prepare.native_size(item.shape_at(0), [g.shape for g in geoms])
+    native = native_size(item.shape_at(0), [g.shape for g in geoms])
     plan.crops = crop_rule(native, bool(crop_only), params.search_crops)
     if plan.crops == CROPS_SKIPPED:
         for gi in crop_only:

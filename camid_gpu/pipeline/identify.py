@@ -29,12 +29,11 @@ from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
 from camid_gpu.pipeline import references as refs
-from camid_gpu.pipeline.prepare import (CROP, FULL, Prepared, load_reference, match_geometry, native_size,
-                                        rotations_to_try)
+from camid_gpu.pipeline.crops import apply_crop_rule
+from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
 from camid_gpu.pipeline.prepare import mahalanobis_content_problem, reference_content_problem
-from camid_gpu.pipeline.records import (CROPS_SCALES, CROPS_SKIPPED, base_record, camera_score, crop_rule,
-                                        error_entry, error_record, mahalanobis_record, pce_record, searched_record,
-                                        skipped_crop_entry)
+from camid_gpu.pipeline.records import (CROPS_SCALES, base_record, camera_score, error_entry, error_record,
+                                        mahalanobis_record, pce_record, searched_record)
 from camid_gpu.prnu.decision import union_bound
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
@@ -234,20 +233,13 @@ def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
 
 def pce_plan(item: Prepared, store: Sequence[CameraFingerprint],
              params: Params) -> tuple[dict[str, list[tuple[int, str]]], dict[str, dict[str, Any]], dict[str, Any]]:
-    """:func:`comparisons` for PCE with the crop rule: an image that has the sensor size of some camera of the store
-    (upright or turned) is compared at full frame with the cameras of that size, and the cameras it would fit in
-    only as a crop go to ``not_comparable`` unless ``params.search_crops``; an image of no sensor's size is
-    crop-searched inside every larger sensor, as before. Returns ``(matches, refused, searched)``, the last the
-    record's ``searched`` (:func:`~camid_gpu.pipeline.records.searched_record`)."""
+    """:func:`comparisons` for PCE with the crop rule (:mod:`camid_gpu.pipeline.crops`: an image of some stored
+    camera's sensor size is not crop-searched in larger sensors unless ``params.search_crops``). Returns
+    ``(matches, refused, searched)``, the last the record's ``searched``."""
     matches, refused = comparisons(item, store, "pce", params)
-    crop_only = [cam for cam, found in matches.items() if found[0][1] == CROP]
-    native = native_size(item.shape_at(0), [fp.source_shape for fp in store])
-    rule = crop_rule(native, bool(crop_only), params.search_crops)
-    skipped = crop_only if rule == CROPS_SKIPPED else []
-    sensors = {fp.camera: fp.source_shape for fp in store}
-    for cam in skipped:
-        refused[cam] = skipped_crop_entry(item.shape_at(0), sensors[cam], [d for d, _ in matches.pop(cam)])
-    return matches, refused, searched_record({c: found[0][1] for c, found in matches.items()}, skipped, rule)
+    searched = apply_crop_rule(item.shape_at(0), {fp.camera: fp.source_shape for fp in store}, matches, refused,
+                               params.search_crops)
+    return matches, refused, searched
 
 
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],

@@ -282,16 +282,6 @@ def match_geometry(shape: tuple[int, int], sensor: tuple[int, int], clip: tuple[
     return None, f"{where}: other sensor size"
 
 
-def native_size(shape: tuple[int, int], sensors: Sequence[tuple[int, int]]) -> bool:
-    """Whether an image of ``shape`` (rows, columns as stored) is the sensor frame of one of ``sensors``, upright
-    or turned by a quarter turn: it is then compared at full frame with the cameras of that frame, and searched
-    as a crop inside larger sensors only on request (``Params.search_crops``). A crop search of an image that
-    has the very size of a camera it is compared with spends most of the run on the cameras it is least likely
-    to come from, and its best unrelated offset (PCE ~20 over 10^6 positions) outranks same-size cameras."""
-    h, w = shape
-    return any(tuple(s) in ((h, w), (w, h)) for s in sensors)
-
-
 class _HostArrays:
     """The array operations :func:`_finish` needs, on NumPy pixels (the GPU decoder has the same methods)."""
 

@@ -15,7 +15,7 @@ from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.engine.runner import fingerprint_folder, identify_files
 from camid_gpu.engine.scheduler import read_results
 from camid_gpu.library import add_stores, init_library, search_library
-from camid_gpu.pipeline.prepare import native_size
+from camid_gpu.pipeline.crops import native_size
 from camid_gpu.pipeline.records import CROPS_NO_NATIVE, CROPS_REQUESTED, CROPS_SKIPPED
 
 CONFIG = RunConfig(backend="numpy", progress=False)
