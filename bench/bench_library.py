@@ -126,6 +126,11 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _crops() -> dict:
+    """``search_crops=True`` in both children when the bench runs with ``--search-crops`` (older camid: nothing)."""
+    return {"search_crops": True} if os.environ.get("CAMID_BENCH_SEARCH_CROPS") else {}
+
+
 def worker_search(lib: str, images: str, run_dir: str, budget: str) -> dict:
     from camid_gpu.library import search_library
     from camid_gpu.library import catalogue as cat
@@ -134,11 +139,13 @@ def worker_search(lib: str, images: str, run_dir: str, budget: str) -> dict:
 
     config = RunConfig(backend="numpy", progress=False, max_host_memory=parse_bytes(budget))
     t0 = time.perf_counter()
-    _, records = search_library(lib, [images], run_dir, Params(), config)
+    _, records = search_library(lib, [images], run_dir, Params(**_crops()), config)
     seconds = time.perf_counter() - t0
     _, rows, _ = cat.snapshot(lib)
     geoms = geometries(rows)
-    screener = Screener(lib, geoms, config)
+    from camid_gpu.engine.context import run_context
+
+    screener = Screener(lib, geoms, run_context(config))  # the search takes a run context since issue 16
     g = geoms[0]
     views = 32  # a full chunk of images (the search's limit): one pass over the library serves them all
     rng = np.random.default_rng(0)
@@ -161,7 +168,7 @@ def worker_identify(store: str, images: str, run_dir: str, threshold: str, budge
     results = os.path.join(run_dir, "results.jsonl")
     config = RunConfig(backend="numpy", progress=False, max_host_memory=parse_bytes(budget))
     t0 = time.perf_counter()
-    identify_files(store, [images], results, ("pce",), Params(pce_threshold=float(threshold)), config)
+    identify_files(store, [images], results, ("pce",), Params(pce_threshold=float(threshold), **_crops()), config)
     seconds = time.perf_counter() - t0
     records = read_results(results)
     return {"seconds": seconds, "images": len(records),
@@ -189,6 +196,78 @@ def measure(work: str, size: int, sensor: int, args, exhaustive: bool) -> dict:
         for name in (f"lib-{size}", f"store-{size}", f"run-{size}", f"id-{size}"):
             shutil.rmtree(os.path.join(work, name), ignore_errors=True)
     return row
+
+
+def two_sizes_data(work: str, shapes: list[tuple[int, int]], images: tuple[int, int]) -> tuple[str, list[str]]:
+    """REAL synthetic cameras per sensor size (named S<size index>C0k, 10 flat references each), one store per
+    size, and one folder of every size's disputed images (the queries)."""
+    from camid_gpu.datasets.synthetic import make_dataset
+    from camid_gpu.engine.runner import fingerprint_folder
+
+    queries, stores = os.path.join(work, "queries-two"), []
+    for n, (h, w) in enumerate(shapes):
+        data, store = os.path.join(work, f"data-two-{n}"), os.path.join(work, f"real-two-{n}")
+        stores.append(store)
+        if os.path.isdir(store):
+            continue
+        make_dataset(data, cameras=REAL, per_model=1, refs=10, disputed_flat=images[0], disputed_natural=images[1],
+                     height=h, width=w, jpeg_quality=95, seed=5 + n)
+        for part in ("refs", "disputed"):
+            for cam in sorted(os.listdir(os.path.join(data, part))):
+                os.rename(os.path.join(data, part, cam), os.path.join(data, part, f"S{n}{cam}"))
+        shutil.copytree(os.path.join(data, "disputed"), os.path.join(queries, str(n)))
+        fingerprint_folder(os.path.join(data, "refs"), store, ("pce",), Params(refs=10),
+                           RunConfig(backend="numpy", progress=False))
+    return queries, stores
+
+
+def measure_two_sizes(work: str, cameras: int, shapes: list[tuple[int, int]], args) -> dict:
+    """A library of ``cameras`` cameras, half of each sensor size (issue 25: 66 cameras of 6 and 10 MP), searched
+    and identified exhaustively (one store of every camera) in the same run: time per image and decisions."""
+    from camid_gpu.library import add_stores, init_library
+
+    queries, real_stores = two_sizes_data(work, shapes, tuple(args.images))
+    lib, store = os.path.join(work, "lib-two"), os.path.join(work, "store-two")
+    init_library(lib)
+    for n, real_store in enumerate(real_stores):
+        real = load_store(real_store)
+        shape, params, refs = real[0].source_shape, dict(real[0].params), real[0].references
+        shutil.copytree(real_store, store, dirs_exist_ok=True)
+        for d in range(cameras // len(shapes) - REAL):
+            fp = decoy(100000 * (n + 1) + d, shape, params, refs)[0]
+            save_fingerprint(fp, store)
+    os.remove(os.path.join(store, "manifest.json"))  # the joined store's own manifest, as camid fingerprint writes
+    from camid_gpu.engine import run_folder
+    from camid_gpu.provenance import utc_now
+
+    files = sorted(os.path.join(store, f) for f in os.listdir(store) if f.endswith((".json", ".npz")))
+    run_folder.write_manifest(store, "fingerprint", None, {}, "numpy", utc_now(), [], None, files, kernels="not used")
+    add_stores(lib, [store])
+    search = child(["--worker-search", lib, queries, os.path.join(work, "run-two"), args.max_host_memory])
+    full = child(["--worker-identify", store, queries, os.path.join(work, "id-two"), repr(search["decision_pce"]),
+                  args.max_host_memory])
+    row = {"cameras": cameras, "sensors": [list(s) for s in shapes], "images": search["images"],
+           "search_seconds": search["seconds"], "search_s_per_image": search["seconds"] / search["images"],
+           "search_max_rss_bytes": search["max_rss_bytes"], "shortlisted": search["shortlisted"],
+           "decision_pce": search["decision_pce"], "exhaustive_seconds": full["seconds"],
+           "exhaustive_s_per_image": full["seconds"] / full["images"], "exhaustive_max_rss_bytes": full["max_rss_bytes"],
+           "speedup": full["seconds"] / search["seconds"], "same_decisions": full["decisions"] == search["decisions"],
+           "decided": sum(v is not None for v in search["decisions"].values()),
+           "search_crops": bool(os.environ.get("CAMID_BENCH_SEARCH_CROPS"))}
+    if not args.keep:
+        for name in ("lib-two", "store-two", "run-two", "id-two"):
+            shutil.rmtree(os.path.join(work, name), ignore_errors=True)
+    return row
+
+
+def two_sizes_table(rows: list[dict]) -> str:
+    lines = ["| cameras | sensors | images | search s/image | exhaustive s/image | speed-up | peak RSS search | "
+             "same decisions |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['cameras']} | {' + '.join(f'{h}x{w}' for h, w in r['sensors'])} | {r['images']} | "
+                     f"{r['search_s_per_image']:.3f} | {r['exhaustive_s_per_image']:.3f} | {r['speedup']:.1f}x | "
+                     f"{r['search_max_rss_bytes'] / 2**20:.0f} MiB | {r['same_decisions']} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -221,22 +300,34 @@ def main() -> None:
                     help="the speed-up row: CAMERAS at SENSOR x SENSOR against exhaustive identify (0 0 to skip)")
     ap.add_argument("--images", type=int, nargs=2, default=[2, 2], metavar=("FLAT", "NATURAL"),
                     help="disputed images per camera (3 cameras; default 2 flat, 2 natural: 12 queries)")
+    ap.add_argument("--two-sizes", type=int, nargs=5, default=None, metavar=("CAMERAS", "H1", "W1", "H2", "W2"),
+                    help="also a library of CAMERAS cameras, half of sensor H1xW1, half of H2xW2 (issue 25), against "
+                         "exhaustive identify; 0 to skip")
     ap.add_argument("--max-host-memory", default="2G")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--search-crops", action="store_true", help="search and identify with --search-crops")
     args = ap.parse_args()
+    if args.search_crops:
+        os.environ["CAMID_BENCH_SEARCH_CROPS"] = "1"
     work = args.workdir or tempfile.mkdtemp(prefix="camid-bench-library-")
     plan = [(args.compare[0], args.compare[1], True)] if args.compare[0] else []
     plan += [(size, args.sensor, size <= args.exhaustive_max) for size in args.sizes]
-    rows = []
+    rows, two = [], []
     for size, sensor, exhaustive in plan:
         rows.append(measure(work, size, sensor, args, exhaustive))
         print(json.dumps(rows[-1]), file=sys.stderr)
+    if args.two_sizes and args.two_sizes[0]:
+        cameras, h1, w1, h2, w2 = args.two_sizes
+        two.append(measure_two_sizes(work, cameras, [(h1, w1), (h2, w2)], args))
+        print(json.dumps(two[-1]), file=sys.stderr)
     result = {"bench": "library", "device": "cpu", "backend": "numpy", "run": run_info(), "rows": rows,
-              "args": vars(args)}
+              "two_sizes": two, "args": vars(args)}
     print(json.dumps(result, indent=1))
     print(table(rows))
+    if two:
+        print(two_sizes_table(two))
     write_json(result, args.json_out)
 
 

@@ -23,6 +23,15 @@ def ranked(pce: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return sorted(scores.items(), key=lambda kv: -kv[1]["pce"] if kv[1].get("pce") is not None else math.inf)
 
 
+def runner_up(pce: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The best camera after the best one among the comparable same-geometry cameras: when some camera was compared
+    at full frame (the image has its sensor's size), a crop searched inside a larger sensor (``--search-crops``)
+    is never the runner-up (its best of ~10^6 offsets reaches PCE ~20 on unrelated images); None when none is."""
+    order = ranked(pce)
+    same = [(cam, s) for cam, s in order if s.get("match") != "crop"]
+    return next(((cam, s) for cam, s in (same or order) if cam != order[0][0]), None) if order else None
+
+
 def answer(record: ImageRecord) -> str:
     """``camera``, ``none``, ``not comparable`` or ``error``."""
     if is_error(record):
@@ -57,9 +66,9 @@ def row(record: ImageRecord, methods: Sequence[str]) -> list[Any]:
     if is_error(record) or not pce or not pce.get("scores"):
         return [record["path"], answer(record), "-", "-", "-", pce.get("threshold") if pce else "-", "-",
                 record["error"]["reason"] if is_error(record) else "", *maha]
-    order = ranked(pce)
-    best, score = order[0]
-    runner = f"{order[1][0]} {_number(order[1][1].get('pce'))}" if len(order) > 1 else "-"
+    best, score = ranked(pce)[0]
+    second = runner_up(pce)
+    runner = f"{second[0]} {_number(second[1].get('pce'))}" if second else "-"
     return [record["path"], answer(record), best, score.get("pce"), score.get("log10_p_fa"), pce.get("threshold"),
             runner, note(record), *maha]
 
@@ -83,9 +92,9 @@ def image_line(record: ImageRecord, index: int, total: int) -> str:
         return f"{where}: error: {printable(record['error']['reason'])}"
     if not pce or not pce.get("scores"):
         return f"{where}: {answer(record)}"
-    order = ranked(pce)
-    best, score = order[0]
-    runner = f"; runner-up {printable(order[1][0])} {_number(order[1][1].get('pce'))}" if len(order) > 1 else ""
+    best, score = ranked(pce)[0]
+    second = runner_up(pce)
+    runner = f"; runner-up {printable(second[0])} {_number(second[1].get('pce'))}" if second else ""
     extra = note(record)
     return (f"{where}: {printable(answer(record))} (best {printable(best)} PCE {_number(score.get('pce'))}, "
             f"log10 P_FA {_number(score.get('log10_p_fa'))}; threshold {_number(pce.get('threshold'))}{runner})"

@@ -6,7 +6,9 @@ Two cases are recognised from the record alone, never guessed from a low score:
   the rotation that tag implies was not tried: software that applied the tag turned the pixels off the sensor
   grid, and ``--rotations auto`` tries a 180-degree turn only against a fingerprint of the other orientation;
 - the image is smaller than a camera's sensor frame in the same aspect ratio (a resized photo, as messaging
-  apps and web galleries send them): only the scale/crop search (``--search-scales``) can find its camera.
+  apps and web galleries send them): only the scale/crop search (``--search-scales``) can find its camera. Not
+  for an image that has the very size of a sensor searched (upright or turned): it was compared at full frame
+  with the cameras of that size, and its size says nothing of a resize.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 from typing import Any, Sequence
 
 from camid_gpu.config import HINT_ASPECT_TOLERANCE
+from camid_gpu.pipeline.crops import native_size
 from camid_gpu.pipeline.records import ImageRecord, is_error, pce_of
 
 #: EXIF orientation tag -> the turn (degrees) it asks a viewer to apply; software that applies it turns the pixels
@@ -56,9 +59,10 @@ def hints_for(record: ImageRecord, sensors: dict[str, tuple[int, int]], rotation
     if rotations != "all" and orientation in EXIF_TURNS and EXIF_TURNS[orientation] not in tried:
         out.append(f"its EXIF orientation is {orientation} (shown turned by {EXIF_TURNS[orientation]} degrees) and "
                    f"that turn was not tried; if software turned the pixels, try --rotations all")
-    if not searched:
-        size = record.get("size")
-        resized = [cam for cam, sensor in sensors.items() if size and _same_aspect_smaller(tuple(size), sensor)]
+    size = record.get("size")
+    if not searched and size and not native_size(tuple(size), list(sensors.values())):
+        # an image of a sensor's own size was compared at full frame with its cameras: nothing suggests a resize
+        resized = [cam for cam, sensor in sensors.items() if _same_aspect_smaller(tuple(size), sensor)]
         if resized:
             out.append(f"it is {size[0]}x{size[1]}, smaller than the sensor frame of {', '.join(resized[:3])}"
                        f"{', ...' if len(resized) > 3 else ''} in the same aspect ratio (resized?): try "

@@ -63,6 +63,7 @@ def add_library_parser(sub, add_backend_options, add_dask_option) -> None:
     p.add_argument("--shift-range", default=cfg.shift_range_text(cfg.SHIFT_RANGE), help="as identify (a non-zero range is confirmed unscreened)")
     p.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default=cfg.ROTATIONS)
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP", help="as identify (unscreened)")
+    p.add_argument("--search-crops", action="store_true", default=cfg.SEARCH_CROPS, help="as identify")
     add_dask_option(p, "the screening tiles")
     add_backend_options(p)
     add_calibration_option(p)
@@ -172,7 +173,8 @@ def _cmd_search(args) -> int:
     except ValueError as exc:
         raise ValueError(f"--shift-range: {exc}") from None
     params = cfg.Params(sigma_query=args.sigma_query, pce_threshold=args.pce_threshold, shift_range=shift,
-                        rotations=args.rotations, search_scales=cfg.parse_scales(args.search_scales))
+                        rotations=args.rotations, search_scales=cfg.parse_scales(args.search_scales),
+                        search_crops=args.search_crops)
     calibration = load_calibration_arg(args)
     run, records = search_library(args.library, args.images, args.outdir, params, config_of(args), resume=args.resume,
                                   kind=args.kind, miss=args.miss, argv=sys.argv,

@@ -30,7 +30,7 @@ def params_of(args: argparse.Namespace) -> cfg.Params:
                       sigma_fingerprint=sigma_fp, sigma_query=scoring.sigma_query,
                       sigma_mahalanobis=sigma_maha, refs=refs, pce_threshold=scoring.pce_threshold,
                       shift_range=shift, rotations=scoring.rotations, natural_mode=scoring.natural_mode,
-                      search_scales=search)
+                      search_scales=search, search_crops=getattr(args, "search_crops", cfg.SEARCH_CROPS))
 
 
 def given_of(args: argparse.Namespace) -> frozenset[str]:

@@ -187,6 +187,9 @@ def _add_identify_parser(sub: Any) -> None:
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP",
                    help="search downscaled and/or cropped images over these scales (e.g. 0.5:1.0:0.01) against "
                         "full-frame PCE fingerprints (the default geometry); PCE only")
+    p.add_argument("--search-crops", action="store_true", default=cfg.SEARCH_CROPS,
+                   help="crop-search larger sensors also for an image of a compared sensor's size (by default such "
+                        "an image is compared at full frame with the cameras of its size only)")
     _add_param_options(p, with_refs=False, from_store=True)
     _add_backend_options(p, decode=True)
     add_calibration_option(p)

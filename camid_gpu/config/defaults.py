@@ -27,6 +27,10 @@ SHIFT_RANGE = (0, 0)
 #: fingerprints correlated per step by the PCE and the scale/crop search (device memory grows with it; the
 #: engine's chunk sizing counts this many fingerprint planes per image)
 PCE_CAMERA_CHUNK = 4
+#: crop search inside larger sensors for an image whose size is the native sensor frame of some compared camera
+#: (upright or turned): off, such an image is compared at full frame with the cameras of its size only; an image
+#: of no compared sensor's size is always crop-searched (``--search-crops`` turns the search on for every image)
+SEARCH_CROPS = False
 
 # -- images and references -------------------------------------------------------------------------
 #: centre clipping (rows, columns) of the PeerJ CS paper: the Mahalanobis method's geometry

@@ -35,6 +35,8 @@ class Params:
     natural_mode : "aligned" (default) or "paper" pixel selection for natural images (method 2).
     search_scales : (low, high, step) to search downscaled and/or cropped images (Goljan & Fridrich,
         ``camid_gpu.prnu.search``) against full-frame fingerprints (``clip=None``); None = no search.
+    search_crops : crop-search larger sensors also for an image whose size is the native frame of a compared
+        camera (``--search-crops``); by default such an image is compared at full frame with those cameras only.
     """
 
     pce_clip: tuple[int, int] | None = PCE_CLIP
@@ -50,6 +52,7 @@ class Params:
     rotations: str = ROTATIONS
     natural_mode: str = NATURAL_MODE
     search_scales: tuple[float, float, float] | None = None
+    search_crops: bool = SEARCH_CROPS
     clip: InitVar[Any] = "per-method"
 
     def __post_init__(self, clip: Any):
@@ -79,6 +82,8 @@ class Params:
         check_levels(self.levels)
         if self.shift_range is not None and (len(self.shift_range) != 2 or min(self.shift_range) < 0):
             raise ValueError(f"shift_range (--shift-range) must be N >= 0, HxW or 'all', got {self.shift_range!r}")
+        if not isinstance(self.search_crops, bool):
+            raise ValueError(f"search_crops (--search-crops) must be True or False, got {self.search_crops!r}")
         if self.search_scales is not None:
             lo, hi, step = self.search_scales
             if not all(is_finite_number(v) for v in (lo, hi, step)) or not (0 < lo <= hi <= 1 and step > 0):

@@ -39,7 +39,9 @@ from camid_gpu.library import catalogue as cat
 from camid_gpu.library import screen as scr
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
-from camid_gpu.pipeline.records import base_record, error_entry, pce_record
+from camid_gpu.pipeline.crops import native_size
+from camid_gpu.pipeline.records import (CROPS_NONE, CROPS_SCALES, CROPS_SKIPPED, base_record, crop_rule, error_entry,
+                                        pce_record)
 from camid_gpu.prnu.residual import gray_intensity, pixels_to_device, residual_native, wiener_dft
 from camid_gpu.provenance import input_entries, utc_now
 
@@ -82,6 +84,9 @@ class Plan:
     screen: list[tuple[int, int]] = field(default_factory=list)       # (geometry index, degrees)
     unscreened: dict[str, str] = field(default_factory=dict)          # camera -> why
     not_comparable: int = 0
+    crops: str = CROPS_NONE                                           # the crop rule (records.CROP_RULES)
+    crop_skipped: int = 0                                             # cameras a crop would fit, not searched
+    crop_geometry: dict[int, bool] = field(default_factory=dict)      # unscreened geometry -> only as a crop
 
     def compared(self, geoms: list[Geometry]) -> int:
         screened = {gi for gi, _ in self.screen}
@@ -89,7 +94,26 @@ class Plan:
 
 
 def plan_image(item: prepare.Prepared, geoms: list[Geometry], params: Params) -> Plan:
-    """Which rotations of ``item`` are screened against which geometry (identify's geometry rule)."""
+    """Which rotations of ``item`` are screened against which geometry (identify's geometry rule, and its crop
+    rule over the whole library: an image of a library sensor's size is not crop-searched in larger ones)."""
+    plan = _geometry_plan(item, geoms, params)
+    if params.search_scales is not None:
+        plan.crops = CROPS_SCALES
+        return plan
+    crop_only = [gi for gi, g in enumerate(geoms) if plan.crop_geometry.get(gi)]
+    native = native_size(item.shape_at(0), [g.shape for g in geoms])
+    plan.crops = crop_rule(native, bool(crop_only), params.search_crops)
+    if plan.crops == CROPS_SKIPPED:
+        for gi in crop_only:
+            for r in geoms[gi].rows:
+                del plan.unscreened[r["name"]]
+            plan.crop_skipped += len(geoms[gi].rows)
+            plan.not_comparable += len(geoms[gi].rows)
+    return plan
+
+
+def _geometry_plan(item: prepare.Prepared, geoms: list[Geometry], params: Params) -> Plan:
+    """:func:`plan_image` before the crop rule: every geometry the image fits in as a crop is searched."""
     plan = Plan()
     screenable = params.search_scales is None and tuple(params.shift_range or (1, 1)) == (0, 0)
     for gi, g in enumerate(geoms):
@@ -110,6 +134,7 @@ def plan_image(item: prepare.Prepared, geoms: list[Geometry], params: Params) ->
             plan.screen.extend((gi, d) for d in full)
         elif fits:
             plan.unscreened.update({r["name"]: why for r in g.rows})
+            plan.crop_geometry[gi] = not full
         else:
             plan.not_comparable += len(g.rows)
     return plan
@@ -248,11 +273,20 @@ def confirm(bk: Backend, item: prepare.Prepared, names: Sequence[str], cache: Fi
         return next((p for p in parts if p.get("error")), parts[0])
     scores = {cam: s for p in parts for cam, s in p["pce"]["scores"].items()}
     record = parts[0]
-    record["pce"] = pce_record(dict(sorted(scores.items())), {}, params.pce_threshold, item.path)
+    record["pce"] = pce_record(dict(sorted(scores.items())), {}, params.pce_threshold, item.path,
+                               _joined_searched([p["pce"]["searched"] for p in parts]))
     best = record["pce"]["best"]
     record["rotation"] = scores[best]["rotation"] if best else 0
     record["pce"].pop("max_pce_by_rotation", None)
     return record
+
+
+def _joined_searched(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``searched`` of records of one image against disjoint camera sets (one per PCE clip): the lists joined,
+    the crop rule of the first part that had one to apply."""
+    rules = [p["crops"] for p in parts if p["crops"] != CROPS_NONE]
+    return {"crops": rules[0] if rules else CROPS_NONE,
+            **{key: [c for p in parts for c in p[key]] for key in ("full_frame", "crop", "crop_skipped")}}
 
 
 def _clipped(item: prepare.Prepared, degrees: int, clip: tuple[int, int]) -> Any:
@@ -286,6 +320,7 @@ def search_chunk(screener: Screener, cache: FingerprintCache, version: str, item
             record["library"] = {
                 "version": version, "cameras": total, "compared": n, "screened": n - len(plan.unscreened),
                 "unscreened": dict(sorted(plan.unscreened.items())), "not_comparable": plan.not_comparable,
+                "crops": plan.crops, "crop_skipped": plan.crop_skipped,
                 "threshold": thr.to_dict(),
                 "shortlist": [{"camera": cam, "z": json_number(z), "rotation": int(d)} for z, d, cam in shortlist],
                 "screen_top": [{"camera": cam, "z": json_number(z)} for z, cam in top]}

@@ -29,10 +29,11 @@ from camid_gpu.errors import ImageError, ScoreError
 from camid_gpu.io.decode import ImageInfo
 from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
 from camid_gpu.pipeline import references as refs
+from camid_gpu.pipeline.crops import apply_crop_rule
 from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
 from camid_gpu.pipeline.prepare import mahalanobis_content_problem, reference_content_problem
-from camid_gpu.pipeline.records import (base_record, camera_score, error_entry, error_record, mahalanobis_record,
-                                        pce_record)
+from camid_gpu.pipeline.records import (CROPS_SCALES, base_record, camera_score, error_entry, error_record,
+                                        mahalanobis_record, pce_record, searched_record)
 from camid_gpu.prnu.decision import union_bound
 from camid_gpu.prnu.fingerprint import FingerprintAccumulator
 from camid_gpu.prnu.pce import pce_scores
@@ -230,6 +231,17 @@ def comparisons(item: Prepared, store: Sequence[CameraFingerprint], method: str,
     return matches, refused
 
 
+def pce_plan(item: Prepared, store: Sequence[CameraFingerprint],
+             params: Params) -> tuple[dict[str, list[tuple[int, str]]], dict[str, dict[str, Any]], dict[str, Any]]:
+    """:func:`comparisons` for PCE with the crop rule (:mod:`camid_gpu.pipeline.crops`: an image of some stored
+    camera's sensor size is not crop-searched in larger sensors unless ``params.search_crops``). Returns
+    ``(matches, refused, searched)``, the last the record's ``searched``."""
+    matches, refused = comparisons(item, store, "pce", params)
+    searched = apply_crop_rule(item.shape_at(0), {fp.camera: fp.source_shape for fp in store}, matches, refused,
+                               params.search_crops)
+    return matches, refused, searched
+
+
 def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequence[Prepared],
                    params: Params, methods: Sequence[str], fp_device: dict | None = None,
                    uploads: dict[tuple, Upload] | None = None, residuals: dict | None = None) -> list[dict[str, Any]]:
@@ -252,10 +264,10 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
     by_name = {fp.camera: fp for fp in store}
     pce_rotation: list[int | None] = [None] * len(items)
     if "pce" in methods:
-        plans = [comparisons(item, store, "pce", params) for item in items]
+        plans = [pce_plan(item, store, params) for item in items]
         scored = _pce_full_frames(bk, by_name, items, plans, params, uploads, residuals)
         for i, item in enumerate(items):
-            matches, refused = plans[i]
+            matches, refused, searched = plans[i]
             for degrees, cams in _crop_tasks(matches).items():
                 found = search_scale_crop(bk, to_host(item.view(degrees)), [(c, by_name[c].k) for c in cams], scales=[1.0],
                                           sigma=params.sigma_query, levels=params.levels, wavelet=params.wavelet)
@@ -271,7 +283,7 @@ def identify_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Seque
                     by_rotation[d] = max(by_rotation.get(d, -math.inf), _finite_or_minus_inf(s["pce"]))
                 per_camera[cam] = camera_score(best, degrees, len(options))
             try:
-                results[i]["pce"] = pce_record(per_camera, refused, params.pce_threshold, item.path)
+                results[i]["pce"] = pce_record(per_camera, refused, params.pce_threshold, item.path, searched)
             except ScoreError as exc:  # every score non-finite: an error for this image, never a "best"
                 failed[i] = error_entry(item.path, exc)
                 continue
@@ -467,6 +479,7 @@ def _search_chunk(bk: Backend, store: Sequence[CameraFingerprint], items: Sequen
             record = {"method": "pce-scale-crop-search", "threshold": float(params.pce_threshold), "scores": {},
                       "best": None, "best_pce": None, "decision": None, "above_threshold": []}
         record["not_comparable"] = dict(sorted(refused.items()))
+        record["searched"] = searched_record({cam: CROP for cam in chosen}, [], CROPS_SCALES)
         if len(by_rotation) > 1:
             record["max_pce_by_rotation"] = {str(d): json_float(v) for d, v in sorted(by_rotation.items())}
         results[i]["rotation"] = chosen[record["best"]][0] if record["best"] else 0
@@ -483,4 +496,4 @@ def with_params(params: Params, **changes: Any) -> Params:
     return replace(params, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["build_fingerprint", "clip_batches", "comparisons", "identify_chunk", "stage_chunk", "with_params"]
+__all__ = ["build_fingerprint", "clip_batches", "comparisons", "identify_chunk", "pce_plan", "stage_chunk", "with_params"]

