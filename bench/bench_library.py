@@ -128,7 +128,7 @@ def peak_rss() -> int:
 
 def worker_search(lib: str, images: str, run_dir: str, budget: str) -> dict:
     from camid_gpu.library import search_library
-    from camid_gpu.library import catalogue as cat
+    from camid_gpu.library import integrity
     from camid_gpu.library import screen as scr
     from camid_gpu.library.search import Screener, geometries
 
@@ -136,7 +136,7 @@ def worker_search(lib: str, images: str, run_dir: str, budget: str) -> dict:
     t0 = time.perf_counter()
     _, records = search_library(lib, [images], run_dir, Params(), config)
     seconds = time.perf_counter() - t0
-    _, rows, _ = cat.snapshot(lib)
+    _, rows, _ = integrity.snapshot(lib)
     geoms = geometries(rows)
     screener = Screener(lib, geoms, config)
     g = geoms[0]
