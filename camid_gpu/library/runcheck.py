@@ -70,8 +70,9 @@ def verify_search_run(manifest: custody.Manifest, library: str | None = None) ->
     out: dict[str, Any] = {"library": where, "problems": [], "notes": [], "cameras": 0, "rows": 0, "arrays": 0}
     snapshot = _located(manifest, SNAPSHOT_NAME)
     if snapshot is None:
-        out["problems"].append(f"the run lists no {SNAPSHOT_NAME} (a search run of an older camid, or the entry was "
-                               f"removed): the cameras it compared cannot be checked against the library")
+        out["notes"].append(f"NOT CHECKED: the run lists no {SNAPSHOT_NAME} (a search run of an older camid): the "
+                            f"cameras it compared cannot be checked against the library, only its version "
+                            f"{recorded.get('version')} ('camid library verify LIB --expect-version' it)")
         return out
     if not isinstance(where, str) or not os.path.isfile(cat.catalogue_path(where)):
         out["problems"].append(f"the library the run searched is not at {where} (give its place now: camid verify "
