@@ -54,7 +54,11 @@ def init_library(library: str) -> dict[str, str]:
 
 def writer_lock(library: str):
     """The writer's lock (``LIB/.camid.lock``, as a run folder's: ``flock``, refused at once when held): one add
-    or retire at a time; searches never take it."""
+    or retire at a time; searches never take it. A library that cannot be written here is refused by name."""
+    if os.path.isfile(cat.catalogue_path(library)) and not cat.writable(library):
+        raise LibraryError(f"{cat.catalogue_path(library)}: the library is read-only here (read-only media or no "
+                           f"write permission): add and retire write to it; search, list, info, link and verify "
+                           f"read it as it is")
     return run_folder.locked(library)
 
 

@@ -305,6 +305,8 @@ def test_a_library_on_read_only_media_is_listed_and_searched(world, tmp_path, ca
         assert main(["library", "search", lib, _image(world, "C03"), "-o", str(tmp_path / "RUN"), *CLI]) == EXIT_OK
         assert "C03 (best C03 PCE" in capsys.readouterr().out
         assert main(["library", "verify", lib]) == EXIT_OK
+        assert main(["library", "retire", lib, "C01", "--reason", "x"]) == EXIT_FAIL
+        assert "catalogue.sqlite: the library is read-only here" in capsys.readouterr().err
         after = {f: os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(lib) for f in fs}
         assert after == before  # nothing written there: no -shm, no -wal, no migration
         wal = cat.catalogue_path(lib) + "-wal"
@@ -339,3 +341,24 @@ def test_search_says_not_comparable_prints_each_answer_once_and_a_retired_re_add
     out = capsys.readouterr().out
     assert "unchanged C03" in out and "stays retired" in out and "returned" in out
     assert "unchanged C01 (the same fingerprint is in the library already)" in out
+
+
+def test_a_library_without_kept_manifests_says_what_it_could_not_check(world, tmp_path, capsys):
+    """A library made before the store manifests were kept: each row is checked against the source store's
+    manifest where it was; when that is gone too, a note says the name was checked against its metadata only
+    (never silent), and swapped names are still refused."""
+    store = str(tmp_path / "fp")
+    shutil.copytree(world / "fp", store)
+    lib = str(tmp_path / "OLD")
+    init_library(lib)
+    add_stores(lib, [store])
+    shutil.rmtree(os.path.join(lib, integrity.MANIFESTS_DIR))
+    assert main(["library", "list", lib]) == EXIT_OK
+    assert "note:" not in capsys.readouterr().err  # the store's own manifest, where it was, has the recorded hash
+    shutil.rmtree(store)
+    assert main(["library", "list", lib]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "camera 'C01': not kept" in err and "checked against its own metadata only" in err
+    _swap_names(lib, recompute=True)
+    assert main(["library", "list", lib]) == EXIT_FAIL
+    assert "names changed" in capsys.readouterr().err
