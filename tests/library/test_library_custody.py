@@ -362,3 +362,26 @@ def test_a_library_without_kept_manifests_says_what_it_could_not_check(world, tm
     _swap_names(lib, recompute=True)
     assert main(["library", "list", lib]) == EXIT_FAIL
     assert "names changed" in capsys.readouterr().err
+
+
+def test_a_screening_tile_checks_each_row_as_it_is_read(world, tmp_path):
+    """The tile of a Dask worker (screen.tile_task) hashes its rows as the local screen does: a row that differs
+    from its catalogue SHA-256 is named by position and zeroed (it scores nothing)."""
+    from camid_gpu.library import arrays as arr
+    from camid_gpu.library import screen as scr
+
+    lib = _library(world, tmp_path)
+    rows = sorted((_row(lib, n) for n in ("C01", "C02", "C03")), key=lambda r: r["screen_row"])
+    path = arr.screen_path(lib, rows[0]["screen_file"])
+    pixels = rows[0]["rows"] * rows[0]["cols"]
+    index = [r["screen_row"] for r in rows]
+    rng = np.random.default_rng(0)
+    first, squares, _ = scr.query_rows(rng.standard_normal((2, pixels)), 100 + rng.random((2, pixels)))
+    hashes = [r["screen_sha256"] for r in rows]
+    a, _, bad = scr.tile_task(path, pixels, index, first, squares, "numpy", None, hashes)
+    assert bad == [] and np.all(a[:, 1] != 0)
+    _zero_row(lib, rows[1]["name"])
+    a, _, bad = scr.tile_task(path, pixels, index, first, squares, "numpy", None, hashes)
+    assert bad == [1] and np.all(a[:, 1] == 0) and np.all(a[:, 0] != 0)
+    _replace_row(lib, rows[0]["name"], by=rows[2]["name"])
+    assert scr.tile_task(path, pixels, index, first, squares, "numpy", None, hashes)[2] == [0, 1]
