@@ -221,6 +221,8 @@ def _cmd_search(args) -> int:
     if args.quiet:  # each answer once: as it is done, or here when the live lines were off
         for r in records:
             print(search_line(r))
+    for note in run["library"]["unchecked"]:
+        print(f"camid: note: {printable(note)}", file=sys.stderr)
     refused = run["library"]["refused"]
     for camera, why in refused.items():
         print(f"camid: error: library camera {printable(camera)} was REFUSED (not compared): {printable(why)}",
@@ -254,7 +256,8 @@ def search_line(record: dict, index: int | None = None, total: int | None = None
                 f"{lib['not_comparable']} of other geometries)")
     elif not record["pce"].get("scores"):
         best = lib["screen_top"][0] if lib["screen_top"] else None
-        line = (f"{where}: none ({lib['compared']} compared, none shortlisted"
+        line = (f"{where}: none{' of the cameras compared' if lib.get('refused') else ''} ({lib['compared']} "
+                f"compared, none shortlisted"
                 + (f"; best screen z {best['z']:.1f} ({printable(best['camera'])}), threshold {lib['threshold']['z']:.1f}"
                    if best else "") + ")")
     else:

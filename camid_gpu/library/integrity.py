@@ -120,7 +120,7 @@ def row_problems(row: dict[str, Any], manifests: StoreManifests) -> tuple[list[s
         return [f"camera {name!r}: its metadata names no camera"], []
     own = camera if row["kind"] == "seized" else f"{row['case_id']}.{camera}"
     if own != name:
-        return [f"camera {name!r}: its own metadata is camera {own!r}'s (names changed in the catalogue)"], []
+        return [f"camera {name!r}: its own metadata names camera {own!r} (names changed in the catalogue)"], []
     if meta.get("arrays_sha256") != row["arrays_sha256"]:
         return [f"camera {name!r}: its metadata names arrays {str(meta.get('arrays_sha256'))[:16]}..., the catalogue "
                 f"{str(row['arrays_sha256'])[:16]}..."], []
@@ -219,15 +219,21 @@ def search_row(row: dict[str, Any]) -> dict[str, Any] | None:
     return {k: row[k] for k in ("id",) + cat.SEARCH_COLUMNS}
 
 
-def snapshot(library: str, expect_version: str | None = None) -> tuple[str, list[dict[str, Any]], dict[str, str]]:
+def snapshot(library: str, expect_version: str | None = None, notes: list[str] | None = None,
+             ) -> tuple[str, list[dict[str, Any]], dict[str, str]]:
     """(version, active camera rows without their metadata JSON, meta), read in one transaction (a consistent
-    view while an add runs) and checked (:func:`checked_catalogue`)."""
+    view while an add runs) and checked (:func:`checked_catalogue`); what could not be checked is appended to
+    ``notes`` (the first :data:`QUOTED_NOTES`, then a count)."""
     con = cat.connect(library, reader=True)
     try:
         with cat.transaction(con, immediate=False):
             checked = checked_catalogue(con, library, search_row, expect_version)
     finally:
         con.close()
+    if notes is not None:
+        more = checked.notes_total - len(checked.notes)
+        notes.extend(checked.notes + ([f"and {more} more such notes ('camid library verify' counts them)"]
+                                      if more else []))
     return checked.version, checked.rows, checked.meta
 
 

@@ -343,7 +343,8 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
     scr.screen_threshold(1, params.pce_threshold, miss)  # checks the miss rate before any work
     run_folder.check_outputs(list(inputs) + [library], folders=[run_dir], command=COMMAND)
     with run_folder.locked(run_dir):
-        version, rows, meta = integrity.snapshot(library, expect_version)
+        unchecked: list[str] = []
+        version, rows, meta = integrity.snapshot(library, expect_version, unchecked)
         if not rows:
             raise CamidError(f"{library}: the library has no camera to search (add fingerprints first)")
         params = ident.with_params(params, levels=int(meta["levels"]) if "levels" in meta else None,
@@ -367,7 +368,7 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
         records = scheduler.read_results(results)
         info = {"path": os.path.abspath(library), "version": version, "cameras": len(rows),
                 "geometries": {g.name: len(g.rows) for g in geoms},
-                "refused": _refused(records)}
+                "refused": _refused(records), "unchecked": unchecked}
         manifest, digest = run_folder.write_manifest(
             run_dir, COMMAND, argv, params.to_dict(), ctx.describe(), started, input_entries(records), None,
             [results, runcheck.write_snapshot(run_dir, library, version, rows)]

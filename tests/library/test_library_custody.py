@@ -207,7 +207,7 @@ def test_swapped_names_never_name_the_wrong_camera(world, tmp_path):
     PCE 2743 (rc 0) and stamped the records with the old version."""
     lib = _library(world, tmp_path)
     _swap_names(lib)
-    with pytest.raises(LibraryError, match=r"camera 'C02': its own metadata is camera 'C01'"):
+    with pytest.raises(LibraryError, match=r"camera 'C02': its own metadata names camera 'C01'"):
         search_library(lib, [_image(world, "C01")], str(tmp_path / "R"), Params(), CONFIG)
 
 
@@ -359,6 +359,9 @@ def test_a_library_without_kept_manifests_says_what_it_could_not_check(world, tm
     assert main(["library", "list", lib]) == EXIT_OK
     err = capsys.readouterr().err
     assert "camera 'C01': not kept" in err and "checked against its own metadata only" in err
+    assert main(["library", "search", lib, _image(world, "C01"), "-o", str(tmp_path / "R"), *CLI]) == EXIT_OK
+    assert "camera 'C01': not kept" in capsys.readouterr().err
+    assert "not kept" in json.loads((tmp_path / "R" / "manifest.json").read_text())["library"]["unchecked"][0]
     _swap_names(lib, recompute=True)
     assert main(["library", "list", lib]) == EXIT_FAIL
     assert "names changed" in capsys.readouterr().err
