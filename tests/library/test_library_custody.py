@@ -225,6 +225,8 @@ def test_a_changed_screening_row_refuses_its_camera_by_name(world, tmp_path, cap
     assert main(["library", "search", lib, _image(world, "C01"), "-o", str(tmp_path / "T"), *CLI]) == EXIT_PARTIAL
     out, err = capsys.readouterr()
     assert "REFUSED, not compared: C01" in out and "library camera C01 was REFUSED" in err
+    assert main(["report", str(tmp_path / "T"), "--quiet"]) == EXIT_OK
+    assert "REFUSED, not compared: C01" in (tmp_path / "T" / "report.html").read_text()
     assert main(["library", "link", lib]) == EXIT_FAIL
     assert "'C01'" in capsys.readouterr().err
     assert main(["library", "verify", lib]) == EXIT_VERIFY_FAILED
@@ -335,6 +337,10 @@ def test_search_says_not_comparable_prints_each_answer_once_and_a_retired_re_add
     assert "x.png: not comparable" in out and "no camera" not in out
     assert out.count(_image(world, "C02")) == 1 and out.count("x.png") == 1  # each answer once
     assert "C02 (best C02 PCE" in out and "compared" in out
+    assert main(["report", str(tmp_path / "R"), "--quiet"]) == EXIT_OK
+    page = (tmp_path / "R" / "report.html").read_text()
+    assert "not comparable</span> <span class=\"muted\">(no library camera of its geometry)" in page
+    assert "no camera" not in page
     assert main(["library", "retire", lib, "C03", "--reason", "returned"]) == EXIT_OK
     capsys.readouterr()
     assert main(["library", "add", lib, str(world / "fp")]) == EXIT_OK
