@@ -25,7 +25,6 @@ from camid_gpu.engine.runner import fingerprint_folder
 from camid_gpu.errors import LibraryError
 from camid_gpu.library import add_stores, init_library, library_info, search_library, verify_library
 from camid_gpu.library import catalogue as cat
-from camid_gpu.library import integrity
 from library_stores import decoy_store
 
 CONFIG = RunConfig(backend="numpy", progress=False)
@@ -58,6 +57,11 @@ def _library(world, tmp_path, with_run: bool = False) -> str:
     if with_run:
         search_library(lib, [str(world / "data" / "disputed")], str(tmp_path / "RUN"), Params(), CONFIG)
     return lib
+
+
+def _manifest_copy(lib: str, sha256: str) -> str:
+    """Where the library keeps a copy of a source store's manifest (``LIB/manifests/<sha256>.json``)."""
+    return os.path.join(lib, "manifests", f"{sha256}.json")
 
 
 def _sql(lib: str, statement: str, *args) -> None:
@@ -94,7 +98,7 @@ def _forge_swap(lib: str, a: str = "C01", b: str = "C02") -> None:
     manifest rewritten to list them (a new copy under its new hash), and the version recomputed. Every check of
     the library's own content passes; only the version kept outside it, and the runs made before, can tell."""
     rows = {n: _row(lib, n) for n in (a, b)}
-    manifest_path = integrity.manifest_copy_path(lib, rows[a]["source_manifest_sha256"])
+    manifest_path = _manifest_copy(lib, rows[a]["source_manifest_sha256"])
     with open(manifest_path, encoding="utf-8") as handle:
         manifest = json.load(handle)
     texts = {}
@@ -109,7 +113,7 @@ def _forge_swap(lib: str, a: str = "C01", b: str = "C02") -> None:
             entry["sha256"] = hashlib.sha256(text.encode()).hexdigest() if suffix == ".json" else arrays
     blob = json.dumps(manifest, indent=1).encode()
     forged = hashlib.sha256(blob).hexdigest()
-    with open(integrity.manifest_copy_path(lib, forged), "wb") as handle:
+    with open(_manifest_copy(lib, forged), "wb") as handle:
         handle.write(blob)
     _sql(lib, "UPDATE cameras SET source_manifest_sha256 = ? WHERE source_manifest_sha256 = ?", forged,
          rows[a]["source_manifest_sha256"])
@@ -159,7 +163,7 @@ def _edit_metadata(lib: str) -> None:
 
 
 def _edit_manifest_copy(lib: str) -> None:
-    path = integrity.manifest_copy_path(lib, _row(lib, "C01")["source_manifest_sha256"])
+    path = _manifest_copy(lib, _row(lib, "C01")["source_manifest_sha256"])
     _write_at(path, 5, b" ")
 
 
@@ -358,7 +362,7 @@ def test_a_library_without_kept_manifests_says_what_it_could_not_check(world, tm
     lib = str(tmp_path / "OLD")
     init_library(lib)
     add_stores(lib, [store])
-    shutil.rmtree(os.path.join(lib, integrity.MANIFESTS_DIR))
+    shutil.rmtree(os.path.join(lib, "manifests"))
     assert main(["library", "list", lib]) == EXIT_OK
     assert "note:" not in capsys.readouterr().err  # the store's own manifest, where it was, has the recorded hash
     shutil.rmtree(store)
