@@ -107,36 +107,53 @@ def _source_manifest(source_store: str) -> str | None:
 
 
 def row_problems(row: dict[str, Any], manifests: StoreManifests) -> tuple[list[str], list[str]]:
-    """(problems, notes) of one catalogue row (``id`` and every :data:`catalogue.CAMERA_COLUMNS`)."""
+    """(problems, notes) of one catalogue row (``id`` and every :data:`catalogue.CAMERA_COLUMNS`).
+
+    The metadata against its SHA-256; then the kept manifest of the source store must list ``<camera>.json`` and
+    ``<camera>.npz`` (the camera the row's name says) with the row's metadata and arrays hashes, which binds the
+    name to the metadata without parsing it (a row costs a hash and two look-ups). The metadata is parsed only
+    to explain a difference, or where no manifest is at hand (:func:`_metadata_problems`)."""
     name, text = row["name"], row["metadata_json"]
     if not isinstance(text, str) or hashlib.sha256(text.encode("utf-8")).hexdigest() != row["metadata_sha256"]:
         return [f"camera {name!r}: its metadata differs from its recorded SHA-256"], []
+    case = row["case_id"] if row["kind"] != "seized" else None
+    if case is not None and not (isinstance(case, str) and name.startswith(case + ".")):
+        return [f"camera {name!r}: a cluster fingerprint of case {case!r} is named '<case>.<cluster>'"], []
+    camera = name if case is None else name[len(case) + 1:]
+    sha = row["source_manifest_sha256"]
+    listed = manifests.files(sha, row["source_store"]) if custody.is_sha256(sha) else "not kept: no manifest"
+    if isinstance(listed, str) and not listed.startswith("not kept"):
+        return [f"camera {name!r}: the manifest of its source store: {listed}"], []
+    if isinstance(listed, dict):
+        for suffix, want in ((".json", row["metadata_sha256"]), (".npz", row["arrays_sha256"])):
+            if want not in listed.get(camera + suffix, ()):
+                explained = _metadata_problems(row, text, camera)
+                return explained or [f"camera {name!r}: the manifest of the store it was added from "
+                                     f"({row['source_store']}) lists no {camera}{suffix} with SHA-256 "
+                                     f"{str(want)[:16]}..."], []
+        return [], []
+    problems = _metadata_problems(row, text, camera)
+    why = "added from a store without a manifest" if listed == "not kept: no manifest" else listed
+    return problems, [] if problems else [f"camera {name!r}: {why}: checked against its own metadata only"]
+
+
+def _metadata_problems(row: dict[str, Any], text: str, camera: str) -> list[str]:
+    """The metadata's own camera and arrays against the row's."""
+    name = row["name"]
     try:
         meta = json.loads(text)
     except ValueError:
         meta = None
-    camera = meta.get("camera") if isinstance(meta, dict) else None
-    if not isinstance(camera, str):
-        return [f"camera {name!r}: its metadata names no camera"], []
-    own = camera if row["kind"] == "seized" else f"{row['case_id']}.{camera}"
-    if own != name:
-        return [f"camera {name!r}: its own metadata names camera {own!r} (names changed in the catalogue)"], []
+    own = meta.get("camera") if isinstance(meta, dict) else None
+    if not isinstance(own, str):
+        return [f"camera {name!r}: its metadata names no camera"]
+    if own != camera:
+        shown = own if row["kind"] == "seized" else f"{row['case_id']}.{own}"
+        return [f"camera {name!r}: its own metadata names camera {shown!r} (names changed in the catalogue)"]
     if meta.get("arrays_sha256") != row["arrays_sha256"]:
         return [f"camera {name!r}: its metadata names arrays {str(meta.get('arrays_sha256'))[:16]}..., the catalogue "
-                f"{str(row['arrays_sha256'])[:16]}..."], []
-    sha = row["source_manifest_sha256"]
-    if not custody.is_sha256(sha):
-        return [], [f"camera {name!r}: added from a store without a manifest: checked against its metadata only"]
-    listed = manifests.files(sha, row["source_store"])
-    if isinstance(listed, str):
-        if listed.startswith("not kept"):
-            return [], [f"camera {name!r}: {listed}: checked against its own metadata only"]
-        return [f"camera {name!r}: the manifest of its source store: {listed}"], []
-    for suffix, want in ((".json", row["metadata_sha256"]), (".npz", row["arrays_sha256"])):
-        if want not in listed.get(camera + suffix, ()):
-            return [f"camera {name!r}: the manifest of the store it was added from ({row['source_store']}) lists no "
-                    f"{camera}{suffix} with SHA-256 {str(want)[:16]}..."], []
-    return [], []
+                f"{str(row['arrays_sha256'])[:16]}..."]
+    return []
 
 
 @dataclass
