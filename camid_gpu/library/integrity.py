@@ -186,6 +186,8 @@ def catalogue_problems(con, library: str, keep: Callable[[dict[str, Any]], dict[
         problems.extend(bad)
         notes.extend(said[:max(0, QUOTED_NOTES - len(notes))])
         noted[0] += len(said)
+        if count[0] == 1:
+            problems.extend(_params_problems(meta, row))
         mine = keep(row)
         if mine is not None:
             kept.append(mine)
@@ -195,6 +197,19 @@ def catalogue_problems(con, library: str, keep: Callable[[dict[str, Any]], dict[
         problems.insert(0, f"its recorded version {meta.get('version')} is not the hash of its content ({version}): "
                            f"it was changed outside camid")
     return Checked(version, kept, meta, notes, count[0], noted[0]), problems
+
+
+def _params_problems(meta: dict[str, str], row: dict[str, Any]) -> list[str]:
+    """The residual parameters the library records (a search computes the images' residuals with them) against
+    those of its first fingerprint (every add checks that all fingerprints share them; each row's metadata is
+    bound to its hash): ``levels`` or ``wavelet`` edited in ``meta`` would score every image with other residuals."""
+    try:
+        params = json.loads(row["metadata_json"]).get("params") or {}
+    except (ValueError, AttributeError):
+        return []  # the row's own check names it
+    return [f"the library records {key} {meta[key]}, its fingerprints were made with {params.get(key)} (the "
+            f"catalogue's meta table was changed)" for key in ("levels", "wavelet")
+            if key in meta and str(params.get(key)) != meta[key]]
 
 
 def checked_catalogue(con, library: str, keep: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda r: r,

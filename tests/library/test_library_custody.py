@@ -167,6 +167,10 @@ def _edit_manifest_copy(lib: str) -> None:
     _write_at(path, 5, b" ")
 
 
+def _edit_levels(lib: str) -> None:
+    _sql(lib, "UPDATE meta SET value = '3' WHERE key = 'levels'")
+
+
 def _edit_version(lib: str) -> None:
     _sql(lib, "UPDATE meta SET value = ? WHERE key = 'version'", "0" * 64)
 
@@ -178,6 +182,7 @@ CATALOGUE_EDITS = {
     "metadata edited, version recomputed": (_edit_metadata, "metadata differs from its recorded SHA-256"),
     "kept store manifest edited": (_edit_manifest_copy, "does not have the SHA-256"),
     "version edited": (_edit_version, "is not the hash of its content"),
+    "residual levels edited": (_edit_levels, "the library records levels 3, its fingerprints were made with 4"),
 }
 
 
