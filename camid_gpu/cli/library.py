@@ -176,7 +176,8 @@ def _cmd_verify(args) -> int:
     for problem in result["problems"]:
         print(f"INVALID  {printable(problem)}")
     for path in result["orphans"]:
-        print(f"note: {printable(path)} is in no catalogue entry (left by an interrupted add; harmless)")
+        print(f"note: {printable(path)} is in no catalogue entry (left by an interrupted add, or put there: never "
+              f"read by camid)")
     _print_notes(result)
     print(f"{result['cameras']} cameras checked, version {result['version']}"
           + (" (as expected)" if args.expect_version and result["ok"] else "") + ": "

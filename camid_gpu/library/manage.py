@@ -331,13 +331,16 @@ def _verify_camera(library: str, r: dict[str, Any]) -> list[str]:
 
 
 def _orphans(library: str, rows: list[dict[str, Any]]) -> list[str]:
-    known = {r["arrays_sha256"] for r in rows}
+    """Files of the library no catalogue row points to (never read by a search: harmless, listed): arrays and
+    screening rows an interrupted add left, kept manifests no row names, and anything else put there."""
+    known = {os.path.join(cat.ARRAYS_DIR, r["arrays_sha256"][:2], r["arrays_sha256"] + ".npz") for r in rows}
+    known |= {os.path.join(cat.SCREEN_DIR, r["screen_file"] + ".f16") for r in rows}
+    known |= {os.path.join(integrity.MANIFESTS_DIR, f"{r['source_manifest_sha256']}.json") for r in rows}
+    own = {cat.CATALOGUE_NAME + suffix for suffix in ("", "-wal", "-shm", "-journal")} | {run_folder.LOCK_NAME}
     found = []
-    top = os.path.join(library, cat.ARRAYS_DIR)
-    for folder, _, files in os.walk(top):
+    for folder, _, files in os.walk(library):
         for f in files:
-            if f.endswith(".npz") and f[:-4] not in known:
-                found.append(os.path.join(folder, f))
-            elif not f.endswith(".npz"):
+            rel = os.path.relpath(os.path.join(folder, f), library)
+            if rel not in known and rel not in own:
                 found.append(os.path.join(folder, f))
     return sorted(found)

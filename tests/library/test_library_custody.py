@@ -297,7 +297,10 @@ def test_every_clean_copy_or_move_of_the_library_is_accepted(world, tmp_path, ca
             assert main(argv) == EXIT_OK, (where, command, capsys.readouterr())
         assert main(["library", "verify", where, "--expect-version", kept]) == EXIT_OK
         assert main(["verify", str(tmp_path / "RUN"), "--library", where]) == EXIT_OK
+    (tmp_path / "COPY" / "screen" / "notes.txt").write_text("put there by hand")
     capsys.readouterr()
+    assert main(["library", "verify", str(tmp_path / "COPY")]) == EXIT_OK  # a foreign file is listed, never read
+    assert "notes.txt is in no catalogue entry" in capsys.readouterr().out
     assert main(["verify", str(tmp_path / "RUN")]) == EXIT_VERIFY_FAILED  # not where it was: said, never skipped
     assert "give its place now" in capsys.readouterr().out
 
