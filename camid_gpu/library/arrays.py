@@ -149,7 +149,18 @@ def read_screen_rows(path: str, pixels: int, index: np.ndarray, out: np.ndarray 
 def screen_row_mismatches(rows: np.ndarray, expected: Sequence[str]) -> list[int]:
     """Positions of the screening rows (float16, as just read) whose SHA-256 is not the catalogue's
     ``expected``; those rows are zeroed, so that they score nothing (a zero row's screen z is 0)."""
-    bad = [i for i, want in enumerate(expected) if hashlib.sha256(np.ascontiguousarray(rows[i])).hexdigest() != want]
+    def digest(i: int) -> str:
+        return hashlib.sha256(np.ascontiguousarray(rows[i])).hexdigest()
+
+    threads = max(1, min(8, os.cpu_count() or 1, len(expected)))
+    if threads == 1:
+        found = [digest(i) for i in range(len(expected))]
+    else:  # hashlib releases the GIL on large buffers: the rows are hashed on every CPU, as they are converted
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            found = list(pool.map(digest, range(len(expected))))
+    bad = [i for i, (got, want) in enumerate(zip(found, expected)) if got != want]
     for i in bad:
         rows[i] = 0
     return bad
