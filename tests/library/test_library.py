@@ -16,14 +16,12 @@ import pytest
 from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
 from camid_gpu.config import LIBRARY_SCHEMA_VERSION, Params, RunConfig
 from camid_gpu.datasets.synthetic import make_dataset
-from camid_gpu.engine import run_folder
 from camid_gpu.engine.runner import fingerprint_folder, identify_files
 from camid_gpu.engine.scheduler import read_results
 from camid_gpu.errors import FingerprintError, LibraryError, RunFolderError
 from camid_gpu.library import add_stores, init_library, library_info, retire_camera, search_library, verify_library
 from camid_gpu.library import catalogue as cat
 from camid_gpu.library.screen import screen_threshold
-from camid_gpu.provenance import utc_now
 from camid_gpu.store import CameraFingerprint, load_store, load_stores, save_fingerprint
 from library_stores import decoy_store as _decoy_store
 from library_stores import write_store_manifest as _write_store_manifest
