@@ -208,7 +208,7 @@ def cmd_cluster(args) -> int:
 def cmd_verify(args) -> int:
     from camid_gpu.cli.verify import verify
 
-    return EXIT_OK if verify(args.manifest, args.expect_sha256) else EXIT_VERIFY_FAILED
+    return EXIT_OK if verify(args.manifest, args.expect_sha256, library=args.library) else EXIT_VERIFY_FAILED
 
 
 def cmd_report(args) -> int:

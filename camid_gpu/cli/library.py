@@ -41,10 +41,13 @@ def add_library_parser(sub, add_backend_options, add_dask_option) -> None:
         p = cmds.add_parser(name, help=text)
         p.add_argument("library")
         p.add_argument("--json", action="store_true", help="print JSON")
+        _add_expect_version(p)
     p = cmds.add_parser("verify", help="check every array against its hash and the catalogue")
     p.add_argument("library")
+    _add_expect_version(p)
     p = cmds.add_parser("link", help="pairs of library fingerprints that come from one camera")
     p.add_argument("library")
+    _add_expect_version(p)
     p.add_argument("--pfa", type=float, default=cfg.LIBRARY_LINK_PFA,
                    help=f"probability of any false link over all comparisons (default {cfg.LIBRARY_LINK_PFA:g})")
     p.add_argument("--json", default=None, help="also write the links as JSON here")
@@ -64,10 +67,37 @@ def add_library_parser(sub, add_backend_options, add_dask_option) -> None:
     p.add_argument("--rotations", choices=cfg.ROTATION_CHOICES, default=cfg.ROTATIONS)
     p.add_argument("--search-scales", default=None, metavar="LO:HI:STEP", help="as identify (unscreened)")
     p.add_argument("--search-crops", action="store_true", default=cfg.SEARCH_CROPS, help="as identify")
+    _add_expect_version(p)
     add_dask_option(p, "the screening tiles")
     add_backend_options(p)
     add_calibration_option(p)
     add_casework_options(p)
+
+
+def _add_expect_version(p) -> None:
+    p.add_argument("--expect-version", default=None, metavar="HEX",
+                   help="the library's version as kept outside it (printed by add, retire and verify): a library "
+                        "whose catalogue is not that version is refused")
+
+
+def _keep_version(library: str, version: str) -> None:
+    print(f"library version {version}")
+    _keep_hint(library, version)
+
+
+def _keep_hint(library: str, version: str) -> None:
+    print(f"  keep the version outside the library (case file, notes): 'camid library verify {printable(library)} "
+          f"--expect-version {version}' checks the library against it, as does --expect-version on search, link, "
+          f"list and info")
+
+
+def _print_notes(out: dict) -> None:
+    """What the catalogue check could not check, said (on stderr, first few and the count)."""
+    for note in out.get("notes") or []:
+        print(f"camid: note: {printable(note)}", file=sys.stderr)
+    more = (out.get("notes_total") or 0) - len(out.get("notes") or [])
+    if more > 0:
+        print(f"camid: note: and {more} more such notes ('camid library verify' counts them)", file=sys.stderr)
 
 
 def cmd_library(args: argparse.Namespace) -> int:
@@ -92,8 +122,10 @@ def _cmd_add(args) -> int:
     for name in out["added"]:
         print(f"added {printable(name)}")
     for name in out["unchanged"]:
-        print(f"unchanged {printable(name)} (the same fingerprint is in the library already)")
-    print(f"library version {out['version']}")
+        retired = out["retired"].get(name)
+        print(f"unchanged {printable(name)} (the same fingerprint is in the library already"
+              + (f"; it stays retired ({printable(retired)}) and is not searched)" if retired else ")"))
+    _keep_version(args.library, out["version"])
     return EXIT_OK
 
 
@@ -101,14 +133,16 @@ def _cmd_retire(args) -> int:
     from camid_gpu.library import retire_camera
 
     version = retire_camera(args.library, args.camera, args.reason)
-    print(f"retired {printable(args.camera)}; library version {version}")
+    print(f"retired {printable(args.camera)}")
+    _keep_version(args.library, version)
     return EXIT_OK
 
 
 def _cmd_list(args) -> int:
     from camid_gpu.library import library_info
 
-    info = library_info(args.library)
+    info = library_info(args.library, args.expect_version)
+    _print_notes(info)
     if args.json:
         print(json.dumps(info["rows"], indent=1, sort_keys=True, default=str))
         return EXIT_OK
@@ -122,7 +156,8 @@ def _cmd_list(args) -> int:
 def _cmd_info(args) -> int:
     from camid_gpu.library import library_info
 
-    info = library_info(args.library)
+    info = library_info(args.library, args.expect_version)
+    _print_notes(info)
     info.pop("rows")
     if args.json:
         print(json.dumps(info, indent=1, sort_keys=True, default=str))
@@ -138,13 +173,18 @@ def _cmd_info(args) -> int:
 def _cmd_verify(args) -> int:
     from camid_gpu.library import verify_library
 
-    result = verify_library(args.library)
+    result = verify_library(args.library, args.expect_version)
     for problem in result["problems"]:
         print(f"INVALID  {printable(problem)}")
     for path in result["orphans"]:
-        print(f"note: {printable(path)} is in no catalogue entry (left by an interrupted add; harmless)")
-    print(f"{result['cameras']} cameras checked, version {result['version']}: "
+        print(f"note: {printable(path)} is in no catalogue entry (left by an interrupted add, or put there: never "
+              f"read by camid)")
+    _print_notes(result)
+    print(f"{result['cameras']} cameras checked, version {result['version']}"
+          + (" (as expected)" if args.expect_version and result["ok"] else "") + ": "
           + ("all consistent" if result["ok"] else f"{len(result['problems'])} problem(s): FAILED"))
+    if result["ok"] and not args.expect_version:
+        _keep_hint(args.library, result["version"])
     return EXIT_OK if result["ok"] else EXIT_VERIFY_FAILED
 
 
@@ -152,7 +192,7 @@ def _cmd_link(args) -> int:
     from camid_gpu._shared.jsonio import write_json
     from camid_gpu.library.link import link_library
 
-    out = link_library(args.library, args.pfa)
+    out = link_library(args.library, args.pfa, expect_version=args.expect_version)
     for link in out["links"]:
         print(f"{printable(link['a'])} ~ {printable(link['b'])}: z {link['z']:.1f}, PCE {link['pce']:.1f}"
               f"{', turned ' + str(link['rotation']) if link['rotation'] else ''} (cases {link['cases']})")
@@ -163,7 +203,6 @@ def _cmd_link(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    from camid_gpu.cli import answers
     from camid_gpu.cli.output import print_errors, print_skipped
     from camid_gpu.library import search_library
     from camid_gpu.pipeline.records import is_error
@@ -179,20 +218,65 @@ def _cmd_search(args) -> int:
     run, records = search_library(args.library, args.images, args.outdir, params, config_of(args), resume=args.resume,
                                   kind=args.kind, miss=args.miss, argv=sys.argv,
                                   extra_outputs=(lambda recs: [write_evidence(args.outdir, recs, calibration)])
-                                  if calibration else None, on_records=answers.live_lines(args.quiet))
+                                  if calibration else None, on_records=_live_lines(args.quiet),
+                                  expect_version=args.expect_version)
     errors = [r for r in records if is_error(r)]
-    for r in records:
-        if is_error(r):
-            continue
-        lib = r["library"]
-        print(f"{printable(r['path'])}: {printable(r['pce']['decision'] or 'no camera')} (best PCE "
-              f"{r['pce']['best_pce']}, decision threshold {lib['threshold']['decision_pce']:.1f}; "
-              f"{lib['compared']} compared, {len(lib['shortlist'])} shortlisted)")
+    if args.quiet:  # each answer once: as it is done, or here when the live lines were off
+        for r in records:
+            print(search_line(r))
+    for note in run["library"]["unchecked"]:
+        print(f"camid: note: {printable(note)}", file=sys.stderr)
+    refused = run["library"]["refused"]
+    for camera, why in refused.items():
+        print(f"camid: error: library camera {printable(camera)} was REFUSED (not compared): {printable(why)}",
+              file=sys.stderr)
     print_skipped(run["skipped_inputs"])
     print_errors(errors)
     print(f"library {printable(args.library)} version {run['library']['version']}; {run['processed']} processed, "
-          f"{run['skipped_as_done']} already done, {len(errors)} with errors")
+          f"{run['skipped_as_done']} already done, {len(errors)} with errors"
+          + (f"; {len(refused)} camera(s) refused: the answers above do not cover them" if refused else ""))
     if calibration:
         print_evidence(os.path.join(args.outdir, "evidence.json"))
     print_manifest(run["manifest"], run["manifest_sha256"])
-    return EXIT_PARTIAL if errors else EXIT_OK
+    return EXIT_PARTIAL if errors or refused else EXIT_OK
+
+
+def search_line(record: dict, index: int | None = None, total: int | None = None) -> str:
+    """One image's answer: identify's line (:func:`camid_gpu.cli.answers.image_line`, one number format) with
+    what the library search adds: cameras compared and shortlisted, "not comparable" when no camera of the
+    library has a geometry the image matches or fits (never "no camera"), and the cameras refused."""
+    from camid_gpu.cli.answers import image_line
+
+    lib = record.get("library")
+    counted = image_line(record, index or 0, total or 0)
+    if index is None:  # the answers printed after the run (--quiet): no counter
+        counted = counted.split("] ", 1)[1]
+    if not lib:  # an error record
+        return counted
+    where = (f"[{index}/{total}] " if index is not None else "") + printable(record["path"])
+    if not lib["compared"]:
+        line = (f"{where}: not comparable (no library camera has a sensor frame this image matches or fits; "
+                f"{lib['not_comparable']} of other geometries)")
+    elif not record["pce"].get("scores"):
+        best = lib["screen_top"][0] if lib["screen_top"] else None
+        line = (f"{where}: none{' of the cameras compared' if lib.get('refused') else ''} ({lib['compared']} "
+                f"compared, none shortlisted"
+                + (f"; best screen z {best['z']:.1f} ({printable(best['camera'])}), threshold {lib['threshold']['z']:.1f}"
+                   if best else "") + ")")
+    else:
+        line = f"{counted} [{lib['compared']} compared, {len(lib['shortlist'])} shortlisted]"
+    if lib.get("refused"):
+        line += f" REFUSED, not compared: {', '.join(printable(c) for c in lib['refused'])}"
+    return line
+
+
+def _live_lines(quiet: bool):
+    """``on_records``: each image's :func:`search_line` as it is written; None when quiet."""
+    if quiet:
+        return None
+
+    def show(records, progress) -> None:
+        for i, record in enumerate(records):
+            progress.note(search_line(record, progress.done + i + 1, progress.total))
+
+    return show

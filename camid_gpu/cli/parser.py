@@ -240,6 +240,8 @@ def _add_tool_parsers(sub: Any) -> None:
     p.add_argument("manifest", help="RUN_DIR/manifest.json (or RUN_DIR)")
     p.add_argument("--expect-sha256", default=None, metavar="HEX",
                    help="the manifest's own SHA-256 as kept elsewhere (printed by every run, in manifest.sha256)")
+    p.add_argument("--library", default=None, metavar="LIB",
+                   help="a library search run: where the library it searched lies now (default: its recorded path)")
 
     p = sub.add_parser("report", help="one self-contained HTML report of a run folder")
     p.add_argument("run_dir")

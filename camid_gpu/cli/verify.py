@@ -35,8 +35,9 @@ def _where(item: dict) -> str:
     return "[recorded path]"
 
 
-def verify(given: str, expect_sha256: str | None) -> bool:
-    """Print what changed, what is missing and the summary; True when everything is unchanged."""
+def verify(given: str, expect_sha256: str | None, library: str | None = None) -> bool:
+    """Print what changed, what is missing and the summary; True when everything is unchanged. A library search
+    run: the library it searched is re-checked too (:func:`_library_checked`; ``library``: where it lies now)."""
     if expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expect_sha256.strip()):
         raise ValueError(f"--expect-sha256 must be 64 hexadecimal digits, got {expect_sha256!r}")
     path = manifest_of(given)
@@ -70,4 +71,25 @@ def verify(given: str, expect_sha256: str | None) -> bool:
           + ("all unchanged" if result["ok"] else
              f"{len(result['changed'])} changed, {len(result['missing'])} missing, {len(result['unhashed'])} without "
              f"a hash, {len(result['problems'])} other problem(s): FAILED"))
-    return result["ok"]
+    return _library_checked(path, library) and result["ok"]
+
+
+def _library_checked(path: str, library: str | None) -> bool:
+    """For a ``camid library search`` run: the cameras it compared re-checked against the library
+    (:func:`camid_gpu.library.runcheck.verify_search_run`); True for other runs."""
+    manifest = custody.read_manifest(path)
+    if manifest.data.get("command") != "library-search":
+        if library is not None:
+            print(f"note: --library is for a library search run; this is a {printable(manifest.data.get('command'))} run")
+        return True
+    from camid_gpu.library.runcheck import verify_search_run
+
+    out = verify_search_run(manifest, library)
+    for problem in out["problems"]:
+        print(f"LIBRARY  {printable(problem)}")
+    for note in out["notes"]:
+        print(f"note: {printable(note)}")
+    print(f"library {printable(out['library'])}: {out['cameras']} cameras compared by the run checked in its catalogue, "
+          f"{out['rows']} screening rows and {out['arrays']} fingerprint arrays re-hashed: "
+          + ("all as the run read them" if not out["problems"] else f"{len(out['problems'])} problem(s): FAILED"))
+    return not out["problems"]

@@ -146,6 +146,26 @@ def read_screen_rows(path: str, pixels: int, index: np.ndarray, out: np.ndarray 
     return out
 
 
+def screen_row_mismatches(rows: np.ndarray, expected: Sequence[str]) -> list[int]:
+    """Positions of the screening rows (float16, as just read) whose SHA-256 is not the catalogue's
+    ``expected``; those rows are zeroed, so that they score nothing (a zero row's screen z is 0)."""
+    def digest(i: int) -> str:
+        return hashlib.sha256(np.ascontiguousarray(rows[i])).hexdigest()
+
+    threads = max(1, min(8, os.cpu_count() or 1, len(expected)))
+    if threads == 1:
+        found = [digest(i) for i in range(len(expected))]
+    else:  # hashlib releases the GIL on large buffers: the rows are hashed on every CPU, as they are converted
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            found = list(pool.map(digest, range(len(expected))))
+    bad = [i for i, (got, want) in enumerate(zip(found, expected)) if got != want]
+    for i in bad:
+        rows[i] = 0
+    return bad
+
+
 def row_sha256(row: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(row, SCREEN_DTYPE).tobytes()).hexdigest()
 
@@ -159,7 +179,11 @@ def camera_fingerprint(library: str, row: dict[str, Any]) -> CameraFingerprint:
     clip = (row["clip_rows"], row["clip_cols"]) if row["clip_rows"] else None
     if tuple(k.shape) != tuple(clip or (row["rows"], row["cols"])):
         raise LibraryError(f"{where}: fingerprint is {k.shape}, the catalogue says {clip or (row['rows'], row['cols'])}")
-    meta = json.loads(row["metadata_json"] if "metadata_json" in row else metadata_json(library, row["id"]))
+    text = row["metadata_json"] if "metadata_json" in row else metadata_json(library, row["id"])
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != row["metadata_sha256"]:  # read after the snapshot
+        raise LibraryError(f"{library}: the metadata of camera {row['name']!r} differs from its recorded SHA-256; "
+                           f"run 'camid library verify'")
+    meta = json.loads(text)
     return CameraFingerprint(camera=row["name"], methods=("pce",), arrays={"k": k}, clips={"pce": clip},
                              source_shape=(int(row["rows"]), int(row["cols"])), params=meta.get("params", {}),
                              references=meta.get("references", []), software=meta.get("software", {}),

@@ -25,8 +25,9 @@ import contextlib
 import hashlib
 import json
 import os
+import pathlib
 import sqlite3
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from camid_gpu.config import LIBRARY_SCHEMA_VERSION
 from camid_gpu.errors import LibraryError
@@ -68,12 +69,16 @@ def catalogue_path(library: str) -> str:
     return os.path.join(library, CATALOGUE_NAME)
 
 
-def connect(library: str, create: bool = False) -> sqlite3.Connection:
-    """Open ``LIB/catalogue.sqlite`` (WAL), migrated to the current schema; ``create`` makes a new one."""
+def connect(library: str, create: bool = False, reader: bool = False) -> sqlite3.Connection:
+    """Open ``LIB/catalogue.sqlite`` (WAL), migrated to the current schema; ``create`` makes a new one.
+    ``reader``: a command that only reads (search, list, info, link, verify); on read-only media (or a folder
+    this user cannot write) the catalogue is then opened read-only (:func:`connect_read_only`)."""
     path = catalogue_path(library)
     if not create and not os.path.isfile(path):
         raise LibraryError(f"{library}: not a camid library (no {CATALOGUE_NAME}); make one with "
                            f"'camid library init {library}'")
+    if reader and not writable(library):
+        return connect_read_only(library)
     try:
         con = sqlite3.connect(path, timeout=30.0, isolation_level=None)  # transactions are explicit
         con.execute("PRAGMA journal_mode=WAL")
@@ -82,6 +87,45 @@ def connect(library: str, create: bool = False) -> sqlite3.Connection:
         migrate(con, library)
     except sqlite3.DatabaseError as exc:
         raise LibraryError(f"{path}: cannot open the catalogue ({exc})") from None
+    return con
+
+
+def writable(library: str) -> bool:
+    """The library's folder and catalogue can be written (WAL needs its ``-shm`` and ``-wal`` files beside it)."""
+    path = catalogue_path(library)
+    try:
+        if os.statvfs(library).f_flag & os.ST_RDONLY:  # read-only media: even root cannot write
+            return False
+    except OSError:
+        return False
+    return os.access(library, os.W_OK) and os.access(path, os.W_OK)
+
+
+def connect_read_only(library: str) -> sqlite3.Connection:
+    """The catalogue of a library on read-only media, opened read-only and immutable (no lock, no ``-shm``:
+    nothing can be written there, so nothing can change it meanwhile). Refused, naming the file, when a
+    ``-wal`` file holds committed changes not yet in the catalogue (the immutable view would not see them),
+    and when the schema is older than this camid's (a migration needs to write)."""
+    path = catalogue_path(library)
+    wal = path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        raise LibraryError(f"{wal}: the library is read-only here but this journal holds changes not yet written "
+                           f"into {CATALOGUE_NAME}; open the library once where it can be written (any camid "
+                           f"library command), then copy it to the read-only medium again")
+    try:
+        con = sqlite3.connect(f"{pathlib.Path(os.path.abspath(path)).as_uri()}?mode=ro&immutable=1", uri=True,
+                              timeout=30.0, isolation_level=None)
+        version = schema_version(con)
+    except sqlite3.DatabaseError as exc:
+        raise LibraryError(f"{path}: cannot open the catalogue read-only ({exc})") from None
+    if version != LIBRARY_SCHEMA_VERSION:
+        con.close()
+        if version > LIBRARY_SCHEMA_VERSION:
+            raise LibraryError(f"{library}: the catalogue has schema version {version}, this camid reads up to "
+                               f"{LIBRARY_SCHEMA_VERSION}; use a newer camid")
+        raise LibraryError(f"{path}: the catalogue has schema version {version} and is read-only here; it must be "
+                           f"migrated to version {LIBRARY_SCHEMA_VERSION} where it can be written (any camid "
+                           f"library command there does it)")
     return con
 
 
@@ -138,13 +182,18 @@ def camera_rows(con: sqlite3.Connection, active_only: bool = False,
     return [dict(zip(names, row)) for row in cursor]
 
 
-def content_version(con: sqlite3.Connection) -> str:
+def content_version(con: sqlite3.Connection, visit: Callable[[dict[str, Any]], None] | None = None) -> str:
     """SHA-256 of the catalogue's content: every camera row (retired ones too) in id order, canonical JSON.
-    A search records it; the same version is the same library, camera for camera, array for array."""
+    A search records it; the same version is the same library, camera for camera, array for array.
+    ``visit(row)``: called with every row (a dict of ``id`` and :data:`CAMERA_COLUMNS`) as it is hashed, so
+    that a caller checks each row in the same pass (:func:`camid_gpu.library.integrity.checked_catalogue`)."""
     digest = hashlib.sha256()
     cursor = con.execute(f"SELECT id, {', '.join(CAMERA_COLUMNS)} FROM cameras ORDER BY id")
+    names = [d[0] for d in cursor.description]
     for row in cursor:
         digest.update(json.dumps(list(row), separators=(",", ":")).encode("utf-8") + b"\n")
+        if visit is not None:
+            visit(dict(zip(names, row)))
     return digest.hexdigest()
 
 
@@ -164,22 +213,8 @@ SEARCH_COLUMNS = tuple(c for c in CAMERA_COLUMNS if c != "metadata_json")
 
 
 def metadata_json(library: str, camera_id: int) -> str:
-    con = connect(library)
+    con = connect(library, reader=True)
     try:
         return con.execute("SELECT metadata_json FROM cameras WHERE id = ?", (camera_id,)).fetchone()[0]
     finally:
         con.close()
-
-
-def snapshot(library: str) -> tuple[str, list[dict[str, Any]], dict[str, str]]:
-    """(version, active camera rows without their metadata JSON, meta) read in one transaction: a consistent
-    view while an add runs."""
-    con = connect(library)
-    try:
-        with transaction(con, immediate=False):
-            meta = get_meta(con)
-            rows = camera_rows(con, active_only=True, columns=SEARCH_COLUMNS)
-            version = meta.get("version", content_version(con))
-    finally:
-        con.close()
-    return version, rows, meta

@@ -21,8 +21,9 @@ from camid_gpu.cluster.similarity import cross_gram, gram_tiles, normalise_rows
 from camid_gpu.cluster.threshold import pair_threshold
 from camid_gpu.config import LIBRARY_LINK_PFA, RunConfig
 from camid_gpu.engine.context import backend_of
+from camid_gpu.errors import LibraryError
 from camid_gpu.library import arrays as arr
-from camid_gpu.library import catalogue as cat
+from camid_gpu.library import integrity
 from camid_gpu.library import screen as scr
 from camid_gpu.library.search import Geometry, geometries
 from camid_gpu.prnu.decision import exceeds
@@ -34,7 +35,13 @@ LINK_TILE = 1024
 def _rows(library: str, g: Geometry, turn: int = 0) -> np.ndarray:
     """Normalised float32 rows of a geometry's active cameras, each frame turned by ``turn`` degrees."""
     count = int(max(r["screen_row"] for r in g.rows)) + 1
-    raw = np.array(arr.screen_rows(library, g.name, g.pixels, count)[[r["screen_row"] for r in g.rows]], np.float32)
+    raw16 = np.array(arr.screen_rows(library, g.name, g.pixels, count)[[r["screen_row"] for r in g.rows]])
+    bad = arr.screen_row_mismatches(raw16, [r["screen_sha256"] for r in g.rows])
+    if bad:  # a link between two cameras is named by their names: a row that is not theirs is no evidence
+        raise LibraryError(f"{arr.screen_path(library, g.name)}: the screening rows of "
+                           f"{', '.join(repr(g.rows[i]['name']) for i in bad)} differ from the SHA-256 the catalogue "
+                           f"records (changed or damaged); nothing was linked: run 'camid library verify'")
+    raw = raw16.astype(np.float32)
     if turn:
         h, w = g.clip or g.shape
         raw = np.rot90(raw.reshape(-1, h, w), turn // 90, axes=(1, 2)).reshape(len(g.rows), -1)
@@ -52,10 +59,12 @@ def _pairs_of(geoms: list[Geometry]) -> list[tuple[int, int, int]]:
     return out
 
 
-def link_library(library: str, pfa: float = LIBRARY_LINK_PFA, config: RunConfig | None = None) -> dict[str, Any]:
-    """Every pair of active cameras linked at ``pfa``; returns the links, the threshold and the counts."""
+def link_library(library: str, pfa: float = LIBRARY_LINK_PFA, config: RunConfig | None = None,
+                 expect_version: str | None = None) -> dict[str, Any]:
+    """Every pair of active cameras linked at ``pfa``; returns the links, the threshold and the counts. The
+    catalogue is checked first (:func:`integrity.snapshot`), and each screening row as it is read."""
     config = config or RunConfig(progress=False)
-    version, rows, _ = cat.snapshot(library)
+    version, rows, _ = integrity.snapshot(library, expect_version)
     geoms = geometries(rows)
     combos = _pairs_of(geoms)
     tests = sum(len(geoms[i].rows) * (len(geoms[i].rows) - 1) // 2 if i == j else len(geoms[i].rows) * len(geoms[j].rows)

@@ -12,19 +12,20 @@ overwrites and ``verify`` lists as harmless) or with every camera of the add. Th
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from camid_gpu._shared import custody
 from camid_gpu._shared.files import read_regular
 from camid_gpu._version import __version__
 from camid_gpu.engine import run_folder
 from camid_gpu.errors import LibraryError
 from camid_gpu.library import arrays as arr
 from camid_gpu.library import catalogue as cat
-from camid_gpu.provenance import MANIFEST_NAME, utc_now
+from camid_gpu.library import integrity
+from camid_gpu.provenance import utc_now
 from camid_gpu.store import CameraFingerprint, check_camera_name, load_store
 
 #: called with a stage name during an add ("arrays-written": the files are durable, the transaction not yet
@@ -53,7 +54,11 @@ def init_library(library: str) -> dict[str, str]:
 
 def writer_lock(library: str):
     """The writer's lock (``LIB/.camid.lock``, as a run folder's: ``flock``, refused at once when held): one add
-    or retire at a time; searches never take it."""
+    or retire at a time; searches never take it. A library that cannot be written here is refused by name."""
+    if os.path.isfile(cat.catalogue_path(library)) and not cat.writable(library):
+        raise LibraryError(f"{cat.catalogue_path(library)}: the library is read-only here (read-only media or no "
+                           f"write permission): add and retire write to it; search, list, info, link and verify "
+                           f"read it as it is")
     return run_folder.locked(library)
 
 
@@ -72,12 +77,14 @@ def store_folders(source: str) -> list[tuple[str, str]]:
     return [(source, "seized")]
 
 
-def _manifest_sha(folder: str) -> str | None:
-    for place in (folder, os.path.dirname(os.path.dirname(os.path.abspath(folder)))):
-        path = os.path.join(place, MANIFEST_NAME)
-        if os.path.isfile(path):
-            return hashlib.sha256(read_regular(path)).hexdigest()
-    return None
+def _source_manifest(folder: str) -> tuple[bytes | None, str | None]:
+    """The bytes and SHA-256 of the manifest that lists the store's files (the one :func:`load_store` checked
+    it against): kept in the library, so that each camera's name is checked against it ever after."""
+    found = custody.store_manifest(folder)
+    if found is None:
+        return None, None
+    blob = read_regular(found.path)
+    return blob, hashlib.sha256(blob).hexdigest()
 
 
 def _planned(sources: Sequence[str], case: str | None, label: str | None) -> list[dict[str, Any]]:
@@ -88,14 +95,16 @@ def _planned(sources: Sequence[str], case: str | None, label: str | None) -> lis
             if kind == "unknown" and not case:
                 raise LibraryError(f"{source}: cluster fingerprints are unknown cameras named by case and cluster; "
                                    f"give --case")
-            manifest_sha = _manifest_sha(folder)
-            for fp in load_store(folder, methods=("pce",)):
+            store = load_store(folder, methods=("pce",))
+            manifest_blob, manifest_sha = _source_manifest(folder)
+            for fp in store:
                 name = f"{case}.{fp.camera}" if kind == "unknown" else fp.camera
                 check_camera_name(name)
                 npz = os.path.join(folder, f"{fp.camera}.npz")
                 meta_bytes = read_regular(os.path.join(folder, f"{fp.camera}.json"))
                 planned.append({"fp": fp, "name": name, "kind": kind, "case_id": case, "label": label,
                                 "source_store": os.path.abspath(folder), "source_manifest_sha256": manifest_sha,
+                                "manifest_blob": manifest_blob,
                                 "metadata_json": meta_bytes.decode("utf-8"),
                                 "metadata_sha256": hashlib.sha256(meta_bytes).hexdigest(), "npz": npz})
     return planned
@@ -111,6 +120,7 @@ def _check_conflicts(planned: list[dict[str, Any]], existing: list[dict[str, Any
         old = by_name.get(key)
         if old is not None and old["arrays_sha256"] == sha:
             p["noop"] = True
+            p["retired"] = old["retired_utc"] and f"retired {old['retired_utc']}: {old['retired_reason']}"
             continue
         if old is not None:
             raise LibraryError(f"{p['source_store']}: camera name {p['name']!r} is taken in the library by another "
@@ -157,18 +167,23 @@ def add_entries(library: str, plan: Callable[[], list[dict[str, Any]]], durable:
     with writer_lock(library):
         con = cat.connect(library)
         try:
-            existing = cat.camera_rows(con)
+            existing = integrity.checked_catalogue(con, library, _without_metadata).rows
             planned = plan()
             new = _check_conflicts(planned, existing)
             fixed = _check_params(cat.get_meta(con), new)
             _write_arrays(library, new, existing, durable)
             if ADD_HOOK is not None:
                 ADD_HOOK("arrays-written")
-            version = _commit(con, new, planned, fixed)
+            version = _commit(library, con, new, planned, fixed)
         finally:
             con.close()
     return {"added": [p["name"] for p in new], "unchanged": [p["name"] for p in planned if p.get("noop")],
+            "retired": {p["name"]: p["retired"] for p in planned if p.get("noop") and p.get("retired")},
             "version": version}
+
+
+def _without_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "metadata_json"}
 
 
 def _write_arrays(library: str, new: list[dict[str, Any]], existing: list[dict[str, Any]], durable: bool) -> None:
@@ -183,6 +198,8 @@ def _write_arrays(library: str, new: list[dict[str, Any]], existing: list[dict[s
         p["geometry"] = arr.geometry_name(*fp.source_shape, clip)
         p["screen"] = arr.screen_form(fp.k)
         by_geometry.setdefault(p["geometry"], []).append(p)
+        if p.get("manifest_blob") is not None:  # named by its hash: the row's source_manifest_sha256
+            integrity.keep_manifest(library, p["manifest_blob"], durable)
     for name, members in by_geometry.items():
         used = [r["screen_row"] for r in existing if r["screen_file"] == name]
         rows = arr.append_screen_rows(library, name, [p["screen"] for p in members], max(used, default=-1) + 1)
@@ -190,8 +207,10 @@ def _write_arrays(library: str, new: list[dict[str, Any]], existing: list[dict[s
             p["screen_row"] = row
 
 
-def _commit(con, new: list[dict[str, Any]], planned: list[dict[str, Any]], fixed: dict[str, str]) -> str:
+def _commit(library: str, con, new: list[dict[str, Any]], planned: list[dict[str, Any]],
+            fixed: dict[str, str]) -> str:
     now = utc_now()
+    manifests = integrity.StoreManifests(library)
     with cat.transaction(con):
         for p in new:
             fp: CameraFingerprint = p["fp"]
@@ -204,6 +223,9 @@ def _commit(con, new: list[dict[str, Any]], planned: list[dict[str, Any]], fixed
                       "screen_file": p["geometry"], "screen_row": p["screen_row"],
                       "screen_sha256": arr.row_sha256(p["screen"]), "added_utc": now, "camid_version": __version__,
                       "retired_utc": None, "retired_reason": None}
+            problems, _ = integrity.row_problems(values, manifests)  # what every reader will check, checked now
+            if problems:
+                raise LibraryError(f"{p['source_store']}: {problems[0]}; nothing was added")
             con.execute(f"INSERT INTO cameras ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                         list(values.values()))
             cat.record_history(con, now, "add", p["name"], {"arrays_sha256": fp.arrays_sha256,
@@ -225,6 +247,7 @@ def retire_camera(library: str, camera: str, reason: str) -> str:
         con = cat.connect(library)
         try:
             with cat.transaction(con):
+                integrity.checked_catalogue(con, library, lambda r: None)
                 row = con.execute("SELECT name, retired_utc FROM cameras WHERE name = ?", (camera,)).fetchone()
                 if row is None:
                     raise LibraryError(f"{library}: no camera named {camera!r}")
@@ -241,53 +264,53 @@ def retire_camera(library: str, camera: str, reason: str) -> str:
     return version
 
 
-def library_info(library: str) -> dict[str, Any]:
-    """Cameras (all, retired included), sensor sizes, cases, size on disk, version and history."""
-    con = cat.connect(library)
-    try:
-        with cat.transaction(con, immediate=False):
-            rows, meta, events = cat.camera_rows(con), cat.get_meta(con), cat.history(con)
-            schema = cat.schema_version(con)
-    finally:
-        con.close()
+def library_info(library: str, expect_version: str | None = None) -> dict[str, Any]:
+    """Cameras (all, retired included), sensor sizes, cases, size on disk, version and history; the catalogue
+    checked first (:func:`integrity.checked_catalogue`)."""
+    checked, events, schema = integrity.read_checked(library, expect_version)
+    rows, meta = checked.rows, checked.meta
     active = [r for r in rows if r["retired_utc"] is None]
     sizes: dict[str, int] = {}
     for r in active:
         sizes[r["screen_file"]] = sizes.get(r["screen_file"], 0) + 1
     disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(library) for f in files)
-    return {"library": library, "version": meta.get("version"), "schema": schema, "created": meta.get("created"),
+    return {"library": library, "version": checked.version, "schema": schema, "created": meta.get("created"),
             "cameras": len(active), "retired": len(rows) - len(active), "geometries": dict(sorted(sizes.items())),
             "cases": sorted({r["case_id"] for r in active if r["case_id"]}), "disk_bytes": disk,
-            "params": {k: meta[k] for k in ("levels", "wavelet") if k in meta}, "rows": rows, "history": events}
+            "params": {k: meta[k] for k in ("levels", "wavelet") if k in meta}, "rows": rows, "history": events,
+            "notes": checked.notes, "notes_total": checked.notes_total}
 
 
-def verify_library(library: str) -> dict[str, Any]:
-    """``camid library verify``: every array against its hash and the catalogue, every screening row against
-    its hash and against the fingerprint it comes from, the catalogue's integrity and version. Files nothing
-    points to (an interrupted add) are listed as notes, not problems."""
-    problems: list[str] = []
-    con = cat.connect(library)
+def verify_library(library: str, expect_version: str | None = None) -> dict[str, Any]:
+    """``camid library verify``: the catalogue's integrity and version, each row against its metadata and its
+    source store's manifest (:func:`integrity.row_problems`), every array against its hash and the catalogue,
+    every screening row against its hash and against the fingerprint it comes from; with ``expect_version``, the
+    version against the one kept outside the library. Files nothing points to (an interrupted add) are listed
+    as notes, not problems."""
+    expected = integrity.check_version_text(expect_version)
+    con = cat.connect(library, reader=True)
     try:
         with cat.transaction(con, immediate=False):
-            integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
-            rows, meta = cat.camera_rows(con), cat.get_meta(con)
-            version = cat.content_version(con)
+            integrity_check = con.execute("PRAGMA integrity_check").fetchone()[0]
+            checked, problems = integrity.catalogue_problems(con, library)
     finally:
         con.close()
-    if integrity != "ok":
-        problems.append(f"catalogue integrity check: {integrity}")
-    if meta.get("version") != version:
-        problems.append(f"catalogue version recorded {meta.get('version')}, content hashes to {version}")
+    rows = checked.rows
+    if integrity_check != "ok":
+        problems.insert(0, f"catalogue integrity check: {integrity_check}")
+    if expected is not None and checked.version != expected:
+        problems.insert(0, f"the library's version is {checked.version}, expected {expected} (the version kept "
+                           f"outside the library): the catalogue was changed since")
     for r in rows:
         problems.extend(_verify_camera(library, r))
-    return {"library": library, "cameras": len(rows), "version": version, "problems": problems,
-            "orphans": _orphans(library, rows), "ok": not problems}
+    return {"library": library, "cameras": len(rows), "version": checked.version, "problems": problems,
+            "orphans": _orphans(library, rows), "notes": checked.notes, "notes_total": checked.notes_total,
+            "ok": not problems}
 
 
 def _verify_camera(library: str, r: dict[str, Any]) -> list[str]:
+    """The camera's arrays and screening row (its metadata is :func:`integrity.row_problems`')."""
     name = r["name"]
-    if hashlib.sha256(r["metadata_json"].encode("utf-8")).hexdigest() != r["metadata_sha256"]:
-        return [f"{name}: the catalogued metadata differs from its SHA-256"]
     try:
         k = arr.k_from_blob(arr.read_blob(library, r["arrays_sha256"]), arr.blob_path(library, r["arrays_sha256"]))
     except LibraryError as exc:
@@ -295,10 +318,6 @@ def _verify_camera(library: str, r: dict[str, Any]) -> list[str]:
     want = (r["clip_rows"], r["clip_cols"]) if r["clip_rows"] else (r["rows"], r["cols"])
     if tuple(k.shape) != tuple(want):
         return [f"{name}: fingerprint is {k.shape[0]}x{k.shape[1]}, the catalogue says {want[0]}x{want[1]}"]
-    meta = json.loads(r["metadata_json"])
-    if meta.get("arrays_sha256") != r["arrays_sha256"]:
-        return [f"{name}: the store metadata names arrays {meta.get('arrays_sha256')}, the catalogue "
-                f"{r['arrays_sha256']}"]
     try:
         rows = arr.screen_rows(library, r["screen_file"], k.size, r["screen_row"] + 1)
     except (LibraryError, ValueError) as exc:
@@ -312,13 +331,16 @@ def _verify_camera(library: str, r: dict[str, Any]) -> list[str]:
 
 
 def _orphans(library: str, rows: list[dict[str, Any]]) -> list[str]:
-    known = {r["arrays_sha256"] for r in rows}
+    """Files of the library no catalogue row points to (never read by a search: harmless, listed): arrays and
+    screening rows an interrupted add left, kept manifests no row names, and anything else put there."""
+    known = {os.path.join(cat.ARRAYS_DIR, r["arrays_sha256"][:2], r["arrays_sha256"] + ".npz") for r in rows}
+    known |= {os.path.join(cat.SCREEN_DIR, r["screen_file"] + ".f16") for r in rows}
+    known |= {os.path.join(integrity.MANIFESTS_DIR, f"{r['source_manifest_sha256']}.json") for r in rows}
+    own = {cat.CATALOGUE_NAME + suffix for suffix in ("", "-wal", "-shm", "-journal")} | {run_folder.LOCK_NAME}
     found = []
-    top = os.path.join(library, cat.ARRAYS_DIR)
-    for folder, _, files in os.walk(top):
+    for folder, _, files in os.walk(library):
         for f in files:
-            if f.endswith(".npz") and f[:-4] not in known:
-                found.append(os.path.join(folder, f))
-            elif not f.endswith(".npz"):
+            rel = os.path.relpath(os.path.join(folder, f), library)
+            if rel not in known and rel not in own:
                 found.append(os.path.join(folder, f))
     return sorted(found)

@@ -153,15 +153,26 @@ def z_scores(a: np.ndarray, b: np.ndarray, w_norms: np.ndarray, pixels: int) -> 
 
 
 def tile_task(path: str, pixels: int, index: Sequence[int], first: np.ndarray, squares: np.ndarray,
-              backend: str, device: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """One screening tile in this process (a Dask task): library rows ``index`` of the screening file at ``path``."""
+              backend: str, device: str | None, hashes: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """One screening tile in this process (a Dask task): library rows ``index`` of the screening file at ``path``,
+    each checked against its catalogue SHA-256 ``hashes`` as read (:func:`checked_rows`); returns the products
+    and the positions of the rows that differ (zeroed: they score nothing)."""
     from camid_gpu.backend import get_backend
-    from camid_gpu.library.arrays import read_screen_rows
 
     engine = GramEngine(get_backend(backend, device=device), "float32")
     buffers = TileBuffers()
-    raw = buffers.get(len(index), pixels)[0]
-    return tile_products(engine, first, squares, read_screen_rows(path, pixels, np.asarray(index), raw), buffers)
+    rows, bad = checked_rows(path, pixels, index, hashes, buffers)
+    return (*tile_products(engine, first, squares, rows, buffers), bad)
+
+
+def checked_rows(path: str, pixels: int, index: Sequence[int], hashes: Sequence[str],
+                 buffers: TileBuffers) -> tuple[np.ndarray, list[int]]:
+    """Rows ``index`` of a screening file, read into the tile buffer, and the positions of those whose SHA-256
+    is not the catalogue's (hashed in the streaming read: each row once, while it is in cache)."""
+    from camid_gpu.library.arrays import read_screen_rows, screen_row_mismatches
+
+    rows = read_screen_rows(path, pixels, np.asarray(index), buffers.get(len(index), pixels)[0])
+    return rows, screen_row_mismatches(rows, hashes) if len(hashes) else []
 
 
 def chunk_rows(pixels: int, budget: int | None, limit: int = 4096) -> int:

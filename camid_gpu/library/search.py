@@ -32,10 +32,10 @@ from camid_gpu.config import LIBRARY_CHUNK_LIMIT, LIBRARY_SCREEN_MISS, Params, R
 from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine import run_folder
 from camid_gpu.engine import scheduler
-from camid_gpu.errors import CamidError, ImageError, ScoreError
+from camid_gpu.errors import CamidError, ImageError, LibraryError, ScoreError
 from camid_gpu.io.geometry import center_clip
 from camid_gpu.library import arrays as arr
-from camid_gpu.library import catalogue as cat
+from camid_gpu.library import integrity, runcheck
 from camid_gpu.library import screen as scr
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
@@ -184,27 +184,41 @@ class Screener:
             distributed = import_optional("dask.distributed", "dist", "--dask")
             self.client, self.cluster = dask_client(distributed, ctx.dask)
         self.tiles = {g.name: self._tiles(g, budget) for g in geoms}
+        #: camera -> why it was refused (its screening row as read differs from its SHA-256)
+        self.refused: dict[str, str] = {}
 
-    def _tiles(self, g: Geometry, budget: int) -> list[np.ndarray]:
+    def _tiles(self, g: Geometry, budget: int) -> list[tuple[np.ndarray, list[str]]]:
+        """(screening rows, their catalogue SHA-256s) of each tile of ``g``."""
         index = np.array([r["screen_row"] for r in g.rows], dtype=np.int64)
+        hashes = [r["screen_sha256"] for r in g.rows]
         step = scr.chunk_rows(g.pixels, budget)
-        return [index[s:s + step] for s in range(0, len(index), step)]
+        return [(index[s:s + step], hashes[s:s + step]) for s in range(0, len(index), step)]
 
     def z(self, g: Geometry, first: np.ndarray, squares: np.ndarray, norms: np.ndarray) -> np.ndarray:
-        """z of every query view against every active camera of ``g`` (in ``g.rows`` order)."""
+        """z of every query view against every active camera of ``g`` (in ``g.rows`` order); a camera whose
+        screening row differs from its SHA-256 as read is refused (:attr:`refused`, its z NaN)."""
         path = arr.screen_path(self.library, g.name)
         tiles = self.tiles[g.name]
         if self.client is not None:
-            futures = [self.client.submit(scr.tile_task, path, g.pixels, idx, first, squares,
-                                          self.config.backend, self.config.device, pure=False) for idx in tiles]
+            futures = [self.client.submit(scr.tile_task, path, g.pixels, idx, first, squares, self.config.backend,
+                                          self.config.device, hashes, pure=False) for idx, hashes in tiles]
             products = [f.result() for f in futures]
         else:
             products = []
-            for idx in tiles:
-                raw = self.buffers.get(len(idx), g.pixels)[0]
-                rows = arr.read_screen_rows(path, g.pixels, idx, raw)
-                products.append(scr.tile_products(self.engine, first, squares, rows, self.buffers))
-        return np.concatenate([scr.z_scores(a, b, norms, g.pixels) for a, b in products], axis=1)
+            for idx, hashes in tiles:
+                rows, bad = scr.checked_rows(path, g.pixels, idx, hashes, self.buffers)
+                products.append((*scr.tile_products(self.engine, first, squares, rows, self.buffers), bad))
+        z = np.concatenate([scr.z_scores(a, b, norms, g.pixels) for a, b, _ in products], axis=1)
+        start = 0
+        for (idx, _), (_, _, bad) in zip(tiles, products):
+            for position in bad:
+                row = g.rows[start + position]
+                z[:, start + position] = np.nan
+                self.refused[row["name"]] = (f"its screening row {row['screen_row']} of {path} differs from the "
+                                             f"SHA-256 the catalogue records (changed or damaged; run 'camid "
+                                             f"library verify')")
+            start += len(idx)
+        return z
 
     def close(self) -> None:
         if self.client is not None:
@@ -238,31 +252,44 @@ def screen_chunk(screener: Screener, items: Sequence[prepare.Prepared], plans: l
 
 
 class FingerprintCache:
-    """The library's fingerprints as CameraFingerprint objects, loaded (hash-checked) on first use."""
+    """The library's fingerprints as CameraFingerprint objects, loaded (hash-checked) on first use; a camera
+    whose arrays or metadata differ from their hashes is refused (:attr:`refused`: camera -> why)."""
 
     def __init__(self, library: str, rows: Sequence[dict[str, Any]]):
         self.library, self.rows, self.loaded = library, {r["name"]: r for r in rows}, {}
+        self.refused: dict[str, str] = {}
 
     def get(self, name: str):
+        if name in self.refused:
+            raise LibraryError(self.refused[name])
         if name not in self.loaded:
             if len(self.loaded) >= FINGERPRINT_CACHE:
                 self.loaded.pop(next(iter(self.loaded)))
-            self.loaded[name] = arr.camera_fingerprint(self.library, self.rows[name])
+            try:
+                self.loaded[name] = arr.camera_fingerprint(self.library, self.rows[name])
+            except LibraryError as exc:
+                self.refused[name] = str(exc)
+                raise
         return self.loaded[name]
 
 
 def confirm(bk: Backend, item: prepare.Prepared, names: Sequence[str], cache: FingerprintCache,
-            params: Params, kept: dict | None = None) -> dict[str, Any]:
+            params: Params, kept: dict | None = None, refused: dict[str, str] | None = None) -> dict[str, Any]:
     """identify's record of ``item`` against the cameras ``names`` at ``params.pce_threshold`` (one
-    identify_chunk per PCE clip of the library; their scores joined under identify's decision rule)."""
-    if not names:
+    identify_chunk per PCE clip of the library; their scores joined under identify's decision rule). A camera
+    whose fingerprint fails its checks is left out and named in ``refused``."""
+    by_clip: dict[Any, list] = {}
+    for name in sorted(names):
+        try:
+            fp = cache.get(name)
+        except LibraryError as exc:
+            (refused if refused is not None else {})[name] = str(exc)
+            continue
+        by_clip.setdefault(fp.clip_of("pce"), []).append(fp)
+    if not by_clip:
         record = base_record(item)
         record["pce"], record["rotation"] = pce_record({}, {}, params.pce_threshold, item.path), 0
         return record
-    by_clip: dict[Any, list] = {}
-    for name in sorted(names):
-        fp = cache.get(name)
-        by_clip.setdefault(fp.clip_of("pce"), []).append(fp)
     parts = []
     for clip, store in by_clip.items():
         view = item if clip is None else replace(item, clips=[_clipped(item, d, clip) for d in item.rotations])
@@ -309,8 +336,12 @@ def search_chunk(screener: Screener, cache: FingerprintCache, version: str, item
         n = thr.cameras if plan.compared(screener.geoms) else 0
         shortlist = sorted(((z, d, cam) for cam, (z, d) in scores.items() if z >= thr.z), key=lambda t: (-t[0], t[2]))
         names = [cam for _, _, cam in shortlist] + sorted(plan.unscreened)
+        screened = {screener.geoms[gi].name for gi, _ in plan.screen}
+        refused = {r["name"]: screener.refused[r["name"]] for g in screener.geoms if g.name in screened
+                   for r in g.rows if r["name"] in screener.refused}
         try:
-            record = confirm(screener.bk, item, names, cache, replace(params, pce_threshold=thr.decision_pce), views)
+            record = confirm(screener.bk, item, names, cache, replace(params, pce_threshold=thr.decision_pce), views,
+                             refused)
         except ScoreError as exc:
             record = error_entry(item.path, exc)
         if not record.get("error"):
@@ -323,7 +354,8 @@ def search_chunk(screener: Screener, cache: FingerprintCache, version: str, item
                 "crops": plan.crops, "crop_skipped": plan.crop_skipped,
                 "threshold": thr.to_dict(),
                 "shortlist": [{"camera": cam, "z": json_number(z), "rotation": int(d)} for z, d, cam in shortlist],
-                "screen_top": [{"camera": cam, "z": json_number(z)} for z, cam in top]}
+                "screen_top": [{"camera": cam, "z": json_number(z)} for z, cam in top],
+                "refused": dict(sorted(refused.items()))}
             record["mahalanobis_skipped"] = "a library search is PCE only"
         out.append(record)
     return out
@@ -334,17 +366,20 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
                    miss: float = LIBRARY_SCREEN_MISS, argv: Sequence[str] | None = None,
                    extra_outputs: Callable[[list[dict[str, Any]]], list[str]] | None = None,
                    on_records: Callable[[list[dict[str, Any]], Any], None] | None = None,
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                   expect_version: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Search ``inputs`` in ``library`` into the run folder ``run_dir``; returns (run summary, final records).
     ``extra_outputs(records)`` (e.g. the evidence file of ``--calibration``) writes more files before the
     manifest and returns their paths. ``on_records(records, progress)``: called as records are written, as
-    identify's (each image's answer shown as it is done, above the progress bar)."""
+    identify's (each image's answer shown as it is done, above the progress bar). ``expect_version``: the
+    library's version kept outside it; another is refused before any image is read. The cameras searched are
+    kept in ``RUN/library.jsonl`` (:mod:`.runcheck`), hashed into the manifest, for ``camid verify``."""
     started = utc_now()
     ctx = run_context(config)
     scr.screen_threshold(1, params.pce_threshold, miss)  # checks the miss rate before any work
     run_folder.check_outputs(list(inputs) + [library], folders=[run_dir], command=COMMAND)
     with run_folder.locked(run_dir):
-        version, rows, meta = cat.snapshot(library)
+        unchecked: list[str] = []
+        version, rows, meta = integrity.snapshot(library, expect_version, unchecked)
         if not rows:
             raise CamidError(f"{library}: the library has no camera to search (add fingerprints first)")
         params = ident.with_params(params, levels=int(meta["levels"]) if "levels" in meta else None,
@@ -367,10 +402,12 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
         _search_files(library, plan.todo, writer, rows, geoms, version, params, ctx, kind, miss, on_records)
         records = scheduler.read_results(results)
         info = {"path": os.path.abspath(library), "version": version, "cameras": len(rows),
-                "geometries": {g.name: len(g.rows) for g in geoms}}
+                "geometries": {g.name: len(g.rows) for g in geoms},
+                "refused": _refused(records), "unchecked": unchecked}
         manifest, digest = run_folder.write_manifest(
             run_dir, COMMAND, argv, params.to_dict(), ctx.describe(), started, input_entries(records), None,
-            [results] + (extra_outputs(records) if extra_outputs else []),
+            [results, runcheck.write_snapshot(run_dir, library, version, rows)]
+            + (extra_outputs(records) if extra_outputs else []),
             extra={"methods": ["pce"], "resumed": resume, "library": info, "screen": {"miss": miss, "form": scr.SCREEN_FORM},
                    "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts()},
             kernels=ctx.kernels())
@@ -378,6 +415,12 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
            "skipped_as_done": plan.done, "retried": plan.retried, "changed": len(plan.changed),
            "skipped_inputs": [s.to_dict() for s in listing.skipped], "inputs_found": listing.counts()}
     return run, records
+
+
+def _refused(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Every camera refused in the run (its screening row or arrays differ from their hashes), and why."""
+    return dict(sorted({cam: why for r in records for cam, why in ((r.get("library") or {}).get("refused") or {}).items()
+                        }.items()))
 
 
 def _search_files(library, todo, writer, rows, geoms, version, params, ctx: RunContext, kind, miss,

@@ -65,6 +65,8 @@ def _section_library(run: Run) -> str:
     thr = _threshold(run)
     pairs = [("library", esc(lib.get("path"))), ("version (catalogue hash)", esc(lib.get("version"))),
              ("cameras searched", num(lib.get("cameras"))), ("geometries", json_value(lib.get("geometries"))),
+             ("cameras refused (screening row or arrays differ from their hashes)",
+              esc(", ".join(lib.get("refused") or {}) or NONE)),
              ("command", esc(" ".join(m.get("argv") or []) or NONE)), ("started", esc(m.get("started"))),
              ("finished", esc(m.get("finished"))), ("backend", esc(m.get("backend"))),
              ("screen: compact form", esc(thr.get("form") or (m.get("screen") or {}).get("form"))),
@@ -87,12 +89,25 @@ def _section_decisions(run: Run) -> str:
             continue
         lib, pce = r.get("library") or {}, r.get("pce") or {}
         thr = lib.get("threshold") or {}
-        rows.append([f"#{i}", esc(r.get("path")), esc(pce.get("decision") or "no camera"), num(pce.get("best_pce")),
+        rows.append([f"#{i}", esc(r.get("path")), _decision(pce, lib), num(pce.get("best_pce")),
                      num(thr.get("decision_pce")), num(lib.get("compared")), num(lib.get("screened")),
                      num(len(lib.get("shortlist") or [])), num(thr.get("z"))])
     table = html_table(["#", "image", "decision", "best PCE", "threshold T_N", "compared", "screened",
                         "shortlisted", "screen z threshold"], rows)
     return f'<section id="decisions"><h2>2. Decisions</h2>{table}</section>'
+
+
+def _decision(pce: dict[str, Any], lib: dict[str, Any]) -> str:
+    """The decision cell: the camera, "none", or "not comparable" (no library camera of the image's geometry, as
+    identify says), and the cameras refused (their screening row or arrays differ from their hashes)."""
+    if lib.get("compared") == 0:
+        text = '<span class="bad">not comparable</span> <span class="muted">(no library camera of its geometry)</span>'
+    else:
+        text = esc(pce.get("decision") or "none")
+    refused = lib.get("refused") or {}
+    if refused:
+        text += f' <span class="bad">REFUSED, not compared: {esc(", ".join(refused))}</span>'
+    return text
 
 
 def _section_shortlists(run: Run) -> str:

@@ -16,15 +16,15 @@ import pytest
 from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
 from camid_gpu.config import LIBRARY_SCHEMA_VERSION, Params, RunConfig
 from camid_gpu.datasets.synthetic import make_dataset
-from camid_gpu.engine import run_folder
 from camid_gpu.engine.runner import fingerprint_folder, identify_files
 from camid_gpu.engine.scheduler import read_results
 from camid_gpu.errors import FingerprintError, LibraryError, RunFolderError
 from camid_gpu.library import add_stores, init_library, library_info, retire_camera, search_library, verify_library
 from camid_gpu.library import catalogue as cat
 from camid_gpu.library.screen import screen_threshold
-from camid_gpu.provenance import utc_now
 from camid_gpu.store import CameraFingerprint, load_store, load_stores, save_fingerprint
+from library_stores import decoy_store as _decoy_store
+from library_stores import write_store_manifest as _write_store_manifest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = RunConfig(backend="numpy", progress=False)
@@ -42,30 +42,6 @@ def dataset(tmp_path_factory):
     make_dataset(root, cameras=3, per_model=2, refs=6, disputed_flat=2, disputed_natural=1, height=128, width=160,
                  jpeg_quality=92, portrait=1, seed=11)
     return root
-
-
-def _write_store_manifest(folder: str) -> None:
-    """The store's manifest, written by the project's own writer (as ``camid fingerprint`` does) over the
-    fingerprint files the folder holds now: stores are checked against it when loaded."""
-    files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                   if f.endswith((".json", ".npz")) and f != "manifest.json")
-    run_folder.write_manifest(folder, "fingerprint", None, {}, "numpy", utc_now(), [], None, files,
-                              kernels="not used")
-
-
-def _decoy_store(like: str, out: str, count: int, seed: int = 0, prefix: str = "D") -> str:
-    """A store of its own (with its manifest) of random fingerprints of ``like``'s sensor size: cameras that
-    took none of the images."""
-    real = load_store(like)[0]
-    rng = np.random.default_rng(seed)
-    os.makedirs(out, exist_ok=True)
-    for n in range(count):
-        k = (rng.standard_normal(real.k.shape) * 0.01).astype(np.float32)
-        save_fingerprint(CameraFingerprint(camera=f"{prefix}{n:03d}", methods=("pce",), arrays={"k": k},
-                                           clips={"pce": None}, source_shape=real.source_shape,
-                                           params=dict(real.params), references=real.references), out)
-    _write_store_manifest(out)
-    return out
 
 
 @pytest.fixture(scope="module")
