@@ -226,3 +226,26 @@ def pce_record(scores: dict[str, dict[str, Any]], not_comparable: dict[str, dict
     return {"scores": scores, "not_comparable": dict(sorted(not_comparable.items())), "best": best,
             "best_pce": scores[best]["pce"] if best else None,
             "decision": made.decision, "above_threshold": made.above, "threshold": threshold}
+
+
+def video_record(info: Any, kind: tuple[str, str], pooled: dict[str, dict[str, Any]],
+                 hybrid: dict[str, dict[str, Any]], not_comparable: dict[str, dict[str, Any]], threshold: float,
+                 options: dict[str, Any], frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record of a video (``camid_gpu.pipeline.video``): the image fields a reader expects (size, format,
+    kind, ...), ``video`` (container hash, codec, decoder and version, frame rate, the selection, every frame
+    used: index, PTS, time, picture type), ``pce`` over the pooled frames (per camera ``match`` video-pooled or
+    video-hybrid, with their alignment or scale/offset facts) and ``frames``: the per-frame PCE series."""
+    video = info.to_dict()
+    record = {"path": info.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
+              "size": [info.height, info.width], "channels": 1, "bit_depth": 8, "exif": {},
+              "kind": kind[0], "kind_source": kind[1], "rotations_tried": [0], "decoder": "cpu", "error": None,
+              "rotation": 0, "video": dict(video, options=options),
+              "mahalanobis_skipped": "videos are scored by PCE only (pooled frames)"}
+    scores = {**pooled, **hybrid}
+    record["pce"] = pce_record(scores, not_comparable, threshold, info.path)
+    record["pce"]["method"] = "pce-video"
+    record["frames"] = frames
+    best = record["pce"]["best"]
+    if best is not None and best in pooled:
+        record["video"]["stabilisation_detected"] = pooled[best]["stabilisation_detected"]
+    return record
