@@ -198,9 +198,6 @@ VIDEO_FRAME_WEIGHTS = {"I": 1.0, "SI": 1.0, "P": 0.1, "SP": 0.1, "S": 0.1, "B": 
 VIDEO_OTHER_WEIGHT = 0.1
 #: stabilised video: each frame's peak is searched over shifts up to this many pixels each way
 VIDEO_ALIGN_RANGE = 16
-#: a frame is moved to its peak only when that peak's false-alarm probability (over the shifts searched) is
-#: below this (PCE ~55 with the default range); the pooled P_FA adds frames x this when any frame moved
-VIDEO_ALIGN_PFA = 1e-10
 #: hybrid matching (a video frame as a scaled crop of a still sensor): the scale step and the span searched
 #: above the smallest scale at which the frame fits (relative)
 VIDEO_HYBRID_STEP = 0.002

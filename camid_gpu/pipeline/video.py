@@ -16,7 +16,7 @@ import numpy as np
 
 from camid_gpu._shared.jsonio import json_number
 from camid_gpu.backend import Backend
-from camid_gpu.config import (VIDEO_ALIGN_PFA, VIDEO_ALIGN_RANGE, VIDEO_FRAMES, VIDEO_HYBRID_SPAN, VIDEO_HYBRID_STEP,
+from camid_gpu.config import (VIDEO_ALIGN_RANGE, VIDEO_FRAMES, VIDEO_HYBRID_SPAN, VIDEO_HYBRID_STEP,
                               InputLimits, Params)
 from camid_gpu.errors import ImageContentError, ImageTooSmallError
 from camid_gpu.io.geometry import center_clip
@@ -33,7 +33,6 @@ class VideoOptions:
 
     frames: Any = VIDEO_FRAMES           # "i", "all" or a count (--frames)
     align_range: int = VIDEO_ALIGN_RANGE  # stabilisation: per-frame shift search, pixels each way
-    align_pfa: float = VIDEO_ALIGN_PFA
     hybrid_step: float = VIDEO_HYBRID_STEP
     hybrid_span: float = VIDEO_HYBRID_SPAN
 
@@ -41,7 +40,7 @@ class VideoOptions:
         self.frames = check_selection(self.frames)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"frames": str(self.frames), "align_range": self.align_range, "align_pfa": self.align_pfa,
+        return {"frames": str(self.frames), "align_range": self.align_range,
                 "hybrid_step": self.hybrid_step, "hybrid_span": self.hybrid_span}
 
 
@@ -111,7 +110,7 @@ def identify_video(bk: Backend, store: Sequence[Any], path: str, params: Params,
         compared = center_clip(np.zeros(shape, np.uint8), clip).shape if clip else shape
         same, hybrid, refused = _comparable(store, tuple(compared), options)
         pool = VideoPool(bk, [(fp.camera, fp.k) for fp in same], params.sigma_query, params.levels, params.wavelet,
-                         align_range=options.align_range, align_pfa=options.align_pfa)
+                         align_range=options.align_range)
         if not same:  # the pooled sums only (the hybrid search's disputed side)
             pool.cameras = []
         constant = 0
@@ -140,10 +139,9 @@ def _pooled_scores(pool: VideoPool, used: list[dict[str, Any]]) -> dict[str, dic
     for cam, s in pool.scores().items():
         out[cam] = {"pce": json_number(s["pce"]), "ncc": None, "log10_p_fa": json_number(s["log10_p_fa"]),
                     "peak_shift": [0, 0], "match": "video-pooled", "rotation": 0,
-                    "pce_unaligned": json_number(s["pce_unaligned"]),
-                    "log10_p_fa_unaligned": json_number(s["log10_p_fa_unaligned"]),
-                    "frames_pooled": pool.frames, "frames_aligned": s["frames_aligned"],
-                    "frames_significant": s["significant_frames"],
+                    "pce_plain": json_number(s["pce_plain"]), "log10_p_fa_plain": json_number(s["log10_p_fa_plain"]),
+                    "log10_p_fa_aligned": json_number(s["log10_p_fa_aligned"]), "frames_pooled": pool.frames,
+                    "frames_aligned": pool.frames if s["stabilisation_detected"] else 0,
                     "stabilisation_detected": s["stabilisation_detected"]}
     return out
 
@@ -195,7 +193,8 @@ def _frame_series(pool: VideoPool, used: list[dict[str, Any]], scores: dict[str,
         if best is not None:
             fs = row[best]
             entry.update(camera=best, pce=json_number(fs.pce), shift=list(fs.shift),
-                         log10_p_fa=json_number(fs.log10_p_fa), aligned=fs.aligned)
+                         log10_p_fa=json_number(fs.log10_p_fa), z=json_number(fs.z),
+                         aligned=bool(scores[best]["stabilisation_detected"]))
         series.append(entry)
     return series
 

@@ -18,16 +18,22 @@ quality measure, but PyAV/FFmpeg no longer export per-macroblock quantiser table
 PCE is :func:`camid_gpu.prnu.pce.pce` of the pooled plane at zero shift, with its P_FA.
 
 Stabilised video: in-camera stabilisation moves each frame against the sensor, so the frames' peaks lie at
-different shifts and the plain sum loses them. Each frame's plane is searched over shifts ``|s| <= R``
-(``align_range``); a frame whose own peak there is significant (search P_FA under ``align_pfa``) is moved by
-that shift before it is added (``C_i[s + d_i]``), the others are added unmoved. Stabilisation is
-*detected* when significant frames peak at more than one shift. Choosing shifts by the data could create a
-match from noise only through a frame that passed the gate by chance, so when any frame was moved the
-pooled P_FA is bounded by the union ``P_pooled + frames * align_pfa``. Frames are moved by translation only
-(no scale or rotation search).
+different shifts and the plain sum loses them. Each frame's plane is therefore also searched over shifts
+``|s| <= R`` (``align_range``; ``M = (2R + 1)^2`` shifts) and its peak's ``z_i = peak_i / sqrt(energy_i)`` kept:
+the frame is aligned to that shift. The aligned statistic is ``T = sum_i q_i z_i``; under the null hypothesis
+(another camera) each ``z_i`` is the largest of ``M`` standard normals (their correlation planes are white), so
+its false-alarm probability is bounded by Chernoff's bound
+``P(T >= t) <= min_theta exp(-theta t) prod_i E[exp(theta q_i X_M)]`` with ``X_M`` the maximum of ``M`` standard
+normals (its moment generating function integrated numerically) -- the alignment is paid for in the P_FA, so
+noise frames aligned to their own maxima never add up to a match. Both tests are made; the video's P_FA is the
+union bound over the two (twice the smaller), and its ``pce`` is the PCE equivalent of that P_FA (the ``z^2``
+whose one-shift false-alarm probability it is: PCE 60 is P_FA 4.6e-15 as for a still), so that the one decision
+threshold applies. Stabilisation is *detected* when the aligned test is the stronger one and the frames' peaks
+lie at more than one shift. Frames are moved by translation only (no scale or rotation search).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -35,8 +41,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend
-from camid_gpu.config import (PCE_CAMERA_CHUNK, VIDEO_ALIGN_PFA, VIDEO_ALIGN_RANGE, VIDEO_FRAME_WEIGHTS,
-                              VIDEO_OTHER_WEIGHT)
+from camid_gpu.config import PCE_CAMERA_CHUNK, VIDEO_ALIGN_RANGE, VIDEO_FRAME_WEIGHTS, VIDEO_OTHER_WEIGHT
+from scipy import optimize, special
+
 from camid_gpu.prnu.pce import log10_false_alarm, pce
 from camid_gpu.prnu.residual import pixels_to_device, residual_native, wiener_dft
 
@@ -65,7 +72,7 @@ class FrameScore:
     pce: float
     shift: tuple[int, int]
     log10_p_fa: float
-    aligned: bool
+    z: float  # peak / sqrt(energy) at the frame's own peak
 
 
 @dataclass
@@ -84,7 +91,6 @@ class VideoPool:
     levels: int
     wavelet: str
     align_range: int = VIDEO_ALIGN_RANGE
-    align_pfa: float = VIDEO_ALIGN_PFA
     camera_chunk: int = PCE_CAMERA_CHUNK
     frames: int = 0
     weight_total: float = 0.0
@@ -92,11 +98,14 @@ class VideoPool:
     denominator: Any = None
     per_frame: list[dict[str, FrameScore]] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
+    qualities: list[float] = field(default_factory=list)
+    shifts: int = 1
 
     def __post_init__(self) -> None:
         self._spectra: dict[str, Array] = {}
-        self._pooled: dict[str, Array] = {}  # aligned
-        self._plain: dict[str, Array] = {}   # never moved
+        self._plain: dict[str, Array] = {}   # the weighted sum of the frames' planes
+        self._unit_energy: dict[str, float] = {}  # per batch: energy of the sum of quality-weighted unit planes
+        self._quality_batch: list[float] = []
 
     def _spectrum(self, name: str, k: np.ndarray) -> Array:
         if name not in self._spectra:
@@ -108,12 +117,14 @@ class VideoPool:
         """Add a batch of luma frames ``(n, h, w)`` with their picture types."""
         bk = self.bk
         products, intensity, variance = frame_products(bk, frames, self.sigma, self.levels, self.wavelet)
-        weights = np.array([type_weight(t) for t in types], np.float64) / np.maximum(variance, 1e-12)
+        quality = np.array([type_weight(t) for t in types], np.float64)
+        weights = quality / np.maximum(variance, 1e-12)
         w_native = bk.asarray(weights.astype(np.float32)).reshape(-1, 1, 1)
         numerator = bk.sum(products * w_native, 0)[0]
         denominator = bk.sum(intensity * intensity * w_native, 0)[0]
         self.numerator = numerator if self.numerator is None else self.numerator + numerator
         self.denominator = denominator if self.denominator is None else self.denominator + denominator
+        self._quality_batch = [float(q) for q in quality]
         spectra = bk.fft2(products).conj()
         del products, intensity
         rows: list[dict[str, FrameScore]] = [{} for _ in range(len(types))]
@@ -121,6 +132,7 @@ class VideoPool:
             self._correlate(spectra, weights, self.cameras[start:start + self.camera_chunk], rows)
         self.per_frame.extend(rows)
         self.weights.extend(float(w) for w in weights)
+        self.qualities.extend(float(q) for q in quality)
         self.frames += len(types)
         self.weight_total += float(weights.sum())
 
@@ -131,43 +143,51 @@ class VideoPool:
         corr = bk.real(bk.ifft2(spectra[:, None] * ks[None]))  # (n, c, h, w)
         h, w = corr.shape[-2:]
         r = max(0, min(r, (h - 1) // 2, (w - 1) // 2))
+        self.shifts = (2 * r + 1) ** 2
         stats = pce(bk, bk.roll(corr, (r, r)), (2 * r, 2 * r))  # shifts -r..r both ways
+        plain = bk.sum(corr * bk.asarray(weights.astype(np.float32)).reshape(-1, 1, 1, 1), 0)[0]
+        # the frames' planes in units of their own noise, weighted by quality: how dependent the frames are
+        scale = np.asarray(self._quality_batch, np.float64)[:, None] / np.sqrt(np.maximum(stats["energy"], 1e-300))
+        unit = bk.sum(corr * bk.asarray(scale.astype(np.float32))[..., None, None], 0)[0]
+        unit_energy = bk.to_numpy(bk.mean(unit * unit, (-2, -1))).reshape(-1).astype(np.float64)
         for c, (name, _) in enumerate(chunk):
-            plain = pooled = None
+            self._unit_energy[name] = self._unit_energy.get(name, 0.0) + float(unit_energy[c])
             for i in range(corr.shape[0]):
                 dy, dx = (int(v) - r for v in stats["peak_shift"][i, c])
-                log_pfa = float(stats["log10_p_fa"][i, c])
-                moved = log_pfa < math.log10(self.align_pfa) and (dy, dx) != (0, 0)
-                rows[i][name] = FrameScore(float(stats["pce"][i, c]), (dy, dx), log_pfa, moved)
-                plane = corr[i, c] * float(weights[i])
-                plain = plane if plain is None else plain + plane
-                plane = bk.roll(plane, (-dy, -dx)) if moved else plane
-                pooled = plane if pooled is None else pooled + plane
-            self._plain[name] = plain if name not in self._plain else self._plain[name] + plain
-            self._pooled[name] = pooled if name not in self._pooled else self._pooled[name] + pooled
+                z = float(stats["peak"][i, c] / math.sqrt(max(float(stats["energy"][i, c]), 1e-300)))
+                rows[i][name] = FrameScore(float(stats["pce"][i, c]), (dy, dx), float(stats["log10_p_fa"][i, c]), z)
+            self._plain[name] = plain[c] if name not in self._plain else self._plain[name] + plain[c]
 
     def scores(self) -> dict[str, dict[str, Any]]:
-        """Per camera: ``pce`` and ``log10_p_fa`` of the pooled (aligned) plane at zero shift, the unaligned
-        ``pce_unaligned``, ``frames_aligned`` and the shifts seen (``stabilisation_detected``)."""
+        """Per camera: ``pce`` (the PCE equivalent of ``log10_p_fa``, the union of the plain and the aligned
+        test), the plain pooled plane's ``pce_plain`` and ``log10_p_fa_plain``, the aligned test's
+        ``log10_p_fa_aligned``, and whether stabilisation was detected."""
         if not self.frames:
             raise ValueError("no frame was added")
         out = {}
         names = [name for name, _ in self.cameras]
-        planes = self.bk.stack([self._pooled[n] for n in names] + [self._plain[n] for n in names], 0)
-        stats = pce(self.bk, planes, (0, 0))
+        stats = pce(self.bk, self.bk.stack([self._plain[n] for n in names], 0), (0, 0))
+        quality = np.array(self.qualities, np.float64)
         for c, name in enumerate(names):
             frames = [row[name] for row in self.per_frame]
-            significant = {f.shift for f in frames if f.log10_p_fa < math.log10(self.align_pfa)}
-            moved = sum(f.aligned for f in frames)
-            log_pfa = float(stats["log10_p_fa"][c])
-            if moved:  # the union with "some frame passed the alignment gate by chance"
-                log_pfa = math.log10(min(1.0, 10.0 ** log_pfa + self.frames * self.align_pfa))
-            out[name] = {"pce": float(stats["pce"][c]), "log10_p_fa": log_pfa,
-                         "peak": float(stats["peak"][c]), "energy": float(stats["energy"][c]),
-                         "pce_unaligned": float(stats["pce"][len(names) + c]),
-                         "log10_p_fa_unaligned": float(stats["log10_p_fa"][len(names) + c]),
-                         "frames_aligned": int(moved), "stabilisation_detected": len(significant) > 1,
-                         "significant_frames": sum(f.log10_p_fa < math.log10(self.align_pfa) for f in frames)}
+            plain = float(stats["log10_p_fa"][c])
+            tests = [plain]
+            aligned = None
+            if self.align_range > 0:
+                # frames that are not independent (a still scene) count as fewer frames: the energy of their
+                # summed unit planes against the independent frames' sum of squared weights (per batch: frames
+                # of different batches are taken as independent)
+                inflation = min(max(self._unit_energy[name] / float(np.sum(quality ** 2)), 1.0), float(len(frames)))
+                aligned = sum_of_maxima_log10_p(float(np.dot(quality, [f.z for f in frames])), quality, self.shifts,
+                                                inflation)
+                tests.append(aligned)
+            log_pfa = min(0.0, min(tests) + math.log10(len(tests)))
+            shifts = {f.shift for f in frames}
+            out[name] = {"pce": equivalent_pce(log_pfa), "log10_p_fa": log_pfa,
+                         "pce_plain": float(stats["pce"][c]), "log10_p_fa_plain": plain,
+                         "log10_p_fa_aligned": aligned,
+                         "stabilisation_detected": bool(aligned is not None and aligned < min(plain, STABILISED_LOG10_PFA)
+                                                        and len(shifts) > 1)}
         return out
 
     def pooled_numerator(self) -> Array:
@@ -177,6 +197,51 @@ class VideoPool:
     def estimate(self) -> np.ndarray:
         """The video's ML PRNU estimate ``K_v = X / S`` (host float32)."""
         return self.bk.to_numpy(self.numerator / (self.denominator + 1e-6)).astype(np.float32)
+
+
+#: the aligned test must reach this log10 P_FA (and beat the plain one) for stabilisation to be said detected
+STABILISED_LOG10_PFA = -6.0
+
+
+@functools.lru_cache(maxsize=8)
+def _max_log_density(shifts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid ``x`` and ``log(f(x) dx)`` of the largest of ``shifts`` standard normals."""
+    x = np.arange(-6.0, 90.0, 0.002)
+    log_f = math.log(shifts) - 0.5 * x * x - 0.5 * math.log(2 * math.pi) + (shifts - 1) * special.log_ndtr(x)
+    return x, log_f + math.log(0.002)
+
+
+def _log_mgf(s: float, shifts: int) -> float:
+    x, log_f = _max_log_density(shifts)
+    return float(special.logsumexp(log_f + s * x))
+
+
+def sum_of_maxima_log10_p(total: float, quality: np.ndarray, shifts: int, inflation: float = 1.0) -> float:
+    """log10 of Chernoff's bound on ``P(sum_i q_i X_i >= total)``, ``X_i`` independent maxima of ``shifts``
+    standard normals (the aligned test's P_FA; see the module notes). ``inflation`` k >= 1: frames that are not
+    independent, taken as groups of k identical ones (the exponent ``(1/k) sum_i log E exp(theta k q_i X)``)."""
+    quality = np.asarray(quality, np.float64)
+    kinds, counts = np.unique(quality[quality > 0], return_counts=True)
+    if not kinds.size:
+        return 0.0
+
+    def exponent(theta: float) -> float:
+        return -theta * total + sum(int(n) * _log_mgf(theta * inflation * q, shifts)
+                                    for q, n in zip(kinds, counts)) / inflation
+
+    found = optimize.minimize_scalar(exponent, bounds=(0.0, 80.0 / float(kinds.max() * inflation)), method="bounded",
+                                     options={"xatol": 1e-6})
+    return min(0.0, float(found.fun)) / math.log(10)
+
+
+def equivalent_pce(log10_p_fa: float) -> float:
+    """The PCE whose one-shift false-alarm probability is ``10**log10_p_fa``: ``z^2`` with
+    ``Q(z) = 10**log10_p_fa``; 0 when that probability is 0.5 or more."""
+    target = log10_p_fa * math.log(10)
+    if target >= math.log(0.5):  # no evidence either way (z <= 0): written as 0 rather than a negative z^2
+        return 0.0
+    z = optimize.brentq(lambda v: float(special.log_ndtr(-v)) - target, -40.0, 1e5, xtol=1e-9)
+    return math.copysign(z * z, z)
 
 
 def search_pooled(bk: Backend, weighted: Array, cameras: Sequence[tuple[str, np.ndarray]], scales: np.ndarray,
@@ -221,4 +286,5 @@ def pooled_log10_p_fa(peak: float, energy: float, positions: int) -> float:
     return float(log10_false_alarm(np.asarray(peak), np.asarray(energy), positions))
 
 
-__all__ = ["FrameScore", "VideoPool", "frame_products", "hybrid_scales", "search_pooled", "type_weight"]
+__all__ = ["FrameScore", "VideoPool", "equivalent_pce", "frame_products", "hybrid_scales", "search_pooled",
+           "sum_of_maxima_log10_p", "type_weight"]
