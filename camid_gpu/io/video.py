@@ -252,8 +252,9 @@ class VideoReader:
         container, handle = self._container()
         try:
             if not container.streams.video:
-                kinds = sorted({s.type for s in container.streams}) or ["none"]
-                what = "an audio-only file" if kinds == ["audio"] else f"streams: {', '.join(kinds)}"
+                kinds = sorted({s.type for s in container.streams})
+                what = "an audio-only file" if kinds == ["audio"] else f"streams: {', '.join(kinds)}" if kinds \
+                    else "the container holds no stream at all: zero frames"
                 raise ImageDecodeError(self.path, f"no video stream ({what}); nothing to identify")
             stream = container.streams.video[0]
             ctx = stream.codec_context

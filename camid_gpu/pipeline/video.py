@@ -140,7 +140,8 @@ def _pooled_scores(pool: VideoPool, used: list[dict[str, Any]]) -> dict[str, dic
         out[cam] = {"pce": json_number(s["pce"]), "ncc": None, "log10_p_fa": json_number(s["log10_p_fa"]),
                     "peak_shift": [0, 0], "match": "video-pooled", "rotation": 0,
                     "pce_plain": json_number(s["pce_plain"]), "log10_p_fa_plain": json_number(s["log10_p_fa_plain"]),
-                    "log10_p_fa_aligned": json_number(s["log10_p_fa_aligned"]), "frames_pooled": pool.frames,
+                    "log10_p_fa_aligned": None if s["log10_p_fa_aligned"] is None else json_number(s["log10_p_fa_aligned"]),
+                    "frames_pooled": pool.frames,
                     "frames_aligned": pool.frames if s["stabilisation_detected"] else 0,
                     "stabilisation_detected": s["stabilisation_detected"]}
     return out
