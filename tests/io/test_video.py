@@ -153,3 +153,10 @@ def test_variable_frame_rate_is_handled_and_said(tmp_path):
     assert info.variable_frame_rate and info.frame_interval_spread > 0.1
     assert len(frames) == 9 and [f.index for f in frames] == list(range(9))
     assert [f.time for f in frames][:3] == [0.0, 0.05, 0.083]
+
+
+def test_commands_that_read_images_only_name_a_video_as_such(clip):
+    from camid_gpu.io.decode import read_image
+
+    with pytest.raises(ImageDecodeError, match="a MP4 video .*camid identify and camid fingerprint read videos"):
+        read_image(clip)
