@@ -109,3 +109,38 @@ def test_frames_held_never_exceed_the_budget_cap(video_world):
                        held=held, batch=ctx.fingerprint_batch)
     assert len(record["frames"]) == 24 and 1 <= held[0] <= cap
     assert record["pce"]["decision"] == "V02"
+
+
+@pytest.mark.slow
+def test_a_4k_video_stays_within_the_memory_budget(tmp_path):
+    """A 3840x2160 video: the frames held at once are the budget's (one here), and the traced peak stays under
+    the budget whatever the number of frames (12 frames pooled, all of them decoded)."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from camid_gpu.datasets.video import encode_video
+
+    rng = np.random.default_rng(0)
+    shape = (2160, 3840)
+    base = rng.integers(60, 190, shape, dtype=np.uint8)
+    frames = [np.clip(base.astype(np.int16) + rng.integers(-3, 4, shape), 0, 255).astype(np.uint8) for _ in range(12)]
+    path = tmp_path / "uhd.mp4"
+    encode_video(path, frames, crf=30, gop=4)
+    del frames
+    budget = 1 << 30
+    ctx = run_context(RunConfig(backend="numpy", max_host_memory=budget))
+    cap = ctx.fingerprint_batch(shape[0] * shape[1])
+    k = (rng.standard_normal(shape) * 0.01).astype(np.float32)
+    store = [SimpleNamespace(camera="C", source_shape=shape, k=k, clip_of=lambda method: None)]
+    held = [0]
+    tracemalloc.start()
+    try:
+        record = identify_video(BK, store, str(path), Params(), VideoOptions(frames="all"), None,
+                                ctx.fingerprint_batch, None, held)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(record["frames"]) == 12 and 1 <= held[0] <= cap < 12
+    assert peak < budget, peak
