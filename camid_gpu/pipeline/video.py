@@ -24,6 +24,7 @@ from camid_gpu.io.video import VideoReader, check_selection
 from camid_gpu.pipeline.prepare import MIN_SIDE, content_problem, kind_in_name
 from camid_gpu.pipeline.records import video_record
 from camid_gpu.prnu.decision import decide
+from camid_gpu.prnu.scales import crop_positions, scale_grid, scaled_size
 from camid_gpu.prnu.video import VideoPool, hybrid_scales, search_pooled
 
 
@@ -70,10 +71,12 @@ def frame_batches(reader: VideoReader, batch: int, clip: tuple[int, int] | None,
         yield np.stack(pixels), metas
 
 
-def _comparable(store: Sequence[Any], shape: tuple[int, int], options: VideoOptions
+def _comparable(store: Sequence[Any], shape: tuple[int, int], options: VideoOptions,
+                scales: tuple[float, float, float] | None = None
                 ) -> tuple[list[Any], dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """The cameras of the frames' own size (pooled), those of a larger sensor the frame fits in at some scale
-    (hybrid: camera -> scale grid), and the others (not comparable, with the reason)."""
+    (hybrid: camera -> scale grid: ``scales`` (--search-scales LO:HI:STEP) when given, else
+    :func:`~camid_gpu.prnu.video.hybrid_scales`), and the others (not comparable, with the reason)."""
     same, hybrid, refused = [], {}, {}
     for fp in store:
         sensor = tuple(fp.source_shape)
@@ -83,8 +86,10 @@ def _comparable(store: Sequence[Any], shape: tuple[int, int], options: VideoOpti
         elif sensor == shape:
             same.append(fp)
             continue
-        grid = hybrid_scales(shape, sensor, options.hybrid_step, options.hybrid_span) \
-            if fp.clip_of("pce") is None else np.array([])
+        grid = np.array([])
+        if fp.clip_of("pce") is None:
+            grid = hybrid_scales(shape, sensor, options.hybrid_step, options.hybrid_span) if scales is None else \
+                np.array([s for s in scale_grid(*scales) if crop_positions(scaled_size(sensor, s), shape)])
         if grid.size:
             hybrid[fp.camera] = grid
         else:
@@ -108,7 +113,7 @@ def identify_video(bk: Backend, store: Sequence[Any], path: str, params: Params,
         clip = params.pce_clip if params.pce_clip and shape[0] >= params.pce_clip[0] \
             and shape[1] >= params.pce_clip[1] else None
         compared = center_clip(np.zeros(shape, np.uint8), clip).shape if clip else shape
-        same, hybrid, refused = _comparable(store, tuple(compared), options)
+        same, hybrid, refused = _comparable(store, tuple(compared), options, params.search_scales)
         pool = VideoPool(bk, [(fp.camera, fp.k) for fp in same], params.sigma_query, params.levels, params.wavelet,
                          align_range=options.align_range)
         if not same:  # the pooled sums only (the hybrid search's disputed side)
@@ -200,13 +205,6 @@ def _frame_series(pool: VideoPool, used: list[dict[str, Any]], scores: dict[str,
     return series
 
 
-def reference_frames(path: str, limits: InputLimits | None, frames: Any, batch: int,
-                     clip: tuple[int, int] | None = None) -> tuple[Any, Iterator[tuple[np.ndarray, list]]]:
-    """A reference video opened for a fingerprint: ``(reader, batches)``; the caller closes the reader."""
-    reader = VideoReader(path, limits, frames).__enter__()
-    return reader, frame_batches(reader, batch, clip)
-
-
 def is_video_path(path: str) -> bool:
     """True when ``path`` is a video by content (an unreadable file is left to the image path's error)."""
     from camid_gpu.io.video import is_video_file
@@ -214,4 +212,4 @@ def is_video_path(path: str) -> bool:
     return os.path.isfile(path) and is_video_file(path)
 
 
-__all__ = ["HybridCache", "VideoOptions", "frame_batches", "identify_video", "is_video_path", "reference_frames"]
+__all__ = ["HybridCache", "VideoOptions", "frame_batches", "identify_video", "is_video_path"]
