@@ -118,19 +118,20 @@ def identify_video(bk: Backend, store: Sequence[Any], path: str, params: Params,
                          align_range=options.align_range)
         if not same:  # the pooled sums only (the hybrid search's disputed side)
             pool.cameras = []
-        constant = 0
+        used: list[dict[str, Any]] = []  # the frames pooled (a constant frame is decoded, listed, not pooled)
         if callable(batch):  # frames held at once, from the run's memory budget and the frame size
             batch = batch(int(compared[0]) * int(compared[1]))
         for pixels, metas in frame_batches(reader, max(1, int(batch)), clip, held):
             keep = [i for i in range(len(metas)) if content_problem(pixels[i], 8, reference=False) is None]
-            constant += len(metas) - len(keep)
-            for i, meta in enumerate(metas):
-                meta["used"] = i in keep
             if keep:
                 pool.add(pixels[keep], [metas[i]["type"] for i in keep])
+                used.extend(metas[i] for i in keep)
         if pool.frames == 0:
-            raise ImageContentError(path, f"insufficient content: all {constant} frames decoded are constant")
-    used = [f for f in info.frames_used if f.get("used", True)]
+            raise ImageContentError(path, f"insufficient content: all {len(info.frames_used)} frames decoded are "
+                                          f"constant (no sensor noise to use)")
+    pooled = {f["index"] for f in used}
+    for frame in info.frames_used:
+        frame["pooled"] = frame["index"] in pooled
     scores = _pooled_scores(pool, used) if same else {}
     searched = _hybrid_scores(bk, pool, store, hybrid, tuple(compared), cache, path, params.pce_threshold) \
         if hybrid else {}

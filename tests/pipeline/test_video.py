@@ -144,3 +144,26 @@ def test_a_4k_video_stays_within_the_memory_budget(tmp_path):
         tracemalloc.stop()
     assert len(record["frames"]) == 12 and 1 <= held[0] <= cap < 12
     assert peak < budget, peak
+
+
+def test_constant_frames_are_listed_not_pooled_and_an_all_constant_video_is_an_error(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from camid_gpu.datasets.video import encode_video
+    from camid_gpu.errors import ImageContentError
+
+    rng = np.random.default_rng(0)
+    grey = np.full((96, 128), 128, np.uint8)
+    encode_video(tmp_path / "mixed.mp4", [rng.integers(50, 200, (96, 128), dtype=np.uint8) if i % 2 else grey
+                                          for i in range(6)], crf=10, gop=1, bframes=0)
+    encode_video(tmp_path / "grey.mp4", [grey] * 3, crf=10, gop=1, bframes=0)
+    k = (rng.standard_normal((96, 128)) * 0.01).astype(np.float32)
+    store = [SimpleNamespace(camera="C", source_shape=(96, 128), k=k, clip_of=lambda method: None)]
+    record = identify_video(BK, store, str(tmp_path / "mixed.mp4"), Params(), VideoOptions(), None, 4)
+    assert [(f["index"], f["pooled"]) for f in record["video"]["frames_used"]] == [
+        (0, False), (1, True), (2, False), (3, True), (4, False), (5, True)]
+    assert [f["index"] for f in record["frames"]] == [1, 3, 5]
+    with pytest.raises(ImageContentError, match="all 3 frames decoded are constant"):
+        identify_video(BK, store, str(tmp_path / "grey.mp4"), Params(), VideoOptions(), None, 4)
