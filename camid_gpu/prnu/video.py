@@ -41,7 +41,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend
-from camid_gpu.config import PCE_CAMERA_CHUNK, VIDEO_ALIGN_RANGE, VIDEO_FRAME_WEIGHTS, VIDEO_OTHER_WEIGHT
+from camid_gpu.config import (PCE_CAMERA_CHUNK, PEAK_NEIGHBOURHOOD, VIDEO_ALIGN_RANGE, VIDEO_FRAME_WEIGHTS,
+                              VIDEO_OTHER_WEIGHT)
 from scipy import optimize, special
 
 from camid_gpu.prnu.pce import log10_false_alarm, pce
@@ -144,7 +145,7 @@ class VideoPool:
         h, w = corr.shape[-2:]
         r = max(0, min(r, (h - 1) // 2, (w - 1) // 2))
         self.shifts = (2 * r + 1) ** 2
-        stats = pce(bk, bk.roll(corr, (r, r)), (2 * r, 2 * r))  # shifts -r..r both ways
+        stats = frame_peaks(bk, corr, r)
         plain = bk.sum(corr * bk.asarray(weights.astype(np.float32)).reshape(-1, 1, 1, 1), 0)[0]
         # the frames' planes in units of their own noise, weighted by quality: how dependent the frames are
         scale = np.asarray(self._quality_batch, np.float64)[:, None] / np.sqrt(np.maximum(stats["energy"], 1e-300))
@@ -153,9 +154,9 @@ class VideoPool:
         for c, (name, _) in enumerate(chunk):
             self._unit_energy[name] = self._unit_energy.get(name, 0.0) + float(unit_energy[c])
             for i in range(corr.shape[0]):
-                dy, dx = (int(v) - r for v in stats["peak_shift"][i, c])
                 z = float(stats["peak"][i, c] / math.sqrt(max(float(stats["energy"][i, c]), 1e-300)))
-                rows[i][name] = FrameScore(float(stats["pce"][i, c]), (dy, dx), float(stats["log10_p_fa"][i, c]), z)
+                rows[i][name] = FrameScore(float(stats["pce"][i, c]), tuple(int(v) for v in stats["shift"][i, c]),
+                                           float(stats["log10_p_fa"][i, c]), z)
             self._plain[name] = plain[c] if name not in self._plain else self._plain[name] + plain[c]
 
     def scores(self) -> dict[str, dict[str, Any]]:
@@ -197,6 +198,34 @@ class VideoPool:
     def estimate(self) -> np.ndarray:
         """The video's ML PRNU estimate ``K_v = X / S`` (host float32)."""
         return self.bk.to_numpy(self.numerator / (self.denominator + 1e-6)).astype(np.float32)
+
+
+def frame_peaks(bk: Backend, corr: Array, r: int) -> dict[str, np.ndarray]:
+    """Each ``(n, c, h, w)`` correlation plane's peak over shifts ``-r..r`` both ways and its PCE, as
+    :func:`camid_gpu.prnu.pce.pce` defines them (energy over the whole plane outside the 11 x 11 neighbourhood of
+    the peak, circularly), computed from the plane's total energy and small gathers (no full-plane masks: the
+    per-frame search was slower than the residual itself). Host arrays ``(n, c)``: pce, peak, energy,
+    log10_p_fa; ``shift`` ``(n, c, 2)``."""
+    h, w = corr.shape[-2:]
+    rows_idx, cols_idx = np.r_[h - r:h, 0:r + 1], np.r_[w - r:w, 0:r + 1]  # shifts -r..r, wrapped
+    window = bk.to_numpy(corr[..., rows_idx, :][..., cols_idx]).astype(np.float64)  # (n, c, 2r+1, 2r+1)
+    total = bk.to_numpy(bk.sum(corr * corr, (-2, -1))).reshape(window.shape[:2]).astype(np.float64)
+    flat = window.reshape(*window.shape[:2], -1)
+    best = flat.argmax(-1)
+    peak = np.take_along_axis(flat, best[..., None], -1)[..., 0]
+    shift = np.stack(np.divmod(best, 2 * r + 1), -1) - r
+    half = PEAK_NEIGHBOURHOOD // 2
+    near = np.zeros_like(total)
+    for i in range(corr.shape[0]):
+        for c in range(corr.shape[1]):
+            ys = np.arange(shift[i, c, 0] - half, shift[i, c, 0] + half + 1) % h
+            xs = np.arange(shift[i, c, 1] - half, shift[i, c, 1] + half + 1) % w
+            block = bk.to_numpy(corr[i, c][np.unique(ys)][:, np.unique(xs)]).astype(np.float64)
+            near[i, c] = float((block * block).sum())
+    count = min(PEAK_NEIGHBOURHOOD, h) * min(PEAK_NEIGHBOURHOOD, w)
+    energy = (total - near) / max(h * w - count, 1)
+    return {"pce": np.sign(peak) * peak ** 2 / energy, "peak": peak, "energy": energy, "shift": shift,
+            "log10_p_fa": log10_false_alarm(peak, energy, (2 * r + 1) ** 2)}
 
 
 #: the aligned test must reach this log10 P_FA (and beat the plain one) for stabilisation to be said detected
