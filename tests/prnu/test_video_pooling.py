@@ -51,3 +51,18 @@ def test_hybrid_scales_span_the_fitting_scale_and_the_crop():
     grid = hybrid_scales((720, 1280), (3000, 4000), 0.002, 0.03)
     assert grid[0] == 0.32 and grid[-1] == 1.0 and abs(grid[-2] - 0.3296) < 1e-9
     assert hybrid_scales((800, 1000), (600, 800), 0.002, 0.03).size == 0  # larger than the sensor
+
+
+def test_frame_peaks_equal_the_pce_of_a_shift_search():
+    from camid_gpu.prnu.pce import pce
+    from camid_gpu.prnu.video import frame_peaks
+
+    bk = get_backend("numpy", dtype="float32")
+    corr = np.random.default_rng(0).standard_normal((3, 2, 60, 80)).astype(np.float32)
+    corr[1, 0, 57, 3] += 9.0  # a peak at shift (-3, 3), wrapped
+    mine = frame_peaks(bk, bk.asarray(corr), 8)
+    reference = pce(bk, bk.roll(bk.asarray(corr), (8, 8)), (16, 16))
+    np.testing.assert_allclose(mine["pce"], reference["pce"], rtol=1e-4)
+    np.testing.assert_allclose(mine["log10_p_fa"], reference["log10_p_fa"], rtol=1e-4)
+    np.testing.assert_array_equal(mine["shift"], reference["peak_shift"] - 8)
+    assert tuple(mine["shift"][1, 0]) == (-3, 3)
