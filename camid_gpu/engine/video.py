@@ -35,6 +35,12 @@ def current_options() -> VideoOptions:
     return _options.get() or VideoOptions()
 
 
+def video_spec(paths: Sequence[str]) -> dict[str, Any]:
+    """The run specification's ``video`` entry (the video options: a resume with other ``--frames`` is refused),
+    only when the run has a video (runs of images keep their run.json as it was)."""
+    return {"video": current_options().to_dict()} if any(map(is_video_path, paths)) else {}
+
+
 def segments(paths: Sequence[str]) -> list[tuple[bool, list[str]]]:
     """``paths`` cut into runs of images and runs of videos (by content), in order: ``(is_video, paths)``."""
     out: list[tuple[bool, list[str]]] = []
@@ -71,7 +77,7 @@ class VideoIdentify:
             self.write([record])
 
 
-__all__ = ["VideoIdentify", "current_options", "segments", "video_options"]
+__all__ = ["VideoIdentify", "current_options", "segments", "video_options", "video_reference_frames", "video_spec"]
 
 
 def video_reference_frames(paths: Sequence[str], ctx: RunContext, progress: Any = None

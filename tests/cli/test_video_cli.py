@@ -57,3 +57,15 @@ def test_identify_a_folder_of_videos_and_images(video_world, tmp_path):
     hashed = {e["path"].rsplit("/", 1)[1]: e.get("sha256") for e in manifest["inputs"]}
     assert hashed["a-clip.mp4"] == records[0]["sha256"] == records[0]["video"]["sha256"]
     assert main(["verify", str(run)]) == 0
+
+
+def test_resume_with_other_video_frames_is_refused(video_world, tmp_path, capsys):
+    root, _ = video_world
+    video = str(root / "data" / "disputed" / "V01" / "plain-x264-crf23-g3-0.mp4")
+    run = str(tmp_path / "run")
+    base = ["identify", str(root / "fpv"), video, "-o", run, "--quiet", "--backend", "numpy"]
+    assert main(base) == 0
+    assert main(base + ["--resume"]) == 0  # the same options: nothing to do
+    capsys.readouterr()
+    assert main(base + ["--resume", "--frames", "all"]) == 1
+    assert "video.frames: recorded 'i', now 'all'" in capsys.readouterr().err
