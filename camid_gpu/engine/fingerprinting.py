@@ -111,8 +111,8 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
         videos = [p for p in paths if is_video_path(p)]  # their frames are references (after the images)
         images = [p for p in paths if p not in set(videos)]
         # whole frames: build_fingerprint clips per method
-        stream = ordered_map(prepare.load_reference, [(p, None, ctx.config.limits, decoder is not None) for p in images],
-                             ctx.workers, prefetch)
+        stream = ordered_map(prepare.load_reference,
+                             [(p, None, ctx.config.limits, decoder is not None) for p in images], ctx.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:
             loaded = prepare.decode_references(loaded, decoder, None)

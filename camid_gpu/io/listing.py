@@ -181,7 +181,8 @@ def _head(path: str) -> tuple[bytes | None, str | None]:
 
 def _looks_like_image(name: str) -> bool:
     base = os.path.basename(name.rstrip("/"))
-    return base.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES) and (not base.startswith(".") or _include_hidden.get())
+    return (base.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            and (not base.startswith(".") or _include_hidden.get()))
 
 
 def printable(text: Any) -> str:

@@ -283,7 +283,8 @@ class VideoReader:
                 decoder=f"FFmpeg libavcodec {libavcodec} {ctx.codec.name} (software, CPU), PyAV {av_version}",
                 height=int(ctx.height), width=int(ctx.width), pixel_format=str(ctx.pix_fmt),
                 frames_in_stream=len(stamps), frames_declared=declared,
-                duration_s=(float((stamps[-1] - stamps[0]) * base) + (median * base if median else 0.0)) if base else None,
+                duration_s=(float((stamps[-1] - stamps[0]) * base) + (median * base if median else 0.0))
+                if base else None,
                 frame_rate=rate, variable_frame_rate=spread > VFR_SPREAD, frame_interval_spread=round(spread, 6),
                 selection=str(self.selection), pixel_conversion=None if ctx.pix_fmt in _LUMA_FORMATS else
                 f"{ctx.pix_fmt} converted to 8-bit gray by libswscale")

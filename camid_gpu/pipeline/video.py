@@ -109,7 +109,8 @@ def identify_video(bk: Backend, store: Sequence[Any], path: str, params: Params,
         info = reader.info
         shape = (info.height, info.width)
         if min(shape) < MIN_SIDE:
-            raise ImageTooSmallError(path, f"video frames are {shape[0]}x{shape[1]}, smaller than {MIN_SIDE}x{MIN_SIDE}")
+            raise ImageTooSmallError(path, f"video frames are {shape[0]}x{shape[1]}, smaller than "
+                                           f"{MIN_SIDE}x{MIN_SIDE}")
         clip = params.pce_clip if params.pce_clip and shape[0] >= params.pce_clip[0] \
             and shape[1] >= params.pce_clip[1] else None
         compared = center_clip(np.zeros(shape, np.uint8), clip).shape if clip else shape
@@ -146,7 +147,8 @@ def _pooled_scores(pool: VideoPool, used: list[dict[str, Any]]) -> dict[str, dic
         out[cam] = {"pce": json_number(s["pce"]), "ncc": None, "log10_p_fa": json_number(s["log10_p_fa"]),
                     "peak_shift": [0, 0], "match": "video-pooled", "rotation": 0,
                     "pce_plain": json_number(s["pce_plain"]), "log10_p_fa_plain": json_number(s["log10_p_fa_plain"]),
-                    "log10_p_fa_aligned": None if s["log10_p_fa_aligned"] is None else json_number(s["log10_p_fa_aligned"]),
+                    "log10_p_fa_aligned": (None if s["log10_p_fa_aligned"] is None
+                                           else json_number(s["log10_p_fa_aligned"])),
                     "frames_pooled": pool.frames,
                     "frames_aligned": pool.frames if s["stabilisation_detected"] else 0,
                     "stabilisation_detected": s["stabilisation_detected"]}

@@ -187,8 +187,8 @@ class VideoPool:
             out[name] = {"pce": equivalent_pce(log_pfa), "log10_p_fa": log_pfa,
                          "pce_plain": float(stats["pce"][c]), "log10_p_fa_plain": plain,
                          "log10_p_fa_aligned": aligned,
-                         "stabilisation_detected": bool(aligned is not None and aligned < min(plain, STABILISED_LOG10_PFA)
-                                                        and len(shifts) > 1)}
+                         "stabilisation_detected": bool(aligned is not None and len(shifts) > 1
+                                                        and aligned < min(plain, STABILISED_LOG10_PFA))}
         return out
 
     def pooled_numerator(self) -> Array:

@@ -51,7 +51,8 @@ def test_identify_a_folder_of_videos_and_images(video_world, tmp_path):
     assert records[0]["pce"]["decision"] == "V02" and records[0]["video"]["frames_used"]
     assert records[0]["frames"] and all("pce" in f for f in records[0]["frames"])
     assert records[1]["pce"]["decision"] is None
-    assert records[2]["error"]["kind"] == "decode" and "moov" in records[2]["error"]["reason"] and "c-cut.mp4" in records[2]["path"]
+    assert records[2]["error"]["kind"] == "decode" and "moov" in records[2]["error"]["reason"]
+    assert "c-cut.mp4" in records[2]["path"]
     assert records[3]["error"] is None and records[3]["pce"]["not_comparable"]  # a still of another size
     manifest = json.loads((run / "manifest.json").read_text())
     hashed = {e["path"].rsplit("/", 1)[1]: e.get("sha256") for e in manifest["inputs"]}
