@@ -121,3 +121,22 @@ def write_npz(path, arrays):
 def snapshot(folder):
     """Every regular file under ``folder`` and its bytes."""
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture(scope="session")
+def video_world(tmp_path_factory):
+    """A small synthetic video world (``camid_gpu.datasets.video``), built once per session: two cameras and an
+    unknown one, 240x320 frames, 24 frames per video (GOP 3: 8 intra frames), CRF 23 and 30, the plain,
+    stabilised and hybrid variants; ``fpv`` (fingerprints from the reference videos, frame-sized) and ``fps``
+    (from the still flats of the larger sensor). Read-only."""
+    pytest.importorskip("av")
+    from camid_gpu.cli import main
+    from camid_gpu.datasets.video import make_video_dataset
+
+    root = tmp_path_factory.mktemp("videos")
+    truth = make_video_dataset(root / "data", cameras=2, frame=(240, 320), frames=24, crfs=(23, 30), gops=(3,),
+                               ref_frames=16, stills=10, seed=3)
+    for refs, out in (("refs", "fpv"), ("stills", "fps")):
+        assert main(["fingerprint", str(root / "data" / refs), "-o", str(root / out), "--method", "pce",
+                     "--quiet", "--backend", "numpy"]) == 0
+    return root, truth

@@ -19,7 +19,7 @@ HAVE_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.fi
 
 #: the optional packages of the extras; the "base install" test makes them unimportable
 EXTRA_MODULES = ("torch", "pytorch_wavelets", "torchvision", "cupy", "dask", "distributed", "matplotlib", "rich",
-                 "lir")
+                 "lir", "av")
 
 #: prepended to ``python -c`` scripts: a meta-path finder that refuses every extra's package
 BLOCK_EXTRAS = f"""

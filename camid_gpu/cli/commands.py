@@ -84,8 +84,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from camid_gpu.cli.video import synth_videos
     from camid_gpu.datasets.synthetic import make_dataset
 
+    if args.videos:
+        print(synth_videos(args))
+        return EXIT_OK
     t0 = time.perf_counter()
     truth = make_dataset(args.outdir, cameras=args.cameras, per_model=args.per_model, refs=args.refs,
                          disputed_flat=args.flat, disputed_natural=args.natural, height=args.height, width=args.width,
@@ -296,6 +300,7 @@ DEMO_SIZES = {"small": dict(height=640, width=768, clip="512"), "paper": dict(he
 
 def cmd_demo(args) -> int:
     from camid_gpu.config import Params, methods_of
+    from camid_gpu.cli.video import synth_videos
     from camid_gpu.datasets.synthetic import make_dataset
     from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.evaluate import format_report
@@ -304,6 +309,9 @@ def cmd_demo(args) -> int:
     keep = args.outdir is not None
     root = args.outdir or tempfile.mkdtemp(prefix="camid-demo-")
     data = os.path.join(root, "data")
+    if args.videos:
+        print(synth_videos(args))
+        return EXIT_OK
     t0 = time.perf_counter()
     truth = make_dataset(data, cameras=4, per_model=2, refs=15, disputed_flat=3, disputed_natural=3,
                          height=size["height"], width=size["width"], jpeg_quality=92, seed=args.seed)
@@ -354,10 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from camid_gpu.pipeline.casework import recorded
     from camid_gpu.io.listing import including_hidden
+    from camid_gpu.cli.video import video_options_of
+    from camid_gpu.engine.video import video_options
 
     previous = _terminate_cleanly()
     try:
-        with recorded(casework_from_args(args)), including_hidden(getattr(args, "include_hidden", False)):
+        with recorded(casework_from_args(args)), including_hidden(getattr(args, "include_hidden", False)), \
+                video_options(video_options_of(args)):
             code = COMMANDS[args.command](args)  # every manifest of the command records the casework
         interrupts.check()  # a signal whose exception was swallowed on the way (it must not end as exit 0)
         return code

@@ -51,7 +51,7 @@ def hints_for(record: ImageRecord, sensors: dict[str, tuple[int, int]], rotation
               searched: bool) -> list[str]:
     """The hints for one record (empty when it has a decision, is an error, or nothing suggests a cause)."""
     pce = pce_of(record)
-    if is_error(record) or pce is None or pce.get("decision"):
+    if is_error(record) or pce is None or pce.get("decision") or record.get("video"):  # a video searched scales
         return []
     out = []
     orientation = (record.get("exif") or {}).get("orientation")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from camid_gpu.cli.video import add_frames_option, add_synth_video_options
 from camid_gpu import config as cfg
 from camid_gpu._version import __version__
 from camid_gpu.cli.evidence import add_calibrate_parser, add_calibration_option, add_casework_options
@@ -135,6 +136,7 @@ def _add_data_parsers(sub: Any) -> None:
     p.add_argument("--format", choices=("jpeg", "png", "tiff"), default="jpeg", help="image file format")
     p.add_argument("--portrait", type=int, default=0, help="disputed natural images per camera stored rotated 90")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    add_synth_video_options(p)
 
     p = sub.add_parser("residual", help="noise residuals as float32 TIFF + one JSON line per image")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -160,6 +162,7 @@ def _add_fingerprint_parser(sub: Any) -> None:
                         "already there are kept, checked against its manifest, and listed in the new manifest)")
     _add_param_options(p, scoring=False)
     _add_backend_options(p, decode=True)
+    add_frames_option(p)
     add_casework_options(p)
 
 
@@ -192,6 +195,7 @@ def _add_identify_parser(sub: Any) -> None:
                         "an image is compared at full frame with the cameras of its size only)")
     _add_param_options(p, with_refs=False, from_store=True)
     _add_backend_options(p, decode=True)
+    add_frames_option(p)
     add_calibration_option(p)
     add_casework_options(p)
 

@@ -146,3 +146,17 @@ def parse_bytes(text: str | int | None) -> int | None:
     except ValueError:
         raise ValueError(f"memory size must look like 8G, 512M or a number of bytes (finite, positive); "
                          f"got {text!r}") from None
+
+
+def parse_frames(selection: Any) -> str | int:
+    """``--frames``: ``"i"`` (intra frames), ``"all"`` or a positive frame count; ValueError otherwise."""
+    if isinstance(selection, str) and selection.strip().lower() in ("i", "all"):
+        return selection.strip().lower()
+    try:
+        count = int(str(selection))
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1:
+        raise ValueError(f"--frames must be i (intra frames), all, or a positive number of frames; got {selection!r}")
+    return count
+__all__ += ["parse_frames"]

@@ -191,3 +191,18 @@ DASK_IMAGES_PER_TASK = 8
 #: 2**levels samples on its short side (the mirror padding grows to a multiple of 2**levels: levels=20 on a
 #: small image asked for an 8 TiB array)
 MAX_LEVELS = 8
+
+# --- video (camid_gpu.io.video, camid_gpu.prnu.video) ---------------------------------------------------
+#: which frames of a video are used (--frames): "i" intra frames (only keyframes decoded), "all", or a count
+VIDEO_FRAMES = "i"
+#: quality weight of a frame by picture type in the pooled estimate (times 1/var of its residual); the issue's
+#: measurement on H.264 CRF 23: I-frames PCE ~700, P 6-11, B ~0, so a P-frame is worth about a tenth of an I
+VIDEO_FRAME_WEIGHTS = {"I": 1.0, "SI": 1.0, "P": 0.1, "SP": 0.1, "S": 0.1, "B": 0.02, "BI": 0.02}
+#: the weight of a picture type not listed above (unknown)
+VIDEO_OTHER_WEIGHT = 0.1
+#: stabilised video: each frame's peak is searched over shifts up to this many pixels each way
+VIDEO_ALIGN_RANGE = 16
+#: hybrid matching (a video frame as a scaled crop of a still sensor): the scale step and the span searched
+#: above the smallest scale at which the frame fits (relative)
+VIDEO_HYBRID_STEP = 0.002
+VIDEO_HYBRID_SPAN = 0.03

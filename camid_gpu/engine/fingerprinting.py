@@ -5,6 +5,7 @@ cannot be used gets an error entry naming it and the reason, and the other camer
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Any, Sequence
@@ -14,6 +15,7 @@ from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder, store_add
 from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine.scheduler import Progress, ordered_map
+from camid_gpu.engine.video import is_video_path, video_reference_frames
 from camid_gpu.errors import CamidError, OutputPathError
 from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
@@ -89,7 +91,9 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
         return ctx.fingerprint_batch(max(math.prod(params.clip_of(m) or sensor) for m in methods))
 
     # every camera's count against --refs before any image is decoded (a refusal after minutes of decoding helps no one)
-    short = {camera: references.count_problem(camera, len(listing.images), params.refs)
+    # (a camera with reference videos is counted in frames, once they are decoded: build_fingerprint checks it)
+    short = {camera: None if any(map(is_video_path, listing.images)) else
+             references.count_problem(camera, len(listing.images), params.refs)
              for camera, _, listing in listed if listing.images}
     progress = Progress(sum(len(listing.images) for camera, _, listing in listed if not short.get(camera)),
                         "fingerprint references", ctx.config.progress)
@@ -104,13 +108,17 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
             errors.append(short[camera])
             continue
         prefetch = max(2 * ctx.workers, 2)
+        videos = [p for p in paths if is_video_path(p)]  # their frames are references (after the images)
+        images = [p for p in paths if p not in set(videos)]
         # whole frames: build_fingerprint clips per method
-        stream = ordered_map(prepare.load_reference, [(p, None, ctx.config.limits, decoder is not None) for p in paths],
-                             ctx.workers, prefetch)
+        stream = ordered_map(prepare.load_reference,
+                             [(p, None, ctx.config.limits, decoder is not None) for p in images], ctx.workers, prefetch)
         loaded = ((task[0], result) for task, result in stream)
         if decoder is not None:
             loaded = prepare.decode_references(loaded, decoder, None)
         loaded = progress.counted(loaded)
+        if videos:
+            loaded = itertools.chain(loaded, video_reference_frames(videos, ctx, progress))
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
                                                batch_size=batches)

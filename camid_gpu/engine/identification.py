@@ -18,6 +18,7 @@ from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine.dask import identify_on_dask
 from camid_gpu.engine.scheduler import Progress, ResultsWriter, ordered_map, read_results
 from camid_gpu.engine.scoring import ChunkScorer
+from camid_gpu.engine.video import VideoIdentify, segments, video_spec
 from camid_gpu.errors import CamidError, FingerprintMismatchError
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
@@ -108,7 +109,8 @@ def identify_files(fp_dir: str | list[str], inputs: Sequence[str], results_path:
     run_folder.record_spec(run_dir, run_folder.run_spec(command, params.to_dict(), methods, fp_dir, paths,
                                                         kind=kind, computed_by=ctx.computed_by(),
                                                         **({} if custody["verified"] is not False else
-                                                           {"fingerprint_store": custody["note"]})), resume)
+                                                           {"fingerprint_store": custody["note"]}),
+                                                        **video_spec(paths)), resume)
     existing = run_folder.existing_records(results_path) if resume else []
     writer = ResultsWriter(results_path, resume)
     plan = run_folder.plan_resume(paths, existing)
@@ -124,11 +126,15 @@ def identify_files(fp_dir: str | list[str], inputs: Sequence[str], results_path:
         progress.advance(len(records))
 
     try:
-        if ctx.dask:
-            identify_on_dask(fp_dir, todo, write, methods, params, ctx, kind,
-                             unverified=unverified_store or store_built)
-        else:
-            LocalIdentify(ctx, store, params, methods, kind, write, progress).run(todo)
+        videos = VideoIdentify(ctx, store, params, write, progress)
+        for is_video, segment in segments(todo):  # videos in their input order, between the image chunks
+            if is_video:
+                videos.run(segment)
+            elif ctx.dask:
+                identify_on_dask(fp_dir, segment, write, methods, params, ctx, kind,
+                                 unverified=unverified_store or store_built)
+            else:
+                LocalIdentify(ctx, store, params, methods, kind, write, progress).run(segment)
     finally:
         progress.close()
         writer.close()

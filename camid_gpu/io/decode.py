@@ -37,6 +37,7 @@ from camid_gpu.errors import ImageDecodeError
 from camid_gpu.io.raw import HEIF_BRANDS, decode_dng, decode_heif
 from camid_gpu.io.reader import file_digest, read_evidence
 from camid_gpu.io.tiff import decode_tiff
+from camid_gpu.io.video import sniff_video
 
 #: the formats camid decodes (decided from the leading bytes, never from the file name); HEIF and DNG through
 #: the optional extras ``heif`` and ``raw`` (:mod:`camid_gpu.io.raw`)
@@ -95,6 +96,9 @@ def describe_content(head: bytes | None) -> str:
     for magic, name in _OTHER_MAGIC:
         if head.startswith(magic):
             return name
+    video = sniff_video(head)
+    if video:  # identify and fingerprint take videos; the other commands read images only
+        return f"a {video} video (camid identify and camid fingerprint read videos; this command reads images)"
     if head[4:8] == b"ftyp":
         return f"ISO media ({head[8:12].decode('ascii', 'replace')}, e.g. AVIF)"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":

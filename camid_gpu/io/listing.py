@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from camid_gpu._shared.files import file_kind
 from camid_gpu.io.decode import ALLOWED_FORMATS, describe_content, sniff_format
+from camid_gpu.io.video import VIDEO_SUFFIXES, sniff_video
 
 #: suffixes of the formats camid reads: a file with one is always an input (an error later when its content is
 #: not an image); a file without one is an input when its leading bytes are an image format camid reads
@@ -149,10 +150,10 @@ def _skip_reason(name: str, full: str) -> str | None:
     image format camid reads (a JPEG renamed ``.heic`` or with no suffix is read)."""
     if name.startswith(".") and not _include_hidden.get():
         return "hidden file (name starts with '.'; --include-hidden reads it)"
-    if name.lower().endswith(IMAGE_SUFFIXES):
+    if name.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES):
         return None
     head, why = _head(full)
-    if head is not None and sniff_format(head):
+    if head is not None and (sniff_format(head) or sniff_video(head)):
         return None
     suffix = os.path.splitext(name)[1]
     said = f"suffix {printable(suffix)}" if suffix else "no suffix"
@@ -180,7 +181,8 @@ def _head(path: str) -> tuple[bytes | None, str | None]:
 
 def _looks_like_image(name: str) -> bool:
     base = os.path.basename(name.rstrip("/"))
-    return base.lower().endswith(IMAGE_SUFFIXES) and (not base.startswith(".") or _include_hidden.get())
+    return (base.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            and (not base.startswith(".") or _include_hidden.get()))
 
 
 def printable(text: Any) -> str:

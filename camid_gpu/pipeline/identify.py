@@ -116,7 +116,8 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         source_shape=source_shape,
         params=dict(params.fingerprint_params(), refs=len(good)),
         references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
-                     "size": [i.height, i.width], **decoders.get(i.path, {})} for _, i in good],
+                     "size": [i.height, i.width], **decoders.get(i.path, {}),
+                     **({"video_frame": i.frame} if i.frame and "video_frame" in i.frame else {})} for _, i in good],
         software=software_versions())
     return fp, errors
 

@@ -27,6 +27,7 @@ from camid_gpu.io.decode import ImageInfo, decode_bytes, jpeg_header_info, read_
 from camid_gpu.io.device_decode import DeviceJpegDecoder, device_unsupported
 from camid_gpu.io.geometry import center_clip, green_channel
 from camid_gpu.io.listing import IMAGE_SUFFIXES, Listing, scan_inputs
+from camid_gpu.io.video import VIDEO_SUFFIXES
 from camid_gpu.prnu.search import MIN_SIDE  # the smallest side any comparison (the crop search too) needs
 
 KINDS = ("flat", "natural")
@@ -456,7 +457,7 @@ def disputed_listing(paths: Sequence[str]) -> Listing:
     here, before any work; a missing image file gets its own error record later."""
     for p in paths:
         p = os.fsdecode(os.fspath(p))
-        if not os.path.exists(p) and not p.lower().endswith(IMAGE_SUFFIXES):
+        if not os.path.exists(p) and not p.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES):
             raise CamidError(f"{p}: disputed-image folder does not exist")
     listing = scan_inputs(*paths)
     if not listing.images:

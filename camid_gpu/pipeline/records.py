@@ -277,3 +277,29 @@ def pce_record(scores: dict[str, dict[str, Any]], not_comparable: dict[str, dict
     if searched is not None:
         record["searched"] = searched
     return record
+
+
+def video_record(info: Any, kind: tuple[str, str], pooled: dict[str, dict[str, Any]],
+                 hybrid: dict[str, dict[str, Any]], not_comparable: dict[str, dict[str, Any]], threshold: float,
+                 options: dict[str, Any], frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record of a video (``camid_gpu.pipeline.video``): the image fields a reader expects (size, format,
+    kind, ...), ``video`` (container hash, codec, decoder and version, frame rate, the selection, every frame
+    used: index, PTS, time, picture type), ``pce`` over the pooled frames (per camera ``match`` video-pooled or
+    video-hybrid, with their alignment or scale/offset facts) and ``frames``: the per-frame PCE series."""
+    video = info.to_dict()
+    record = {"path": info.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
+              "size": [info.height, info.width], "channels": 1, "bit_depth": 8, "exif": {},
+              "kind": kind[0], "kind_source": kind[1], "rotations_tried": [0], "decoder": "cpu", "error": None,
+              "rotation": 0, "video": dict(video, options=options),
+              "mahalanobis_skipped": "videos are scored by PCE only (pooled frames)"}
+    scores = {**pooled, **hybrid}
+    # the pooled frames are compared at full frame; a still fingerprint is searched over scales and offsets
+    how = {**{c: "full-frame" for c in pooled}, **{c: "crop" for c in hybrid}}
+    searched = searched_record(how, [], CROPS_SCALES if hybrid else CROPS_NONE)
+    record["pce"] = pce_record(scores, not_comparable, threshold, info.path, searched)
+    record["pce"]["method"] = "pce-video"
+    record["frames"] = frames
+    best = record["pce"]["best"]
+    if best is not None and best in pooled:
+        record["video"]["stabilisation_detected"] = pooled[best]["stabilisation_detected"]
+    return record

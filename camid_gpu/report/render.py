@@ -8,6 +8,7 @@ from camid_gpu._shared.custody import Custody
 from camid_gpu._shared.progress import Progress
 from camid_gpu.report import cameras, decisions, membership, overview, pce, truth
 from camid_gpu.report import evidence, quality
+from camid_gpu.report import video
 from camid_gpu.report.figures import RC, load_matplotlib
 from camid_gpu.report.html import page
 from camid_gpu.report.load import Run, load_run
@@ -58,7 +59,7 @@ def _render(run: Run, progress: bool | None = False) -> str:
         steps = [lambda: evidence.casework_section(run), lambda: overview.section(run),
                  lambda: decisions.section(run), lambda: evidence.evidence_section(run), lambda: pce.section(run, mpl),
                  lambda: membership.section(run), lambda: cameras.section(run, mpl), lambda: truth.section(run, mpl),
-                 lambda: quality.section(run)]
+                 lambda: quality.section(run), lambda: video.section(run, mpl)]
         with Progress(len(steps), "report sections", progress) as bar:  # the figures take the time
             body = []
             for step in steps:
