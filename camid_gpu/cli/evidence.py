@@ -199,11 +199,11 @@ def _pairs_of(args: argparse.Namespace, work: str) -> tuple[Any, dict[str, Any],
                          "(or --validate CAL [RUN...])")
     models = _models_arg(args.models)
     if args.references:
-        from camid_gpu.evidence.references import pairs_from_references
+        from camid_gpu.cli.calibration_data import pairs_from_references
 
         return pairs_from_references(args.references, work, models, args.backend)
     if args.like:
-        from camid_gpu.evidence.like import pairs_like
+        from camid_gpu.cli.calibration_data import pairs_like
 
         return pairs_like(args.like, work, args.like_max_side, args.backend)
     inputs = [os.path.join(r, name) for r in args.runs for name in ("results.jsonl", "manifest.json")]
