@@ -1,0 +1,82 @@
+"""camid calibrate --references REFS (the lab's own cameras, leave one image out) and --like SEIZED (simulated
+cameras matched to a case, every LR saying so)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("lir")
+
+from camid_gpu.cli.calibration_data import _folder_models
+from camid_gpu.cli.commands import main
+from camid_gpu.datasets.synthetic import make_dataset
+from camid_gpu.evidence.apply import SIMULATED, load_calibration
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    make_dataset(root / "data", cameras=6, per_model=2, refs=4, disputed_flat=2, disputed_natural=2, height=96,
+                 width=128, jpeg_quality=90, seed=21)
+    return root
+
+
+def test_references_leave_one_image_out(lab, tmp_path, capsys):
+    cal = tmp_path / "cal"
+    assert main(["calibrate", "--references", str(lab / "data" / "refs"), "-o", str(cal)]) == 0
+    out = capsys.readouterr().out
+    assert "4 leave-one-image-out folds" in out and "camid-synth ground truth" in out
+    c = load_calibration(str(cal))
+    model = c.models["flat aligned"]
+    v = model["validation"]
+    assert model["sizes"]["same-source"] == 24 and model["sizes"]["cameras"] == 6  # one name per camera, every fold
+    assert v["same_source"] == 24 and v["rate_misleading_same_source"] == 0.0
+    assert v["rate_misleading_different_source"] == 0.0
+    assert not c.simulated and c.data["data"]["folds"] == 4
+    manifest = json.loads((cal / "manifest.json").read_text())
+    assert sum(e["role"] == "calibration-input" for e in manifest["inputs"]) == 24  # every reference hashed
+    assert main(["verify", str(cal)]) == 0
+
+
+def test_references_short_names_the_minimum(lab, tmp_path, capsys):
+    refs = tmp_path / "refs"
+    for cam in ("C01", "C02", "C03"):
+        shutil.copytree(lab / "data" / "refs" / cam, refs / cam)
+    assert main(["calibrate", "--references", str(refs), "-o", str(tmp_path / "cal")]) == 1
+    assert "3 camera folders with images, at least 4 needed" in capsys.readouterr().err
+
+
+def test_folder_names_give_the_models():
+    assert _folder_models(["Nikon_D70_0", "Nikon_D70_1", "Canon_Ixus_0"]) == {
+        "Nikon_D70_0": "Nikon_D70", "Nikon_D70_1": "Nikon_D70", "Canon_Ixus_0": "Canon_Ixus"}
+    assert _folder_models(["alpha", "beta"]) is None
+
+
+def test_like_is_simulated_and_every_lr_says_so(lab, tmp_path, capsys):
+    seized = tmp_path / "seized"
+    seized.mkdir()
+    for i, f in enumerate(sorted((lab / "data" / "disputed" / "C01").glob("*.jpg"))):
+        shutil.copy(f, seized / f"{i}_{f.name}")
+    cal = tmp_path / "cal"
+    assert main(["calibrate", "--like", str(seized), "-o", str(cal), "--like-max-side", "128", "--kind", "flat"]) == 0
+    assert "CALIBRATED ON SIMULATED DATA" in capsys.readouterr().out
+    c = load_calibration(str(cal))
+    assert c.simulated and any("scaled down" in a for a in c.data["data"]["assumptions"])
+    assert c.data["data"]["matched_sizes"] == [[96, 128]]
+    run = tmp_path / "run"
+    fp = tmp_path / "fp"
+    assert main(["fingerprint", str(lab / "data" / "refs"), "-o", str(fp), "--refs", "all", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["identify", str(fp), str(seized), "-o", str(run), "--quiet", "--calibration", str(cal)]) == 0
+    console = capsys.readouterr().out
+    assert "CALIBRATED ON SIMULATED DATA" in console
+    lines = [t for t in console.splitlines() if t.strip().startswith(("best ", "runner-up "))]
+    assert lines and all(f"[{SIMULATED}]" in t for t in lines)
+    evidence = json.loads((run / "evidence.json").read_text())
+    assert evidence["calibration"]["calibrated_on"] == SIMULATED
+    assert all(lr["calibrated_on"] == SIMULATED for img in evidence["images"] for lr in img["cameras"].values())
+    report = tmp_path / "report.html"
+    assert main(["report", str(run), "-o", str(report), "--quiet"]) == 0
+    assert SIMULATED.upper() in report.read_text()
