@@ -8,7 +8,8 @@ x twins, JPEG 92) at a moderate size (--height/--width; CPU-bound). Steps (every
    ``camid evaluate TEST --calibration CAL`` (aligned: full frame, zero shift);
 3. CROPS: every TEST questioned image centre-cropped to 3/4 of each side, re-saved at JPEG 92 ->
    ``camid identify TEST-fingerprints CROPS --calibration CAL --lr-outside-calibration`` (crop search);
-4. ``camid calibrate --like SEIZED`` with SEIZED = TEST's questioned images, and steps 2-3 again with it.
+4. ``camid calibrate --like SEIZED`` with SEIZED = TEST's questioned images, and steps 2-3 again with it;
+5. both calibrations again with ``--crops 0.75`` (crop-searched pairs calibrated too), and steps 2-3 with each.
 
 Writes a JSON and a Markdown table (``-o``): per calibration and condition, the pairs, those with a calibrated LR,
 Cllr over them, the rates of misleading evidence both ways (same-source LR < 1, different-source LR > 1) and, for
@@ -90,7 +91,7 @@ def _crops(test: str, crops: str) -> dict[str, str]:
     return truth
 
 
-def measure(work: str, height: int, width: int) -> dict:
+def measure(work: str, height: int, width: int, with_crops: bool = True) -> dict:
     lab, test, crops, seized = (os.path.join(work, n) for n in ("lab", "test", "crops", "seized"))
     make_dataset(lab, cameras=6, per_model=2, refs=7, disputed_flat=0, disputed_natural=0, height=height, width=width,
                  jpeg_quality=92, seed=31)
@@ -104,13 +105,16 @@ def measure(work: str, height: int, width: int) -> dict:
             os.symlink(os.path.join(test, "disputed", cam, name), os.path.join(seized, f"{cam}_{name}"))
     results = {}
     timings = {}
-    for label, extra in (("references", ["--references", os.path.join(lab, "refs")]),
-                         ("like", ["--like", seized, "--like-max-side", str(max(height, width))])):
-        cal = os.path.join(work, f"cal-{label}")
+    variants = [("references", ["--references", os.path.join(lab, "refs")]),
+                ("like", ["--like", seized, "--like-max-side", str(max(height, width))])]
+    variants += [(f"{label} --crops {crops}", extra + ["--crops", str(crops)]) for label, extra in variants for crops in
+                 ([0.75] if with_crops else [])]
+    for label, extra in variants:
+        cal = os.path.join(work, "cal-" + label.replace(" ", "").replace("--", "-"))
         started = time.time()
         _run(["calibrate", *extra, "-o", cal])
         timings[f"calibrate --{label}"] = round(time.time() - started, 1)
-        ev, cr = os.path.join(work, f"eval-{label}"), os.path.join(work, f"crop-{label}")
+        ev, cr = (os.path.join(work, f"{n}-" + label.replace(" ", "").replace("--", "-")) for n in ("eval", "crop"))
         _run(["evaluate", test, "-o", ev, "--refs", "all", "--calibration", cal, "--lr-outside-calibration"])
         _run(["identify", os.path.join(ev, "fingerprints"), crops, "-o", cr, "--calibration", cal,
               "--lr-outside-calibration"])
@@ -146,8 +150,9 @@ def cli() -> None:
     ap.add_argument("-o", "--output", required=True, help="JSON path (a .md table beside it)")
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--no-crops", action="store_true", help="skip step 5")
     a = ap.parse_args()
-    doc = measure(a.work, a.height, a.width)
+    doc = measure(a.work, a.height, a.width, not a.no_crops)
     with open(a.output, "w", encoding="utf-8") as handle:
         json.dump(doc, handle, indent=1)
     with open(os.path.splitext(a.output)[0] + ".md", "w", encoding="utf-8") as handle:

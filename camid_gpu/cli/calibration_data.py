@@ -70,7 +70,27 @@ def _reference_listing(refs: str) -> dict[str, list[str]]:
     return cameras
 
 
-def _link_fold(folder: str, cameras: dict[str, list[str]], k: int) -> None:
+def write_crop(path: str, folder: str, fraction: float) -> str:
+    """A centre crop of ``fraction`` of each side of the image at ``path``, written into ``folder`` (a JPEG at
+    the file's own estimated quality, else a PNG): a questioned image that the crop search must find."""
+    from PIL import Image
+
+    from camid_gpu._shared.files import open_regular
+    from camid_gpu.evidence.conditions import jpeg_quality
+
+    quality = jpeg_quality(path)
+    with open_regular(path) as handle, Image.open(handle) as image:
+        w, h = image.size
+        cw, ch = max(16, int(w * fraction) // 2 * 2), max(16, int(h * fraction) // 2 * 2)
+        left, top = (w - cw) // 4 * 2, (h - ch) // 4 * 2  # even offsets: the CFA phase kept
+        crop = image.crop((left, top, left + cw, top + ch))
+        stem = os.path.splitext(os.path.basename(path))[0]
+        out = os.path.join(folder, f"crop_{stem}" + (".jpg" if quality else ".png"))
+        crop.save(out, **({"quality": quality} if quality else {}))
+    return out
+
+
+def _link_fold(folder: str, cameras: dict[str, list[str]], k: int, crops: Optional[float]) -> None:
     for cam, images in cameras.items():
         for part, chosen in (("refs", [p for i, p in enumerate(images) if i != k]),
                              ("disputed", [images[k]] if k < len(images) else [])):
@@ -79,6 +99,8 @@ def _link_fold(folder: str, cameras: dict[str, list[str]], k: int) -> None:
             for i, path in enumerate(chosen):
                 name = f"{i:04d}_{os.path.basename(path)}"  # kind words of the name kept
                 os.symlink(os.path.abspath(path), os.path.join(target, name))
+                if part == "disputed" and crops:
+                    write_crop(path, target, crops)
 
 
 def _renamed(data: RunPairs, homes: dict[str, str], home: str) -> RunPairs:
@@ -100,15 +122,22 @@ def _evaluate(dataset: str, run: str, backend: str) -> None:
     evaluate_dataset(dataset, run, methods_of("pce"), Params(refs=None), RunConfig(backend=backend))
 
 
-def pairs_from_references(refs: str, work: str, models: Optional[dict[str, str]],
-                          backend: str) -> tuple[RunPairs, dict[str, Any], list[str]]:
-    """(pairs, source, reference files) of ``--references REFS`` (see the module docstring)."""
+def _check_crops(crops: Optional[float]) -> None:
+    if crops is not None and not (cfg.is_finite_number(crops) and 0.1 <= crops < 1.0):
+        raise ValueError(f"--crops must be a fraction of each side in [0.1, 1), got {crops!r}")
+
+
+def pairs_from_references(refs: str, work: str, models: Optional[dict[str, str]], backend: str,
+                          crops: Optional[float] = None) -> tuple[RunPairs, dict[str, Any], list[str]]:
+    """(pairs, source, reference files) of ``--references REFS`` (see the module docstring); with ``crops``,
+    each held-out image's centre crop too (crop-searched pairs: the crop model)."""
+    _check_crops(crops)
     cameras = _reference_listing(refs)
     folds = max(len(v) for v in cameras.values())
     runs, homes = [], {}
     for k in range(folds):
         dataset, run = os.path.join(work, f"fold{k + 1:03d}"), os.path.join(work, f"run{k + 1:03d}")
-        _link_fold(dataset, cameras, k)
+        _link_fold(dataset, cameras, k, crops)
         _evaluate(dataset, run, backend)
         runs.append(run)
         homes[os.path.abspath(dataset)] = os.path.abspath(refs)
@@ -122,6 +151,9 @@ def pairs_from_references(refs: str, work: str, models: Optional[dict[str, str]]
                       f"{sum(len(v) for v in cameras.values())} images, {folds} leave-one-image-out folds",
               "simulated": False, "references": os.path.abspath(refs), "folds": folds,
               "fold_runs": "temporary camid evaluate runs, removed after the fit (their hashes: data.runs)"}
+    if crops:
+        source["assumptions"] = [f"crop-searched pairs from centre crops of {crops:g} of each side of every held-out "
+                                 f"image, re-saved at its own estimated JPEG quality (PNG when not a JPEG)"]
     return data, source, [p for v in cameras.values() for p in v]
 
 
@@ -159,11 +191,21 @@ def _scaled(size: list[int], max_side: int) -> tuple[int, int, float]:
     return rows, cols, factor
 
 
-def pairs_like(seized: str, work: str, max_side: int, backend: str) -> tuple[RunPairs, dict[str, Any], list[str]]:
+def _add_crops(dataset: str, fraction: float) -> None:
+    disputed = os.path.join(dataset, "disputed")
+    for cam in sorted(os.listdir(disputed)):
+        for name in sorted(os.listdir(os.path.join(disputed, cam))):
+            write_crop(os.path.join(disputed, cam, name), os.path.join(disputed, cam), fraction)
+
+
+def pairs_like(seized: str, work: str, max_side: int, backend: str,
+               crops: Optional[float] = None) -> tuple[RunPairs, dict[str, Any], list[str]]:
     """(pairs, source, seized files) of ``--like SEIZED`` (see the module docstring): one simulated dataset per
-    distinct (scaled size, JPEG quality) of the seized images, each evaluated, all pooled."""
+    distinct (scaled size, JPEG quality) of the seized images, each evaluated, all pooled; with ``crops``, each
+    simulated questioned image's centre crop too."""
     from camid_gpu.datasets.synthetic import make_dataset
 
+    _check_crops(crops)
     if max_side < 64:
         raise ValueError(f"--like-max-side must be at least 64, got {max_side}")
     facts = _seized_facts(seized)
@@ -176,6 +218,8 @@ def pairs_like(seized: str, work: str, max_side: int, backend: str) -> tuple[Run
                      disputed_flat=cfg.CALIBRATION_LIKE_DISPUTED if kinds["flat"] else 0,
                      disputed_natural=cfg.CALIBRATION_LIKE_DISPUTED if kinds["natural"] else 0,
                      height=rows, width=cols, jpeg_quality=int(quality), seed=1000 + i)
+        if crops:
+            _add_crops(dataset, crops)
         _evaluate(dataset, run, backend)
         runs.append(run)
     data = read_pairs(runs)
@@ -191,6 +235,9 @@ def pairs_like(seized: str, work: str, max_side: int, backend: str) -> tuple[Run
         "JPEG qualities estimated from the seized files' quantisation tables: "
         + ", ".join(f"{q}" for q in sorted({g[2] for g in groups})) + " (95 where the file is not a JPEG)",
         "the seized images' own processing (in-camera denoising, HDR, stabilisation) is not simulated"]
+    if crops:
+        assumptions.append(f"crop-searched pairs from centre crops of {crops:g} of each side of every simulated "
+                           f"questioned image, re-saved at its JPEG quality")
     matched = sorted({tuple(sorted(f["size"])) for f in facts})
     source = {"from": f"simulated cameras matched to the images in {os.path.abspath(seized)}", "simulated": True,
               "assumptions": assumptions, "like": os.path.abspath(seized),

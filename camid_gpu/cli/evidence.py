@@ -55,6 +55,9 @@ def add_calibrate_parser(sub: Any) -> None:
     p.add_argument("--like-max-side", type=int, default=cfg.CALIBRATION_LIKE_MAX_SIDE, metavar="PX",
                    help="with --like: the simulated images' long side at most PX (the seized sizes scaled down, "
                         "aspect kept; stated in the calibration) (default %(default)s)")
+    p.add_argument("--crops", type=float, default=None, metavar="FRACTION",
+                   help="with --references or --like: also calibrate the crop search, on centre crops of FRACTION of "
+                        "each side of every held-out (or simulated) questioned image (e.g. 0.75)")
     p.add_argument("--validate", default=None, metavar="CAL",
                    help="print the validation of calibration CAL; with RUN folders of other cameras, validate CAL "
                         "on them instead (nothing is written)")
@@ -201,11 +204,13 @@ def _pairs_of(args: argparse.Namespace, work: str) -> tuple[Any, dict[str, Any],
     if args.references:
         from camid_gpu.cli.calibration_data import pairs_from_references
 
-        return pairs_from_references(args.references, work, models, args.backend)
+        return pairs_from_references(args.references, work, models, args.backend, args.crops)
     if args.like:
         from camid_gpu.cli.calibration_data import pairs_like
 
-        return pairs_like(args.like, work, args.like_max_side, args.backend)
+        return pairs_like(args.like, work, args.like_max_side, args.backend, args.crops)
+    if args.crops is not None:
+        raise ValueError("--crops needs --references or --like (evaluate runs bring their own crops, if any)")
     inputs = [os.path.join(r, name) for r in args.runs for name in ("results.jsonl", "manifest.json")]
     return read_pairs(args.runs, models), {"from": "camid evaluate runs", "simulated": False}, inputs
 
@@ -239,7 +244,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         outputs = [cal_path] + _write_validation_page(args.outdir, calibration)
         params = {"calibrator": args.calibrator, "different_source": args.different_source, "kinds": args.kind,
                   "models": args.models, "references": args.references, "like": args.like,
-                  "like_max_side": args.like_max_side if args.like else None}
+                  "like_max_side": args.like_max_side if args.like else None, "crops": args.crops}
         path, digest = run_folder.write_manifest(args.outdir, "calibrate", sys.argv, params, "numpy (lir)", started,
                                                  [file_entry(f, "calibration-input") for f in files], None, outputs,
                                                  kernels="not used")

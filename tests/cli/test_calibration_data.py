@@ -80,3 +80,24 @@ def test_like_is_simulated_and_every_lr_says_so(lab, tmp_path, capsys):
     report = tmp_path / "report.html"
     assert main(["report", str(run), "-o", str(report), "--quiet"]) == 0
     assert SIMULATED.upper() in report.read_text()
+
+
+def test_references_with_crops_calibrate_the_crop_search(lab, tmp_path):
+    cal = tmp_path / "cal"
+    assert main(["calibrate", "--references", str(lab / "data" / "refs"), "-o", str(cal), "--crops", "0.75"]) == 0
+    c = load_calibration(str(cal))
+    crop = c.models["flat crop"]
+    assert crop["conditions"]["geometries"] == ["crop"] and crop["conditions"]["positions"][0] > 1
+    assert crop["sizes"]["same-source"] == 24
+    v = crop["validation"]
+    # crop-searched wrong cameras (maxima over every offset) never read as support for Hp
+    assert v["rate_misleading_different_source"] == 0.0 and v["strongest_misleading"]["different_source"] < 0
+    assert any("centre crops of 0.75" in a for a in c.data["data"]["assumptions"])
+
+
+def test_crops_need_a_source_that_makes_images(lab, tmp_path, capsys):
+    assert main(["calibrate", str(lab / "data"), "-o", str(tmp_path / "cal"), "--crops", "0.5"]) == 1
+    assert "--crops needs --references or --like" in capsys.readouterr().err
+    assert main(["calibrate", "--references", str(lab / "data" / "refs"), "-o", str(tmp_path / "c2"),
+                 "--crops", "1.5"]) == 1
+    assert "--crops must be a fraction" in capsys.readouterr().err
