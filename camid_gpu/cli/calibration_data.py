@@ -62,12 +62,7 @@ def _reference_listing(refs: str) -> dict[str, list[str]]:
             images = sorted(list_images(folder))
             if images:
                 cameras[name] = images
-    short = [f"{c} ({len(v)})" for c, v in cameras.items() if len(v) < 2]
-    if len(cameras) < cfg.CALIBRATION_MIN_CAMERAS or short:
-        raise CamidError(f"--references {refs}: {len(cameras)} camera folders with images, at least "
-                         f"{cfg.CALIBRATION_MIN_CAMERAS} needed, each with at least 2 images (one is left out of "
-                         f"its fingerprint in turn)" + (f"; too few images: {', '.join(short)}" if short else ""))
-    return cameras
+    return _enough(cameras, f"--references {refs}")
 
 
 def write_crop(path: str, folder: str, fraction: float) -> str:
@@ -127,12 +122,53 @@ def _check_crops(crops: Optional[float]) -> None:
         raise ValueError(f"--crops must be a fraction of each side in [0.1, 1), got {crops!r}")
 
 
+def _enough(cameras: dict[str, list[str]], where: str) -> dict[str, list[str]]:
+    short = [f"{c} ({len(v)})" for c, v in cameras.items() if len(v) < 2]
+    if len(cameras) < cfg.CALIBRATION_MIN_CAMERAS or short:
+        raise CamidError(f"{where}: {len(cameras)} camera folders with images, at least "
+                         f"{cfg.CALIBRATION_MIN_CAMERAS} needed, each with at least 2 images (one is left out of "
+                         f"its fingerprint in turn)" + (f"; too few images: {', '.join(short)}" if short else ""))
+    return cameras
+
+
+def library_references(library: str) -> tuple[dict[str, list[str]], list[str]]:
+    """(camera -> its reference files still at hand and unchanged, notes) of the active cameras of a library:
+    the references recorded in each camera's metadata, each checked against its recorded SHA-256 (a reference
+    moved, deleted or changed since is left out, and said). The catalogue is checked against its version."""
+    from camid_gpu._shared.jsonio import sha256_file
+    from camid_gpu.library import catalogue
+
+    con = catalogue.connect(library)
+    try:
+        recorded, now = catalogue.get_meta(con).get("version"), catalogue.content_version(con)
+        rows = catalogue.camera_rows(con, active_only=True)
+    finally:
+        con.close()
+    if recorded != now:
+        raise CamidError(f"--library {library}: the catalogue's content is not its recorded version (camid library "
+                         f"verify {library})")
+    cameras, notes = {}, []
+    for row in rows:
+        refs = json.loads(row["metadata_json"]).get("references") or []
+        kept = [r["path"] for r in refs if isinstance(r, dict) and isinstance(r.get("path"), str)
+                and os.path.isfile(r["path"]) and sha256_file(r["path"]) == r.get("sha256")]
+        if len(kept) < len(refs):
+            notes.append(f"{row['name']}: {len(refs) - len(kept)} of {len(refs)} references no longer at hand or "
+                         f"changed since they were recorded, left out")
+        if kept:
+            cameras[row["name"]] = sorted(kept)
+    return cameras, notes
+
+
 def pairs_from_references(refs: str, work: str, models: Optional[dict[str, str]], backend: str,
-                          crops: Optional[float] = None) -> tuple[RunPairs, dict[str, Any], list[str]]:
+                          crops: Optional[float] = None,
+                          cameras: Optional[dict[str, list[str]]] = None) -> tuple[RunPairs, dict[str, Any], list[str]]:
     """(pairs, source, reference files) of ``--references REFS`` (see the module docstring); with ``crops``,
-    each held-out image's centre crop too (crop-searched pairs: the crop model)."""
+    each held-out image's centre crop too (crop-searched pairs: the crop model). ``cameras`` (camera -> files):
+    the references of a library instead of REFS's folders (REFS then names the library)."""
     _check_crops(crops)
-    cameras = _reference_listing(refs)
+    given = cameras is not None
+    cameras = _enough(cameras, f"--library {refs}") if given else _reference_listing(refs)
     folds = max(len(v) for v in cameras.values())
     runs, homes = [], {}
     for k in range(folds):
@@ -147,7 +183,8 @@ def pairs_from_references(refs: str, work: str, models: Optional[dict[str, str]]
     data = _renamed(read_pairs(runs, found), homes, os.path.abspath(refs))
     if label:
         data.models_from = [label]
-    source = {"from": f"the lab's reference images in {os.path.abspath(refs)}: {len(cameras)} cameras, "
+    source = {"from": f"the lab's reference images {'of the library' if given else 'in'} {os.path.abspath(refs)}: "
+                      f"{len(cameras)} cameras, "
                       f"{sum(len(v) for v in cameras.values())} images, {folds} leave-one-image-out folds",
               "simulated": False, "references": os.path.abspath(refs), "folds": folds,
               "fold_runs": "temporary camid evaluate runs, removed after the fit (their hashes: data.runs)"}

@@ -49,6 +49,9 @@ def add_calibrate_parser(sub: Any) -> None:
                    help="calibrate on the lab's own cameras: REFS/<camera>/ holds real images of each camera "
                         "(flats and naturals; kind by name or content as camid determines it); same-source pairs by "
                         "leave-one-image-out fingerprints, different-source pairs against the other cameras")
+    p.add_argument("--library", default=None, metavar="LIB",
+                   help="as --references, from the references recorded with each active camera of library LIB that "
+                        "are still at hand and unchanged (checked against their recorded SHA-256)")
     p.add_argument("--like", default=None, metavar="SEIZED",
                    help="calibrate on simulated cameras matched to the images in SEIZED (sizes, scaled down; JPEG "
                         "qualities; kinds); every LR from it says 'calibrated on simulated data'")
@@ -196,11 +199,20 @@ def _pairs_of(args: argparse.Namespace, work: str) -> tuple[Any, dict[str, Any],
     """(pairs, how they were made, input files) of the one source given: runs, --references or --like."""
     from camid_gpu.evidence.pairs import read_pairs
 
-    given = [bool(args.runs), bool(args.references), bool(args.like)]
+    given = [bool(args.runs), bool(args.references), bool(args.library), bool(args.like)]
     if sum(given) != 1 or not args.outdir:
-        raise ValueError("camid calibrate (RUN... | --references REFS | --like SEIZED) -o CAL "
+        raise ValueError("camid calibrate (RUN... | --references REFS | --library LIB | --like SEIZED) -o CAL "
                          "(or --validate CAL [RUN...])")
     models = _models_arg(args.models)
+    if args.library:
+        from camid_gpu.cli.calibration_data import library_references, pairs_from_references
+
+        cameras, notes = library_references(args.library)
+        for note in notes:
+            print(f"camid: note: {printable(note)}", file=sys.stderr)
+        data, source, files = pairs_from_references(args.library, work, models, args.backend, args.crops, cameras)
+        source["library_notes"] = notes
+        return data, source, files
     if args.references:
         from camid_gpu.cli.calibration_data import pairs_from_references
 
@@ -210,7 +222,8 @@ def _pairs_of(args: argparse.Namespace, work: str) -> tuple[Any, dict[str, Any],
 
         return pairs_like(args.like, work, args.like_max_side, args.backend, args.crops)
     if args.crops is not None:
-        raise ValueError("--crops needs --references or --like (evaluate runs bring their own crops, if any)")
+        raise ValueError("--crops needs --references, --library or --like (evaluate runs bring their own crops, "
+                         "if any)")
     inputs = [os.path.join(r, name) for r in args.runs for name in ("results.jsonl", "manifest.json")]
     return read_pairs(args.runs, models), {"from": "camid evaluate runs", "simulated": False}, inputs
 
@@ -228,7 +241,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     started = utc_now()
     cal_path = os.path.join(args.outdir or ".", CALIBRATION_NAME)
-    inputs = list(args.runs or []) + [p for p in (args.references, args.like) if p]
+    inputs = list(args.runs or []) + [p for p in (args.references, args.library, args.like) if p]
     run_folder.check_outputs(inputs, folders=[args.outdir] if args.outdir else [], command="calibrate")
     if os.path.exists(cal_path) and not args.overwrite:
         raise ValueError(f"{cal_path} exists; pass --overwrite to replace it, or choose another folder")
@@ -243,7 +256,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         write_json(cal_path, calibration)
         outputs = [cal_path] + _write_validation_page(args.outdir, calibration)
         params = {"calibrator": args.calibrator, "different_source": args.different_source, "kinds": args.kind,
-                  "models": args.models, "references": args.references, "like": args.like,
+                  "models": args.models, "references": args.references, "library": args.library, "like": args.like,
                   "like_max_side": args.like_max_side if args.like else None, "crops": args.crops}
         path, digest = run_folder.write_manifest(args.outdir, "calibrate", sys.argv, params, "numpy (lir)", started,
                                                  [file_entry(f, "calibration-input") for f in files], None, outputs,

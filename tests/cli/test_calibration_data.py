@@ -97,7 +97,24 @@ def test_references_with_crops_calibrate_the_crop_search(lab, tmp_path):
 
 def test_crops_need_a_source_that_makes_images(lab, tmp_path, capsys):
     assert main(["calibrate", str(lab / "data"), "-o", str(tmp_path / "cal"), "--crops", "0.5"]) == 1
-    assert "--crops needs --references or --like" in capsys.readouterr().err
+    assert "--crops needs --references, --library or --like" in capsys.readouterr().err
     assert main(["calibrate", "--references", str(lab / "data" / "refs"), "-o", str(tmp_path / "c2"),
                  "--crops", "1.5"]) == 1
     assert "--crops must be a fraction" in capsys.readouterr().err
+
+
+def test_library_references_still_at_hand(lab, tmp_path, capsys):
+    refs = tmp_path / "refs"
+    shutil.copytree(lab / "data" / "refs", refs)
+    fp, lib = tmp_path / "fp", tmp_path / "lib"
+    assert main(["fingerprint", str(refs), "-o", str(fp), "--refs", "all", "--quiet"]) == 0
+    assert main(["library", "init", str(lib)]) == 0
+    assert main(["library", "add", str(lib), str(fp)]) == 0
+    (refs / "C02" / sorted(p.name for p in (refs / "C02").iterdir())[0]).unlink()  # one reference gone
+    capsys.readouterr()
+    cal = tmp_path / "cal"
+    assert main(["calibrate", "--library", str(lib), "-o", str(cal), "--kind", "flat"]) == 0
+    assert "C02: 1 of 4 references no longer at hand" in capsys.readouterr().err
+    c = load_calibration(str(cal))
+    assert c.models["flat aligned"]["sizes"]["same-source"] == 23  # 6 cameras x 4 references, one gone
+    assert "of the library" in c.data["data"]["from"]
