@@ -132,14 +132,18 @@ def measure(work: str, height: int, width: int, with_crops: bool = True) -> dict
 
 def table(doc: dict) -> str:
     rows = ["| calibration | condition | pairs | with a calibrated LR | Cllr | same-source LR < 1 | different-source "
-            "LR > 1 | marked numbers outside: different-source > 1 |", "|---|---|---|---|---|---|---|---|"]
+            "LR > 1 | largest different-source log10 LR | outside, marked numbers: same-source < 1, different-source > 1 |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for label, res in doc["results"].items():
         for cond, r in res["conditions"].items():
             c, m = r["calibrated"], r["outside_marked"]
             cllr = "-" if c["cllr"] is None else f"{c['cllr']:.3f}"
+            top = c["strongest_misleading_different_source"]
+            strongest = "-" if top is None else f"{top:+.2f}"
             rows.append(f"| --{label} | {cond} | {r['pairs']} | {c['with_value']} | {cllr} | "
                         f"{c['same_source_lr_below_1']}/{c['same_source']} | "
-                        f"{c['different_source_lr_above_1']}/{c['different_source']} | "
+                        f"{c['different_source_lr_above_1']}/{c['different_source']} | {strongest} | "
+                        f"{m['same_source_lr_below_1']}/{m['same_source']}, "
                         f"{m['different_source_lr_above_1']}/{m['different_source']} |")
     return "\n".join(rows)
 
