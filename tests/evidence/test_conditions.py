@@ -268,6 +268,9 @@ def test_mahalanobis_with_a_calibration_refused_up_front(case, tmp_path, capsys)
                  "mahalanobis", "--clip", "64", "--calibration", str(case["cal"]), "--quiet"]) == 1
     assert "--method mahalanobis has no calibrated score" in capsys.readouterr().err
     assert not (out / "evidence.json").exists() and not (out / "results.jsonl").exists()
+    assert main(["identify", str(case["fp"]), str(case["other"] / "disputed"), "-o", str(out),
+                 "--lr-outside-calibration", "--quiet"]) == 1
+    assert "--lr-outside-calibration needs --calibration" in capsys.readouterr().err
 
 
 def test_outside_conditions_print_no_verbal_scale_and_every_camera_is_listed(case, tmp_path, capsys):
