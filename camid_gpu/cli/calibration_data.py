@@ -98,7 +98,7 @@ def _link_fold(folder: str, cameras: dict[str, list[str]], k: int, crops: Option
                     write_crop(path, target, crops)
 
 
-def _renamed(data: RunPairs, homes: dict[str, str], home: str) -> RunPairs:
+def _renamed(data: RunPairs, homes: dict[str, str]) -> RunPairs:
     """The pairs with each fold's camera names (``<fold dataset>::<camera>``) named ``<REFS>::<camera>``: one
     camera under one name in every fold (the validation holds a camera out of every fold at once)."""
     def rename(name: str) -> str:
@@ -180,7 +180,7 @@ def pairs_from_references(refs: str, work: str, models: Optional[dict[str, str]]
     label, found = next(((lab, m) for lab, m in (("--models", models), ("camid-synth ground truth", _synth_models(refs)),
                                                  ("folder names <model>_<n>", _folder_models(list(cameras))))
                          if m), (None, None))
-    data = _renamed(read_pairs(runs, found), homes, os.path.abspath(refs))
+    data = _renamed(read_pairs(runs, found), homes)
     if label:
         data.models_from = [label]
     source = {"from": f"the lab's reference images {'of the library' if given else 'in'} {os.path.abspath(refs)}: "
@@ -246,7 +246,7 @@ def pairs_like(seized: str, work: str, max_side: int, backend: str,
     if max_side < 64:
         raise ValueError(f"--like-max-side must be at least 64, got {max_side}")
     facts = _seized_facts(seized)
-    groups = Counter((*_scaled(sorted(f["size"]), max_side)[:2], f["quality"] or 95) for f in facts)
+    groups = Counter((*_scaled(sorted(f["size"]), max_side)[:2], f["quality"] or 0) for f in facts)  # 0: PNG
     kinds = Counter(f["kind"] for f in facts)
     runs = []
     for i, (rows, cols, quality) in enumerate(sorted(groups)):
@@ -254,7 +254,8 @@ def pairs_like(seized: str, work: str, max_side: int, backend: str,
         make_dataset(dataset, cameras=cfg.CALIBRATION_LIKE_CAMERAS, per_model=2, refs=cfg.CALIBRATION_LIKE_REFS,
                      disputed_flat=cfg.CALIBRATION_LIKE_DISPUTED if kinds["flat"] else 0,
                      disputed_natural=cfg.CALIBRATION_LIKE_DISPUTED if kinds["natural"] else 0,
-                     height=rows, width=cols, jpeg_quality=int(quality), seed=1000 + i)
+                     height=rows, width=cols, jpeg_quality=int(quality) or 95, fmt="jpeg" if quality else "png",
+                     seed=1000 + i)
         if crops:
             _add_crops(dataset, crops)
         _evaluate(dataset, run, backend)
@@ -270,7 +271,8 @@ def pairs_like(seized: str, work: str, max_side: int, backend: str,
         + "; a true pair's PCE grows with the pixels compared, so at full size the true scores are larger than "
           "simulated and the LR is capped by the ELUB bounds of the simulation",
         "JPEG qualities estimated from the seized files' quantisation tables: "
-        + ", ".join(f"{q}" for q in sorted({g[2] for g in groups})) + " (95 where the file is not a JPEG)",
+        + ", ".join(f"{q}" for q in sorted({g[2] for g in groups}) if q) + "; seized files that are not JPEGs are "
+        "simulated as PNG (lossless)",
         "the seized images' own processing (in-camera denoising, HDR, stabilisation) is not simulated"]
     if crops:
         assumptions.append(f"crop-searched pairs from centre crops of {crops:g} of each side of every simulated "

@@ -59,12 +59,17 @@ def test_like_is_simulated_and_every_lr_says_so(lab, tmp_path, capsys):
     seized.mkdir()
     for i, f in enumerate(sorted((lab / "data" / "disputed" / "C01").glob("*.jpg"))):
         shutil.copy(f, seized / f"{i}_{f.name}")
+    from PIL import Image
+
+    with Image.open(sorted(seized.glob("*flat*.jpg"))[0]) as image:
+        image.save(seized / "z_flat.png")  # a seized PNG: simulated as PNG
     cal = tmp_path / "cal"
     assert main(["calibrate", "--like", str(seized), "-o", str(cal), "--like-max-side", "128", "--kind", "flat"]) == 0
     assert "CALIBRATED ON SIMULATED DATA" in capsys.readouterr().out
     c = load_calibration(str(cal))
     assert c.simulated and any("scaled down" in a for a in c.data["data"]["assumptions"])
     assert c.data["data"]["matched_sizes"] == [[96, 128]]
+    assert c.models["flat aligned"]["conditions"]["formats"] == ["JPEG", "PNG"]
     run = tmp_path / "run"
     fp = tmp_path / "fp"
     assert main(["fingerprint", str(lab / "data" / "refs"), "-o", str(fp), "--refs", "all", "--quiet"]) == 0
