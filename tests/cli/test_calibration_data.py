@@ -54,7 +54,11 @@ def test_folder_names_give_the_models():
     assert _folder_models(["alpha", "beta"]) is None
 
 
-def test_like_is_simulated_and_every_lr_says_so(lab, tmp_path, capsys):
+def test_like_is_simulated_and_every_lr_says_so(lab, tmp_path, capsys, monkeypatch):
+    from camid_gpu import config
+
+    monkeypatch.setattr(config, "CALIBRATION_LIKE_REFS", 4)  # small simulated cameras: a quick test
+    monkeypatch.setattr(config, "CALIBRATION_LIKE_DISPUTED", 4)
     seized = tmp_path / "seized"
     seized.mkdir()
     for i, f in enumerate(sorted((lab / "data" / "disputed" / "C01").glob("*.jpg"))):
