@@ -59,7 +59,7 @@ def add_calibrate_parser(sub: Any) -> None:
                    help="with --like: the simulated images' long side at most PX (the seized sizes scaled down, "
                         "aspect kept; stated in the calibration) (default %(default)s)")
     p.add_argument("--crops", type=float, default=None, metavar="FRACTION",
-                   help="with --references or --like: also calibrate the crop search, on centre crops of FRACTION of "
+                   help="with --references, --library or --like: also calibrate the crop search, on centre crops of FRACTION of "
                         "each side of every held-out (or simulated) questioned image (e.g. 0.75)")
     p.add_argument("--validate", default=None, metavar="CAL",
                    help="print the validation of calibration CAL; with RUN folders of other cameras, validate CAL "
@@ -73,11 +73,11 @@ def add_calibrate_parser(sub: Any) -> None:
     p.add_argument("--kind", choices=("flat", "natural"), action="append", default=None,
                    help="calibrate only this image kind (repeatable; default every kind in the runs)")
     p.add_argument("--models", default=None, metavar="JSON",
-                   help="a JSON object camera -> model (default: a camid-synth ground truth, else EXIF make/model, "
-                        "else with --references folder names <model>_<n>)")
+                   help="a JSON object camera -> model (default: a camid-synth ground truth, else with --references or "
+                        "--library folder names <model>_<n> when they share models, else EXIF make/model)")
     p.add_argument("--overwrite", action="store_true", help="replace the calibration already in the folder")
-    p.add_argument("--backend", default="numpy", help="with --references or --like: the backend of the PCE runs "
-                                                      "(default %(default)s)")
+    p.add_argument("--backend", choices=cfg.BACKEND_CHOICES, default=cfg.BACKEND,
+                   help="with --references, --library or --like: the backend of the PCE runs (default %(default)s)")
     add_casework_options(p)
 
 
