@@ -302,4 +302,8 @@ def _validate(args: argparse.Namespace) -> int:
     models = validate_on(cal, args.runs, _models_arg(args.models))
     print(f"validation on {len(args.runs)} other run(s) (none of their cameras was used to fit the calibration):")
     print(format_validation(models))
+    for name, entry in models.items():
+        if entry.get("outside_left_out"):
+            print(f"{name}: {entry['outside_left_out']} pair(s) outside the calibration's conditions left out (they "
+                  f"would get no calibrated LR)")
     return 0

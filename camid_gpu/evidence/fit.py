@@ -27,7 +27,7 @@ from camid_gpu._shared.optional import import_optional
 from camid_gpu._version import __version__
 from camid_gpu.errors import CamidError
 from camid_gpu.evidence.apply import VERBAL_SCALE_NAME
-from camid_gpu.evidence.conditions import ranges_of
+from camid_gpu.evidence.conditions import image_reasons, pair_reasons, ranges_of
 from camid_gpu.evidence.model import FORMAT, TABLE_CLIP, VERSION, bounded, llr_of_model, monotone
 from camid_gpu.evidence.pairs import DIFFERENT_SOURCE, SAME_MODEL, Pair, RunPairs
 from camid_gpu.evidence.score import SCORE_NAME, SEARCHES
@@ -261,14 +261,17 @@ def validate_on(calibration: Any, run_dirs: Sequence[str], models: dict[str, str
                                    f"cameras only")
     out = {}
     for name, fitted in calibration.models.items():
-        pairs = _select(data.pairs, fitted["kind"], fitted["search"], calibration.data["hypotheses"]["different_source"])
+        chosen = _select(data.pairs, fitted["kind"], fitted["search"], calibration.data["hypotheses"]["different_source"])
+        # only the pairs the calibration would give an LR: inside its conditions (the others are counted)
+        pairs = [p for p in chosen if not image_reasons(data.conditions[p.sha256], fitted["conditions"])
+                 and not pair_reasons(p.condition, fitted["conditions"])]
         if not pairs:
             continue
         scores, labels = _arrays(pairs)
         llrs = bounded(llr_of_model(fitted["model"], scores), fitted["bounds"])
-        out[name] = {"bounds": fitted["bounds"],
+        out[name] = {"bounds": fitted["bounds"], "outside_left_out": len(chosen) - len(pairs),
                      "validation": validation_figures(llrs, labels, [p.population for p in pairs])}
     if not out:
-        raise CalibrationDataError("these runs hold no pair of a kind and search the calibration covers "
-                                   f"({', '.join(calibration.models)})")
+        raise CalibrationDataError("these runs hold no pair within the kinds, searches and conditions the "
+                                   f"calibration covers ({', '.join(calibration.models)})")
     return out

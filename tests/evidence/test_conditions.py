@@ -308,3 +308,15 @@ def test_outside_conditions_print_no_verbal_scale_and_every_camera_is_listed(cas
     text = capsys.readouterr().out
     line = next(t for t in text.splitlines() if t.strip().startswith("best C01: no calibrated LR (JPEG quality 60"))
     assert "NOT a calibrated LR; no verbal equivalent" in line and "support" not in line
+
+
+def test_validation_on_other_runs_leaves_out_pairs_outside_the_conditions(case, tmp_path):
+    inside, clipped = tmp_path / "inside", tmp_path / "clipped"
+    for run, clip in ((inside, None), (clipped, (64, 64))):
+        evaluate_dataset(str(case["other"]), str(run), methods_of("pce"), Params(refs=None, pce_clip=clip),
+                         RunConfig(backend="numpy"))
+    cal = load_calibration(str(case["cal"]))
+    out = fit.validate_on(cal, [str(inside)])
+    assert out["flat aligned"]["outside_left_out"] == 0 and out["flat aligned"]["validation"]["pairs"] == 18
+    with pytest.raises(fit.CalibrationDataError, match="no pair within"):
+        fit.validate_on(cal, [str(clipped)])  # every pair a 64x64 clip: the calibration gives none an LR
