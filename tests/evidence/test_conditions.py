@@ -320,3 +320,15 @@ def test_validation_on_other_runs_leaves_out_pairs_outside_the_conditions(case, 
     assert out["flat aligned"]["outside_left_out"] == 0 and out["flat aligned"]["validation"]["pairs"] == 18
     with pytest.raises(fit.CalibrationDataError, match="no pair within"):
         fit.validate_on(cal, [str(clipped)])  # every pair a 64x64 clip: the calibration gives none an LR
+
+
+def test_each_pair_has_its_own_reasons(case, tmp_path):
+    """A full-frame true pair beside a crop-searched one is not "crop" (the issue's report showed it so)."""
+    record = _record(400.0, path=_jpeg(tmp_path))
+    record["pce"]["scores"]["C02"] = _record(26.0, positions=10 ** 6, match="crop")["pce"]["scores"]["C01"]
+    record["pce"]["decision"] = "C01"
+    img = apply_calibration([record], load_calibration(str(case["cal"])))[0]
+    full, crop = img["cameras"]["C01"], img["cameras"]["C02"]
+    assert full["within_calibration"] and full["outside"] == [] and full["log10_lr"] > 0
+    assert not crop["within_calibration"] and any("crop search" in r for r in crop["outside"])
+    assert img["within_calibration"] and img["ranking"] == ["C01", "C02"]
