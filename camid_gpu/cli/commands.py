@@ -145,7 +145,7 @@ def cmd_identify(args) -> int:
     check_outputs(list(args.images) + [args.fp_dir] + (args.store or []), files=extra_files, folders=[args.outdir],
                   overwrite=args.overwrite, command="identify")
     methods = chosen_methods(args, methods_in_store(stores, args.unverified_store))
-    calibration = load_calibration_arg(args)
+    calibration = load_calibration_arg(args, methods)
     if args.search_scales and "mahalanobis" in methods:
         methods = ("pce",)
         print("camid: note: --search-scales runs PCE only (the Mahalanobis method has no scale/crop search)",
@@ -156,7 +156,8 @@ def cmd_identify(args) -> int:
             write_json(args.json, {"run": run, "images": records})
         if args.csv:
             write_csv(args.csv, records)
-        return extra_files + ([write_evidence(args.outdir, records, calibration)] if calibration else [])
+        return extra_files + ([write_evidence(args.outdir, records, calibration, run["params"],
+                                              args.lr_outside_calibration)] if calibration else [])
 
     run, records = identify_run(stores, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=clip_given(args),
@@ -276,10 +277,11 @@ def cmd_evaluate(args) -> int:
     inputs = [os.path.join(args.dataset_dir, "refs"), os.path.join(args.dataset_dir, "disputed")]
     check_outputs(inputs, files=[args.json] if args.json else [], folders=[outdir], overwrite=args.overwrite,
                   command="evaluate")
-    calibration = load_calibration_arg(args)
+    calibration = load_calibration_arg(args, methods)
     summary = evaluate_dataset(args.dataset_dir, outdir, methods, params, config,
                                resume=args.resume, argv=sys.argv,
-                               extra_outputs=(lambda records, _: [write_evidence(outdir, records, calibration)])
+                               extra_outputs=(lambda records, summary: [write_evidence(
+                                   outdir, records, calibration, summary["params"], args.lr_outside_calibration)])
                                if calibration else None)
     print(format_report(summary))
     if calibration:

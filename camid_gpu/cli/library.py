@@ -217,7 +217,8 @@ def _cmd_search(args) -> int:
     calibration = load_calibration_arg(args)
     run, records = search_library(args.library, args.images, args.outdir, params, config_of(args), resume=args.resume,
                                   kind=args.kind, miss=args.miss, argv=sys.argv,
-                                  extra_outputs=(lambda recs: [write_evidence(args.outdir, recs, calibration)])
+                                  extra_outputs=(lambda recs: [write_evidence(
+                                      args.outdir, recs, calibration, params.to_dict(), args.lr_outside_calibration)])
                                   if calibration else None, on_records=_live_lines(args.quiet),
                                   expect_version=args.expect_version)
     errors = [r for r in records if is_error(r)]

@@ -125,6 +125,12 @@ CALIBRATION_MIN_CAMERAS = 4
 CALIBRATORS = ("logistic", "kde", "isotonic")
 #: the population of the alternative hypothesis: every other camera, or only other cameras of the same model
 DIFFERENT_SOURCE_CHOICES = ("all", "same-model")
+#: camid calibrate --like: the simulated images' long side at most this (the seized sizes scaled down, aspect
+#: kept: the simulation is CPU-bound), cameras simulated (3 models x twins), references and disputed images each
+CALIBRATION_LIKE_MAX_SIDE = 320
+CALIBRATION_LIKE_CAMERAS = 6
+CALIBRATION_LIKE_REFS = 8
+CALIBRATION_LIKE_DISPUTED = 6
 #: longest casework text (--case, --examiner, --note, an --exhibit label), characters
 CASEWORK_MAX_CHARS = 2000
 

@@ -1,8 +1,9 @@
 """The conditions of a questioned image that a calibration is valid for, read from its record and its file.
 
-A calibration is fitted on images of some sizes, JPEG qualities and kinds, scored with some PCE geometry
-(``match``: full-frame, clip or crop). An image outside them still gets its LR, flagged as outside with the
-reasons (said, not hidden): the LR's validity there is not established.
+A calibration is fitted on images of some sizes, JPEG qualities and kinds, scored under some search conditions
+(:mod:`.score`: geometry, clip size, positions and rotations searched). A pair outside them gets no calibrated
+LR and no verbal equivalent: the reasons are said instead (``--lr-outside-calibration`` shows the number,
+marked), because the LR's validity there is not established.
 
 The JPEG quality is estimated from the file's luminance quantisation table (the IJG quality whose scaled
 standard table is nearest); the file is opened read-only and only its header is parsed.
@@ -14,6 +15,7 @@ from typing import Any, Optional, TypedDict
 import numpy as np
 
 from camid_gpu._shared.files import open_regular
+from camid_gpu.evidence.score import PairCondition
 
 #: the IJG (libjpeg) standard luminance quantisation table, in natural (row-major) order
 _IJG_LUMINANCE = np.array([
@@ -71,25 +73,41 @@ def conditions_of(record: dict[str, Any]) -> Conditions:
             "jpeg_quality": jpeg_quality(path) if record.get("format") == "JPEG" else None}
 
 
-def ranges_of(conditions: list[Conditions], matches: set[str]) -> dict[str, Any]:
-    """What a calibration was fitted on: the range of each condition over its images."""
+def ranges_of(conditions: list[Conditions], pairs: list[PairCondition],
+              matched_sizes: Optional[list[list[int]]] = None) -> dict[str, Any]:
+    """What a calibration model was fitted on: the range of each condition over its images and pairs.
+    ``matched_sizes``: the sizes ([short, long]) of the images a simulated calibration stands for (its images
+    were scaled down from them, as its assumptions say)."""
     shorts = [c["size"][0] for c in conditions]
     longs = [c["size"][1] for c in conditions]
     qualities = [c["jpeg_quality"] for c in conditions if c["jpeg_quality"] is not None]
-    return {"short_side": [min(shorts), max(shorts)], "long_side": [min(longs), max(longs)],
-            "formats": sorted({c["format"] for c in conditions}),
-            "jpeg_quality": [min(qualities), max(qualities)] if qualities else None,
-            "jpeg_quality_unknown": sum(1 for c in conditions if c["format"] == "JPEG" and c["jpeg_quality"] is None),
-            "match": sorted(matches)}
+    positions = [p["positions"] for p in pairs if p["positions"] is not None]
+    out = {"short_side": [min(shorts), max(shorts)], "long_side": [min(longs), max(longs)],
+           "formats": sorted({c["format"] for c in conditions}),
+           "jpeg_quality": [min(qualities), max(qualities)] if qualities else None,
+           "jpeg_quality_unknown": sum(1 for c in conditions if c["format"] == "JPEG" and c["jpeg_quality"] is None),
+           "geometries": sorted({p["geometry"] for p in pairs}),
+           "clips": sorted({tuple(p["clip"]) for p in pairs if p["clip"]}),
+           "compared_short": [min(p["compared"][0] for p in pairs), max(p["compared"][0] for p in pairs)],
+           "compared_long": [min(p["compared"][1] for p in pairs), max(p["compared"][1] for p in pairs)],
+           "positions": [min(positions), max(positions)] if positions else None,
+           "rotations": [min(p["rotations"] for p in pairs), max(p["rotations"] for p in pairs)]}
+    out["clips"] = [list(c) for c in out["clips"]]
+    if matched_sizes:
+        out["matched_sizes"] = sorted([int(a), int(b)] for a, b in matched_sizes)
+    return out
 
 
-def outside_reasons(cond: Conditions, fitted: dict[str, Any], match: Optional[str]) -> list[str]:
-    """Why an image's conditions fall outside those a calibration kind was fitted on (empty: inside)."""
+def image_reasons(cond: Conditions, fitted: dict[str, Any]) -> list[str]:
+    """Why an image's own conditions (size, format, JPEG quality) fall outside those a calibration model was
+    fitted on (empty: inside)."""
     reasons = []
-    for side, key in ((cond["size"][0], "short_side"), (cond["size"][1], "long_side")):
-        lo, hi = fitted[key]
-        if not lo <= side <= hi:
-            reasons.append(f"{key.replace('_', ' ')} {side} px outside the calibrated {lo}..{hi} px")
+    matched = [list(s) for s in fitted.get("matched_sizes") or []]
+    if list(cond["size"]) not in matched:  # a simulated calibration stands for the sizes it was matched to
+        for side, key in ((cond["size"][0], "short_side"), (cond["size"][1], "long_side")):
+            lo, hi = fitted[key]
+            if not lo <= side <= hi:
+                reasons.append(f"{key.replace('_', ' ')} {side} px outside the calibrated {lo}..{hi} px")
     if cond["format"] not in fitted["formats"]:
         reasons.append(f"format {cond['format']} not among the calibrated {', '.join(fitted['formats'])}")
     elif cond["format"] == "JPEG":
@@ -100,6 +118,17 @@ def outside_reasons(cond: Conditions, fitted: dict[str, Any], match: Optional[st
             reasons.append(f"JPEG quality {q}: the calibration records no JPEG quality")
         elif not rng[0] <= q <= rng[1]:
             reasons.append(f"JPEG quality {q} outside the calibrated {rng[0]}..{rng[1]}")
-    if match is not None and match not in fitted["match"]:
-        reasons.append(f"PCE geometry {match!r} not among the calibrated {', '.join(fitted['match'])}")
+    return reasons
+
+
+def pair_reasons(pair: PairCondition, fitted: dict[str, Any]) -> list[str]:
+    """Why a pair's search condition falls outside those a calibration model was fitted on (empty: inside).
+    The score accounts for the number of positions and rotations searched; the geometry and the compared
+    region's size it does not (the PCE of a true pair grows with the pixels compared)."""
+    reasons = []
+    if pair["geometry"] not in fitted["geometries"]:
+        reasons.append(f"PCE geometry {pair['geometry']} not among the calibrated {', '.join(fitted['geometries'])}")
+    elif pair["clip"] is not None and pair["clip"] not in [list(c) for c in fitted["clips"]]:
+        clips = ", ".join("x".join(str(v) for v in c) for c in fitted["clips"]) or "none"
+        reasons.append(f"{pair['clip'][0]}x{pair['clip'][1]} clip not among the calibrated clips ({clips})")
     return reasons

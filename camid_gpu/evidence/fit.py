@@ -1,9 +1,10 @@
-"""``camid calibrate``: a score-to-LR model per image kind, fitted with ``lir``, bounded and validated.
+"""``camid calibrate``: a score-to-LR model per image kind and search, fitted with ``lir``, bounded and validated.
 
-For each image kind (flat, natural) the same-source pairs (label 1) and the different-source pairs of the
+For each image kind (flat, natural) and search (:mod:`.score`: aligned, crop, scale) the same-source pairs (label 1) and the different-source pairs of the
 chosen population (label 0: ``all`` other cameras, or only ``same-model`` ones) of :mod:`.pairs` are fitted
 with one of lir's calibrators (logistic regression by default, with balanced class weights so the LR does not
-depend on how many pairs of each kind there were; KDE; isotonic/PAV). The LR is bounded by the empirical lower
+depend on how many pairs of each kind there were; KDE; isotonic/PAV; a table model is made non-decreasing by
+:func:`~camid_gpu.evidence.model.monotone` before it is stored). The LR is bounded by the empirical lower
 and upper bounds (ELUB, Vergeer et al., Sci. Justice 56 (2016) 482-491) the fitted data support.
 
 Validation holds one camera out at a time: the model and its bounds are fitted on the pairs that involve
@@ -25,14 +26,14 @@ from camid_gpu import config as cfg
 from camid_gpu._shared.optional import import_optional
 from camid_gpu._version import __version__
 from camid_gpu.errors import CamidError
-from camid_gpu.evidence.apply import FORMAT, VERSION, VERBAL_SCALE_NAME, bounded, llr_of_model
-from camid_gpu.evidence.conditions import ranges_of
-from camid_gpu.evidence.pairs import DIFFERENT_SOURCE, SAME_MODEL, SCORE_NAME, Pair, RunPairs
+from camid_gpu.evidence.apply import VERBAL_SCALE_NAME
+from camid_gpu.evidence.conditions import image_reasons, pair_reasons, ranges_of
+from camid_gpu.evidence.model import FORMAT, TABLE_CLIP, VERSION, bounded, llr_of_model, monotone
+from camid_gpu.evidence.pairs import DIFFERENT_SOURCE, SAME_MODEL, Pair, RunPairs
+from camid_gpu.evidence.score import SCORE_NAME, SEARCHES
 from camid_gpu.provenance import utc_now
 
-#: log10 LRs stored for a table model are clipped here (isotonic gives infinities at its ends); the ELUB
-#: bounds are always narrower
-_TABLE_CLIP = 12.0
+_TABLE_CLIP = TABLE_CLIP
 #: prior log10 odds of the ECE curves
 _ECE_PRIOR_LOG_ODDS = np.round(np.arange(-3.0, 3.0001, 0.1), 2)
 
@@ -78,9 +79,14 @@ def fit_model(scores: np.ndarray, labels: np.ndarray, calibrator: str) -> dict[s
         name = "lir IsotonicCalibrator (PAV, one misleading pair added each side)"
     else:
         raise ValueError(f"calibrator must be one of {', '.join(cfg.CALIBRATORS)}, got {calibrator!r}")
-    llrs = np.nan_to_num(np.asarray(fitted.transform(grid), float), nan=0.0, posinf=_TABLE_CLIP, neginf=-_TABLE_CLIP)
-    return {"type": "table", "calibrator": name, "score": np.round(grid, 6).tolist(),
-            "log10_lr": np.round(np.clip(llrs, -_TABLE_CLIP, _TABLE_CLIP), 6).tolist()}
+    llrs = np.asarray(fitted.transform(grid), float)
+    defined = ~np.isnan(llrs)
+    if not defined.all():  # a NaN (no data near that score): refused rather than guessed
+        raise CalibrationDataError(f"the {calibrator} fit gives no LR at scores "
+                                   f"{', '.join(f'{g:.2f}' for g in grid[~defined][:3])}; use --calibrator logistic")
+    llrs = monotone(np.clip(llrs, -_TABLE_CLIP, _TABLE_CLIP))  # never falls as the score grows (a KDE may)
+    return {"type": "table", "calibrator": name + ", made non-decreasing (pool adjacent violators)",
+            "score": np.round(grid, 6).tolist(), "log10_lr": np.round(llrs, 6).tolist()}
 
 
 def elub_bounds(llrs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -160,12 +166,12 @@ def ece_curves(llrs: np.ndarray, labels: np.ndarray, pav: np.ndarray) -> dict[st
             "neutral": ece(np.zeros_like(llrs))}
 
 
-def _select(pairs: Sequence[Pair], kind: str, different_source: str) -> list[Pair]:
+def _select(pairs: Sequence[Pair], kind: str, search: str, different_source: str) -> list[Pair]:
     keep = (SAME_MODEL,) if different_source == "same-model" else DIFFERENT_SOURCE
-    return [p for p in pairs if p.kind == kind and (p.same_source or p.population in keep)]
+    return [p for p in pairs if p.kind == kind and p.search == search and (p.same_source or p.population in keep)]
 
 
-def _shortfall(kind: str, selected: Sequence[Pair]) -> list[str]:
+def _shortfall(name: str, selected: Sequence[Pair]) -> list[str]:
     same = sum(p.same_source for p in selected)
     diff = len(selected) - same
     cams = len({p.image_camera for p in selected})
@@ -177,56 +183,68 @@ def _shortfall(kind: str, selected: Sequence[Pair]) -> list[str]:
     if cams < cfg.CALIBRATION_MIN_CAMERAS:
         need.append(f"{cams} cameras with images, at least {cfg.CALIBRATION_MIN_CAMERAS} needed (each is held out "
                     f"in turn to validate)")
-    return [f"{kind}: {', '.join(need)}"] if need else []
+    return [f"{name}: {', '.join(need)}"] if need else []
+
+
+def _model_entry(data: RunPairs, kind: str, search: str, pairs: list[Pair], calibrator: str,
+                 matched_sizes: Any) -> dict[str, Any]:
+    model, bounds = fit_bounded(pairs, calibrator)
+    if model["type"] == "logistic" and model["slope"] <= 0:
+        raise CalibrationDataError(f"{kind} {search}: the fitted LR does not grow with the score (slope "
+                                   f"{model['slope']:.3g}); the score does not separate the populations in these data")
+    cv = cross_validate(pairs, calibrator)
+    images = sorted({p.sha256 for p in pairs})
+    return {
+        "kind": kind, "search": search,
+        "sizes": {"same-source": sum(p.same_source for p in pairs),
+                  **{pop: sum(p.population == pop for p in pairs) for pop in DIFFERENT_SOURCE},
+                  "images": len(images), "cameras": len({p.image_camera for p in pairs})},
+        "model": model, "bounds": bounds,
+        "conditions": ranges_of([data.conditions[s] for s in images], [p.condition for p in pairs], matched_sizes),
+        "validation": {"method": "leave one camera out: each camera's image pairs scored by a model (and bounds) "
+                                 "fitted without any pair of that camera's images or fingerprint",
+                       "folds": cv["folds"], **validation_figures(cv["llrs"], cv["labels"], cv["populations"])}}
 
 
 def calibrate(data: RunPairs, calibrator: str = "logistic", different_source: str = "all",
-              kinds: Sequence[str] | None = None) -> dict[str, Any]:
-    """The calibration document (``calibration.json``) of the pairs of ``data``; raises
-    :class:`CalibrationDataError` naming each kind's shortfall when there are too few pairs or cameras."""
+              kinds: Sequence[str] | None = None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The calibration document (``calibration.json``) of the pairs of ``data``: one model per image kind and
+    search that has enough pairs (the others are listed under ``not_calibrated`` with their shortfall); raises
+    :class:`CalibrationDataError` naming each shortfall when no model can be fitted, or when a kind asked for
+    with ``kinds`` has too few pairs. ``source``: how the pairs were made (``simulated``, ``assumptions``, ...)."""
     if calibrator not in cfg.CALIBRATORS:
         raise ValueError(f"--calibrator must be one of {', '.join(cfg.CALIBRATORS)}, got {calibrator!r}")
     if different_source not in cfg.DIFFERENT_SOURCE_CHOICES:
         raise ValueError(f"--different-source must be one of {', '.join(cfg.DIFFERENT_SOURCE_CHOICES)}")
-    kinds = list(kinds) if kinds else sorted({p.kind for p in data.pairs})
-    selected = {k: _select(data.pairs, k, different_source) for k in kinds}
-    short = [s for k in kinds for s in _shortfall(k, selected[k])]
-    if short:
-        raise CalibrationDataError("too few pairs to calibrate: " + "; ".join(short)
-                                   + " (add evaluate runs with more cameras or images, or calibrate fewer kinds "
-                                     "with --kind)")
-    out: dict[str, Any] = {}
-    for kind in kinds:
-        pairs = selected[kind]
-        model, bounds = fit_bounded(pairs, calibrator)
-        if model["type"] == "logistic" and model["slope"] <= 0:
-            raise CalibrationDataError(f"{kind}: the fitted LR does not grow with the PCE (slope {model['slope']:.3g});"
-                                       f" the score does not separate the populations in these runs")
-        cv = cross_validate(pairs, calibrator)
-        images = sorted({p.sha256 for p in pairs})
-        out[kind] = {
-            "sizes": {"same-source": sum(p.same_source for p in pairs),
-                      **{pop: sum(p.population == pop for p in pairs) for pop in DIFFERENT_SOURCE},
-                      "images": len(images), "cameras": len({p.image_camera for p in pairs})},
-            "model": model, "bounds": bounds,
-            "conditions": ranges_of([data.conditions[s] for s in images], {p.match for p in pairs}),
-            "validation": {"method": "leave one camera out: each camera's image pairs scored by a model (and bounds) "
-                                     "fitted without any pair of that camera's images or fingerprint",
-                           "folds": cv["folds"], **validation_figures(cv["llrs"], cv["labels"], cv["populations"])}}
+    source = dict(source or {"from": "camid evaluate runs", "simulated": False})
+    asked = list(kinds) if kinds else None
+    kinds = asked or sorted({p.kind for p in data.pairs})
+    groups = {(k, s): _select(data.pairs, k, s, different_source) for k in kinds for s in SEARCHES}
+    groups = {key: pairs for key, pairs in groups.items() if pairs or key[1] == "aligned"}
+    short = {key: _shortfall(f"{key[0]} {key[1]}", pairs) for key, pairs in groups.items()}
+    fit_keys = [key for key in groups if not short[key]]
+    missing = [k for k in (asked or []) if not any(key[0] == k for key in fit_keys)]
+    if not fit_keys or missing:
+        raise CalibrationDataError("too few pairs to calibrate: " + "; ".join(
+            s for key, v in short.items() for s in v if not fit_keys or key[0] in missing)
+            + " (add evaluate runs with more cameras or images, or calibrate fewer kinds with --kind)")
+    out = {f"{k} {s}": _model_entry(data, k, s, groups[(k, s)], calibrator, source.get("matched_sizes"))
+           for k, s in fit_keys}
     hd = ("another camera of the same model as the questioned camera" if different_source == "same-model"
           else "another camera (cameras of the same model included)")
     return {"format": FORMAT, "version": VERSION, "created": utc_now(),
             "software": {"camid_gpu": __version__, "lir": lir_version()},
-            "score": {"name": SCORE_NAME, "method": "pce", "from": "the PCE of each comparable (image, camera) pair "
-                      "as the run computed it (its geometry: conditions.match)"},
+            "score": {"name": SCORE_NAME, "method": "pce", "from": "the search-corrected log10 P_FA of each "
+                      "comparable (image, camera) pair as the run computed it (camid_gpu.evidence.score)"},
             "hypotheses": {"hp": "the questioned image was taken by the camera of the fingerprint",
                            "hd": f"the questioned image was taken by {hd}", "different_source": different_source},
             "calibrator": calibrator, "verbal_scale": VERBAL_SCALE_NAME,
             "minimum": {"same_source": cfg.CALIBRATION_MIN_SAME_SOURCE,
                         "different_source": cfg.CALIBRATION_MIN_DIFFERENT_SOURCE, "cameras": cfg.CALIBRATION_MIN_CAMERAS},
-            "data": {"runs": data.runs, "duplicate_pairs_dropped": data.duplicates,
+            "data": {**source, "runs": data.runs, "duplicate_pairs_dropped": data.duplicates,
                      "cameras": sorted({p.image_camera for p in data.pairs} | {p.camera for p in data.pairs})},
-            "kinds": out}
+            "models": out,
+            "not_calibrated": [s for key, v in short.items() for s in v if key not in fit_keys]}
 
 
 def validate_on(calibration: Any, run_dirs: Sequence[str], models: dict[str, str] | None = None) -> dict[str, Any]:
@@ -242,15 +260,18 @@ def validate_on(calibration: Any, run_dirs: Sequence[str], models: dict[str, str
                                    f"{', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); validate on other "
                                    f"cameras only")
     out = {}
-    for kind, fitted in calibration.kinds.items():
-        pairs = _select(data.pairs, kind, calibration.data["hypotheses"]["different_source"])
+    for name, fitted in calibration.models.items():
+        chosen = _select(data.pairs, fitted["kind"], fitted["search"], calibration.data["hypotheses"]["different_source"])
+        # only the pairs the calibration would give an LR: inside its conditions (the others are counted)
+        pairs = [p for p in chosen if not image_reasons(data.conditions[p.sha256], fitted["conditions"])
+                 and not pair_reasons(p.condition, fitted["conditions"])]
         if not pairs:
             continue
         scores, labels = _arrays(pairs)
         llrs = bounded(llr_of_model(fitted["model"], scores), fitted["bounds"])
-        out[kind] = {"bounds": fitted["bounds"],
+        out[name] = {"bounds": fitted["bounds"], "outside_left_out": len(chosen) - len(pairs),
                      "validation": validation_figures(llrs, labels, [p.population for p in pairs])}
     if not out:
-        raise CalibrationDataError("these runs hold no pair of a kind the calibration covers "
-                                   f"({', '.join(calibration.kinds)})")
+        raise CalibrationDataError("these runs hold no pair within the kinds, searches and conditions the "
+                                   f"calibration covers ({', '.join(calibration.models)})")
     return out

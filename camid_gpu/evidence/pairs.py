@@ -5,8 +5,9 @@ Every comparable pair of an image whose camera is known is one pair: the image's
 camera of the image camera's model: twins sharing the model's artefacts), **other-model**, or **model-unknown**.
 Flat and natural images are kept apart by their ``kind``.
 
-The score is ``log10(1 + max(PCE, 0))`` of the PCE the run computed (its geometry in ``match``): monotone in the
-PCE, defined for the negative PCEs of unrelated pairs, and close to log10 PCE where the evidence lies.
+The score is the search-corrected one of :mod:`.score` (from the pair's ``log10_p_fa``), and each pair carries
+its search condition (geometry, clip, positions and rotations searched). Runs whose PCE clip differs are not
+merged (the score does not make a 128x128 clip comparable with a 240x240 one): one calibration per clip.
 
 Each run's ``results.jsonl`` is checked against the SHA-256 its manifest recorded before it is used; the
 calibration records both hashes. Cameras are named ``<dataset>::<camera>``: the same folder name in two
@@ -16,7 +17,6 @@ camid-synth dataset's ``ground_truth.json``, or from the EXIF make and model of 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from camid_gpu._shared.files import open_regular
 from camid_gpu._shared.jsonio import sha256_file
 from camid_gpu.errors import CamidError
 from camid_gpu.evidence.conditions import Conditions, conditions_of
+from camid_gpu.evidence.score import PairCondition, pair_condition, score_of
 from camid_gpu.pipeline.records import final_view, is_error, truth_of
 from camid_gpu.provenance import MANIFEST_NAME
 
@@ -34,13 +35,6 @@ SAME_SOURCE = "same-source"
 SAME_MODEL, OTHER_MODEL, MODEL_UNKNOWN = "same-model", "other-model", "model-unknown"
 #: the different-source populations, in report order
 DIFFERENT_SOURCE = (SAME_MODEL, OTHER_MODEL, MODEL_UNKNOWN)
-SCORE_NAME = "log10(1 + max(PCE, 0))"
-
-
-def score_of(pce: float) -> float:
-    """The calibrated score of a PCE (see the module docstring)."""
-    return math.log10(1.0 + max(float(pce), 0.0))
-
 
 @dataclass(frozen=True)
 class Pair:
@@ -52,7 +46,11 @@ class Pair:
     pce: float
     score: float
     population: str        # same-source, same-model, other-model or model-unknown
-    match: str             # the PCE geometry: full-frame, clip or crop
+    condition: PairCondition  # the search the score was obtained under
+
+    @property
+    def search(self) -> str:
+        return self.condition["search"]
 
     @property
     def same_source(self) -> bool:
@@ -123,12 +121,20 @@ def _population(image_cam: str, cam: str, models: dict[str, str]) -> str:
     return SAME_MODEL if models[image_cam] == models[cam] else OTHER_MODEL
 
 
+def _clip_of(params: dict[str, Any]) -> Any:
+    clip = params.get("pce_clip")
+    return list(clip) if clip else None
+
+
 def read_pairs(run_dirs: Sequence[str], models: Optional[dict[str, str]] = None) -> RunPairs:
     """Every scored pair with known truth of the runs (see the module docstring)."""
     out = RunPairs([], {}, [], [], 0)
     seen: set[tuple[str, str, str]] = set()
+    clips: dict[str, Any] = {}
     for run_dir in run_dirs:
         manifest, records, manifest_sha, results_sha = checked_results(run_dir)
+        params = manifest.get("params") if isinstance(manifest.get("params"), dict) else {}
+        clips[run_dir] = _clip_of(params)
         known = [r for r in records if not is_error(r) and truth_of(r) and isinstance(r.get("pce"), dict)]
         if not known:
             raise CamidError(f"{run_dir}: no record with a known camera and a PCE result (calibrate from "
@@ -139,7 +145,8 @@ def read_pairs(run_dirs: Sequence[str], models: Optional[dict[str, str]] = None)
         for r in known:
             out.conditions.setdefault(r["sha256"], conditions_of(r))
             for cam, score in r["pce"].get("scores", {}).items():
-                if score.get("pce") is None:
+                value = score_of(score.get("log10_p_fa"))
+                if score.get("pce") is None or value is None:
                     continue
                 key = (r["sha256"], f"{home}::{r['truth']}", f"{home}::{cam}")
                 if key in seen:
@@ -149,14 +156,19 @@ def read_pairs(run_dirs: Sequence[str], models: Optional[dict[str, str]] = None)
                 count += 1
                 out.pairs.append(Pair(image=r.get("realpath") or r["path"], sha256=r["sha256"],
                                       image_camera=key[1], camera=key[2], kind=str(r["kind"]),
-                                      pce=float(score["pce"]), score=score_of(score["pce"]),
+                                      pce=float(score["pce"]), score=value,
                                       population=_population(r["truth"], cam, cam_models),
-                                      match=str(score.get("match", "full-frame"))))
+                                      condition=pair_condition(r, score, params)))
         out.runs.append({"run_dir": os.path.abspath(run_dir), "command": manifest.get("command"),
                          "dataset": manifest.get("dataset"), "manifest_sha256": manifest_sha,
                          "results_sha256": results_sha, "images_with_truth": len(known), "pairs": count,
-                         "pce_params": {k: (manifest.get("params") or {}).get(k)
-                                        for k in ("pce_clip", "sigma_query", "sigma_fingerprint", "shift_range")},
+                         "pce_params": {k: params.get(k) for k in ("pce_clip", "sigma_query", "sigma_fingerprint",
+                                                                    "shift_range", "search_scales", "rotations")},
                          "models_from": source})
         out.models_from.append(source)
+    if len({str(c) for c in clips.values()}) > 1:
+        raise CamidError("these runs compared different PCE clips, which the score does not make comparable (a "
+                         "true pair's PCE grows with the pixels compared): " + "; ".join(
+                             f"{d}: {'x'.join(map(str, c)) if c else 'full frame'}" for d, c in clips.items())
+                         + "; calibrate each clip apart")
     return out

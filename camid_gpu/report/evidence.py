@@ -20,7 +20,8 @@ import numpy as np
 from camid_gpu._shared.files import open_regular
 from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu.errors import CamidError
-from camid_gpu.evidence.apply import EVIDENCE_NAME, VERBAL_SCALE_NAME, llr_of_model, load_calibration
+from camid_gpu.evidence.apply import EVIDENCE_NAME, SIMULATED, VERBAL_SCALE_NAME, load_calibration
+from camid_gpu.evidence.model import llr_of_model
 from camid_gpu.pipeline.casework import exhibit_of
 from camid_gpu.report.figures import RC, figure, legend, load_matplotlib, png
 from camid_gpu.report.html import NONE, esc, html_table, kv_table, num
@@ -157,25 +158,32 @@ def model_figure(kind: dict[str, Any]) -> str:
     ax.axhline(b["upper"], color="#d4a72c", linestyle="--", label="ELUB bounds")
     ax.axhline(b["lower"], color="#d4a72c", linestyle="--")
     ax.set_ylim(b["lower"] - 1, b["upper"] + 1)
-    return _finish(fig, ax, "score log10(1 + max(PCE, 0))", "log10 LR", "score to LR", "score to LR")
+    return _finish(fig, ax, "score log10(1 - log10 P_FA), search-corrected", "log10 LR", "score to LR", "score to LR")
 
 
 def validation_block(calibration: dict[str, Any]) -> str:
-    """Per kind: sizes, bounds, Cllr, Cllr-min, rates of misleading evidence, and the four figures."""
+    """Per model (image kind and search): sizes, bounds, conditions, Cllr, Cllr-min, rates of misleading
+    evidence, and the four figures."""
+    data = calibration.get("data") or {}
     out = [f"<p>Hp: {esc(calibration['hypotheses']['hp'])}. Hd: {esc(calibration['hypotheses']['hd'])}. Score: "
            f"<code>{esc(calibration['score']['name'])}</code>; calibrator {esc(calibration['calibrator'])}; "
-           f"verbal scale: {esc(VERBAL_SCALE_NAME)}.</p>"]
-    for name, kind in calibration["kinds"].items():
+           f"verbal scale: {esc(VERBAL_SCALE_NAME)}. Data: {esc(data.get('from'))}.</p>"]
+    if data.get("simulated"):
+        out.append(f'<p class="bad"><b>{esc(SIMULATED.upper())}</b>. Assumptions: '
+                   + esc("; ".join(data.get("assumptions") or [])) + "</p>")
+    for line in calibration.get("not_calibrated") or []:
+        out.append(f'<p class="note">Not calibrated (too few pairs): {esc(line)}.</p>')
+    for name, kind in calibration["models"].items():
         v = kind["validation"]
         sizes = ", ".join(f"{k} {n}" for k, n in kind["sizes"].items())
         rates = "; ".join(f"{k}: {r:.3f}" for k, r in v["misleading_by_population"].items())
-        out.append(f"<h3>{esc(name)} images</h3>" + kv_table([
+        out.append(f"<h3>{esc(kind['kind'])} images, {esc(kind['search'])} search</h3>" + kv_table([
             ("pairs fitted", esc(sizes)),
             ("log10 LR bounds (ELUB)", f"{num(kind['bounds']['lower'], '+.2f')} .. {num(kind['bounds']['upper'], '+.2f')}"),
             ("validation", esc(v.get("method", "")) if "method" in v else "on other cameras"),
             ("Cllr / Cllr-min", f"{num(v['cllr'], '.3f')} / {num(v['cllr_min'], '.3f')} (1 = uninformative)"),
             ("rates of misleading evidence", esc(rates)),
-            ("fitted on", esc(json.dumps(kind["conditions"], sort_keys=True)))]))
+            ("fitted on (conditions)", esc(json.dumps(kind["conditions"], sort_keys=True)))]))
         out.append('<div class="grid">' + "".join(f"<figure>{f}</figure>" for f in (
             model_figure(kind), tippett_figure(v), ece_figure(v), pav_figure(v))) + "</div>")
     return "\n".join(out)
@@ -212,6 +220,33 @@ def _evidence_document(run: Run) -> tuple[dict[str, Any] | None, str | None]:
     return json.loads(raw.decode("utf-8")), None
 
 
+def _lr_cell(lr: dict[str, Any]) -> tuple[str, str]:
+    """(log10 LR, verbal equivalent) cells of one pair: within the calibration the bounded LR and its words;
+    outside it no words, the reasons, and the marked number only when the run asked for it."""
+    if lr.get("log10_lr") is not None:
+        bound = f" (at the {lr['at_bound']} bound)" if lr.get("at_bound") else ""
+        return num(lr["log10_lr"], "+.2f") + esc(bound), esc(lr.get("verbal"))
+    shown = lr.get("log10_lr_outside_calibration")
+    number = (f'<span class="bad">{num(shown, "+.2f")} outside the calibration: not a calibrated LR</span>'
+              if shown is not None else NONE)
+    return number, '<span class="bad">no calibrated LR</span>: ' + esc("; ".join(lr.get("outside") or []))
+
+
+def _image_rows(img: dict[str, Any], number: str) -> list[list[str]]:
+    """One row per compared camera of an image, best first (by the search-corrected score)."""
+    rows = []
+    cameras = img.get("cameras") or {}
+    for rank, cam in enumerate(img.get("ranking") or list(cameras), 1):
+        lr = cameras.get(cam) or {}
+        value, words = _lr_cell(lr)
+        simulated = f' <span class="bad">[{esc(lr["calibrated_on"])}]</span>' if lr.get("calibrated_on") else ""
+        first = rank == 1
+        rows.append([number if first else "", f'<span class="mono">{esc(img.get("path"))}</span>' if first else "",
+                     esc(img.get("decision") or "(none)") if first else "", f"{rank}. {esc(cam)}", num(lr.get("pce")),
+                     num(lr.get("log10_p_fa"), ".2f"), esc(lr.get("condition_text") or NONE), value, words + simulated])
+    return rows
+
+
 def evidence_section(run: Run) -> str:
     doc, problem = _evidence_document(run)
     if problem:
@@ -220,29 +255,26 @@ def evidence_section(run: Run) -> str:
         return ""
     cal = doc["calibration"]
     numbers = {str(r.get("path")): i for i, r in run.ok}
-    rows = []
-    for img in doc["images"]:
-        cam = img.get("decision") or img.get("best")
-        lr = (img.get("cameras") or {}).get(cam) or {}
-        bound = f" (at the {lr['at_bound']} bound)" if lr.get("at_bound") else ""
-        within = ('<span class="ok">yes</span>' if img.get("within_calibration") else
-                  '<span class="bad">no</span>: ' + esc("; ".join(img.get("outside") or [])))
-        rows.append([str(numbers.get(img.get("path"), NONE)), f'<span class="mono">{esc(img.get("path"))}</span>',
-                     esc(img.get("decision") or "(none)"), esc(cam or NONE), num(lr.get("pce")),
-                     num(lr.get("log10_lr"), "+.2f") + esc(bound), esc(lr.get("verbal", "no LR")), within])
+    rows = [row for img in doc["images"] for row in _image_rows(img, str(numbers.get(img.get("path"), NONE)))]
+    simulated = (f'<p class="bad"><b>{esc(SIMULATED.upper())}</b> (camid calibrate --like): every LR below comes '
+                 f"from simulated cameras matched to the case's images. Assumptions: "
+                 + esc("; ".join(cal.get("assumptions") or [])) + "</p>") if cal.get("simulated") else ""
     out = ['<section id="evidence"><h2>Evidence strength: likelihood ratios</h2>',
            '<p class="lead">Beside the threshold decision (unchanged), the likelihood ratio says how much more '
-           "probable the observed PCE is if the image was taken by the camera (Hp) than if it was taken by another "
-           "camera of the calibration's population (Hd). It is not the probability that the camera took the image; "
-           "that also needs the prior odds, which are for the court. LRs are bounded by what the calibration data "
-           "support (ELUB), and an image outside the conditions the calibration was fitted on is marked.</p>",
+           "probable the observed score is if the image was taken by the camera (Hp) than if it was taken by another "
+           "camera of the calibration's population (Hd). The score is the search-corrected false-alarm probability "
+           "of the PCE (a maximum over many crop offsets, scales or rotations counts for less than one unsearched "
+           "comparison). It is not the probability that the camera took the image; that also needs the prior odds, "
+           "which are for the court. LRs are bounded by what the calibration data support (ELUB). A pair outside "
+           "the conditions the calibration was fitted on has no calibrated LR and no verbal equivalent: its own "
+           "reasons are given instead. Every compared camera of each image is listed, best first.</p>", simulated,
            kv_table([("calibration", f'<span class="mono">{esc(cal.get("path"))}</span>'),
                      ("calibration SHA-256", f'<span class="mono">{esc(cal.get("sha256"))}</span>'),
                      ("Hp", esc((cal.get("hypotheses") or {}).get("hp"))),
                      ("Hd", esc((cal.get("hypotheses") or {}).get("hd"))),
                      ("verbal scale", esc(doc.get("verbal_scale")))]),
-           html_table(["#", "image", "PCE decision", "camera", "PCE", "log10 LR", "verbal equivalent",
-                       "within calibration"], rows)]
+           html_table(["#", "image", "PCE decision", "camera (best first)", "PCE", "log10 P_FA (searched)",
+                       "condition", "log10 LR", "verbal equivalent"], rows)]
     try:
         calibration = load_calibration(str(cal.get("path")))
         if calibration.sha256 != cal.get("sha256"):

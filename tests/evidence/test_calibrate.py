@@ -18,7 +18,8 @@ from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.engine.runner import evaluate_dataset
 from camid_gpu.errors import CamidError, MissingExtraError
 from camid_gpu.evidence import fit
-from camid_gpu.evidence.apply import apply_calibration, llr_of_model, load_calibration, verbal
+from camid_gpu.evidence.apply import apply_calibration, load_calibration, verbal
+from camid_gpu.evidence.model import llr_of_model
 from camid_gpu.pipeline.casework import casework_of
 from camid_gpu.evidence.conditions import jpeg_quality
 from camid_gpu.evidence.pairs import Pair, read_pairs
@@ -44,17 +45,25 @@ def runs(tmp_path_factory):
     return {"root": root, "fitted": fitted, "other": other, "cal": cal}
 
 
-def _record(pce: float, size=(H, W), kind="flat", path="x.jpg", fmt="JPEG"):
+def _record(pce: float, size=(H, W), kind="flat", path="x.jpg", fmt="JPEG", match="full-frame", positions=None):
+    from camid_gpu.prnu.pce import log10_false_alarm
+
+    peak = np.sign(pce) * np.sqrt(abs(pce))  # a PCE of peak^2 / energy with energy 1
+    score = {"pce": pce, "match": match, "log10_p_fa": float(log10_false_alarm(np.array(peak), np.array(1.0),
+                                                                                positions or 1))}
+    if positions:
+        score["positions_searched"] = positions
     return {"path": path, "realpath": path, "sha256": "0" * 64, "error": None, "kind": kind, "size": list(size),
-            "format": fmt, "pce": {"scores": {"C01": {"pce": pce, "match": "full-frame"}}, "decision": None,
-                                   "best": "C01"}}
+            "format": fmt, "rotations_tried": [0],
+            "pce": {"scores": {"C01": score}, "decision": None, "best": "C01"}}
 
 
-def test_lr_grows_with_pce_and_stays_within_elub_bounds(runs):
+def test_lr_grows_with_pce_and_stays_within_elub_bounds(runs, tmp_path):
     cal = load_calibration(runs["cal"])
-    for kind, fitted in cal.kinds.items():
+    for fitted in cal.models.values():
+        kind = fitted["kind"]
         pces = [-5.0, 0.0, 1.0, 3.0, 10.0, 30.0, 60.0, 100.0, 300.0, 1e3, 1e4, 1e6]
-        out = apply_calibration([_record(p, kind=kind) for p in pces], cal)
+        out = apply_calibration([_record(p, kind=kind, path=_jpeg(tmp_path, 90)) for p in pces], cal)
         llrs = np.array([o["cameras"]["C01"]["log10_lr"] for o in out])
         lo, hi = fitted["bounds"]["lower"], fitted["bounds"]["upper"]
         assert np.all(np.diff(llrs) >= 0), (kind, llrs)
@@ -68,14 +77,14 @@ def test_lr_grows_with_pce_and_stays_within_elub_bounds(runs):
 
 def test_cllr_below_one_on_held_out_cameras(runs):
     cal = load_calibration(runs["cal"])
-    for kind, fitted in cal.kinds.items():
+    for kind, fitted in cal.models.items():
         v = fitted["validation"]
         assert v["cllr"] < 1.0, kind
         assert 0.0 <= v["cllr_min"] <= v["cllr"] + 1e-9
         assert v["same_source"] == 24 and v["different_source"] == 120  # every pair scored once, held out
         assert {f["camera"].rpartition("::")[2] for f in v["folds"]} == {f"C0{i}" for i in range(1, 7)}
-    assert cal.kinds["flat"]["validation"]["cllr"] < 0.5
-    assert cal.kinds["flat"]["validation"]["rate_misleading_same_source"] == 0.0
+    assert cal.models["flat aligned"]["validation"]["cllr"] < 0.5
+    assert cal.models["flat aligned"]["validation"]["rate_misleading_same_source"] == 0.0
     # and on other cameras entirely (never seen by the fit)
     other = fit.validate_on(cal, [runs["other"]])
     assert all(k["validation"]["cllr"] < 1.0 for k in other.values())
@@ -92,8 +101,10 @@ def test_validation_never_fits_on_the_held_out_camera(monkeypatch):
     monkeypatch.setattr(fit, "fit_bounded", spy)
     rng = np.random.default_rng(0)
     cams = [f"d::C{i}" for i in range(5)]
+    cond = {"search": "aligned", "geometry": "full-frame", "compared": [8, 8], "clip": None, "positions": 1,
+            "rotations": 1}
     pairs = [Pair(f"{a}-{n}", f"{a}-{n}", a, b, "flat", 0.0, float(rng.normal(2.0 if a == b else 0.3, 0.3)),
-                  "same-source" if a == b else "other-model", "full-frame")
+                  "same-source" if a == b else "other-model", cond)
              for a in cams for n in range(4) for b in cams]
     cv = fit.cross_validate(pairs, "logistic")
     assert len(seen) == len(cams)
@@ -109,7 +120,7 @@ def test_too_few_pairs_refused_saying_how_many(runs, tmp_path, capsys):
     with pytest.raises(fit.CalibrationDataError) as err:
         fit.calibrate(data)
     text = str(err.value)
-    assert "12 same-source pairs, at least 20 needed" in text and "at least 100 needed" in text
+    assert "flat aligned: 12 same-source pairs, at least 20 needed" in text and "at least 100 needed" in text
     assert "3 cameras with images, at least 4 needed" in text
     # the command line: exit 1, the message on stderr, nothing written
     small = _evaluate(str(tmp_path), 3, cameras=2)
@@ -130,9 +141,16 @@ def test_out_of_range_image_flagged_not_hidden(runs, tmp_path):
     assert not outside["within_calibration"]
     assert any("short side 256 px outside the calibrated 128..128" in r for r in outside["outside"])
     assert any("JPEG quality 60 outside the calibrated 90..90" in r for r in outside["outside"])
-    assert outside["cameras"]["C01"]["log10_lr"] is not None  # still given, with the reasons beside it
+    # outside: no calibrated LR and no verbal equivalent, its own reasons instead
+    lr = outside["cameras"]["C01"]
+    assert lr["log10_lr"] is None and lr["verbal"] is None and lr["outside"] == outside["outside"]
+    assert "log10_lr_outside_calibration" not in lr
     assert any("format PNG" in r for r in png["outside"])
     assert no_kind["cameras"]["C01"]["log10_lr"] is None and "no calibration for odd images" in no_kind["outside"][0]
+    # --lr-outside-calibration: the number, under its own key, still without words
+    shown = apply_calibration([_record(200.0, size=(256, 320), path=str(big))], cal, show_outside=True)[0]
+    lr = shown["cameras"]["C01"]
+    assert lr["log10_lr"] is None and lr["verbal"] is None and lr["log10_lr_outside_calibration"] > 0
 
 
 def _jpeg(folder, quality: int) -> str:
@@ -152,9 +170,9 @@ def test_changed_calibration_refused(runs, tmp_path):
     copy = tmp_path / "cal"
     shutil.copytree(runs["cal"], copy)
     data = json.loads((copy / "calibration.json").read_text())
-    data["kinds"]["flat"]["bounds"]["upper"] = 9.0
+    data["models"]["flat aligned"]["bounds"]["upper"] = 9.0
     (copy / "calibration.json").write_text(json.dumps(data))
-    with pytest.raises(CamidError, match="not the one its manifest recorded"):
+    with pytest.raises(CamidError, match="calibration.json differs from the manifest"):
         load_calibration(str(copy))
 
 

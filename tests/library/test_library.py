@@ -450,7 +450,7 @@ def test_search_cli_with_a_calibration_writes_the_evidence_beside_unchanged_deci
 
     data, fitted, cal = str(tmp_path / "caldata"), str(tmp_path / "calrun"), str(tmp_path / "cal")
     make_dataset(data, cameras=6, per_model=2, refs=5, disputed_flat=4, disputed_natural=0, height=128, width=160,
-                 jpeg_quality=90, seed=3)  # other cameras than the library's: a calibration is of the method
+                 jpeg_quality=92, seed=3)  # other cameras than the library's (the images' quality: within it)
     evaluate_dataset(data, fitted, methods_of("pce"), Params(refs=None), CONFIG)
     assert main(["calibrate", fitted, "-o", cal, "--kind", "flat"]) == EXIT_OK
     files = sorted(str(p) for p in (dataset / "disputed" / "C01").glob("flat_*.jpg"))
