@@ -27,6 +27,9 @@ SHIFT_RANGE = (0, 0)
 #: fingerprints correlated per step by the PCE and the scale/crop search (device memory grows with it; the
 #: engine's chunk sizing counts this many fingerprint planes per image)
 PCE_CAMERA_CHUNK = 4
+#: the Mahalanobis method's generic twin: disputed images per chunk are chosen so that chunk x cameras x
+#: compared samples stays below this many elements
+MAHALANOBIS_CHUNK_ELEMENTS = 1 << 22
 
 # -- images and references -------------------------------------------------------------------------
 #: centre clipping (rows, columns) of the PeerJ CS paper: the Mahalanobis method's geometry
@@ -174,6 +177,9 @@ WORKERS = 1
 #: sanity bounds of the numeric parameters (checked at the edge: nothing outside reaches the maths)
 MAX_SIGMA = 255.0
 MAX_PCE_THRESHOLD = 1e9
+#: largest magnitude of a float pixel the API accepts (floats are taken on the 0..255 scale; beyond the 16-bit
+#: range they are no pixel values: 1e300 overflowed the denoiser's squares and came back as an all-zero residual)
+MAX_FLOAT_PIXEL = 65535.0
 
 #: smallest memory budget accepted (--max-host-memory, --max-gpu-memory), bytes
 MIN_MEMORY_BUDGET = 1 << 20
