@@ -68,11 +68,15 @@ def config_of(args: argparse.Namespace) -> cfg.RunConfig:
 
 
 def _cap_workers(config: cfg.RunConfig) -> None:
-    """--workers within the CPUs and the host memory budget (--workers 100000 forked until memory ran out),
-    with a note when it is lowered."""
+    """--workers and --dask local:N within the CPUs and the host memory budget (--workers 100000 forked until
+    memory ran out; --dask local:100000 grew without output until killed), with a note when lowered."""
+    from camid_gpu.engine.dask import local_address
     from camid_gpu.engine.scheduler import cap_workers
 
     config.workers, note = cap_workers(config.workers, config.max_host_memory, config.limits)
+    if config.dask:
+        config.dask, dask_note = local_address(config.dask, config)
+        note = "; ".join(n for n in (note, dask_note) if n) or None
     if note:
         print(f"camid: note: {note}", file=sys.stderr)
 

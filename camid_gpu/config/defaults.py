@@ -189,6 +189,9 @@ FINGERPRINT_BATCH = 4
 #: disputed images per Dask task of ``identify --dask`` (``--chunk`` when fixed); a task scores them in chunks
 #: within the budget
 DASK_IMAGES_PER_TASK = 8
+#: workers of ``--dask local`` (no count given) without dask-cuda, at most (the usable CPUs and the host budget
+#: cap it, as they cap ``--dask local:N`` and ``--workers``)
+DASK_LOCAL_WORKERS = 4
 #: deepest wavelet decomposition accepted (Binghamton uses 4); each level also needs the image to be at least
 #: 2**levels samples on its short side (the mirror padding grows to a multiple of 2**levels: levels=20 on a
 #: small image asked for an 8 TiB array)

@@ -71,10 +71,12 @@ def worker_memory(limits: InputLimits) -> int:
     return limits.max_file_bytes + 2 * limits.max_decoded_bytes
 
 
-def cap_workers(requested: int, host_budget: int | None, limits: InputLimits) -> tuple[int, str | None]:
-    """``--workers`` capped by the usable CPUs and by the host memory budget (``worker_memory`` each); returns
-    the count and a note saying why when it is lower than asked (None when not). The number of files caps it
-    again in :func:`ordered_map`."""
+def cap_workers(requested: int, host_budget: int | None, limits: InputLimits,
+                option: str = "--workers") -> tuple[int, str | None]:
+    """``--workers`` (or ``option``: ``--dask local:N``'s processes) capped by the usable CPUs and by the host
+    memory budget (``worker_memory`` each); returns the count and a note saying why when it is lower than asked
+    (None when not). The number of files caps it again in :func:`ordered_map` (Dask: the number of tasks,
+    :func:`camid_gpu.engine.dask.local_address`)."""
     cpus = usable_cpus()
     budget = host_budget or default_host_memory()
     by_memory = max(1, budget // max(worker_memory(limits), 1))
@@ -85,7 +87,8 @@ def cap_workers(requested: int, host_budget: int | None, limits: InputLimits) ->
     if count == by_memory:
         why.append(f"a host memory budget of {budget} bytes holds {by_memory} workers of up to "
                    f"{worker_memory(limits)} bytes each (file-size limit + twice the decoded-size limit)")
-    return count, f"--workers {requested} capped to {count}: {'; '.join(why)}"
+    asked = f"{option}{requested}" if option.endswith(":") else f"{option} {requested}"
+    return count, f"{asked} capped to {count}: {'; '.join(why)}"
 
 
 def chunk_size(pixels: int, cameras: int, budget: int | None, host_budget: int, rotations: int = 1,
