@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupts.check()  # a signal whose exception was swallowed on the way (it must not end as exit 0)
         return code
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
-        print(f"camid: error: {printable(exc)}", file=sys.stderr)
+        print(f"camid: error: {printable(exc)}{_remedy(exc, args)}", file=sys.stderr)
         return EXIT_FAIL
     except MemoryError as exc:
         print(f"camid: error: out of memory{f' ({printable(exc)})' if str(exc) else ''}; lower --workers or "
@@ -384,6 +384,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum, handler in zip((signal.SIGTERM, signal.SIGINT), previous or ()):
             if handler is not None:  # None: a handler not set from Python, which cannot be put back
                 signal.signal(signum, handler)
+
+
+def _remedy(exc: BaseException, args) -> str:
+    """What to do after a full disk (the error names the file being written): free space and go on."""
+    from camid_gpu._shared.files import NO_SPACE_ERRNOS
+
+    if not (isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS):
+        return ""
+    if hasattr(args, "resume"):
+        return ("; free space on that disk (or choose another output) and run the same command with --resume: "
+                "the results written so far are kept and checked, and the run goes on from there")
+    return "; free space on that disk (or choose another output) and run the same command again"
 
 
 class _Terminated(BaseException):

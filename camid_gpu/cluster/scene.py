@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from camid_gpu._shared.files import writing
 from camid_gpu.cluster.linkage import image_similarity
 from camid_gpu.config import CLUSTER_SAME_SCENE_NCC, CLUSTER_SCENE_MIN_CONTRAST, GRAY_WEIGHTS
 
@@ -113,7 +114,7 @@ class SceneStore:
             raise ValueError(f"{self.path}: descriptors of shape {d.shape}, expected ({len(rows)}, {self.values})")
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         row_bytes = self.values * 4
-        with open(self.path, "r+b" if os.path.exists(self.path) else "w+b") as handle:
+        with writing(self.path), open(self.path, "r+b" if os.path.exists(self.path) else "w+b") as handle:
             end = handle.seek(0, os.SEEK_END) // row_bytes
             gap = min(rows) - end if len(rows) else 0
             if gap > 0:

@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Sequence, Sized
 
 from camid_gpu._shared import interrupts
+from camid_gpu._shared.files import writing
 from camid_gpu._shared.jsonio import read_jsonl
 from camid_gpu._shared.progress import Progress  # noqa: F401 - the engine's bar (re-exported)
 from camid_gpu.backend import Backend
@@ -282,9 +283,10 @@ class ResultsWriter:
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         records = list(records)
         lines = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
-        self._handle.write(lines)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with writing(self.path):  # a full disk names the file (a cut line is dropped by --resume)
+            self._handle.write(lines)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
         if self.on_write is not None:
             self.on_write(records)
 
