@@ -157,7 +157,8 @@ def cmd_identify(args) -> int:
     run, records = identify_run(stores, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=clip_given(args),
                                 given=given_of(args), argv=sys.argv, extra_outputs=write_extra,
-                                on_records=answers.live_lines(args.quiet), unverified_store=args.unverified_store)
+                                on_records=answers.live_lines(args.quiet), unverified_store=args.unverified_store,
+                                adopt_unverified=args.adopt_unverified)
     answers.print_answers(records, methods)
     print_hints(records, stores, run["params"])
     if calibration:
@@ -274,7 +275,7 @@ def cmd_evaluate(args) -> int:
                   command="evaluate")
     calibration = load_calibration_arg(args)
     summary = evaluate_dataset(args.dataset_dir, outdir, methods, params, config,
-                               resume=args.resume, argv=sys.argv,
+                               resume=args.resume, argv=sys.argv, adopt_unverified=args.adopt_unverified,
                                extra_outputs=(lambda records, _: [write_evidence(outdir, records, calibration)])
                                if calibration else None)
     print(format_report(summary))

@@ -23,12 +23,13 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                      config: RunConfig | RunContext, resume: bool = False,
                      argv: Sequence[str] | None = None,
                      extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
-                     ) -> dict[str, Any]:
+                     adopt_unverified: bool = False) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json`` (with
     ``manifest.sha256``), under the run folder's lock; ``extra_outputs(records, summary)`` (e.g. the evidence
     file of ``--calibration``) writes more files before the manifest and returns their paths.
+    ``adopt_unverified``: as :func:`~camid_gpu.engine.identification.identify_files`.
     """
     started = utc_now()
     ctx = run_context(config)  # one context for the fingerprints and the identification
@@ -56,7 +57,8 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
             raise CamidError(f"{refs}: no fingerprint could be built: "
                              + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
         run = identify_files(fp_dir, [disputed], results_path, methods, params, ctx, resume=resume,
-                             truth_root=disputed, command="evaluate", lock=False, store_built=True)
+                             truth_root=disputed, command="evaluate", lock=False, store_built=True,
+                             adopt_unverified=adopt_unverified)
         records = read_results(results_path)
         summary = summarise(records, run["cameras"], methods, params.pce_threshold)
         summary["fingerprint_errors"] = fp_summary["errors"]
