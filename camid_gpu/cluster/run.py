@@ -37,6 +37,22 @@ from camid_gpu.pipeline.prepare import disputed_listing
 from camid_gpu.provenance import file_entry, utc_now
 
 
+#: the working files of a clustering run (hashed into its manifest: every file of a run folder is listed), and
+#: those a resume reads back (residual rows and scene descriptors only grow; the Gram of the rows already done)
+WORKING_FOLDERS = ("residuals", "scene", "gram", "similarity")
+KEPT_ON_RESUME = ("residuals", "scene", "gram")
+
+
+def _working_files(run_dir: str) -> list[str]:
+    found = []
+    for folder in WORKING_FOLDERS:
+        top = os.path.join(run_dir, folder)
+        if os.path.isdir(top):
+            found += [os.path.join(top, name) for name in sorted(os.listdir(top))
+                      if os.path.isfile(os.path.join(top, name))]
+    return found
+
+
 def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = ClusterParams(),
                    config: RunConfig | RunContext | None = None, resume: bool = False,
                    argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -58,8 +74,9 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
     params, region_choice = resolve_region(params, paths, run_dir, resume)  # --region auto: from frames and budget
-    if resume:  # the records and parameters a resume keeps must be the ones the manifest recorded
-        run_folder.check_recorded_outputs(run_dir, only=("images.jsonl", "cluster-params.json"))
+    if resume:  # the records, parameters and working files a resume keeps must be the ones the manifest recorded
+        run_folder.check_recorded_outputs(run_dir, only=("images.jsonl", "cluster-params.json")
+                                          + tuple(f"{folder}/" for folder in KEPT_ON_RESUME))
     check_resume_params(run_dir, params, resume, ctx.config.precision)
     if resume:
         paths, again = already_in_run(paths, os.path.join(run_dir, "images.jsonl"))
@@ -94,6 +111,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
                                                    "clusters.csv")]
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]
     outputs += [c["fingerprint"]["arrays"] for c in result["clusters"]]
+    outputs += _working_files(run_dir)
     inputs_manifest = []
     for r in records:
         if r.get("error"):

@@ -191,8 +191,17 @@ def _adoption(results: str) -> dict[str, Any]:
             "note": "results with no manifest, kept unverified on --resume --adopt-unverified"}
 
 
-#: run folder files that only grow (appended record by record): a resume may follow records appended after the manifest
-APPENDED_FILES = (RESULTS_NAME, "images.jsonl")
+#: run folder files that only grow (appended record by record): a resume may follow records appended after the manifest;
+#: a name ending in "/" stands for the files of that folder (a clustering run's residual rows and scene descriptors)
+APPENDED_FILES = (RESULTS_NAME, "images.jsonl", "residuals/", "scene/")
+
+
+def _named(name: str | None, names: Sequence[str]) -> bool:
+    """``name`` (relative to the run folder, "/"-separated) is one of ``names`` or lies in a folder ``X/`` of them."""
+    if name is None:
+        return False
+    name = name.replace(os.sep, "/")
+    return any(name == n or (n.endswith("/") and name.startswith(n)) for n in names)
 
 
 def check_recorded_outputs(run_dir: str, only: Sequence[str] | None = None) -> bool:
@@ -200,7 +209,8 @@ def check_recorded_outputs(run_dir: str, only: Sequence[str] | None = None) -> b
     ones its manifest recorded, or the resume would take an edited record as the run's own and hash it into a
     new manifest (laundering the edit). ``results.jsonl`` may have grown after the manifest (records appended by
     a resume that was interrupted); its recorded bytes must be unchanged. ``only``: the names (relative to the run
-    folder) that the resume keeps, when the others are computed again (``camid cluster``). Raises RunFolderError
+    folder; ``X/``: the files of folder X) that the resume keeps, when the others are computed again
+    (``camid cluster``). Raises RunFolderError
     naming each file that differs; returns False when there is no manifest yet (a run interrupted before its
     end: nothing to check against), True when checked."""
     path = os.path.join(run_dir, MANIFEST_NAME)
@@ -215,9 +225,9 @@ def check_recorded_outputs(run_dir: str, only: Sequence[str] | None = None) -> b
     for entry in outputs:
         where = custody.locate(entry, manifest).where if isinstance(entry, dict) else None
         name = os.path.relpath(where, manifest.folder) if where else None  # a version-1 entry's path is absolute
-        if only is not None and name not in only:
+        if only is not None and not _named(name, only):
             continue
-        result = custody.check_entry(entry, manifest, appended_ok=name in APPENDED_FILES)
+        result = custody.check_entry(entry, manifest, appended_ok=_named(name, APPENDED_FILES))
         if not result["in_run"] or result["status"] in ("same", "noted"):
             continue  # an extra output elsewhere (--csv) is written again at the end; it is no input of the resume
         what = {"changed": "differs from its SHA-256 in the manifest", "missing": "is missing"}.get(
