@@ -86,15 +86,18 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     records, processed = compute_residuals(paths, run_dir, params, ctx, resume)
     timings["residuals"] = time.perf_counter() - t0
     ok = [r for r in records if not r.get("error")]
-    # byte-identical copies are one image: compared once (the first), and they follow it into its cluster
+    # copies are one image: the same bytes, or the same decoded pixels in another container (a PNG, BMP or TIFF of
+    # one photo); compared once (the first), they follow it into its cluster
     first_of: dict[str, str] = {}
     copies: dict[str, str] = {}
     by_group: dict[str, list[dict[str, Any]]] = {}
     for r in ok:
-        if r["sha256"] in first_of:
-            copies[r["path"]] = first_of[r["sha256"]]
+        keys = [k for k in (r["sha256"], r.get("pixels_sha256")) if k]
+        first = next((first_of[k] for k in keys if k in first_of), None)
+        if first is not None:
+            copies[r["path"]] = first
             continue
-        first_of[r["sha256"]] = r["path"]
+        first_of.update((k, r["path"]) for k in keys)
         by_group.setdefault(r["group"], []).append(r)
     stores = _stores_from_records(run_dir, ok)
     tests = sum(comparisons([r["rows"] for r in g]) for g in by_group.values())

@@ -56,6 +56,16 @@ REF_MIN_MEAN = 5.0
 MAX_SATURATED_FRACTION = 0.5
 #: a reference or disputed clip is "constant" when its sample std is under this (0..255 scale)
 MIN_CONTENT_STD = 0.5
+#: references of another camera (``camid fingerprint``): each reference's residual is compared, on its central
+#: square of this side (decimated evidence, kept on disk: memory does not grow with the references), with every
+#: camera's mean of those squares ...
+REF_CHECK_SIDE = 128
+#: ... and refused when it correlates with another camera's at least this many times more than with its own
+#: folder's (leave-one-out) ...
+REF_CROSS_RATIO = 3.0
+#: ... and that correlation is significant: at least this many standard deviations of an NCC of independent noise
+#: over the square (1 / side)
+REF_CROSS_SIGMAS = 6.0
 #: fewest usable references a fingerprint may be built from (fewer is refused at build and at load)
 MIN_REFERENCES = 2
 #: a stored fingerprint array whose std is under this is degenerate (all zero or constant)
@@ -102,6 +112,9 @@ CLUSTER_SAME_SCENE_NCC = 0.5
 #: ... and only when both have at least this much band-passed content (RMS, gray levels 0..255): a flat field has
 #: none, and what is left there (averaged PRNU, fixed pattern) is shared by a camera's flats
 CLUSTER_SCENE_MIN_CONTRAST = 1.0
+#: two images whose residuals (the compared region, normalised) correlate at NCC of at least this are one photo (a
+#: re-encode in another container): folded like byte-identical files (images of one camera reach ~0.3 at most)
+CLUSTER_DUPLICATE_NCC = 0.9
 #: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
 GRAM_PRECISIONS = ("auto", "float32", "float16")
 

@@ -5,6 +5,7 @@ cannot be used gets an error entry naming it and the reason, and the other camer
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any, Sequence
@@ -19,6 +20,7 @@ from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline import references
+from camid_gpu.pipeline.copies import ReferenceCheck
 from camid_gpu.provenance import file_entry, utc_now
 from camid_gpu.store import load_store, save_fingerprint
 
@@ -83,6 +85,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
     bk = ctx.backend
     decoder = ctx.jpeg_decoder()
     saved, errors, tried, skipped = [], [], [], []
+    check = ReferenceCheck()  # another camera's photo among a camera's references: refused, naming both files
 
     def batches(sensor: tuple[int, int]) -> int:
         """References per residual batch within the memory budgets."""
@@ -113,7 +116,7 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
         loaded = progress.counted(loaded)
         try:
             fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
-                                               batch_size=batches)
+                                               batch_size=batches, check=check)
         except CamidError as exc:
             fp, errs = None, [ctx.error(folder, type(exc).__name__, str(exc))]
         errors.extend(errs)
@@ -122,9 +125,23 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
             saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
                           "arrays": os.path.join(out_dir, f"{camera}.npz")})
     progress.close()
+    saved = _refuse_crossed(check.finish(), saved, errors, folders={c: f for c, f, _ in listed}, ctx=ctx)
     warnings = [w for w in [references.few_references_warning({c["camera"]: c["references"] for c in saved})] if w]
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
             "files": tried, "skipped": skipped, "warnings": warnings}
+
+
+def _refuse_crossed(refused: dict[str, str], saved: list[dict[str, Any]], errors: list[dict[str, Any]],
+                    folders: dict[str, str], ctx: RunContext) -> list[dict[str, Any]]:
+    """The fingerprints of cameras whose references hold another camera's photo (:class:`ReferenceCheck`) are
+    removed (this run wrote them) and each camera gets an error entry saying why."""
+    for camera, reason in refused.items():
+        for entry in [c for c in saved if c["camera"] == camera]:
+            for path in (entry["metadata"], entry["arrays"]):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+        errors.append(ctx.error(folders.get(camera, camera), "another-camera-reference", reason))
+    return [c for c in saved if c["camera"] not in refused]
 
 
 def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:

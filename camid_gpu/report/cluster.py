@@ -342,6 +342,11 @@ def _section_unclustered(result: dict[str, Any]) -> str:
     if identical:
         out.append("<h3>Byte-identical files</h3><p>The same bytes under several names: they link with NCC 1, "
                    "and their link is one image's evidence, not several.</p>" + _table(["files"], identical))
+    same = [[f'<span class="mono wrap">{_e(", ".join(paths))}</span>'] for paths in
+            result.get("same_pixels_files") or []]
+    if same:
+        out.append("<h3>Files with the same decoded pixels</h3><p>One photo in several containers (JPEG, PNG, BMP, "
+                   "TIFF): compared once, as one image, like byte-identical files.</p>" + _table(["files"], same))
     out.append(_skipped_table({"skipped_inputs": result.get("skipped")}))
     out.append("</section>")
     return "\n".join(out)
