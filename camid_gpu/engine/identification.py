@@ -82,9 +82,7 @@ def identify_files(fp_dir: str | list[str], inputs: Sequence[str], results_path:
     decision can be shown as it is done, above the progress bar). The store is checked against its manifest
     (``store.verify_store``); one without a manifest is refused unless ``unverified_store`` (recorded in
     ``run.json`` and the manifest); ``store_built``: built by this run (evaluate), whose run folder checks it on
-    resume. ``adopt_unverified``: resume results that no manifest vouches for (``--adopt-unverified``, recorded;
-    see :func:`~camid_gpu.engine.run_folder.record_spec`). ``on_writing()``: called once every check has passed and
-    the results file is open (from then on an interrupted run's records are this run's own).
+    resume. ``adopt_unverified``: see ``run_folder.record_spec``; ``on_writing()``: called once the checks passed.
     """
     run_dir = os.path.dirname(os.path.abspath(results_path))
     ctx = run_context(config)

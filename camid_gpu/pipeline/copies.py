@@ -21,6 +21,7 @@ import numpy as np
 from camid_gpu.backend.base import to_host
 from camid_gpu.config import REF_CHECK_SIDE, REF_CROSS_RATIO, REF_CROSS_SIGMAS
 from camid_gpu.errors import CamidError
+from camid_gpu.pipeline.records import error_record
 
 
 def pixels_sha256(pixels: Any) -> str:
@@ -40,6 +41,41 @@ def central_square(residuals: np.ndarray, side: int = REF_CHECK_SIDE) -> np.ndar
     square = square - square.mean(axis=(1, 2), keepdims=True)
     norms = np.sqrt((square * square).sum(axis=(1, 2), keepdims=True))
     return (square / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+class CameraCopies:
+    """One camera's references as a fingerprint reads them: a photo met again (the same decoded pixels) is a copy
+    (:meth:`copy_of` gives its error entry: used once); each photo's pixel hash, and with a ``check`` its
+    residual's central square (:meth:`keep`, the fingerprint accumulator's callback), go to the run's check."""
+
+    def __init__(self, camera: str, check: "ReferenceCheck | None" = None):
+        self.camera, self.check = camera, check
+        self.first_with: dict[str, str] = {}  # pixel hash -> the first reference with those pixels
+        self.squares: list[np.ndarray] = []
+
+    def copy_of(self, path: str, pixels: Any) -> dict[str, Any] | None:
+        digest = pixels_sha256(pixels)
+        if digest in self.first_with:
+            return error_record(path, "same-pixels", f"the same decoded pixels as {self.first_with[digest]} (one "
+                                                     f"photo in two files): used once")
+        self.first_with[digest] = path
+        if self.check is not None:
+            self.check.add_pixels(self.camera, path, digest)
+        return None
+
+    def pixel_hash(self, path: str) -> str | None:
+        return next((digest for digest, first in self.first_with.items() if first == path), None)
+
+    @property
+    def keep(self) -> Any:
+        """The callback that keeps residuals' central squares (None without a check: nothing to keep)."""
+        return None if self.check is None else (lambda residuals: self.squares.append(central_square(
+            to_host(residuals))))
+
+    def built(self, paths: list[str]) -> None:
+        """The fingerprint is built from ``paths`` (in the order their residuals were kept)."""
+        if self.check is not None and self.squares:
+            self.check.add_residuals(self.camera, paths, np.concatenate(self.squares))
 
 
 class ReferenceCheck:

@@ -31,7 +31,7 @@ from camid_gpu.io.geometry import center_clip, green_channel, to_8bit
 from camid_gpu.pipeline import references as refs
 from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
 from camid_gpu.pipeline.prepare import mahalanobis_content_problem, reference_content_problem
-from camid_gpu.pipeline.copies import ReferenceCheck, central_square, pixels_sha256
+from camid_gpu.pipeline.copies import CameraCopies, ReferenceCheck
 from camid_gpu.pipeline.records import (base_record, camera_score, error_entry, error_record, mahalanobis_record,
                                         pce_record)
 from camid_gpu.prnu.decision import union_bound
@@ -45,26 +45,22 @@ from camid_gpu.store import CameraFingerprint, check_camera_name, software_versi
 # ----------------------------------------------------------------------------------------------
 # Fingerprints
 # ----------------------------------------------------------------------------------------------
-def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Params,
-                      methods: Sequence[str], batch_size: int | Callable[[tuple[int, int]], int] = 4,
-                      loaded: Any = None, check: ReferenceCheck | None = None
-                      ) -> tuple[CameraFingerprint | None, list[dict[str, Any]]]:
+def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Params, methods: Sequence[str],
+                      batch_size: int | Callable[[tuple[int, int]], int] = 4, loaded: Any = None,
+                      check: ReferenceCheck | None = None) -> tuple[CameraFingerprint | None, list[dict[str, Any]]]:
     """Fingerprint of one camera from its reference files.
 
     Files that cannot be read, or whose size differs from the first good one, get an error entry and are left
     out; references turned by a quarter turn are turned back (:mod:`camid_gpu.pipeline.references`; each
     one's entry says ``turned_back_degrees``). With fewer than ``params.refs`` good files the camera is refused
-    (returns None and an error entry). ``loaded`` may be an iterable of ``(path, result)`` where
-    result is ``(pixels, info)``, ``(pixels, info, decoder, note)`` (from
-    :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be device arrays, and each reference's
-    entry records its decoder) or an exception (the scheduler decodes in worker processes). ``batch_size``:
+    (returns None and an error entry). ``loaded``: an iterable of ``(path, result)``, result ``(pixels, info)``,
+    ``(pixels, info, decoder, note)`` (from :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be
+    device arrays, each reference's entry records its decoder) or an exception (decoded in workers). ``batch_size``:
     references per residual batch, or a function of the references' sensor size (rows, columns) that gives it
-    (the engine's memory budget). References with the same decoded pixels as an earlier one (one photo in another
-    container) are used once, each copy said in an error entry; ``check`` (:class:`~.copies.ReferenceCheck`)
-    gets every reference's pixel hash and residual square, to refuse another camera's photo.
+    (the engine's memory budget). A photo met again is used once (:class:`~.copies.CameraCopies`; ``check``: the run's).
     """
     check_camera_name(camera)
-    first_with: dict[str, str] = {}  # pixel hash -> the first reference with those pixels
+    copies = CameraCopies(camera, check)
     errors: list[dict[str, Any]] = []
     good: list[tuple[Any, ImageInfo]] = []
     decoders: dict[str, dict[str, str]] = {}  # per reference path, when a GPU decoder was asked for
@@ -81,14 +77,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         if problem:
             errors.append(error_record(path, "unusable-reference", f"{problem}; left out"))
             continue
-        digest = pixels_sha256(pixels)
-        if digest in first_with:
-            errors.append(error_record(path, "same-pixels", f"the same decoded pixels as {first_with[digest]} (one "
-                                                            f"photo in two files): used once"))
+        copy = copies.copy_of(path, pixels)
+        if copy:
+            errors.append(copy)
             continue
-        first_with[digest] = path
-        if check is not None:
-            check.add_pixels(camera, path, digest)
         shape = (info.height, info.width)
         if source_shape is None:
             source_shape, layout, depth = shape, pixels.shape, info.bit_depth
@@ -121,20 +113,16 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         return None, errors + [short]
     if callable(batch_size):
         batch_size = batch_size(source_shape)
-    squares: list[np.ndarray] = []
-    arrays = _fingerprint_arrays(bk, good, params, methods, max(1, int(batch_size)),
-                                 None if check is None else (lambda r: squares.append(central_square(bk.to_numpy(r)))))
-    if check is not None and squares:
-        check.add_residuals(camera, [i.path for _, i in good], np.concatenate(squares))
-    pixel_hash = {path: digest for digest, path in first_with.items()}
+    arrays = _fingerprint_arrays(bk, good, params, methods, max(1, int(batch_size)), copies.keep)
+    copies.built([i.path for _, i in good])
     kept = tuple(m for m in ("pce", "mahalanobis") if m in methods)
     fp = CameraFingerprint(
         camera=camera, methods=kept, arrays=arrays, clips={m: params.clip_of(m) for m in kept},
         source_shape=source_shape,
         params=dict(params.fingerprint_params(), refs=len(good)),
         references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
-                     "size": [i.height, i.width], "pixels_sha256": pixel_hash.get(i.path),
-                     **decoders.get(i.path, {})} for _, i in good],
+                     "size": [i.height, i.width], "pixels_sha256": copies.pixel_hash(i.path), **decoders.get(i.path, {})}
+                    for _, i in good],
         software=software_versions())
     return fp, errors
 
