@@ -112,8 +112,12 @@ CLUSTER_SAME_SCENE_NCC = 0.5
 #: ... and only when both have at least this much band-passed content (RMS, gray levels 0..255): a flat field has
 #: none, and what is left there (averaged PRNU, fixed pattern) is shared by a camera's flats
 CLUSTER_SCENE_MIN_CONTRAST = 1.0
-#: two images whose residuals (the compared region, normalised) correlate at NCC of at least this are one photo (a
-#: re-encode in another container): folded like byte-identical files (images of one camera reach ~0.3 at most)
+#: two images whose residuals (the compared region) correlate at NCC of at least this are one photo (another
+#: container with a few samples changed): never linked, as a same-scene pair, and listed apart. Measured on 160x192
+#: synthetic flats (bench/measure_duplicate_ncc.py): distinct flats of one camera 0.07-0.12; one flat re-encoded as
+#: JPEG at quality 95 0.79 and at 85 0.60 (not caught: a re-encode changes the residual that much), 1 % of its
+#: samples changed by one level 0.99 (caught); the same pixels
+#: in another container are caught exactly by their pixel hash (pipeline.copies)
 CLUSTER_DUPLICATE_NCC = 0.9
 #: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
 GRAM_PRECISIONS = ("auto", "float32", "float16")

@@ -37,3 +37,28 @@ def test_one_photo_in_four_containers_is_one_image(tmp_path, capsys):
     assert len(folded) == 3 and {u["identical_to"] for u in folded} == {same[0]}
     assert "files with the same decoded pixels" in out
     assert main(["verify", str(run)]) == EXIT_OK
+
+
+def test_a_copy_with_a_few_samples_changed_is_not_a_camera(tmp_path, capsys):
+    """Pixels that differ by a few samples escape the pixel hash; their residuals correlate at NCC near 1: the pair
+    is one photo, never linked (it made a two-image "camera"), and listed."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    flat = np.clip(128 + rng.normal(0, 1.5, (96, 128)), 0, 255).astype(np.uint8)  # no scene for the guard to see
+    Image.fromarray(flat).save(folder / "a.png")
+    touched = flat.copy()
+    touched.flat[rng.choice(touched.size, touched.size // 100, replace=False)] += 1
+    Image.fromarray(touched).save(folder / "a-touched.png")
+    for k in range(2):
+        other = np.clip(128 + rng.normal(0, 3, (96, 128)), 0, 255).astype(np.uint8)
+        Image.fromarray(other).save(folder / f"other{k}.png")
+    run = tmp_path / "run"
+    assert main(["cluster", str(folder), "-o", str(run), "--region", "64", "--quiet", "--backend", "numpy"]) == EXIT_OK
+    result = json.loads((run / "clusters.json").read_text())
+    assert result["clusters"] == [] and result["same_pixels_files"] == []
+    assert result["groups"][0]["same_scene"]["pairs"] == []  # not a same-scene pair: the guard did not stop it
+    (pair,) = result["groups"][0]["same_scene"]["near_duplicates"]
+    assert {pair["a"].rsplit("/", 1)[1], pair["b"].rsplit("/", 1)[1]} == {"a.png", "a-touched.png"}
+    assert pair["residual_ncc"] >= 0.9
+    assert "one photo twice" in capsys.readouterr().out
