@@ -198,7 +198,8 @@ def cmd_cluster(args) -> int:
     else:
         raise ValueError(f"--region must be 'auto', 'full' or a number of pixels, got {args.region!r}")
     params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
-    result = cluster_images(args.images, args.outdir, params, config_of(args), resume=args.resume, argv=sys.argv)
+    result = cluster_images(args.images, args.outdir, params, config_of(args), resume=args.resume, argv=sys.argv,
+                            adopt_unverified=args.adopt_unverified)
     print_clusters(result, args.outdir)
     print_skipped(result["skipped"])
     print_errors(result["errors"])

@@ -235,6 +235,7 @@ def _add_cluster_parser(sub: Any) -> None:
                    help="Gram products: auto = float16 on CUDA (measured negligible), float32 elsewhere")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN: skip files done, add new inputs, multiply only the pairs with new images")
+    _add_adopt_option(p)
     _add_dask_option(p, "the Gram tiles")
     _add_backend_options(p)
     add_casework_options(p)

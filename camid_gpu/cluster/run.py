@@ -23,6 +23,7 @@ import os
 import time
 from typing import Any, Sequence
 
+from camid_gpu._shared import custody
 from camid_gpu.cluster.linkage import comparisons
 from camid_gpu.cluster.outputs import _write_outputs
 from camid_gpu.cluster.region import resolve_region
@@ -43,6 +44,20 @@ WORKING_FOLDERS = ("residuals", "scene", "gram", "similarity")
 KEPT_ON_RESUME = ("residuals", "scene", "gram")
 
 
+def _checked_resume(run_dir: str, adopt_unverified: bool) -> list[dict[str, Any]]:
+    """The records, parameters and working files a resume keeps must be the ones the manifest recorded; with no
+    manifest, refused unless ``adopt_unverified``. Returns the run's adoptions (earlier ones and this one)."""
+    records = os.path.join(run_dir, "images.jsonl")
+    if run_folder.check_recorded_outputs(run_dir, only=("images.jsonl", "cluster-params.json")
+                                         + tuple(f"{folder}/" for folder in KEPT_ON_RESUME)):
+        adopted = custody.read_manifest(os.path.join(run_dir, "manifest.json")).data.get("adopted_unverified")
+        return adopted if isinstance(adopted, list) else []
+    if not os.path.exists(records):
+        return []
+    run_folder.refuse_unverified(run_dir, adopt_unverified)
+    return [run_folder.adoption(records)]
+
+
 def _working_files(run_dir: str) -> list[str]:
     found = []
     for folder in WORKING_FOLDERS:
@@ -55,28 +70,27 @@ def _working_files(run_dir: str) -> list[str]:
 
 def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = ClusterParams(),
                    config: RunConfig | RunContext | None = None, resume: bool = False,
-                   argv: Sequence[str] | None = None) -> dict[str, Any]:
+                   argv: Sequence[str] | None = None, adopt_unverified: bool = False) -> dict[str, Any]:
     """Cluster the images in ``inputs`` (files or folders) by camera; writes ``run_dir`` (see module doc).
 
-    Returns the content of ``clusters.json``.
+    Returns the content of ``clusters.json``. ``adopt_unverified``: resume a run folder with records but no
+    manifest (recorded in the manifest; see ``run_folder.record_spec``).
     """
     ctx = run_context(config)
     run_folder.check_outputs(inputs, folders=[run_dir], command="cluster")  # never into the evidence; before any work
     if not ctx.dask:  # a Gram precision this device cannot do is refused before the run folder is made
         resolve_precision(ctx.backend, params.precision)
     with run_folder.locked(run_dir):
-        return _cluster_images(inputs, run_dir, params, ctx, resume, argv)
+        return _cluster_images(inputs, run_dir, params, ctx, resume, argv, adopt_unverified)
 
 
 def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, ctx: RunContext, resume: bool,
-                    argv: Sequence[str] | None) -> dict[str, Any]:
+                    argv: Sequence[str] | None, adopt_unverified: bool = False) -> dict[str, Any]:
     started = utc_now()
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
     params, region_choice = resolve_region(params, paths, run_dir, resume)  # --region auto: from frames and budget
-    if resume:  # the records, parameters and working files a resume keeps must be the ones the manifest recorded
-        run_folder.check_recorded_outputs(run_dir, only=("images.jsonl", "cluster-params.json")
-                                          + tuple(f"{folder}/" for folder in KEPT_ON_RESUME))
+    adopted = _checked_resume(run_dir, adopt_unverified) if resume else []
     check_resume_params(run_dir, params, resume, ctx.config.precision)
     if resume:
         paths, again = already_in_run(paths, os.path.join(run_dir, "images.jsonl"))
@@ -128,6 +142,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
         run_dir, "cluster", argv, params.to_dict(), ctx.describe(),
         started, inputs_manifest, None, outputs,
         extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"],
-               "skipped_inputs": skipped, "inputs_found": listing.counts()},
+               "skipped_inputs": skipped, "inputs_found": listing.counts(),
+               **({"adopted_unverified": adopted} if adopted else {})},
         kernels=ctx.kernels())
     return result

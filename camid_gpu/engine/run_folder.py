@@ -143,7 +143,7 @@ def record_spec(run_dir: str, spec: dict[str, Any], resume: bool, adopt_unverifi
     if resume and os.path.exists(results):
         adopting = not check_recorded_outputs(run_dir)
         if adopting:
-            _adopt(run_dir, results, adopt_unverified)
+            refuse_unverified(run_dir, adopt_unverified)
         try:
             with open(path, encoding="utf-8") as handle:
                 recorded = json.load(handle)
@@ -158,20 +158,21 @@ def record_spec(run_dir: str, spec: dict[str, Any], resume: bool, adopt_unverifi
             raise RunFolderError(f"{run_dir}: --resume refused: this run differs from the one recorded in "
                                  f"{SPEC_NAME}: " + "; ".join(diffs) + ". Use a new run folder for a new run")
         if adopting:
-            adopted = list(adopted or []) + [_adoption(results)]
+            adopted = list(adopted or []) + [adoption(results)]
             write_json(path, dict(recorded, **{ADOPTED_KEY: adopted}))
         return
     write_json(path, spec)
 
 
-def _adopt(run_dir: str, results: str, adopt_unverified: bool) -> None:
-    """A resume of results with no manifest: refused unless told (checked for self-consistency either way)."""
+def refuse_unverified(run_dir: str, adopt_unverified: bool) -> None:
+    """A resume of results with no manifest: refused unless told (records are checked against themselves either
+    way)."""
     if not adopt_unverified:
         raise RunFolderError(
             f"{run_dir}: --resume refused: the run folder has results but no {MANIFEST_NAME}, so its records cannot "
             f"be checked against the run's record (the manifest was deleted, or the run was killed before it could "
             f"write one) and a new manifest would vouch for them. Start a new run folder, or pass --adopt-unverified "
-            f"to keep them as they are: the adoption is recorded in {SPEC_NAME}, the manifest and the report")
+            f"to keep them as they are: the adoption is recorded in the run's manifest and report")
 
 
 def _adopted(spec_path: str) -> list[dict[str, Any]] | None:
@@ -183,7 +184,7 @@ def _adopted(spec_path: str) -> list[dict[str, Any]] | None:
     return recorded.get(ADOPTED_KEY) if isinstance(recorded, dict) else None
 
 
-def _adoption(results: str) -> dict[str, Any]:
+def adoption(results: str) -> dict[str, Any]:
     """What ``run.json`` records of one adoption: when, and the results file adopted (size, SHA-256)."""
     from camid_gpu.provenance import utc_now
 

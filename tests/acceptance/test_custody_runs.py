@@ -228,3 +228,17 @@ def _params():
     from camid_gpu.config import Params
 
     return Params()
+
+
+def test_a_cluster_resume_without_a_manifest_is_refused_unless_adopted(world, tmp_path, capsys):
+    run = tmp_path / "cluster"
+    args = ["cluster", str(world / "data" / "disputed"), "-o", str(run), *RUN_ARGS]
+    assert main(args) == EXIT_OK
+    (run / "manifest.json").unlink()
+    assert main(args + ["--resume"]) == EXIT_FAIL
+    assert "has results but no manifest.json" in capsys.readouterr().err
+    assert main(args + ["--resume", "--adopt-unverified"]) == EXIT_OK
+    adopted = json.loads((run / "manifest.json").read_text())["adopted_unverified"]
+    assert len(adopted) == 1 and adopted[0]["results_bytes"] > 0
+    assert main(args + ["--resume"]) == EXIT_OK  # verified again, the adoption kept in the record
+    assert json.loads((run / "manifest.json").read_text())["adopted_unverified"] == adopted
