@@ -96,34 +96,38 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
              for camera, _, listing in listed if listing.images}
     progress = Progress(sum(len(listing.images) for camera, _, listing in listed if not short.get(camera)),
                         "fingerprint references", ctx.config.progress)
-    for camera, folder, listing in listed:
-        paths = listing.images
-        skipped.extend(s.to_dict() for s in listing.skipped)
-        tried.extend(paths)
-        if not paths:
-            errors.append(ctx.error(folder, "empty", f"camera {camera!r}: no images"))
-            continue
-        if short[camera]:
-            errors.append(short[camera])
-            continue
-        prefetch = max(2 * ctx.workers, 2)
-        # whole frames: build_fingerprint clips per method
-        stream = ordered_map(prepare.load_reference, [(p, None, ctx.config.limits, decoder is not None) for p in paths],
-                             ctx.workers, prefetch)
-        loaded = ((task[0], result) for task, result in stream)
-        if decoder is not None:
-            loaded = prepare.decode_references(loaded, decoder, None)
-        loaded = progress.counted(loaded)
-        try:
-            fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
-                                               batch_size=batches, check=check)
-        except CamidError as exc:
-            fp, errs = None, [ctx.error(folder, type(exc).__name__, str(exc))]
-        errors.extend(errs)
-        if fp is not None:
-            path = save_fingerprint(fp, out_dir)
-            saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
-                          "arrays": os.path.join(out_dir, f"{camera}.npz")})
+    try:
+        for camera, folder, listing in listed:
+            paths = listing.images
+            skipped.extend(s.to_dict() for s in listing.skipped)
+            tried.extend(paths)
+            if not paths:
+                errors.append(ctx.error(folder, "empty", f"camera {camera!r}: no images"))
+                continue
+            if short[camera]:
+                errors.append(short[camera])
+                continue
+            prefetch = max(2 * ctx.workers, 2)
+            # whole frames: build_fingerprint clips per method
+            stream = ordered_map(prepare.load_reference, [(p, None, ctx.config.limits, decoder is not None) for p in paths],
+                                 ctx.workers, prefetch)
+            loaded = ((task[0], result) for task, result in stream)
+            if decoder is not None:
+                loaded = prepare.decode_references(loaded, decoder, None)
+            loaded = progress.counted(loaded)
+            try:
+                fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
+                                                   batch_size=batches, check=check)
+            except CamidError as exc:
+                fp, errs = None, [ctx.error(folder, type(exc).__name__, str(exc))]
+            errors.extend(errs)
+            if fp is not None:
+                path = save_fingerprint(fp, out_dir)
+                saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
+                              "arrays": os.path.join(out_dir, f"{camera}.npz")})
+    except BaseException:
+        check.close()  # the temporary file of residual squares, also when the run stops on an error
+        raise
     progress.close()
     saved = _refuse_crossed(check.finish(), saved, errors, folders={c: f for c, f, _ in listed}, ctx=ctx)
     warnings = [w for w in [references.few_references_warning({c["camera"]: c["references"] for c in saved})] if w]

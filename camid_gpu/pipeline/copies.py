@@ -86,7 +86,7 @@ class ReferenceCheck:
         self.refused: dict[str, str] = {}  # camera built before its reference's copy was met -> why
         self.sums: dict[str, np.ndarray] = {}  # camera -> sum of its normalised squares
         self.rows: list[tuple[str, str, int]] = []  # (camera, path, row in the file)
-        self._file = tempfile.TemporaryFile(prefix="camid-refcheck-")
+        self._file: Any = None  # a temporary file, opened with the first residuals
         self._shape: tuple[int, int] | None = None
 
     def add_pixels(self, camera: str, path: str, digest: str) -> None:
@@ -106,6 +106,9 @@ class ReferenceCheck:
         if squares.shape[1:] != self._shape:  # another sensor size: compared with cameras of its own size only
             return
         self.sums[camera] = self.sums.get(camera, 0) + squares.sum(0, dtype=np.float64)
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="camid-refcheck-")
+        self._file.seek(0, 2)
         for path, square in zip(paths, squares):
             self.rows.append((camera, path, len(self.rows)))
             self._file.write(square.astype(np.float32).tobytes())
@@ -123,7 +126,13 @@ class ReferenceCheck:
             crossed = self._cross_check() if len(self.sums) > 1 else {}
             return {**crossed, **self.refused}
         finally:
+            self.close()
+
+    def close(self) -> None:
+        """Remove the temporary file (also when the run stops on an error)."""
+        if self._file is not None:
             self._file.close()
+            self._file = None
 
     def _cross_check(self) -> dict[str, str]:
         count = {c: sum(1 for cam, _, _ in self.rows if cam == c) for c in self.sums}

@@ -134,9 +134,9 @@ def _fingerprint_arrays(bk: Backend, good: Sequence[tuple[Any, ImageInfo]], para
     arrays: dict[str, np.ndarray] = {}
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
+        acc.on_residuals = keep
         for start in range(0, len(good), batch_size):
-            acc.add(_stack_pixels(bk, [center_clip(p, params.pce_clip, i.path) for p, i in good[start:start + batch_size]]),
-                    keep)
+            acc.add(_stack_pixels(bk, [center_clip(p, params.pce_clip, i.path) for p, i in good[start:start + batch_size]]))
         arrays["k"] = acc.fingerprint()
     if "mahalanobis" in methods:
         greens = _stack_pixels(bk, [_green_8bit(bk, center_clip(p, params.mahalanobis_clip, i.path)) for p, i in good])

@@ -85,9 +85,12 @@ class FingerprintAccumulator:
         self._weighted: Array | None = None
         self._norm: Array | None = None
 
-    def add(self, images: np.ndarray | Array, keep: Any = None) -> None:
-        """Add a batch ``(R, H, W)`` or ``(R, H, W, 3)`` of reference images (one size for all). ``keep``: called
-        with the batch's gray residuals ``(R, H, W)`` (native), e.g. to check them against other cameras'."""
+    #: called with each batch's gray residuals ``(R, H, W)`` (native) when set, e.g. to check them against other
+    #: cameras' references (:class:`camid_gpu.pipeline.copies.ReferenceCheck`)
+    on_residuals: Any = None
+
+    def add(self, images: np.ndarray | Array) -> None:
+        """Add a batch ``(R, H, W)`` or ``(R, H, W, 3)`` of reference images (one size for all)."""
         bk = self.bk
         if isinstance(images, np.ndarray):
             images = validate_images(images, "reference images")
@@ -102,8 +105,8 @@ class FingerprintAccumulator:
         c, h, w = planes.shape[1:]
         noise = noise_extract(bk, planes.reshape(n * c, h, w), self.sigma, self.levels, self.wavelet)
         noise = noise.reshape(n, c, h, w)
-        if keep is not None:
-            keep(rgb_to_gray(bk, noise) if c == 3 else noise[:, 0])
+        if self.on_residuals is not None:
+            self.on_residuals(rgb_to_gray(bk, noise) if c == 3 else noise[:, 0])
         weight = intensity_scale(bk, planes) * saturation_map(bk, planes)
         weighted = bk.sum(noise * weight, 0)[0]
         norm = bk.sum(weight * weight, 0)[0]
