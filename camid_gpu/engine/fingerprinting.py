@@ -55,7 +55,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
                               f"one run's cameras: choose another folder or remove them")
     with run_folder.locked(out_dir):
         kept = store_add.kept_cameras(out_dir, sorted(cameras), methods, params, overwrite) if add else None
-        summary = _fingerprint_folder(listed, out_dir, methods, params, ctx)
+        summary = _fingerprint_folder(listed, out_dir, methods, params, ctx, kept.pixels if kept else None)
         built = {c["camera"] for c in summary["cameras"]}
         for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
             for suffix in (".json", ".npz"):
@@ -79,13 +79,15 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
 
 
 def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, methods: Sequence[str], params: Params,
-                        ctx: RunContext) -> dict[str, Any]:
+                        ctx: RunContext, stored: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """Fingerprint each camera of ``listed`` (:func:`reference_listing`) into ``out_dir`` (always in this process:
     fingerprints are not built on Dask)."""
     bk = ctx.backend
     decoder = ctx.jpeg_decoder()
     saved, errors, tried, skipped = [], [], [], []
-    check = ReferenceCheck()  # another camera's photo among a camera's references: refused, naming both files
+    # another camera's photo among a camera's references (``stored``: the pixels of the cameras a --add keeps):
+    # refused, naming both files
+    check = ReferenceCheck(stored)
 
     def batches(sensor: tuple[int, int]) -> int:
         """References per residual batch within the memory budgets."""

@@ -81,8 +81,11 @@ class CameraCopies:
 class ReferenceCheck:
     """The references of every camera of a fingerprint run, checked against the other cameras'."""
 
-    def __init__(self) -> None:
-        self.owner: dict[str, tuple[str, str]] = {}  # pixel hash -> (camera, path)
+    def __init__(self, stored: dict[str, tuple[str, str]] | None = None) -> None:
+        """``stored``: pixel hash -> (camera, path) of the references of cameras already in the store
+        (``fingerprint --add``): a new camera with one of those photos is refused; the stored one stays."""
+        self.owner: dict[str, tuple[str, str]] = dict(stored or {})  # pixel hash -> (camera, path)
+        self.stored = {camera for camera, _ in self.owner.values()}
         self.refused: dict[str, str] = {}  # camera built before its reference's copy was met -> why
         self.sums: dict[str, np.ndarray] = {}  # camera -> sum of its normalised squares
         self.rows: list[tuple[str, str, int]] = []  # (camera, path, row in the file)
@@ -93,10 +96,13 @@ class ReferenceCheck:
         """One reference's pixel hash; CamidError naming both files when another camera has the same pixels."""
         first = self.owner.setdefault(digest, (camera, path))
         if first[0] != camera:  # which folder is wrong is not known: both cameras are refused
+            who = (f"camera {camera!r} is refused ({first[0]!r} is in the store already)" if first[0] in self.stored
+                   else "both are refused")
             reason = (f"cameras {first[0]!r} and {camera!r} have references with the same decoded pixels: {first[1]} "
-                      f"and {path} (one photo, two files); one image cannot be evidence of two cameras: both are "
-                      f"refused; remove the copy from the wrong camera's folder")
-            self.refused.setdefault(first[0], reason)
+                      f"and {path} (one photo, two files); one image cannot be evidence of two cameras: {who}; "
+                      f"remove the copy from the wrong camera's folder")
+            if first[0] not in self.stored:
+                self.refused.setdefault(first[0], reason)
             raise CamidError(reason)
 
     def add_residuals(self, camera: str, paths: list[str], squares: np.ndarray) -> None:

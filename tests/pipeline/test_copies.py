@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camid_gpu.cli import EXIT_OK, EXIT_PARTIAL, main
+from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, main
 from camid_gpu.errors import FingerprintError
 from camid_gpu.store import load_fingerprint
 
@@ -106,3 +106,20 @@ def test_a_stored_fingerprint_of_one_photo_twice_is_refused(refs, tmp_path):
     path.write_text(json.dumps(meta))
     with pytest.raises(FingerprintError, match="same bytes"):
         load_fingerprint(path)
+
+
+def test_a_camera_added_with_a_stored_cameras_photo_is_refused(refs, tmp_path, capsys):
+    """fingerprint --add compares the new cameras' references with the pixels the store's cameras recorded."""
+    first = tmp_path / "first"
+    (first / "C01").mkdir(parents=True)
+    for path in sorted((refs / "C01").iterdir()):
+        shutil.copy(path, first / "C01" / path.name)
+    assert main(["fingerprint", str(first), "-o", str(tmp_path / "fp"), *ARGS]) == EXIT_OK
+    later = tmp_path / "later"
+    shutil.copytree(refs / "C02", later / "C02")
+    _photo(sorted((refs / "C01").iterdir())[0]).save(later / "C02" / "from-c01.png")
+    assert main(["fingerprint", str(later), "-o", str(tmp_path / "fp"), "--add", *ARGS]) == EXIT_FAIL  # none built
+    err = capsys.readouterr().err
+    assert "cameras 'C01' and 'C02' have references with the same decoded pixels" in err
+    assert "camera 'C02' is refused ('C01' is in the store already)" in err
+    assert (tmp_path / "fp" / "C01.json").exists() and not (tmp_path / "fp" / "C02.json").exists()
