@@ -242,3 +242,29 @@ def test_a_cluster_resume_without_a_manifest_is_refused_unless_adopted(world, tm
     assert len(adopted) == 1 and adopted[0]["results_bytes"] > 0
     assert main(args + ["--resume"]) == EXIT_OK  # verified again, the adoption kept in the record
     assert json.loads((run / "manifest.json").read_text())["adopted_unverified"] == adopted
+
+
+def test_an_interrupted_evaluate_run_writes_the_manifest_of_what_it_wrote(world, tmp_path, monkeypatch):
+    from camid_gpu.config import Params
+    from camid_gpu.engine.evaluation import evaluate_dataset
+
+    run = tmp_path / "eval"
+    real, calls = scheduler.ResultsWriter.write, []
+
+    def interrupted(self, records):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        real(self, records)
+
+    monkeypatch.setattr(scheduler.ResultsWriter, "write", interrupted)
+    config = RunConfig(backend="numpy", progress=False, chunk=1)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_dataset(str(world / "data"), str(run), ("pce",), Params(pce_clip=(128, 128), mahalanobis_clip=(128, 128), refs=3),
+                         config)
+    monkeypatch.undo()
+    assert json.loads((run / "manifest.json").read_text())["interrupted"] == "KeyboardInterrupt"
+    assert main(["verify", str(run)]) == EXIT_OK
+    assert main(["evaluate", str(world / "data"), "-o", str(run), "--resume", "--clip", "128", "--refs", "3",
+                 "--method", "pce", *RUN_ARGS]) == EXIT_OK
+    assert len(read_results(run / "results.jsonl")) == 4
