@@ -58,6 +58,20 @@ def _checked_resume(run_dir: str, adopt_unverified: bool) -> list[dict[str, Any]
     return [run_folder.adoption(records)]
 
 
+def _input_entries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest's entries of the images of ``images.jsonl``'s records (hashes taken at analysis time)."""
+    out = []
+    for r in records:
+        if r.get("error"):
+            e = file_entry(r["path"], "image")
+            e["error"] = r["error"]
+        else:
+            e = {"path": r["path"], "abspath": os.path.abspath(r["path"]), "role": "image", "size": r["file_size"],
+                 "sha256": r["sha256"], "pixels": r["size"], "format": r["format"], "exif": r.get("exif", {})}
+        out.append(e)
+    return out
+
+
 def _working_files(run_dir: str) -> list[str]:
     found = []
     for folder in WORKING_FOLDERS:
@@ -80,18 +94,47 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
     run_folder.check_outputs(inputs, folders=[run_dir], command="cluster")  # never into the evidence; before any work
     if not ctx.dask:  # a Gram precision this device cannot do is refused before the run folder is made
         resolve_precision(ctx.backend, params.precision)
+    state: dict[str, Any] = {}  # what an interrupted run's manifest needs, once the run's checks passed
     with run_folder.locked(run_dir):
-        return _cluster_images(inputs, run_dir, params, ctx, resume, argv, adopt_unverified)
+        try:
+            return _cluster_images(inputs, run_dir, params, ctx, resume, argv, adopt_unverified, state)
+        except BaseException as exc:
+            if state:  # never before the checks passed: a refused resume must not get a new manifest
+                _manifest_of_interrupted(run_dir, argv, ctx, exc, **state)
+            raise
+
+
+def _manifest_of_interrupted(run_dir: str, argv: Sequence[str] | None, ctx: RunContext, exc: BaseException,
+                             params: ClusterParams, started: str, adopted: list[dict[str, Any]]) -> None:
+    """The manifest of what an interrupted clustering run wrote (its records, parameters and working files), so
+    that a plain ``--resume`` can check them (best effort; the interruption is what the caller re-raises)."""
+    import contextlib
+
+    from camid_gpu._shared import interrupts
+    from camid_gpu.engine.scheduler import read_results
+
+    records_path = os.path.join(run_dir, "images.jsonl")
+    with contextlib.suppress(Exception), interrupts.deferred():
+        records = read_results(records_path) if os.path.exists(records_path) else []
+        outputs = [p for p in (records_path, os.path.join(run_dir, "cluster-params.json")) if os.path.exists(p)]
+        run_folder.write_manifest(
+            run_dir, "cluster", argv, params.to_dict(), ctx.describe(), started, _input_entries(records), None,
+            outputs + _working_files(run_dir),
+            extra={"interrupted": f"{type(exc).__name__}: {exc}".strip().rstrip(":"),
+                   **({"adopted_unverified": adopted} if adopted else {})}, kernels=ctx.kernels())
 
 
 def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, ctx: RunContext, resume: bool,
-                    argv: Sequence[str] | None, adopt_unverified: bool = False) -> dict[str, Any]:
+                    argv: Sequence[str] | None, adopt_unverified: bool = False,
+                    state: dict[str, Any] | None = None) -> dict[str, Any]:
     started = utc_now()
     listing = disputed_listing(inputs)
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
     params, region_choice = resolve_region(params, paths, run_dir, resume)  # --region auto: from frames and budget
     adopted = _checked_resume(run_dir, adopt_unverified) if resume else []
     check_resume_params(run_dir, params, resume, ctx.config.precision)
+    if state is not None:
+        state.update(params=params, started=started, adopted=adopted)
     if resume:
         paths, again = already_in_run(paths, os.path.join(run_dir, "images.jsonl"))
         skipped += again
@@ -129,18 +172,9 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     outputs += [c["fingerprint"]["metadata"] for c in result["clusters"]]
     outputs += [c["fingerprint"]["arrays"] for c in result["clusters"]]
     outputs += _working_files(run_dir)
-    inputs_manifest = []
-    for r in records:
-        if r.get("error"):
-            e = file_entry(r["path"], "image")
-            e["error"] = r["error"]
-        else:
-            e = {"path": r["path"], "abspath": os.path.abspath(r["path"]), "role": "image", "size": r["file_size"],
-                 "sha256": r["sha256"], "pixels": r["size"], "format": r["format"], "exif": r.get("exif", {})}
-        inputs_manifest.append(e)
     run_folder.write_manifest(
         run_dir, "cluster", argv, params.to_dict(), ctx.describe(),
-        started, inputs_manifest, None, outputs,
+        started, _input_entries(records), None, outputs,
         extra={"resumed": resume, "processed": processed, "timings_s": result["timings_s"],
                "skipped_inputs": skipped, "inputs_found": listing.counts(),
                **({"adopted_unverified": adopted} if adopted else {})},

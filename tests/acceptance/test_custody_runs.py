@@ -268,3 +268,23 @@ def test_an_interrupted_evaluate_run_writes_the_manifest_of_what_it_wrote(world,
     assert main(["evaluate", str(world / "data"), "-o", str(run), "--resume", "--clip", "128", "--refs", "3",
                  "--method", "pce", *RUN_ARGS]) == EXIT_OK
     assert len(read_results(run / "results.jsonl")) == 4
+
+
+def test_an_interrupted_cluster_run_writes_the_manifest_of_what_it_wrote(world, tmp_path, monkeypatch):
+    from camid_gpu.cluster import stages
+
+    run = tmp_path / "cluster"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "group_gram", interrupted)  # after every residual row is written
+    args = ["cluster", str(world / "data" / "disputed"), "-o", str(run), *RUN_ARGS]
+    assert main(args) == 130
+    monkeypatch.undo()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["interrupted"] == "KeyboardInterrupt"
+    assert any(e.get("relpath", "").startswith("residuals/") for e in manifest["outputs"])
+    assert main(["verify", str(run)]) == EXIT_OK
+    assert main(args + ["--resume"]) == EXIT_OK
+    assert "interrupted" not in json.loads((run / "manifest.json").read_text())
