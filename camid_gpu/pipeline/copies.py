@@ -109,7 +109,7 @@ class ReferenceCheck:
         """The normalised central squares (:func:`central_square`) of ``camera``'s references ``paths``."""
         if self._shape is None:
             self._shape = squares.shape[1:]
-        if squares.shape[1:] != self._shape:  # another sensor size: compared with cameras of its own size only
+        if squares.shape[1:] != self._shape:  # a sensor under REF_CHECK_SIDE on a side: smaller squares, not compared
             return
         self.sums[camera] = self.sums.get(camera, 0) + squares.sum(0, dtype=np.float64)
         if self._file is None:
