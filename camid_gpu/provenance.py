@@ -182,8 +182,9 @@ def verify_manifest(path: str, expect_sha256: str | None = None) -> dict[str, An
     was checked in the run folder (``in_run``) or at its recorded path, ``where`` it was looked for, and the
     recorded and current SHA-256. Not ``ok`` when anything changed or is missing, when nothing could be
     checked (empty lists), when an entry has no recorded hash and no recorded reason (``unhashed``), when
-    ``manifest.sha256`` beside it disagrees, or when the manifest's own SHA-256 differs from ``expect_sha256``.
-    Raises ValueError on a file that is not a camid manifest.
+    ``manifest.sha256`` beside it disagrees, when the manifest's own SHA-256 differs from ``expect_sha256``, or
+    when the run folder holds files the manifest does not list (``foreign``, relative paths:
+    :func:`camid_gpu._shared.custody.foreign_files`). Raises ValueError on a file that is not a camid manifest.
     """
     manifest = custody.read_manifest(path)
     own = manifest.sha256
@@ -210,8 +211,9 @@ def verify_manifest(path: str, expect_sha256: str | None = None) -> dict[str, An
     checked = counts["in_run"] + counts["external"]
     if checked == 0:
         problems.append("no file with a recorded SHA-256 was listed: nothing could be verified")
+    foreign = custody.foreign_files(manifest)  # in the run folder, not in its manifest: added after the run
     return {"manifest": path, "manifest_sha256": own, "checked": checked, **counts, "changed": changed,
-            "missing": missing, "unhashed": unhashed, "problems": problems, "run_folder": manifest.folder,
-            "recorded_dir": manifest.recorded_dir, "version": manifest.data.get("version"),
-            "checksum": manifest.checksum,
-            "ok": not changed and not missing and not unhashed and not problems}
+            "missing": missing, "unhashed": unhashed, "problems": problems, "foreign": foreign,
+            "run_folder": manifest.folder, "recorded_dir": manifest.recorded_dir,
+            "version": manifest.data.get("version"), "checksum": manifest.checksum,
+            "ok": not changed and not missing and not unhashed and not problems and not foreign}

@@ -97,3 +97,29 @@ def test_shift_range_text_is_the_inverse_of_its_parser():
     for pair in (None, (0, 0), (5, 5), (2, 3)):
         assert config.parse_shift_range(config.shift_range_text(pair)) == pair
     assert config.shift_range_text(config.SHIFT_RANGE) == "0"
+
+
+def test_every_default_lives_in_config_not_in_a_method():
+    """Issue 23 item 14: the Mahalanobis generic twin's chunk size was a default kept in
+    mahalanobis/constants.py; it is named once in config/defaults.py and the method reads it from there."""
+    import inspect
+
+    from camid_gpu.config import defaults
+    from camid_gpu.mahalanobis import compare, constants, statistics
+
+    assert defaults.MAHALANOBIS_CHUNK_ELEMENTS == config.MAHALANOBIS_CHUNK_ELEMENTS == 1 << 22
+    assert not hasattr(constants, "DEFAULT_CHUNK_ELEMENTS")
+    for function in (compare.compare_traces, statistics.pair_statistics):
+        default = inspect.signature(function).parameters["chunk_elements"].default
+        assert default == config.MAHALANOBIS_CHUNK_ELEMENTS
+
+
+def test_one_whole_number_check_names_the_argument():
+    """Issue 23 item 13: counts of the API and the command line go through one check that names them."""
+    assert config.check_whole_number("batch_size", np.int64(3)) == 3
+    for bad in (0, 2.5, True, "2", None):
+        with pytest.raises(ValueError, match=r"batch_size must be a whole number >= 1"):
+            config.check_whole_number("batch_size", bad)
+    with pytest.raises(ValueError, match=r"workers \(--workers\) must be a whole number"):
+        config.RunConfig(workers=2.5)
+    config.check_levels(np.int64(3))

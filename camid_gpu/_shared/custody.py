@@ -274,6 +274,53 @@ def folder_differences(directory: str, manifest: Manifest, names: list[str],
     return problems
 
 
+#: what camid keeps in a run folder (or store) outside its manifest, by design: the manifest itself, its checksum,
+#: and the run folder's lock (empty; held while a command runs)
+UNLISTED_BY_DESIGN = frozenset({MANIFEST_NAME, CHECKSUM_NAME, ".camid.lock"})
+
+
+def foreign_files(manifest: Manifest) -> list[str]:
+    """The files in the manifest's folder (at any depth; links and other non-regular entries too) that it does not
+    list: paths relative to the folder, sorted. Not foreign: :data:`UNLISTED_BY_DESIGN`, and a report written
+    into the run folder after the run (``X.html`` with ``X.html.sha256`` beside it that agrees), which no
+    command reads. An old manifest whose run folder is not known (version 1, nothing inferred):
+    none (its files are checked at their recorded paths)."""
+    if manifest.recorded_dir is None and manifest.data.get("version") != 2:
+        return []
+    home = manifest.folder
+    listed = {os.path.normpath(at) for at in (locate(e, manifest).where for e in file_entries(manifest.data)
+                                              if isinstance(e, dict)) if at}
+    found: list[str] = []
+    for folder, dirs, files in os.walk(home):  # links to folders are listed, not followed
+        dirs.sort()
+        for name in sorted(files) + sorted(d for d in dirs if os.path.islink(os.path.join(folder, d))):
+            path = os.path.normpath(os.path.join(folder, name))
+            rel = os.path.relpath(path, home)
+            if path in listed or rel in UNLISTED_BY_DESIGN or _is_checked_report(path):
+                continue
+            found.append(rel)
+    return sorted(found)
+
+
+def _is_checked_report(path: str) -> bool:
+    """``X.html`` whose ``X.html.sha256`` agrees, or that ``.sha256`` file itself when it does."""
+    report = path[:-len(".sha256")] if path.endswith(".html.sha256") else path
+    if not report.endswith(".html") or not os.path.isfile(report) or not os.path.isfile(report + ".sha256"):
+        return False
+    try:
+        with open_regular(report + ".sha256") as handle:
+            words = handle.read(4096).decode("utf-8", "replace").split()
+        return bool(words) and words[0].lower() == sha256_file(report)
+    except OSError:
+        return False
+
+
+def foreign_sentence(rel: str) -> str:
+    """How a foreign file is said (verify, the report's banner, every reader of a run folder)."""
+    return (f"{rel} is in the run folder but not in its manifest (added or replaced after the run): it is not part "
+            f"of the run's record and was not checked")
+
+
 @dataclass
 class Custody:
     """What a run folder's files were checked against: the manifest's SHA-256 (None without one), the files
@@ -287,8 +334,9 @@ class Custody:
 
 def check_files(run_dir: str, names: list[str]) -> Custody:
     """Check each of ``names`` (paths relative to ``run_dir`` that exist and that the caller reads: the report,
-    a calibration's runs) against the file entries of ``run_dir/manifest.json``, and the manifest against
-    ``manifest.sha256`` beside it."""
+    a calibration's runs) against the file entries of ``run_dir/manifest.json``, the manifest against
+    ``manifest.sha256`` beside it, and the run folder for files its manifest does not list
+    (:func:`foreign_files`)."""
     path = os.path.join(run_dir, MANIFEST_NAME)
     if not os.path.lexists(path):
         return Custody(problems=[f"no {MANIFEST_NAME} in the run folder: none of the files this report "
@@ -300,6 +348,7 @@ def check_files(run_dir: str, names: list[str]) -> Custody:
     result = Custody(manifest_sha256=manifest.sha256)
     if manifest.checksum not in ("agrees", "absent"):
         result.problems.append(manifest.checksum)
+    result.problems += [foreign_sentence(rel) for rel in foreign_files(manifest)]
     entries: dict[str, list[dict]] = {}
     for entry in file_entries(manifest.data):
         if isinstance(entry, dict):

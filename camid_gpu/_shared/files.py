@@ -9,10 +9,29 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
 from typing import IO, Iterator
+
+
+#: the errors of a full disk or an exhausted quota: what was written is kept, the same command with --resume goes on
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_WRITE_ERRNOS = NO_SPACE_ERRNOS | {errno.EFBIG, errno.EROFS}
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Name ``path`` in a write error (a full disk, a quota, a file too large, a read-only file system) raised
+    while it is written: a write, flush or fsync error (a full disk's bare "[Errno 28] No space left on
+    device") names no file of its own."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno in _WRITE_ERRNOS:
+            raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from exc
+        raise
 
 
 class NotRegularFileError(OSError):
@@ -66,21 +85,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    try:
-        # mkstemp creates 0600 whatever the umask: give the file the mode open() would (a colleague in the
-        # lab's group could not read the evidence outputs)
-        os.fchmod(fd, 0o666 & ~current_umask())
-        kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+        try:
+            # mkstemp creates 0600 whatever the umask: give the file the mode open() would (a colleague in the
+            # lab's group could not read the evidence outputs)
+            os.fchmod(fd, 0o666 & ~current_umask())
+            kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+            with os.fdopen(fd, mode, **kwargs) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
     _fsync_folder(folder)
 
 

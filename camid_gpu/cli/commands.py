@@ -162,7 +162,8 @@ def cmd_identify(args) -> int:
     run, records = identify_run(stores, args.images, args.outdir, methods, params, config,
                                 resume=args.resume, kind=args.kind, clip_given=clip_given(args),
                                 given=given_of(args), argv=sys.argv, extra_outputs=write_extra,
-                                on_records=answers.live_lines(args.quiet), unverified_store=args.unverified_store)
+                                on_records=answers.live_lines(args.quiet), unverified_store=args.unverified_store,
+                                adopt_unverified=args.adopt_unverified)
     answers.print_answers(records, methods)
     print_hints(records, stores, run["params"])
     if calibration:
@@ -202,7 +203,8 @@ def cmd_cluster(args) -> int:
     else:
         raise ValueError(f"--region must be 'auto', 'full' or a number of pixels, got {args.region!r}")
     params = cfg.ClusterParams(region=region, pfa=args.pfa, sigma=args.sigma, precision=args.gram_precision)
-    result = cluster_images(args.images, args.outdir, params, config_of(args), resume=args.resume, argv=sys.argv)
+    result = cluster_images(args.images, args.outdir, params, config_of(args), resume=args.resume, argv=sys.argv,
+                            adopt_unverified=args.adopt_unverified)
     print_clusters(result, args.outdir)
     print_skipped(result["skipped"])
     print_errors(result["errors"])
@@ -279,7 +281,7 @@ def cmd_evaluate(args) -> int:
                   command="evaluate")
     calibration = load_calibration_arg(args, methods)
     summary = evaluate_dataset(args.dataset_dir, outdir, methods, params, config,
-                               resume=args.resume, argv=sys.argv,
+                               resume=args.resume, argv=sys.argv, adopt_unverified=args.adopt_unverified,
                                extra_outputs=(lambda records, summary: [write_evidence(
                                    outdir, records, calibration, summary["params"], args.lr_outside_calibration)])
                                if calibration else None)
@@ -375,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupts.check()  # a signal whose exception was swallowed on the way (it must not end as exit 0)
         return code
     except (CamidError, ValueError, OSError, RuntimeError) as exc:  # e.g. a CUDA device that is not there
-        print(f"camid: error: {printable(exc)}", file=sys.stderr)
+        print(f"camid: error: {printable(exc)}{_remedy(exc, args)}", file=sys.stderr)
         return EXIT_FAIL
     except MemoryError as exc:
         print(f"camid: error: out of memory{f' ({printable(exc)})' if str(exc) else ''}; lower --workers or "
@@ -397,6 +399,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum, handler in zip((signal.SIGTERM, signal.SIGINT), previous or ()):
             if handler is not None:  # None: a handler not set from Python, which cannot be put back
                 signal.signal(signum, handler)
+
+
+def _remedy(exc: BaseException, args) -> str:
+    """What to do after a full disk (the error names the file being written): free space and go on."""
+    from camid_gpu._shared.files import NO_SPACE_ERRNOS
+
+    if not (isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS):
+        return ""
+    if hasattr(args, "resume"):
+        return ("; free space on that disk (or choose another output) and run the same command with --resume: "
+                "the results written so far are kept and checked, and the run goes on from there")
+    return "; free space on that disk (or choose another output) and run the same command again"
 
 
 class _Terminated(BaseException):

@@ -68,11 +68,15 @@ def config_of(args: argparse.Namespace) -> cfg.RunConfig:
 
 
 def _cap_workers(config: cfg.RunConfig) -> None:
-    """--workers within the CPUs and the host memory budget (--workers 100000 forked until memory ran out),
-    with a note when it is lowered."""
+    """--workers and --dask local:N within the CPUs and the host memory budget (--workers 100000 forked until
+    memory ran out; --dask local:100000 grew without output until killed), with a note when lowered."""
+    from camid_gpu.engine.dask import local_address
     from camid_gpu.engine.scheduler import cap_workers
 
     config.workers, note = cap_workers(config.workers, config.max_host_memory, config.limits)
+    if config.dask:
+        config.dask, dask_note = local_address(config.dask, config)
+        note = "; ".join(n for n in (note, dask_note) if n) or None
     if note:
         print(f"camid: note: {note}", file=sys.stderr)
 
@@ -87,6 +91,22 @@ def _bytes(option: str, text: str | None) -> int | None:
 def print_manifest(path: str, digest: str) -> None:
     print(f"manifest: {printable(path)}  SHA-256 {digest} (also in manifest.sha256 beside it; keep it elsewhere and "
           f"check with: camid verify {printable(path)} --expect-sha256 {digest})")
+    _warn_foreign(path)
+
+
+def _warn_foreign(path: str) -> None:
+    """Files of the run folder the manifest just written does not list (an evidence.json of an earlier
+    --calibration left by a resume without one, a file dropped in): said now, as verify and report will."""
+    from camid_gpu._shared import custody
+
+    try:
+        foreign = custody.foreign_files(custody.read_manifest(path))
+    except (ValueError, OSError):
+        return
+    for rel in foreign:
+        print(f"camid: warning: {printable(custody.foreign_sentence(rel))}; verify and report will name it: move it "
+              f"out of the run folder" + (" or give --calibration again to recompute it" if
+                                         os.path.basename(rel) == "evidence.json" else ""), file=sys.stderr)
 
 
 def print_run_manifest(run_dir: str) -> None:

@@ -89,6 +89,9 @@ def print_clusters(result, outdir: str) -> None:
     for paths in result.get("identical_files", []):
         print(f"note: byte-identical files (same SHA-256; their link is one image's evidence): "
               f"{', '.join(printable(p) for p in paths)}")
+    for paths in result.get("same_pixels_files", []):
+        print(f"note: files with the same decoded pixels (one photo in several containers; compared once, as one "
+              f"image): {', '.join(printable(p) for p in paths)}")
     from camid_gpu.cluster.region import region_lines
     from camid_gpu.cluster.scene import scene_lines
 

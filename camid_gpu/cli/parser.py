@@ -178,6 +178,7 @@ def _add_identify_parser(sub: Any) -> None:
                    help="continue the run folder's run (same parameters, fingerprints and inputs only): files done "
                         "are skipped, files that failed are retried, files changed since are flagged")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
+    _add_adopt_option(p)
     p.add_argument("--unverified-store", action="store_true",
                    help="use a fingerprint store that has no manifest (nothing to check its files against); the run "
                         "records that it was unverified. A store whose manifest disagrees is refused regardless")
@@ -200,12 +201,20 @@ def _add_identify_parser(sub: Any) -> None:
     add_casework_options(p)
 
 
+def _add_adopt_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adopt-unverified", action="store_true",
+                   help="with --resume: keep the results of a run folder that has no manifest (a run killed before "
+                        "it could write one; nothing vouches for its records), recorded in run.json, the manifest "
+                        "and the report; each record is still checked against its own scores")
+
+
 def _add_evaluate_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="fingerprint refs/ and score disputed/ against ground-truth folders")
     p.add_argument("dataset_dir")
     p.add_argument("-o", "--outdir", default=None, help="run folder (default: DATASET_DIR/camid-eval)")
     p.add_argument("--json", default=None, help="also write the evaluation JSON here")
     p.add_argument("--resume", action="store_true", help="continue the run folder's run (see identify --resume)")
+    _add_adopt_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--paper", action="store_true",
                    help="the PeerJ CS paper's comparison: both methods (PCE and Mahalanobis) on 1000x1000 centre "
@@ -233,6 +242,7 @@ def _add_cluster_parser(sub: Any) -> None:
                    help="Gram products: auto = float16 on CUDA (measured negligible), float32 elsewhere")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN: skip files done, add new inputs, multiply only the pairs with new images")
+    _add_adopt_option(p)
     _add_dask_option(p, "the Gram tiles")
     _add_backend_options(p)
     add_casework_options(p)

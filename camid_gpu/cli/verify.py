@@ -55,6 +55,15 @@ def verify(given: str, expect_sha256: str | None, library: str | None = None) ->
               f"and no reason")
     for problem in result["problems"]:
         print(f"INVALID  {printable(problem)}")
+    for rel in result["foreign"]:
+        print(f"FOREIGN  {printable(rel)} [run folder]  not listed in the manifest (added or replaced after the run; "
+              f"not part of the run's record)")
+    inconsistent = _record_problems(result)
+    for problem in inconsistent:
+        print(f"RECORD   {printable(problem)}")
+    for adopted in _adopted(path):
+        print(f"NOTE     results adopted unverified on a resume (--adopt-unverified) at {printable(adopted.get('at'))}: "
+              f"{printable(adopted.get('results_bytes'))} bytes of results.jsonl that no manifest vouched for")
     print(f"manifest SHA-256 {result['manifest_sha256']}"
           + (" (as expected)" if expect_sha256 and result["ok"] else "")
           + {"agrees": " (manifest.sha256 beside it agrees)",
@@ -68,10 +77,11 @@ def verify(given: str, expect_sha256: str | None, library: str | None = None) ->
     print(where)
     print(f"{result['checked']} files checked ({result['in_run']} in the run folder, by their path relative to it; "
           f"{result['external']} outside it, at their recorded path): "
-          + ("all unchanged" if result["ok"] else
+          + ("all unchanged" if result["ok"] and not inconsistent else
              f"{len(result['changed'])} changed, {len(result['missing'])} missing, {len(result['unhashed'])} without "
-             f"a hash, {len(result['problems'])} other problem(s): FAILED"))
-    return _library_checked(path, library) and result["ok"]
+             f"a hash, {len(result['foreign'])} foreign, {len(inconsistent)} record(s) contradicting themselves, "
+             f"{len(result['problems'])} other problem(s): FAILED"))
+    return _library_checked(path, library) and result["ok"] and not inconsistent
 
 
 def _library_checked(path: str, library: str | None) -> bool:
@@ -93,3 +103,25 @@ def _library_checked(path: str, library: str | None) -> bool:
           f"{out['rows']} screening rows and {out['arrays']} fingerprint arrays re-hashed: "
           + ("all as the run read them" if not out["problems"] else f"{len(out['problems'])} problem(s): FAILED"))
     return not out["problems"]
+
+
+def _record_problems(result: dict) -> list[str]:
+    """The records of the run folder's results that contradict themselves (their decision is not what their own
+    scores give): caught even where no manifest entry can say the file changed."""
+    from camid_gpu.pipeline.records import inconsistent_records
+
+    path = os.path.join(result["run_folder"], "results.jsonl")
+    if not os.path.isfile(path):
+        return []
+    try:
+        return inconsistent_records(path)
+    except OSError as exc:
+        return [f"{path} cannot be read ({exc.strerror or exc})"]
+
+
+def _adopted(path: str) -> list[dict]:
+    try:
+        adopted = custody.read_manifest(path).data.get("adopted_unverified")
+    except ValueError:
+        return []
+    return [a for a in adopted if isinstance(a, dict)] if isinstance(adopted, list) else []

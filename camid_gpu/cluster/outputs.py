@@ -43,8 +43,8 @@ def _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timin
             store_fp = CameraFingerprint(
                 camera=cid, methods=("pce",), arrays={"k": fp}, clips={"pce": clip}, source_shape=group,
                 params=dict(params.fingerprint_params(), refs=len(members)),
-                references=[{"path": m["path"], "abspath": os.path.abspath(m["path"]), "sha256": m["sha256"],
-                             "size": m["size"]} for m in member_info],
+                references=[{"path": m["path"], "abspath": os.path.abspath(m["path"]), "sha256": m["sha256"], "size": m["size"],
+                             "pixels_sha256": recs[i].get("pixels_sha256")} for m, (i, _) in zip(member_info, members)],
                 software=software_versions())
             fp_dir = os.path.join(run_dir, "fingerprints", name)
             meta = save_fingerprint(store_fp, fp_dir)
@@ -84,20 +84,30 @@ def _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timin
     for r in records:
         if not r.get("error"):
             by_sha.setdefault(r["sha256"], []).append(r["path"])
-    # byte-identical copies link with NCC 1: their link is one image's evidence, not two, so they are named
+    # byte-identical copies link with NCC 1: their link is one image's evidence, not two, so they are named; so are
+    # files of other bytes with the same decoded pixels (one photo in several containers), folded the same way
     identical = [paths for paths in by_sha.values() if len(paths) > 1]
     result = {"format": FORMAT, "version": VERSION, "params": params.to_dict(), "comparisons": tests,
               "refine_comparisons": refine_tests,
               "backend": ctx.describe(),
               "groups": groups_out, "clusters": clusters_out, "unclustered": unclustered,
               "errors": [{"path": r["path"], "error": r["error"]} for r in errors], "skipped": skipped,
-              "identical_files": identical, "region_choice": region_choice}
+              "identical_files": identical, "same_pixels_files": _same_pixels(copies, identical), "region_choice": region_choice}
     # the same inputs and parameters give the same bytes: times go to the manifest, not here
     with atomic_write(os.path.join(run_dir, "clusters.json"), "w") as handle:
         json.dump(result, handle, indent=1, sort_keys=True, allow_nan=False)
         handle.write("\n")
     _write_csv(os.path.join(run_dir, "clusters.csv"), records, cluster_of)
     return dict(result, timings_s={k: round(v, 3) for k, v in timings.items()})
+
+
+def _same_pixels(copies: dict[str, str], identical: list[list[str]]) -> list[list[str]]:
+    """The groups of files folded for their decoded pixels (not their bytes): first file, then its copies."""
+    same: dict[str, list[str]] = {}
+    for copy, first in copies.items():
+        if not any(copy in paths for paths in identical):
+            same.setdefault(first, [first]).append(copy)
+    return list(same.values())
 
 
 def _event_paths(event: dict[str, Any], recs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from camid_gpu.engine.scheduler import Progress, ResultsWriter, ordered_map, rea
 from camid_gpu.errors import CamidError, ImageNoSignalError, ImageTooSmallError
 from camid_gpu.io import ImageInfo, center_clip, read_image
 from camid_gpu.io.listing import file_identity, printable
+from camid_gpu.pipeline.copies import pixels_sha256
 from camid_gpu.pipeline.records import error_entry
 from camid_gpu.prnu.residual import pixels_to_device, residual_native, wiener_dft
 
@@ -59,6 +60,7 @@ class PreparedImage:
     group: tuple[int, int]
     rotations: list[int]
     clips: list[np.ndarray]
+    pixels_sha256: str = ""  # of the decoded pixels: one photo in two containers has one
 
 
 def prepare_image(path: str, region: int | None, limits: InputLimits | None = None) -> PreparedImage:
@@ -72,7 +74,7 @@ def prepare_image(path: str, region: int | None, limits: InputLimits | None = No
     clip = region_clip(group, region)
     clips = [np.ascontiguousarray(center_clip(np.rot90(pixels, r // 90) if r else pixels, clip, path))
              for r in rotations]
-    return PreparedImage(path, info, group, rotations, clips)
+    return PreparedImage(path, info, group, rotations, clips, pixels_sha256(pixels))
 
 
 def residual_rows(bk: Backend, clips: Sequence[np.ndarray], params: ClusterParams) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +194,7 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
             records.append({"path": x.path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
                             "size": [info.height, info.width], "channels": info.channels, "bit_depth": info.bit_depth,
                             "exif": info.exif, "group": name, "region": list(clip_shape), "rotations": x.rotations,
-                            "rows": rows, "error": None})
+                            "rows": rows, "pixels_sha256": x.pixels_sha256, "error": None})
         writer.write(records)
         progress.advance(len(records))
 

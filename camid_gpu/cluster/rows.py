@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from camid_gpu._shared.files import writing
+
 
 class RowStore:
     """Append-only float32 rows of one group in ``RUN/residuals/<group>.f32`` (read through a memory map)."""
@@ -23,7 +25,7 @@ class RowStore:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.shape[1] != self.pixels:
             raise ValueError(f"{self.path}: rows of {rows.shape[1]} pixels, store holds {self.pixels}")
-        with open(self.path, "ab") as handle:
+        with writing(self.path), open(self.path, "ab") as handle:  # a full disk names the file
             handle.write(rows.tobytes())
             handle.flush()
             os.fsync(handle.fileno())

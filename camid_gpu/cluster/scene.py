@@ -40,8 +40,9 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from camid_gpu._shared.files import writing
 from camid_gpu.cluster.linkage import image_similarity
-from camid_gpu.config import CLUSTER_SAME_SCENE_NCC, CLUSTER_SCENE_MIN_CONTRAST, GRAY_WEIGHTS
+from camid_gpu.config import CLUSTER_DUPLICATE_NCC, CLUSTER_SAME_SCENE_NCC, CLUSTER_SCENE_MIN_CONTRAST, GRAY_WEIGHTS
 
 #: most values of one descriptor (the block side grows with the clip to keep under it: 64 x 64 blocks, so that
 #: the descriptors of 10 000 images take 160 MB and their Gram 4e11 multiply-adds)
@@ -113,7 +114,7 @@ class SceneStore:
             raise ValueError(f"{self.path}: descriptors of shape {d.shape}, expected ({len(rows)}, {self.values})")
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         row_bytes = self.values * 4
-        with open(self.path, "r+b" if os.path.exists(self.path) else "w+b") as handle:
+        with writing(self.path), open(self.path, "r+b" if os.path.exists(self.path) else "w+b") as handle:
             end = handle.seek(0, os.SEEK_END) // row_bytes
             gap = min(rows) - end if len(rows) else 0
             if gap > 0:
@@ -148,21 +149,41 @@ class SceneGuard:
     ncc: np.ndarray | None
     contrast: np.ndarray | None
     unchecked: list[int] = field(default_factory=list)
+    #: pairs whose residuals correlate at NCC >= CLUSTER_DUPLICATE_NCC: one photo (a re-encode in another
+    #: container), blocked like a same-scene pair (their link would be one image's evidence) and listed apart
+    duplicate: np.ndarray | None = None
+
+    def add_duplicates(self, residual_sim: np.ndarray) -> None:
+        """Block the pairs whose residual NCC (``residual_sim``, images x images) says they are one photo."""
+        duplicate = np.asarray(residual_sim) >= CLUSTER_DUPLICATE_NCC
+        np.fill_diagonal(duplicate, False)
+        self.duplicate = duplicate
+        self.blocked = self.blocked | duplicate
+
+    def duplicate_pairs(self) -> list[tuple[int, int]]:
+        if self.duplicate is None:
+            return []
+        return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(self.duplicate, 1)))]
 
     @property
     def checked(self) -> bool:
         return not self.unchecked
 
     def pairs(self) -> list[tuple[int, int]]:
-        return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(self.blocked, 1)))]
+        """The same-scene pairs (the near-duplicates, :meth:`duplicate_pairs`, apart)."""
+        scene = self.blocked if self.duplicate is None else self.blocked & ~self.duplicate
+        return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(scene, 1)))]
 
     def to_json(self, records: Sequence[dict[str, Any]], residual_sim: np.ndarray) -> dict[str, Any]:
         """What ``clusters.json`` says of the guard in one group (paths, the descriptor NCC, the residual NCC
         the pair would have been judged on; the images it could not check)."""
         pairs = [{"a": records[i]["path"], "b": records[j]["path"], "scene_ncc": round(float(self.ncc[i, j]), 6),
                   "residual_ncc": round(float(residual_sim[i, j]), 6)} for i, j in self.pairs()]
+        duplicates = [{"a": records[i]["path"], "b": records[j]["path"], "residual_ncc": round(float(residual_sim[i, j]), 6)}
+                      for i, j in self.duplicate_pairs()]
         return {"checked": self.checked, "unchecked": [records[i]["path"] for i in self.unchecked],
-                "min_scene_ncc": CLUSTER_SAME_SCENE_NCC, "min_contrast": CLUSTER_SCENE_MIN_CONTRAST, "pairs": pairs}
+                "min_scene_ncc": CLUSTER_SAME_SCENE_NCC, "min_contrast": CLUSTER_SCENE_MIN_CONTRAST, "pairs": pairs,
+                "min_duplicate_ncc": CLUSTER_DUPLICATE_NCC, "near_duplicates": duplicates}
 
     def null_values(self, sim: np.ndarray) -> np.ndarray:
         """The upper-triangle values of ``sim`` over the pairs that are not same-scene: the sample the null
@@ -226,4 +247,7 @@ def scene_lines(result: dict[str, Any], shown: int = 5) -> list[str]:
         if len(pairs) > shown:
             lines.append(f"note: {len(pairs) - shown} more same-scene pairs in group {g['name']} (clusters.json, "
                          f"same_scene)")
+        for p in (g.get("same_scene") or {}).get("near_duplicates", []):
+            lines.append(f"note: one photo twice (residual NCC {p['residual_ncc']:.4g}: a re-encode or another "
+                         f"container), not linked: {printable(p['a'])} and {printable(p['b'])}")
     return lines

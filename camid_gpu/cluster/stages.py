@@ -108,6 +108,7 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
     n = len(records)
     pixels = records[0]["region"][0] * records[0]["region"][1]
     scene = group_scene_guard(run_dir, name, records, store.count)  # same-scene pairs: never candidates, not null
+    scene.add_duplicates(sim)  # and pairs of one photo (a re-encode: residuals alike at NCC near 1), the same way
     spread = robust_spread(scene.null_values(sim))
     threshold = stage_threshold("pairs", params.pfa, tests, pixels, spread)
     candidates = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu((sim > threshold.ncc) & ~scene.blocked, 1)))]

@@ -10,7 +10,7 @@ import numpy as np
 
 from camid_gpu.config.defaults import *  # noqa: F403 (the bounds the checks use)
 
-__all__ = ["is_finite_number", "check_levels", "check_sigma", "methods_of", "parse_clip", "parse_pair",
+__all__ = ["is_finite_number", "is_whole_number", "check_whole_number", "check_levels", "check_sigma", "methods_of", "parse_clip", "parse_pair",
            "parse_shift_range", "shift_range_text", "parse_refs", "parse_dask", "parse_scales", "parse_bytes"]
 
 
@@ -19,6 +19,21 @@ def is_finite_number(value: Any) -> bool:
     records and the report."""
     return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
             and math.isfinite(value))
+
+
+def is_whole_number(value: Any) -> bool:
+    """An int (NumPy's too; not a bool, not 2.0): the one test of "a whole number"."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_whole_number(name: str, value: Any, minimum: int = 1, option: str | None = None) -> int:
+    """A count or size given as ``name`` (the API's argument; ``option`` the command line's, when it has one):
+    a whole number at least ``minimum``, returned as a Python int (``batch_size=2.5`` and ``camera_chunk=0``
+    gave bare Python errors deep inside; ``np.int64(3)`` is a whole number)."""
+    if not is_whole_number(value) or value < minimum:
+        where = f"{name} ({option})" if option else name
+        raise ValueError(f"{where} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _plain_numbers(obj: Any) -> None:
@@ -33,7 +48,7 @@ def _plain_numbers(obj: Any) -> None:
 def check_levels(levels: Any, shape: tuple[int, ...] | None = None) -> None:
     """The DWT depth: a whole number in [1, MAX_LEVELS] and, given an image ``shape`` (rows, columns, ...),
     ``2**levels`` at most its short side. The one check of the command line, :class:`Params` and the API."""
-    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_LEVELS:
+    if not is_whole_number(levels) or not 1 <= levels <= MAX_LEVELS:
         raise ValueError(f"levels (--levels) must be a whole number from 1 to {MAX_LEVELS}, got {levels!r}")
     if shape is not None and min(shape[:2]) < 2 ** levels:
         raise ValueError(f"levels (--levels) {levels} needs images of at least {2 ** levels} pixels on the short "

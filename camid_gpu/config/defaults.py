@@ -31,6 +31,9 @@ PCE_CAMERA_CHUNK = 4
 #: (upright or turned): off, such an image is compared at full frame with the cameras of its size only; an image
 #: of no compared sensor's size is always crop-searched (``--search-crops`` turns the search on for every image)
 SEARCH_CROPS = False
+#: the Mahalanobis method's generic twin: disputed images per chunk are chosen so that chunk x cameras x
+#: compared samples stays below this many elements
+MAHALANOBIS_CHUNK_ELEMENTS = 1 << 22
 
 # -- images and references -------------------------------------------------------------------------
 #: centre clipping (rows, columns) of the PeerJ CS paper: the Mahalanobis method's geometry
@@ -57,6 +60,16 @@ REF_MIN_MEAN = 5.0
 MAX_SATURATED_FRACTION = 0.5
 #: a reference or disputed clip is "constant" when its sample std is under this (0..255 scale)
 MIN_CONTENT_STD = 0.5
+#: references of another camera (``camid fingerprint``): each reference's residual is compared, on its central
+#: square of this side (decimated evidence, kept on disk: memory does not grow with the references), with every
+#: camera's mean of those squares ...
+REF_CHECK_SIDE = 128
+#: ... and refused when it correlates with another camera's at least this many times more than with its own
+#: folder's (leave-one-out) ...
+REF_CROSS_RATIO = 3.0
+#: ... and that correlation is significant: at least this many standard deviations of an NCC of independent noise
+#: over the square (1 / side)
+REF_CROSS_SIGMAS = 6.0
 #: fewest usable references a fingerprint may be built from (fewer is refused at build and at load)
 MIN_REFERENCES = 2
 #: a stored fingerprint array whose std is under this is degenerate (all zero or constant)
@@ -103,6 +116,13 @@ CLUSTER_SAME_SCENE_NCC = 0.5
 #: ... and only when both have at least this much band-passed content (RMS, gray levels 0..255): a flat field has
 #: none, and what is left there (averaged PRNU, fixed pattern) is shared by a camera's flats
 CLUSTER_SCENE_MIN_CONTRAST = 1.0
+#: two images whose residuals (the compared region) correlate at NCC of at least this are one photo (another
+#: container with a few samples changed): never linked, as a same-scene pair, and listed apart. Measured on 160x192
+#: synthetic flats (bench/measure_duplicate_ncc.py): distinct flats of one camera 0.07-0.12; one flat re-encoded as
+#: JPEG at quality 95 0.79 and at 85 0.60 (not caught: a re-encode changes the residual that much), 1 % of its
+#: samples changed by one level 0.99 (caught); the same pixels
+#: in another container are caught exactly by their pixel hash (pipeline.copies)
+CLUSTER_DUPLICATE_NCC = 0.9
 #: Gram product precisions ("auto": float16 on CUDA, float32 elsewhere)
 GRAM_PRECISIONS = ("auto", "float32", "float16")
 
@@ -184,6 +204,9 @@ WORKERS = 1
 #: sanity bounds of the numeric parameters (checked at the edge: nothing outside reaches the maths)
 MAX_SIGMA = 255.0
 MAX_PCE_THRESHOLD = 1e9
+#: largest magnitude of a float pixel the API accepts (floats are taken on the 0..255 scale; beyond the 16-bit
+#: range they are no pixel values: 1e300 overflowed the denoiser's squares and came back as an all-zero residual)
+MAX_FLOAT_PIXEL = 65535.0
 
 #: smallest memory budget accepted (--max-host-memory, --max-gpu-memory), bytes
 MIN_MEMORY_BUDGET = 1 << 20
@@ -193,6 +216,9 @@ FINGERPRINT_BATCH = 4
 #: disputed images per Dask task of ``identify --dask`` (``--chunk`` when fixed); a task scores them in chunks
 #: within the budget
 DASK_IMAGES_PER_TASK = 8
+#: workers of ``--dask local`` (no count given) without dask-cuda, at most (the usable CPUs and the host budget
+#: cap it, as they cap ``--dask local:N`` and ``--workers``)
+DASK_LOCAL_WORKERS = 4
 #: deepest wavelet decomposition accepted (Binghamton uses 4); each level also needs the image to be at least
 #: 2**levels samples on its short side (the mirror padding grows to a multiple of 2**levels: levels=20 on a
 #: small image asked for an 8 TiB array)

@@ -144,8 +144,7 @@ class InputLimits:
     def __post_init__(self):
         for name in ("max_file_bytes", "max_decoded_bytes", "max_pixels"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+            object.__setattr__(self, name, check_whole_number(name, value))
 
 
 @dataclass(frozen=True)
@@ -214,8 +213,7 @@ class RunConfig:
                                  f"got {value} bytes")
         if self.precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
-        if not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers (--workers) must be a whole number >= 1, got {self.workers!r}")
+        object.__setattr__(self, "workers", check_whole_number("workers", self.workers, option="--workers"))
         for name in ("max_host_memory", "max_gpu_memory"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):

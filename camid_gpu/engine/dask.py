@@ -6,13 +6,13 @@ output does not depend on the cluster.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 from camid_gpu._shared.optional import import_optional
-from camid_gpu.config import DASK_IMAGES_PER_TASK, MIN_MEMORY_BUDGET, Params, RunConfig
+from camid_gpu.config import DASK_IMAGES_PER_TASK, DASK_LOCAL_WORKERS, MIN_MEMORY_BUDGET, Params, RunConfig
 from camid_gpu.engine.context import RunContext, run_context
+from camid_gpu.engine.scheduler import cap_workers
 from camid_gpu.engine.scoring import ChunkScorer
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline import prepare
@@ -71,7 +71,7 @@ def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dic
     per_task = ctx.config.chunk or DASK_IMAGES_PER_TASK
     batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
     worker_config = replace(ctx.config, dask=None, progress=False)  # a worker runs its share in its own process
-    client, cluster = dask_client(distributed, ctx.dask)
+    client, cluster = dask_client(distributed, ctx.dask, len(batches))
     try:
         futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(), kind,
                                  worker_config, unverified, pure=False)
@@ -84,20 +84,36 @@ def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dic
             cluster.close()
 
 
-def dask_client(distributed, address: str):
-    """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes. Local clusters
-    take free ports (dashboard included), so concurrent runs on one machine do not collide."""
+def local_address(address: str, config: RunConfig | None = None, tasks: int | None = None) -> tuple[str, str | None]:
+    """``--dask local:N`` with N capped as ``--workers`` is (:func:`~camid_gpu.engine.scheduler.cap_workers`:
+    the usable CPUs and the host budget, ``config``'s or the default) and by ``tasks`` (no idle processes);
+    returns the address and the note saying why when lowered. Other addresses come back unchanged
+    (``local:100000`` started processes until memory ran out; ``local:6`` started 6 on 2 CPUs)."""
+    if not address.startswith("local:"):
+        return address, None
+    config = config or RunConfig()
+    requested = int(address.split(":", 1)[1])
+    count, note = cap_workers(requested, config.max_host_memory, config.limits, option="--dask local:")
+    if tasks is not None and 1 <= tasks < count:
+        count = tasks
+    return f"local:{count}", note
+
+
+def dask_client(distributed, address: str, tasks: int | None = None):
+    """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes (at most
+    :data:`~camid_gpu.config.DASK_LOCAL_WORKERS`, the usable CPUs and ``tasks``); ``local:N``: N processes,
+    capped by :func:`local_address`. Local clusters take free ports (dashboard included), so concurrent runs on
+    one machine do not collide."""
     if address == "local":
         try:
             from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
 
             cluster = LocalCUDACluster()
+            return distributed.Client(cluster), cluster
         except ImportError:
-            cluster = distributed.LocalCluster(n_workers=max(1, min(4, os.cpu_count() or 1)), threads_per_worker=1,
-                                               processes=True, dashboard_address=":0")
-        return distributed.Client(cluster), cluster
+            address = f"local:{DASK_LOCAL_WORKERS}"
     if address.startswith("local:"):
-        n = int(address.split(":", 1)[1])
+        n = int(local_address(address, tasks=tasks)[0].split(":", 1)[1])
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
         return distributed.Client(cluster), cluster
     return distributed.Client(address), None

@@ -23,12 +23,13 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
                      config: RunConfig | RunContext, resume: bool = False,
                      argv: Sequence[str] | None = None,
                      extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
-                     ) -> dict[str, Any]:
+                     adopt_unverified: bool = False) -> dict[str, Any]:
     """Fingerprint ``refs/<camera>/``, identify ``disputed/<camera>/``, and score against the folders.
 
     Writes ``out_dir/fingerprints/``, ``results.jsonl``, ``evaluation.json`` and ``manifest.json`` (with
     ``manifest.sha256``), under the run folder's lock; ``extra_outputs(records, summary)`` (e.g. the evidence
     file of ``--calibration``) writes more files before the manifest and returns their paths.
+    ``adopt_unverified``: as :func:`~camid_gpu.engine.identification.identify_files`.
     """
     started = utc_now()
     ctx = run_context(config)  # one context for the fingerprints and the identification
@@ -55,8 +56,15 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
         if not fp_summary["cameras"]:
             raise CamidError(f"{refs}: no fingerprint could be built: "
                              + "; ".join(e["error"]["reason"] for e in fp_summary["errors"]))
-        run = identify_files(fp_dir, [disputed], results_path, methods, params, ctx, resume=resume,
-                             truth_root=disputed, command="evaluate", lock=False, store_built=True)
+        writing: list[bool] = []
+        try:
+            run = identify_files(fp_dir, [disputed], results_path, methods, params, ctx, resume=resume,
+                                 truth_root=disputed, command="evaluate", lock=False, store_built=True,
+                                 adopt_unverified=adopt_unverified, on_writing=lambda: writing.append(True))
+        except BaseException as exc:
+            if writing:  # never before the checks passed: a refused resume must not get a new manifest
+                _manifest_of_interrupted(out_dir, argv, params, ctx, started, fp_dir, fp_summary, exc)
+            raise
         records = read_results(results_path)
         summary = summarise(records, run["cameras"], methods, params.pce_threshold)
         summary["fingerprint_errors"] = fp_summary["errors"]
@@ -77,3 +85,21 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
         summary["skipped_inputs"] = skipped_inputs  # for the caller to print; the manifest records them
         summary["fingerprint_warnings"] = fp_summary.get("warnings", [])  # (not in evaluation.json)
     return summary
+
+
+def _manifest_of_interrupted(out_dir: str, argv: Sequence[str] | None, params: Params, ctx: RunContext, started: str,
+                             fp_dir: str, fp_summary: dict[str, Any], exc: BaseException) -> None:
+    """The manifest of what an interrupted evaluate run wrote (its fingerprints and records so far), so that a
+    plain ``--resume`` can check them (best effort; the interruption is what the caller re-raises)."""
+    import contextlib
+
+    from camid_gpu._shared import interrupts
+
+    results = os.path.join(out_dir, "results.jsonl")
+    fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
+    with contextlib.suppress(Exception), interrupts.deferred():
+        run_folder.write_manifest(
+            out_dir, "evaluate", argv, params.to_dict(), ctx.describe(), started,
+            input_entries(read_results(results)) + [file_entry(p, "reference") for p in fp_summary["files"]],
+            fp_dir, fp_files + [results], extra={"interrupted": f"{type(exc).__name__}: {exc}".strip().rstrip(":")},
+            kernels=ctx.kernels())

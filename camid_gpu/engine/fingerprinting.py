@@ -5,6 +5,7 @@ cannot be used gets an error entry naming it and the reason, and the other camer
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -21,6 +22,7 @@ from camid_gpu.io.listing import Listing, scan_inputs
 from camid_gpu.pipeline import identify as ident
 from camid_gpu.pipeline import prepare
 from camid_gpu.pipeline import references
+from camid_gpu.pipeline.copies import ReferenceCheck
 from camid_gpu.provenance import file_entry, utc_now
 from camid_gpu.store import load_store, save_fingerprint
 
@@ -55,7 +57,7 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
                               f"one run's cameras: choose another folder or remove them")
     with run_folder.locked(out_dir):
         kept = store_add.kept_cameras(out_dir, sorted(cameras), methods, params, overwrite) if add else None
-        summary = _fingerprint_folder(listed, out_dir, methods, params, ctx)
+        summary = _fingerprint_folder(listed, out_dir, methods, params, ctx, kept.pixels if kept else None)
         built = {c["camera"] for c in summary["cameras"]}
         for camera in sorted(cameras - built):  # failed this time: its earlier fingerprint must not stand in
             for suffix in (".json", ".npz"):
@@ -79,12 +81,15 @@ def fingerprint_folder(refs_dir: str, out_dir: str, methods: Sequence[str], para
 
 
 def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, methods: Sequence[str], params: Params,
-                        ctx: RunContext) -> dict[str, Any]:
+                        ctx: RunContext, stored: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """Fingerprint each camera of ``listed`` (:func:`reference_listing`) into ``out_dir`` (always in this process:
     fingerprints are not built on Dask)."""
     bk = ctx.backend
     decoder = ctx.jpeg_decoder()
     saved, errors, tried, skipped = [], [], [], []
+    # another camera's photo among a camera's references (``stored``: the pixels of the cameras a --add keeps):
+    # refused, naming both files
+    check = ReferenceCheck(stored)
 
     def batches(sensor: tuple[int, int]) -> int:
         """References per residual batch within the memory budgets."""
@@ -97,42 +102,61 @@ def _fingerprint_folder(listed: list[tuple[str, str, Listing]], out_dir: str, me
              for camera, _, listing in listed if listing.images}
     progress = Progress(sum(len(listing.images) for camera, _, listing in listed if not short.get(camera)),
                         "fingerprint references", ctx.config.progress)
-    for camera, folder, listing in listed:
-        paths = listing.images
-        skipped.extend(s.to_dict() for s in listing.skipped)
-        tried.extend(paths)
-        if not paths:
-            errors.append(ctx.error(folder, "empty", f"camera {camera!r}: no images"))
-            continue
-        if short[camera]:
-            errors.append(short[camera])
-            continue
-        prefetch = max(2 * ctx.workers, 2)
-        videos = [p for p in paths if is_video_path(p)]  # their frames are references (after the images)
-        images = [p for p in paths if p not in set(videos)]
-        # whole frames: build_fingerprint clips per method
-        stream = ordered_map(prepare.load_reference,
-                             [(p, None, ctx.config.limits, decoder is not None) for p in images], ctx.workers, prefetch)
-        loaded = ((task[0], result) for task, result in stream)
-        if decoder is not None:
-            loaded = prepare.decode_references(loaded, decoder, None)
-        loaded = progress.counted(loaded)
-        if videos:
-            loaded = itertools.chain(loaded, video_reference_frames(videos, ctx, progress))
-        try:
-            fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
-                                               batch_size=batches)
-        except CamidError as exc:
-            fp, errs = None, [ctx.error(folder, type(exc).__name__, str(exc))]
-        errors.extend(errs)
-        if fp is not None:
-            path = save_fingerprint(fp, out_dir)
-            saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
-                          "arrays": os.path.join(out_dir, f"{camera}.npz")})
+    try:
+        for camera, folder, listing in listed:
+            paths = listing.images
+            skipped.extend(s.to_dict() for s in listing.skipped)
+            tried.extend(paths)
+            if not paths:
+                errors.append(ctx.error(folder, "empty", f"camera {camera!r}: no images"))
+                continue
+            if short[camera]:
+                errors.append(short[camera])
+                continue
+            prefetch = max(2 * ctx.workers, 2)
+            videos = [p for p in paths if is_video_path(p)]  # their frames are references (after the images)
+            images = [p for p in paths if p not in set(videos)]
+            # whole frames: build_fingerprint clips per method
+            stream = ordered_map(prepare.load_reference,
+                                 [(p, None, ctx.config.limits, decoder is not None) for p in images], ctx.workers,
+                                 prefetch)
+            loaded = ((task[0], result) for task, result in stream)
+            if decoder is not None:
+                loaded = prepare.decode_references(loaded, decoder, None)
+            loaded = progress.counted(loaded)
+            if videos:
+                loaded = itertools.chain(loaded, video_reference_frames(videos, ctx, progress))
+            try:
+                fp, errs = ident.build_fingerprint(camera, paths, bk, params, methods, loaded=loaded,
+                                                   batch_size=batches, check=check)
+            except CamidError as exc:
+                fp, errs = None, [ctx.error(folder, type(exc).__name__, str(exc))]
+            errors.extend(errs)
+            if fp is not None:
+                path = save_fingerprint(fp, out_dir)
+                saved.append({"camera": camera, "metadata": path, "references": len(fp.references),
+                              "arrays": os.path.join(out_dir, f"{camera}.npz")})
+    except BaseException:
+        check.close()  # the temporary file of residual squares, also when the run stops on an error
+        raise
     progress.close()
+    saved = _refuse_crossed(check.finish(), saved, errors, folders={c: f for c, f, _ in listed}, ctx=ctx)
     warnings = [w for w in [references.few_references_warning({c["camera"]: c["references"] for c in saved})] if w]
     return {"cameras": saved, "errors": errors, "backend": bk.describe(), "kernels": kernels_status(bk),
             "files": tried, "skipped": skipped, "warnings": warnings}
+
+
+def _refuse_crossed(refused: dict[str, str], saved: list[dict[str, Any]], errors: list[dict[str, Any]],
+                    folders: dict[str, str], ctx: RunContext) -> list[dict[str, Any]]:
+    """The fingerprints of cameras whose references hold another camera's photo (:class:`ReferenceCheck`) are
+    removed (this run wrote them) and each camera gets an error entry saying why."""
+    for camera, reason in refused.items():
+        for entry in [c for c in saved if c["camera"] == camera]:
+            for path in (entry["metadata"], entry["arrays"]):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+        errors.append(ctx.error(folders.get(camera, camera), "another-camera-reference", reason))
+    return [c for c in saved if c["camera"] not in refused]
 
 
 def reference_listing(refs_dir: str) -> list[tuple[str, str, Listing]]:

@@ -11,6 +11,7 @@ import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
+from camid_gpu._shared import interrupts
 from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
@@ -70,7 +71,8 @@ def identify_files(fp_dir: str | list[str], inputs: Sequence[str], results_path:
                    clip_given: bool = False, truth_root: str | None = None, given: frozenset[str] = frozenset(),
                    command: str = "identify", lock: bool = True, unverified_store: bool = False,
                    store_built: bool = False,
-                   on_records: Callable[[list[ImageRecord], Progress], None] | None = None) -> dict[str, Any]:
+                   on_records: Callable[[list[ImageRecord], Progress], None] | None = None,
+                   adopt_unverified: bool = False, on_writing: Callable[[], None] | None = None) -> dict[str, Any]:
     """Identify every image in ``inputs`` (files or folders) against the fingerprints in ``fp_dir``.
 
     Records are appended to ``results_path`` (JSON Lines) in input order; its folder is the run folder
@@ -81,7 +83,7 @@ def identify_files(fp_dir: str | list[str], inputs: Sequence[str], results_path:
     decision can be shown as it is done, above the progress bar). The store is checked against its manifest
     (``store.verify_store``); one without a manifest is refused unless ``unverified_store`` (recorded in
     ``run.json`` and the manifest); ``store_built``: built by this run (evaluate), whose run folder checks it on
-    resume.
+    resume. ``adopt_unverified``: see ``run_folder.record_spec``; ``on_writing()``: called once the checks passed.
     """
     run_dir = os.path.dirname(os.path.abspath(results_path))
     ctx = run_context(config)
@@ -89,7 +91,8 @@ def identify_files(fp_dir: str | list[str], inputs: Sequence[str], results_path:
         with run_folder.locked(run_dir):
             return identify_files(fp_dir, inputs, results_path, methods, params, ctx, resume, kind, clip_given,
                                   truth_root, given, command, lock=False, unverified_store=unverified_store,
-                                  store_built=store_built, on_records=on_records)
+                                  store_built=store_built, on_records=on_records, adopt_unverified=adopt_unverified,
+                                  on_writing=on_writing)
     if params.search_scales is not None:
         methods = ("pce",)
     # everything is checked before any residual: the store, the geometry, the parameters, the inputs
@@ -110,9 +113,12 @@ def identify_files(fp_dir: str | list[str], inputs: Sequence[str], results_path:
                                                         kind=kind, computed_by=ctx.computed_by(),
                                                         **({} if custody["verified"] is not False else
                                                            {"fingerprint_store": custody["note"]}),
-                                                        **video_spec(paths)), resume)
+                                                        **video_spec(paths)), resume,
+                           adopt_unverified)
     existing = run_folder.existing_records(results_path) if resume else []
     writer = ResultsWriter(results_path, resume)
+    if on_writing is not None:
+        on_writing()
     plan = run_folder.plan_resume(paths, existing)
     if plan.changed:
         writer.write(plan.changed)
@@ -152,18 +158,31 @@ def identify_run(fp_dir: str | list[str], inputs: Sequence[str], run_dir: str, m
                  given: frozenset[str] = frozenset(), argv: Sequence[str] | None = None,
                  extra_outputs: Callable[[list[ImageRecord], dict[str, Any]], list[str]] | None = None,
                  on_records: Callable[[list[ImageRecord], Progress], None] | None = None,
-                 unverified_store: bool = False) -> tuple[dict[str, Any], list[ImageRecord]]:
+                 unverified_store: bool = False,
+                 adopt_unverified: bool = False) -> tuple[dict[str, Any], list[ImageRecord]]:
     """``camid identify``: :func:`identify_files` into ``run_dir/results.jsonl`` under the run folder's lock,
     then ``extra_outputs(records, run)`` (files it writes, e.g. ``--csv``; returns their paths), then the
-    manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records)."""
+    manifest. Returns (run summary with ``manifest`` and ``manifest_sha256``, the final records).
+
+    A run stopped once its results were being written (Ctrl-C, SIGTERM, a full disk, an error) still gets a
+    manifest of what it wrote (``"interrupted"`` says why), so that ``--resume`` can check those records against
+    it; only a run killed outright (kill -9, power loss) leaves results without one (``--adopt-unverified``)."""
     started = utc_now()
     stores = [fp_dir] if isinstance(fp_dir, str) else list(fp_dir)  # several stores searched together
     run_folder.check_outputs(list(inputs) + stores, folders=[run_dir], command="identify")
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
+    ctx = run_context(config)
+    writing: list[bool] = []
     with run_folder.locked(run_dir):
-        run = identify_files(fp_dir, inputs, results, methods, params, config, resume=resume, kind=kind,
-                             clip_given=clip_given, given=given, lock=False, on_records=on_records,
-                             unverified_store=unverified_store)
+        try:
+            run = identify_files(fp_dir, inputs, results, methods, params, ctx, resume=resume, kind=kind,
+                                 clip_given=clip_given, given=given, lock=False, on_records=on_records,
+                                 unverified_store=unverified_store, adopt_unverified=adopt_unverified,
+                                 on_writing=lambda: writing.append(True))
+        except BaseException as exc:
+            if writing:  # never before the checks passed: a refused resume must not get a new manifest
+                _manifest_of_interrupted(run_dir, argv, params, ctx, started, fp_dir, methods, resume, exc)
+            raise
         records = read_results(results)
         outputs = [results] + (extra_outputs(records, run) if extra_outputs else [])
         run["manifest"], run["manifest_sha256"] = run_folder.write_manifest(
@@ -172,6 +191,21 @@ def identify_run(fp_dir: str | list[str], inputs: Sequence[str], run_dir: str, m
                             "inputs_found": run["inputs_found"], "decode": run["decode"],
                             "fingerprint_store": run["fingerprint_store"]}, kernels=run["kernels"])
     return run, records
+
+
+def _manifest_of_interrupted(run_dir: str, argv: Sequence[str] | None, params: Params, ctx: RunContext, started: str,
+                             fp_dir: str | list[str], methods: Sequence[str], resume: bool, exc: BaseException) -> None:
+    """The manifest of the records an interrupted identify run wrote (best effort: the disk may be full; the
+    interruption itself is what the caller re-raises)."""
+    import contextlib
+
+    results = os.path.join(run_dir, run_folder.RESULTS_NAME)
+    with contextlib.suppress(Exception), interrupts.deferred():
+        run_folder.write_manifest(
+            run_dir, "identify", argv, params.to_dict(), ctx.describe(), started, input_entries(read_results(results)),
+            fp_dir, [results], extra={"methods": list(methods), "resumed": resume,
+                                      "interrupted": f"{type(exc).__name__}: {exc}".strip().rstrip(":")},
+            kernels=ctx.kernels())
 
 
 def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dict[str, Any]]:

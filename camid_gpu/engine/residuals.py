@@ -13,7 +13,7 @@ import numpy as np
 import tifffile
 
 from camid_gpu.pipeline.kernels import kernels_status
-from camid_gpu._shared.files import write_bytes_atomic
+from camid_gpu._shared.files import write_bytes_atomic, writing
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.context import RunContext, run_context
@@ -87,9 +87,10 @@ def residual_files(inputs: Sequence[str], out_dir: str, *, sigma: float, levels:
                                  "clip": list(clip) if clip else None, "channel": channel,
                                  "wiener": wiener, "zero_mean": True},
                       "backend": bk.describe(), "std": float(res.std())}
-            index.write(json.dumps(record, sort_keys=True) + "\n")
-            index.flush()
-            os.fsync(index.fileno())
+            with writing(index_path):
+                index.write(json.dumps(record, sort_keys=True) + "\n")
+                index.flush()
+                os.fsync(index.fileno())
             records.append(record)
             if on_record is not None:
                 on_record(record)

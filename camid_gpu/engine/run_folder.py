@@ -36,7 +36,7 @@ from camid_gpu._shared import custody
 from camid_gpu._shared.files import atomic_write, open_regular
 from camid_gpu._shared.jsonio import read_jsonl, sha256_or_none, write_json
 from camid_gpu.errors import OutputPathError, RunFolderError
-from camid_gpu.pipeline.records import ImageRecord, error_record, is_error, record_key
+from camid_gpu.pipeline.records import ImageRecord, error_record, inconsistent_records, is_error, record_key
 from camid_gpu.provenance import MANIFEST_NAME
 from camid_gpu.provenance import write_manifest as _write_manifest_file
 
@@ -127,12 +127,23 @@ def spec_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[s
     return lines
 
 
-def record_spec(run_dir: str, spec: dict[str, Any], resume: bool) -> None:
-    """Write ``run.json``; on resume, first check that the recorded one equals ``spec``."""
+#: ``run.json``'s record of each resume that adopted results no manifest vouched for (``--adopt-unverified``); not
+#: part of what a resume compares, copied into every later manifest of the run
+ADOPTED_KEY = "adopted_unverified"
+
+
+def record_spec(run_dir: str, spec: dict[str, Any], resume: bool, adopt_unverified: bool = False) -> None:
+    """Write ``run.json``; on resume, first check the run folder against its manifest and that the recorded
+    specification equals ``spec``. A run folder with results but no manifest (deleted, or a run killed before it
+    could write one) is refused unless ``adopt_unverified`` (``--adopt-unverified``): its records could have been
+    edited and a new manifest would bless them; the adoption is then recorded in ``run.json`` (and so in every
+    later manifest of the run, :func:`write_manifest`)."""
     path = os.path.join(run_dir, SPEC_NAME)
     results = os.path.join(run_dir, RESULTS_NAME)
     if resume and os.path.exists(results):
-        check_recorded_outputs(run_dir)
+        adopting = not check_recorded_outputs(run_dir)
+        if adopting:
+            refuse_unverified(run_dir, adopt_unverified)
         try:
             with open(path, encoding="utf-8") as handle:
                 recorded = json.load(handle)
@@ -141,16 +152,57 @@ def record_spec(run_dir: str, spec: dict[str, Any], resume: bool) -> None:
                                  f"an older camid, or damaged); start a new run folder") from None
         except (OSError, ValueError) as exc:
             raise RunFolderError(f"{path}: cannot read the run's specification ({exc})") from None
+        adopted = recorded.pop(ADOPTED_KEY, None) if isinstance(recorded, dict) else None
         diffs = spec_differences(recorded, spec)
         if diffs:
             raise RunFolderError(f"{run_dir}: --resume refused: this run differs from the one recorded in "
                                  f"{SPEC_NAME}: " + "; ".join(diffs) + ". Use a new run folder for a new run")
+        if adopting:
+            adopted = list(adopted or []) + [adoption(results)]
+            write_json(path, dict(recorded, **{ADOPTED_KEY: adopted}))
         return
     write_json(path, spec)
 
 
-#: run folder files that only grow (appended record by record): a resume may follow records appended after the manifest
-APPENDED_FILES = (RESULTS_NAME, "images.jsonl")
+def refuse_unverified(run_dir: str, adopt_unverified: bool) -> None:
+    """A resume of results with no manifest: refused unless told (records are checked against themselves either
+    way)."""
+    if not adopt_unverified:
+        raise RunFolderError(
+            f"{run_dir}: --resume refused: the run folder has results but no {MANIFEST_NAME}, so its records cannot "
+            f"be checked against the run's record (the manifest was deleted, or the run was killed before it could "
+            f"write one) and a new manifest would vouch for them. Start a new run folder, or pass --adopt-unverified "
+            f"to keep them as they are: the adoption is recorded in the run's manifest and report")
+
+
+def _adopted(spec_path: str) -> list[dict[str, Any]] | None:
+    try:
+        with open(spec_path, encoding="utf-8") as handle:
+            recorded = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return recorded.get(ADOPTED_KEY) if isinstance(recorded, dict) else None
+
+
+def adoption(results: str) -> dict[str, Any]:
+    """What ``run.json`` records of one adoption: when, and the results file adopted (size, SHA-256)."""
+    from camid_gpu.provenance import utc_now
+
+    return {"at": utc_now(), "results_bytes": os.path.getsize(results), "results_sha256": sha256_or_none(results),
+            "note": "results with no manifest, kept unverified on --resume --adopt-unverified"}
+
+
+#: run folder files that only grow (appended record by record): a resume may follow records appended after the manifest;
+#: a name ending in "/" stands for the files of that folder (a clustering run's residual rows and scene descriptors)
+APPENDED_FILES = (RESULTS_NAME, "images.jsonl", "residuals/", "scene/")
+
+
+def _named(name: str | None, names: Sequence[str]) -> bool:
+    """``name`` (relative to the run folder, "/"-separated) is one of ``names`` or lies in a folder ``X/`` of them."""
+    if name is None:
+        return False
+    name = name.replace(os.sep, "/")
+    return any(name == n or (n.endswith("/") and name.startswith(n)) for n in names)
 
 
 def check_recorded_outputs(run_dir: str, only: Sequence[str] | None = None) -> bool:
@@ -158,7 +210,8 @@ def check_recorded_outputs(run_dir: str, only: Sequence[str] | None = None) -> b
     ones its manifest recorded, or the resume would take an edited record as the run's own and hash it into a
     new manifest (laundering the edit). ``results.jsonl`` may have grown after the manifest (records appended by
     a resume that was interrupted); its recorded bytes must be unchanged. ``only``: the names (relative to the run
-    folder) that the resume keeps, when the others are computed again (``camid cluster``). Raises RunFolderError
+    folder; ``X/``: the files of folder X) that the resume keeps, when the others are computed again
+    (``camid cluster``). Raises RunFolderError
     naming each file that differs; returns False when there is no manifest yet (a run interrupted before its
     end: nothing to check against), True when checked."""
     path = os.path.join(run_dir, MANIFEST_NAME)
@@ -173,9 +226,9 @@ def check_recorded_outputs(run_dir: str, only: Sequence[str] | None = None) -> b
     for entry in outputs:
         where = custody.locate(entry, manifest).where if isinstance(entry, dict) else None
         name = os.path.relpath(where, manifest.folder) if where else None  # a version-1 entry's path is absolute
-        if only is not None and name not in only:
+        if only is not None and not _named(name, only):
             continue
-        result = custody.check_entry(entry, manifest, appended_ok=name in APPENDED_FILES)
+        result = custody.check_entry(entry, manifest, appended_ok=_named(name, APPENDED_FILES))
         if not result["in_run"] or result["status"] in ("same", "noted"):
             continue  # an extra output elsewhere (--csv) is written again at the end; it is no input of the resume
         what = {"changed": "differs from its SHA-256 in the manifest", "missing": "is missing"}.get(
@@ -241,7 +294,17 @@ def plan_resume(paths: Sequence[str], existing: Sequence[ImageRecord],
 
 
 def existing_records(results_path: str) -> list[ImageRecord]:
-    return read_jsonl(results_path) if os.path.exists(results_path) else []  # type: ignore[return-value]
+    """The records a resume keeps, each checked for consistency with itself first
+    (:func:`~camid_gpu.pipeline.records.record_problems`): a record whose decision is not what its own scores
+    give is refused, naming its line, whether or not a manifest vouched for the file."""
+    if not os.path.exists(results_path):
+        return []
+    problems = inconsistent_records(results_path)
+    if problems:
+        raise RunFolderError(f"{os.path.dirname(os.path.abspath(results_path))}: --resume refused: "
+                             f"{len(problems)} record(s) contradict themselves (edited?): " + "; ".join(problems[:5])
+                             + ("; ..." if len(problems) > 5 else "") + ". Start a new run folder")
+    return read_jsonl(results_path)  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -351,6 +414,9 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
     spec = os.path.join(run_dir, SPEC_NAME)  # what a resume compares with: hashed like every output
     if os.path.isfile(spec) and not any(canonical(p) == canonical(spec) for p in outputs):
         outputs = list(outputs) + [spec]
+    adopted = _adopted(spec)
+    if adopted:  # results kept unverified by a resume (--adopt-unverified): said in every manifest of the run
+        extra = dict(extra or {}, **{ADOPTED_KEY: adopted})
     path = _write_manifest_file(run_dir, command, argv, params, backend, started, inputs, fingerprints_dir,
                                 outputs, extra, kernels=kernels)
     with open(path, "rb") as handle:

@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Sequence, Sized
 
 from camid_gpu._shared import interrupts
+from camid_gpu._shared.files import writing
 from camid_gpu._shared.jsonio import read_jsonl
 from camid_gpu._shared.progress import Progress  # noqa: F401 - the engine's bar (re-exported)
 from camid_gpu.backend import Backend
@@ -71,10 +72,12 @@ def worker_memory(limits: InputLimits) -> int:
     return limits.max_file_bytes + 2 * limits.max_decoded_bytes
 
 
-def cap_workers(requested: int, host_budget: int | None, limits: InputLimits) -> tuple[int, str | None]:
-    """``--workers`` capped by the usable CPUs and by the host memory budget (``worker_memory`` each); returns
-    the count and a note saying why when it is lower than asked (None when not). The number of files caps it
-    again in :func:`ordered_map`."""
+def cap_workers(requested: int, host_budget: int | None, limits: InputLimits,
+                option: str = "--workers") -> tuple[int, str | None]:
+    """``--workers`` (or ``option``: ``--dask local:N``'s processes) capped by the usable CPUs and by the host
+    memory budget (``worker_memory`` each); returns the count and a note saying why when it is lower than asked
+    (None when not). The number of files caps it again in :func:`ordered_map` (Dask: the number of tasks,
+    :func:`camid_gpu.engine.dask.local_address`)."""
     cpus = usable_cpus()
     budget = host_budget or default_host_memory()
     by_memory = max(1, budget // max(worker_memory(limits), 1))
@@ -85,7 +88,8 @@ def cap_workers(requested: int, host_budget: int | None, limits: InputLimits) ->
     if count == by_memory:
         why.append(f"a host memory budget of {budget} bytes holds {by_memory} workers of up to "
                    f"{worker_memory(limits)} bytes each (file-size limit + twice the decoded-size limit)")
-    return count, f"--workers {requested} capped to {count}: {'; '.join(why)}"
+    asked = f"{option}{requested}" if option.endswith(":") else f"{option} {requested}"
+    return count, f"{asked} capped to {count}: {'; '.join(why)}"
 
 
 def chunk_size(pixels: int, cameras: int, budget: int | None, host_budget: int, rotations: int = 1,
@@ -279,9 +283,10 @@ class ResultsWriter:
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         records = list(records)
         lines = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
-        self._handle.write(lines)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with writing(self.path):  # a full disk names the file (a cut line is dropped by --resume)
+            self._handle.write(lines)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
         if self.on_write is not None:
             self.on_write(records)
 

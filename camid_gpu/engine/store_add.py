@@ -28,6 +28,9 @@ class Kept:
     outputs: list[str] = field(default_factory=list)
     previous_manifest_sha256: str | None = None
 
+    #: pixel hash -> (camera, path) of the kept cameras' references (recorded by fingerprints built since)
+    pixels: dict[str, tuple[str, str]] = field(default_factory=dict)
+
     def record(self) -> dict[str, Any]:
         return {"cameras_kept": self.cameras, "previous_manifest_sha256": self.previous_manifest_sha256}
 
@@ -62,7 +65,9 @@ def kept_cameras(out_dir: str, cameras: Sequence[str], methods: Sequence[str], p
     return Kept(cameras=[fp.camera for fp in keep],
                 inputs=[e for e in recorded.get("inputs", []) if isinstance(e, dict) and e.get("abspath") in refs],
                 outputs=[os.path.join(out_dir, fp.camera + suffix) for fp in keep for suffix in (".json", ".npz")],
-                previous_manifest_sha256=check["manifest_sha256"])
+                previous_manifest_sha256=check["manifest_sha256"],
+                pixels={r["pixels_sha256"]: (fp.camera, r.get("path")) for fp in keep for r in fp.references
+                        if isinstance(r.get("pixels_sha256"), str)})
 
 
 def _check_same_computation(out_dir: str, store: list, methods: Sequence[str], params: Params) -> None:

@@ -77,7 +77,6 @@ the fused launcher), :mod:`.results`, :mod:`.compare`; every public name is re-e
 """
 from camid_gpu.mahalanobis.compare import classify_images, compare_paper, compare_traces  # noqa: F401
 from camid_gpu.mahalanobis.constants import (  # noqa: F401
-    DEFAULT_CHUNK_ELEMENTS,
     DETERMINANT_RTOL,
     FUSED_MAX_CAMERAS,
     MODES,

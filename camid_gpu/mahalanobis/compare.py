@@ -10,8 +10,8 @@ import numpy as np
 
 from camid_gpu.backend import Array, Backend
 from camid_gpu.io.geometry import center_clip
-from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, NATURAL_MODES, SIGMA_MAHALANOBIS
-from camid_gpu.mahalanobis.constants import DEFAULT_CHUNK_ELEMENTS, SELECTION_SIGMAS
+from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, MAHALANOBIS_CHUNK_ELEMENTS, NATURAL_MODES, SIGMA_MAHALANOBIS
+from camid_gpu.mahalanobis.constants import SELECTION_SIGMAS
 from camid_gpu.mahalanobis.results import MahalanobisResult, _names
 from camid_gpu.mahalanobis.selection import (
     _as_traces,
@@ -46,7 +46,7 @@ def _clip_statistics(bk: Backend, t: Array, prints: Array, limits: np.ndarray | 
 def compare_traces(bk: Backend, disputed: Any, fingerprints: Any, *, natural: bool = False,
                    camera_names: Sequence[str] | None = None, image_names: Sequence[str] | None = None,
                    true_cameras: Sequence[str | None] | None = None, n_sigma: float = SELECTION_SIGMAS,
-                   chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, use_kernel: bool = True) -> MahalanobisResult:
+                   chunk_elements: int = MAHALANOBIS_CHUNK_ELEMENTS, use_kernel: bool = True) -> MahalanobisResult:
     """Method 2 on traces of centre clippings, position by position ("flat" or "aligned" mode).
 
     Parameters
@@ -141,7 +141,7 @@ def classify_images(bk: Backend, images: Sequence[np.ndarray], fingerprints: Any
         batch = np.stack([center_clip(np.asarray(img), clip, name) for img, name in
                           zip(images[start:start + batch_size], names[start:start + batch_size])])
         i0, prnu = traces(bk, batch, sigma, levels, wavelet)
-        parts.append(_clip_statistics(bk, trace_vectors(bk, i0, prnu), vectors, limits, DEFAULT_CHUNK_ELEMENTS,
+        parts.append(_clip_statistics(bk, trace_vectors(bk, i0, prnu), vectors, limits, MAHALANOBIS_CHUNK_ELEMENTS,
                                       use_kernel))
     return MahalanobisResult.from_statistics(PairStatistics.concatenate(parts),
                                              mode="aligned" if natural else "flat", camera_names=camera_names,

@@ -10,8 +10,6 @@ from camid_gpu._cuda.loader import KERNEL_DEFINES
 SELECTION_SIGMAS = 2.0
 MODES = ("flat", "aligned", "paper")
 SCAN_ORDERS = ("C", "F")
-#: generic twin: disputed images per chunk are chosen so that chunk x C x P stays below this
-DEFAULT_CHUNK_ELEMENTS = 1 << 22
 #: a covariance is usable when 1 - r^2 exceeds this (r: correlation of the two components)
 DETERMINANT_RTOL = 1e-12
 #: most cameras the fused kernel handles; more fall back to the generic twin

@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from camid_gpu.backend import Array, Backend
-from camid_gpu.mahalanobis.constants import DEFAULT_CHUNK_ELEMENTS, FUSED_MAX_CAMERAS
+from camid_gpu.config import MAHALANOBIS_CHUNK_ELEMENTS
+from camid_gpu.mahalanobis.constants import FUSED_MAX_CAMERAS
 from camid_gpu.mahalanobis.covariance import quadratic_coefficients
 from camid_gpu.mahalanobis.kernel import fused_kernel
 from camid_gpu.mahalanobis.selection import _as_traces
@@ -153,7 +154,7 @@ class PairStatistics:
 
 
 def pair_statistics(bk: Backend, disputed: Any, fingerprints: Any, mask: Any | None = None, *,
-                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, use_kernel: bool = True) -> PairStatistics:
+                    chunk_elements: int = MAHALANOBIS_CHUNK_ELEMENTS, use_kernel: bool = True) -> PairStatistics:
     """Covariances and pairwise counts of D disputed traces against C fingerprints.
 
     Parameters

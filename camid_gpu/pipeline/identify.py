@@ -32,6 +32,7 @@ from camid_gpu.pipeline import references as refs
 from camid_gpu.pipeline.crops import apply_crop_rule
 from camid_gpu.pipeline.prepare import CROP, FULL, Prepared, load_reference, match_geometry, rotations_to_try
 from camid_gpu.pipeline.prepare import mahalanobis_content_problem, reference_content_problem
+from camid_gpu.pipeline.copies import CameraCopies, ReferenceCheck, reference_label
 from camid_gpu.pipeline.records import (CROPS_SCALES, base_record, camera_score, error_entry, error_record,
                                         mahalanobis_record, pce_record, searched_record)
 from camid_gpu.prnu.decision import union_bound
@@ -45,22 +46,22 @@ from camid_gpu.store import CameraFingerprint, check_camera_name, software_versi
 # ----------------------------------------------------------------------------------------------
 # Fingerprints
 # ----------------------------------------------------------------------------------------------
-def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Params,
-                      methods: Sequence[str], batch_size: int | Callable[[tuple[int, int]], int] = 4,
-                      loaded: Any = None) -> tuple[CameraFingerprint | None, list[dict[str, Any]]]:
+def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Params, methods: Sequence[str],
+                      batch_size: int | Callable[[tuple[int, int]], int] = 4, loaded: Any = None,
+                      check: ReferenceCheck | None = None) -> tuple[CameraFingerprint | None, list[dict[str, Any]]]:
     """Fingerprint of one camera from its reference files.
 
     Files that cannot be read, or whose size differs from the first good one, get an error entry and are left
     out; references turned by a quarter turn are turned back (:mod:`camid_gpu.pipeline.references`; each
     one's entry says ``turned_back_degrees``). With fewer than ``params.refs`` good files the camera is refused
-    (returns None and an error entry). ``loaded`` may be an iterable of ``(path, result)`` where
-    result is ``(pixels, info)``, ``(pixels, info, decoder, note)`` (from
-    :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be device arrays, and each reference's
-    entry records its decoder) or an exception (the scheduler decodes in worker processes). ``batch_size``:
+    (returns None and an error entry). ``loaded``: an iterable of ``(path, result)``, result ``(pixels, info)``,
+    ``(pixels, info, decoder, note)`` (from :func:`~camid_gpu.pipeline.prepare.decode_references`: pixels may be
+    device arrays, each reference's entry records its decoder) or an exception (decoded in workers). ``batch_size``:
     references per residual batch, or a function of the references' sensor size (rows, columns) that gives it
-    (the engine's memory budget).
+    (the engine's memory budget). A photo met again is used once (:class:`~.copies.CameraCopies`; ``check``: the run's).
     """
     check_camera_name(camera)
+    copies = CameraCopies(camera, check)
     errors: list[dict[str, Any]] = []
     good: list[tuple[Any, ImageInfo]] = []
     decoders: dict[str, dict[str, str]] = {}  # per reference path, when a GPU decoder was asked for
@@ -76,6 +77,10 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         problem = reference_content_problem(pixels, info.bit_depth, [params.clip_of(m) for m in methods])
         if problem:
             errors.append(error_record(path, "unusable-reference", f"{problem}; left out"))
+            continue
+        copy = copies.copy_of(reference_label(info), pixels)
+        if copy:
+            errors.append(copy)
             continue
         shape = (info.height, info.width)
         if source_shape is None:
@@ -109,26 +114,28 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         return None, errors + [short]
     if callable(batch_size):
         batch_size = batch_size(source_shape)
-    arrays = _fingerprint_arrays(bk, good, params, methods, max(1, int(batch_size)))
+    arrays = _fingerprint_arrays(bk, good, params, methods, max(1, int(batch_size)), copies.keep)
+    copies.built([reference_label(i) for _, i in good])
     kept = tuple(m for m in ("pce", "mahalanobis") if m in methods)
     fp = CameraFingerprint(
         camera=camera, methods=kept, arrays=arrays, clips={m: params.clip_of(m) for m in kept},
         source_shape=source_shape,
         params=dict(params.fingerprint_params(), refs=len(good)),
         references=[{"path": i.path, "abspath": os.path.abspath(i.path), "sha256": i.sha256,
-                     "size": [i.height, i.width], **decoders.get(i.path, {}),
+                     "size": [i.height, i.width], "pixels_sha256": copies.pixel_hash(reference_label(i)), **decoders.get(i.path, {}),
                      **({"video_frame": i.frame} if i.frame and "video_frame" in i.frame else {})} for _, i in good],
         software=software_versions())
     return fp, errors
 
 
 def _fingerprint_arrays(bk: Backend, good: Sequence[tuple[Any, ImageInfo]], params: Params, methods: Sequence[str],
-                        batch_size: int) -> dict[str, np.ndarray]:
+                        batch_size: int, keep: Any = None) -> dict[str, np.ndarray]:
     """The fingerprint's arrays from the usable references: ``k`` (PCE; ``batch_size`` references per residual
     batch) and ``mean_i0``/``mean_prnu`` (Mahalanobis), for the ``methods`` asked."""
     arrays: dict[str, np.ndarray] = {}
     if "pce" in methods:
         acc = FingerprintAccumulator(params.sigma_fingerprint, params.levels, params.wavelet, bk)
+        acc.on_residuals = keep
         for start in range(0, len(good), batch_size):
             acc.add(_stack_pixels(bk, [center_clip(p, params.pce_clip, i.path) for p, i in good[start:start + batch_size]]))
         arrays["k"] = acc.fingerprint()

@@ -8,6 +8,7 @@ camera is known from the folder (``camid evaluate``). Scores are rounded by ``js
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional, Sequence, TypedDict
 
@@ -303,3 +304,104 @@ def video_record(info: Any, kind: tuple[str, str], pooled: dict[str, dict[str, A
     if best is not None and best in pooled:
         record["video"]["stabilisation_detected"] = pooled[best]["stabilisation_detected"]
     return record
+
+
+# -- records read back (resume, report, verify): each must agree with itself ---------------------------------
+def record_problems(record: Any) -> list[str]:
+    """Why a record read back contradicts itself (empty when it does not): its PCE decision, best camera and
+    cameras above the threshold must be what :func:`~camid_gpu.prnu.decision.decide` gives from its own scores
+    and threshold; a Mahalanobis association must be the highest membership its own pairwise votes give. A
+    forged decision (C03 written over a record whose best is C02 at PCE 28.5) is caught here, even where no
+    manifest can say the file changed. Equal PCEs may come in either order (they were ranked unrounded)."""
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+        return ["not a result record (no path)"]
+    if is_error(record):
+        return [] if isinstance(record.get("error"), dict) else ["its error is not an object"]
+    problems = []
+    if record.get("pce") is not None:
+        problems += _pce_problems(record["pce"])
+    if record.get("mahalanobis") is not None:
+        problems += _mahalanobis_problems(record["mahalanobis"])
+    return problems
+
+
+def _pce_problems(pce: Any) -> list[str]:
+    from camid_gpu.config import is_finite_number
+
+    if not isinstance(pce, dict) or not isinstance(pce.get("scores"), dict):
+        return ["its PCE result has no scores"]
+    threshold = pce.get("threshold")
+    if not is_finite_number(threshold):
+        return [f"its PCE threshold {threshold!r} is not a finite number"]
+    scores = {c: (s.get("pce") if isinstance(s, dict) else None) for c, s in pce["scores"].items()}
+    made = decide(scores, threshold)
+    value = (lambda c: scores.get(c) if isinstance(c, str) else None)  # noqa: E731
+    # a PCE within the records' rounding (6 significant digits) of the threshold may lie on either side of it
+    near = {c for c, v in scores.items() if is_finite_number(v) and abs(v - threshold) <= 1e-5 * max(abs(threshold), 1)}
+    above = pce.get("above_threshold")
+    if not isinstance(above, list) or not set(map(str, above)) <= set(scores) or \
+            set(map(str, above)) - near != set(made.above) - near:
+        return [f"its cameras above the threshold {above!r} are not those of its own scores ({made.above} against "
+                f"its threshold {threshold:g})"]
+    problems = []
+    top = max((value(c) for c in above), default=None)
+    decision = pce.get("decision")
+    if (decision is None) != (not above) or (decision is not None and (decision not in above or value(decision) != top)):
+        shown = f"{made.decision} at PCE {value(made.decision)}" if made.decision else "no camera"
+        problems.append(f"its decision {decision!r} is not what its own scores give ({shown} against its threshold "
+                        f"{threshold:g}; best {made.best} at PCE {value(made.best)})")
+    best = pce.get("best")
+    if (best is None) != (made.best is None) or (best is not None and value(best) != value(made.best)):
+        problems.append(f"its best camera {best!r} is not the largest of its own scores ({made.best} at PCE "
+                        f"{value(made.best)})")
+    elif best is not None and pce.get("best_pce") != value(best):
+        problems.append(f"its best_pce {pce.get('best_pce')!r} is not its best camera's PCE ({value(best)})")
+    return problems
+
+
+def _mahalanobis_problems(maha: Any) -> list[str]:
+    import numpy as np
+
+    from camid_gpu.mahalanobis.results import associate, membership, wins
+
+    pairwise = maha.get("pairwise") if isinstance(maha, dict) else None
+    if not isinstance(pairwise, dict) or not isinstance(maha.get("membership"), dict):
+        return []  # a result without its votes (an older or partial record): nothing to recompute
+    try:
+        cams = [str(c) for c in pairwise["cameras"]]
+        sat, unsat = (np.asarray(pairwise[k], dtype=np.int64)[None] for k in ("satisfied", "unsatisfied"))
+        member, won = membership(sat, unsat)[0], wins(sat, unsat)
+    except (KeyError, TypeError, ValueError):
+        return ["its Mahalanobis votes cannot be read"]
+    problems = []
+    for cam, m in zip(cams, member):
+        recorded = maha["membership"].get(cam)
+        if (recorded is None) != bool(np.isnan(m)) or (recorded is not None and abs(recorded - m) > 1e-5 * max(abs(m), 1)):
+            problems.append(f"its Mahalanobis membership of {cam} ({recorded!r}) is not what its own votes give "
+                            f"({None if np.isnan(m) else round(float(m), 6)})")
+    if "associated" in maha and list(maha["associated"]) != list(associate(won, cams)[0]):
+        problems.append(f"its Mahalanobis association {maha['associated']!r} is not what its own votes give "
+                        f"({list(associate(won, cams)[0])})")
+    return problems
+
+
+def inconsistent_records(path: str) -> list[str]:
+    """One sentence per complete record of the JSON Lines file ``path`` (results.jsonl) that contradicts itself
+    (:func:`record_problems`), naming its line and image. A cut last line (a crash) is no record."""
+    import json
+
+    out = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.endswith(b"\n") or not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                out.append(f"{os.path.basename(path)} line {number} is not a JSON record")
+                continue
+            problems = record_problems(record)
+            if problems:
+                name = record.get("path") if isinstance(record, dict) else None
+                out.append(f"{os.path.basename(path)} line {number} ({name}): " + "; ".join(problems))
+    return out

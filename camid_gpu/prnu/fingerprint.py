@@ -19,11 +19,21 @@ memory does not grow with the number of reference images.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from camid_gpu.backend import Array, Backend, get_backend
-from camid_gpu.config import DEFAULT_LEVELS, DEFAULT_WAVELET, SIGMA_FINGERPRINT
+from camid_gpu.config import (
+    DEFAULT_LEVELS,
+    DEFAULT_WAVELET,
+    MIN_CONTENT_STD,
+    MIN_FINGERPRINT_STD,
+    MIN_REFERENCES,
+    SIGMA_FINGERPRINT,
+)
 from camid_gpu.prnu.residual import (
+    check_residual_options,
     noise_extract,
     pixels_to_device,
     rgb_to_gray,
@@ -75,6 +85,10 @@ class FingerprintAccumulator:
         self._weighted: Array | None = None
         self._norm: Array | None = None
 
+    #: called with each batch's gray residuals ``(R, H, W)`` (native) when set, e.g. to check them against other
+    #: cameras' references (:class:`camid_gpu.pipeline.copies.ReferenceCheck`)
+    on_residuals: Any = None
+
     def add(self, images: np.ndarray | Array) -> None:
         """Add a batch ``(R, H, W)`` or ``(R, H, W, 3)`` of reference images (one size for all)."""
         bk = self.bk
@@ -91,6 +105,8 @@ class FingerprintAccumulator:
         c, h, w = planes.shape[1:]
         noise = noise_extract(bk, planes.reshape(n * c, h, w), self.sigma, self.levels, self.wavelet)
         noise = noise.reshape(n, c, h, w)
+        if self.on_residuals is not None:
+            self.on_residuals(rgb_to_gray(bk, noise) if c == 3 else noise[:, 0])
         weight = intensity_scale(bk, planes) * saturation_map(bk, planes)
         weighted = bk.sum(noise * weight, 0)[0]
         norm = bk.sum(weight * weight, 0)[0]
@@ -134,9 +150,28 @@ class FingerprintAccumulator:
 def estimate_fingerprint(images: np.ndarray, sigma: float = SIGMA_FINGERPRINT, levels: int = DEFAULT_LEVELS,
                          wavelet: str = DEFAULT_WAVELET, backend: str | Backend = "auto",
                          batch_size: int = 8, device: str | None = None) -> np.ndarray:
-    """ML PRNU fingerprint of one camera from reference images ``(R, H, W[, 3])`` -> ``(H, W)`` float32."""
+    """ML PRNU fingerprint of one camera from reference images ``(R, H, W[, 3])`` -> ``(H, W)`` float32.
+
+    The command line's rules hold here too: at least ``config.MIN_REFERENCES`` images, none constant (std
+    under ``config.MIN_CONTENT_STD`` on the 0..255 scale), and a result that is not degenerate (a single
+    image gave its own scene; constant images an all-zero fingerprint). ValueError names the argument.
+    """
     images = validate_images(images, "reference images")
+    check_residual_options(images.shape, sigma, levels, wavelet, batch_size)
+    if images.shape[0] < MIN_REFERENCES:
+        raise ValueError(f"reference images: {images.shape[0]} given, at least {MIN_REFERENCES} are needed "
+                         f"(config.MIN_REFERENCES; a fingerprint from one image is that image's scene)")
+    scale = 255.0 / 65535.0 if images.dtype == np.uint16 else 1.0
+    for i, image in enumerate(images):  # one image at a time: a float copy of the whole batch is not needed
+        std = float(np.std(image, dtype=np.float64)) * scale
+        if std < MIN_CONTENT_STD:
+            raise ValueError(f"reference images[{i}] is constant (std {std:.3g} on the 0..255 scale, minimum "
+                             f"{MIN_CONTENT_STD:g}): no sensor noise to estimate a fingerprint from")
     acc = FingerprintAccumulator(sigma, levels, wavelet, backend, device)
-    for start in range(0, images.shape[0], batch_size):
-        acc.add(images[start:start + batch_size])
-    return acc.fingerprint()
+    for start in range(0, images.shape[0], int(batch_size)):
+        acc.add(images[start:start + int(batch_size)])
+    k = acc.fingerprint()
+    if not np.all(np.isfinite(k)) or float(np.std(k, dtype=np.float64)) < MIN_FINGERPRINT_STD:
+        raise ValueError(f"reference images gave a degenerate fingerprint (std under {MIN_FINGERPRINT_STD:g} or "
+                         f"not finite, config.MIN_FINGERPRINT_STD)")
+    return k

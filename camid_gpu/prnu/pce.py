@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import special
 
 from camid_gpu.backend import Array, Backend
-from camid_gpu.config import PCE_CAMERA_CHUNK, PEAK_NEIGHBOURHOOD, SHIFT_RANGE
+from camid_gpu.config import PCE_CAMERA_CHUNK, PEAK_NEIGHBOURHOOD, SHIFT_RANGE, check_whole_number
 
 
 @dataclass
@@ -120,28 +121,61 @@ def pce_scores(bk: Backend, residuals: Array, intensities: Array, fingerprints: 
         host (H, W) arrays, moved to the device one camera chunk at a time (so C full-frame fingerprints
         never sit there together, and a list is never stacked whole).
     camera_chunk : fingerprints correlated per step (bounds device memory to ~N * chunk planes).
+
+    Refused (ValueError naming the argument): other shapes, images not larger than the peak neighbourhood,
+    and a residual or template ``I * K`` that is constant (all zero: the PCE would be NaN).
     """
-    n, h, w = residuals.shape
-    c = len(fingerprints)
-    k_shapes = {tuple(k.shape) for k in fingerprints} if isinstance(fingerprints, (list, tuple)) \
-        else {tuple(fingerprints.shape[1:])}
-    if intensities.shape != residuals.shape or k_shapes != {(h, w)}:
-        raise ValueError(f"shape mismatch: residuals {tuple(residuals.shape)}, intensities "
-                         f"{tuple(intensities.shape)}, fingerprints {sorted(k_shapes)} (C = {c})")
+    n, h, w, c = _checked_shapes(residuals, intensities, fingerprints)
+    camera_chunk = check_whole_number("camera_chunk", camera_chunk)
     parts = []
     for start in range(0, c, camera_chunk):
         part = fingerprints[start:start + camera_chunk]
         k = bk.asarray(np.stack(part) if isinstance(part, (list, tuple)) else part)
         templates = intensities[:, None] * k[None]  # (N, c, H, W)
+        # the NCC's norms |a| |b|, both mean-removed; first, so that a constant input is refused before its 0/0
+        a_energy, b_energy = (bk.to_numpy(bk.sum(v * v, (-2, -1))).reshape(n, -1) for v in
+                              (residuals[:, None] - bk.mean(residuals[:, None], (-2, -1)),
+                               templates - bk.mean(templates, (-2, -1))))
+        _refuse_constant(a_energy, b_energy, start)
         corr = crosscorr(bk, residuals[:, None], templates)
         stats = pce(bk, corr, shift_range)
-        # NCC at the peak: C / (|a| |b|) with both mean-removed
-        a = residuals[:, None] - bk.mean(residuals[:, None], (-2, -1))
-        b = templates - bk.mean(templates, (-2, -1))
-        norms = bk.to_numpy(bk.sqrt(bk.sum(a * a, (-2, -1)) * bk.sum(b * b, (-2, -1)))).reshape(n, -1)
-        stats["ncc"] = stats["peak"] / np.where(norms > 0, norms, np.inf)
+        stats["ncc"] = stats["peak"] / np.sqrt(a_energy * b_energy)  # NCC at the peak: C / (|a| |b|)
         parts.append(stats)
     join = lambda key: np.concatenate([p[key] for p in parts], axis=1)  # noqa: E731
     return PCEScores(pce=join("pce"), peak=join("peak"), peak_shift=join("peak_shift").astype(np.int64),
                      ncc=join("ncc"), log10_p_fa=join("log10_p_fa"), shifts_searched=int(parts[0]["shifts"]),
                      extra={"energy": join("energy")})
+
+
+def _checked_shapes(residuals: Any, intensities: Any, fingerprints: Any) -> tuple[int, int, int, int]:
+    """(N, H, W, C) of :func:`pce_scores`' inputs, or ValueError naming the argument that does not fit."""
+    for name, value in (("residuals", residuals), ("intensities", intensities)):
+        if len(getattr(value, "shape", ())) != 3:
+            raise ValueError(f"pce_scores: {name} must be a batch (N, H, W), got shape "
+                             f"{tuple(getattr(value, 'shape', ()))} (a single image: pass it as x[None])")
+    n, h, w = residuals.shape
+    c = len(fingerprints)
+    k_shapes = {tuple(k.shape) for k in fingerprints} if isinstance(fingerprints, (list, tuple)) \
+        else {tuple(fingerprints.shape[1:])}
+    if intensities.shape != residuals.shape or k_shapes != {(h, w)}:
+        raise ValueError(f"pce_scores: shape mismatch: residuals {tuple(residuals.shape)}, intensities "
+                         f"{tuple(intensities.shape)}, fingerprints {sorted(k_shapes)} (C = {c})")
+    if n < 1 or c < 1 or min(h, w) <= PEAK_NEIGHBOURHOOD:
+        raise ValueError(f"pce_scores: needs at least one image and one fingerprint larger than the peak "
+                         f"neighbourhood ({PEAK_NEIGHBOURHOOD}x{PEAK_NEIGHBOURHOOD}, whose outside gives the "
+                         f"correlation energy); got N={n}, C={c}, {h}x{w}")
+    return n, h, w, c
+
+
+def _refuse_constant(residual_energy: np.ndarray, template_energy: np.ndarray, first_camera: int) -> None:
+    """ValueError naming the first residual, or image x fingerprint template, that is constant (zero energy
+    after its mean is removed): its correlation plane is all zero and its PCE 0/0."""
+    bad = np.flatnonzero(~(residual_energy[:, 0] > 0))
+    if bad.size:
+        raise ValueError(f"pce_scores: residuals[{bad[0]}] is constant (all zero after its mean is removed): "
+                         f"no PCE can be computed")
+    bad_pairs = np.argwhere(~(template_energy > 0))
+    if bad_pairs.size:
+        i, j = bad_pairs[0]
+        raise ValueError(f"pce_scores: intensities[{i}] x fingerprints[{first_camera + j}] is constant (an "
+                         f"all-zero intensity or fingerprint): no PCE can be computed")

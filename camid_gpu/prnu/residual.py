@@ -20,7 +20,7 @@ The spec (Binghamton CameraFingerprint, Lukas/Fridrich/Goljan):
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,10 +30,12 @@ from camid_gpu.config import (
     DEFAULT_LEVELS,
     DEFAULT_WAVELET,
     GRAY_WEIGHTS,
+    MAX_FLOAT_PIXEL,
     MIHCAK_WINDOWS,
     SIGMA_FINGERPRINT,
     check_levels,
     check_sigma,
+    check_whole_number,
 )
 from camid_gpu.prnu.mihcak_kernel import fused_kernel
 
@@ -197,8 +199,8 @@ def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
     """Check a public batch ``(N, H, W)`` or ``(N, H, W, 3)``; returns it unchanged.
 
     uint8 and uint16 pixels are accepted (uint16 is scaled to 0..255 by :func:`pixels_to_device`),
-    floats are taken as already 0..255 and must be finite. Raises ValueError/TypeError naming the
-    shape or dtype.
+    floats are taken as already 0..255 and must be finite and at most ``config.MAX_FLOAT_PIXEL`` in
+    magnitude. Raises ValueError/TypeError naming the shape or dtype.
     """
     if not isinstance(images, np.ndarray):
         images = np.asarray(images)
@@ -213,9 +215,25 @@ def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
         return images
     if images.dtype.kind != "f":
         raise TypeError(f"{name}: dtype must be uint8, uint16 or floating (0..255); got {images.dtype}")
-    if not np.all(np.isfinite(images)):
+    low, high = float(np.min(images)), float(np.max(images))  # NaN and inf propagate to these
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError(f"{name}: contains NaN or infinite values")
+    if max(-low, high) > MAX_FLOAT_PIXEL:
+        raise ValueError(f"{name}: float pixels are taken on the 0..255 scale; got values from {low:.3g} to "
+                         f"{high:.3g} (at most {MAX_FLOAT_PIXEL:g} in magnitude is accepted)")
     return images
+
+
+def check_residual_options(shape: tuple[int, ...], sigma: Any, levels: Any, wavelet: Any, batch_size: Any) -> None:
+    """The checks of the API's denoiser options (the command line's, from :mod:`camid_gpu.config`) for a
+    batch of ``shape`` (N, H, W[, 3]), before any work."""
+    check_levels(levels, shape[1:3])  # the command line's check: levels=20 asked for 8 TiB
+    check_sigma("sigma", sigma)  # inf gave NaN residuals
+    check_whole_number("batch_size", batch_size)
+    import pywt
+
+    if wavelet not in pywt.wavelist(kind="discrete"):
+        raise ValueError(f"wavelet must be a discrete pywt wavelet name such as 'db4', got {wavelet!r}")
 
 
 def residual_native(bk: Backend, images: Array, sigma: float = SIGMA_FINGERPRINT, levels: int = DEFAULT_LEVELS,
@@ -258,14 +276,8 @@ def extract_residual(images: np.ndarray, sigma: float = SIGMA_FINGERPRINT, level
     (N, H, W) float32 residuals on the 0..255 scale.
     """
     images = validate_images(images)
-    check_levels(levels, images.shape[1:3])  # the command line's check: levels=20 asked for 8 TiB
-    check_sigma("sigma", sigma)  # inf gave NaN residuals
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    import pywt
-
-    if wavelet not in pywt.wavelist(kind="discrete"):
-        raise ValueError(f"wavelet must be a discrete pywt wavelet name such as 'db4', got {wavelet!r}")
+    check_residual_options(images.shape, sigma, levels, wavelet, batch_size)
+    levels, batch_size = int(levels), int(batch_size)
     bk = get_backend(backend, device=device)
     out = np.empty(images.shape[:3], dtype=np.float32)
     for start in range(0, images.shape[0], batch_size):

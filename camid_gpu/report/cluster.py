@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from camid_gpu._shared.custody import Custody, check_files
+from camid_gpu._shared.files import atomic_write
 from camid_gpu._version import __version__
 from camid_gpu.errors import CamidError
 from camid_gpu.report.custody import CSS as CUSTODY_CSS
@@ -63,11 +64,8 @@ def write_cluster_report(run_dir: str | os.PathLike, output_html: str | os.PathL
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         text = render_cluster_report(run_dir, check)
     output_html = os.fspath(output_html)
-    os.makedirs(os.path.dirname(os.path.abspath(output_html)), exist_ok=True)
-    tmp = output_html + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_write(output_html) as handle:  # a failure (a full disk) leaves no temporary file behind
         handle.write(text)
-    os.replace(tmp, output_html)
     return output_html, check
 
 
@@ -344,6 +342,11 @@ def _section_unclustered(result: dict[str, Any]) -> str:
     if identical:
         out.append("<h3>Byte-identical files</h3><p>The same bytes under several names: they link with NCC 1, "
                    "and their link is one image's evidence, not several.</p>" + _table(["files"], identical))
+    same = [[f'<span class="mono wrap">{_e(", ".join(paths))}</span>'] for paths in
+            result.get("same_pixels_files") or []]
+    if same:
+        out.append("<h3>Files with the same decoded pixels</h3><p>One photo in several containers (JPEG, PNG, BMP, "
+                   "TIFF): compared once, as one image, like byte-identical files.</p>" + _table(["files"], same))
     out.append(_skipped_table({"skipped_inputs": result.get("skipped")}))
     out.append("</section>")
     return "\n".join(out)

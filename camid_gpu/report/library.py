@@ -13,6 +13,7 @@ from typing import Any
 
 from camid_gpu._shared.custody import Custody, check_files
 from camid_gpu._shared.files import write_bytes_atomic
+from camid_gpu.pipeline.records import inconsistent_records
 from camid_gpu.report.html import NONE, esc, html_table, json_value, kv_table, num, page
 from camid_gpu.report.load import Run, _read_json, _read_records
 
@@ -41,6 +42,7 @@ def render_library_report(run_dir: str) -> str:
 def _load(run_dir: str) -> Run:
     notes: list[str] = []
     custody = check_files(run_dir, ["results.jsonl"])  # the file it reads, against the manifest, before reading
+    custody.problems += inconsistent_records(os.path.join(run_dir, "results.jsonl"))  # each record against itself
     records = _read_records(os.path.join(run_dir, "results.jsonl"), notes)
     manifest = _read_json(os.path.join(run_dir, "manifest.json"), "The manifest", notes)
     run = Run(run_dir, records, manifest, None, None, [], [], notes)

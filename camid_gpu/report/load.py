@@ -17,7 +17,7 @@ from camid_gpu._shared import custody as _custody
 from camid_gpu._shared.jsonio import sha256_or_none
 from camid_gpu.config import PCE_THRESHOLD, is_finite_number
 from camid_gpu.errors import CamidError
-from camid_gpu.pipeline.records import final_view
+from camid_gpu.pipeline.records import final_view, inconsistent_records
 from camid_gpu._shared.custody import Custody, check_files
 
 if TYPE_CHECKING:
@@ -149,8 +149,14 @@ def load_run(run_dir: str, fingerprints_dir: str | None) -> Run:
             notes.append("No evaluation.json: the ground-truth scores were computed from the records' truth.")
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             notes.append(f"The records carry ground truth but could not be scored ({exc}).")
-    run.custody = check_files(run_dir, [n for n in ("results.jsonl", "evaluation.json")
+    # every file it reads (evidence.json by the evidence section), against the manifest; and every record against
+    # its own scores
+    run.custody = check_files(run_dir, [n for n in ("results.jsonl", "evaluation.json", "evidence.json")
                                         if os.path.isfile(os.path.join(run_dir, n))])
+    run.custody.problems += inconsistent_records(results)
+    if dig(manifest, "adopted_unverified"):
+        run.custody.caveats.append("a resume kept results that no manifest vouched for (--adopt-unverified); they "
+                                   "were checked only against their own scores")
     if dig(manifest, "fingerprint_store", "verified") is False:
         run.custody.caveats.append("the run used a fingerprint store that had no manifest (--unverified-store): "
                                    "its fingerprint files were not checked against any record when it was loaded")

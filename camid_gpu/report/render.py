@@ -5,6 +5,7 @@ import os
 import warnings
 
 from camid_gpu._shared.custody import Custody
+from camid_gpu._shared.files import atomic_write
 from camid_gpu._shared.progress import Progress
 from camid_gpu.report import cameras, decisions, membership, overview, pce, truth
 from camid_gpu.report import evidence, quality
@@ -32,12 +33,8 @@ def write_checked_report(run_dir: str | os.PathLike, output_html: str | os.PathL
     run = load_run(os.fspath(run_dir), None if fingerprints_dir is None else os.fspath(fingerprints_dir))
     text = _render(run, progress)
     output_html = os.fspath(output_html)
-    parent = os.path.dirname(os.path.abspath(output_html))
-    os.makedirs(parent, exist_ok=True)
-    tmp = output_html + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_write(output_html) as handle:  # a failure (a full disk) leaves no temporary file behind
         handle.write(text)
-    os.replace(tmp, output_html)
     return output_html, run.custody
 
 

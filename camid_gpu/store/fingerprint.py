@@ -232,6 +232,25 @@ def _check_metadata(meta: dict[str, Any], json_path: str) -> None:
                                    f"{json.dumps(meta[name])[:80]}, but it must be {what}; rebuild the fingerprint")
 
 
+def _refuse_copies(references: list[dict[str, Any]], json_path: str) -> None:
+    """A fingerprint whose references include one photo twice (the same bytes, or the same decoded pixels in
+    another container, recorded as ``pixels_sha256``) is one photo's evidence counted twice: refused, naming both
+    (a cluster of four containers of one photo made a "camera" at NCC 1.0)."""
+    for key, what in (("sha256", "bytes"), ("pixels_sha256", "decoded pixels")):
+        first: dict[Any, Any] = {}
+        for ref in references:
+            digest = ref.get(key)
+            if key == "sha256" and isinstance(digest, str) and isinstance(ref.get("video_frame"), dict):
+                # the frames of one reference video share its container's bytes: each frame is a reference once
+                digest = (digest, ref["video_frame"].get("video_frame"))
+            if isinstance(digest, (str, tuple)) and digest in first:
+                raise FingerprintError(f"{json_path}: built from references with the same {what}, {first[digest]} "
+                                       f"and {ref.get('path')} (one photo counted twice); rebuild it from distinct "
+                                       f"images")
+            if isinstance(digest, (str, tuple)):
+                first[digest] = ref.get("path")
+
+
 def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None = None) -> CameraFingerprint:
     """Load one camera's fingerprint from its JSON file (the .npz beside it).
 
@@ -286,6 +305,7 @@ def load_fingerprint(json_path: str | os.PathLike, expect: dict[str, Any] | None
     if not isinstance(refs, int) or refs < MIN_REFERENCES:
         raise FingerprintError(f"{json_path}: built from {refs!r} reference(s); at least {MIN_REFERENCES} are "
                                f"needed (config.MIN_REFERENCES)")
+    _refuse_copies(meta.get("references") or [], json_path)
     fp = CameraFingerprint(camera=meta["camera"], methods=methods, arrays=arrays, clips=clips,
                            source_shape=source_shape, params=meta["params"],
                            references=meta.get("references", []), software=meta.get("software", {}),

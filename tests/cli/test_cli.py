@@ -15,7 +15,7 @@ import pytest
 import tifffile
 
 from camid_gpu.backend import get_backend
-from camid_gpu.cli import EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
+from camid_gpu.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED, main
 from camid_gpu.datasets.synthetic import make_dataset
 from camid_gpu.io.decode import read_image
 from camid_gpu.prnu.residual import extract_residual
@@ -163,10 +163,15 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(data, tmp_path):
     proc.wait()
     done_before = results.read_bytes().count(b"\n")
     assert 3 <= done_before < 24, "the kill should land mid-run"
-    resumed = subprocess.run([sys.executable, "-m", "camid_gpu.cli", "identify", *args, "-o", str(run), "--resume"],
-                             capture_output=True, text=True)
+    command = [sys.executable, "-m", "camid_gpu.cli", "identify", *args, "-o", str(run), "--resume"]
+    # killed outright, the run wrote no manifest: nothing vouches for its records, so the resume must be told
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode == EXIT_FAIL and "--adopt-unverified" in refused.stderr
+    resumed = subprocess.run(command + ["--adopt-unverified"], capture_output=True, text=True)
     assert resumed.returncode == EXIT_OK, resumed.stderr
     assert results.read_bytes() == (reference / "results.jsonl").read_bytes()
+    adopted = json.loads((run / "manifest.json").read_text())["adopted_unverified"]
+    assert len(adopted) == 1 and adopted[0]["results_bytes"] > 0
 
 
 def test_full_frame_fingerprints_and_scale_search_from_the_command_line(data, tmp_path, capsys):

@@ -31,6 +31,9 @@ def test_fingerprint_from_reference_videos_records_each_frame(video_world):
     frames = [r["video_frame"] for r in meta["references"]]
     assert len(frames) == 16 and [f["video_frame"] for f in frames] == list(range(16))
     assert {f["type"] for f in frames} == {"I"} and all(r["path"].endswith("flat.mp4") for r in meta["references"])
+    # each frame is its own reference: its own pixel hash (not the first frame's), one container SHA-256 for all
+    assert len({r["pixels_sha256"] for r in meta["references"]}) == 16
+    assert len({r["sha256"] for r in meta["references"]}) == 1
 
 
 def test_identify_a_folder_of_videos_and_images(video_world, tmp_path):

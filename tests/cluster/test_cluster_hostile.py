@@ -220,6 +220,17 @@ def test_resume_with_another_spelling_of_a_file_already_in_the_run(folder, tmp_p
     assert len(again) == 3
 
 
+def _unlist(run, relpath):
+    """Take ``relpath`` out of the run's manifest, and re-sign it (manifest.sha256)."""
+    import hashlib
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["outputs"] = [e for e in manifest["outputs"] if e.get("relpath") != relpath]
+    data = json.dumps(manifest).encode()
+    (run / "manifest.json").write_bytes(data)
+    (run / "manifest.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  manifest.json\n")
+
+
 @pytest.mark.parametrize("stored", ["float16", None])
 def test_resume_never_tops_up_a_gram_of_another_precision(folder, tmp_path, stored):
     """A Gram made in float16 (CUDA) is not completed with float32 pairs (or the other way round) under one
@@ -233,6 +244,7 @@ def test_resume_never_tops_up_a_gram_of_another_precision(folder, tmp_path, stor
         info.unlink()  # a run folder from before the precision was recorded
     else:
         info.write_text(json.dumps({"precision": stored, "rows": 3}))
+    _unlist(run, f"gram/{name}.json")  # as the manifest of a run made so (a changed working file is refused)
     _png(folder / "n9.png", _noise(9))
     grown = cluster_images([str(folder)], str(run), PARAMS, CONFIG, resume=True)
     assert grown["groups"][0]["gram"]["rows_reused"] == 0 and grown["groups"][0]["gram"]["precision"] == "float32"

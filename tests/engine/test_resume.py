@@ -33,7 +33,7 @@ def test_resume_with_other_parameters_or_fingerprints_is_refused(world, tmp_path
     assert "--resume refused" in err and "params.pce_threshold: recorded 60.0, now 40.0" in err
     other = copy_store(world, tmp_path)
     meta = json.loads((other / "C01.json").read_text())
-    meta["references"] = meta["references"][:2] + meta["references"][:1]  # another store (other metadata)
+    meta["references"] = meta["references"][:2]  # another store (other metadata; one photo twice is refused apart)
     (other / "C01.json").write_text(json.dumps(meta))
     assert main(["identify", str(other), str(ev), "-o", str(run), "--resume", *RUN_ARGS]) == EXIT_FAIL
     assert "C01.json differs from the manifest" in capsys.readouterr().err  # the edited store itself is refused
@@ -59,18 +59,19 @@ def test_resume_on_another_backend_or_precision_is_refused(world, tmp_path, caps
     failed = json.loads(lines[-1])
     failed["error"] = {"kind": "simulated", "reason": "an earlier failure"}  # so a resume has work to do
     (run / "results.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(failed)]) + "\n")
-    (run / "manifest.json").unlink()  # as if interrupted before its end (an edited finished run is refused)
+    (run / "manifest.json").unlink()  # as if killed before its end (an edited finished run is refused)
     before = (run / "results.jsonl").read_bytes()
     capsys.readouterr()
-    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", *RUN_ARGS,
-                 "--precision", "float64"]) == EXIT_FAIL
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", "--adopt-unverified",
+                 *RUN_ARGS, "--precision", "float64"]) == EXIT_FAIL
     assert "computed_by.precision: recorded 'float32', now 'float64'" in capsys.readouterr().err
     pytest.importorskip("torch")
-    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", "--quiet",
-                 "--backend", "torch"]) == EXIT_FAIL
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", "--adopt-unverified",
+                 "--quiet", "--backend", "torch"]) == EXIT_FAIL
     assert "computed_by.backend: recorded 'numpy', now 'torch'" in capsys.readouterr().err
     assert (run / "results.jsonl").read_bytes() == before
-    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", *RUN_ARGS]) == EXIT_OK
+    assert main(["identify", str(world / "fp"), str(ev), "-o", str(run), "--resume", "--adopt-unverified",
+                 *RUN_ARGS]) == EXIT_OK
 
 
 def test_resume_with_the_folder_spelled_differently_adds_nothing(world, tmp_path, monkeypatch):
