@@ -198,7 +198,13 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
 
     pending: list = []
     try:
-        tasks = [(p, params.region, ctx.config.limits) for p in todo]
+        from camid_gpu.cluster.video_rows import is_video_path, video_rows
+
+        videos = {p for p in todo if is_video_path(p)}  # each pooled into one row here (a video is not an image)
+        for path in sorted(videos, key=todo.index):
+            writer.write([_video_record(path, run_dir, params, ctx, stores, video_rows)])
+            progress.advance(1)
+        tasks = [(p, params.region, ctx.config.limits) for p in todo if p not in videos]
         for (path, *_), result in ordered_map(prepare_image, tasks, ctx.workers, max(size + ctx.workers, 2)):
             pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
             if sum(isinstance(x, PreparedImage) for x in pending) >= state["size"]:
@@ -210,3 +216,18 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
         progress.close()
         writer.close()
     return read_results(records_path), len(todo)
+
+
+def _video_record(path: str, run_dir: str, params: ClusterParams, ctx: RunContext, stores: dict[str, RowStore],
+                  rows_of: Any) -> dict[str, Any]:
+    """A video's record, its pooled rows appended to its group's store (:mod:`camid_gpu.cluster.video_rows`)."""
+    try:
+        record, rows, firsts = rows_of(path, params, ctx)
+    except (CamidError, OSError, MemoryError, ValueError) as exc:
+        return error_entry(path, exc)
+    name = record["group"]
+    if name not in stores:
+        stores[name] = RowStore(os.path.join(run_dir, "residuals", f"{name}.f32"), rows.shape[1], 0)
+    record["rows"] = stores[name].append(rows)
+    store_scene(run_dir, name, record["rows"], firsts)
+    return record
