@@ -12,7 +12,9 @@ for an image, so the z is the zero-shift NCC of the pooled plane, N(0, 1) under 
 
 Which cameras: those of the frame's own size are screened (at their PCE clip); those of a larger sensor are
 confirmed unscreened (the hybrid scale/offset search is not screened); the rest are not comparable. A stabilised
-video's screen is at zero shift only: frames moved by the stabiliser are not aligned before the screen.
+video's screen is at zero shift only: frames moved by the stabiliser are not aligned before the screen, so a
+stabilised video is missed there; with ``--shift-range`` (any non-zero range, as for images) the cameras of the
+frame's size are confirmed unscreened, each frame aligned (+-``VIDEO_ALIGN_RANGE`` px) as ``identify`` does.
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ from camid_gpu.pipeline.video import identify_video, pool_video
 
 #: why a larger sensor's cameras are confirmed unscreened
 HYBRID_UNSCREENED = "a video frame smaller than the sensor (its scale/offset search is not screened)"
+#: why the cameras of the frame's size are confirmed unscreened with a --shift-range (or --search-scales)
+SHIFTED_UNSCREENED = ("--shift-range (or --search-scales): a stabilised video's frames are aligned in the "
+                      "confirmation, which a zero-shift screen cannot see")
 
 
 def video_query(x: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,9 +61,11 @@ def search_video(screener: Any, cache: Any, version: str, path: str, params: Par
                         ctx.config.limits, ctx.fingerprint_batch)
     shape = tuple(pooled.numerator.shape)
     geoms = screener.geoms
-    screened = [g for g in geoms if g.shape == shape and params.search_scales is None]
-    unscreened = {r["name"]: HYBRID_UNSCREENED for g in geoms if g not in screened
-                  and g.shape[0] >= shape[0] and g.shape[1] >= shape[1] and g.clip is None for r in g.rows}
+    screenable = params.search_scales is None and tuple(params.shift_range or (1, 1)) == (0, 0)
+    screened = [g for g in geoms if g.shape == shape and screenable]
+    unscreened = {r["name"]: SHIFTED_UNSCREENED if g.shape == shape else HYBRID_UNSCREENED for g in geoms
+                  if g not in screened and g.shape[0] >= shape[0] and g.shape[1] >= shape[1]
+                  and (g.clip is None or g.shape == shape) for r in g.rows}
     compared = sum(len(g.rows) for g in screened) + len(unscreened)
     thr = scr.screen_threshold(compared, params.pce_threshold, miss)
     scores: dict[str, float] = {}
@@ -84,7 +91,8 @@ def search_video(screener: Any, cache: Any, version: str, path: str, params: Par
         "shortlist": [{"camera": cam, "z": json_number(z), "rotation": 0} for z, cam in shortlist],
         "screen_top": [{"camera": cam, "z": json_number(z)} for z, cam in top[:5]],
         "refused": dict(sorted(refused.items())),
-        "video_screen": {"frames_pooled": len(pooled.frames), "row": "X = sum w W I against sqrt(S) K"}}
+        "video_screen": {"frames_pooled": len(pooled.frames), "row": "X = sum w W I against sqrt(S) K",
+                         "shift": "zero (stabilised frames are aligned only in the confirmation)"}}
     return record
 
 

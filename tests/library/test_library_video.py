@@ -52,3 +52,19 @@ def test_the_record_is_the_video_record(video_search):
         inputs = json.load(handle)["inputs"]
     assert r["sha256"] == next(e["sha256"] for e in inputs if e["path"] == r["path"])
 
+
+
+def test_a_stabilised_video_is_confirmed_unscreened_with_a_shift_range(video_world, tmp_path):
+    """A zero-shift screen cannot see a stabilised video's PRNU (its frames sit at other shifts): with
+    --shift-range the cameras of its frame size are confirmed unscreened, the frames aligned, and it is named."""
+    root, _ = video_world
+    lib = str(tmp_path / "LIB")
+    init_library(lib)
+    add_stores(lib, [str(root / "fpv")], case="K1", label="video fingerprints")
+    video = str(root / "data" / "disputed" / "V01" / "stabilised-x264-crf23-g3-0.mp4")
+    _, (plain,) = search_library(lib, [video], str(tmp_path / "A"), Params(), CONFIG)
+    _, (shifted,) = search_library(lib, [video], str(tmp_path / "B"), Params(shift_range=(16, 16)), CONFIG)
+    assert plain["pce"]["decision"] is None and not plain["library"]["shortlist"]
+    assert shifted["pce"]["decision"] == "V01" and shifted["library"]["screened"] == 0
+    assert sorted(shifted["library"]["unscreened"]) == ["V01", "V02"]
+    assert shifted["pce"]["scores"]["V01"]["stabilisation_detected"]
