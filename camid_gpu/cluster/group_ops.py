@@ -11,7 +11,7 @@ from camid_gpu.backend import Backend
 from camid_gpu.cluster.residuals import prepare_image
 from camid_gpu.cluster.rows import RowStore
 from camid_gpu.cluster.similarity import normalise_rows
-from camid_gpu.cluster.video_rows import is_video_record, video_member_clips
+from camid_gpu.cluster.video import is_video_record, video_member_clips
 from camid_gpu.config import ClusterParams
 from camid_gpu.engine.context import RunContext
 from camid_gpu.engine.scheduler import ordered_map

@@ -18,6 +18,7 @@ from camid_gpu.backend import Backend
 from camid_gpu.cluster.rows import RowStore, _stores_from_records
 from camid_gpu.cluster.scene import store_scene
 from camid_gpu.cluster.similarity import normalise_rows
+from camid_gpu.cluster.video import video_rows
 from camid_gpu.config import CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams, InputLimits
 from camid_gpu.engine.context import RunContext
 from camid_gpu.engine.scheduler import Progress, ResultsWriter, ordered_map, read_results, run_chunk_with_retry
@@ -25,6 +26,7 @@ from camid_gpu.errors import CamidError, ImageNoSignalError, ImageTooSmallError
 from camid_gpu.io import ImageInfo, center_clip, read_image
 from camid_gpu.io.listing import file_identity, printable
 from camid_gpu.pipeline.records import error_entry
+from camid_gpu.pipeline.video import is_video_path
 from camid_gpu.prnu.residual import pixels_to_device, residual_native, wiener_dft
 
 
@@ -198,11 +200,9 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
 
     pending: list = []
     try:
-        from camid_gpu.cluster.video_rows import is_video_path, video_rows
-
         videos = {p for p in todo if is_video_path(p)}  # each pooled into one row here (a video is not an image)
-        for path in sorted(videos, key=todo.index):
-            writer.write([_video_record(path, run_dir, params, ctx, stores, video_rows)])
+        for path in (p for p in todo if p in videos):
+            writer.write([_video_record(path, run_dir, params, ctx, stores)])
             progress.advance(1)
         tasks = [(p, params.region, ctx.config.limits) for p in todo if p not in videos]
         for (path, *_), result in ordered_map(prepare_image, tasks, ctx.workers, max(size + ctx.workers, 2)):
@@ -218,14 +218,15 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
     return read_results(records_path), len(todo)
 
 
-def _video_record(path: str, run_dir: str, params: ClusterParams, ctx: RunContext, stores: dict[str, RowStore],
-                  rows_of: Any) -> dict[str, Any]:
-    """A video's record, its pooled rows appended to its group's store (:mod:`camid_gpu.cluster.video_rows`)."""
+def _video_record(path: str, run_dir: str, params: ClusterParams, ctx: RunContext,
+                  stores: dict[str, RowStore]) -> dict[str, Any]:
+    """A video's record, its pooled rows appended to its group's store (:mod:`camid_gpu.cluster.video`)."""
     try:
-        record, rows, firsts = rows_of(path, params, ctx)
+        record, rows, firsts = video_rows(path, params, ctx, lambda shape: region_clip(group_key(*shape),
+                                                                                       params.region))
     except (CamidError, OSError, MemoryError, ValueError) as exc:
         return error_entry(path, exc)
-    name = record["group"]
+    name = record["group"] = group_name(group_key(*record["size"]))
     if name not in stores:
         stores[name] = RowStore(os.path.join(run_dir, "residuals", f"{name}.f32"), rows.shape[1], 0)
     record["rows"] = stores[name].append(rows)

@@ -76,7 +76,7 @@ def test_video_row_links_to_a_still_of_its_camera_only():
 
     from camid_gpu.backend import get_backend
     from camid_gpu.cluster.residuals import residual_rows
-    from camid_gpu.cluster.video_rows import video_rows
+    from camid_gpu.cluster.video import video_rows
     from camid_gpu.engine.context import run_context
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,10 +84,25 @@ def test_video_row_links_to_a_still_of_its_camera_only():
         for camera in (0, 1):
             write_camera(__import__("pathlib").Path(folder) / str(camera), camera, videos=1, stills=2)
         ctx = run_context(CONFIG)
-        _, row, _ = video_rows(os.path.join(folder, "0", "clip0.mp4"), ClusterParams(region=None), ctx)
+        _, row, _ = video_rows(os.path.join(folder, "0", "clip0.mp4"), ClusterParams(region=None), ctx, lambda s: None)
         z = {}
         for camera in (0, 1):
             stills = [np.asarray(Image.open(os.path.join(folder, str(camera), f"still{s}.png"))) for s in (0, 1)]
             rows, _ = residual_rows(get_backend("numpy"), stills, ClusterParams(region=None))
             z[camera] = (rows @ row[0]) * np.sqrt(row.shape[1])
     assert z[0].min() > 15 and np.abs(z[1]).max() < 5
+
+
+def test_cluster_command_line_takes_videos_with_a_frame_choice(clustered, tmp_path):
+    """``camid cluster --frames 2``: each video pooled from at most two frames; the videos are rows, not errors."""
+    from camid_gpu._shared.jsonio import read_jsonl
+    from camid_gpu.cli import main
+
+    root, _ = clustered
+    assert main(["cluster", str(root / "in" / "cam0"), "-o", str(tmp_path / "run"), "--region", "full",
+                 "--backend", "numpy", "--quiet", "--frames", "2"]) == 0
+    videos = [r for r in read_jsonl(str(tmp_path / "run" / "images.jsonl")) if r["path"].endswith(".mp4")]
+    assert len(videos) == 2 and all(r["error"] is None for r in videos)
+    assert all(r["video"]["selection"] == "2" and r["video"]["frames_pooled"] == 2 for r in videos)
+    clusters = json.loads((tmp_path / "run" / "clusters.json").read_text())["clusters"]
+    assert [len(c["members"]) for c in clusters] == [5]

@@ -18,11 +18,10 @@ frame selection. Cluster fingerprints take a video member's frames as references
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from camid_gpu.cluster.residuals import group_key, group_name, region_clip
 from camid_gpu.cluster.similarity import normalise_rows
 from camid_gpu.config import CLUSTER_MIN_REGION, ClusterParams
 from camid_gpu.engine.context import RunContext
@@ -33,12 +32,12 @@ from camid_gpu.io.video import VideoReader
 from camid_gpu.pipeline.video import is_video_path, pool_video
 
 
-def video_rows(path: str, params: ClusterParams, ctx: RunContext) -> tuple[dict[str, Any], np.ndarray,
-                                                                          list[np.ndarray]]:
-    """A video's cluster record (without ``rows``), its normalised rows (one per turn) and the pooled frames'
-    first clip per turn (the same-scene descriptor's pixels). Raises ImageError for a video that cannot be used."""
+def video_rows(path: str, params: ClusterParams, ctx: RunContext, clip: Callable[[tuple[int, int]], Any]
+               ) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
+    """A video's cluster record (without ``group`` and ``rows``), its normalised rows (one per turn) and the
+    pooled frames' first clip per turn (the same-scene descriptor's pixels); ``clip(turned frame size)`` is the
+    region its group compares. Raises ImageError for a video that cannot be used."""
     options = current_options()
-    clip = (lambda shape: region_clip(group_key(*shape), params.region))
     pools, turns = [], [0]
     while len(pools) < len(turns):
         pools.append(pool_video(ctx.backend, path, params.sigma, params.levels, params.wavelet, options,
@@ -49,10 +48,9 @@ def video_rows(path: str, params: ClusterParams, ctx: RunContext) -> tuple[dict[
     rows = np.stack([p.whitened().reshape(-1) for p in pools])
     if not np.isfinite(rows).all() or not (rows.std(axis=1) > 0).all():
         raise ImageNoSignalError(path, "the pooled residual is not finite or constant; no sensor noise to compare")
-    group = group_key(info.height, info.width)
     record = {"path": path, "sha256": info.sha256, "file_size": info.file_size, "format": info.format,
               "size": [info.height, info.width], "channels": 1, "bit_depth": 8, "exif": {},
-              "group": group_name(group), "region": list(pools[0].numerator.shape), "rotations": turns,
+              "region": list(pools[0].numerator.shape), "rotations": turns,
               "error": None,
               "video": dict(info.to_dict(), options=options.to_dict(), frames_pooled=len(pools[0].frames),
                             row="X / sqrt(S): the ML-pooled residual, whitened")}
