@@ -34,7 +34,8 @@ def write_camera(folder, camera: int, videos: int = 2, stills: int = 3, seed: in
         encode_video(folder / f"clip{v}.mp4", frames, crf=23, gop=3)
     rng = rng_for(seed, 91, camera)
     for s in range(stills):
-        Image.fromarray(_expose(_scene_field("natural", rng, *FRAME, SENSOR), k, SENSOR, rng)).save(
+        # colour stills: a cluster fingerprint then takes a video's luma frames beside colour references
+        Image.fromarray(_expose(_scene_field("natural", rng, *FRAME, SENSOR), k, SENSOR, rng)).convert("RGB").save(
             folder / f"still{s}.png")
 
 
