@@ -100,8 +100,8 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
             e = file_entry(r["path"], "image")
             e["error"] = r["error"]
         else:
-            e = {"path": r["path"], "abspath": os.path.abspath(r["path"]), "role": "video" if r.get("video") else "image",
-                 "size": r["file_size"],
+            e = {"path": r["path"], "abspath": os.path.abspath(r["path"]),
+                 "role": "video" if r.get("video") else "image", "size": r["file_size"],
                  "sha256": r["sha256"], "pixels": r["size"], "format": r["format"], "exif": r.get("exif", {})}
         inputs_manifest.append(e)
     run_folder.write_manifest(
