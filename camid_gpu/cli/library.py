@@ -14,6 +14,7 @@ from camid_gpu.cli.evidence import (
     print_evidence,
     write_evidence,
 )
+from camid_gpu.cli.video import add_frames_option
 from camid_gpu.cli.exits import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY_FAILED
 from camid_gpu.cli.options import config_of, print_manifest
 from camid_gpu.io.listing import printable
@@ -70,6 +71,7 @@ def add_library_parser(sub, add_backend_options, add_dask_option) -> None:
     _add_expect_version(p)
     add_dask_option(p, "the screening tiles")
     add_backend_options(p)
+    add_frames_option(p)  # a video query: its frames pooled
     add_calibration_option(p)
     add_casework_options(p)
 

@@ -245,6 +245,7 @@ def _add_cluster_parser(sub: Any) -> None:
     _add_adopt_option(p)
     _add_dask_option(p, "the Gram tiles")
     _add_backend_options(p)
+    add_frames_option(p)  # a video is one row: its frames pooled
     add_casework_options(p)
 
 

@@ -11,6 +11,7 @@ from camid_gpu.backend import Backend
 from camid_gpu.cluster.residuals import prepare_image
 from camid_gpu.cluster.rows import RowStore
 from camid_gpu.cluster.similarity import normalise_rows
+from camid_gpu.cluster.video import is_video_record, video_member_clips
 from camid_gpu.config import ClusterParams
 from camid_gpu.engine.context import RunContext
 from camid_gpu.engine.scheduler import ordered_map
@@ -33,6 +34,8 @@ class GroupOps:
     def accumulate(self, members: Sequence[tuple[int, int]]) -> FingerprintAccumulator:
         p = self.params
         acc = FingerprintAccumulator(p.sigma, p.levels, p.wavelet, self.bk)
+        videos = [(i, k) for i, k in members if is_video_record(self.records[i])]  # their frames are references
+        members = [(i, k) for i, k in members if not is_video_record(self.records[i])]
         tasks = [(self.records[i]["path"], p.region, self.ctx.config.limits) for i, _ in members]
         batch: list[np.ndarray] = []
         for ((path, *_), result), (i, k) in zip(ordered_map(prepare_image, tasks, self.ctx.workers,
@@ -46,6 +49,20 @@ class GroupOps:
             if len(batch) == self.batch:
                 acc.add(np.stack(batch))
                 batch = []
+        if batch:
+            acc.add(np.stack(batch))
+        return self._add_videos(acc, videos)
+
+    def _add_videos(self, acc: FingerprintAccumulator, videos: Sequence[tuple[int, int]]) -> FingerprintAccumulator:
+        """Video members' frames (luma) as references, after the stills: repeated over the colour channels
+        when the stills are colour (the gray of three equal channel estimates is the luma's estimate)."""
+        batch: list[np.ndarray] = []
+        for i, k in videos:
+            for clip in video_member_clips(self.records[i], self.params, k, self.ctx):
+                batch.append(np.repeat(clip[..., None], 3, -1) if acc.shape and len(acc.shape) == 3 else clip)
+                if len(batch) == self.batch:
+                    acc.add(np.stack(batch))
+                    batch = []
         if batch:
             acc.add(np.stack(batch))
         return acc

@@ -18,14 +18,17 @@ from camid_gpu.backend import Backend
 from camid_gpu.cluster.rows import RowStore, _stores_from_records
 from camid_gpu.cluster.scene import store_scene
 from camid_gpu.cluster.similarity import normalise_rows
+from camid_gpu.cluster.video import video_rows
 from camid_gpu.config import CLUSTER_MIN_REGION, CLUSTER_MIN_RESIDUAL_RMS, ClusterParams, InputLimits
 from camid_gpu.engine.context import RunContext
+from camid_gpu.engine.video import current_options as current_video_options
 from camid_gpu.engine.scheduler import Progress, ResultsWriter, ordered_map, read_results, run_chunk_with_retry
 from camid_gpu.errors import CamidError, ImageNoSignalError, ImageTooSmallError
 from camid_gpu.io import ImageInfo, center_clip, read_image
 from camid_gpu.io.listing import file_identity, printable
 from camid_gpu.pipeline.copies import pixels_sha256
 from camid_gpu.pipeline.records import error_entry
+from camid_gpu.pipeline.video import is_video_path
 from camid_gpu.prnu.residual import pixels_to_device, residual_native, wiener_dft
 
 
@@ -87,12 +90,16 @@ def residual_rows(bk: Backend, clips: Sequence[np.ndarray], params: ClusterParam
     return normalise_rows(host), rms
 
 
-def check_resume_params(run_dir: str, params: ClusterParams, resume: bool, precision: str) -> None:
+def check_resume_params(run_dir: str, params: ClusterParams, resume: bool, precision: str,
+                        video: dict[str, Any] | None = None) -> None:
     """Refuse to continue a run made with other residual parameters or working precision (``--precision``):
-    its rows would not be comparable, or the run would mix float32 and float64 residuals."""
+    its rows would not be comparable, or the run would mix float32 and float64 residuals. ``video``: the video
+    options (``--frames``) when the run has videos: a video's row pools the frames they choose."""
     path = os.path.join(run_dir, "cluster-params.json")
     shaping = {k: params.to_dict()[k] for k in ("region", "sigma", "levels", "wavelet")}
     shaping["residual_precision"] = precision
+    if video is not None:
+        shaping["video"] = video
     if resume and os.path.exists(path):
         try:
             with open(path, encoding="utf-8") as handle:
@@ -103,6 +110,8 @@ def check_resume_params(run_dir: str, params: ClusterParams, resume: bool, preci
             raise CamidError(f"{path} is damaged ({exc}); the run's residual parameters are unknown, so it cannot "
                              f"be resumed: start a new run folder") from exc
         stored.setdefault("residual_precision", precision)  # folders written before it was recorded
+        if "video" in stored and "video" not in shaping:  # a run with videos, resumed with images only
+            shaping["video"] = current_video_options()
         diffs = [f"{k}: run {stored.get(k)!r}, requested {v!r}" for k, v in shaping.items() if stored.get(k) != v]
         if diffs:
             raise CamidError(f"{run_dir} was made with other residual parameters ({'; '.join(diffs)}); "
@@ -200,7 +209,11 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
 
     pending: list = []
     try:
-        tasks = [(p, params.region, ctx.config.limits) for p in todo]
+        videos = {p for p in todo if is_video_path(p)}  # each pooled into one row here (a video is not an image)
+        for path in (p for p in todo if p in videos):
+            writer.write([_video_record(path, run_dir, params, ctx, stores)])
+            progress.advance(1)
+        tasks = [(p, params.region, ctx.config.limits) for p in todo if p not in videos]
         for (path, *_), result in ordered_map(prepare_image, tasks, ctx.workers, max(size + ctx.workers, 2)):
             pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
             if sum(isinstance(x, PreparedImage) for x in pending) >= state["size"]:
@@ -212,3 +225,19 @@ def compute_residuals(paths: Sequence[str], run_dir: str, params: ClusterParams,
         progress.close()
         writer.close()
     return read_results(records_path), len(todo)
+
+
+def _video_record(path: str, run_dir: str, params: ClusterParams, ctx: RunContext,
+                  stores: dict[str, RowStore]) -> dict[str, Any]:
+    """A video's record, its pooled rows appended to its group's store (:mod:`camid_gpu.cluster.video`)."""
+    try:
+        record, rows, firsts = video_rows(path, params, ctx, lambda shape: region_clip(group_key(*shape),
+                                                                                       params.region))
+    except (CamidError, OSError, MemoryError, ValueError) as exc:
+        return error_entry(path, exc)
+    name = record["group"] = group_name(group_key(*record["size"]))
+    if name not in stores:
+        stores[name] = RowStore(os.path.join(run_dir, "residuals", f"{name}.f32"), rows.shape[1], 0)
+    record["rows"] = stores[name].append(rows)
+    store_scene(run_dir, name, record["rows"], firsts)
+    return record

@@ -34,6 +34,7 @@ from camid_gpu.cluster.stages import pair_stage, refine_stage
 from camid_gpu.config import ClusterParams, RunConfig
 from camid_gpu.engine import run_folder
 from camid_gpu.engine.context import RunContext, run_context
+from camid_gpu.engine.video import video_spec
 from camid_gpu.pipeline.prepare import disputed_listing
 from camid_gpu.provenance import file_entry, utc_now
 
@@ -66,7 +67,8 @@ def _input_entries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             e = file_entry(r["path"], "image")
             e["error"] = r["error"]
         else:
-            e = {"path": r["path"], "abspath": os.path.abspath(r["path"]), "role": "image", "size": r["file_size"],
+            e = {"path": r["path"], "abspath": os.path.abspath(r["path"]),
+                 "role": "video" if r.get("video") else "image", "size": r["file_size"],
                  "sha256": r["sha256"], "pixels": r["size"], "format": r["format"], "exif": r.get("exif", {})}
         out.append(e)
     return out
@@ -132,7 +134,7 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     paths, skipped = listing.images, [s.to_dict() for s in listing.skipped]
     params, region_choice = resolve_region(params, paths, run_dir, resume)  # --region auto: from frames and budget
     adopted = _checked_resume(run_dir, adopt_unverified) if resume else []
-    check_resume_params(run_dir, params, resume, ctx.config.precision)
+    check_resume_params(run_dir, params, resume, ctx.config.precision, video_spec(paths).get("video"))
     if state is not None:
         state.update(params=params, started=started, adopted=adopted)
     if resume:

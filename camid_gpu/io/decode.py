@@ -97,8 +97,9 @@ def describe_content(head: bytes | None) -> str:
         if head.startswith(magic):
             return name
     video = sniff_video(head)
-    if video:  # identify and fingerprint take videos; the other commands read images only
-        return f"a {video} video (camid identify and camid fingerprint read videos; this command reads images)"
+    if video:  # identify, fingerprint, cluster and library search take videos; the others read images only
+        return (f"a {video} video (camid identify, fingerprint, cluster and library search read videos; this "
+                f"command reads images)")
     if head[4:8] == b"ftyp":
         return f"ISO media ({head[8:12].decode('ascii', 'replace')}, e.g. AVIF)"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":

@@ -32,6 +32,7 @@ from camid_gpu.config import LIBRARY_CHUNK_LIMIT, LIBRARY_SCREEN_MISS, Params, R
 from camid_gpu.engine.context import RunContext, run_context
 from camid_gpu.engine import run_folder
 from camid_gpu.engine import scheduler
+from camid_gpu.engine.video import video_spec
 from camid_gpu.errors import CamidError, ImageError, LibraryError, ScoreError
 from camid_gpu.io.geometry import center_clip
 from camid_gpu.library import arrays as arr
@@ -393,7 +394,7 @@ def search_library(library: str, inputs: Sequence[str], run_dir: str, params: Pa
                 "methods": ["pce"], "library": {"path": os.path.abspath(library), "version": version},
                 "screen": {"miss": miss, "form": scr.SCREEN_FORM}, "kind": kind,
                 "inputs": sorted({run_folder.canonical(p) for p in listing.images}),
-                "computed_by": ctx.computed_by()}
+                "computed_by": ctx.computed_by(), **video_spec(listing.images)}  # --frames, when it has videos
         run_folder.record_spec(run_dir, spec, resume)
         plan = run_folder.plan_resume(listing.images, run_folder.existing_records(results) if resume else [])
         writer = scheduler.ResultsWriter(results, resume)
@@ -451,6 +452,8 @@ def _search_files(library, todo, writer, rows, geoms, version, params, ctx: RunC
         pending.clear()
 
     try:
+        videos = _search_videos(screener, cache, version, todo, writer, params, miss, ctx, progress)
+        tasks = [t for t in tasks if t[0] not in videos]
         for (path, *_), result in scheduler.ordered_map(prepare.prepare_disputed, tasks, ctx.workers,
                                                         max(size + ctx.workers, 2)):
             pending.append(error_entry(path, result) if isinstance(result, BaseException) else result)
@@ -462,6 +465,24 @@ def _search_files(library, todo, writer, rows, geoms, version, params, ctx: RunC
         progress.close()
         writer.close()
         screener.close()
+
+
+def _search_videos(screener, cache, version, todo, writer, params, miss, ctx: RunContext, progress) -> set[str]:
+    """The videos of ``todo``, one at a time in this process (:mod:`camid_gpu.library.video`), before the images;
+    returns their paths."""
+    from camid_gpu.library.video import search_video
+    from camid_gpu.pipeline.video import is_video_path
+
+    videos = [p for p in todo if is_video_path(p)]
+    for path in videos:
+        try:
+            record = search_video(screener, cache, version, path, params, miss, ctx)
+        except (CamidError, OSError, MemoryError, ValueError) as exc:
+            record = error_entry(path, exc)
+        record["realpath"] = run_folder.canonical(path)
+        writer.write([record])
+        progress.advance(1)
+    return set(videos)
 
 
 __all__ = ["geometries", "plan_image", "search_chunk", "search_library"]

@@ -25,7 +25,7 @@ from camid_gpu.pipeline.prepare import MIN_SIDE, content_problem, kind_in_name
 from camid_gpu.pipeline.records import video_record
 from camid_gpu.prnu.decision import decide
 from camid_gpu.prnu.scales import crop_positions, scale_grid, scaled_size
-from camid_gpu.prnu.video import VideoPool, hybrid_scales, search_pooled
+from camid_gpu.prnu.video import VideoPool, frame_products, hybrid_scales, search_pooled, type_weight
 
 
 @dataclass
@@ -215,4 +215,80 @@ def is_video_path(path: str) -> bool:
     return os.path.isfile(path) and is_video_file(path)
 
 
-__all__ = ["HybridCache", "VideoOptions", "frame_batches", "identify_video", "is_video_path"]
+@dataclass
+class PooledVideo:
+    """A video's frames pooled without a camera (a cluster row, a library query): the ML sums
+    ``X = sum_i w_i W_i I_i`` (zero-mean) and ``S = sum_i w_i I_i^2`` (host float64, the compared clip), the
+    video's facts (``info``: container hash, frames decoded, each frame's ``pooled`` flag), the frames pooled
+    and the first of them (its pixels: the cluster's same-scene descriptor)."""
+
+    info: Any
+    numerator: np.ndarray
+    denominator: np.ndarray
+    frames: list[dict[str, Any]]
+    first: np.ndarray
+
+    def whitened(self) -> np.ndarray:
+        """``X / sqrt(S)``: the pooled residual with uniform noise. With ``w_i = q_i / var(W_i)`` the noise of
+        ``X`` at a pixel has variance ``~ sum_i q_i w_i I_i^2 ~ S``, so this row's noise is flat over the frame as
+        a still's residual is, and its NCC with a still's residual row is the matched correlation (see
+        :mod:`camid_gpu.cluster.residuals` for the forms measured)."""
+        return self.numerator / np.sqrt(np.maximum(self.denominator, 1e-6))
+
+
+def pool_video(bk: Backend, path: str, sigma: float, levels: int, wavelet: str, options: VideoOptions,
+               limits: InputLimits | None, batch: int | Callable[[int], int],
+               clip: Callable[[tuple[int, int]], tuple[int, int] | None] | None = None, turn: int = 0,
+               min_side: int = MIN_SIDE) -> PooledVideo:
+    """The frames of ``path`` (``options.frames``: keyframes by default), each turned by ``turn`` degrees (0, 90,
+    270) and centre-clipped to ``clip(turned frame size)`` (as the cluster's images are), pooled by the ML
+    weights identify uses (:class:`~camid_gpu.prnu.video.VideoPool`); at most ``batch`` frames held
+    (``batch(pixels)`` from the run's budget). Raises ImageError (a per-file error) for a video that cannot be
+    used (frames under ``min_side``, no non-constant frame)."""
+    with VideoReader(path, limits, options.frames) as reader:
+        info = reader.info
+        shape = (info.height, info.width) if turn % 180 == 0 else (info.width, info.height)
+        if min(shape) < min_side:
+            raise ImageTooSmallError(path, f"video frames are {info.height}x{info.width}, smaller than {min_side} "
+                                           f"on the short side")
+        cut = clip(shape) if clip else None
+        compared = tuple(cut) if cut else shape
+        if callable(batch):
+            batch = batch(int(compared[0]) * int(compared[1]))
+        sums: list[Any] = [None, None]
+        used: list[dict[str, Any]] = []
+        held: list[tuple[np.ndarray, dict[str, Any]]] = []
+        first = None
+
+        def pool() -> None:
+            nonlocal first
+            keep = [(f, m) for f, m in held if content_problem(f, 8, reference=False) is None]
+            held.clear()
+            if not keep:
+                return
+            products, intensity, variance = frame_products(bk, np.stack([f for f, _ in keep]), sigma, levels, wavelet)
+            weights = np.array([type_weight(m["type"]) for _, m in keep]) / np.maximum(variance, 1e-12)
+            w = bk.asarray(weights.astype(np.float32)).reshape(-1, 1, 1)
+            for n, part in enumerate((products, intensity * intensity)):
+                value = bk.to_numpy(bk.sum(part * w, 0)[0]).astype(np.float64)
+                sums[n] = value if sums[n] is None else sums[n] + value
+            first = keep[0][0] if first is None else first
+            used.extend(m for _, m in keep)
+
+        for frame, meta in reader.frames():
+            turned = np.rot90(frame, turn // 90) if turn % 360 else frame
+            held.append((np.ascontiguousarray(center_clip(turned, cut, path)), meta.to_dict()))
+            if len(held) >= max(1, int(batch)):
+                pool()
+        pool()
+        if not used:
+            raise ImageContentError(path, f"insufficient content: all {len(info.frames_used)} frames decoded are "
+                                          f"constant (no sensor noise to use)")
+    pooled = {f["index"] for f in used}
+    for frame in info.frames_used:
+        frame["pooled"] = frame["index"] in pooled
+    return PooledVideo(info, sums[0] - sums[0].mean(), sums[1], used, first)
+
+
+__all__ = ["HybridCache", "PooledVideo", "VideoOptions", "frame_batches", "identify_video", "is_video_path",
+           "pool_video"]

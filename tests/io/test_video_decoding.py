@@ -158,5 +158,6 @@ def test_variable_frame_rate_is_handled_and_said(tmp_path):
 def test_commands_that_read_images_only_name_a_video_as_such(clip):
     from camid_gpu.io.decode import read_image
 
-    with pytest.raises(ImageDecodeError, match="a MP4 video .*camid identify and camid fingerprint read videos"):
+    with pytest.raises(ImageDecodeError,
+                       match="a MP4 video .*camid identify, fingerprint, cluster and library search read videos"):
         read_image(clip)
