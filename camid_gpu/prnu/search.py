@@ -394,6 +394,15 @@ def search_scale_crop(bk: Backend | str, image: np.ndarray, fingerprints: Sequen
     _check_fits((h, w), cams, grid)
     evaluate = _ScaleEvaluator(bk, _weighted_residual(bk, image, sigma, levels, wavelet), (h, w),
                                template_blur, grid_period, camera_chunk)
+    return search_cameras(evaluate, cams, grid, (h, w), threshold, early_stop, refine_step)
+
+
+def search_cameras(evaluate: "_ScaleEvaluator", cams: Sequence[tuple[str, np.ndarray]], grid: np.ndarray,
+                   shape: tuple[int, int], threshold: float, early_stop: bool,
+                   refine_step: float | None = None) -> list[SearchResult]:
+    """One ``SearchResult`` per camera of ``cams`` (checked ``(name, K)``): the scale grid searched for the
+    disputed residual that ``evaluate`` holds (of size ``shape``), cameras of one sensor size together. Shared by
+    the still-image search and the video's hybrid search (:mod:`camid_gpu.prnu.video`)."""
     records: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in cams}
     stopped = {name: False for name, _ in cams}
     groups: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = {}
@@ -403,7 +412,7 @@ def search_scale_crop(bk: Backend | str, image: np.ndarray, fingerprints: Sequen
         _search_grid(evaluate, members, grid, records, stopped, threshold, early_stop)
         if refine_step is not None:
             _refine(evaluate, members, grid, float(refine_step), records)
-    return [_camera_result(name, k.shape, records[name], stopped[name], grid, (h, w)) for name, k in cams]
+    return [_camera_result(name, k.shape, records[name], stopped[name], grid, shape) for name, k in cams]
 
 
 def search_record(results: Sequence[SearchResult], threshold: float = PCE_THRESHOLD) -> dict[str, Any]:

@@ -286,14 +286,7 @@ def search_pooled(bk: Backend, weighted: Array, cameras: Sequence[tuple[str, np.
     sc._check_fits((h, w), cams, grid)
     blur = sc.TEMPLATE_BLUR if template_blur is None else template_blur
     evaluate = sc._ScaleEvaluator(bk, weighted, (h, w), blur, 0, PCE_CAMERA_CHUNK)
-    records: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in cams}
-    stopped = {name: False for name, _ in cams}
-    groups: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = {}
-    for name, k in cams:
-        groups.setdefault(k.shape, []).append((name, k))
-    for members in groups.values():
-        sc._search_grid(evaluate, members, grid, records, stopped, math.inf, False)
-    return [sc._camera_result(name, k.shape, records[name], False, grid, (h, w)) for name, k in cams]
+    return sc.search_cameras(evaluate, cams, grid, (h, w), math.inf, False)
 
 
 def hybrid_scales(frame: tuple[int, int], sensor: tuple[int, int], step: float, span: float) -> np.ndarray:

@@ -18,6 +18,19 @@ from camid_gpu.engine.scheduler import read_results
 from conftest import RUN_ARGS
 
 
+def _interrupt_after_first_write(monkeypatch) -> None:
+    """Ctrl-C as the run writes its second chunk of records (the first is written)."""
+    real, calls = scheduler.ResultsWriter.write, []
+
+    def interrupted(self, records):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        real(self, records)
+
+    monkeypatch.setattr(scheduler.ResultsWriter, "write", interrupted)
+
+
 @pytest.fixture(scope="module")
 def finished(world, tmp_path_factory):
     """A finished identify run of the world's four flat images."""
@@ -139,15 +152,7 @@ def test_an_interrupted_run_writes_the_manifest_of_what_it_wrote(world, tmp_path
     """Ctrl-C (or SIGTERM, or a full disk) after the first records: the run still leaves a manifest of them, so a
     plain --resume can check them (only a run killed outright needs --adopt-unverified)."""
     run = tmp_path / "run"
-    real, calls = scheduler.ResultsWriter.write, []
-
-    def interrupted(self, records):
-        calls.append(1)
-        if len(calls) > 1:
-            raise KeyboardInterrupt
-        real(self, records)
-
-    monkeypatch.setattr(scheduler.ResultsWriter, "write", interrupted)
+    _interrupt_after_first_write(monkeypatch)
     config = RunConfig(backend="numpy", progress=False, chunk=1)
     with pytest.raises(KeyboardInterrupt):
         identify_run(str(world / "fp"), [str(world / "data" / "disputed")], str(run), ("pce",), _params(), config)
@@ -249,15 +254,7 @@ def test_an_interrupted_evaluate_run_writes_the_manifest_of_what_it_wrote(world,
     from camid_gpu.engine.evaluation import evaluate_dataset
 
     run = tmp_path / "eval"
-    real, calls = scheduler.ResultsWriter.write, []
-
-    def interrupted(self, records):
-        calls.append(1)
-        if len(calls) > 1:
-            raise KeyboardInterrupt
-        real(self, records)
-
-    monkeypatch.setattr(scheduler.ResultsWriter, "write", interrupted)
+    _interrupt_after_first_write(monkeypatch)
     config = RunConfig(backend="numpy", progress=False, chunk=1)
     with pytest.raises(KeyboardInterrupt):
         evaluate_dataset(str(world / "data"), str(run), ("pce",), Params(pce_clip=(128, 128), mahalanobis_clip=(128, 128), refs=3),
