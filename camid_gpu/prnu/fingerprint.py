@@ -113,6 +113,20 @@ class FingerprintAccumulator:
         self.count += other.count
         return self
 
+    def without(self, part: "FingerprintAccumulator") -> "FingerprintAccumulator":
+        """A new accumulator of this one's images less ``part``'s (a subset of them, added to both): a
+        leave-one-out fingerprint from the sums of all references, without holding each reference's sums."""
+        if part.count == 0:
+            return self
+        if part.count > self.count or part.shape != self.shape:
+            raise ValueError(f"cannot take sums of {part.count} image(s) of shape {part.shape} out of "
+                             f"{self.count} of shape {self.shape}")
+        out = FingerprintAccumulator(self.sigma, self.levels, self.wavelet, self.bk)
+        out.shape, out.count = self.shape, self.count - part.count
+        if out.count:
+            out._weighted, out._norm = self._weighted - part._weighted, self._norm - part._norm
+        return out
+
     def channel_estimates(self) -> Array:
         """Per-channel ``K = sum W T / (sum T^2 + 1)``, native ``(C, H, W)`` (before ZeroMeanTotal)."""
         if self.count == 0:

@@ -7,7 +7,7 @@ import warnings
 from camid_gpu._shared.custody import Custody
 from camid_gpu._shared.progress import Progress
 from camid_gpu.report import cameras, decisions, membership, overview, pce, truth
-from camid_gpu.report import evidence, quality
+from camid_gpu.report import evidence, quality, store_view
 from camid_gpu.report.figures import RC, load_matplotlib
 from camid_gpu.report.html import page
 from camid_gpu.report.load import Run, load_run
@@ -55,13 +55,18 @@ def _render(run: Run, progress: bool | None = False) -> str:
         # still miss a glyph: that must not stop a report (pytest runs with warnings as errors)
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
+        # the recomputed diagnostics first, in one bounded pass with a bar over its files (or read where kept)
+        found = quality.diagnostics(run, progress)
         steps = [lambda: evidence.casework_section(run), lambda: overview.section(run),
                  lambda: decisions.section(run), lambda: evidence.evidence_section(run), lambda: pce.section(run, mpl),
                  lambda: membership.section(run), lambda: cameras.section(run, mpl), lambda: truth.section(run, mpl),
-                 lambda: quality.section(run)]
-        with Progress(len(steps), "report sections", progress) as bar:  # the figures take the time
-            body = []
-            for step in steps:
-                body.append(step())
-                bar.advance()
+                 lambda: quality.section(run, found) if found is not None else ""]
+        try:
+            with Progress(len(steps), "report sections", progress) as bar:  # the figures take the time
+                body = []
+                for step in steps:
+                    body.append(step())
+                    bar.advance()
+        finally:
+            store_view.release()  # the one camera's arrays a figure read
     return page(run, [b for b in body if b])
