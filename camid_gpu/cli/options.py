@@ -83,6 +83,14 @@ def _cap_workers(config: cfg.RunConfig, inputs: list[str]) -> None:
         print(f"camid: note: {note}", file=sys.stderr)
 
 
+def budget_of(args: argparse.Namespace) -> int | None:
+    """``--max-host-memory`` of a command that builds no run configuration (``report``); None: the default."""
+    budget = _bytes("--max-host-memory", getattr(args, "max_host_memory", None))
+    if budget is not None and budget < cfg.MIN_MEMORY_BUDGET:
+        raise ValueError(f"--max-host-memory must be at least {cfg.MIN_MEMORY_BUDGET} bytes; got {budget}")
+    return budget
+
+
 def _bytes(option: str, text: str | None) -> int | None:
     try:
         return cfg.parse_bytes(text)

@@ -245,6 +245,10 @@ def _add_tool_parsers(sub: Any) -> None:
     p.add_argument("--fingerprints", default=None, help="fingerprint folder (default: from the manifest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--max-host-memory", default=None,
+                   help=f"host memory budget of the recomputed diagnostics, e.g. 1G (default {cfg.HOST_MEMORY >> 30}G, "
+                        f"or half of RAM when less); they are computed one file at a time, and a frame that needs "
+                        f"more gets no correlation surface")
 
     p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
     p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")

@@ -185,6 +185,10 @@ HOST_MEMORY = 2 << 30
 #: computed on this centre clipping of the references (or the run's smaller PCE clip): the same comparison
 #: on every camera at a bounded cost (three residuals of 1 MP per reference), whatever the sensor size
 QUALITY_CLIP = (1024, 1024)
+#: host bytes per pixel of the report's recomputed diagnostics (one frame at a time: decoded pixels, a float32
+#: residual and its correlation plane), measured: a 10 MP frame peaked at ~1.05 GB above the report's base; a
+#: frame needing more than the host budget gets no correlation surface (said in the report)
+DIAGNOSTICS_BYTES_PER_PIXEL = 110
 #: images per step of a fingerprint's ML accumulation (camera and cluster fingerprints), at most: the count
 #: before budgets applied (a step holds that many whole frames; a smaller budget gives smaller steps)
 FINGERPRINT_BATCH = 4

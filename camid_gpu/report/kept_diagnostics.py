@@ -21,7 +21,7 @@ from camid_gpu._shared.custody import check_files
 from camid_gpu._shared.jsonio import write_json
 from camid_gpu._shared.progress import Progress
 from camid_gpu._version import __version__
-from camid_gpu.config import Params
+from camid_gpu.config import DIAGNOSTICS_BYTES_PER_PIXEL, Params
 from camid_gpu.errors import CamidError
 from camid_gpu.evidence.diagnostics import fingerprint_quality, pce_surface
 from camid_gpu.report.load import Run
@@ -31,9 +31,10 @@ DIAGNOSTICS_FILE = "diagnostics.json"
 FORMAT = "camid-report-diagnostics"
 
 
-def _key(run: Run, params: Params, surfaces: Sequence[tuple[int, dict, str]], cameras: Sequence[Any]) -> dict:
+def _key(run: Run, params: Params, surfaces: Sequence[tuple[int, dict, str]], cameras: Sequence[Any],
+         budget: int) -> dict:
     """What the diagnostics depend on: kept ones are used only when all of it is the same."""
-    key = {"run_manifest_sha256": run.custody.manifest_sha256, "camid": __version__, "params": params.to_dict(),
+    key = {"host_budget": int(budget), "run_manifest_sha256": run.custody.manifest_sha256, "camid": __version__, "params": params.to_dict(),
            "fingerprints": {fp.camera: getattr(fp, "arrays_sha256", None) for fp in run.store},
            "surfaces": [[i, cam] for i, _, cam in surfaces], "cameras": [fp.camera for fp in cameras]}
     return json.loads(json.dumps(key))  # as read back (tuples become lists)
@@ -83,11 +84,29 @@ def _keep(run: Run, params: Params, data: dict) -> str:
     return _where(digest)
 
 
+def _over_budget(r: dict, params: Params, budget: int) -> str | None:
+    """Why the surface of record ``r`` is not drawn within ``budget`` bytes (None when it fits)."""
+    size = r.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        return None
+    h, w = params.pce_clip or size
+    need = h * w * DIAGNOSTICS_BYTES_PER_PIXEL
+    if need <= budget:
+        return None
+    return (f"not drawn: recomputing the correlation of a {h}x{w} frame needs about {need / 2**30:.2f} GiB, over the "
+            f"host memory budget of {budget / 2**30:.2f} GiB (--max-host-memory)")
+
+
 def _compute(run: Run, params: Params, surfaces: Sequence[tuple[int, dict, str]], cameras: Sequence[Any],
-             bar: Progress) -> dict:
+             bar: Progress, budget: int) -> dict:
     by_name = {fp.camera: fp for fp in run.store}
     out: dict[str, Any] = {"surfaces": {}, "quality": {}}
     for i, r, cam in sorted(surfaces, key=lambda t: (t[2], t[0])):  # one camera's arrays read once
+        over = _over_budget(r, params, budget)
+        if over:
+            out["surfaces"][str(i)] = {"error": over}
+            bar.advance()
+            continue
         try:
             out["surfaces"][str(i)] = pce_surface(str(r.get("realpath") or r.get("path")), int(r.get("rotation") or 0),
                                                   by_name[cam].k, params)
@@ -104,18 +123,23 @@ def _compute(run: Run, params: Params, surfaces: Sequence[tuple[int, dict, str]]
 
 
 def diagnostics(run: Run, params: Params, surfaces: Sequence[tuple[int, dict, str]], cameras: Sequence[Any],
-                progress: bool | None = False) -> dict:
+                progress: bool | None = False, host_budget: int | None = None) -> dict:
     """The surfaces (``surfaces``: image number, record, decided camera) and the fingerprint quality (``cameras``)
     of ``run``: kept ones when they are this run's, else computed in one pass (a bar over the files) and kept.
-    Returns ``{"surfaces": {"#": surface or {"error"}}, "quality": {camera: {"rows"} or {"error"}}, "origin"}``."""
-    key = _key(run, params, surfaces, cameras)
+    ``host_budget``: bytes (default :func:`~camid_gpu.engine.scheduler.default_host_memory`); a frame that needs
+    more gets no surface. Returns ``{"surfaces": {"#": surface or {"error"}}, "quality": {camera: {"rows"} or
+    {"error"}}, "origin"}``."""
+    from camid_gpu.engine.scheduler import default_host_memory
+
+    budget = host_budget or default_host_memory()
+    key = _key(run, params, surfaces, cameras, budget)
     can_keep = run.custody.manifest_sha256 is not None  # a run with no manifest has nothing to tie them to
     kept, origin = _read_kept(run, key) if can_keep else (None, "")
     if kept is not None:
         return {"surfaces": kept.get("surfaces") or {}, "quality": kept.get("quality") or {}, "origin": origin}
     files = len(surfaces) + 2 * sum(len(fp.references) for fp in cameras)
     with Progress(files, "report diagnostics (files)", progress) as bar:
-        data = _compute(run, params, surfaces, cameras, bar)
+        data = _compute(run, params, surfaces, cameras, bar, budget)
     origin += _keep(run, params, {"format": FORMAT, "key": key, **data}) if can_keep else \
         "computed by this report, not kept (the run has no manifest to tie them to)"
     return {**data, "origin": origin}

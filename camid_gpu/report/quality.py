@@ -73,14 +73,15 @@ def _quality_plan(run: Run) -> tuple[list[Any], list[str]]:
     return chosen, left
 
 
-def diagnostics(run: Run, progress: bool | None = False) -> dict[str, Any] | None:
+def diagnostics(run: Run, progress: bool | None = False, host_budget: int | None = None) -> dict[str, Any] | None:
     """What this section draws, from the run folder when kept there, else computed in one bounded pass (a bar over
-    the files when ``progress``) and kept (:mod:`.kept_diagnostics`); None when the section is left out."""
+    the files when ``progress``, within ``host_budget`` bytes) and kept (:mod:`.kept_diagnostics`); None when the
+    section is left out."""
     params = _params(run)
     if params is None or not run.store or params.search_scales is not None:
         return None
     cameras, left = _quality_plan(run)
-    found = kept_diagnostics.diagnostics(run, params, _surface_plan(run), cameras, progress)
+    found = kept_diagnostics.diagnostics(run, params, _surface_plan(run), cameras, progress, host_budget)
     return {**found, "cameras": cameras, "left": left}
 
 

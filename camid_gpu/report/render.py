@@ -26,10 +26,11 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
 
 def write_checked_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
                          fingerprints_dir: str | os.PathLike | None = None,
-                         progress: bool | None = False) -> tuple[str, Custody]:
-    """:func:`write_report`, returning also what the files it read were checked against (its banner)."""
+                         progress: bool | None = False, host_budget: int | None = None) -> tuple[str, Custody]:
+    """:func:`write_report`, returning also what the files it read were checked against (its banner);
+    ``host_budget``: bytes the recomputed diagnostics may use (``--max-host-memory``)."""
     run = load_run(os.fspath(run_dir), None if fingerprints_dir is None else os.fspath(fingerprints_dir))
-    text = _render(run, progress)
+    text = _render(run, progress, host_budget)
     output_html = os.fspath(output_html)
     parent = os.path.dirname(os.path.abspath(output_html))
     os.makedirs(parent, exist_ok=True)
@@ -48,7 +49,7 @@ def render_report(run_dir: str | os.PathLike, fingerprints_dir: str | os.PathLik
                    progress)
 
 
-def _render(run: Run, progress: bool | None = False) -> str:
+def _render(run: Run, progress: bool | None = False, host_budget: int | None = None) -> str:
     mpl = load_matplotlib()
     with mpl.rc_context(RC), warnings.catch_warnings():
         # figures hold only camera names and numbers, but a camera name from a hand-edited file could
@@ -56,7 +57,7 @@ def _render(run: Run, progress: bool | None = False) -> str:
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
         # the recomputed diagnostics first, in one bounded pass with a bar over its files (or read where kept)
-        found = quality.diagnostics(run, progress)
+        found = quality.diagnostics(run, progress, host_budget)
         steps = [lambda: evidence.casework_section(run), lambda: overview.section(run),
                  lambda: decisions.section(run), lambda: evidence.evidence_section(run), lambda: pce.section(run, mpl),
                  lambda: membership.section(run), lambda: cameras.section(run, mpl), lambda: truth.section(run, mpl),

@@ -125,3 +125,15 @@ def test_fingerprint_quality_peak_does_not_grow_with_the_references(tmp_path):
         assert found[i]["pce_leave_one_out"] == pytest.approx(expected, rel=1e-3)
         assert expected > 100  # the references share a pattern: a real agreement, not noise
     assert [q["clip"] for q in found] == [[256, 256]] * 9  # smaller than QUALITY_CLIP: the whole frame
+
+
+def test_report_within_its_host_budget(run, tmp_path):
+    from camid_gpu.cli import main
+
+    out = tmp_path / "small.html"
+    assert main(["report", run["run"], "-o", str(out), "--quiet", "--max-host-memory", "1M"]) == 0
+    text = out.read_text(encoding="utf-8")
+    # a 96x128 frame needs ~1.3 MB to recompute: over 1 MiB, so no surface, and the report says why
+    assert '<img class="surface"' not in text and "over the host memory budget of" in text
+    assert "references used" in text  # the quality, on its small clips, still fits
+    assert main(["report", run["run"], "-o", str(tmp_path / "b.html"), "--max-host-memory", "12"]) == 1
