@@ -87,15 +87,22 @@ class FingerprintAccumulator:
             raise ValueError(f"reference images must all have one shape: expected {self.shape}, "
                              f"got {tuple(x.shape[1:])}")
         n = x.shape[0]
-        planes = bk.stack([x[..., k] for k in range(x.shape[-1])], 1) if x.ndim == 4 else x[:, None]
-        c, h, w = planes.shape[1:]
-        noise = noise_extract(bk, planes.reshape(n * c, h, w), self.sigma, self.levels, self.wavelet)
-        noise = noise.reshape(n, c, h, w)
-        weight = intensity_scale(bk, planes) * saturation_map(bk, planes)
-        weighted = bk.sum(noise * weight, 0)[0]
-        norm = bk.sum(weight * weight, 0)[0]
-        self._weighted = weighted if self._weighted is None else self._weighted + weighted
-        self._norm = norm if self._norm is None else self._norm + norm
+        count = x.shape[-1] if x.ndim == 4 else 1
+        # one colour plane at a time, added in place: each plane's residual is its own, and the working set is one
+        # plane's wavelet pyramid, not three (a 10 MP RGB reference: ~0.5 GB less at float32)
+        for k in range(count):
+            plane = bk.stack([x[..., k]], 0)[0] if x.ndim == 4 else x  # contiguous, as the stacked planes were
+            noise = noise_extract(bk, plane, self.sigma, self.levels, self.wavelet)
+            weight = intensity_scale(bk, plane[:, None]) * saturation_map(bk, plane[:, None])
+            weighted = bk.sum(noise[:, None] * weight, 0)[0, 0]
+            del noise
+            norm = bk.sum(weight * weight, 0)[0, 0]
+            del weight
+            if self._weighted is None:  # the sums' own type (the saturation map's makes them float64 on NumPy)
+                self._weighted = bk.stack([bk.zeros_like(weighted)] * count, 0)
+                self._norm = bk.stack([bk.zeros_like(norm)] * count, 0)
+            self._weighted[k] += weighted
+            self._norm[k] += norm
         self.count += n
 
     def merge(self, other: "FingerprintAccumulator") -> "FingerprintAccumulator":
@@ -106,7 +113,7 @@ class FingerprintAccumulator:
             raise ValueError(f"cannot merge fingerprint sums of shapes {self.shape} and {other.shape}")
         if self.count == 0:
             self.shape = other.shape
-            self._weighted, self._norm = other._weighted, other._norm
+            self._weighted, self._norm = other._weighted * 1.0, other._norm * 1.0  # own copies: add() is in place
         else:
             self._weighted = self._weighted + other._weighted
             self._norm = self._norm + other._norm
