@@ -12,7 +12,7 @@ natural disputed JPEG at quality 92), fingerprinted by ``camid fingerprint``; ``
 fingerprints of each size (stores of their own, with manifests) fill the library (``camid library add``). Seized:
 every camera's disputed images, one natural image centre-cropped to 2/3 of each side, one resized to 1/2 (both
 re-saved as JPEG q92). Every command is a child process (``python -m camid_gpu.cli``) timed on its own; its peak
-resident memory is ``ru_maxrss`` of that child from ``wait4`` (its decode workers included). ``identify`` is run
+resident memory is its ``ru_maxrss`` as GNU ``time`` reports it (its decode workers included). ``identify`` is run
 exhaustively over every store at the library search's decision threshold, so the two answers compare.
 The default (5 sizes of 8-12 MP, 2 decoys each: 15 cameras, 12 seized images) runs in about 15 minutes on two
 cores; ``--decoys-per-size`` scales the library (disk: ~75 MB per 12 MP camera).
@@ -38,17 +38,18 @@ SIZES = ("3000x4000", "3024x4032", "2736x3648", "2448x3264", "2592x4608")  # row
 
 def command(args: list[str], log: list[dict], what: str, images: int) -> dict:
     """Run ``camid ARGS`` as a child; its seconds, seconds per image and peak RSS (MiB), appended to ``log``."""
+    # GNU time forks the command itself: its ru_maxrss is the command's (workers included), where a child forked
+    # from this process would carry this process's high-water mark across exec (Linux keeps it)
+    timer = ["/usr/bin/time", "-f", "peak-kib %M"] if os.path.exists("/usr/bin/time") else []
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "camid_gpu.cli", *args], stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS (workers included)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        err = err.read()
+    proc = subprocess.run([*timer, sys.executable, "-m", "camid_gpu.cli", *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - t0
+    err = proc.stderr
+    peaks = [int(line.split()[1]) for line in err.splitlines() if line.startswith("peak-kib ")]
     row = {"step": what, "seconds": round(seconds, 2), "images": images,
-           "seconds_per_image": round(seconds / max(images, 1), 2), "peak_rss_mib": round(usage.ru_maxrss / 1024),
-           "exit": proc.returncode}
+           "seconds_per_image": round(seconds / max(images, 1), 2),
+           "peak_rss_mib": round(peaks[-1] / 1024) if peaks else None, "exit": proc.returncode}
     if proc.returncode not in (0, 3):
         raise RuntimeError(f"camid {' '.join(args)} exited {proc.returncode}: {err[-2000:]}")
     log.append(row)
@@ -63,6 +64,12 @@ def synthesize(work: str, sizes: list[str], refs: int) -> tuple[list[str], str, 
     from camid_gpu.datasets.writer import make_dataset
 
     seized, truth, ref_dirs = os.path.join(work, "seized"), {}, []
+    if os.path.isdir(seized):  # made by an earlier run in this --workdir: reused
+        ref_dirs = [os.path.join(work, f"data_{size}", "refs") for size in sizes]
+        for name in sorted(os.listdir(seized)):
+            cut = 1 if name.startswith(("cropped_", "resized_")) else 0
+            truth[name] = "_".join(name.split("_")[cut:cut + 2])
+        return ref_dirs, seized, truth
     os.makedirs(seized)
     for n, size in enumerate(sizes):
         h, w = (int(v) for v in size.split("x"))
