@@ -90,8 +90,9 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
         firsts = [bar.advanced(pair_stage(run_dir, name, by_group[name], stores[name], tests, params, ctx, resume,
                                           timings)) for name in sorted(by_group)]
         refine_tests = sum(g["refine_bound"]["comparisons"] for g in firsts)
+        held: list = []  # the clusters' fingerprint sums held in memory, one budget for every group of the run
         groups = [bar.advanced(refine_stage(run_dir, g, by_group[g["name"]], stores[g["name"]], refine_tests, params,
-                                            ctx, timings)) for g in firsts]
+                                            ctx, timings, held)) for g in firsts]
     result = _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timings, skipped, copies,
                             refine_tests, region_choice)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",
