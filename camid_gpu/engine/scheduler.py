@@ -79,24 +79,33 @@ def declared_worker_memory(paths: Sequence[str], limits: InputLimits) -> int:
     the limits; a file whose header Pillow cannot read (HEIC, DNG) counts at the decoded-size limit."""
     from PIL import Image
 
+    from camid_gpu._shared.files import open_regular
     from camid_gpu.io.listing import list_images
 
     largest = 0
     for path in list_images(*paths):
-        try:
-            size = min(os.path.getsize(path), limits.max_file_bytes)
-        except OSError:
-            continue  # its own error when it is read
-        decoded = limits.max_decoded_bytes
-        try:
-            with Image.open(path) as image:  # the header only: nothing is decoded
-                channels = len(image.getbands())
-                depth = 2 if image.mode.startswith(("I;16", "I")) else 1
-                decoded = min(decoded, image.width * image.height * max(channels, 1) * depth)
-        except Exception:  # noqa: BLE001 - any file Pillow cannot open counts at the limit
-            pass
-        largest = max(largest, size + 2 * decoded)
+        try:  # read-only, never waiting on a FIFO: anything but a regular file is its own error when it is read
+            handle = open_regular(path)
+        except (OSError, ValueError):
+            continue
+        with handle:
+            size = min(os.fstat(handle.fileno()).st_size, limits.max_file_bytes)
+            largest = max(largest, size + 2 * _declared_bytes(Image, handle, limits))
     return largest or worker_memory(limits)
+
+
+def _declared_bytes(image_module, handle, limits: InputLimits) -> int:
+    """The decoded size the header of the open file ``handle`` declares, within the limit (the limit when Pillow
+    cannot read it)."""
+    decoded = limits.max_decoded_bytes
+    try:
+        with image_module.open(handle) as image:  # the header only: nothing is decoded
+            channels = len(image.getbands())
+            depth = 2 if image.mode.startswith(("I;16", "I")) else 1
+            decoded = min(decoded, image.width * image.height * max(channels, 1) * depth)
+    except Exception:  # noqa: BLE001 - any file Pillow cannot open counts at the limit
+        pass
+    return decoded
 
 
 def cap_workers(requested: int, host_budget: int | None, limits: InputLimits,

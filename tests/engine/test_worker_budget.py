@@ -51,3 +51,22 @@ def test_default_host_budget_is_a_share_not_half_the_machine(monkeypatch):
     monkeypatch.setattr(scheduler.os, "sysconf", lambda name: 4096 if name == "SC_PAGE_SIZE" else (1 << 40) // 4096)
     assert scheduler.default_host_memory() == HOST_MEMORY  # a 1 TiB machine: still the share
     assert run_context().host_budget == HOST_MEMORY
+
+
+def test_a_fifo_among_the_inputs_is_not_opened_for_its_header(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from camid_gpu.config import InputLimits
+    from camid_gpu.engine import scheduler
+
+    folder = _jpegs(tmp_path / "seized", count=1)
+    os.mkfifo(os.path.join(folder, "pipe.jpg"))  # an open for reading would wait for a writer for ever
+    before = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("blocked on the FIFO")))
+    signal.alarm(20)
+    try:
+        each = scheduler.declared_worker_memory([folder], InputLimits())
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert each < 1 << 20  # the one JPEG's size and frame: the FIFO was left to its own error
