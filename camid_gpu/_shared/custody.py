@@ -293,6 +293,9 @@ def foreign_files(manifest: Manifest) -> list[str]:
     found: list[str] = []
     for folder, dirs, files in os.walk(home):  # links to folders are listed, not followed
         dirs.sort()
+        if folder != home and MANIFEST_NAME in files and _is_checked_subfolder(folder):
+            dirs[:] = []  # a folder with a manifest of its own that accounts for it (the report's diagnostics)
+            continue
         for name in sorted(files) + sorted(d for d in dirs if os.path.islink(os.path.join(folder, d))):
             path = os.path.normpath(os.path.join(folder, name))
             rel = os.path.relpath(path, home)
@@ -300,6 +303,23 @@ def foreign_files(manifest: Manifest) -> list[str]:
                 continue
             found.append(rel)
     return sorted(found)
+
+
+def _is_checked_subfolder(folder: str) -> bool:
+    """A folder written into the run folder after the run with a manifest of its own (``camid report``'s kept
+    ``diagnostics/``, so that the run's manifest, whose SHA-256 an examiner may have noted, is never rewritten):
+    not foreign when its ``manifest.sha256`` agrees, every file it lists inside the folder is unchanged, and it
+    holds no file of its own that its manifest does not list. Anything less and its files are foreign."""
+    try:
+        manifest = read_manifest(os.path.join(folder, MANIFEST_NAME))
+    except ValueError:
+        return False
+    if manifest.checksum != "agrees":
+        return False
+    inner = [e for e in file_entries(manifest.data) if isinstance(e, dict)
+             and (where := locate(e, manifest).where) and inside(os.path.normpath(where), folder)]
+    return bool(inner) and all(check_entry(e, manifest)["status"] == "same" for e in inner) \
+        and not foreign_files(manifest)
 
 
 def _is_checked_report(path: str) -> bool:

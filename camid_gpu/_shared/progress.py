@@ -57,6 +57,11 @@ class Progress:
         self._started += catch_up
         self._update(n + catch_up)
 
+    def advanced(self, value: Any) -> Any:
+        """One more step done (:meth:`advance`), returning ``value``: the step's result, inside an expression."""
+        self.advance()
+        return value
+
     def _update(self, units: int) -> None:
         if self._bar is None:
             return

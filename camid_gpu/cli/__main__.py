@@ -1,6 +1,6 @@
 """``python -m camid_gpu.cli``: the ``camid`` command."""
 import sys
 
-from camid_gpu.cli.commands import main
+from camid_gpu.cli import main
 
 sys.exit(main())

@@ -35,6 +35,7 @@ from camid_gpu.cli.exits import (  # noqa: F401 (re-exported: camid_gpu.cli)
 from camid_gpu.cli.hints import print_hints
 from camid_gpu.cli.library import cmd_library
 from camid_gpu.cli.options import (
+    budget_of,
     clip_given,
     config_of,
     given_of,
@@ -225,7 +226,8 @@ def cmd_report(args) -> int:
     output = args.output or os.path.join(args.run_dir, "report.html")
     check_outputs(_recorded_inputs(args.run_dir), files=[output, output + ".sha256"], overwrite=args.overwrite)
     output, digest, problems = write_checked_report(args.run_dir, output, fingerprints_dir=args.fingerprints,
-                                                    progress=False if args.quiet else None)
+                                                    progress=False if args.quiet else None,
+                                                    host_budget=budget_of(args))
     print(f"report: {printable(output)}  SHA-256 {digest} (also in {printable(output)}.sha256)")
     for problem in problems:  # the report's banner says the same, at the top
         print(f"camid: warning: chain of custody: {printable(problem)}", file=sys.stderr)

@@ -59,7 +59,7 @@ def config_of(args: argparse.Namespace) -> cfg.RunConfig:
                            max_gpu_memory=_bytes("--max-gpu-memory", args.max_gpu_memory),
                            progress=False if args.quiet else None, dask=getattr(args, "dask", None),
                            decode=getattr(args, "decode", cfg.DECODE), limits=limits_of(args))
-    _cap_workers(config)
+    _cap_workers(config, inputs_of(args))
     try:
         backend_of(config)  # a device that is not there (cuda:7, banana) fails here, before any work
     except (RuntimeError, ValueError) as exc:
@@ -67,18 +67,33 @@ def config_of(args: argparse.Namespace) -> cfg.RunConfig:
     return config
 
 
-def _cap_workers(config: cfg.RunConfig) -> None:
+def inputs_of(args: argparse.Namespace) -> list[str]:
+    """The image files and folders a command reads (its decode workers are sized from them)."""
+    found = list(getattr(args, "images", None) or [])
+    return found + [getattr(args, n) for n in ("refs_dir", "dataset_dir") if isinstance(getattr(args, n, None), str)]
+
+
+def _cap_workers(config: cfg.RunConfig, inputs: list[str]) -> None:
     """--workers and --dask local:N within the CPUs and the host memory budget (--workers 100000 forked until
-    memory ran out; --dask local:100000 grew without output until killed), with a note when lowered."""
+    memory ran out; --dask local:100000 grew without output until killed), each worker sized from the inputs'
+    declared dimensions, with a note when lowered."""
     from camid_gpu.engine.dask import local_address
     from camid_gpu.engine.scheduler import cap_workers
 
-    config.workers, note = cap_workers(config.workers, config.max_host_memory, config.limits)
+    config.workers, note = cap_workers(config.workers, config.max_host_memory, config.limits, inputs)
     if config.dask:
         config.dask, dask_note = local_address(config.dask, config)
         note = "; ".join(n for n in (note, dask_note) if n) or None
     if note:
         print(f"camid: note: {note}", file=sys.stderr)
+
+
+def budget_of(args: argparse.Namespace) -> int | None:
+    """``--max-host-memory`` of a command that builds no run configuration (``report``); None: the default."""
+    budget = _bytes("--max-host-memory", getattr(args, "max_host_memory", None))
+    if budget is not None and budget < cfg.MIN_MEMORY_BUDGET:
+        raise ValueError(f"--max-host-memory must be at least {cfg.MIN_MEMORY_BUDGET} bytes; got {budget}")
+    return budget
 
 
 def _bytes(option: str, text: str | None) -> int | None:

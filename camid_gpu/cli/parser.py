@@ -36,7 +36,8 @@ def _add_backend_options(p: argparse.ArgumentParser, decode: bool = False) -> No
                    help=f"working precision (default {cfg.PRECISION}; float64 is the reference, slower)")
     g.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N")
     g.add_argument("--workers", type=int, default=cfg.WORKERS, help=f"decoding processes (default {cfg.WORKERS})")
-    g.add_argument("--max-host-memory", default=None, help="host memory budget, e.g. 8G (default: half of RAM)")
+    g.add_argument("--max-host-memory", default=None, help=f"host memory budget, e.g. 8G (default {cfg.HOST_MEMORY >> 30}G, or half of RAM when "
+                        f"less); chunks and decode workers are sized from it")
     g.add_argument("--max-gpu-memory", default=None, help="GPU memory budget, e.g. 20G (default: 80%% of free)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--include-hidden", action="store_true",
@@ -264,6 +265,10 @@ def _add_tool_parsers(sub: Any) -> None:
     p.add_argument("--fingerprints", default=None, help="fingerprint folder (default: from the manifest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--max-host-memory", default=None,
+                   help=f"host memory budget of the recomputed diagnostics, e.g. 1G (default {cfg.HOST_MEMORY >> 30}G, "
+                        f"or half of RAM when less); they are computed one file at a time, and a frame that needs "
+                        f"more gets no correlation surface")
 
     p = sub.add_parser("demo", help="synthesise twin cameras, fingerprint and evaluate with both methods")
     p.add_argument("--outdir", default=None, help="where to keep the demo data (default: a temporary folder)")

@@ -24,6 +24,7 @@ import time
 from typing import Any, Sequence
 
 from camid_gpu._shared import custody
+from camid_gpu._shared.progress import Progress
 from camid_gpu.cluster.linkage import comparisons
 from camid_gpu.cluster.outputs import _write_outputs
 from camid_gpu.cluster.region import resolve_region
@@ -162,11 +163,15 @@ def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, 
     tests = sum(comparisons([r["rows"] for r in g]) for g in by_group.values())
     # the pair stage of every group first: the refinement's bound is then fixed, for the whole run, from the
     # pair stage's outcome alone, before any refinement comparison is made (a count made later would void --pfa)
-    firsts = [pair_stage(run_dir, name, by_group[name], stores[name], tests, params, ctx, resume, timings)
-              for name in sorted(by_group)]
-    refine_tests = sum(g["refine_bound"]["comparisons"] for g in firsts)
-    groups = [refine_stage(run_dir, g, by_group[g["name"]], stores[g["name"]], refine_tests, params, ctx, timings)
-              for g in firsts]
+    # after the residuals, a bar over the stages (each group's pair stage, then its refinement): the Gram products
+    # and the PCE confirmations take minutes on a large run, and a bar stopped at the residuals' end said nothing
+    with Progress(2 * len(by_group), "cluster stages (pairs, then refinement, per group)", ctx.config.progress) as bar:
+        firsts = [bar.advanced(pair_stage(run_dir, name, by_group[name], stores[name], tests, params, ctx, resume,
+                                          timings)) for name in sorted(by_group)]
+        refine_tests = sum(g["refine_bound"]["comparisons"] for g in firsts)
+        held: list = []  # the clusters' fingerprint sums held in memory, one budget for every group of the run
+        groups = [bar.advanced(refine_stage(run_dir, g, by_group[g["name"]], stores[g["name"]], refine_tests, params,
+                                            ctx, timings, held)) for g in firsts]
     result = _write_outputs(run_dir, records, by_group, groups, params, ctx, tests, timings, skipped, copies,
                             refine_tests, region_choice)
     outputs = [os.path.join(run_dir, f) for f in ("images.jsonl", "cluster-params.json", "clusters.json",

@@ -142,14 +142,14 @@ def pair_stage(run_dir: str, name: str, records: list[dict[str, Any]], store: Ro
 
 def refine_stage(run_dir: str, stage: dict[str, Any], records: list[dict[str, Any]], store: RowStore,
                  refine_tests: int, params: ClusterParams, ctx: RunContext,
-                 timings: dict[str, float]) -> dict[str, Any]:
+                 timings: dict[str, float], held: list | None = None) -> dict[str, Any]:
     """Fingerprint refinement of one group at the refinement's thresholds: its share of ``--pfa`` over
     ``refine_tests``, the whole run's bound (every group's :func:`refine_comparisons`, summed before any
-    group is refined)."""
+    group is refined). ``held``: the run's list of fingerprint sums held (:class:`~.group_ops.GroupOps`)."""
     bk = ctx.backend
     t0 = time.perf_counter()
     threshold = stage_threshold("refine", params.pfa, refine_tests, stage["pixels"], stage["spread"])
-    ops = GroupOps(records, store, params, ctx)
+    ops = GroupOps(records, store, params, ctx, held)
     engine = GramEngine(bk, resolve_precision(bk, params.precision))
     final, singles, rounds = refine(stage["clusters"], stage["singles"], ops, threshold, engine,
                                     stage["gram_info"]["tile_rows"], params.max_rounds, stage["scene"])

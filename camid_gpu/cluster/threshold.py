@@ -37,7 +37,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import special
 
 from camid_gpu.config import CLUSTER_PFA_PAIRS_SHARE
 
@@ -114,6 +113,8 @@ def pair_threshold(pfa: float, tests: int, pixels: int, observed_std: float | No
     the larger of the two sets the NCC threshold. ``share``: the part of the run's ``pfa`` this stage
     spends (:func:`stage_pfa`; 1: all of it), over its ``tests`` comparisons.
     """
+    from scipy import special  # on first use: scipy.special costs ~0.3 s of every start-up
+
     if pixels < 1:
         raise ValueError(f"pixels must be >= 1, got {pixels}")
     if stage not in STAGES:

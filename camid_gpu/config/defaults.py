@@ -210,6 +210,18 @@ MAX_FLOAT_PIXEL = 65535.0
 
 #: smallest memory budget accepted (--max-host-memory, --max-gpu-memory), bytes
 MIN_MEMORY_BUDGET = 1 << 20
+#: host memory budget of every command run without --max-host-memory, bytes (at most half of the machine's RAM): a
+#: shared workstation's share, not the machine. Chunks, batches and decode workers are sized from it; a run's peak
+#: is about the process's base (~0.3 GB) plus one chunk of the largest frame (README "Memory": measured per MP)
+HOST_MEMORY = 2 << 30
+#: the casework report's fingerprint quality (each reference's PCE against the fingerprint of the others) is
+#: computed on this centre clipping of the references (or the run's smaller PCE clip): the same comparison
+#: on every camera at a bounded cost (three residuals of 1 MP per reference), whatever the sensor size
+QUALITY_CLIP = (1024, 1024)
+#: host bytes per pixel of the report's recomputed diagnostics (one frame at a time: decoded pixels, a float32
+#: residual and its correlation plane), measured: a 10 MP frame peaked at ~1.05 GB above the report's base; a
+#: frame needing more than the host budget gets no correlation surface (said in the report)
+DIAGNOSTICS_BYTES_PER_PIXEL = 110
 #: images per step of a fingerprint's ML accumulation (camera and cluster fingerprints), at most: the count
 #: before budgets applied (a step holds that many whole frames; a smaller budget gives smaller steps)
 FINGERPRINT_BATCH = 4

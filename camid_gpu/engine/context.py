@@ -30,7 +30,7 @@ class RunContext:
 
     config: RunConfig           # the options as given (a Dask worker gets them, and builds its own context)
     backend: Backend            # this process's backend (a Dask worker makes its own from ``config``)
-    host_budget: int            # bytes of host memory a chunk may use: --max-host-memory, or half of RAM
+    host_budget: int            # bytes of host memory a chunk may use: --max-host-memory, or config.HOST_MEMORY
     gpu_budget: int | None      # bytes of device memory: --max-gpu-memory, or 80 % of free; None on the host
 
     @property

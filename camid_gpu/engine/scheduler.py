@@ -27,7 +27,7 @@ from camid_gpu._shared.files import writing
 from camid_gpu._shared.jsonio import read_jsonl
 from camid_gpu._shared.progress import Progress  # noqa: F401 - the engine's bar (re-exported)
 from camid_gpu.backend import Backend
-from camid_gpu.config import PCE_CAMERA_CHUNK, InputLimits
+from camid_gpu.config import HOST_MEMORY, PCE_CAMERA_CHUNK, InputLimits
 from camid_gpu.errors import CamidError
 from camid_gpu.pipeline.records import ImageRecord, final_view
 
@@ -45,11 +45,13 @@ VALUES_PER_PIXEL_PER_CAMERA = 8
 
 
 def default_host_memory() -> int:
-    """Half of the machine's physical memory, in bytes."""
+    """The host budget without ``--max-host-memory``: :data:`~camid_gpu.config.HOST_MEMORY` (a shared
+    workstation's share), or half of the machine's physical memory when that is less."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        half = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):
-        return 4 << 30
+        half = HOST_MEMORY
+    return int(min(HOST_MEMORY, half))
 
 
 def default_gpu_memory(bk: Backend) -> int | None:
@@ -72,22 +74,63 @@ def worker_memory(limits: InputLimits) -> int:
     return limits.max_file_bytes + 2 * limits.max_decoded_bytes
 
 
+def declared_worker_memory(paths: Sequence[str], limits: InputLimits) -> int:
+    """Bytes one decode worker may hold for the largest of ``paths`` (image files or folders): the file's size and
+    twice its decoded size as its header declares it (rows x columns x channels x bytes per sample), each within
+    the limits; a file whose header Pillow cannot read (HEIC, DNG) counts at the decoded-size limit."""
+    from PIL import Image
+
+    from camid_gpu._shared.files import open_regular
+    from camid_gpu.io.listing import list_images
+
+    largest = 0
+    for path in list_images(*paths):
+        try:  # read-only, never waiting on a FIFO: anything but a regular file is its own error when it is read
+            handle = open_regular(path)
+        except (OSError, ValueError):
+            continue
+        with handle:
+            size = min(os.fstat(handle.fileno()).st_size, limits.max_file_bytes)
+            largest = max(largest, size + 2 * _declared_bytes(Image, handle, limits))
+    return largest or worker_memory(limits)
+
+
+def _declared_bytes(image_module, handle, limits: InputLimits) -> int:
+    """The decoded size the header of the open file ``handle`` declares, within the limit (the limit when Pillow
+    cannot read it)."""
+    decoded = limits.max_decoded_bytes
+    try:
+        with image_module.open(handle) as image:  # the header only: nothing is decoded
+            channels = len(image.getbands())
+            depth = 2 if image.mode.startswith(("I;16", "I")) else 1
+            decoded = min(decoded, image.width * image.height * max(channels, 1) * depth)
+    except Exception:  # noqa: BLE001 - any file Pillow cannot open counts at the limit
+        pass
+    return decoded
+
+
 def cap_workers(requested: int, host_budget: int | None, limits: InputLimits,
-                option: str = "--workers") -> tuple[int, str | None]:
+                inputs: Sequence[str] = (), option: str = "--workers") -> tuple[int, str | None]:
     """``--workers`` (or ``option``: ``--dask local:N``'s processes) capped by the usable CPUs and by the host
-    memory budget (``worker_memory`` each); returns the count and a note saying why when it is lower than asked
-    (None when not). The number of files caps it again in :func:`ordered_map` (Dask: the number of tasks,
-    :func:`camid_gpu.engine.dask.local_address`)."""
+    memory budget; returns the count and a note saying why when it is lower than asked (None when not). Each
+    worker counts as the largest of ``inputs`` needs (:func:`declared_worker_memory`: file size and declared
+    decoded size), or the limits' worst case (``worker_memory``) without inputs. The number of files caps it
+    again in :func:`ordered_map` (Dask: the number of tasks, :func:`camid_gpu.engine.dask.local_address`)."""
     cpus = usable_cpus()
     budget = host_budget or default_host_memory()
-    by_memory = max(1, budget // max(worker_memory(limits), 1))
+    each = worker_memory(limits)
+    if inputs and min(requested, cpus) > budget // max(each, 1):  # the worst case would cap: look at the files
+        each = declared_worker_memory(inputs, limits)
+    by_memory = max(1, budget // max(each, 1))
     count = min(requested, cpus, by_memory)
     if count >= requested:
         return requested, None
     why = [f"{cpus} usable CPUs"] if count == cpus else []
     if count == by_memory:
-        why.append(f"a host memory budget of {budget} bytes holds {by_memory} workers of up to "
-                   f"{worker_memory(limits)} bytes each (file-size limit + twice the decoded-size limit)")
+        what = "the largest input's file size + twice its declared decoded size" if inputs else \
+            "file-size limit + twice the decoded-size limit"
+        why.append(f"a host memory budget of {budget} bytes holds {by_memory} workers of up to {each} bytes each "
+                   f"({what})")
     asked = f"{option}{requested}" if option.endswith(":") else f"{option} {requested}"
     return count, f"{asked} capped to {count}: {'; '.join(why)}"
 

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import special
 
 from camid_gpu.backend import Backend
 from camid_gpu.cluster.similarity import GramEngine
@@ -63,6 +62,8 @@ class ScreenThreshold:
 
 def screen_threshold(cameras: int, pce_threshold: float, miss: float = LIBRARY_SCREEN_MISS,
                      retained: float = LIBRARY_SCREEN_RETAINED, spread: float = LIBRARY_SCREEN_SPREAD) -> ScreenThreshold:
+    from scipy import special  # on first use: scipy.special costs ~0.3 s of every start-up
+
     if not 0.0 < miss < 0.5:
         raise ValueError(f"the screening miss rate must lie in (0, 0.5), got {miss!r}")
     n = max(int(cameras), 1)

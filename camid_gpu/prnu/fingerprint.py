@@ -33,6 +33,7 @@ from camid_gpu.config import (
     SIGMA_FINGERPRINT,
 )
 from camid_gpu.prnu.residual import (
+    GRAY_WEIGHTS,
     check_residual_options,
     noise_extract,
     pixels_to_device,
@@ -101,17 +102,28 @@ class FingerprintAccumulator:
             raise ValueError(f"reference images must all have one shape: expected {self.shape}, "
                              f"got {tuple(x.shape[1:])}")
         n = x.shape[0]
-        planes = bk.stack([x[..., k] for k in range(x.shape[-1])], 1) if x.ndim == 4 else x[:, None]
-        c, h, w = planes.shape[1:]
-        noise = noise_extract(bk, planes.reshape(n * c, h, w), self.sigma, self.levels, self.wavelet)
-        noise = noise.reshape(n, c, h, w)
+        count = x.shape[-1] if x.ndim == 4 else 1
+        gray = None  # the references' grey residuals, for on_residuals (the check of other cameras' photos)
+        # one colour plane at a time, added in place: each plane's residual is its own, and the working set is one
+        # plane's wavelet pyramid, not three (a 10 MP RGB reference: ~0.5 GB less at float32)
+        for k in range(count):
+            plane = bk.stack([x[..., k]], 0)[0] if x.ndim == 4 else x  # contiguous, as the stacked planes were
+            noise = noise_extract(bk, plane, self.sigma, self.levels, self.wavelet)
+            if self.on_residuals is not None:  # rgb_to_gray's weighted sum, one plane at a time
+                part = noise * GRAY_WEIGHTS[k] if count == 3 else noise
+                gray = part if gray is None else gray + part
+            weight = intensity_scale(bk, plane[:, None]) * saturation_map(bk, plane[:, None])
+            weighted = bk.sum(noise[:, None] * weight, 0)[0, 0]
+            del noise
+            norm = bk.sum(weight * weight, 0)[0, 0]
+            del weight
+            if self._weighted is None:  # the sums' own type (the saturation map's makes them float64 on NumPy)
+                self._weighted = bk.stack([bk.zeros_like(weighted)] * count, 0)
+                self._norm = bk.stack([bk.zeros_like(norm)] * count, 0)
+            self._weighted[k] += weighted
+            self._norm[k] += norm
         if self.on_residuals is not None:
-            self.on_residuals(rgb_to_gray(bk, noise) if c == 3 else noise[:, 0])
-        weight = intensity_scale(bk, planes) * saturation_map(bk, planes)
-        weighted = bk.sum(noise * weight, 0)[0]
-        norm = bk.sum(weight * weight, 0)[0]
-        self._weighted = weighted if self._weighted is None else self._weighted + weighted
-        self._norm = norm if self._norm is None else self._norm + norm
+            self.on_residuals(gray)
         self.count += n
 
     def merge(self, other: "FingerprintAccumulator") -> "FingerprintAccumulator":
@@ -122,12 +134,26 @@ class FingerprintAccumulator:
             raise ValueError(f"cannot merge fingerprint sums of shapes {self.shape} and {other.shape}")
         if self.count == 0:
             self.shape = other.shape
-            self._weighted, self._norm = other._weighted, other._norm
+            self._weighted, self._norm = other._weighted * 1.0, other._norm * 1.0  # own copies: add() is in place
         else:
             self._weighted = self._weighted + other._weighted
             self._norm = self._norm + other._norm
         self.count += other.count
         return self
+
+    def without(self, part: "FingerprintAccumulator") -> "FingerprintAccumulator":
+        """A new accumulator of this one's images less ``part``'s (a subset of them, added to both): a
+        leave-one-out fingerprint from the sums of all references, without holding each reference's sums."""
+        if part.count == 0:
+            return self
+        if part.count > self.count or part.shape != self.shape:
+            raise ValueError(f"cannot take sums of {part.count} image(s) of shape {part.shape} out of "
+                             f"{self.count} of shape {self.shape}")
+        out = FingerprintAccumulator(self.sigma, self.levels, self.wavelet, self.bk)
+        out.shape, out.count = self.shape, self.count - part.count
+        if out.count:
+            out._weighted, out._norm = self._weighted - part._weighted, self._norm - part._norm
+        return out
 
     def channel_estimates(self) -> Array:
         """Per-channel ``K = sum W T / (sum T^2 + 1)``, native ``(C, H, W)`` (before ZeroMeanTotal)."""

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from camid_gpu.backend import Array, Backend
 from camid_gpu.config import PCE_CAMERA_CHUNK, PEAK_NEIGHBOURHOOD, SHIFT_RANGE, check_whole_number
@@ -61,6 +60,8 @@ def _circular_distance(bk: Backend, n: int, centre: np.ndarray, axis_shape: tupl
 
 def log10_false_alarm(peak: np.ndarray, energy: np.ndarray, shifts: int) -> np.ndarray:
     """log10 of ``1 - (1 - Q(peak/sqrt(energy)))^shifts``, accurate for tiny probabilities."""
+    from scipy import special  # on first use: scipy.special costs ~0.3 s of every start-up
+
     z = np.asarray(peak, np.float64) / np.sqrt(np.asarray(energy, np.float64))
     log_p = special.log_ndtr(-z)  # natural log of the one-shift p-value
     p = np.exp(log_p)

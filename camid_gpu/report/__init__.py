@@ -52,7 +52,7 @@ def write_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
 
 def write_checked_report(run_dir: str | os.PathLike, output_html: str | os.PathLike,
                          fingerprints_dir: str | os.PathLike | None = None,
-                         progress: bool | None = False) -> tuple[str, str, list[str]]:
+                         progress: bool | None = False, host_budget: int | None = None) -> tuple[str, str, list[str]]:
     """:func:`write_report`; returns (path, the report's SHA-256, also written to ``PATH.sha256`` beside it, and
     one sentence per file the report read that differs from the run's manifest: shown in its banner)."""
     if _cluster.is_cluster_run(run_dir):
@@ -60,7 +60,7 @@ def write_checked_report(run_dir: str | os.PathLike, output_html: str | os.PathL
     elif _library.is_library_run(run_dir):
         path, check = _library.write_library_report(run_dir, output_html)
     else:
-        path, check = _render.write_checked_report(run_dir, output_html, fingerprints_dir, progress)
+        path, check = _render.write_checked_report(run_dir, output_html, fingerprints_dir, progress, host_budget)
     return path, write_checksum(path), check.problems
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from camid_gpu.errors import CamidError
 from camid_gpu.report.figures import camera_color, figure, legend, png
 from camid_gpu.report.html import esc, img_label
 from camid_gpu.report.load import Run, dig
@@ -162,7 +163,7 @@ def section(run: Run, mpl) -> str:
     for index, fp in enumerate(maha_store[:MAX_CAMERA_FIGURES]):
         try:
             img, note = _camera_figure(run, index, fp, traced)
-        except (ValueError, TypeError, np.linalg.LinAlgError) as exc:
+        except (CamidError, ValueError, TypeError, np.linalg.LinAlgError) as exc:  # arrays read on use
             figs.append(f'<p class="note">{esc(fp.camera)}: figure not drawn ({esc(exc)}).</p>')
             continue
         figs.append(f"<figure>{img}<figcaption>Camera {esc(fp.camera)}.{esc(note)}</figcaption></figure>")

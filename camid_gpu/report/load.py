@@ -130,10 +130,10 @@ def load_run(run_dir: str, fingerprints_dir: str | None) -> Run:
     fp_dir = _fingerprints_dir(run_dir, manifest, fingerprints_dir, notes)
     store: list[Any] = []
     if fp_dir is not None:
-        from camid_gpu.store import load_store
+        from camid_gpu.report.store_view import open_store
 
-        try:  # a store with no manifest of its own is drawn (the run's manifest checks its files below)
-            store = load_store(fp_dir, unverified=True)
+        try:  # a store with no manifest of its own is drawn (the run's manifest checks its files below); arrays on use
+            store = open_store(fp_dir)
         except (CamidError, OSError, ValueError, KeyError) as exc:
             notes.append(f"The fingerprints in {fp_dir} could not be loaded ({exc}); the per-camera figures are "
                          f"left out.")

@@ -26,6 +26,7 @@ class _Recorder:
 
 def test_local_n_is_capped_by_cpus_memory_and_tasks(monkeypatch):
     monkeypatch.setattr(scheduler, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(scheduler, "default_host_memory", lambda: 1 << 40)  # the CPUs are the cap here
     address, note = engine_dask.local_address("local:100000")
     assert address == "local:2" and "--dask local:100000 capped to 2" in note and "2 usable CPUs" in note
     small = RunConfig(max_host_memory=6 << 20, limits=InputLimits(max_file_bytes=1 << 20, max_decoded_bytes=1 << 20))
