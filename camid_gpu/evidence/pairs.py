@@ -28,7 +28,7 @@ from camid_gpu._shared.jsonio import sha256_file
 from camid_gpu.errors import CamidError
 from camid_gpu.evidence.conditions import Conditions, conditions_of
 from camid_gpu.evidence.score import PairCondition, pair_condition, score_of
-from camid_gpu.pipeline.records import final_view, is_error, truth_of
+from camid_gpu.pipeline.records import final_view, inconsistent_records, is_error, truth_of
 from camid_gpu.provenance import MANIFEST_NAME
 
 SAME_SOURCE = "same-source"
@@ -84,6 +84,11 @@ def checked_results(run_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]],
     if check.problems:
         raise CamidError(f"{results_path}: is not the one its manifest recorded: " + "; ".join(check.problems)
                          + f" (camid verify {run_dir})")
+    # a record that contradicts its own scores (a decision forged where no manifest can tell) is no calibration data
+    forged = inconsistent_records(results_path)
+    if forged:
+        raise CamidError(f"{results_path}: {len(forged)} record(s) contradict their own scores: "
+                         + "; ".join(forged[:3]) + f" (camid verify {run_dir})")
     manifest = _read_json(manifest_path)
     results_sha = sha256_file(results_path)
     with open_regular(results_path) as handle:

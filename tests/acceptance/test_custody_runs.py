@@ -130,6 +130,19 @@ def test_verify_and_report_name_a_forged_record_under_a_re_signed_manifest(finis
     assert "CHAIN OF CUSTODY" in (tmp_path / "r.html").read_text()
 
 
+def test_calibrate_refuses_a_run_whose_records_contradict_themselves(finished, tmp_path):
+    """A calibration fitted on a forged record (its decision not what its own scores give, the manifest re-made
+    to bless it) would turn the forgery into likelihood ratios: camid calibrate's reading of a run refuses it."""
+    from camid_gpu.errors import CamidError
+    from camid_gpu.evidence.pairs import checked_results
+
+    run = _copy(finished, tmp_path)
+    _forge(run)
+    _resign(run, _listed("results.jsonl", run / "results.jsonl"))
+    with pytest.raises(CamidError, match="contradict their own scores"):
+        checked_results(str(run))
+
+
 def test_adopting_results_without_a_manifest_is_recorded(world, finished, tmp_path, capsys):
     run = _copy(finished, tmp_path)
     (run / "manifest.json").unlink()  # as after kill -9
