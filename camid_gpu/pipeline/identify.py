@@ -85,7 +85,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         shape = (info.height, info.width)
         if source_shape is None:
             source_shape, layout, depth = shape, pixels.shape, info.bit_depth
-            small = _too_small(camera, source_shape, params, methods)  # at the first reference, not after all
+            small = refs.too_small(camera, source_shape, params, methods)  # at the first reference, not after all
             if small:
                 return None, errors + [small]
         if info.bit_depth == depth and refs.is_turned(shape, source_shape, pixels.shape, layout):
@@ -106,7 +106,7 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
         good, errs = refs.settle_orientation(camera, good, turned, bk, params, decoders)
         errors.extend(errs)
         source_shape = (good[0][1].height, good[0][1].width)
-        small = _too_small(camera, source_shape, params, methods)
+        small = refs.too_small(camera, source_shape, params, methods)
         if small:
             return None, errors + [small]
     short = refs.count_problem(camera, len(good), want, "usable")
@@ -145,19 +145,6 @@ def _fingerprint_arrays(bk: Backend, good: Sequence[tuple[Any, ImageInfo]], para
                                              batch_size=batch_size))
         arrays["mean_i0"], arrays["mean_prnu"] = means[0].astype(np.float32), means[1].astype(np.float32)
     return arrays
-
-
-def _too_small(camera: str, source_shape: tuple[int, int], params: Params,
-               methods: Sequence[str]) -> dict[str, Any] | None:
-    """The error entry of a camera whose references (all of the first one's size) are smaller than some method's
-    clipping, or None."""
-    for method in methods:
-        clip = params.clip_of(method)
-        if clip is not None and (source_shape[0] < clip[0] or source_shape[1] < clip[1]):
-            return error_record(camera, "too-small",
-                                f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller "
-                                f"than the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)")
-    return None
 
 
 def _try(func, *args):

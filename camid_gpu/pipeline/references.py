@@ -42,6 +42,19 @@ def count_problem(camera: str, found: int, wanted: int | None, where: str = "lis
     return None
 
 
+def too_small(camera: str, source_shape: tuple[int, int], params: Params,
+              methods: Sequence[str]) -> dict[str, Any] | None:
+    """The error entry of a camera whose references (all of the first one's size) are smaller than some method's
+    clipping, or None."""
+    for method in methods:
+        clip = params.clip_of(method)
+        if clip is not None and (source_shape[0] < clip[0] or source_shape[1] < clip[1]):
+            return error_record(camera, "too-small",
+                                f"camera {camera!r}: references are {source_shape[0]}x{source_shape[1]}, smaller "
+                                f"than the {method} method's {clip[0]}x{clip[1]} clipping (--{method}-clip)")
+    return None
+
+
 def few_references_warning(counts: dict[str, int]) -> str | None:
     """One warning naming the cameras (camera -> references used) whose fingerprints were built from fewer than
     the recommended references, or None."""
