@@ -306,7 +306,6 @@ DEMO_SIZES = {"small": dict(height=640, width=768, clip="512"), "paper": dict(he
 
 def cmd_demo(args) -> int:
     from camid_gpu.config import Params, methods_of
-    from camid_gpu.cli.video import synth_videos
     from camid_gpu.datasets.synthetic import make_dataset
     from camid_gpu.engine.runner import evaluate_dataset
     from camid_gpu.evaluate import format_report
@@ -315,9 +314,6 @@ def cmd_demo(args) -> int:
     keep = args.outdir is not None
     root = args.outdir or tempfile.mkdtemp(prefix="camid-demo-")
     data = os.path.join(root, "data")
-    if args.videos:
-        print(synth_videos(args))
-        return EXIT_OK
     t0 = time.perf_counter()
     truth = make_dataset(data, cameras=4, per_model=2, refs=15, disputed_flat=3, disputed_natural=3,
                          height=size["height"], width=size["width"], jpeg_quality=92, seed=args.seed)
