@@ -109,22 +109,21 @@ def cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams = 
 
 def _manifest_of_interrupted(run_dir: str, argv: Sequence[str] | None, ctx: RunContext, exc: BaseException,
                              params: ClusterParams, started: str, adopted: list[dict[str, Any]]) -> None:
-    """The manifest of what an interrupted clustering run wrote (its records, parameters and working files), so
-    that a plain ``--resume`` can check them (best effort; the interruption is what the caller re-raises)."""
-    import contextlib
-
-    from camid_gpu._shared import interrupts
+    """The manifest of what an interrupted clustering run wrote (its records, parameters and working files:
+    :func:`run_folder.write_interrupted_manifest`)."""
     from camid_gpu.engine.scheduler import read_results
 
     records_path = os.path.join(run_dir, "images.jsonl")
-    with contextlib.suppress(Exception), interrupts.deferred():
+
+    def write(why: dict[str, Any]) -> None:
         records = read_results(records_path) if os.path.exists(records_path) else []
         outputs = [p for p in (records_path, os.path.join(run_dir, "cluster-params.json")) if os.path.exists(p)]
         run_folder.write_manifest(
             run_dir, "cluster", argv, params.to_dict(), ctx.describe(), started, _input_entries(records), None,
-            outputs + _working_files(run_dir),
-            extra={"interrupted": f"{type(exc).__name__}: {exc}".strip().rstrip(":"),
-                   **({"adopted_unverified": adopted} if adopted else {})}, kernels=ctx.kernels())
+            outputs + _working_files(run_dir), extra={**why, **({"adopted_unverified": adopted} if adopted else {})},
+            kernels=ctx.kernels())
+
+    run_folder.write_interrupted_manifest(exc, write)
 
 
 def _cluster_images(inputs: Sequence[str], run_dir: str, params: ClusterParams, ctx: RunContext, resume: bool,

@@ -89,17 +89,11 @@ def evaluate_dataset(dataset_dir: str, out_dir: str, methods: Sequence[str], par
 
 def _manifest_of_interrupted(out_dir: str, argv: Sequence[str] | None, params: Params, ctx: RunContext, started: str,
                              fp_dir: str, fp_summary: dict[str, Any], exc: BaseException) -> None:
-    """The manifest of what an interrupted evaluate run wrote (its fingerprints and records so far), so that a
-    plain ``--resume`` can check them (best effort; the interruption is what the caller re-raises)."""
-    import contextlib
-
-    from camid_gpu._shared import interrupts
-
+    """The manifest of what an interrupted evaluate run wrote (its fingerprints and records so far:
+    :func:`run_folder.write_interrupted_manifest`)."""
     results = os.path.join(out_dir, "results.jsonl")
     fp_files = [f for c in fp_summary["cameras"] for f in (c["metadata"], c["arrays"])]
-    with contextlib.suppress(Exception), interrupts.deferred():
-        run_folder.write_manifest(
-            out_dir, "evaluate", argv, params.to_dict(), ctx.describe(), started,
-            input_entries(read_results(results)) + [file_entry(p, "reference") for p in fp_summary["files"]],
-            fp_dir, fp_files + [results], extra={"interrupted": f"{type(exc).__name__}: {exc}".strip().rstrip(":")},
-            kernels=ctx.kernels())
+    run_folder.write_interrupted_manifest(exc, lambda why: run_folder.write_manifest(
+        out_dir, "evaluate", argv, params.to_dict(), ctx.describe(), started,
+        input_entries(read_results(results)) + [file_entry(p, "reference") for p in fp_summary["files"]],
+        fp_dir, fp_files + [results], extra=why, kernels=ctx.kernels()))

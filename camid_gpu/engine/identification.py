@@ -11,7 +11,6 @@ import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
-from camid_gpu._shared import interrupts
 from camid_gpu.backend.staging import UploadStager
 from camid_gpu.config import Params, RunConfig
 from camid_gpu.engine import run_folder
@@ -195,17 +194,11 @@ def identify_run(fp_dir: str | list[str], inputs: Sequence[str], run_dir: str, m
 
 def _manifest_of_interrupted(run_dir: str, argv: Sequence[str] | None, params: Params, ctx: RunContext, started: str,
                              fp_dir: str | list[str], methods: Sequence[str], resume: bool, exc: BaseException) -> None:
-    """The manifest of the records an interrupted identify run wrote (best effort: the disk may be full; the
-    interruption itself is what the caller re-raises)."""
-    import contextlib
-
+    """The manifest of the records an interrupted identify run wrote (:func:`run_folder.write_interrupted_manifest`)."""
     results = os.path.join(run_dir, run_folder.RESULTS_NAME)
-    with contextlib.suppress(Exception), interrupts.deferred():
-        run_folder.write_manifest(
-            run_dir, "identify", argv, params.to_dict(), ctx.describe(), started, input_entries(read_results(results)),
-            fp_dir, [results], extra={"methods": list(methods), "resumed": resume,
-                                      "interrupted": f"{type(exc).__name__}: {exc}".strip().rstrip(":")},
-            kernels=ctx.kernels())
+    run_folder.write_interrupted_manifest(exc, lambda why: run_folder.write_manifest(
+        run_dir, "identify", argv, params.to_dict(), ctx.describe(), started, input_entries(read_results(results)),
+        fp_dir, [results], extra={"methods": list(methods), "resumed": resume, **why}, kernels=ctx.kernels()))
 
 
 def _annotate(records: list[dict[str, Any]], truth_root: str | None) -> list[dict[str, Any]]:

@@ -30,9 +30,9 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from camid_gpu._shared import custody
+from camid_gpu._shared import custody, interrupts
 from camid_gpu._shared.files import atomic_write, open_regular
 from camid_gpu._shared.jsonio import read_jsonl, sha256_or_none, write_json
 from camid_gpu.errors import OutputPathError, RunFolderError
@@ -424,3 +424,12 @@ def write_manifest(run_dir: str, command: str, argv: Sequence[str] | None, param
     with atomic_write(checksum_path(path), "w") as handle:
         handle.write(f"{digest}  {os.path.basename(path)}\n")
     return path, digest
+
+
+def write_interrupted_manifest(exc: BaseException, write: Callable[[dict[str, Any]], Any]) -> None:
+    """For a run stopped once it was writing its results (Ctrl-C, SIGTERM, a full disk, an error): ``write(extra)``
+    writes the manifest of what the run wrote, ``extra`` saying why it stopped, so that a plain ``--resume`` can
+    check those files against it. Signals are held meanwhile; best effort (the disk may be full): a failure here is
+    dropped, the interruption itself is what the caller re-raises."""
+    with contextlib.suppress(Exception), interrupts.deferred():
+        write({"interrupted": f"{type(exc).__name__}: {exc}".strip().rstrip(":")})
