@@ -262,6 +262,29 @@ def test_a_cluster_resume_without_a_manifest_is_refused_unless_adopted(world, tm
     assert json.loads((run / "manifest.json").read_text())["adopted_unverified"] == adopted
 
 
+def test_an_interrupted_cluster_run_writes_the_manifest_of_what_it_wrote(world, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the residual step: the clustering run leaves a manifest of its records, parameters and working
+    files, saying why it stopped, so that a plain --resume checks them and finishes the run."""
+    from camid_gpu.cluster import run as cluster_run
+
+    run = tmp_path / "cluster"
+    args = ["cluster", str(world / "data" / "disputed"), "-o", str(run), *RUN_ARGS]
+
+    def stopped(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cluster_run, "pair_stage", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.undo()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["interrupted"] == "KeyboardInterrupt"
+    assert any(e["path"].endswith("images.jsonl") for e in manifest["outputs"])
+    capsys.readouterr()
+    assert main(["verify", str(run)]) == EXIT_OK
+    assert main(args + ["--resume"]) == EXIT_OK
+
+
 def test_an_interrupted_evaluate_run_writes_the_manifest_of_what_it_wrote(world, tmp_path, monkeypatch):
     from camid_gpu.config import Params
     from camid_gpu.engine.evaluation import evaluate_dataset
