@@ -38,10 +38,16 @@ def store_blob(library: str, blob: bytes, durable: bool = True) -> str:
     """Write ``blob`` under its SHA-256 (durably: fsync'ed, unless ``durable`` is False) unless a file with those
     very bytes is there; returns the hash."""
     digest = hashlib.sha256(blob).hexdigest()
-    path = blob_path(library, digest)
+    store_addressed(blob_path(library, digest), blob, digest, durable)
+    return digest
+
+
+def store_addressed(path: str, blob: bytes, digest: str, durable: bool = True) -> None:
+    """Write ``blob`` (SHA-256 ``digest``) at its content-addressed ``path`` unless a file with those very bytes is
+    there; through a temporary name either way, so an interrupted write never leaves wrong bytes under the name."""
     if os.path.exists(path):
         if hashlib.sha256(read_regular(path)).hexdigest() == digest:
-            return digest
+            return
         os.remove(path)  # a damaged copy (never catalogued with these bytes): replaced by the right ones
     if durable:
         write_bytes_atomic(path, blob)
@@ -50,7 +56,6 @@ def store_blob(library: str, blob: bytes, durable: bool = True) -> str:
         with open(path + ".tmp", "wb") as handle:
             handle.write(blob)
         os.replace(path + ".tmp", path)
-    return digest
 
 
 def read_blob(library: str, sha256: str) -> bytes:
@@ -150,7 +155,7 @@ def screen_row_mismatches(rows: np.ndarray, expected: Sequence[str]) -> list[int
     """Positions of the screening rows (float16, as just read) whose SHA-256 is not the catalogue's
     ``expected``; those rows are zeroed, so that they score nothing (a zero row's screen z is 0)."""
     def digest(i: int) -> str:
-        return hashlib.sha256(np.ascontiguousarray(rows[i])).hexdigest()
+        return row_sha256(rows[i])
 
     threads = max(1, min(8, os.cpu_count() or 1, len(expected)))
     if threads == 1:
@@ -167,7 +172,9 @@ def screen_row_mismatches(rows: np.ndarray, expected: Sequence[str]) -> list[int
 
 
 def row_sha256(row: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(row, SCREEN_DTYPE).tobytes()).hexdigest()
+    """The SHA-256 of one screening row as stored (float16 samples, C order): the one definition the catalogue,
+    the screening read, verify and link share."""
+    return hashlib.sha256(np.ascontiguousarray(row, SCREEN_DTYPE)).hexdigest()
 
 
 def camera_fingerprint(library: str, row: dict[str, Any]) -> CameraFingerprint:

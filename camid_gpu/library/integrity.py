@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from camid_gpu._shared import custody
-from camid_gpu._shared.files import read_regular, write_bytes_atomic
+from camid_gpu._shared.files import read_regular
 from camid_gpu.errors import LibraryError
+from camid_gpu.library import arrays as arr
 from camid_gpu.library import catalogue as cat
 
 MANIFESTS_DIR = "manifests"
@@ -48,15 +49,7 @@ def manifest_copy_path(library: str, sha256: str) -> str:
 def keep_manifest(library: str, blob: bytes, durable: bool = True) -> str:
     """Keep a store's manifest (its very bytes) in the library under its SHA-256; returns the hash."""
     digest = hashlib.sha256(blob).hexdigest()
-    path = manifest_copy_path(library, digest)
-    if os.path.exists(path) and hashlib.sha256(read_regular(path)).hexdigest() == digest:
-        return digest
-    if durable:
-        write_bytes_atomic(path, blob)
-    else:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(blob)
+    arr.store_addressed(manifest_copy_path(library, digest), blob, digest, durable)
     return digest
 
 

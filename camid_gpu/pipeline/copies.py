@@ -60,6 +60,7 @@ class CameraCopies:
     def __init__(self, camera: str, check: "ReferenceCheck | None" = None):
         self.camera, self.check = camera, check
         self.first_with: dict[str, str] = {}  # pixel hash -> the first reference with those pixels
+        self.digest_of: dict[str, str] = {}   # reference -> its pixel hash (the references kept)
         self.squares: list[np.ndarray] = []
 
     def copy_of(self, path: str, pixels: Any) -> dict[str, Any] | None:
@@ -68,12 +69,13 @@ class CameraCopies:
             return error_record(path, "same-pixels", f"the same decoded pixels as {self.first_with[digest]} (one "
                                                      f"photo in two files): used once")
         self.first_with[digest] = path
+        self.digest_of[path] = digest
         if self.check is not None:
             self.check.add_pixels(self.camera, path, digest)
         return None
 
     def pixel_hash(self, path: str) -> str | None:
-        return next((digest for digest, first in self.first_with.items() if first == path), None)
+        return self.digest_of.get(path)
 
     @property
     def keep(self) -> Any:
