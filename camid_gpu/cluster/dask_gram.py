@@ -41,7 +41,7 @@ def gram_on_dask(path: str, n_rows: int, pixels: int, tile: int, previous: np.nd
         start = previous.shape[0]
         out[:start, :start] = previous
     keys = tile_pairs(n_rows, tile, start)
-    client, cluster = dask_client(distributed, config.dask, len(keys))
+    client, cluster = dask_client(distributed, config.dask, len(keys), config)
     try:
         futures = [client.submit(tile_product, path, n_rows, pixels, key, config.backend, config.device, precision,
                                  pure=False) for key in keys]

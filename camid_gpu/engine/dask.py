@@ -71,7 +71,7 @@ def identify_on_dask(fp_dir: str, todo: Sequence[str], write: Callable[[list[dic
     per_task = ctx.config.chunk or DASK_IMAGES_PER_TASK
     batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
     worker_config = replace(ctx.config, dask=None, progress=False)  # a worker runs its share in its own process
-    client, cluster = dask_client(distributed, ctx.dask, len(batches))
+    client, cluster = dask_client(distributed, ctx.dask, len(batches), ctx.config)
     try:
         futures = [client.submit(identify_paths_worker, fp_dir, batch, list(methods), params.to_dict(), kind,
                                  worker_config, unverified, pure=False)
@@ -99,11 +99,12 @@ def local_address(address: str, config: RunConfig | None = None, tasks: int | No
     return f"local:{count}", note
 
 
-def dask_client(distributed, address: str, tasks: int | None = None):
+def dask_client(distributed, address: str, tasks: int | None = None, config: RunConfig | None = None):
     """``local``: one worker per GPU (dask-cuda) when available, else a LocalCluster of processes (at most
     :data:`~camid_gpu.config.DASK_LOCAL_WORKERS`, the usable CPUs and ``tasks``); ``local:N``: N processes,
-    capped by :func:`local_address`. Local clusters take free ports (dashboard included), so concurrent runs on
-    one machine do not collide."""
+    capped by :func:`local_address` under ``config``'s host budget (the run's: without it the default budget
+    capped a run given --max-host-memory a second time). Local clusters take free ports (dashboard included), so
+    concurrent runs on one machine do not collide."""
     if address == "local":
         try:
             from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
@@ -113,7 +114,7 @@ def dask_client(distributed, address: str, tasks: int | None = None):
         except ImportError:
             address = f"local:{DASK_LOCAL_WORKERS}"
     if address.startswith("local:"):
-        n = int(local_address(address, tasks=tasks)[0].split(":", 1)[1])
+        n = int(local_address(address, config, tasks)[0].split(":", 1)[1])
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
         return distributed.Client(cluster), cluster
     return distributed.Client(address), None

@@ -183,7 +183,7 @@ class Screener:
             from camid_gpu.engine.dask import dask_client
 
             distributed = import_optional("dask.distributed", "dist", "--dask")
-            self.client, self.cluster = dask_client(distributed, ctx.dask)
+            self.client, self.cluster = dask_client(distributed, ctx.dask, config=ctx.config)
         self.tiles = {g.name: self._tiles(g, budget) for g in geoms}
         #: camera -> why it was refused (its screening row as read differs from its SHA-256)
         self.refused: dict[str, str] = {}

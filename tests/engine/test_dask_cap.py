@@ -61,3 +61,14 @@ def test_cli_notes_and_records_the_dask_cap(tmp_path, capsys, monkeypatch):
     config = options.config_of(args)
     assert config.dask == "local:2"
     assert re.search(r"camid: note: --dask local:100000 capped to 2: 2 usable CPUs", capsys.readouterr().err)
+
+
+def test_the_local_cluster_is_capped_under_the_runs_own_budget(monkeypatch):
+    """The run's --max-host-memory reaches the cluster started: with the default budget in its place, a run
+    given 64 GiB was capped to one process a second time, with no note."""
+    monkeypatch.setattr(scheduler, "usable_cpus", lambda: 16)
+    monkeypatch.setattr(scheduler, "default_host_memory", lambda: 2 << 30)  # the default: one worst-case worker
+    recorder = _Recorder()
+    engine_dask.dask_client(recorder, "local:8", None, RunConfig(max_host_memory=64 << 30))
+    engine_dask.dask_client(recorder, "local:8", None)  # no run configuration: the default budget
+    assert recorder.workers == [8, 1]

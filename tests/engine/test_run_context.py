@@ -126,7 +126,7 @@ def _identify_on_dask(root, out, budget, monkeypatch):
 
     monkeypatch.setattr(ident, "identify_chunk", spy)
     monkeypatch.setattr(engine_dask, "import_optional", lambda *args: None)
-    monkeypatch.setattr(engine_dask, "dask_client", lambda distributed, address, tasks=None: (_InlineClient(), None))
+    monkeypatch.setattr(engine_dask, "dask_client", lambda distributed, address, tasks=None, config=None: (_InlineClient(), None))
     config = RunConfig(backend="numpy", progress=False, dask="local:2", max_host_memory=budget)
     identify_files(str(root / "fp"), [str(root / "data" / "disputed")], str(out), ("pce",), Params(), config)
     return chunks, read_results(str(out))
@@ -156,7 +156,7 @@ def test_dask_worker_halves_a_chunk_that_runs_out_of_memory(full_frame_store, tm
 
     _, expected = _identify_on_dask(full_frame_store, tmp_path / "ref.jsonl", LARGE_BUDGET, monkeypatch)
     monkeypatch.setattr(ident, "identify_chunk", fails_on_four)
-    monkeypatch.setattr(engine_dask, "dask_client", lambda distributed, address, tasks=None: (_InlineClient(), None))
+    monkeypatch.setattr(engine_dask, "dask_client", lambda distributed, address, tasks=None, config=None: (_InlineClient(), None))
     config = RunConfig(backend="numpy", progress=False, dask="local:2", max_host_memory=LARGE_BUDGET)
     out = tmp_path / "retried.jsonl"
     identify_files(str(full_frame_store / "fp"), [str(full_frame_store / "data" / "disputed")], str(out), ("pce",),
