@@ -40,6 +40,7 @@ import numpy as np
 
 from camid_gpu._shared.files import file_kind
 from camid_gpu._shared.optional import import_optional
+from camid_gpu.io.raw import HEIF_BRANDS
 from camid_gpu.config import InputLimits, parse_frames
 from camid_gpu.errors import ImageDecodeError, ImageUnreadableError
 from camid_gpu.io.reader import READ_BLOCK, _open
@@ -49,7 +50,7 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2", ".mkv", ".webm"
 #: the container formats recognised by their leading bytes
 VIDEO_FORMATS = ("MP4", "MOV", "3GP", "Matroska", "AVI")
 #: ISO base-media brands of HEIF stills (those are images, read by :mod:`camid_gpu.io.raw`)
-_STILL_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+_STILL_BRANDS = HEIF_BRANDS + (b"avif", b"avis")  # stills in an ISO media box: HEIF (io.raw) and AVIF
 #: QuickTime files without an ``ftyp`` box start with one of these atoms
 _QT_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 #: picture types as PyAV numbers them (AVPictureType)
@@ -163,7 +164,9 @@ def _ffmpeg_errors(path: str, av: Any) -> Iterator[None]:
     previous = logging.get_level()
     logging.set_level(logging.ERROR)
     try:
-        with logging.Capture() as lines:
+        # every thread's lines: with threaded decoding, FFmpeg logs a damaged slice from its worker threads,
+        # which a capture of this thread alone never sees (videos are decoded one at a time in a process)
+        with logging.Capture(local=False) as lines:
             try:
                 yield
             except av.FFmpegError as exc:

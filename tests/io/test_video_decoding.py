@@ -29,6 +29,8 @@ def test_containers_recognised_by_content(clip, tmp_path):
     head = clip.read_bytes()[:16]
     assert sniff_video(head) == "MP4"
     assert sniff_video(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00") is None  # a HEIF still is an image
+    for brand in (b"hevm", b"hevs", b"avif"):  # every HEIF brand io.raw reads, and AVIF, stays an image
+        assert sniff_video(b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00") is None
     assert sniff_video(b"\x1a\x45\xdf\xa3" + b"\x00" * 12) == "Matroska"
     assert sniff_video(b"RIFF\x00\x00\x00\x00AVI LIST") == "AVI"
     assert sniff_video(b"\x00\x00\x00\x14ftyp3gp4\x00\x00\x00\x00") == "3GP"
