@@ -182,6 +182,9 @@ class VideoPool:
                 aligned = sum_of_maxima_log10_p(float(np.dot(quality, [f.z for f in frames])), quality, self.shifts,
                                                 inflation)
                 tests.append(aligned)
+            if not all(math.isfinite(t) for t in tests):  # min() would drop a NaN and read it as a clean answer
+                raise ValueError(f"camera {name!r}: the pooled frames' test is not finite (plain {plain}, aligned "
+                                 f"{aligned}): a constant fingerprint or frames without content; no decision")
             log_pfa = min(0.0, min(tests) + math.log10(len(tests)))
             shifts = {f.shift for f in frames}
             out[name] = {"pce": equivalent_pce(log_pfa), "log10_p_fa": log_pfa,
@@ -224,6 +227,9 @@ def frame_peaks(bk: Backend, corr: Array, r: int) -> dict[str, np.ndarray]:
             near[i, c] = float((block * block).sum())
     count = min(PEAK_NEIGHBOURHOOD, h) * min(PEAK_NEIGHBOURHOOD, w)
     energy = (total - near) / max(h * w - count, 1)
+    if not np.all(energy > 0):  # as prnu.pce refuses a constant plane: 0/0 would be a NaN PCE read as no match
+        raise ValueError("a frame's correlation plane with a fingerprint has no energy outside its peak (a "
+                         "constant fingerprint or frame): no PCE")
     return {"pce": np.sign(peak) * peak ** 2 / energy, "peak": peak, "energy": energy, "shift": shift,
             "log10_p_fa": log10_false_alarm(peak, energy, (2 * r + 1) ** 2)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from scipy import special
 
 from camid_gpu.backend import get_backend
@@ -66,3 +67,14 @@ def test_frame_peaks_equal_the_pce_of_a_shift_search():
     np.testing.assert_allclose(mine["log10_p_fa"], reference["log10_p_fa"], rtol=1e-4)
     np.testing.assert_array_equal(mine["shift"], reference["peak_shift"] - 8)
     assert tuple(mine["shift"][1, 0]) == (-3, 3)
+
+
+def test_a_non_finite_pooled_test_is_an_error_not_a_clean_answer():
+    """A fingerprint of zeros gives the correlation planes no energy: the test was NaN, which min() dropped and
+    read as 'no match' (log10 P_FA 0). It is refused, so the video gets a per-file error."""
+    bk = get_backend("numpy", dtype="float32")
+    frame = np.random.default_rng(2).integers(30, 220, (96, 128), dtype=np.uint8)
+    pool = VideoPool(bk, [("flat", np.zeros((96, 128), np.float32))], sigma=2.0, levels=4, wavelet="db4",
+                     align_range=0)
+    with pytest.raises(ValueError, match="no energy"):
+        pool.add(frame[None], ["I"])
