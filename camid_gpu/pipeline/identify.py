@@ -72,6 +72,9 @@ def build_fingerprint(camera: str, paths: Sequence[str], bk: Backend, params: Pa
     for path, result in stream:
         if isinstance(result, BaseException):
             errors.append(error_entry(path, result))
+            # a reference video found damaged after some of its frames came: none of them is used
+            good = [g for g in good if g[1].path != path]
+            turned = [t for t in turned if t[1].path != path]
             continue
         pixels, info, *how = result
         problem = reference_content_problem(pixels, info.bit_depth, [params.clip_of(m) for m in methods])
