@@ -119,6 +119,8 @@ def cap_workers(requested: int, host_budget: int | None, limits: InputLimits,
     cpus = usable_cpus()
     budget = host_budget or default_host_memory()
     each = worker_memory(limits)
+    if requested <= 1:  # nothing to cap: no input header is opened before the run
+        return requested, None
     if inputs and min(requested, cpus) > budget // max(each, 1):  # the worst case would cap: look at the files
         each = declared_worker_memory(inputs, limits)
     by_memory = max(1, budget // max(each, 1))
