@@ -61,9 +61,13 @@ def verify(given: str, expect_sha256: str | None, library: str | None = None) ->
     inconsistent = _record_problems(result)
     for problem in inconsistent:
         print(f"RECORD   {printable(problem)}")
-    for adopted in _adopted(path):
+    data = _manifest_data(path)
+    for adopted in _adopted(data):
         print(f"NOTE     results adopted unverified on a resume (--adopt-unverified) at {printable(adopted.get('at'))}: "
               f"{printable(adopted.get('results_bytes'))} bytes of results.jsonl that no manifest vouched for")
+    if data.get("interrupted"):
+        print(f"NOTE     the run was interrupted ({printable(data['interrupted'])}): its files are what it wrote "
+              f"before it stopped, not a finished run; the same command with --resume finishes it")
     print(f"manifest SHA-256 {result['manifest_sha256']}"
           + (" (as expected)" if expect_sha256 and result["ok"] else "")
           + {"agrees": " (manifest.sha256 beside it agrees)",
@@ -119,9 +123,13 @@ def _record_problems(result: dict) -> list[str]:
         return [f"{path} cannot be read ({exc.strerror or exc})"]
 
 
-def _adopted(path: str) -> list[dict]:
+def _manifest_data(path: str) -> dict:
     try:
-        adopted = custody.read_manifest(path).data.get("adopted_unverified")
+        return custody.read_manifest(path).data
     except ValueError:
-        return []
+        return {}
+
+
+def _adopted(data: dict) -> list[dict]:
+    adopted = data.get("adopted_unverified")
     return [a for a in adopted if isinstance(a, dict)] if isinstance(adopted, list) else []

@@ -90,6 +90,9 @@ def checked_results(run_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]],
         raise CamidError(f"{results_path}: {len(forged)} record(s) contradict their own scores: "
                          + "; ".join(forged[:3]) + f" (camid verify {run_dir})")
     manifest = _read_json(manifest_path)
+    if manifest.get("interrupted"):  # a part of a run: its pairs are not the run's
+        raise CamidError(f"{run_dir}: the run was interrupted ({manifest['interrupted']}) and is not finished: "
+                         f"resume it before calibrating on it")
     results_sha = sha256_file(results_path)
     with open_regular(results_path) as handle:
         records = [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip()]

@@ -157,6 +157,9 @@ def load_run(run_dir: str, fingerprints_dir: str | None) -> Run:
     if dig(manifest, "adopted_unverified"):
         run.custody.caveats.append("a resume kept results that no manifest vouched for (--adopt-unverified); they "
                                    "were checked only against their own scores")
+    if dig(manifest, "interrupted"):
+        run.custody.caveats.append(f"the run was interrupted ({dig(manifest, 'interrupted')}): this report shows what "
+                                   f"it wrote before it stopped, not a finished run (resume it to finish)")
     if dig(manifest, "fingerprint_store", "verified") is False:
         run.custody.caveats.append("the run used a fingerprint store that had no manifest (--unverified-store): "
                                    "its fingerprint files were not checked against any record when it was loaded")

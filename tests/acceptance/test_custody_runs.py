@@ -161,9 +161,13 @@ def test_adopting_results_without_a_manifest_is_recorded(world, finished, tmp_pa
     assert "--adopt-unverified" in (run / "report.html").read_text()
 
 
-def test_an_interrupted_run_writes_the_manifest_of_what_it_wrote(world, tmp_path, monkeypatch):
+def test_an_interrupted_run_writes_the_manifest_of_what_it_wrote(world, tmp_path, monkeypatch, capsys):
     """Ctrl-C (or SIGTERM, or a full disk) after the first records: the run still leaves a manifest of them, so a
-    plain --resume can check them (only a run killed outright needs --adopt-unverified)."""
+    plain --resume can check them (only a run killed outright needs --adopt-unverified). Until then the part is
+    never taken for a finished run: verify notes it, the report says it, calibrate refuses it."""
+    from camid_gpu.errors import CamidError
+    from camid_gpu.evidence.pairs import checked_results
+
     run = tmp_path / "run"
     _interrupt_after_first_write(monkeypatch)
     config = RunConfig(backend="numpy", progress=False, chunk=1)
@@ -172,7 +176,13 @@ def test_an_interrupted_run_writes_the_manifest_of_what_it_wrote(world, tmp_path
     monkeypatch.undo()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["interrupted"] == "KeyboardInterrupt" and len(read_results(run / "results.jsonl")) == 1
+    capsys.readouterr()
     assert main(["verify", str(run)]) == EXIT_OK
+    assert "NOTE     the run was interrupted (KeyboardInterrupt)" in capsys.readouterr().out
+    assert main(["report", str(run), "-o", str(tmp_path / "part.html"), "--quiet"]) == EXIT_OK
+    assert "the run was interrupted (KeyboardInterrupt)" in (tmp_path / "part.html").read_text()
+    with pytest.raises(CamidError, match="interrupted"):
+        checked_results(str(run))
     assert main(["identify", str(world / "fp"), str(world / "data" / "disputed"), "-o", str(run), "--resume",
                  *RUN_ARGS]) == EXIT_OK
     assert len(read_results(run / "results.jsonl")) == 4 and "interrupted" not in \
