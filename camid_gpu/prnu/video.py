@@ -105,7 +105,7 @@ class VideoPool:
     def __post_init__(self) -> None:
         self._spectra: dict[str, Array] = {}
         self._plain: dict[str, Array] = {}   # the weighted sum of the frames' planes
-        self._unit_energy: dict[str, float] = {}  # per batch: energy of the sum of quality-weighted unit planes
+        self._unit: dict[str, Array] = {}  # the sum of the frames' quality-weighted unit planes (all batches)
         self._quality_batch: list[float] = []
 
     def _spectrum(self, name: str, k: np.ndarray) -> Array:
@@ -150,9 +150,8 @@ class VideoPool:
         # the frames' planes in units of their own noise, weighted by quality: how dependent the frames are
         scale = np.asarray(self._quality_batch, np.float64)[:, None] / np.sqrt(np.maximum(stats["energy"], 1e-300))
         unit = bk.sum(corr * bk.asarray(scale.astype(np.float32))[..., None, None], 0)[0]
-        unit_energy = bk.to_numpy(bk.mean(unit * unit, (-2, -1))).reshape(-1).astype(np.float64)
         for c, (name, _) in enumerate(chunk):
-            self._unit_energy[name] = self._unit_energy.get(name, 0.0) + float(unit_energy[c])
+            self._unit[name] = unit[c] if name not in self._unit else self._unit[name] + unit[c]
             for i in range(corr.shape[0]):
                 z = float(stats["peak"][i, c] / math.sqrt(max(float(stats["energy"][i, c]), 1e-300)))
                 rows[i][name] = FrameScore(float(stats["pce"][i, c]), tuple(int(v) for v in stats["shift"][i, c]),
@@ -176,9 +175,12 @@ class VideoPool:
             aligned = None
             if self.align_range > 0:
                 # frames that are not independent (a still scene) count as fewer frames: the energy of their
-                # summed unit planes against the independent frames' sum of squared weights (per batch: frames
-                # of different batches are taken as independent)
-                inflation = min(max(self._unit_energy[name] / float(np.sum(quality ** 2)), 1.0), float(len(frames)))
+                # summed unit planes against the independent frames' sum of squared weights, over every batch
+                # (a sum per batch capped the correction at the batch's size: 8 copies of a frame in two batches
+                # counted as two frames' worth of independent evidence)
+                unit = self._unit[name]
+                unit_energy = float(np.asarray(self.bk.to_numpy(self.bk.mean(unit * unit, (-2, -1)))).reshape(-1)[0])
+                inflation = min(max(unit_energy / float(np.sum(quality ** 2)), 1.0), float(len(frames)))
                 aligned = sum_of_maxima_log10_p(float(np.dot(quality, [f.z for f in frames])), quality, self.shifts,
                                                 inflation)
                 tests.append(aligned)

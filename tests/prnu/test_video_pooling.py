@@ -46,6 +46,11 @@ def test_a_still_scene_is_not_counted_as_independent_frames():
     pool.add(np.stack([frame] * 8), ["I"] * 8)
     score = pool.scores()["other"]
     assert score["pce"] < 1.2 * single.scores()["other"]["pce"] < 30, score
+    # the same eight frames in batches of two (a smaller memory budget, a larger frame): still one frame's evidence
+    batched = VideoPool(bk, [("other", k)], sigma=2.0, levels=4, wavelet="db4", align_range=8)
+    for _ in range(4):
+        batched.add(np.stack([frame] * 2), ["I"] * 2)
+    assert batched.scores()["other"]["pce"] < 1.2 * single.scores()["other"]["pce"] < 30
 
 
 def test_hybrid_scales_span_the_fitting_scale_and_the_crop():
